@@ -1,0 +1,35 @@
+"""Pure decoding functions for TDT transducers: greedy search and timestamps.
+
+Nothing in this package holds state between calls: every function takes what it needs
+(encoder frames, a step model, the decoding configuration) and returns new immutable values.
+"""
+
+from .tdt import DecodedToken, StepModel, TdtConfig, TdtResult, tdt_greedy_decode
+from .timestamps import (
+    SegmentSpan,
+    TimestampConfig,
+    TokenSpan,
+    WordSpan,
+    join_token_text,
+    offset_to_seconds,
+    segment_spans,
+    token_spans,
+    word_spans,
+)
+
+__all__ = [
+    "DecodedToken",
+    "SegmentSpan",
+    "StepModel",
+    "TdtConfig",
+    "TdtResult",
+    "TimestampConfig",
+    "TokenSpan",
+    "WordSpan",
+    "join_token_text",
+    "offset_to_seconds",
+    "segment_spans",
+    "tdt_greedy_decode",
+    "token_spans",
+    "word_spans",
+]

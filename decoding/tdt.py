@@ -1,0 +1,163 @@
+"""Greedy decoding of a Token-and-Duration Transducer (TDT), identical to NeMo's label-looping search.
+
+The search follows ``GreedyBatchedTDTLabelLoopingComputer.torch_impl`` for one utterance:
+
+* at frame ``t`` the joint gives label logits (vocabulary + blank) and duration logits; the label and
+  the duration are chosen by two independent argmaxes, and the duration *index* maps through the
+  model's ``durations`` list;
+* a blank whose duration is 0 advances by one frame (a blank must move time forward);
+* blanks do not update the predictor; the search keeps evaluating the joint with the same predictor
+  output until it finds a non-blank label or runs out of frames;
+* a non-blank label is emitted at the frame where it was found, with its predicted duration, and
+  only then the predictor consumes it;
+* after ``max_symbols`` labels emitted at the same frame, time is forced one frame ahead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+StateT = TypeVar("StateT")
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class TdtConfig:
+    """Everything the greedy search needs to know about the model's output layout."""
+
+    blank_id: int
+    """Index of the blank label in the label logits (NeMo puts it right after the vocabulary)."""
+    durations: tuple[int, ...]
+    """Frame skips that the duration logits stand for, in logit order (e.g. ``(0, 1, 2, 3, 4)``)."""
+    max_symbols: int | None
+    """Most labels emitted at one frame before time is forced forward; ``None`` means no limit."""
+
+    def __post_init__(self) -> None:
+        if not self.durations:
+            raise ValueError("a TDT model needs at least one duration")
+        if any(d < 0 for d in self.durations):
+            raise ValueError(f"durations must be non-negative, got {self.durations}")
+        if self.max_symbols is not None and self.max_symbols < 1:
+            raise ValueError(f"max_symbols must be >= 1 or None, got {self.max_symbols}")
+
+
+@dataclass(frozen=True)
+class DecodedToken:
+    """One emitted label."""
+
+    id: int
+    """Token id (never the blank)."""
+    frame: int
+    """Encoder frame at which the label was emitted."""
+    duration: int
+    """Predicted duration in encoder frames (may be 0)."""
+
+
+class StepModel(Protocol[StateT]):
+    """The predictor and the joint of a transducer, one step at a time.
+
+    Implementations must not keep per-call state: the predictor state travels through ``predict``.
+    """
+
+    def initial_state(self) -> StateT:
+        """The predictor state before any label (NeMo: zeros)."""
+        ...
+
+    def predict(self, label: int, state: StateT) -> tuple[FloatArray, StateT]:
+        """Feed ``label`` (the blank id stands for start-of-sequence) and return the projected
+        predictor output, shape ``(joint_hidden,)``, and the new state."""
+        ...
+
+    def joint(self, encoder_frame: FloatArray, predictor_output: FloatArray) -> FloatArray:
+        """Joint logits for one projected encoder frame ``(joint_hidden,)`` and one projected predictor
+        output ``(joint_hidden,)``: shape ``(blank_id + 1 + len(durations),)``."""
+        ...
+
+
+@dataclass(frozen=True)
+class TdtResult(Generic[StateT]):
+    """The result of decoding one utterance."""
+
+    tokens: tuple[DecodedToken, ...]
+    """Emitted labels in order."""
+    state: StateT
+    """Predictor state after the last emitted label."""
+
+
+def tdt_greedy_decode(
+    encoder_frames: FloatArray,
+    length: int,
+    model: StepModel[StateT],
+    config: TdtConfig,
+    state: StateT | None = None,
+) -> TdtResult[StateT]:
+    """Greedy TDT search over one utterance.
+
+    Args:
+        encoder_frames: projected encoder output, shape ``(T, joint_hidden)``, float32.
+        length: number of valid frames (``<= T``).
+        model: predictor and joint step functions.
+        config: blank id, durations and ``max_symbols``.
+        state: predictor state to start from; ``None`` starts from the model's initial state.
+
+    Returns:
+        The emitted tokens (id, frame, duration) and the final predictor state.
+    """
+    if length < 0 or length > encoder_frames.shape[0]:
+        raise ValueError(f"length {length} is outside [0, {encoder_frames.shape[0]}]")
+    blank = config.blank_id
+    durations: Sequence[int] = config.durations
+    num_durations = len(durations)
+    max_symbols = config.max_symbols
+
+    current_state = model.initial_state() if state is None else state
+    predictor_output, current_state = model.predict(blank, current_state)
+
+    tokens: list[DecodedToken] = []
+    last_emit_frame = -1
+    emitted_at_last_frame = 0
+    time = 0
+
+    def step(frame: int) -> tuple[int, int]:
+        logits = model.joint(encoder_frames[frame], predictor_output)
+        label = int(np.argmax(logits[:-num_durations]))
+        duration = durations[int(np.argmax(logits[-num_durations:]))]
+        if label == blank and duration == 0:
+            duration = 1
+        return label, duration
+
+    while time < length:
+        label_frame = time
+        label, duration = step(time)
+        time += duration
+        # Keep looking for a non-blank label without touching the predictor.
+        while label == blank and time < length:
+            label_frame = time
+            label, duration = step(time)
+            time += duration
+        if label == blank:
+            break
+
+        tokens.append(DecodedToken(id=label, frame=label_frame, duration=duration))
+        if last_emit_frame == label_frame:
+            emitted_at_last_frame += 1
+        else:
+            emitted_at_last_frame = 1
+        last_emit_frame = label_frame
+        predictor_output, current_state = model.predict(label, current_state)
+
+        if (
+            max_symbols is not None
+            and time < length
+            and emitted_at_last_frame >= max_symbols
+            and last_emit_frame == time
+        ):
+            time += 1
+
+    return TdtResult(tokens=tuple(tokens), state=current_state)

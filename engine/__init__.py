@@ -1,0 +1,40 @@
+"""The parakeet-runtime inference engine: load a converted model once, transcribe from any thread.
+
+>>> from parakeet_runtime.engine import Engine
+>>> engine = Engine.load("parakeet-tdt-0.6b-v2-onnx")      # doctest: +SKIP
+>>> engine.transcribe("clip.wav").text                       # doctest: +SKIP
+"""
+
+from .audio import Audio, AudioInput, load_audio
+from .engine import Engine, default_model_dir, sample_audio_path
+from .errors import (
+    AudioDecodeError,
+    AudioFileNotFoundError,
+    AudioTooLongError,
+    ManifestError,
+    ModelDirectoryError,
+    ParakeetRuntimeError,
+)
+from .manifest import Manifest, load_manifest
+from .results import Segment, Token, Transcript, Word
+
+__all__ = [
+    "Audio",
+    "AudioDecodeError",
+    "AudioFileNotFoundError",
+    "AudioInput",
+    "AudioTooLongError",
+    "Engine",
+    "Manifest",
+    "ManifestError",
+    "ModelDirectoryError",
+    "ParakeetRuntimeError",
+    "Segment",
+    "Token",
+    "Transcript",
+    "Word",
+    "default_model_dir",
+    "load_audio",
+    "load_manifest",
+    "sample_audio_path",
+]

@@ -1,0 +1,27 @@
+"""Typed errors raised by the engine. Each also subclasses the built-in a caller would expect."""
+
+from __future__ import annotations
+
+
+class ParakeetRuntimeError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ModelDirectoryError(ParakeetRuntimeError, FileNotFoundError):
+    """The model directory is missing, or lacks a file its manifest names."""
+
+
+class ManifestError(ParakeetRuntimeError, ValueError):
+    """The manifest is unreadable, of an unsupported schema version, or inconsistent."""
+
+
+class AudioDecodeError(ParakeetRuntimeError, ValueError):
+    """An input could not be read or understood as audio."""
+
+
+class AudioFileNotFoundError(AudioDecodeError, FileNotFoundError):
+    """An audio path does not exist."""
+
+
+class AudioTooLongError(ParakeetRuntimeError, ValueError):
+    """The audio is longer than the exported encoder can take in one pass."""

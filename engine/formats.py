@@ -1,0 +1,50 @@
+"""Render transcripts as text, JSON, SRT or WebVTT."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from .results import Transcript
+
+FORMATS = ("text", "json", "srt", "vtt")
+
+
+def _clock(seconds: float, separator: str) -> str:
+    millis = max(0, round(seconds * 1000))
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def _cues(transcript: Transcript) -> list[tuple[float, float, str]]:
+    if transcript.segments:
+        return [(s.start, s.end, s.text) for s in transcript.segments]
+    return [(0.0, transcript.duration, transcript.text)] if transcript.text else []
+
+
+def to_srt(transcript: Transcript) -> str:
+    """SubRip subtitles, one cue per segment."""
+    blocks = [
+        f"{i}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{text}\n"
+        for i, (start, end, text) in enumerate(_cues(transcript), start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def to_vtt(transcript: Transcript) -> str:
+    """WebVTT subtitles, one cue per segment."""
+    blocks = [f"{_clock(start, '.')} --> {_clock(end, '.')}\n{text}\n" for start, end, text in _cues(transcript)]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def render(transcripts: Sequence[tuple[str, Transcript]], fmt: str) -> str:
+    """Render ``(name, transcript)`` pairs; several inputs are labelled by name (JSON: a list)."""
+    if fmt == "json":
+        items = [{"file": name, **t.to_dict()} for name, t in transcripts]
+        return json.dumps(items[0] if len(items) == 1 else items, ensure_ascii=False, indent=2) + "\n"
+    render_one = {"text": lambda t: t.text + "\n", "srt": to_srt, "vtt": to_vtt}[fmt]
+    if len(transcripts) == 1:
+        return render_one(transcripts[0][1])
+    return "".join(f"==> {name} <==\n{render_one(t)}\n" for name, t in transcripts)

@@ -1,0 +1,113 @@
+"""ONNX Runtime sessions for the encoder, predictor and joint, and the TDT step functions over them.
+
+Sessions are created once and only ever ``run``, which ONNX Runtime documents as thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from .errors import ManifestError
+from .manifest import Manifest
+
+logger = logging.getLogger(__name__)
+
+FloatArray: TypeAlias = npt.NDArray[np.float32]
+LstmState: TypeAlias = tuple[FloatArray, FloatArray]
+"""``(h, c)``, each of shape ``(layers, 1, hidden)``."""
+
+
+def default_providers() -> list[str]:
+    """CUDA when this onnxruntime build has it, else the CPU."""
+    available = ort.get_available_providers()
+    preferred = [p for p in ("CUDAExecutionProvider",) if p in available]
+    return [*preferred, "CPUExecutionProvider"]
+
+
+def _session(path: Path, providers: Sequence[str], threads: int | None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises its own untyped exceptions here
+        raise ManifestError(f"{path.name}: ONNX Runtime cannot load this graph ({exc})") from exc
+
+
+@dataclass(frozen=True, eq=False)
+class OnnxTdtModel:
+    """The three graphs of a TDT model. Immutable; every method is safe to call from many threads."""
+
+    manifest: Manifest
+    encoder_session: ort.InferenceSession
+    predictor_session: ort.InferenceSession
+    joint_session: ort.InferenceSession
+
+    @classmethod
+    def load(
+        cls, manifest: Manifest, model_dir: Path, *, providers: Sequence[str] | None, threads: int | None
+    ) -> OnnxTdtModel:
+        chosen = list(providers) if providers is not None else default_providers()
+        logger.info("loading ONNX graphs from %s with providers %s", model_dir, chosen)
+        return cls(
+            manifest=manifest,
+            encoder_session=_session(model_dir / manifest.encoder.file, chosen, threads),
+            # The step graphs are tiny: one thread avoids thread-pool overhead on every call.
+            predictor_session=_session(model_dir / manifest.predictor.file, chosen, 1),
+            joint_session=_session(model_dir / manifest.joint.file, chosen, 1),
+        )
+
+    def encode(self, features: FloatArray, lengths: npt.NDArray[np.int64]) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+        """Run the encoder.
+
+        Args:
+            features: ``(batch, n_mels, frames)`` float32.
+            lengths: ``(batch,)`` int64 valid feature frames.
+
+        Returns:
+            Projected encoder frames ``(batch, encoded_frames, joint_hidden)`` and their valid counts.
+        """
+        spec = self.manifest.encoder
+        frames, encoded_lengths = self.encoder_session.run(
+            [spec.output_frames, spec.output_lengths],
+            {spec.input_features: features, spec.input_lengths: lengths},
+        )
+        return frames, encoded_lengths.astype(np.int64, copy=False)
+
+    # --- decoding.StepModel[LstmState] ---------------------------------------------------------
+
+    def initial_state(self) -> LstmState:
+        spec = self.manifest.predictor
+        zeros = np.zeros((spec.layers, 1, spec.hidden), dtype=np.float32)
+        return zeros, zeros
+
+    def predict(self, label: int, state: LstmState) -> tuple[FloatArray, LstmState]:
+        spec = self.manifest.predictor
+        feeds: dict[str, Any] = {
+            spec.input_targets: np.array([label], dtype=np.int64),
+            spec.input_h: state[0],
+            spec.input_c: state[1],
+        }
+        output, h, c = self.predictor_session.run([spec.output, spec.output_h, spec.output_c], feeds)
+        return output[0], (h, c)
+
+    def joint(self, encoder_frame: FloatArray, predictor_output: FloatArray) -> FloatArray:
+        spec = self.manifest.joint
+        (logits,) = self.joint_session.run(
+            [spec.output_logits],
+            {spec.input_encoder: encoder_frame[None, :], spec.input_predictor: predictor_output[None, :]},
+        )
+        result: FloatArray = logits[0]
+        return result

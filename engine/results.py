@@ -1,0 +1,88 @@
+"""Immutable transcription results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Token:
+    """One emitted token."""
+
+    id: int
+    """Token id in the model's vocabulary."""
+    text: str
+    """The token decoded on its own."""
+    piece: str
+    """The vocabulary entry (SentencePiece piece, with its ``▁`` word marker)."""
+    frame: int
+    """Encoder frame at which it was emitted."""
+    duration: int
+    """Predicted duration in encoder frames."""
+    start_offset: int
+    """Start in encoder frames (NeMo's ``start_offset``; punctuation is pinned to the previous token)."""
+    end_offset: int
+    """End in encoder frames."""
+    start: float
+    """Start in seconds."""
+    end: float
+    """End in seconds."""
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word."""
+
+    text: str
+    """The word, with attached punctuation."""
+    start_offset: int
+    """Start in encoder frames."""
+    end_offset: int
+    """End in encoder frames."""
+    start: float
+    """Start in seconds."""
+    end: float
+    """End in seconds."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A sentence-like run of words, closed by ``.``, ``?`` or ``!`` (or the model's separators)."""
+
+    text: str
+    """The words joined by spaces."""
+    start_offset: int
+    """Start in encoder frames."""
+    end_offset: int
+    """End in encoder frames."""
+    start: float
+    """Start in seconds."""
+    end: float
+    """End in seconds."""
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """The result of transcribing one input."""
+
+    text: str
+    """The transcript."""
+    duration: float
+    """Length of the audio in seconds."""
+    tokens: tuple[Token, ...] = ()
+    """Tokens in order."""
+    words: tuple[Word, ...] = ()
+    """Words in order."""
+    segments: tuple[Segment, ...] = ()
+    """Segments in order."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return {
+            "text": self.text,
+            "duration": self.duration,
+            "segments": [vars(s) for s in self.segments],
+            "words": [vars(w) for w in self.words],
+            "tokens": [vars(t) for t in self.tokens],
+        }

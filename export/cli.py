@@ -1,0 +1,96 @@
+"""``convert-model SRC OUT_DIR``: convert a NeMo Parakeet TDT checkpoint into a model directory."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import ConversionError, ParityError
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="convert-model",
+        description="Convert a NeMo TDT checkpoint (.nemo file or pretrained name) into a parakeet-runtime "
+        "model directory: ONNX encoder, predictor and joint, tokenizer, and manifest.",
+        epilog="Example: convert-model nvidia/parakeet-tdt-0.6b-v2 parakeet-tdt-0.6b-v2-onnx  (needs internet), "
+        "or convert-model my_model.nemo my_model_dir",
+    )
+    parser.add_argument("source", help=".nemo file, or a NeMo pretrained model name")
+    parser.add_argument("out_dir", type=Path, help="model directory to create")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
+    parser.add_argument("--probe-audio", type=Path, action="append", default=[],
+                        help="extra audio file for the NeMo parity check (repeatable)")
+    parser.add_argument("--skip-verify", action="store_true",
+                        help="do not compare against NeMo (debugging only; the manifest records it)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
+    args = parser.parse_args(argv)
+    for probe in args.probe_audio:
+        if not probe.is_file():
+            parser.error(f"--probe-audio {probe}: no such file")
+    return args
+
+
+def _quiet_nemo() -> None:
+    for name in ("nemo_logger", "nemo", "nv_one_logger", "lightning", "pytorch_lightning", "torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from nemo.utils import logging as nemo_logging
+
+        nemo_logging.setLevel(logging.ERROR)
+    except Exception:  # NeMo missing: the load step reports it
+        pass
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        import torch  # noqa: F401
+        import nemo  # noqa: F401
+    except ImportError as exc:
+        print(f"convert-model: error: needs the export extra (pip install 'parakeet-runtime[export]'): {exc}",
+              file=sys.stderr)
+        return 2
+    if not args.verbose:
+        _quiet_nemo()
+
+    from .convert import STEPS, convert
+
+    started = time.monotonic()
+
+    def on_step(index: int, name: str) -> None:
+        print(f"[{index + 1}/{len(STEPS)}] {name} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+
+    try:
+        report = convert(args.source, args.out_dir, overwrite=args.overwrite, probe_audio=args.probe_audio,
+                         verify=not args.skip_verify, on_step=on_step)
+    except ParityError as exc:
+        print(f"convert-model: parity check failed: {exc}", file=sys.stderr)
+        return 3
+    except ConversionError as exc:
+        print(f"convert-model: error: {exc}", file=sys.stderr)
+        return 2
+    m = report.manifest
+    size = sum(p.stat().st_size for p in report.out_dir.iterdir() if p.is_file())
+    print(f"converted {args.source} -> {report.out_dir} in {report.seconds:.0f} s ({size / 1e6:.1f} MB)")
+    print(f"  vocabulary {m.decoding.vocab_size}, durations {list(m.decoding.durations)}, "
+          f"max_symbols {m.decoding.max_symbols}, subsampling x{m.encoder.subsampling_factor}, "
+          f"{m.features.n_mels} mels at {m.features.sample_rate} Hz")
+    for probe in report.probes:
+        print(f"  parity {Path(probe.audio).name}: {probe.tokens} tokens identical to NeMo; "
+              f"features max diff {probe.feature_max_abs_diff:.1e}, encoder max diff {probe.encoder_max_abs_diff:.1e}")
+    if not report.probes:
+        print("  parity check skipped (--skip-verify)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""``convert-model``: a NeMo TDT checkpoint in, a self-describing model directory out.
+
+The directory is built in a temporary sibling and renamed into place only after the parity probe
+passes, so a failed conversion never leaves a half-written directory behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parakeet_runtime.engine import sample_audio_path
+from parakeet_runtime.engine.manifest import MANIFEST_NAME, EncoderSpec, JointSpec, Manifest, PredictorSpec
+
+from . import inspect_model
+from .errors import ConversionError
+from .probe import ProbeResult, check_parity
+from .source import load_model, resolve
+
+logger = logging.getLogger(__name__)
+
+STEPS = (
+    "check source",
+    "load checkpoint",
+    "export ONNX graphs",
+    "write tokenizer, features and manifest",
+    "verify against NeMo",
+    "finish",
+)
+
+
+@dataclass(frozen=True)
+class ConversionReport:
+    """What ``convert`` did."""
+
+    out_dir: Path
+    manifest: Manifest
+    probes: tuple[ProbeResult, ...]
+    seconds: float
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("nemo_toolkit", "torch", "onnx", "onnxruntime", "parakeet-runtime"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "unknown"
+    return found
+
+
+def _write_tokenizer(model: Any, out_dir: Path, vocab_size: int) -> None:
+    proto = model.tokenizer.tokenizer.serialized_model_proto()
+    (out_dir / "tokenizer.model").write_bytes(proto)
+    vocab = model.tokenizer.vocab[:vocab_size]
+    (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+
+
+def convert(
+    source: str,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    probe_audio: Sequence[Path] = (),
+    verify: bool = True,
+    on_step: Callable[[int, str], None] | None = None,
+) -> ConversionReport:
+    """Convert ``source`` (a ``.nemo`` path or a pretrained name) into ``out_dir``.
+
+    Args:
+        source: ``.nemo`` file, or a NeMo pretrained name (needs internet).
+        out_dir: the model directory to create.
+        overwrite: replace an existing ``out_dir``.
+        probe_audio: extra clips for the parity check (the bundled sample clip is always used).
+        verify: run the parity check (disable only to debug a failing export).
+        on_step: called with (step index, step name) as the conversion proceeds.
+
+    Raises:
+        ConversionError: bad source, unsupported model, or (``ParityError``) a parity mismatch.
+    """
+    started = time.monotonic()
+    report_step = on_step or (lambda index, name: None)
+    target = Path(out_dir)
+    if target.exists() and not overwrite:
+        raise ConversionError(f"{target} already exists (pass --overwrite to replace it)")
+
+    report_step(0, STEPS[0])
+    resolved = resolve(source)
+    report_step(1, STEPS[1])
+    model, resolved = load_model(resolved)
+    inspect_model.check_supported(model, source)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with tempfile.TemporaryDirectory(prefix="parakeet-export-") as scratch:
+            report_step(2, STEPS[2])
+            facts = _export(model, Path(scratch), staging)
+        report_step(3, STEPS[3])
+        manifest = _write_directory(model, staging, facts, resolved.spec, resolved.sha256)
+        probes: tuple[ProbeResult, ...] = ()
+        if verify:
+            report_step(4, STEPS[4])
+            clips = [sample_audio_path(), *probe_audio]
+            probes = tuple(check_parity(model, staging, clips))
+            manifest = replace(
+                manifest,
+                provenance={**manifest.provenance, "parity": [asdict(p) for p in probes]},
+            )
+            (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        report_step(5, STEPS[5])
+        staging.chmod(0o755)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ConversionReport(target, manifest, probes, time.monotonic() - started)
+
+
+def _export(model: Any, scratch: Path, staging: Path) -> dict[str, Any]:
+    from .onnx_export import export_graphs
+
+    try:
+        return export_graphs(model, scratch, staging)
+    except ConversionError:
+        raise
+    except Exception as exc:
+        raise ConversionError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _write_directory(model: Any, staging: Path, facts: dict[str, Any], spec: str, sha256: str) -> Manifest:
+    features, arrays = inspect_model.feature_spec(model)
+    np.savez(staging / features.arrays_file, **arrays)
+    decoding = inspect_model.decoding_spec(model)
+    tokenizer = inspect_model.tokenizer_spec(model)
+    _write_tokenizer(model, staging, decoding.vocab_size)
+    manifest = Manifest(
+        features=features,
+        encoder=EncoderSpec(
+            file="encoder.onnx",
+            subsampling_factor=int(model.encoder.subsampling_factor),
+            d_model=int(model.encoder.d_model),
+            joint_hidden=int(facts["joint_hidden"]),
+            max_frames=inspect_model.max_encoder_frames(model),
+            external_data=facts.get("encoder.onnx.data"),
+        ),
+        predictor=PredictorSpec(file="predictor.onnx", layers=int(facts["layers"]), hidden=int(facts["hidden"])),
+        joint=JointSpec(file="joint.onnx", num_outputs=decoding.vocab_size + 1 + len(decoding.durations)),
+        decoding=decoding,
+        tokenizer=tokenizer,
+        model_name=Path(spec).stem if spec.endswith(".nemo") else spec,
+        provenance={
+            "source": spec,
+            "source_sha256": sha256,
+            "model_class": type(model).__name__,
+            "versions": _versions(),
+            "python": platform.python_version(),
+            "converted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "decoding": "greedy TDT (label looping), one utterance at a time",
+        },
+    )
+    (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    return manifest

@@ -1,0 +1,11 @@
+"""Errors of the conversion."""
+
+from __future__ import annotations
+
+
+class ConversionError(Exception):
+    """The conversion cannot proceed; the message is one line a user can act on."""
+
+
+class ParityError(ConversionError):
+    """The converted directory does not decode like NeMo."""

@@ -1,0 +1,112 @@
+"""Check that a NeMo model is a supported TDT transducer and read the manifest facts off it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from parakeet_runtime.engine.manifest import DecodingSpec, FeatureSpec, TokenizerSpec
+
+from .errors import ConversionError
+
+
+def check_supported(model: Any, name: str) -> None:
+    """Raise a one-line :class:`ConversionError` for anything but a SentencePiece TDT transducer."""
+    kind = type(model).__name__
+    if not hasattr(model, "joint") or not hasattr(model, "decoder") or not hasattr(model, "decoding"):
+        raise ConversionError(f"{name} is a {kind} (CTC or other non-transducer model); convert-model needs a TDT model")
+    durations = list(getattr(model.decoding, "durations", None) or [])
+    if not durations or int(getattr(model.joint, "num_extra_outputs", 0)) != len(durations):
+        raise ConversionError(f"{name} is a {kind} without TDT durations (a plain RNN-T); convert-model needs a TDT model")
+    if type(model.preprocessor).__name__ != "AudioToMelSpectrogramPreprocessor":
+        raise ConversionError(f"{name}: unsupported preprocessor {type(model.preprocessor).__name__}")
+    featurizer = model.preprocessor.featurizer
+    if int(getattr(featurizer, "frame_splicing", 1)) != 1:
+        raise ConversionError(f"{name}: frame splicing is not supported")
+    normalize = featurizer.normalize
+    if normalize not in ("per_feature", "all_features", None, ""):
+        raise ConversionError(f"{name}: unsupported feature normalisation {normalize!r}")
+    if type(model.tokenizer).__name__ != "SentencePieceTokenizer":
+        raise ConversionError(f"{name}: unsupported tokenizer {type(model.tokenizer).__name__} (needs SentencePiece)")
+    if getattr(model.tokenizer, "legacy", False) and getattr(model.tokenizer, "special_token_to_id", None):
+        raise ConversionError(f"{name}: SentencePiece tokenizers with added special tokens are not supported")
+    decoder = model.decoder
+    if type(decoder).__name__ != "RNNTDecoder" or not getattr(decoder, "blank_as_pad", False):
+        raise ConversionError(f"{name}: unsupported prediction network {type(decoder).__name__}")
+    rnn = decoder.prediction["dec_rnn"]
+    if not hasattr(rnn, "lstm") and type(rnn).__name__ != "LSTM":
+        raise ConversionError(f"{name}: the prediction network must be an LSTM, found {type(rnn).__name__}")
+    if not hasattr(model.encoder, "forward_for_export"):
+        raise ConversionError(f"{name}: unsupported encoder {type(model.encoder).__name__}")
+
+
+def feature_spec(model: Any) -> tuple[FeatureSpec, dict[str, np.ndarray]]:
+    """Feature settings and NeMo's exact window and filterbank arrays."""
+    f = model.preprocessor.featurizer
+    guard = f.log_zero_guard_value
+    if isinstance(guard, str):
+        guard = float(np.finfo(np.float32).tiny if guard == "tiny" else np.finfo(np.float32).eps)
+    window = f.window.detach().cpu().numpy().astype(np.float32) if f.window is not None else None
+    if window is None:
+        window = np.ones(int(f.win_length), dtype=np.float32)
+    cfg = model.cfg.preprocessor
+    spec = FeatureSpec(
+        sample_rate=int(f.sample_rate),
+        n_fft=int(f.n_fft),
+        win_length=int(f.win_length),
+        hop_length=int(f.hop_length),
+        window=str(cfg.get("window", "hann")),
+        n_mels=int(f.nfilt),
+        preemph=None if f.preemph is None else float(f.preemph),
+        mag_power=float(f.mag_power),
+        log=bool(f.log),
+        log_zero_guard_type=str(f.log_zero_guard_type),
+        log_zero_guard_value=float(guard),
+        normalize=str(f.normalize or "none"),
+        exact_pad=bool(f.exact_pad),
+        pad_value=float(f.pad_value),
+        window_stride=float(cfg["window_stride"]),
+    )
+    arrays = {"window": window, "filterbank": f.fb.detach().cpu().numpy()[0].astype(np.float32)}
+    return spec, arrays
+
+
+def decoding_spec(model: Any) -> DecodingSpec:
+    """Blank id, durations and ``max_symbols`` as NeMo's decoder uses them."""
+    decoding = model.decoding
+    computer = decoding.decoding
+    max_symbols = getattr(computer, "max_symbols", None)
+    if max_symbols is None:
+        max_symbols = model.cfg.decoding.get("greedy", {}).get("max_symbols", None)
+    return DecodingSpec(
+        vocab_size=int(model.tokenizer.vocab_size),
+        blank_id=int(decoding.blank_id),
+        durations=tuple(int(d) for d in decoding.durations),
+        max_symbols=None if max_symbols is None else int(max_symbols),
+    )
+
+
+def tokenizer_spec(model: Any) -> TokenizerSpec:
+    """Tokenizer file names and the text rules of NeMo's timestamp code."""
+    decoding = model.decoding
+    threshold = getattr(decoding, "segment_gap_threshold", None)
+    return TokenizerSpec(
+        file="tokenizer.model",
+        vocab_file="vocab.txt",
+        kind=str(decoding.tokenizer_type),
+        supported_punctuation=tuple(sorted(decoding.supported_punctuation or ())),
+        word_separator=str(decoding.word_seperator),
+        segment_separators=tuple(str(s) for s in decoding.segment_seperators),
+        segment_gap_threshold=None if threshold is None else int(threshold),
+    )
+
+
+def max_encoder_frames(model: Any) -> int:
+    """Longest encoder output covered by the exported positional encoding."""
+    pos_enc = getattr(model.encoder, "pos_enc", None)
+    pe = getattr(pos_enc, "pe", None)
+    if pe is None:
+        return int(getattr(model.encoder, "max_audio_length", 5000))
+    length = int(pe.shape[1])
+    return (length + 1) // 2 if type(pos_enc).__name__.startswith("RelPositional") else length

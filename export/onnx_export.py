@@ -1,0 +1,175 @@
+"""Export the encoder (with the joint's encoder projection), the predictor and the joint to ONNX."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+TWO_GB = 2_000_000_000
+
+
+class EncoderGraph(nn.Module):
+    """features ``(B, n_mels, T)``, lengths ``(B,)`` -> projected frames ``(B, T', H)``, lengths ``(B,)``."""
+
+    def __init__(self, encoder: nn.Module, joint: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.joint = joint
+
+    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        encoded, encoded_lengths = self.encoder.forward_for_export(audio_signal=features, length=feature_lengths)
+        return self.joint.project_encoder(encoded.transpose(1, 2)), encoded_lengths
+
+
+class PredictorGraph(nn.Module):
+    """targets ``(B,)``, LSTM ``h``/``c`` ``(L, B, H)`` -> projected output ``(B, Hj)``, new ``h``, ``c``."""
+
+    def __init__(self, decoder: nn.Module, joint: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.joint = joint
+
+    def forward(
+        self, targets: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        output, state = self.decoder.predict(targets.unsqueeze(1), (h, c), add_sos=False, batch_size=None)
+        projected = self.joint.project_prednet(output)
+        return projected[:, 0, :], state[0], state[1]
+
+
+class JointGraph(nn.Module):
+    """projected encoder frame ``(B, Hj)``, projected predictor output ``(B, Hj)`` -> logits ``(B, K)``."""
+
+    def __init__(self, joint: nn.Module) -> None:
+        super().__init__()
+        self.joint = joint
+
+    def forward(self, encoder_frame: torch.Tensor, predictor_output: torch.Tensor) -> torch.Tensor:
+        logits = self.joint.joint_after_projection(encoder_frame.unsqueeze(1), predictor_output.unsqueeze(1))
+        return logits[:, 0, 0, :]
+
+
+def prepare_for_export(model: Any) -> None:
+    """Put NeMo modules in export mode (typechecks off, export-friendly module swaps)."""
+    from nemo.core.classes import typecheck
+    from nemo.core.classes.exportable import Exportable
+    from nemo.utils.export_utils import replace_for_export
+
+    model.eval()
+    typecheck.set_typecheck_enabled(enabled=False)
+    for module in (model.encoder, model.decoder, model.joint):
+        for sub in module.modules():
+            if isinstance(sub, Exportable):
+                sub._prepare_for_export(noreplace=True)
+        replace_for_export(module)
+    for param in model.parameters():
+        param.requires_grad_(False)
+
+
+def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str],
+            dynamic_axes: dict[str, dict[int, str]]) -> None:
+    with torch.inference_mode():
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def consolidate(path: Path, *, data_name: str) -> str | None:
+    """Rewrite ``path`` so that its weights live inside it, or, above 2 GB, in ONE ``data_name`` file.
+
+    Returns the external data file name, or ``None`` when the graph is self-contained.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=True)
+    loose = {p for p in path.parent.iterdir() if p != path}
+    size = sum(t.ByteSize() for t in model.graph.initializer)
+    if size < TWO_GB:
+        onnx.save_model(model, str(path))
+        result = None
+    else:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_name,
+            size_threshold=1024,
+        )
+        result = data_name
+    for stale in loose - {path.parent / data_name}:
+        if stale.is_file() and stale.suffix != ".onnx":
+            stale.unlink()
+    return result
+
+
+def export_graphs(model: Any, scratch: Path, out_dir: Path) -> dict[str, Any]:
+    """Export the three graphs into ``out_dir``; returns facts the manifest needs.
+
+    Each graph is first written into its own folder under ``scratch`` (torch may scatter external
+    data files there) and then consolidated into ``out_dir``.
+    """
+    import shutil
+
+    prepare_for_export(model)
+    featurizer = model.preprocessor.featurizer
+    n_mels = int(featurizer.nfilt)
+    layers = int(model.decoder.pred_rnn_layers)
+    hidden = int(model.decoder.pred_hidden)
+    joint_hidden = int(model.joint.pred.out_features)
+    facts: dict[str, Any] = {"joint_hidden": joint_hidden, "layers": layers, "hidden": hidden}
+
+    graphs: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], list[str], list[str], dict[str, dict[int, str]]]] = [
+        (
+            "encoder.onnx",
+            EncoderGraph(model.encoder, model.joint).eval(),
+            (torch.randn(2, n_mels, 241), torch.tensor([241, 200], dtype=torch.int64)),
+            ["features", "feature_lengths"],
+            ["encoder_projected", "encoded_lengths"],
+            {"features": {0: "batch", 2: "frames"}, "feature_lengths": {0: "batch"},
+             "encoder_projected": {0: "batch", 1: "encoded_frames"}, "encoded_lengths": {0: "batch"}},
+        ),
+        (
+            "predictor.onnx",
+            PredictorGraph(model.decoder, model.joint).eval(),
+            (torch.tensor([0, 1], dtype=torch.int64), torch.zeros(layers, 2, hidden), torch.zeros(layers, 2, hidden)),
+            ["targets", "h_in", "c_in"],
+            ["predictor_projected", "h_out", "c_out"],
+            {"targets": {0: "batch"}, "h_in": {1: "batch"}, "c_in": {1: "batch"},
+             "predictor_projected": {0: "batch"}, "h_out": {1: "batch"}, "c_out": {1: "batch"}},
+        ),
+        (
+            "joint.onnx",
+            JointGraph(model.joint).eval(),
+            (torch.randn(2, joint_hidden), torch.randn(2, joint_hidden)),
+            ["encoder_frame", "predictor_output"],
+            ["logits"],
+            {"encoder_frame": {0: "batch"}, "predictor_output": {0: "batch"}, "logits": {0: "batch"}},
+        ),
+    ]
+    for name, module, args, inputs, outputs, axes in graphs:
+        folder = scratch / name.removesuffix(".onnx")
+        folder.mkdir(parents=True, exist_ok=True)
+        logger.info("exporting %s", name)
+        _export(module, args, folder / name, inputs, outputs, axes)
+        data = consolidate(folder / name, data_name=f"{name}.data")
+        shutil.move(str(folder / name), str(out_dir / name))
+        if data is not None:
+            shutil.move(str(folder / data), str(out_dir / data))
+        facts[f"{name}.data"] = data
+    return facts

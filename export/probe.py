@@ -1,0 +1,87 @@
+"""Export-time parity: decode probe audio with NeMo and with the new directory, and compare."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parakeet_runtime.engine import Engine, load_audio
+
+from .errors import ParityError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Comparison of one probe clip."""
+
+    audio: str
+    tokens: int
+    identical: bool
+    feature_max_abs_diff: float
+    encoder_max_abs_diff: float
+    detail: str = ""
+
+
+def nemo_reference(model: Any, path: Path) -> tuple[list[int], list[int], list[int]]:
+    """Token ids, frames and durations from NeMo ``transcribe(timestamps=True)``, one clip per batch."""
+    hypotheses = model.transcribe([str(path)], batch_size=1, timestamps=True, return_hypotheses=True, verbose=False)
+    model.eval()
+    if isinstance(hypotheses, tuple):
+        hypotheses = hypotheses[0]
+    hyp = hypotheses[0]
+    ids = [int(t) for t in hyp.y_sequence]
+    frames = [int(t) for t in hyp.timestamp["timestep"]]
+    durations = [int(d) for d in hyp.token_duration]
+    return ids, frames, durations
+
+
+def _torch_outputs(model: Any, samples: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    import torch
+
+    with torch.inference_mode():
+        signal = torch.from_numpy(samples)[None]
+        length = torch.tensor([samples.shape[0]])
+        feats, feat_len = model.preprocessor(input_signal=signal, length=length)
+        encoded, _ = model.encoder(audio_signal=feats, length=feat_len)
+        projected = model.joint.project_encoder(encoded.transpose(1, 2))
+    return feats[0].numpy(), int(feat_len[0]), projected[0].numpy()
+
+
+def check_parity(model: Any, model_dir: Path, probes: list[Path]) -> list[ProbeResult]:
+    """Compare NeMo and the converted directory on each probe clip.
+
+    Raises:
+        ParityError: token ids, frames or durations differ on any clip.
+    """
+    engine = Engine.load(model_dir, providers=["CPUExecutionProvider"])
+    results = []
+    for path in probes:
+        audio = load_audio(path, engine.sample_rate)
+        ours = engine.transcribe(audio.samples)
+        ids, frames, durations = nemo_reference(model, path)
+        our_ids = [t.id for t in ours.tokens]
+        our_frames = [t.frame for t in ours.tokens]
+        our_durations = [t.duration for t in ours.tokens]
+        ref_feats, valid, ref_proj = _torch_outputs(model, audio.samples)
+        feats, our_valid = engine.features(audio.samples)
+        proj, _ = engine.model.encode(feats[None], np.array([our_valid], dtype=np.int64))
+        feature_diff = float(np.max(np.abs(feats[:, :valid] - ref_feats[:, :valid]))) if valid else 0.0
+        encoder_diff = float(np.max(np.abs(proj[0] - ref_proj))) if ref_proj.size else 0.0
+        identical = (ids, frames, durations) == (our_ids, our_frames, our_durations)
+        detail = "" if identical else (
+            f"NeMo ids={ids} frames={frames} durations={durations}; "
+            f"converted ids={our_ids} frames={our_frames} durations={our_durations}"
+        )
+        results.append(ProbeResult(str(path), len(ids), identical, feature_diff, encoder_diff, detail))
+        logger.info("probe %s: %d tokens, identical=%s, features %.2e, encoder %.2e",
+                    path.name, len(ids), identical, feature_diff, encoder_diff)
+    bad = [r for r in results if not r.identical]
+    if bad:
+        raise ParityError("converted model disagrees with NeMo on " + "; ".join(f"{r.audio}: {r.detail}" for r in bad))
+    return results

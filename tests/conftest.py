@@ -1,0 +1,145 @@
+"""Shared fixtures: fixture models and clips (built by tests/fixtures/build.py), their conversions,
+and NeMo's own transcriptions of them (the reference every parity test compares against)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE_DIR = Path(os.environ.get("PARAKEET_FIXTURE_DIR", REPO / ".fixtures"))
+
+
+def _have_nemo() -> bool:
+    try:
+        import nemo.collections.asr  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+HAVE_NEMO = _have_nemo()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; none on this machine")
+    has_gpu = False
+    try:
+        import onnxruntime
+
+        has_gpu = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    except ImportError:
+        pass
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(skip_gpu)
+
+
+def _source_hash() -> str:
+    digest = hashlib.sha256()
+    for folder in ("export", "engine", "tests/fixtures"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+@pytest.fixture(scope="session")
+def fixture_index() -> dict[str, Any]:
+    """Fixture models and clips, built once per machine (rebuilt when the builder's VERSION changes)."""
+    from tests.fixtures import build
+
+    index_path = FIXTURE_DIR / "models" / "index.json"
+    if index_path.is_file():
+        index = json.loads(index_path.read_text())
+        if index.get("version") == build.VERSION and all(Path(p).is_file() for p in index["models"].values()):
+            return index
+    if not HAVE_NEMO:
+        pytest.skip("fixture models need NeMo and torch (pip install -e '.[export,dev]')")
+    shutil.rmtree(FIXTURE_DIR / "models", ignore_errors=True)
+    return build.build(FIXTURE_DIR / "models")
+
+
+@pytest.fixture(scope="session")
+def clips(fixture_index: dict[str, Any]) -> dict[str, Path]:
+    return {c["name"]: Path(c["path"]) for c in fixture_index["clips"]}
+
+
+@pytest.fixture(scope="session")
+def nemo_paths(fixture_index: dict[str, Any]) -> dict[str, Path]:
+    return {name: Path(p) for name, p in fixture_index["models"].items()}
+
+
+@pytest.fixture(scope="session")
+def converted(nemo_paths: dict[str, Path]) -> dict[str, Path]:
+    """Every fixture model converted with convert-model (cached by the hash of the source code)."""
+    from parakeet_runtime.export.convert import convert
+
+    root = FIXTURE_DIR / f"converted-{_source_hash()}"
+    for stale in FIXTURE_DIR.glob("converted-*"):
+        if stale != root:
+            shutil.rmtree(stale, ignore_errors=True)
+    out = {}
+    for name, path in nemo_paths.items():
+        target = root / name
+        if not (target / "manifest.json").is_file():
+            convert(str(path), target, overwrite=True)
+        out[name] = target
+    return out
+
+
+@cache
+def load_nemo(path: str) -> Any:
+    from nemo.collections.asr.models import ASRModel
+
+    model = ASRModel.restore_from(path, map_location="cpu")
+    model.eval()
+    return model
+
+
+@cache
+def nemo_transcripts(path: str, clip_paths: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """NeMo ``transcribe(timestamps=True)`` on each clip, one clip per batch, as plain data."""
+    model = load_nemo(path)
+    hyps = model.transcribe(list(clip_paths), batch_size=1, timestamps=True, return_hypotheses=True, verbose=False)
+    model.eval()
+    out = {}
+    for clip, hyp in zip(clip_paths, hyps, strict=True):
+        ts = hyp.timestamp
+        out[clip] = {
+            "ids": [int(t) for t in hyp.y_sequence],
+            "frames": [int(t) for t in ts["timestep"]],
+            "durations": [int(d) for d in hyp.token_duration],
+            "text": hyp.text,
+            "chars": [(c["char"][0], c["start_offset"], c["end_offset"], c["start"], c["end"]) for c in ts["char"]],
+            "words": [(w["word"], w["start_offset"], w["end_offset"], w["start"], w["end"]) for w in ts["word"]],
+            "segments": [
+                (s["segment"], s["start_offset"], s["end_offset"], s["start"], s["end"]) for s in ts["segment"]
+            ],
+        }
+    return out
+
+
+@pytest.fixture(scope="session")
+def reference(nemo_paths: dict[str, Path], clips: dict[str, Path]) -> Iterator[Any]:
+    """``reference(model_name)`` -> {clip path: NeMo result}."""
+
+    def get(name: str) -> dict[str, dict[str, Any]]:
+        return nemo_transcripts(str(nemo_paths[name]), tuple(str(p) for p in clips.values()))
+
+    yield get
+
+
+@pytest.fixture(scope="session")
+def engines(converted: dict[str, Path]) -> dict[str, Any]:
+    from parakeet_runtime.engine import Engine
+
+    return {name: Engine.load(path) for name, path in converted.items()}

@@ -1,0 +1,223 @@
+"""The pure TDT search and timestamp functions, against hand-made cases and against NeMo's own code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from parakeet_runtime.decoding import (
+    DecodedToken,
+    TdtConfig,
+    TimestampConfig,
+    segment_spans,
+    tdt_greedy_decode,
+    token_spans,
+    word_spans,
+)
+from tests.conftest import HAVE_NEMO
+
+# --- a scripted step model -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scripted:
+    """Joint outputs scripted per (frame, number of labels emitted so far)."""
+
+    script: dict[tuple[int, int], tuple[int, int]]  # (frame, emitted) -> (label, duration index)
+    num_labels: int
+    num_durations: int
+
+    def initial_state(self) -> int:
+        return 0
+
+    def predict(self, label: int, state: int) -> tuple[np.ndarray, int]:
+        emitted = state if label == self.num_labels - 1 else state + 1
+        return np.array([emitted], dtype=np.float32), emitted
+
+    def joint(self, encoder_frame: np.ndarray, predictor_output: np.ndarray) -> np.ndarray:
+        frame, emitted = int(encoder_frame[0]), int(predictor_output[0])
+        label, dur = self.script.get((frame, emitted), (self.num_labels - 1, 1))
+        logits = np.zeros(self.num_labels + self.num_durations, dtype=np.float32)
+        logits[label] = 1.0
+        logits[self.num_labels + dur] = 1.0
+        return logits
+
+
+def frames(n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.float32)[:, None]
+
+
+def test_blank_with_duration_zero_advances_one_frame() -> None:
+    blank = 3
+    model = Scripted({(0, 0): (blank, 0), (1, 0): (1, 2)}, num_labels=4, num_durations=3)
+    result = tdt_greedy_decode(frames(5), 5, model, TdtConfig(blank, (0, 1, 2), None))
+    assert result.tokens == (DecodedToken(1, 1, 2),)
+
+
+def test_durations_map_through_the_manifest_list() -> None:
+    blank = 3
+    model = Scripted({(0, 0): (0, 3), (8, 1): (2, 1)}, num_labels=4, num_durations=4)
+    result = tdt_greedy_decode(frames(12), 12, model, TdtConfig(blank, (0, 1, 4, 8), None))
+    assert result.tokens == (DecodedToken(0, 0, 8), DecodedToken(2, 8, 1))
+
+
+def test_max_symbols_forces_one_frame() -> None:
+    blank = 3
+    script = {(0, i): (1, 0) for i in range(10)}
+    model = Scripted(script, num_labels=4, num_durations=2)
+    result = tdt_greedy_decode(frames(3), 3, model, TdtConfig(blank, (0, 1), 2))
+    assert [(t.frame, t.duration) for t in result.tokens] == [(0, 0), (0, 0)]
+    assert result.state == 2
+
+
+def test_predictor_state_advances_only_on_labels() -> None:
+    blank = 3
+    model = Scripted({(2, 0): (0, 1), (4, 1): (1, 1)}, num_labels=4, num_durations=2)
+    result = tdt_greedy_decode(frames(6), 6, model, TdtConfig(blank, (0, 1), 10))
+    assert [t.id for t in result.tokens] == [0, 1]
+    assert result.state == 2
+
+
+def test_empty_and_zero_length() -> None:
+    model = Scripted({}, num_labels=4, num_durations=2)
+    assert tdt_greedy_decode(frames(0), 0, model, TdtConfig(3, (0, 1), 10)).tokens == ()
+    assert tdt_greedy_decode(frames(4), 0, model, TdtConfig(3, (0, 1), 10)).tokens == ()
+    with pytest.raises(ValueError):
+        tdt_greedy_decode(frames(4), 5, model, TdtConfig(3, (0, 1), 10))
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError):
+        TdtConfig(3, (), 10)
+    with pytest.raises(ValueError):
+        TdtConfig(3, (0, -1), 10)
+    with pytest.raises(ValueError):
+        TdtConfig(3, (0, 1), 0)
+
+
+# --- against NeMo's label-looping computer on random networks -------------------------------------
+
+needs_nemo = pytest.mark.skipif(not HAVE_NEMO, reason="needs NeMo (the export extra)")
+
+
+@needs_nemo
+@pytest.mark.nemo
+@pytest.mark.parametrize("durations", [(0, 1, 2, 3, 4), (0, 1, 2, 4, 8), (1, 2, 3)])
+@pytest.mark.parametrize("max_symbols", [1, 3, None])
+def test_greedy_matches_nemo_label_looping(durations: tuple[int, ...], max_symbols: int | None) -> None:
+    import torch
+    from nemo.collections.asr.modules import RNNTDecoder, RNNTJoint
+    from nemo.collections.asr.parts.submodules.transducer_decoding.tdt_label_looping import (
+        GreedyBatchedTDTLabelLoopingComputer,
+    )
+    from nemo.collections.asr.parts.utils.rnnt_utils import batched_hyps_to_hypotheses
+
+    vocab, hidden = 12, 16
+    torch.manual_seed(sum(durations) * 7 + (max_symbols or 0))
+    decoder = RNNTDecoder(prednet={"pred_hidden": hidden, "pred_rnn_layers": 1}, vocab_size=vocab).eval()
+    joint = RNNTJoint(
+        jointnet={"joint_hidden": hidden, "activation": "relu", "encoder_hidden": hidden, "pred_hidden": hidden},
+        num_classes=vocab,
+        num_extra_outputs=len(durations),
+    ).eval()
+    computer = GreedyBatchedTDTLabelLoopingComputer(
+        decoder, joint, blank_index=vocab, durations=list(durations), max_symbols_per_step=max_symbols,
+        include_duration=True, allow_cuda_graphs=False,
+    )
+
+    class TorchStep:
+        def initial_state(self) -> object:
+            return None
+
+        def predict(self, label: int, state: object) -> tuple[np.ndarray, object]:
+            with torch.inference_mode():
+                out, new_state = decoder.predict(torch.tensor([[label]]), state, add_sos=False, batch_size=1)
+                return joint.project_prednet(out)[0, 0].numpy(), new_state
+
+        def joint(self, encoder_frame: np.ndarray, predictor_output: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                f = torch.from_numpy(encoder_frame)[None, None]
+                g = torch.from_numpy(predictor_output)[None, None]
+                return joint.joint_after_projection(f, g)[0, 0, 0].numpy()
+
+    for trial in range(12):
+        with torch.no_grad():
+            # Shift biases so that blanks, labels and every duration all occur.
+            joint.joint_net[-1].bias.copy_(torch.randn(vocab + 1 + len(durations)) * 2.0)
+        length = 5 + 7 * trial
+        encoded = torch.randn(1, length + 3, hidden)
+        with torch.inference_mode():
+            hyps, _ = computer(encoded, torch.tensor([length]))
+            hyp = batched_hyps_to_hypotheses(hyps)[0]
+            projected = joint.project_encoder(encoded)[0].numpy()
+        expected = list(
+            zip(hyp.y_sequence.tolist(), hyp.timestamp.tolist(), hyp.token_duration.tolist(), strict=True)
+        )
+        ours = tdt_greedy_decode(projected, length, TorchStep(), TdtConfig(vocab, durations, max_symbols))
+        assert [(t.id, t.frame, t.duration) for t in ours.tokens] == expected, trial
+
+
+# --- timestamps against NeMo's functions ----------------------------------------------------------
+
+PIECE_CASES = [
+    ["▁hello", "▁wor", "ld", "."],
+    ["▁what", "▁time", "▁is", "▁it", "?", "▁the", "▁train", ",", "▁yes", "!"],
+    [".", "▁a", "▁", ".", "▁b", "c", "▁", "▁d", ","],
+    ["▁", "x", "▁y", "▁?", "!"],
+    [],
+]
+
+
+class FakeSp:
+    """SentencePiece-like detokeniser: ``▁`` marks a space, leading space dropped."""
+
+    @staticmethod
+    def decode(pieces: list[str]) -> str:
+        return "".join(pieces).replace("▁", " ").lstrip(" ")
+
+
+@needs_nemo
+@pytest.mark.nemo
+@pytest.mark.parametrize("pieces", PIECE_CASES)
+@pytest.mark.parametrize("gap", [None, 2])
+def test_words_and_segments_match_nemo(pieces: list[str], gap: int | None) -> None:
+    from nemo.collections.asr.parts.utils.timestamp_utils import get_segment_offsets, get_words_offsets
+
+    punctuation = frozenset({".", ",", "?", "!"})
+    rng = np.random.default_rng(len(pieces))
+    tokens, frame = [], 0
+    for i in range(len(pieces)):
+        duration = int(rng.integers(0, 4))
+        tokens.append(DecodedToken(i, frame, duration))
+        frame += duration + int(rng.integers(0, 3))
+    texts = [FakeSp.decode([p]) for p in pieces]
+    config = TimestampConfig(0.01, 8, punctuation, segment_gap_threshold=gap)
+    spans = token_spans(tokens, pieces, texts, punctuation)
+
+    char_offsets = [{"char": [s.text], "start_offset": s.start_offset, "end_offset": s.end_offset} for s in spans]
+    encoded = [{"char": [s.piece], "start_offset": s.start_offset, "end_offset": s.end_offset} for s in spans]
+    expected_words = get_words_offsets(
+        char_offsets=char_offsets, encoded_char_offsets=encoded, decode_tokens_to_str=FakeSp.decode,
+        word_delimiter_char=" ", tokenizer_type="bpe", supported_punctuation=set(punctuation),
+    )
+    words = word_spans(spans, FakeSp.decode, config)
+    assert [(w.text, w.start_offset, w.end_offset) for w in words] == [
+        (w["word"], w["start_offset"], w["end_offset"]) for w in expected_words
+    ]
+    expected_segments = get_segment_offsets(
+        expected_words, segment_delimiter_tokens=[".", "?", "!"], supported_punctuation=set(punctuation),
+        segment_gap_threshold=gap,
+    )
+    assert [(s.text, s.start_offset, s.end_offset) for s in segment_spans(words, config)] == [
+        (s["segment"], s["start_offset"], s["end_offset"]) for s in expected_segments
+    ]
+
+
+def test_punctuation_is_pinned_to_the_previous_token() -> None:
+    tokens = [DecodedToken(0, 2, 3), DecodedToken(1, 9, 2), DecodedToken(2, 12, 1)]
+    spans = token_spans(tokens, ["▁hi", ".", "▁yo"], ["hi", ".", "yo"], frozenset({"."}))
+    assert [(s.start_offset, s.end_offset) for s in spans] == [(2, 5), (5, 5), (12, 13)]
+    first = token_spans(tokens[:1], ["."], ["."], frozenset({"."}))
+    assert (first[0].start_offset, first[0].end_offset) == (2, 5)

@@ -1,0 +1,101 @@
+"""Parity with live NeMo ``transcribe(timestamps=True)`` on the same checkpoints and clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import HAVE_NEMO, load_nemo
+from tests.fixtures.build import CLIP_NAMES, MODEL_NAMES
+
+pytestmark = [pytest.mark.nemo, pytest.mark.skipif(not HAVE_NEMO, reason="needs NeMo (the export extra)")]
+
+
+def _clamp(seconds: float, duration: float) -> float:
+    return min(seconds, duration)
+
+
+@pytest.mark.parametrize("model_name", MODEL_NAMES)
+@pytest.mark.parametrize("clip_name", CLIP_NAMES)
+def test_transcript_identical_to_nemo(
+    model_name: str, clip_name: str, engines: dict[str, Any], reference: Any, clips: dict[str, Path]
+) -> None:
+    clip = clips[clip_name]
+    expected = reference(model_name)[str(clip)]
+    result = engines[model_name].transcribe(clip)
+    duration = result.duration
+
+    assert [t.id for t in result.tokens] == expected["ids"]
+    assert [t.frame for t in result.tokens] == expected["frames"]
+    assert [t.duration for t in result.tokens] == expected["durations"]
+    assert result.text == expected["text"]
+    assert [(t.text, t.start_offset, t.end_offset) for t in result.tokens] == [c[:3] for c in expected["chars"]]
+    assert [(w.text, w.start_offset, w.end_offset) for w in result.words] == [w[:3] for w in expected["words"]]
+    assert [(s.text, s.start_offset, s.end_offset) for s in result.segments] == [
+        s[:3] for s in expected["segments"]
+    ]
+    assert [(t.start, t.end) for t in result.tokens] == [
+        (_clamp(c[3], duration), _clamp(c[4], duration)) for c in expected["chars"]
+    ]
+    assert [(w.start, w.end) for w in result.words] == [
+        (_clamp(w[3], duration), _clamp(w[4], duration)) for w in expected["words"]
+    ]
+    assert [(s.start, s.end) for s in result.segments] == [
+        (_clamp(s[3], duration), _clamp(s[4], duration)) for s in expected["segments"]
+    ]
+
+
+def test_variants_exercise_the_edge_cases(engines: dict[str, Any], reference: Any, clips: dict[str, Path]) -> None:
+    """The bias variants do what they are for: duration-0 runs, the max_symbols cap, long skips."""
+    def all_tokens(name: str) -> list[tuple[int, int]]:
+        out = []
+        for result in reference(name).values():
+            out.extend(zip(result["frames"], result["durations"], strict=True))
+        return out
+
+    dur0 = all_tokens("tdt_a_dur0")
+    assert sum(1 for _, d in dur0 if d == 0) >= 10
+    max_symbols = engines["tdt_a_dur0"].manifest.decoding.max_symbols
+    frames = [f for f, _ in dur0]
+    assert max(frames.count(f) for f in set(frames)) == max_symbols
+
+    maxsym = all_tokens("tdt_a_maxsym")
+    cap = engines["tdt_a_maxsym"].manifest.decoding.max_symbols
+    counts = [f for f, _ in maxsym]
+    assert counts and all(counts.count(f) == cap for f in set(counts))
+
+    for name in ("tdt_a_skip", "tdt_b_skip"):
+        longest = max(engines[name].manifest.decoding.durations)
+        assert any(d == longest for _, d in all_tokens(name)), name
+    assert max(engines["tdt_b_skip"].manifest.decoding.durations) == 8
+
+
+@pytest.mark.parametrize("model_name", ["tdt_a", "tdt_b"])
+def test_features_and_encoder_match_torch(
+    model_name: str, engines: dict[str, Any], nemo_paths: dict[str, Path], clips: dict[str, Path]
+) -> None:
+    import torch
+
+    from parakeet_runtime.engine import load_audio
+
+    engine = engines[model_name]
+    model = load_nemo(str(nemo_paths[model_name]))
+    for clip in clips.values():
+        samples = load_audio(clip, engine.sample_rate).samples
+        with torch.inference_mode():
+            feats, feat_len = model.preprocessor(
+                input_signal=torch.from_numpy(samples)[None], length=torch.tensor([samples.shape[0]])
+            )
+            encoded, encoded_len = model.encoder(audio_signal=feats, length=feat_len)
+            projected = model.joint.project_encoder(encoded.transpose(1, 2))
+        ours, valid = engine.features(samples)
+        assert ours.shape == tuple(feats.shape[1:])
+        assert valid == int(feat_len[0])
+        np.testing.assert_allclose(ours, feats[0].numpy(), atol=1e-4, rtol=0)
+        # The encoder graph on NeMo's own features isolates the encoder from feature differences.
+        frames, lengths = engine.model.encode(feats.numpy(), feat_len.numpy().astype(np.int64))
+        assert int(lengths[0]) == int(encoded_len[0])
+        np.testing.assert_allclose(frames[0], projected[0].numpy(), atol=1e-4, rtol=0)
