@@ -36,7 +36,7 @@ class Audio:
     @property
     def duration(self) -> float:
         """Length in seconds."""
-        return self.samples.shape[0] / self.sample_rate
+        return float(self.samples.shape[0]) / self.sample_rate
 
 
 def _describe(source: object) -> str:

@@ -116,11 +116,13 @@ def _normalize(mel: FloatArray, valid: int, kind: str) -> FloatArray:
             mean = part.mean(axis=1, keepdims=True) if valid else np.zeros((mel.shape[0], 1))
             std = np.sqrt(((part - mean) ** 2).sum(axis=1, keepdims=True) / (valid - 1.0))
         std = np.nan_to_num(std, nan=0.0, posinf=0.0) + NORMALIZE_EPS
-        return ((mel - mean) / std).astype(np.float32)
+        normalized: FloatArray = ((mel - mean) / std).astype(np.float32)
+        return normalized
     if kind == "all_features":
         part = mel[:, :valid].astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = part.mean()
             std = part.std(ddof=1) + NORMALIZE_EPS
-        return ((mel - mean) / std).astype(np.float32)
+        normalized = ((mel - mean) / std).astype(np.float32)
+        return normalized
     return mel

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .results import Transcript
 
@@ -44,7 +44,9 @@ def render(transcripts: Sequence[tuple[str, Transcript]], fmt: str) -> str:
     if fmt == "json":
         items = [{"file": name, **t.to_dict()} for name, t in transcripts]
         return json.dumps(items[0] if len(items) == 1 else items, ensure_ascii=False, indent=2) + "\n"
-    render_one = {"text": lambda t: t.text + "\n", "srt": to_srt, "vtt": to_vtt}[fmt]
+    renderers: dict[str, Callable[[Transcript], str]] = {"text": lambda t: t.text + "\n", "srt": to_srt,
+                                                          "vtt": to_vtt}
+    render_one = renderers[fmt]
     if len(transcripts) == 1:
         return render_one(transcripts[0][1])
     return "".join(f"==> {name} <==\n{render_one(t)}\n" for name, t in transcripts)

@@ -49,8 +49,8 @@ def _quiet_nemo() -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        import torch  # noqa: F401
         import nemo  # noqa: F401
+        import torch  # noqa: F401
     except ImportError as exc:
         print(f"convert-model: error: needs the export extra (pip install 'parakeet-runtime[export]'): {exc}",
               file=sys.stderr)

@@ -144,7 +144,7 @@ def _export(model: Any, scratch: Path, staging: Path) -> dict[str, Any]:
 
 def _write_directory(model: Any, staging: Path, facts: dict[str, Any], spec: str, sha256: str) -> Manifest:
     features, arrays = inspect_model.feature_spec(model)
-    np.savez(staging / features.arrays_file, **arrays)
+    np.savez(staging / features.arrays_file, **arrays)  # type: ignore[arg-type]
     decoding = inspect_model.decoding_spec(model)
     tokenizer = inspect_model.tokenizer_spec(model)
     _write_tokenizer(model, staging, decoding.vocab_size)

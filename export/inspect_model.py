@@ -15,10 +15,14 @@ def check_supported(model: Any, name: str) -> None:
     """Raise a one-line :class:`ConversionError` for anything but a SentencePiece TDT transducer."""
     kind = type(model).__name__
     if not hasattr(model, "joint") or not hasattr(model, "decoder") or not hasattr(model, "decoding"):
-        raise ConversionError(f"{name} is a {kind} (CTC or other non-transducer model); convert-model needs a TDT model")
+        raise ConversionError(
+            f"{name} is a {kind} (CTC or other non-transducer model); convert-model needs a TDT model"
+        )
     durations = list(getattr(model.decoding, "durations", None) or [])
     if not durations or int(getattr(model.joint, "num_extra_outputs", 0)) != len(durations):
-        raise ConversionError(f"{name} is a {kind} without TDT durations (a plain RNN-T); convert-model needs a TDT model")
+        raise ConversionError(
+            f"{name} is a {kind} without TDT durations (a plain RNN-T); convert-model needs a TDT model"
+        )
     if type(model.preprocessor).__name__ != "AudioToMelSpectrogramPreprocessor":
         raise ConversionError(f"{name}: unsupported preprocessor {type(model.preprocessor).__name__}")
     featurizer = model.preprocessor.featurizer

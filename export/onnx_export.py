@@ -20,8 +20,8 @@ class EncoderGraph(nn.Module):
 
     def __init__(self, encoder: nn.Module, joint: nn.Module) -> None:
         super().__init__()
-        self.encoder = encoder
-        self.joint = joint
+        self.encoder: Any = encoder
+        self.joint: Any = joint
 
     def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         encoded, encoded_lengths = self.encoder.forward_for_export(audio_signal=features, length=feature_lengths)
@@ -33,8 +33,8 @@ class PredictorGraph(nn.Module):
 
     def __init__(self, decoder: nn.Module, joint: nn.Module) -> None:
         super().__init__()
-        self.decoder = decoder
-        self.joint = joint
+        self.decoder: Any = decoder
+        self.joint: Any = joint
 
     def forward(
         self, targets: torch.Tensor, h: torch.Tensor, c: torch.Tensor
@@ -49,10 +49,12 @@ class JointGraph(nn.Module):
 
     def __init__(self, joint: nn.Module) -> None:
         super().__init__()
-        self.joint = joint
+        self.joint: Any = joint
 
     def forward(self, encoder_frame: torch.Tensor, predictor_output: torch.Tensor) -> torch.Tensor:
-        logits = self.joint.joint_after_projection(encoder_frame.unsqueeze(1), predictor_output.unsqueeze(1))
+        logits: torch.Tensor = self.joint.joint_after_projection(
+            encoder_frame.unsqueeze(1), predictor_output.unsqueeze(1)
+        )
         return logits[:, 0, 0, :]
 
 

@@ -59,7 +59,7 @@ def fixture_index() -> dict[str, Any]:
 
     index_path = FIXTURE_DIR / "models" / "index.json"
     if index_path.is_file():
-        index = json.loads(index_path.read_text())
+        index: dict[str, Any] = json.loads(index_path.read_text())
         if index.get("version") == build.VERSION and all(Path(p).is_file() for p in index["models"].values()):
             return index
     if not HAVE_NEMO:

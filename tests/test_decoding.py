@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,7 +141,8 @@ def test_greedy_matches_nemo_label_looping(durations: tuple[int, ...], max_symbo
             with torch.inference_mode():
                 f = torch.from_numpy(encoder_frame)[None, None]
                 g = torch.from_numpy(predictor_output)[None, None]
-                return joint.joint_after_projection(f, g)[0, 0, 0].numpy()
+                logits: np.ndarray = joint.joint_after_projection(f, g)[0, 0, 0].numpy()
+                return logits
 
     for trial in range(12):
         with torch.no_grad():
@@ -174,7 +176,7 @@ class FakeSp:
     """SentencePiece-like detokeniser: ``▁`` marks a space, leading space dropped."""
 
     @staticmethod
-    def decode(pieces: list[str]) -> str:
+    def decode(pieces: Sequence[str]) -> str:
         return "".join(pieces).replace("▁", " ").lstrip(" ")
 
 

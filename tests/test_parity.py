@@ -51,7 +51,7 @@ def test_transcript_identical_to_nemo(
 def test_variants_exercise_the_edge_cases(engines: dict[str, Any], reference: Any, clips: dict[str, Path]) -> None:
     """The bias variants do what they are for: duration-0 runs, the max_symbols cap, long skips."""
     def all_tokens(name: str) -> list[tuple[int, int]]:
-        out = []
+        out: list[tuple[int, int]] = []
         for result in reference(name).values():
             out.extend(zip(result["frames"], result["durations"], strict=True))
         return out

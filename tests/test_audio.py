@@ -1,0 +1,151 @@
+"""Audio input: formats, sample rates, channels, PCM types, and typed errors for bad input."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from parakeet_runtime.engine import AudioDecodeError, AudioFileNotFoundError, load_audio
+
+RATE = 16000
+
+
+def _tone(seconds: float, rate: int, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("fmt", "subtype"), [("WAV", "PCM_16"), ("WAV", "FLOAT"), ("FLAC", "PCM_24"),
+                                              ("OGG", "VORBIS")])
+def test_reads_common_formats(tmp_path: Path, fmt: str, subtype: str) -> None:
+    path = tmp_path / f"tone.{fmt.lower()}"
+    soundfile.write(path, _tone(1.0, RATE), RATE, format=fmt, subtype=subtype)
+    audio = load_audio(path, RATE)
+    assert audio.sample_rate == RATE
+    assert audio.samples.dtype == np.float32
+    assert abs(audio.samples.shape[0] - RATE) <= 1024  # lossy codecs may pad
+    assert 0.3 < float(np.max(np.abs(audio.samples))) < 0.6
+
+
+def test_bytes_and_path_agree(tmp_path: Path) -> None:
+    path = tmp_path / "a.wav"
+    soundfile.write(path, _tone(0.7, RATE), RATE, subtype="PCM_16")
+    from_path = load_audio(path, RATE)
+    from_bytes = load_audio(path.read_bytes(), RATE)
+    from_str = load_audio(str(path), RATE)
+    np.testing.assert_array_equal(from_path.samples, from_bytes.samples)
+    np.testing.assert_array_equal(from_path.samples, from_str.samples)
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_other_rates_are_resampled(tmp_path: Path, rate: int) -> None:
+    path = tmp_path / "r.wav"
+    soundfile.write(path, _tone(1.5, rate, 300.0), rate)
+    audio = load_audio(path, RATE)
+    assert audio.sample_rate == RATE
+    assert abs(audio.samples.shape[0] - int(1.5 * RATE)) <= 1
+    reference = _tone(1.5, RATE, 300.0)
+    n = min(len(reference), len(audio.samples))
+    # Band-limited resampling of a 300 Hz tone: the middle agrees closely with the tone at 16 kHz.
+    assert float(np.max(np.abs(audio.samples[2000 : n - 2000] - reference[2000 : n - 2000]))) < 1e-2
+
+
+def test_array_with_rate_matches_file(tmp_path: Path) -> None:
+    tone = _tone(1.0, 44100)
+    path = tmp_path / "t.wav"
+    soundfile.write(path, tone, 44100, subtype="FLOAT")
+    np.testing.assert_array_equal(load_audio((tone, 44100), RATE).samples, load_audio(path, RATE).samples)
+    np.testing.assert_array_equal(load_audio(tone, RATE, sample_rate=44100).samples, load_audio(path, RATE).samples)
+
+
+def test_multichannel_is_averaged(tmp_path: Path) -> None:
+    left, right = _tone(1.0, RATE, 200.0), _tone(1.0, RATE, 500.0)
+    stereo = np.stack([left, right], axis=1)
+    path = tmp_path / "s.wav"
+    soundfile.write(path, stereo, RATE, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(path, RATE).samples, (left + right) / 2, atol=1e-7)
+    np.testing.assert_allclose(load_audio(stereo, RATE).samples, (left + right) / 2, atol=1e-7)
+
+
+def test_integer_pcm_is_scaled() -> None:
+    int16 = np.array([0, 16384, -32768, 32767], dtype=np.int16)
+    np.testing.assert_allclose(load_audio(int16, RATE).samples, [0.0, 0.5, -1.0, 32767 / 32768])
+    int32 = np.array([0, 2**30, -(2**31)], dtype=np.int32)
+    np.testing.assert_allclose(load_audio(int32, RATE).samples, [0.0, 0.5, -1.0])
+    uint8 = np.array([128, 192, 0], dtype=np.uint8)
+    np.testing.assert_allclose(load_audio(uint8, RATE).samples, [0.0, 0.5, -1.0])
+
+
+def test_int16_file_matches_int16_array(tmp_path: Path) -> None:
+    pcm = (np.random.default_rng(0).standard_normal(5000) * 3000).astype(np.int16)
+    path = tmp_path / "i.wav"
+    soundfile.write(path, pcm, RATE, subtype="PCM_16")
+    np.testing.assert_array_equal(load_audio(path, RATE).samples, load_audio(pcm, RATE).samples)
+
+
+def test_missing_file_is_typed(tmp_path: Path) -> None:
+    with pytest.raises(AudioFileNotFoundError) as info:
+        load_audio(tmp_path / "nope.wav", RATE)
+    assert isinstance(info.value, FileNotFoundError)
+    assert isinstance(info.value, AudioDecodeError)
+    assert "nope.wav" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"this is not audio at all\n" * 20, b"RIFF\x24\x00\x00\x00WAVEfmt ", bytes(range(256)) * 8],
+    ids=["empty", "text", "truncated-header", "binary"],
+)
+def test_undecodable_files_are_typed(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.wav"
+    path.write_bytes(content)
+    with pytest.raises(AudioDecodeError, match=r"bad\.wav"):
+        load_audio(path, RATE)
+    with pytest.raises(AudioDecodeError):
+        load_audio(content, RATE)
+
+
+def test_directory_is_typed(tmp_path: Path) -> None:
+    with pytest.raises(AudioDecodeError, match="directory"):
+        load_audio(tmp_path, RATE)
+
+
+def test_truncated_wav_data_still_reads_what_is_there(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, _tone(1.0, RATE), RATE, format="WAV", subtype="PCM_16")
+    data = buffer.getvalue()
+    path = tmp_path / "cut.wav"
+    path.write_bytes(data[: len(data) // 2 + 1])  # header claims more samples than the file holds
+    try:
+        audio = load_audio(path, RATE)
+    except AudioDecodeError:
+        return  # refusing is acceptable; anything but a typed error is not
+    assert 0 < audio.samples.shape[0] <= RATE
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((2, 3, 4), dtype=np.float32),
+        np.array([1 + 2j, 3j]),
+        np.array(["a", "b"]),
+        np.array([True, False]),
+        np.array([0.0, np.nan], dtype=np.float32),
+        np.array([0.0, np.inf]),
+    ],
+    ids=["3d", "complex", "strings", "bool", "nan", "inf"],
+)
+def test_bad_arrays_are_typed(bad: np.ndarray) -> None:
+    with pytest.raises(AudioDecodeError):
+        load_audio(bad, RATE)
+
+
+@pytest.mark.parametrize("bad", [(np.zeros(10), "16000"), (np.zeros(10), 0), (np.zeros(10), -8000),
+                                 (np.zeros(10), True), (np.zeros(10),), 12345, None, [0.0, 0.1]])
+def test_bad_inputs_are_typed(bad: object) -> None:
+    with pytest.raises(AudioDecodeError):
+        load_audio(bad, RATE)  # type: ignore[arg-type]

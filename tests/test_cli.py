@@ -1,0 +1,64 @@
+"""``parakeet-runtime transcribe``: output formats, several files, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from parakeet_runtime.engine import Engine, sample_audio_path
+from parakeet_runtime.engine.cli import main
+
+
+@pytest.fixture(scope="module")
+def expected() -> str:
+    return Engine.load().transcribe(sample_audio_path()).text
+
+
+def test_default_text(capsys: pytest.CaptureFixture[str], expected: str) -> None:
+    assert main(["transcribe"]) == 0
+    assert capsys.readouterr().out == expected + "\n"
+
+
+def test_json(capsys: pytest.CaptureFixture[str], expected: str) -> None:
+    assert main(["transcribe", str(sample_audio_path()), "--format", "json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["text"] == expected
+    assert payload["file"] == str(sample_audio_path())
+    assert payload["words"] and {"text", "start", "end"} <= set(payload["words"][0])
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt"])
+def test_subtitles(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["transcribe", str(sample_audio_path()), "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    sep = "," if fmt == "srt" else "."
+    assert re.search(rf"\d\d:\d\d:\d\d{re.escape(sep)}\d\d\d --> \d\d:\d\d:\d\d{re.escape(sep)}\d\d\d", out)
+    assert out.startswith("WEBVTT\n\n" if fmt == "vtt" else "1\n")
+
+
+def test_several_files_and_a_bad_one(tmp_path: Path, capsys: pytest.CaptureFixture[str], expected: str) -> None:
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"nope")
+    code = main(["transcribe", str(sample_audio_path()), str(bad), str(sample_audio_path()), "--format", "json"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "bad.wav" in captured.err and "error" in captured.err
+    payload = json.loads(captured.out)
+    assert [p["text"] for p in payload] == [expected, expected]
+
+
+def test_missing_model_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["transcribe", "--model", str(tmp_path / "none")]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_help_says_the_default_is_a_demo_model() -> None:
+    proc = subprocess.run([sys.executable, "-m", "parakeet_runtime.engine.cli", "transcribe", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert "demo model" in proc.stdout and "convert-model" in proc.stdout

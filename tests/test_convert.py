@@ -1,0 +1,166 @@
+"""``convert-model``: refusing bad sources cleanly, a failing parity check, and what a directory records."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import FIXTURE_DIR, HAVE_NEMO
+from tests.fixtures.build import VERSION
+
+pytestmark = [pytest.mark.nemo, pytest.mark.skipif(not HAVE_NEMO, reason="needs NeMo (the export extra)")]
+
+
+@pytest.fixture(scope="session")
+def unsupported_models(nemo_paths: dict[str, Path]) -> dict[str, Path]:
+    """A CTC model and a plain RNN-T model, built from configs with the fixture tokenizer (untrained)."""
+    from nemo.collections.asr.models import EncDecCTCModelBPE, EncDecRNNTBPEModel
+    from omegaconf import OmegaConf
+
+    from tests.fixtures.nemo_config import GEOMETRY_B, ctc_config, rnnt_config
+
+    root = FIXTURE_DIR / f"unsupported-v{VERSION}"
+    tokenizer_dir = str(nemo_paths["tdt_b"].parent / "tokenizer_tdt_b")
+    out = {"ctc": root / "ctc.nemo", "rnnt": root / "rnnt.nemo"}
+    if not all(p.is_file() for p in out.values()):
+        root.mkdir(parents=True, exist_ok=True)
+        EncDecCTCModelBPE(cfg=OmegaConf.create(ctc_config(GEOMETRY_B, tokenizer_dir))).save_to(str(out["ctc"]))
+        EncDecRNNTBPEModel(cfg=OmegaConf.create(rnnt_config(GEOMETRY_B, tokenizer_dir))).save_to(str(out["rnnt"]))
+    return out
+
+
+def _run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from parakeet_runtime.export.cli import main
+
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if not line.startswith("[")]  # drop progress lines
+    assert len(lines) == 1, f"expected one error line, got: {err!r}"
+    assert lines[0].startswith("convert-model: error: ")
+    return lines[0]
+
+
+def _assert_nothing_written(out_dir: Path) -> None:
+    assert not out_dir.exists()
+    leftovers = [p.name for p in out_dir.parent.iterdir() if p.name.startswith(f".{out_dir.name}.")]
+    assert leftovers == [], f"staging directories left behind: {leftovers}"
+
+
+def test_missing_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    code, _, err = _run_cli([str(tmp_path / "nope.nemo"), str(out)], capsys)
+    assert code == 2
+    assert "not found" in _error_line(err)
+    _assert_nothing_written(out)
+
+
+def _tar_with(path: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated", "no-config", "no-weights", "directory", "bad-weights"])
+def test_bad_files(kind: str, tmp_path: Path, nemo_paths: dict[str, Path],
+                   capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "model.nemo"
+    if kind == "text":
+        source.write_text("hello, I am not a checkpoint\n")
+    elif kind == "truncated":
+        data = nemo_paths["tdt_b"].read_bytes()
+        source.write_bytes(data[: len(data) // 2])
+    elif kind == "no-config":
+        _tar_with(source, {"model_weights.ckpt": b"x" * 100})
+    elif kind == "no-weights":
+        _tar_with(source, {"model_config.yaml": b"a: 1\n"})
+    elif kind == "bad-weights":
+        _tar_with(source, {"model_config.yaml": b"target: nothing.Here\n", "model_weights.ckpt": b"x" * 100})
+    else:
+        source.mkdir()
+    out = tmp_path / "out"
+    code, _, err = _run_cli([str(source), str(out)], capsys)
+    assert code == 2
+    assert str(source) in _error_line(err)
+    _assert_nothing_written(out)
+
+
+@pytest.mark.parametrize(("kind", "message"), [("ctc", "CTC"), ("rnnt", "plain RNN-T")])
+def test_non_tdt_models_are_refused(kind: str, message: str, tmp_path: Path, unsupported_models: dict[str, Path],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    code, _, err = _run_cli([str(unsupported_models[kind]), str(out)], capsys)
+    assert code == 2
+    line = _error_line(err)
+    assert message in line and "TDT" in line
+    _assert_nothing_written(out)
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path: Path, nemo_paths: dict[str, Path],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, _, err = _run_cli([str(nemo_paths["tdt_b"]), str(out)], capsys)
+    assert code == 2
+    assert "--overwrite" in _error_line(err)
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_parity_failure_exits_3_and_writes_nothing(tmp_path: Path, nemo_paths: dict[str, Path],
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from parakeet_runtime.export import probe
+
+    real = probe.nemo_reference
+
+    def perturbed(model: Any, path: Path) -> tuple[list[int], list[int], list[int]]:
+        ids, frames, durations = real(model, path)
+        return ids, frames, [d + 1 for d in durations] if durations else [1]
+
+    monkeypatch.setattr(probe, "nemo_reference", perturbed)
+    out = tmp_path / "out"
+    code, _, err = _run_cli([str(nemo_paths["tdt_b"]), str(out)], capsys)
+    assert code == 3
+    assert "parity check failed" in err and "durations=" in err
+    _assert_nothing_written(out)
+
+
+def test_cli_converts_with_progress_and_summary(tmp_path: Path, nemo_paths: dict[str, Path],
+                                                clips: dict[str, Path]) -> None:
+    """The installed console script, end to end, with an extra probe clip."""
+    out = tmp_path / "tdt_b_model"
+    exe = shutil.which("convert-model", path=os.path.dirname(sys.executable))
+    command = [exe] if exe else [sys.executable, "-m", "parakeet_runtime.export.cli"]
+    proc = subprocess.run(
+        [*command, str(nemo_paths["tdt_b"]), str(out), "--probe-audio", str(clips["c3_multi"])],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "[1/" in proc.stderr and "[6/6]" in proc.stderr
+    assert "identical to NeMo" in proc.stdout and "c3_multi" in proc.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["provenance"]["source_sha256"] == hashlib.sha256(nemo_paths["tdt_b"].read_bytes()).hexdigest()
+    assert {"nemo_toolkit", "torch", "onnx"} <= set(manifest["provenance"]["versions"])
+    assert all(p["identical"] for p in manifest["provenance"]["parity"])
+    assert len(manifest["provenance"]["parity"]) == 2
+    assert manifest["decoding"]["durations"] == [0, 1, 2, 4, 8]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["manifest.json", "encoder.onnx", "predictor.onnx", "joint.onnx", "tokenizer.model", "vocab.txt",
+         "features.npz"]
+    )

@@ -1,0 +1,176 @@
+"""The engine on the bundled default model: inputs, edge cases, typed errors, list in / list out.
+
+These tests need only the runtime dependencies (no NeMo): they run on the model shipped in the package.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from parakeet_runtime.engine import (
+    AudioDecodeError,
+    AudioFileNotFoundError,
+    AudioTooLongError,
+    Engine,
+    ManifestError,
+    ModelDirectoryError,
+    ParakeetRuntimeError,
+    Transcript,
+    default_model_dir,
+    load_audio,
+    sample_audio_path,
+)
+from tests.invariants import check_invariants
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine.load()
+
+
+def test_default_model_transcribes_the_sample(engine: Engine) -> None:
+    result = engine.transcribe(sample_audio_path())
+    assert isinstance(result, Transcript)
+    assert result.text.strip()
+    assert result.words and result.segments and result.tokens
+    check_invariants(result)
+
+
+def test_path_bytes_and_array_give_the_same_transcript(engine: Engine) -> None:
+    path = sample_audio_path()
+    from_path = engine.transcribe(path)
+    assert engine.transcribe(str(path)) == from_path
+    assert engine.transcribe(path.read_bytes()) == from_path
+    samples, rate = soundfile.read(path, dtype="float32")
+    assert engine.transcribe(samples) == from_path
+    assert engine.transcribe((samples, rate)) == from_path
+    pcm, _ = soundfile.read(path, dtype="int16")
+    assert engine.transcribe(pcm) == from_path
+
+
+def test_resampled_and_stereo_input_still_transcribes(engine: Engine, tmp_path: Path) -> None:
+    samples, rate = soundfile.read(sample_audio_path(), dtype="float32")
+    reference = engine.transcribe(samples)
+    stereo = np.stack([samples, samples], axis=1)
+    assert engine.transcribe((stereo, rate)) == reference  # identical channels average to the same signal
+    path = tmp_path / "s44.flac"
+    soundfile.write(path, load_audio((samples, rate), 44100).samples, 44100, subtype="PCM_24")
+    result = engine.transcribe(path)
+    check_invariants(result)
+    assert result.text.strip()
+
+
+def test_list_in_list_out(engine: Engine) -> None:
+    path = sample_audio_path()
+    single = engine.transcribe(path)
+    results = engine.transcribe([path, np.zeros(0, dtype=np.float32), path])
+    assert isinstance(results, list) and len(results) == 3
+    assert results[0] == single and results[2] == single
+    assert results[1].text == "" and results[1].tokens == ()
+    assert engine.transcribe([]) == []
+
+
+@pytest.mark.parametrize("n", [0, 1, 100, 159, 160, 161, 799, 1280, 4001])
+def test_empty_and_very_short_audio(engine: Engine, n: int) -> None:
+    rng = np.random.default_rng(n)
+    result = engine.transcribe((rng.standard_normal(n) * 0.05).astype(np.float32))
+    assert result.duration == pytest.approx(n / engine.sample_rate)
+    check_invariants(result)
+
+
+@pytest.mark.parametrize("seconds", [0.5, 3.0, 10.0])
+def test_silence(engine: Engine, seconds: float) -> None:
+    result = engine.transcribe(np.zeros(int(seconds * engine.sample_rate), dtype=np.float32))
+    check_invariants(result)
+    assert result.duration == pytest.approx(seconds)
+
+
+def test_too_long_audio_is_a_typed_error(engine: Engine) -> None:
+    spec = engine.manifest.encoder
+    limit_s = spec.max_frames * spec.subsampling_factor * engine.manifest.features.window_stride
+    with pytest.raises(AudioTooLongError, match="longer than"):
+        engine.transcribe(np.zeros(int((limit_s + 5) * engine.sample_rate), dtype=np.float32))
+
+
+def test_bad_inputs_are_typed_and_the_engine_keeps_working(engine: Engine, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"not audio" * 100)
+    with pytest.raises(AudioFileNotFoundError):
+        engine.transcribe(tmp_path / "missing.flac")
+    with pytest.raises(AudioDecodeError, match=r"garbage\.wav"):
+        engine.transcribe(garbage)
+    with pytest.raises(AudioDecodeError):
+        engine.transcribe(np.array(["x"]))
+    with pytest.raises(AudioDecodeError):
+        engine.transcribe([sample_audio_path(), garbage])
+    assert engine.transcribe(sample_audio_path()).text.strip()
+
+
+def test_results_are_immutable(engine: Engine) -> None:
+    result = engine.transcribe(sample_audio_path())
+    with pytest.raises(AttributeError):
+        result.text = "changed"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        result.tokens[0].id = 3  # type: ignore[misc]
+    payload = json.loads(json.dumps(result.to_dict()))
+    assert payload["text"] == result.text
+    assert [w["text"] for w in payload["words"]] == [w.text for w in result.words]
+
+
+def _copy_model(tmp_path: Path) -> Path:
+    target = tmp_path / "model"
+    shutil.copytree(default_model_dir(), target)
+    return target
+
+
+def test_missing_model_directory(tmp_path: Path) -> None:
+    with pytest.raises(ModelDirectoryError, match="nowhere"):
+        Engine.load(tmp_path / "nowhere")
+    with pytest.raises(ModelDirectoryError):
+        Engine.load(tmp_path)  # exists, but no manifest
+
+
+@pytest.mark.parametrize("missing", ["encoder.onnx", "predictor.onnx", "joint.onnx", "tokenizer.model",
+                                     "features.npz"])
+def test_model_directory_missing_a_file(tmp_path: Path, missing: str) -> None:
+    model = _copy_model(tmp_path)
+    (model / missing).unlink()
+    with pytest.raises(ModelDirectoryError, match=missing.split(".")[0]):
+        Engine.load(model)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.update(schema_version=99), "schema"),
+        (lambda m: m.update(format="something-else"), "format"),
+        (lambda m: m["decoding"].update(durations=[]), "durations"),
+        (lambda m: m["decoding"].update(blank_id=3), "blank"),
+        (lambda m: m["features"].pop("n_mels"), "n_mels"),
+    ],
+    ids=["schema", "format", "durations", "blank", "n_mels"],
+)
+def test_bad_manifest_is_a_manifest_error(tmp_path: Path, edit: object, message: str) -> None:
+    model = _copy_model(tmp_path)
+    manifest = json.loads((model / "manifest.json").read_text())
+    edit(manifest)  # type: ignore[operator]
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=message):
+        Engine.load(model)
+
+
+def test_unparsable_manifest_and_onnx(tmp_path: Path) -> None:
+    model = _copy_model(tmp_path)
+    (model / "manifest.json").write_text("{ not json")
+    with pytest.raises(ManifestError):
+        Engine.load(model)
+    model = _copy_model(tmp_path / "b")
+    (model / "joint.onnx").write_bytes(b"\x00" * 64)
+    with pytest.raises(ParakeetRuntimeError):
+        Engine.load(model)
