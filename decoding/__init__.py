@@ -5,6 +5,7 @@ Nothing in this package holds state between calls: every function takes what it 
 """
 
 from .tdt import DecodedToken, StepModel, TdtConfig, TdtResult, tdt_greedy_decode
+from .tdt_batch import BatchResult, BatchStepModel, tdt_greedy_decode_batch
 from .timestamps import (
     SegmentSpan,
     TimestampConfig,
@@ -18,6 +19,8 @@ from .timestamps import (
 )
 
 __all__ = [
+    "BatchResult",
+    "BatchStepModel",
     "DecodedToken",
     "SegmentSpan",
     "StepModel",
@@ -30,6 +33,7 @@ __all__ = [
     "offset_to_seconds",
     "segment_spans",
     "tdt_greedy_decode",
+    "tdt_greedy_decode_batch",
     "token_spans",
     "word_spans",
 ]

@@ -6,16 +6,19 @@
 """
 
 from .audio import Audio, AudioInput, load_audio
-from .engine import Engine, default_model_dir, sample_audio_path
+from .engine import Engine, PreparedAudio, default_model_dir, sample_audio_path
 from .errors import (
     AudioDecodeError,
     AudioFileNotFoundError,
     AudioTooLongError,
+    EngineClosedError,
+    EngineOverloadedError,
     ManifestError,
     ModelDirectoryError,
     ParakeetRuntimeError,
 )
 from .manifest import Manifest, load_manifest
+from .options import BatchingOptions, SessionOptions
 from .results import Segment, Token, Transcript, Word
 
 __all__ = [
@@ -24,12 +27,17 @@ __all__ = [
     "AudioFileNotFoundError",
     "AudioInput",
     "AudioTooLongError",
+    "BatchingOptions",
     "Engine",
+    "EngineClosedError",
+    "EngineOverloadedError",
     "Manifest",
     "ManifestError",
     "ModelDirectoryError",
     "ParakeetRuntimeError",
+    "PreparedAudio",
     "Segment",
+    "SessionOptions",
     "Token",
     "Transcript",
     "Word",

@@ -11,6 +11,7 @@ from pathlib import Path
 from .engine import Engine, default_model_dir, sample_audio_path
 from .errors import ParakeetRuntimeError
 from .formats import FORMATS, render
+from .options import BatchingOptions, SessionOptions
 
 DEMO_NOTE = (
     "Without --model the bundled demo model is used: a tiny model trained on synthetic (espeak-ng) speech, "
@@ -42,7 +43,11 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     files = list(args.files) or [sample_audio_path()]
     try:
-        engine = Engine.load(args.model if args.model is not None else default_model_dir(), threads=args.threads)
+        engine = Engine.load(
+            args.model if args.model is not None else default_model_dir(),
+            session=SessionOptions(threads=args.threads),
+            batching=BatchingOptions(enabled=False),
+        )
     except ParakeetRuntimeError as exc:
         print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
         return 2

@@ -7,10 +7,12 @@ state (audio, features, predictor state, tokens) in local variables, so calls ne
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import overload
 
@@ -23,16 +25,18 @@ from parakeet_runtime.decoding import (
     join_token_text,
     offset_to_seconds,
     segment_spans,
-    tdt_greedy_decode,
+    tdt_greedy_decode_batch,
     token_spans,
     word_spans,
 )
 
-from .audio import Audio, AudioInput, load_audio
+from .audio import Audio, AudioInput, FloatArray, load_audio
+from .batcher import DynamicBatcher
 from .errors import AudioTooLongError
 from .features import FeatureExtractor
 from .manifest import Manifest, load_manifest
 from .onnx_model import OnnxTdtModel
+from .options import BatchingOptions, SessionOptions
 from .results import Segment, Token, Transcript, Word
 from .tokenizer import Tokenizer
 
@@ -49,9 +53,26 @@ def sample_audio_path() -> Path:
     return Path(__file__).resolve().parent / "data" / "sample.wav"
 
 
+@dataclass(frozen=True)
+class PreparedAudio:
+    """One request after audio decoding and feature extraction: what the encoder needs."""
+
+    duration: float
+    """Length of the audio in seconds."""
+    features: FloatArray | None
+    """``(n_mels, frames)`` float32, or ``None`` when the audio has no complete feature frame."""
+    valid_frames: int
+    """Valid feature frames (0 for empty audio)."""
+
+
 @dataclass(frozen=True, eq=False)
 class Engine:
-    """A loaded model. Create it with :meth:`Engine.load`; share it freely between threads."""
+    """A loaded model. Create it with :meth:`Engine.load`; share it freely between threads and tasks.
+
+    The model state (manifest, feature arrays, tokenizer tables, ONNX Runtime sessions) is read-only.
+    The only shared moving part is the dynamic batcher's queue, which hands each caller its own result.
+    Call :meth:`close` (or use the engine as a context manager) to stop the batcher.
+    """
 
     model_dir: Path
     manifest: Manifest
@@ -60,6 +81,8 @@ class Engine:
     model: OnnxTdtModel
     tdt_config: TdtConfig
     timestamp_config: TimestampConfig
+    batching: BatchingOptions = field(default_factory=BatchingOptions)
+    batcher: DynamicBatcher[PreparedAudio, Transcript] | None = field(default=None, repr=False)
 
     @classmethod
     def load(
@@ -67,7 +90,8 @@ class Engine:
         model_dir: str | os.PathLike[str] | None = None,
         *,
         providers: Sequence[str] | None = None,
-        threads: int | None = None,
+        session: SessionOptions | None = None,
+        batching: BatchingOptions | None = None,
     ) -> Engine:
         """Load a model directory written by ``convert-model``.
 
@@ -75,7 +99,8 @@ class Engine:
             model_dir: the directory; ``None`` loads the bundled demo model.
             providers: ONNX Runtime execution providers, in order of preference (default: CUDA if
                 this onnxruntime build has it, then CPU).
-            threads: intra-op threads for the encoder (default: ONNX Runtime's choice, all cores).
+            session: ONNX Runtime threading (default: :class:`SessionOptions`).
+            batching: dynamic batching (default: :class:`BatchingOptions`, enabled).
 
         Raises:
             ModelDirectoryError: the directory or one of its files is missing.
@@ -85,12 +110,13 @@ class Engine:
         manifest = load_manifest(directory)
         decoding = manifest.decoding
         tokenizer_spec = manifest.tokenizer
-        return cls(
+        batching = batching or BatchingOptions()
+        engine = cls(
             model_dir=directory,
             manifest=manifest,
             features=FeatureExtractor.load(manifest.features, directory),
             tokenizer=Tokenizer.load(tokenizer_spec, directory, decoding.vocab_size),
-            model=OnnxTdtModel.load(manifest, directory, providers=providers, threads=threads),
+            model=OnnxTdtModel.load(manifest, directory, providers=providers, session=session or SessionOptions()),
             tdt_config=TdtConfig(
                 blank_id=decoding.blank_id, durations=decoding.durations, max_symbols=decoding.max_symbols
             ),
@@ -103,7 +129,27 @@ class Engine:
                 segment_gap_threshold=tokenizer_spec.segment_gap_threshold,
                 tokenizer_kind=tokenizer_spec.kind,
             ),
+            batching=batching,
         )
+        if batching.enabled:
+            batcher: DynamicBatcher[PreparedAudio, Transcript] = DynamicBatcher(engine.infer, batching)
+            engine = replace(engine, batcher=batcher)
+            # The worker thread holds only the bound method of the batcher's own engine; make sure it
+            # stops when the engine is garbage-collected without close().
+            weakref.finalize(engine, batcher.close, 0)
+        return engine
+
+    def close(self, *, drain: bool = False) -> None:
+        """Stop the batcher. The batch in progress finishes; waiting requests finish too with ``drain``,
+        and otherwise get ``EngineClosedError``. Later calls raise ``EngineClosedError``."""
+        if self.batcher is not None:
+            self.batcher.close(drain=drain)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def sample_rate(self) -> int:
@@ -128,27 +174,112 @@ class Engine:
 
         Raises:
             AudioFileNotFoundError: a path that does not exist.
-            AudioDecodeError: an input that is not decodable audio.
+            AudioDecodeError: an input that is not decodable audio (for a list: the first such input;
+                nothing is transcribed).
             AudioTooLongError: audio longer than the exported encoder takes in one pass.
+            EngineClosedError: the engine was closed.
+            EngineOverloadedError: the batcher's queue is full.
         """
         if isinstance(audio, list):
-            return [self._transcribe_one(item, sample_rate) for item in audio]
-        return self._transcribe_one(audio, sample_rate)
+            prepared = [self.prepare(item, sample_rate) for item in audio]
+            if self.batcher is None or len(prepared) > 1:
+                return self.infer(prepared)
+            return [self.batcher.submit(p).result() for p in prepared]
+        one = self.prepare(audio, sample_rate)
+        if self.batcher is None:
+            return self.infer([one])[0]
+        return self.batcher.submit(one).result()
 
-    def _transcribe_one(self, source: AudioInput, sample_rate: int | None) -> Transcript:
+    @overload
+    async def transcribe_async(self, audio: AudioInput, *, sample_rate: int | None = None) -> Transcript: ...
+
+    @overload
+    async def transcribe_async(
+        self, audio: list[AudioInput], *, sample_rate: int | None = None
+    ) -> list[Transcript]: ...
+
+    async def transcribe_async(
+        self, audio: AudioInput | list[AudioInput], *, sample_rate: int | None = None
+    ) -> Transcript | list[Transcript]:
+        """``transcribe`` for asyncio: decoding and features run in the default executor, inference in the
+        batcher (or the executor when batching is off); the event loop is never blocked.
+
+        Cancelling the awaiting task drops a request that has not started yet.
+        """
+        loop = asyncio.get_running_loop()
+        items = audio if isinstance(audio, list) else [audio]
+        prepared = [await loop.run_in_executor(None, self.prepare, item, sample_rate) for item in items]
+        if self.batcher is not None:
+            results = list(await asyncio.gather(*(asyncio.wrap_future(self.batcher.submit(p)) for p in prepared)))
+        else:
+            results = await loop.run_in_executor(None, self.infer, prepared)
+        return results if isinstance(audio, list) else results[0]
+
+    def prepare(self, source: AudioInput, sample_rate: int | None = None) -> PreparedAudio:
+        """Decode, resample and featurise one input (the part of a request that may fail on bad input).
+
+        Raises:
+            AudioDecodeError, AudioFileNotFoundError, AudioTooLongError: as :meth:`transcribe`.
+        """
         audio = load_audio(source, self.sample_rate, sample_rate=sample_rate)
-        return self._transcribe_audio(audio)
-
-    def _transcribe_audio(self, audio: Audio) -> Transcript:
         if audio.samples.shape[0] == 0:
-            return Transcript(text="", duration=0.0)
+            return PreparedAudio(duration=0.0, features=None, valid_frames=0)
         features, valid = self.features(audio.samples)
         if valid == 0:
-            return Transcript(text="", duration=audio.duration)
+            return PreparedAudio(duration=audio.duration, features=None, valid_frames=0)
         self._check_length(valid, audio)
-        frames, lengths = self.model.encode(features[None], np.array([valid], dtype=np.int64))
-        result = tdt_greedy_decode(frames[0], int(lengths[0]), self.model, self.tdt_config)
-        return self._build_transcript(result.tokens, audio.duration)
+        return PreparedAudio(duration=audio.duration, features=features, valid_frames=valid)
+
+    def infer(self, prepared: Sequence[PreparedAudio]) -> list[Transcript]:
+        """Encode and decode prepared requests: sorted by length, in padded batches; results in input order.
+
+        Pure with respect to the engine: everything it builds is local to the call.
+        """
+        results: list[Transcript | None] = [None] * len(prepared)
+        todo = []
+        for index, item in enumerate(prepared):
+            if item.features is None:
+                results[index] = Transcript(text="", duration=item.duration)
+            else:
+                todo.append(index)
+        todo.sort(key=lambda i: prepared[i].valid_frames)
+        for bucket in self._buckets(todo, prepared):
+            for index, transcript in zip(bucket, self._infer_batch([prepared[i] for i in bucket]), strict=True):
+                results[index] = transcript
+        return [r for r in results if r is not None]
+
+    def _buckets(self, order: list[int], prepared: Sequence[PreparedAudio]) -> list[list[int]]:
+        """Consecutive runs of the length-sorted requests, within the batch size and padded-audio budget."""
+        options = self.batching
+        seconds_per_frame = self.manifest.features.hop_length / self.manifest.features.sample_rate
+        buckets: list[list[int]] = []
+        current: list[int] = []
+        for index in order:
+            longest = prepared[index].valid_frames * seconds_per_frame  # sorted: this one is the longest
+            if current and (
+                len(current) >= options.max_batch_size or (len(current) + 1) * longest > options.max_batch_seconds
+            ):
+                buckets.append(current)
+                current = []
+            current.append(index)
+        if current:
+            buckets.append(current)
+        return buckets
+
+    def _infer_batch(self, items: Sequence[PreparedAudio]) -> list[Transcript]:
+        arrays = [item.features for item in items if item.features is not None]
+        n_mels = arrays[0].shape[0]
+        width = max(a.shape[1] for a in arrays)
+        pad = self.manifest.features.pad_value
+        batch = np.full((len(arrays), n_mels, width), pad, dtype=np.float32)
+        for row, array in enumerate(arrays):
+            batch[row, :, : array.shape[1]] = array
+        lengths = np.array([item.valid_frames for item in items], dtype=np.int64)
+        frames, encoded_lengths = self.model.encode(batch, lengths)
+        decoded = tdt_greedy_decode_batch(frames, encoded_lengths, self.model, self.tdt_config)
+        return [
+            self._build_transcript(tokens, item.duration) for tokens, item in zip(decoded.tokens, items, strict=True)
+        ]
 
     def _check_length(self, valid_frames: int, audio: Audio) -> None:
         spec = self.manifest.encoder

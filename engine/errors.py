@@ -25,3 +25,11 @@ class AudioFileNotFoundError(AudioDecodeError, FileNotFoundError):
 
 class AudioTooLongError(ParakeetRuntimeError, ValueError):
     """The audio is longer than the exported encoder can take in one pass."""
+
+
+class EngineClosedError(ParakeetRuntimeError, RuntimeError):
+    """The engine was closed; requests still waiting when it closed get this error."""
+
+
+class EngineOverloadedError(ParakeetRuntimeError, RuntimeError):
+    """The batcher's queue is full (``BatchingOptions.max_queue``); retry later."""

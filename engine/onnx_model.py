@@ -17,6 +17,7 @@ import onnxruntime as ort
 
 from .errors import ManifestError
 from .manifest import Manifest
+from .options import SessionOptions
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +33,14 @@ def default_providers() -> list[str]:
     return [*preferred, "CPUExecutionProvider"]
 
 
-def _session(path: Path, providers: Sequence[str], threads: int | None) -> ort.InferenceSession:
+def _session(path: Path, providers: Sequence[str], threads: int | None, spinning: bool) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
     if threads is not None:
         options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
@@ -57,16 +59,16 @@ class OnnxTdtModel:
 
     @classmethod
     def load(
-        cls, manifest: Manifest, model_dir: Path, *, providers: Sequence[str] | None, threads: int | None
+        cls, manifest: Manifest, model_dir: Path, *, providers: Sequence[str] | None, session: SessionOptions
     ) -> OnnxTdtModel:
         chosen = list(providers) if providers is not None else default_providers()
         logger.info("loading ONNX graphs from %s with providers %s", model_dir, chosen)
         return cls(
             manifest=manifest,
-            encoder_session=_session(model_dir / manifest.encoder.file, chosen, threads),
+            encoder_session=_session(model_dir / manifest.encoder.file, chosen, session.threads, session.spinning),
             # The step graphs are tiny: one thread avoids thread-pool overhead on every call.
-            predictor_session=_session(model_dir / manifest.predictor.file, chosen, 1),
-            joint_session=_session(model_dir / manifest.joint.file, chosen, 1),
+            predictor_session=_session(model_dir / manifest.predictor.file, chosen, 1, False),
+            joint_session=_session(model_dir / manifest.joint.file, chosen, 1, False),
         )
 
     def encode(self, features: FloatArray, lengths: npt.NDArray[np.int64]) -> tuple[FloatArray, npt.NDArray[np.int64]]:
@@ -110,4 +112,42 @@ class OnnxTdtModel:
             {spec.input_encoder: encoder_frame[None, :], spec.input_predictor: predictor_output[None, :]},
         )
         result: FloatArray = logits[0]
+        return result
+
+    # --- decoding.BatchStepModel[LstmState] ----------------------------------------------------
+
+    def initial_batch_state(self, batch_size: int) -> LstmState:
+        spec = self.manifest.predictor
+        zeros = np.zeros((spec.layers, batch_size, spec.hidden), dtype=np.float32)
+        return zeros, zeros
+
+    def predict_rows(
+        self, labels: npt.NDArray[np.int64], state: LstmState, rows: npt.NDArray[np.int64]
+    ) -> tuple[FloatArray, LstmState]:
+        spec = self.manifest.predictor
+        full = rows.shape[0] == state[0].shape[1] and bool(np.all(rows == np.arange(rows.shape[0])))
+        h_rows, c_rows = (state[0], state[1]) if full else (state[0][:, rows], state[1][:, rows])
+        feeds: dict[str, Any] = {
+            spec.input_targets: np.ascontiguousarray(labels, dtype=np.int64),
+            spec.input_h: np.ascontiguousarray(h_rows),
+            spec.input_c: np.ascontiguousarray(c_rows),
+        }
+        output, h, c = self.predictor_session.run([spec.output, spec.output_h, spec.output_c], feeds)
+        if full:
+            return output, (h, c)
+        new_h, new_c = state[0].copy(), state[1].copy()
+        new_h[:, rows] = h
+        new_c[:, rows] = c
+        return output, (new_h, new_c)
+
+    def joint_rows(self, encoder_frames: FloatArray, predictor_outputs: FloatArray) -> FloatArray:
+        spec = self.manifest.joint
+        (logits,) = self.joint_session.run(
+            [spec.output_logits],
+            {
+                spec.input_encoder: np.ascontiguousarray(encoder_frames),
+                spec.input_predictor: np.ascontiguousarray(predictor_outputs),
+            },
+        )
+        result: FloatArray = logits
         return result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from parakeet_runtime.engine import Segment, Token, Transcript, Word
 
 
@@ -17,7 +19,13 @@ def check_invariants(result: Transcript) -> None:
     for seq in (result.words, result.segments):
         assert [w.start for w in seq] == sorted(w.start for w in seq), "starts decrease"
         assert [w.end for w in seq] == sorted(w.end for w in seq), "ends decrease"
-    assert " ".join(w.text for w in result.words) == " ".join(result.text.split()), "words do not join to text"
-    assert " ".join(s.text for s in result.segments) == " ".join(w.text for w in result.words)
+    # Words join to the text up to spacing: NeMo (and so this engine) can produce an empty word for a
+    # lone "▁" piece, and a word of bare punctuation that the text attaches to the previous word.
+    assert _squash(w.text for w in result.words) == _squash([result.text]), "words do not join to text"
+    assert _squash(s.text for s in result.segments) == _squash(w.text for w in result.words)
     if not result.tokens:
         assert result.text == "" and not result.words and not result.segments
+
+
+def _squash(texts: Iterable[str]) -> str:
+    return "".join("".join(texts).split())

@@ -1,0 +1,160 @@
+"""A dynamic batcher: requests from many threads or tasks, run together by one worker thread.
+
+Callers ``submit`` a prepared request and get a :class:`concurrent.futures.Future`. The worker takes
+the first waiting request, gathers more for up to ``max_wait_ms`` (at most ``max_batch_size``), and runs
+them with one call of ``run_batch``. Each future gets exactly the result at its own position. If a
+batch fails as a whole, its requests are retried one by one so that one bad request fails only itself.
+A cancelled future (its caller went away) is dropped before any work is done for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Generic, TypeVar, cast
+
+from .errors import EngineClosedError, EngineOverloadedError
+from .options import BatchingOptions
+
+logger = logging.getLogger(__name__)
+
+RequestT = TypeVar("RequestT")
+ResultT = TypeVar("ResultT")
+
+_STOP = object()
+
+
+class DynamicBatcher(Generic[RequestT, ResultT]):
+    """Coalesces concurrent requests into batches for ``run_batch``. Safe to share between threads."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[RequestT]], list[ResultT]],
+        options: BatchingOptions,
+        *,
+        name: str = "parakeet-batcher",
+    ) -> None:
+        self._run_batch = run_batch
+        self._options = options
+        self._queue: queue.Queue[tuple[RequestT, Future[ResultT]] | object] = queue.Queue()
+        self._closed = threading.Event()
+        self._submit_lock = threading.Lock()
+        self._pending = 0
+        self._drain = False
+        self._worker = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._worker.start()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def submit(self, request: RequestT) -> Future[ResultT]:
+        """Queue one request.
+
+        Raises:
+            EngineClosedError: the batcher was closed.
+            EngineOverloadedError: ``max_queue`` requests are already waiting.
+        """
+        future: Future[ResultT] = Future()
+        with self._submit_lock:
+            if self._closed.is_set():
+                raise EngineClosedError("the engine is closed")
+            limit = self._options.max_queue
+            if limit is not None and self._pending >= limit:
+                raise EngineOverloadedError(f"{self._pending} requests already waiting (max_queue={limit})")
+            self._pending += 1
+            self._queue.put((request, future))
+        return future
+
+    def close(self, timeout: float | None = 30.0, *, drain: bool = False) -> None:
+        """Stop taking requests and stop the worker.
+
+        The batch in progress always finishes. Requests still waiting are run first when ``drain`` is
+        true, and otherwise fail with ``EngineClosedError``. Waits up to ``timeout`` seconds for the worker.
+        """
+        with self._submit_lock:
+            if self._closed.is_set():
+                return
+            self._drain = drain
+            self._closed.set()
+            self._queue.put(_STOP)
+        if threading.current_thread() is not self._worker:
+            self._worker.join(timeout)
+        self._fail_waiting()
+
+    # --- worker -----------------------------------------------------------------------------------
+
+    def _take(self, item: tuple[RequestT, Future[ResultT]] | object) -> tuple[RequestT, Future[ResultT]] | None:
+        with self._submit_lock:
+            self._pending -= 1
+        request, future = cast("tuple[RequestT, Future[ResultT]]", item)
+        return (request, future) if future.set_running_or_notify_cancel() else None
+
+    def _loop(self) -> None:
+        options = self._options
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch: list[tuple[RequestT, Future[ResultT]]] = []
+            taken = self._take(item)
+            if taken is not None:
+                batch.append(taken)
+            deadline = time.monotonic() + options.max_wait_ms / 1000.0
+            stop = False
+            while len(batch) < options.max_batch_size:
+                remaining = deadline - time.monotonic()
+                try:
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                taken = self._take(item)
+                if taken is not None:
+                    batch.append(taken)
+            if batch and self._closed.is_set() and not self._drain:
+                for _, future in batch:
+                    future.set_exception(EngineClosedError("the engine was closed before this request ran"))
+            elif batch:
+                self._run(batch)
+            if stop:
+                return
+
+    def _run(self, batch: list[tuple[RequestT, Future[ResultT]]]) -> None:
+        requests = [request for request, _ in batch]
+        try:
+            results = self._run_batch(requests)
+            if len(results) != len(batch):
+                raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} requests")
+        except Exception as exc:
+            if len(batch) == 1:
+                logger.warning("request failed: %s", exc)
+                batch[0][1].set_exception(exc)
+                return
+            logger.warning("a batch of %d failed; retrying its requests one by one", len(batch), exc_info=True)
+            for request, future in batch:
+                try:
+                    future.set_result(self._run_batch([request])[0])
+                except Exception as exc:
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            future.set_result(result)
+
+    def _fail_waiting(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is _STOP:
+                continue
+            _, future = cast("tuple[RequestT, Future[ResultT]]", item)
+            if future.set_running_or_notify_cancel():
+                future.set_exception(EngineClosedError("the engine was closed before this request ran"))

@@ -1,0 +1,56 @@
+"""Engine options: frozen, with documented defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    """How the engine groups work into batches.
+
+    Concurrent single-input calls (from threads, or ``await engine.transcribe_async``) are queued and a
+    worker thread runs them together: it takes the first waiting request, waits up to ``max_wait_ms`` for
+    more, up to ``max_batch_size``, then encodes and decodes them as padded batches. Results are identical
+    to one-at-a-time decoding. A list passed to ``transcribe`` is always sorted by length and bucketed.
+    """
+
+    enabled: bool = True
+    """Coalesce concurrent calls through the dynamic batcher. ``False``: each call runs in its own thread."""
+    max_batch_size: int = 16
+    """Most utterances in one encoder batch."""
+    max_wait_ms: float = 5.0
+    """How long the batcher waits for batch-mates after the first request of a batch."""
+    max_batch_seconds: float = 600.0
+    """Most padded audio (batch size × longest utterance, in seconds) in one encoder batch; bounds memory."""
+    max_queue: int | None = None
+    """Most requests waiting for the batcher; beyond it ``EngineOverloadedError`` (``None``: unbounded)."""
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.max_batch_seconds <= 0:
+            raise ValueError(f"max_batch_seconds must be > 0, got {self.max_batch_seconds}")
+        if self.max_queue is not None and self.max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1 or None, got {self.max_queue}")
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """ONNX Runtime threading.
+
+    The default suits a server: with batching on, one worker runs the graphs and may use every core;
+    spinning is off so idle intra-op threads do not burn the cores that feature extraction and the
+    request threads need.
+    """
+
+    threads: int | None = None
+    """Intra-op threads for the encoder (``None``: ONNX Runtime's default, one per physical core)."""
+    spinning: bool = False
+    """Let idle intra-op threads spin (lower latency for a single stream, wasted CPU under load)."""
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")

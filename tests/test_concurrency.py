@@ -1,0 +1,295 @@
+"""Concurrency: threads and asyncio tasks through the dynamic batcher get exactly their own results,
+identical to one-at-a-time decoding; bad inputs fail alone; shutdown never hangs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile
+
+from parakeet_runtime.engine import (
+    AudioDecodeError,
+    AudioFileNotFoundError,
+    BatchingOptions,
+    Engine,
+    EngineClosedError,
+    EngineOverloadedError,
+    Transcript,
+    sample_audio_path,
+)
+from parakeet_runtime.engine.batcher import DynamicBatcher
+from tests.fixtures.build import MODEL_NAMES
+
+UNBATCHED = BatchingOptions(enabled=False)
+
+
+@pytest.fixture(scope="module")
+def workload(clips: dict[str, Path]) -> list[Any]:
+    """Distinct inputs of many lengths: each fixture clip, and arrays cut from them at odd lengths, so that
+    a result delivered to the wrong caller cannot go unnoticed."""
+    inputs: list[Any] = list(clips.values())
+    rng = np.random.default_rng(7)
+    for path in clips.values():
+        samples, rate = soundfile.read(path, dtype="float32")
+        for _ in range(3):
+            n = int(rng.integers(min(len(samples), 3000), min(len(samples), 16000 * 12) + 1))
+            start = int(rng.integers(0, len(samples) - n + 1))
+            inputs.append((samples[start : start + n].copy(), rate))
+    return inputs
+
+
+def _bad_inputs(tmp_path: Path) -> list[tuple[Any, type[Exception]]]:
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"RIFF....WAVEjunk" * 10)
+    return [
+        (garbage, AudioDecodeError),
+        (tmp_path / "missing.flac", AudioFileNotFoundError),
+        (np.array([np.nan, 0.0], dtype=np.float32), AudioDecodeError),
+        (b"\x00\x01\x02", AudioDecodeError),
+    ]
+
+
+def _serial(engine: Engine, inputs: Sequence[Any]) -> list[Transcript]:
+    return [engine.transcribe(x) for x in inputs]
+
+
+@pytest.mark.parametrize("model_name", ["tdt_a", "tdt_b_skip"])
+def test_33_threads_mixed_lengths_and_bad_inputs(model_name: str, converted: dict[str, Path], workload: list[Any],
+                                                 tmp_path: Path) -> None:
+    with Engine.load(converted[model_name], batching=UNBATCHED) as reference_engine:
+        expected = _serial(reference_engine, workload)
+    bad = _bad_inputs(tmp_path)
+    threads, per_thread = 33, 10
+    plan: list[list[int]] = []  # per thread: indices into workload, or -1 - k for bad input k
+    rng = np.random.default_rng(3)
+    for t in range(threads):
+        row = [int(i) for i in rng.integers(0, len(workload), per_thread)]
+        if t % 8 == 0:
+            row[int(rng.integers(0, per_thread))] = -1 - (t // 8) % len(bad)
+        plan.append(row)
+    outcomes: list[list[Any]] = [[] for _ in range(threads)]
+    barrier = threading.Barrier(threads)
+
+    with Engine.load(converted[model_name], batching=BatchingOptions(max_batch_size=8, max_wait_ms=5)) as engine:
+
+        def work(t: int) -> None:
+            barrier.wait()
+            for index in plan[t]:
+                try:
+                    item = workload[index] if index >= 0 else bad[-1 - index][0]
+                    outcomes[t].append(engine.transcribe(item))
+                except Exception as exc:  # checked below
+                    outcomes[t].append(exc)
+
+        pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join(timeout=600)
+        assert not any(thread.is_alive() for thread in pool)
+
+    good = 0
+    for t in range(threads):
+        assert len(outcomes[t]) == per_thread
+        for index, outcome in zip(plan[t], outcomes[t], strict=True):
+            if index >= 0:
+                assert outcome == expected[index], f"thread {t} request {index}: not its serial result"
+                good += 1
+            else:
+                assert isinstance(outcome, bad[-1 - index][1]), outcome
+    assert good >= 300
+
+
+def test_async_tasks_get_their_own_results(converted: dict[str, Path], workload: list[Any], tmp_path: Path) -> None:
+    with Engine.load(converted["tdt_a"], batching=UNBATCHED) as reference_engine:
+        expected = _serial(reference_engine, workload)
+    bad = _bad_inputs(tmp_path)
+
+    async def main(engine: Engine) -> list[Any]:
+        async def client(c: int) -> list[Any]:
+            out: list[Any] = []
+            for r in range(10):
+                index = (c * 7 + r * 3) % len(workload)
+                item = workload[index] if (c + r) % 29 else bad[c % len(bad)][0]
+                try:
+                    out.append((index, item is workload[index], await engine.transcribe_async(item)))
+                except Exception as exc:
+                    out.append((index, item is workload[index], exc))
+            return out
+
+        return list(await asyncio.gather(*(client(c) for c in range(33))))
+
+    for options in (BatchingOptions(max_batch_size=8), UNBATCHED):
+        with Engine.load(converted["tdt_a"], batching=options) as engine:
+            results = asyncio.run(main(engine))
+        count = 0
+        for client_results in results:
+            for index, was_good, outcome in client_results:
+                if was_good:
+                    assert outcome == expected[index]
+                    count += 1
+                else:
+                    assert isinstance(outcome, AudioDecodeError)
+        assert count >= 300
+        with Engine.load(converted["tdt_a"], batching=options) as engine:
+            assert asyncio.run(engine.transcribe_async(workload[:5])) == expected[:5]
+
+
+@pytest.mark.parametrize("model_name", MODEL_NAMES)
+def test_batched_list_equals_one_at_a_time(model_name: str, converted: dict[str, Path], workload: list[Any]) -> None:
+    """The padded, length-bucketed encoder and the batched decoder, on every fixture variant."""
+    with Engine.load(converted[model_name], batching=UNBATCHED) as engine:
+        expected = _serial(engine, workload)
+        assert engine.transcribe(workload) == expected
+    small = BatchingOptions(max_batch_size=3, max_batch_seconds=40.0)
+    with Engine.load(converted[model_name], batching=small) as engine:
+        assert engine.transcribe(workload) == expected
+
+
+def test_ten_threads_barrier_unbatched_and_batched() -> None:
+    path = sample_audio_path()
+    for options in (UNBATCHED, BatchingOptions()):
+        with Engine.load(batching=options) as engine:
+            serial = engine.transcribe(path)
+            barrier = threading.Barrier(10)
+
+            def call(engine: Engine = engine, barrier: threading.Barrier = barrier) -> Transcript:
+                barrier.wait()
+                return engine.transcribe(path)
+
+            with ThreadPoolExecutor(10) as pool:
+                results = [f.result(timeout=120) for f in [pool.submit(call) for _ in range(10)]]
+            assert results == [serial] * 10
+
+
+# --- the batcher on its own ----------------------------------------------------------------------------
+
+
+def test_a_failing_request_does_not_fail_its_batch_mates() -> None:
+    calls: list[int] = []
+
+    def run(batch: Sequence[int]) -> list[int]:
+        calls.append(len(batch))
+        time.sleep(0.01)
+        if 13 in batch:
+            raise ValueError("unlucky")
+        return [x * 2 for x in batch]
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(run, BatchingOptions(max_batch_size=8, max_wait_ms=20))
+    try:
+        futures = [batcher.submit(x) for x in range(20)]
+        for x, future in enumerate(futures):
+            if x == 13:
+                with pytest.raises(ValueError, match="unlucky"):
+                    future.result(timeout=10)
+            else:
+                assert future.result(timeout=10) == 2 * x
+        assert max(calls) > 1  # requests really were batched
+    finally:
+        batcher.close()
+
+
+def test_close_fails_waiting_requests_and_never_hangs() -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    def run(batch: Sequence[int]) -> list[int]:
+        started.set()
+        release.wait(10)
+        return list(batch)
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(run, BatchingOptions(max_batch_size=1, max_wait_ms=0))
+    first = batcher.submit(1)
+    assert started.wait(10)
+    waiting = [batcher.submit(i) for i in range(2, 6)]
+    closer = threading.Thread(target=batcher.close)
+    closer.start()
+    time.sleep(0.05)
+    release.set()
+    closer.join(10)
+    assert not closer.is_alive()
+    assert first.result(timeout=5) == 1  # the batch in progress finishes
+    for future in waiting:
+        with pytest.raises(EngineClosedError):
+            future.result(timeout=5)
+    with pytest.raises(EngineClosedError):
+        batcher.submit(9)
+    assert not batcher._worker.is_alive()
+
+
+def test_engine_close_then_transcribe_is_a_typed_error() -> None:
+    engine = Engine.load()
+    engine.close()
+    with pytest.raises(EngineClosedError):
+        engine.transcribe(sample_audio_path())
+    engine.close()  # idempotent
+
+
+def test_cancelled_requests_are_dropped() -> None:
+    seen: list[int] = []
+    gate = threading.Event()
+
+    def run(batch: Sequence[int]) -> list[int]:
+        gate.wait(10)
+        seen.extend(batch)
+        return list(batch)
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(run, BatchingOptions(max_batch_size=1, max_wait_ms=0))
+    try:
+        first = batcher.submit(0)
+        time.sleep(0.05)
+        doomed: Future[int] = batcher.submit(1)
+        assert doomed.cancel()
+        kept = batcher.submit(2)
+        gate.set()
+        assert first.result(timeout=5) == 0 and kept.result(timeout=5) == 2
+        assert seen == [0, 2]
+    finally:
+        batcher.close()
+
+
+def test_bounded_queue_reports_overload() -> None:
+    gate = threading.Event()
+
+    def run(batch: Sequence[int]) -> list[int]:
+        gate.wait(10)
+        return list(batch)
+
+    options = BatchingOptions(max_batch_size=1, max_wait_ms=0, max_queue=2)
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(run, options)
+    try:
+        running = batcher.submit(0)
+        time.sleep(0.05)  # taken by the worker: no longer waiting
+        queued = [batcher.submit(1), batcher.submit(2)]
+        with pytest.raises(EngineOverloadedError):
+            batcher.submit(3)
+        gate.set()
+        assert running.result(timeout=5) == 0
+        assert [f.result(timeout=5) for f in queued] == [1, 2]
+    finally:
+        batcher.close()
+
+
+def test_close_with_drain_finishes_waiting_requests() -> None:
+    gate = threading.Event()
+
+    def run(batch: Sequence[int]) -> list[int]:
+        gate.wait(10)
+        return [x + 100 for x in batch]
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(run, BatchingOptions(max_batch_size=2, max_wait_ms=0))
+    futures = [batcher.submit(i) for i in range(7)]
+    closer = threading.Thread(target=batcher.close, kwargs={"drain": True})
+    closer.start()
+    gate.set()
+    closer.join(10)
+    assert not closer.is_alive()
+    assert [f.result(timeout=5) for f in futures] == [i + 100 for i in range(7)]

@@ -1,0 +1,119 @@
+"""Batched greedy TDT decoding gives, for every utterance, exactly the tokens of decoding it alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from parakeet_runtime.decoding import TdtConfig, tdt_greedy_decode, tdt_greedy_decode_batch
+
+State = np.ndarray
+
+
+@dataclass(frozen=True)
+class RandomTransducer:
+    """A small random RNN predictor and joint in numpy, usable one row or many rows at a time."""
+
+    embed: np.ndarray
+    w_state: np.ndarray
+    w_out: np.ndarray
+    w_joint: np.ndarray
+    bias: np.ndarray
+
+    @classmethod
+    def make(cls, vocab: int, num_durations: int, hidden: int, seed: int, bias: np.ndarray) -> RandomTransducer:
+        rng = np.random.default_rng(seed)
+        k = vocab + 1 + num_durations
+        return cls(
+            embed=rng.standard_normal((vocab + 1, hidden)).astype(np.float32),
+            w_state=(rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(np.float32),
+            w_out=(rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(np.float32),
+            w_joint=(rng.standard_normal((hidden, k)) * 1.5).astype(np.float32),
+            bias=bias.astype(np.float32),
+        )
+
+    # single
+    def initial_state(self) -> State:
+        return np.zeros(self.w_state.shape[0], dtype=np.float32)
+
+    def predict(self, label: int, state: State) -> tuple[np.ndarray, State]:
+        new = np.tanh(self.embed[label] + state @ self.w_state)
+        return (new @ self.w_out).astype(np.float32), new.astype(np.float32)
+
+    def joint(self, encoder_frame: np.ndarray, predictor_output: np.ndarray) -> np.ndarray:
+        return np.asarray(np.tanh(encoder_frame + predictor_output) @ self.w_joint + self.bias, dtype=np.float32)
+
+    # batch
+    def initial_batch_state(self, batch_size: int) -> State:
+        return np.zeros((batch_size, self.w_state.shape[0]), dtype=np.float32)
+
+    def predict_rows(self, labels: np.ndarray, state: State, rows: np.ndarray) -> tuple[np.ndarray, State]:
+        new_rows = np.tanh(self.embed[labels] + state[rows] @ self.w_state).astype(np.float32)
+        new_state = state.copy()
+        new_state[rows] = new_rows
+        return (new_rows @ self.w_out).astype(np.float32), new_state
+
+    def joint_rows(self, encoder_frames: np.ndarray, predictor_outputs: np.ndarray) -> np.ndarray:
+        return np.asarray(np.tanh(encoder_frames + predictor_outputs) @ self.w_joint + self.bias, dtype=np.float32)
+
+
+CASES = [
+    # durations, max_symbols, label bias on blank, bias per duration
+    ((0, 1, 2, 3, 4), 10, 0.0, None),
+    ((0, 1, 2, 4, 8), 3, 0.0, None),
+    ((0, 1, 2, 3, 4), 2, -30.0, (30.0, 0, 0, 0, 0)),  # no blanks, duration 0: the max_symbols cap
+    ((0, 1, 2, 3, 4), 3, 0.0, (6.0, 0, 0, 0, 0)),  # runs of duration 0
+    ((0, 1, 2, 4, 8), 10, 1.0, (0, 0, 0, 0, 4.0)),  # long skips
+    ((1, 2, 4), None, 0.0, None),  # no symbol limit (safe: every token moves time forward)
+    ((1, 2, 3), 1, 0.5, None),  # no zero duration at all
+    ((0, 2), 4, -1.0, (1.0, 0)),
+]
+
+
+@pytest.mark.parametrize(("durations", "max_symbols", "blank_bias", "duration_bias"), CASES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batch_equals_single(durations: tuple[int, ...], max_symbols: int | None, blank_bias: float,
+                             duration_bias: tuple[float, ...] | None, seed: int) -> None:
+    vocab, hidden = 11, 8
+    rng = np.random.default_rng(100 + seed)
+    bias = np.zeros(vocab + 1 + len(durations))
+    bias[vocab] = blank_bias
+    if duration_bias is not None:
+        bias[vocab + 1 :] = duration_bias
+    model = RandomTransducer.make(vocab, len(durations), hidden, seed, bias)
+    config = TdtConfig(vocab, durations, max_symbols)
+    lengths = [0, 1, 2, 3, 7, 13, 40, 41, 97]
+    rng.shuffle(lengths)
+    frames = rng.standard_normal((len(lengths), max(lengths) + 2, hidden)).astype(np.float32)
+
+    batch = tdt_greedy_decode_batch(frames, lengths, model, config)
+    assert len(batch.tokens) == len(lengths)
+    total = 0
+    for row, length in enumerate(lengths):
+        single = tdt_greedy_decode(frames[row], length, model, config)
+        assert batch.tokens[row] == single.tokens, f"row {row} (length {length})"
+        np.testing.assert_allclose(batch.state[row], single.state, atol=1e-5)  # BLAS rounding only
+        total += len(single.tokens)
+    assert total > 0
+
+
+def test_batch_of_one_and_empty_batch() -> None:
+    model = RandomTransducer.make(5, 3, 4, 0, np.zeros(9))
+    config = TdtConfig(5, (0, 1, 2), 2)
+    frames = np.random.default_rng(0).standard_normal((1, 9, 4)).astype(np.float32)
+    assert tdt_greedy_decode_batch(frames, [9], model, config).tokens[0] == tdt_greedy_decode(
+        frames[0], 9, model, config
+    ).tokens
+    assert tdt_greedy_decode_batch(frames[:0], [], model, config).tokens == ()
+
+
+def test_bad_lengths() -> None:
+    model = RandomTransducer.make(5, 3, 4, 0, np.zeros(9))
+    config = TdtConfig(5, (0, 1, 2), 2)
+    frames = np.zeros((2, 4, 4), dtype=np.float32)
+    with pytest.raises(ValueError):
+        tdt_greedy_decode_batch(frames, [1], model, config)
+    with pytest.raises(ValueError):
+        tdt_greedy_decode_batch(frames, [1, 5], model, config)
