@@ -26,5 +26,6 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 mkdir -p build/typecheck/parakeet_runtime
 for part in engine export decoding; do ln -sfn "../../../$part" "build/typecheck/parakeet_runtime/$part"; done
 MYPYPATH=build/typecheck "$VPY" -m mypy -p parakeet_runtime.engine -p parakeet_runtime.export \
-    -p parakeet_runtime.decoding tests benchmarks
+    -p parakeet_runtime.decoding
+MYPYPATH=build/typecheck "$VPY" -m mypy tests benchmarks examples
 "$VPY" -m pytest "$@"

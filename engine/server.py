@@ -1,0 +1,267 @@
+"""An ASGI application with an OpenAI-compatible transcription endpoint.
+
+``create_app(engine)`` returns a Starlette app that can run on its own (``parakeet-runtime serve``) or be
+mounted in another ASGI application (``fastapi_app.mount("/asr", create_app(engine))``). It needs the
+``server`` extra (starlette, python-multipart, and uvicorn for ``serve``).
+
+Endpoints:
+
+* ``POST /v1/audio/transcriptions`` — multipart ``file``, ``model``, ``response_format`` (json, text, srt,
+  vtt, verbose_json), ``timestamp_granularities[]`` (word, segment); OpenAI's request and response shapes.
+* ``GET /health`` — 200 once the model is loaded, 503 before.
+* ``GET /v1/models`` — the served model.
+
+Every request runs through ``Engine.transcribe_async`` (the dynamic batcher), so the event loop never
+blocks. Uploads are bounded (413), the number of requests in flight is bounded (503 with Retry-After),
+bad audio is a 400 in OpenAI's error shape, and a client that disconnects has its request cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from .engine import Engine
+from .errors import (
+    AudioDecodeError,
+    AudioTooLongError,
+    EngineClosedError,
+    EngineOverloadedError,
+    ParakeetRuntimeError,
+)
+from .formats import to_srt, to_vtt
+from .results import Transcript
+
+logger = logging.getLogger(__name__)
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+GRANULARITIES = ("word", "segment")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Limits of the HTTP layer."""
+
+    max_upload_bytes: int = 25 * 1024 * 1024
+    """Largest request body accepted (OpenAI's limit is 25 MB); larger gets 413."""
+    max_in_flight: int = 64
+    """Most transcription requests being received or processed at once; more get 503 with Retry-After.
+    Bounds memory at about ``max_in_flight × max_upload_bytes``."""
+    retry_after_s: int = 1
+    """The Retry-After value sent with 503."""
+    model_name: str | None = None
+    """The model id reported by ``/v1/models`` (default: the manifest's model name)."""
+    close_engine_on_shutdown: bool = False
+    """Close (draining) the engine when the app shuts down; ``serve`` sets it, mounted apps usually not."""
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, message: str, *, kind: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+class _State:
+    """The app's engine slot: filled at startup (or at creation when an engine is passed)."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self.in_flight = 0
+
+
+def create_app(
+    engine: Engine | Callable[[], Engine],
+    options: ServerOptions | None = None,
+) -> Starlette:
+    """Build the ASGI app.
+
+    Args:
+        engine: a loaded engine, or a function that loads one; a function runs in a worker thread at
+            startup, and ``/health`` answers 503 until it returns.
+        options: HTTP limits (default: :class:`ServerOptions`).
+    """
+    opts = options or ServerOptions()
+    state = _State()
+    if isinstance(engine, Engine):
+        state.engine = engine
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if state.engine is None:
+            loader = engine
+            assert callable(loader)
+            state.engine = await asyncio.to_thread(loader)
+            logger.info("model loaded from %s", state.engine.model_dir)
+        try:
+            yield
+        finally:
+            if opts.close_engine_on_shutdown and state.engine is not None:
+                await asyncio.to_thread(state.engine.close, drain=True)
+
+    def ready_engine() -> Engine:
+        if state.engine is None:
+            raise _ApiError(503, "the model is still loading", kind="server_error", code="not_ready",
+                            headers={"Retry-After": str(opts.retry_after_s)})
+        return state.engine
+
+    async def health(request: Request) -> Response:
+        if state.engine is None:
+            return JSONResponse({"status": "loading"}, status_code=503,
+                                headers={"Retry-After": str(opts.retry_after_s)})
+        return JSONResponse({"status": "ok", "model": _model_id(state.engine, opts)})
+
+    async def models(request: Request) -> Response:
+        try:
+            current = ready_engine()
+        except _ApiError as exc:
+            return exc.response()
+        return JSONResponse({"object": "list", "data": [_model_card(current, opts)]})
+
+    async def transcriptions(request: Request) -> Response:
+        if state.in_flight >= opts.max_in_flight:
+            return _ApiError(503, "server overloaded; retry later", kind="server_error", code="overloaded",
+                             headers={"Retry-After": str(opts.retry_after_s)}).response()
+        state.in_flight += 1
+        try:
+            return await _transcribe(request, ready_engine(), opts)
+        except _ApiError as exc:
+            return exc.response()
+        finally:
+            state.in_flight -= 1
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _model_id(engine: Engine, opts: ServerOptions) -> str:
+    return opts.model_name or engine.manifest.model_name or engine.model_dir.name
+
+
+def _model_card(engine: Engine, opts: ServerOptions) -> dict[str, Any]:
+    created = int(engine.model_dir.joinpath("manifest.json").stat().st_mtime)
+    return {"id": _model_id(engine, opts), "object": "model", "created": created, "owned_by": "parakeet-runtime"}
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes",
+                        code="payload_too_large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _ApiError(413, f"request body exceeds the limit of {limit} bytes", code="payload_too_large")
+    return bytes(body)
+
+
+async def _transcribe(request: Request, engine: Engine, opts: ServerOptions) -> Response:
+    body = await _read_body(request, opts.max_upload_bytes)
+    request._body = body  # let Starlette's form parser read the bounded body we already hold
+    try:
+        form = await request.form(max_files=1, max_fields=32, max_part_size=64 * 1024)
+    except Exception as exc:  # starlette raises its own parse errors
+        raise _ApiError(400, f"expected multipart/form-data with a 'file' field: {exc}", param="file") from exc
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise _ApiError(400, "missing the 'file' field (an audio file)", param="file")
+        response_format = str(form.get("response_format") or "json")
+        if response_format not in RESPONSE_FORMATS:
+            raise _ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}",
+                            param="response_format")
+        granularities = [str(g) for g in form.getlist("timestamp_granularities[]")]
+        granularities += [str(g) for g in form.getlist("timestamp_granularities")]
+        unknown = [g for g in granularities if g not in GRANULARITIES]
+        if unknown:
+            raise _ApiError(400, f"unknown timestamp granularity {unknown[0]!r}", param="timestamp_granularities[]")
+        audio = await upload.read()
+    finally:
+        await form.close()
+
+    started = time.perf_counter()
+    try:
+        transcript = await _unless_disconnected(request, engine.transcribe_async(audio))
+    except AudioDecodeError as exc:
+        raise _ApiError(400, f"could not decode the audio file: {exc}", param="file", code="invalid_audio") from exc
+    except AudioTooLongError as exc:
+        raise _ApiError(400, str(exc), param="file", code="audio_too_long") from exc
+    except EngineOverloadedError as exc:
+        raise _ApiError(503, str(exc), kind="server_error", code="overloaded",
+                        headers={"Retry-After": str(opts.retry_after_s)}) from exc
+    except EngineClosedError as exc:
+        raise _ApiError(503, "the server is shutting down", kind="server_error", code="shutting_down") from exc
+    except ParakeetRuntimeError as exc:
+        raise _ApiError(500, str(exc), kind="server_error") from exc
+    logger.debug("transcribed %.1f s of audio in %.3f s", transcript.duration, time.perf_counter() - started)
+    return _render(transcript, response_format, granularities)
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``; if the client disconnects first, cancel it (a queued request is then dropped)."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.25)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            raise _ApiError(499, "client closed the request", code="client_closed")
+
+
+def _render(transcript: Transcript, response_format: str, granularities: list[str]) -> Response:
+    if response_format == "text":
+        return PlainTextResponse(transcript.text)
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(transcript))
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(transcript), media_type="text/vtt")
+    if response_format == "json":
+        return JSONResponse({"text": transcript.text})
+    body: dict[str, Any] = {
+        "task": "transcribe",
+        "duration": transcript.duration,
+        "text": transcript.text,
+    }
+    if "word" in granularities:
+        body["words"] = [{"word": w.text, "start": w.start, "end": w.end} for w in transcript.words]
+    if "segment" in granularities or not granularities:
+        body["segments"] = [
+            {
+                "id": i,
+                "seek": 0,
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+            }
+            for i, s in enumerate(transcript.segments)
+        ]
+    return JSONResponse(body)
