@@ -9,11 +9,12 @@ A cancelled future (its caller went away) is dropped before any work is done for
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar, cast
 
@@ -44,6 +45,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self._closed = threading.Event()
         self._submit_lock = threading.Lock()
         self._pending = 0
+        self._arriving = 0
         self._drain = False
         self._worker = threading.Thread(target=self._loop, name=name, daemon=True)
         self._worker.start()
@@ -51,6 +53,21 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark a request that is being prepared and will be submitted soon.
+
+        The worker waits for batch-mates only while some request is on its way; a lone request (nothing
+        else arriving or queued) runs at once instead of waiting out ``max_wait_ms``.
+        """
+        with self._submit_lock:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._submit_lock:
+                self._arriving -= 1
 
     def submit(self, request: RequestT) -> Future[ResultT]:
         """Queue one request.
@@ -109,8 +126,13 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             while len(batch) < options.max_batch_size:
                 remaining = deadline - time.monotonic()
                 try:
-                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                    if remaining <= 0 or self._arriving == 0:
+                        item = self._queue.get_nowait()
+                    else:
+                        item = self._queue.get(timeout=min(remaining, 0.0005))
                 except queue.Empty:
+                    if remaining > 0 and self._arriving > 0:
+                        continue
                     break
                 if item is _STOP:
                     stop = True

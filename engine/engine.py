@@ -181,14 +181,12 @@ class Engine:
             EngineOverloadedError: the batcher's queue is full.
         """
         if isinstance(audio, list):
-            prepared = [self.prepare(item, sample_rate) for item in audio]
-            if self.batcher is None or len(prepared) > 1:
-                return self.infer(prepared)
-            return [self.batcher.submit(p).result() for p in prepared]
-        one = self.prepare(audio, sample_rate)
+            return self.infer([self.prepare(item, sample_rate) for item in audio])
         if self.batcher is None:
-            return self.infer([one])[0]
-        return self.batcher.submit(one).result()
+            return self.infer([self.prepare(audio, sample_rate)])[0]
+        with self.batcher.arriving():
+            future = self.batcher.submit(self.prepare(audio, sample_rate))
+        return future.result()
 
     @overload
     async def transcribe_async(self, audio: AudioInput, *, sample_rate: int | None = None) -> Transcript: ...
@@ -207,13 +205,16 @@ class Engine:
         Cancelling the awaiting task drops a request that has not started yet.
         """
         loop = asyncio.get_running_loop()
-        items = audio if isinstance(audio, list) else [audio]
-        prepared = [await loop.run_in_executor(None, self.prepare, item, sample_rate) for item in items]
-        if self.batcher is not None:
-            results = list(await asyncio.gather(*(asyncio.wrap_future(self.batcher.submit(p)) for p in prepared)))
-        else:
+        if isinstance(audio, list) or self.batcher is None:
+            items = audio if isinstance(audio, list) else [audio]
+            prepared = [await loop.run_in_executor(None, self.prepare, item, sample_rate) for item in items]
             results = await loop.run_in_executor(None, self.infer, prepared)
-        return results if isinstance(audio, list) else results[0]
+            return results if isinstance(audio, list) else results[0]
+        batcher = self.batcher
+        with batcher.arriving():
+            one = await loop.run_in_executor(None, self.prepare, audio, sample_rate)
+            future = batcher.submit(one)
+        return await asyncio.wrap_future(future)
 
     def prepare(self, source: AudioInput, sample_rate: int | None = None) -> PreparedAudio:
         """Decode, resample and featurise one input (the part of a request that may fail on bad input).
