@@ -55,6 +55,8 @@ class EncoderSpec:
     """Longest encoder output (frames) the exported positional encoding covers."""
     external_data: str | None = None
     """The single external weights file beside ``file`` (encoders over 2 GB), else ``None``."""
+    precision: str = "fp32"
+    """``fp32``, or ``int8`` (dynamic int8 quantisation of the encoder's MatMul weights)."""
     input_features: str = "features"
     input_lengths: str = "feature_lengths"
     output_frames: str = "encoder_projected"
@@ -194,6 +196,8 @@ def _check_consistency(m: Manifest) -> None:
             f"manifest: joint has {m.joint.num_outputs} outputs, expected vocab_size + 1 + len(durations) = "
             f"{d.vocab_size + 1 + len(d.durations)}"
         )
+    if m.encoder.precision not in ("fp32", "int8"):
+        raise ManifestError(f"manifest: unsupported encoder precision {m.encoder.precision!r}")
     f = m.features
     if f.win_length > f.n_fft or f.hop_length <= 0 or f.sample_rate <= 0:
         raise ManifestError(f"manifest: inconsistent feature settings {f}")

@@ -27,6 +27,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="extra audio file for the NeMo parity check (repeatable)")
     parser.add_argument("--skip-verify", action="store_true",
                         help="do not compare against NeMo (debugging only; the manifest records it)")
+    parser.add_argument("--quantize", choices=("int8",), default=None,
+                        help="quantise the encoder (dynamic int8 MatMul weights) after the fp32 parity check; "
+                        "the token agreement with fp32 is reported and recorded in the manifest")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
     args = parser.parse_args(argv)
     for probe in args.probe_audio:
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = convert(args.source, args.out_dir, overwrite=args.overwrite, probe_audio=args.probe_audio,
-                         verify=not args.skip_verify, on_step=on_step)
+                         verify=not args.skip_verify, quantize=args.quantize, on_step=on_step)
     except ParityError as exc:
         print(f"convert-model: parity check failed: {exc}", file=sys.stderr)
         return 3
@@ -85,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
               f"features max diff {probe.feature_max_abs_diff:.1e}, encoder max diff {probe.encoder_max_abs_diff:.1e}")
     if not report.probes:
         print("  parity check skipped (--skip-verify)")
+    quantization = m.provenance.get("quantization")
+    if quantization:
+        print(f"  encoder quantised to {quantization['precision']}: token agreement with fp32 "
+              f"{quantization['token_agreement_with_fp32']:.4f} ({quantization['identical_clips']}/"
+              f"{quantization['clips']} probe clips identical)")
     return 0
 
 

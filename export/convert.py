@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 
 from parakeet_runtime.engine import sample_audio_path
-from parakeet_runtime.engine.manifest import MANIFEST_NAME, EncoderSpec, JointSpec, Manifest, PredictorSpec
+from parakeet_runtime.engine.manifest import (
+    MANIFEST_NAME,
+    EncoderSpec,
+    JointSpec,
+    Manifest,
+    PredictorSpec,
+    load_manifest,
+)
 
 from . import inspect_model
 from .errors import ConversionError
@@ -75,6 +82,7 @@ def convert(
     overwrite: bool = False,
     probe_audio: Sequence[Path] = (),
     verify: bool = True,
+    quantize: str | None = None,
     on_step: Callable[[int, str], None] | None = None,
 ) -> ConversionReport:
     """Convert ``source`` (a ``.nemo`` path or a pretrained name) into ``out_dir``.
@@ -85,6 +93,8 @@ def convert(
         overwrite: replace an existing ``out_dir``.
         probe_audio: extra clips for the parity check (the bundled sample clip is always used).
         verify: run the parity check (disable only to debug a failing export).
+        quantize: ``"int8"`` to quantise the encoder after the fp32 parity check passes; the token
+            agreement with fp32 on the probe clips is recorded in the manifest.
         on_step: called with (step index, step name) as the conversion proceeds.
 
     Raises:
@@ -120,6 +130,9 @@ def convert(
                 provenance={**manifest.provenance, "parity": [asdict(p) for p in probes]},
             )
             (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        if quantize is not None:
+            staging = _quantized(staging, manifest, quantize, [sample_audio_path(), *probe_audio])
+            manifest = load_manifest(staging)
         report_step(5, STEPS[5])
         staging.chmod(0o755)
         if target.exists():
@@ -129,6 +142,32 @@ def convert(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return ConversionReport(target, manifest, probes, time.monotonic() - started)
+
+
+def _quantized(staging: Path, manifest: Manifest, precision: str, clips: Sequence[Path]) -> Path:
+    """Replace the fp32 staging directory by a quantised one; returns the new staging directory."""
+    from .quantize import PRECISIONS, quantize_directory, token_agreement
+
+    if precision not in PRECISIONS:
+        raise ConversionError(f"unsupported quantisation {precision!r} (supported: {', '.join(PRECISIONS)})")
+    target = Path(tempfile.mkdtemp(prefix=staging.name + "q", dir=staging.parent))
+    try:
+        quantized = quantize_directory(staging, target, manifest)
+        agreement = token_agreement(staging, target, clips)
+        logger.info("int8 token agreement with fp32: %.4f (%d/%d clips identical)", agreement.token_agreement,
+                    agreement.identical_clips, agreement.clips)
+        quantized = replace(quantized, provenance={
+            **quantized.provenance,
+            "quantization": {"precision": precision, "method": "onnxruntime quantize_dynamic, MatMul weights int8",
+                             "token_agreement_with_fp32": agreement.token_agreement,
+                             "identical_clips": agreement.identical_clips, "clips": agreement.clips},
+        })
+        (target / MANIFEST_NAME).write_text(quantized.to_json(), encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def _export(model: Any, scratch: Path, staging: Path) -> dict[str, Any]:

@@ -164,3 +164,24 @@ def test_cli_converts_with_progress_and_summary(tmp_path: Path, nemo_paths: dict
         ["manifest.json", "encoder.onnx", "predictor.onnx", "joint.onnx", "tokenizer.model", "vocab.txt",
          "features.npz"]
     )
+
+
+@pytest.mark.parametrize("model_name", ["tdt_a", "tdt_b"])
+def test_int8_quantization(model_name: str, tmp_path: Path, nemo_paths: dict[str, Path],
+                           clips: dict[str, Path], converted: dict[str, Path]) -> None:
+    from parakeet_runtime.engine import BatchingOptions, Engine
+    from parakeet_runtime.export.convert import convert
+    from parakeet_runtime.export.quantize import token_agreement
+
+    out = tmp_path / "int8"
+    report = convert(str(nemo_paths[model_name]), out, quantize="int8", probe_audio=[clips["c3_multi"]])
+    assert report.manifest.encoder.precision == "int8"
+    recorded = report.manifest.provenance["quantization"]
+    assert recorded["clips"] == 2 and 0.0 <= recorded["token_agreement_with_fp32"] <= 1.0
+    assert (out / "encoder.onnx").stat().st_size < 0.6 * (converted[model_name] / "encoder.onnx").stat().st_size
+    with Engine.load(out, batching=BatchingOptions(enabled=False)) as engine:
+        result = engine.transcribe(clips["c2_sentence"])
+        assert result.text
+    agreement = token_agreement(converted[model_name], out, list(clips.values()))
+    # Dynamic int8 on a tiny model: most tokens survive (the rtfx benchmark reports the exact figures).
+    assert agreement.token_agreement >= 0.8, agreement

@@ -1,0 +1,141 @@
+"""Build Parakeet-shaped TDT models with random weights (no download) and convert them.
+
+Shapes (as parakeet-tdt-0.6b-v2 / v3): FastConformer d_model 1024, 24 layers, 8 heads, dw_striding ×8
+with 256 channels, 128 mels, conv kernel 9, predictor and joint 640, 2 LSTM layers, durations
+[0, 1, 2, 3, 4]; vocabulary 1024 (v2) or 8192 (v3), with SentencePiece tokenizers trained on generated
+text. A random joint emits a label at almost every step, which no trained model does; the blank logit's
+bias is raised until the model emits about one token per 3 encoder frames, as a trained model does on
+speech, so that decoding costs what it costs in real use.
+
+    python benchmarks/parakeet_models.py --out ~/.cache/parakeet-bench --shapes v2
+
+Writes ``<out>/<shape>/model.nemo``, ``<out>/<shape>/fp32`` and ``<out>/<shape>/int8`` (convert-model
+directories). Cached: an existing output is reused. Not part of CI (minutes and ~10 GB of memory);
+``--tiny`` builds a small model of the same structure for the CI smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from tests.fixtures.nemo_config import Geometry, model_config  # noqa: E402
+
+logger = logging.getLogger("parakeet_models")
+
+SHAPES = {
+    "v2": Geometry(name="parakeet-v2-shape", vocab_size=1024, durations=(0, 1, 2, 3, 4), d_model=1024, n_layers=24,
+                   n_heads=8, subsampling_factor=8, subsampling_conv_channels=256, conv_kernel_size=9, n_mels=128,
+                   window_size=0.025, window_stride=0.01, n_fft=512, pred_hidden=640, pred_rnn_layers=2,
+                   joint_hidden=640),
+    "v3": Geometry(name="parakeet-v3-shape", vocab_size=8192, durations=(0, 1, 2, 3, 4), d_model=1024, n_layers=24,
+                   n_heads=8, subsampling_factor=8, subsampling_conv_channels=256, conv_kernel_size=9, n_mels=128,
+                   window_size=0.025, window_stride=0.01, n_fft=512, pred_hidden=640, pred_rnn_layers=2,
+                   joint_hidden=640),
+    "tiny": Geometry(name="parakeet-tiny-shape", vocab_size=128, durations=(0, 1, 2, 3, 4), d_model=64, n_layers=2,
+                     n_heads=2, subsampling_factor=8, subsampling_conv_channels=32, conv_kernel_size=9, n_mels=128,
+                     window_size=0.025, window_stride=0.01, n_fft=512, pred_hidden=64, pred_rnn_layers=2,
+                     joint_hidden=64),
+}
+
+
+def _tokenizer(vocab_size: int, out_dir: Path) -> Path:
+    """A SentencePiece BPE tokenizer with exactly ``vocab_size`` pieces, trained on generated words."""
+    import sentencepiece as spm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / "tokenizer.model").is_file():
+        return out_dir
+    rng = random.Random(vocab_size)
+    letters = "etaoinshrdlcumwfgypbvkjxqz"
+    weights = [26 - i for i in range(26)]
+    words = ["".join(rng.choices(letters, weights, k=rng.randint(2, 9))) for _ in range(max(20000, vocab_size * 6))]
+    lines = [" ".join(rng.choices(words, k=12)) + rng.choice([".", "?", "!", ","]) for _ in range(40000)]
+    (out_dir / "text.txt").write_text("\n".join(lines) + "\n")
+    spm.SentencePieceTrainer.train(input=str(out_dir / "text.txt"), model_prefix=str(out_dir / "tokenizer"),
+                                   vocab_size=vocab_size, model_type="bpe", character_coverage=1.0, bos_id=-1,
+                                   eos_id=-1, unk_id=0, num_threads=2, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_file=str(out_dir / "tokenizer.model"))
+    (out_dir / "vocab.txt").write_text("\n".join(sp.id_to_piece(i) for i in range(sp.get_piece_size())) + "\n")
+    return out_dir
+
+
+def _tokens_per_frame(model: Any, clip: Path, frame_seconds: float) -> float:
+    import soundfile
+
+    hyp = model.transcribe([str(clip)], batch_size=1, return_hypotheses=True, verbose=False)[0]
+    model.eval()
+    info = soundfile.info(str(clip))
+    frames = max(1.0, float(info.frames) / float(info.samplerate) / frame_seconds)
+    return float(len(hyp.y_sequence)) / frames
+
+
+def build(shape: str, out: Path, clip: Path) -> Path:
+    """Build (or reuse) ``out/<shape>/model.nemo``."""
+    import torch
+    from nemo.collections.asr.models import EncDecRNNTBPEModel
+    from omegaconf import OmegaConf
+
+    geometry = SHAPES[shape]
+    target = out / shape / "model.nemo"
+    if target.is_file():
+        return target
+    torch.manual_seed(0)
+    tokenizer = _tokenizer(geometry.vocab_size, out / shape / "tokenizer")
+    cfg = model_config(geometry, str(tokenizer))
+    model = EncDecRNNTBPEModel(cfg=OmegaConf.create(cfg))
+    model.eval()
+    final = model.joint.joint_net[-1]
+    blank = geometry.vocab_size  # TDT: the blank follows the vocabulary
+    frame_seconds = geometry.window_stride * geometry.subsampling_factor
+    bias = 0.0
+    for step in range(12):
+        rate = _tokens_per_frame(model, clip, frame_seconds)
+        logger.info("%s: blank bias %.1f -> %.2f tokens per frame", shape, bias, rate)
+        if rate <= 0.4:
+            break
+        with torch.no_grad():
+            final.bias[blank] += 1.0 + step
+        bias += 1.0 + step
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model.save_to(str(target))
+    return target
+
+
+def convert_all(nemo: Path, out: Path) -> tuple[Path, Path]:
+    from parakeet_runtime.export.convert import convert
+
+    fp32, int8 = out / "fp32", out / "int8"
+    if not (fp32 / "manifest.json").is_file():
+        convert(str(nemo), fp32, overwrite=True)
+    if not (int8 / "manifest.json").is_file():
+        convert(str(nemo), int8, overwrite=True, quantize="int8")
+    return fp32, int8
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "parakeet-bench")
+    parser.add_argument("--shapes", nargs="+", default=["v2", "v3"], choices=sorted(SHAPES))
+    parser.add_argument("--clip", type=Path, default=REPO / "engine" / "data" / "sample.wav")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for name in ("nemo_logger", "nemo", "lightning", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for shape in args.shapes:
+        nemo = build(shape, args.out, args.clip)
+        fp32, int8 = convert_all(nemo, args.out / shape)
+        logger.info("%s: %s, %s", shape, fp32, int8)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

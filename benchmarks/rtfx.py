@@ -1,0 +1,238 @@
+"""Speed at one model size: NeMo ``transcribe`` against this engine (fp32 and int8), same model, same audio.
+
+Cases: single clips of 5 s, 60 s and 300 s, and a batch of 10 clips (5–14 s). Each system runs in its
+own process (peak RSS is its own); the model load is timed; one warm-up run is excluded; each case is
+the median of ``--runs`` runs. For the engine the time is broken down into features (audio decoding
+and the numpy filterbank), encoder (ONNX Runtime) and decoding (TDT search and timestamps).
+
+    python benchmarks/rtfx.py --nemo ~/.cache/parakeet-bench/v2/model.nemo \\
+        --fp32 ~/.cache/parakeet-bench/v2/fp32 --int8 ~/.cache/parakeet-bench/v2/int8
+
+onnx-asr is not run: it expects NeMo's own ONNX layout (one ``decoder_joint`` graph over the joint's
+inputs, the encoder without the joint's projection), which this engine's three graphs do not match.
+
+Writes ``benchmarks/results/rtfx-<name>.json`` and a table in ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from concurrency import machine  # noqa: E402
+
+RATE = 16000
+
+
+def make_clips(folder: Path) -> dict[str, list[Path]]:
+    """Speech-like clips of the benchmark lengths, tiled from the bundled sample with pauses."""
+    samples, rate = soundfile.read(REPO / "engine" / "data" / "sample.wav", dtype="float32")
+    assert rate == RATE
+    rng = np.random.default_rng(0)
+
+    def clip(seconds: float, name: str) -> Path:
+        parts: list[np.ndarray] = []
+        total = 0
+        while total < seconds * RATE:
+            gain = float(rng.uniform(0.6, 1.0))
+            parts += [samples * gain, np.zeros(int(rng.uniform(0.1, 0.6) * RATE), dtype=np.float32)]
+            total += len(samples) + len(parts[-1])
+        audio = np.concatenate(parts)[: int(seconds * RATE)]
+        path = folder / f"{name}.wav"
+        soundfile.write(path, audio, RATE, subtype="PCM_16")
+        return path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "5s": [clip(5, "5s")],
+        "60s": [clip(60, "60s")],
+        "300s": [clip(300, "300s")],
+        "batch10": [clip(5 + i, f"b{i}") for i in range(10)],
+    }
+
+
+def _seconds(paths: list[Path]) -> float:
+    return float(sum(soundfile.info(str(p)).frames for p in paths)) / RATE
+
+
+def _nemo_runner(nemo: str, threads: int | None) -> Any:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    for name in ("nemo_logger", "nemo", "lightning", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from nemo.collections.asr.models import ASRModel
+    from nemo.utils import logging as nemo_logging
+
+    nemo_logging.setLevel(logging.ERROR)
+    model = ASRModel.restore_from(nemo, map_location="cpu")
+    model.eval()
+
+    def run(paths: list[Path]) -> dict[str, float]:
+        with torch.inference_mode():
+            model.transcribe([str(p) for p in paths], batch_size=len(paths), timestamps=True, verbose=False)
+        model.eval()
+        return {}
+
+    return run
+
+
+def _engine_runner(model_dir: str, threads: int | None) -> Any:
+    from parakeet_runtime.decoding import tdt_greedy_decode_batch
+    from parakeet_runtime.engine import BatchingOptions, Engine, SessionOptions
+
+    engine = Engine.load(model_dir, session=SessionOptions(threads=threads), batching=BatchingOptions(enabled=False))
+
+    def run(paths: list[Path]) -> dict[str, float]:
+        """``engine.transcribe(paths)``, step by step, with timers (the same calls ``Engine.infer`` makes)."""
+        t0 = time.perf_counter()
+        prepared = [engine.prepare(p) for p in paths]
+        t1 = time.perf_counter()
+        order = sorted(range(len(prepared)), key=lambda i: prepared[i].valid_frames)
+        encoder = decoding = 0.0
+        for bucket in engine._buckets(order, prepared):
+            items = [prepared[i] for i in bucket]
+            arrays = [item.features for item in items if item.features is not None]
+            width = max(a.shape[1] for a in arrays)
+            batch = np.zeros((len(arrays), arrays[0].shape[0], width), dtype=np.float32)
+            for row, array in enumerate(arrays):
+                batch[row, :, : array.shape[1]] = array
+            lengths = np.array([item.valid_frames for item in items], dtype=np.int64)
+            e0 = time.perf_counter()
+            frames, encoded = engine.model.encode(batch, lengths)
+            e1 = time.perf_counter()
+            decoded = tdt_greedy_decode_batch(frames, encoded, engine.model, engine.tdt_config)
+            for tokens, item in zip(decoded.tokens, items, strict=True):
+                engine._build_transcript(tokens, item.duration)
+            e2 = time.perf_counter()
+            encoder += e1 - e0
+            decoding += e2 - e1
+        return {"features_s": t1 - t0, "encoder_s": encoder, "decoding_s": decoding}
+
+    return run
+
+
+def run_system(
+    system: str, source: str, clips: dict[str, list[Path]], runs: int, threads: int | None
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    runner = _nemo_runner(source, threads) if system == "nemo" else _engine_runner(source, threads)
+    load_s = time.perf_counter() - started
+    runner(clips["5s"])  # warm-up
+    cases = {}
+    for case, paths in clips.items():
+        walls, parts = [], []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            breakdown = runner(paths)
+            walls.append(time.perf_counter() - t0)
+            parts.append(breakdown)
+        wall = statistics.median(walls)
+        audio = _seconds(paths)
+        entry: dict[str, Any] = {"audio_s": audio, "wall_s": wall, "walls_s": walls, "rtfx": audio / wall}
+        for key in parts[0]:
+            entry[key] = statistics.median(p[key] for p in parts)
+        cases[case] = entry
+        logging.getLogger("rtfx").warning("%-5s %-8s %7.2f s  RTFx %6.1f", system, case, wall, audio / wall)
+    return {"system": system, "load_s": load_s, "cases": cases,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def write_table(report: dict[str, Any], readme: Path) -> None:
+    name = report["meta"]["name"]
+    start, end = f"<!-- rtfx-{name}:start -->", f"<!-- rtfx-{name}:end -->"
+    meta = report["meta"]
+    lines = [start, f"Model `{name}` ({meta['model']}), {meta['machine']['cores']} cores ({meta['machine']['cpu']}), "
+             f"threads {meta['threads'] or 'default'}, median of {meta['runs']} runs, {meta['date']}.", "",
+             "| system | case | audio (s) | wall (s) | RTFx | features (s) | encoder (s) | decoding (s) | "
+             "decoding share | load (s) | peak RSS (MB) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for result in report["results"]:
+        for case, c in result["cases"].items():
+            dec = c.get("decoding_s")
+            total = sum(c.get(k, 0.0) for k in ("features_s", "encoder_s", "decoding_s"))
+            share = f"{100 * dec / total:.1f}%" if dec is not None and total else "–"
+
+            def cell(key: str, c: dict[str, Any] = c) -> str:
+                return f"{c[key]:.2f}" if key in c else "–"
+
+            lines.append(f"| {result['system']} | {case} | {c['audio_s']:.0f} | {c['wall_s']:.2f} | {c['rtfx']:.1f} | "
+                         f"{cell('features_s')} | {cell('encoder_s')} | {cell('decoding_s')} | {share} | "
+                         f"{result['load_s']:.1f} | {result['peak_rss_mb']:.0f} |")
+    lines.append(end)
+    block = "\n".join(lines)
+    text = readme.read_text()
+    if start in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + f"\n\n## Speed: {name}\n\n" + block + "\n"
+    readme.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nemo", required=True)
+    parser.add_argument("--fp32", required=True, help="convert-model directory (fp32)")
+    parser.add_argument("--int8", help="convert-model --quantize int8 directory")
+    parser.add_argument("--name", default=None, help="label for the results (default: the .nemo file's folder)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out-dir", type=Path, default=HERE / "results")
+    parser.add_argument("--readme", type=Path, default=HERE / "README.md")
+    parser.add_argument("--system", help=argparse.SUPPRESS)
+    parser.add_argument("--clips-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+    if args.system:
+        clips = make_clips(args.clips_dir)
+        source = {"nemo": args.nemo, "fp32": args.fp32, "int8": args.int8}[args.system]
+        result = run_system(args.system, source, clips, args.runs, args.threads)
+        sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+        return 0
+
+    name = args.name or Path(args.nemo).resolve().parent.name
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        for system in ("nemo", "fp32", "int8"):
+            if system == "int8" and not args.int8:
+                continue
+            command = [sys.executable, __file__, "--nemo", args.nemo, "--fp32", args.fp32, "--system", system,
+                       "--clips-dir", folder, "--runs", str(args.runs)]
+            if args.int8:
+                command += ["--int8", args.int8]
+            if args.threads:
+                command += ["--threads", str(args.threads)]
+            proc = subprocess.run(command, capture_output=True, text=True)
+            sys.stderr.write(proc.stderr[-2000:] if proc.returncode else "")
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                raise SystemExit(f"{system} failed")
+            results.append(json.loads(lines[-1][len("RESULT "):]))
+    report = {"meta": {"name": name, "model": Path(args.nemo).name, "machine": machine(), "runs": args.runs,
+                       "threads": args.threads, "date": time.strftime("%Y-%m-%d")}, "results": results}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"rtfx-{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_table(report, args.readme)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

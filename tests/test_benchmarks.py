@@ -1,0 +1,58 @@
+"""Smoke runs of the benchmark scripts on tiny models, so that they do not rot (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import HAVE_NEMO, REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.nemo, pytest.mark.skipif(not HAVE_NEMO, reason="needs NeMo")]
+BENCH = REPO / "benchmarks"
+
+
+def _run(args: list[str | Path], timeout: int = 900) -> str:
+    proc = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
+def test_rtfx_on_a_tiny_parakeet_shaped_model(tmp_path: Path) -> None:
+    _run([BENCH / "parakeet_models.py", "--out", tmp_path / "models", "--shapes", "tiny"])
+    shape = tmp_path / "models" / "tiny"
+    manifest = json.loads((shape / "int8" / "manifest.json").read_text())
+    assert manifest["encoder"]["precision"] == "int8"
+    readme = tmp_path / "README.md"
+    shutil.copy(BENCH / "README.md", readme)
+    _run([BENCH / "rtfx.py", "--nemo", shape / "model.nemo", "--fp32", shape / "fp32", "--int8", shape / "int8",
+          "--runs", "1", "--out-dir", tmp_path / "results", "--readme", readme, "--name", "tiny"])
+    report = json.loads((tmp_path / "results" / "rtfx-tiny.json").read_text())
+    assert [r["system"] for r in report["results"]] == ["nemo", "fp32", "int8"]
+    assert set(report["results"][1]["cases"]) == {"5s", "60s", "300s", "batch10"}
+    assert "<!-- rtfx-tiny:start -->" in readme.read_text()
+
+
+def test_concurrency_and_server_load(tmp_path: Path, nemo_paths: dict[str, Path], converted: dict[str, Path],
+                                     clips: dict[str, Path]) -> None:
+    readme = tmp_path / "README.md"
+    shutil.copy(BENCH / "README.md", readme)
+    common: list[str | Path] = [
+        "--nemo", nemo_paths["tdt_b"], "--model-dir", converted["tdt_b"],
+        "--clips", clips["c1_short"], clips["c2_sentence"], "--readme", readme,
+    ]
+    _run([BENCH / "concurrency.py", *common, "--concurrency", "1", "2", "--requests", "4", "--out",
+          tmp_path / "concurrency.json"])
+    results = json.loads((tmp_path / "concurrency.json").read_text())["results"]
+    assert {r["system"] for r in results} == {"nemo-unguarded", "nemo-lock", "engine-unbatched", "engine-batched"}
+    assert all(r["errors"] == 0 for r in results if r["system"].startswith("engine"))
+    _run([BENCH / "server_load.py", *common, "--concurrency", "1", "3", "--requests", "6", "--out",
+          tmp_path / "server.json"])
+    results = json.loads((tmp_path / "server.json").read_text())["results"]
+    assert all(r["errors"] == 0 for r in results)
+    text = readme.read_text()
+    assert "<!-- concurrency:start -->" in text and "<!-- server_load:start -->" in text
