@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "server_load.json")
     parser.add_argument("--readme", type=Path, default=HERE / "README.md")
     args = parser.parse_args(argv)
+    args.nemo, args.model_dir = str(Path(args.nemo).resolve()), str(Path(args.model_dir).resolve())
     clips = []
     for path in args.clips:
         info = soundfile.info(path)

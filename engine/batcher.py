@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -47,6 +48,10 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self._pending = 0
         self._arriving = 0
         self._drain = False
+        # Request threads decode audio and compute features before they submit. Letting only a few do so
+        # at once keeps the worker (the critical path, which needs the GIL for decoding) from being starved
+        # by dozens of runnable request threads.
+        self._prepare_slots = threading.BoundedSemaphore(options.max_concurrent_prepare or (os.cpu_count() or 1))
         self._worker = threading.Thread(target=self._loop, name=name, daemon=True)
         self._worker.start()
 
@@ -64,7 +69,8 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         with self._submit_lock:
             self._arriving += 1
         try:
-            yield
+            with self._prepare_slots:
+                yield
         finally:
             with self._submit_lock:
                 self._arriving -= 1

@@ -258,7 +258,9 @@ class Engine:
         for index in order:
             longest = prepared[index].valid_frames * seconds_per_frame  # sorted: this one is the longest
             if current and (
-                len(current) >= options.max_batch_size or (len(current) + 1) * longest > options.max_batch_seconds
+                len(current) >= options.max_batch_size
+                or (len(current) + 1) * longest > options.max_batch_seconds
+                or prepared[index].valid_frames > options.max_length_ratio * prepared[current[0]].valid_frames
             ):
                 buckets.append(current)
                 current = []

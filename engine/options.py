@@ -23,8 +23,14 @@ class BatchingOptions:
     """How long the batcher waits for batch-mates after the first request of a batch."""
     max_batch_seconds: float = 600.0
     """Most padded audio (batch size × longest utterance, in seconds) in one encoder batch; bounds memory."""
+    max_length_ratio: float = 1.5
+    """A batch's longest utterance is at most this many times its shortest; beyond it a new batch starts
+    (padding short utterances to a long one costs encoder time, quadratically in attention)."""
     max_queue: int | None = None
     """Most requests waiting for the batcher; beyond it ``EngineOverloadedError`` (``None``: unbounded)."""
+    max_concurrent_prepare: int | None = None
+    """Most request threads decoding audio and computing features at once (``None``: the number of CPUs);
+    the others wait their turn, so that the batcher's worker is not starved of the GIL."""
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -33,6 +39,10 @@ class BatchingOptions:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.max_batch_seconds <= 0:
             raise ValueError(f"max_batch_seconds must be > 0, got {self.max_batch_seconds}")
+        if self.max_length_ratio < 1.0:
+            raise ValueError(f"max_length_ratio must be >= 1, got {self.max_length_ratio}")
+        if self.max_concurrent_prepare is not None and self.max_concurrent_prepare < 1:
+            raise ValueError(f"max_concurrent_prepare must be >= 1 or None, got {self.max_concurrent_prepare}")
         if self.max_queue is not None and self.max_queue < 1:
             raise ValueError(f"max_queue must be >= 1 or None, got {self.max_queue}")
 
