@@ -16,6 +16,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -44,12 +45,14 @@ def _start(kind: str, nemo: str, model_dir: str) -> tuple[subprocess.Popen[str],
         command = [sys.executable, "-m", "parakeet_runtime.engine.cli", "serve", "--model", model_dir, "--port",
                    str(port), "--log-level", "warning", "--max-in-flight", "256"]
         env, cwd = dict(os.environ), None
-    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The server's log goes to a file: a pipe nobody reads fills up and blocks the server.
+    log = tempfile.NamedTemporaryFile(prefix=f"{kind}-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
         if proc.poll() is not None:
-            raise SystemExit(f"{kind} server exited: {proc.stderr.read() if proc.stderr else ''}")
+            raise SystemExit(f"{kind} server exited: {Path(log.name).read_text()[-3000:]}")
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                 return proc, url

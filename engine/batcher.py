@@ -69,11 +69,19 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         with self._submit_lock:
             self._arriving += 1
         try:
-            with self._prepare_slots:
-                yield
+            yield
         finally:
             with self._submit_lock:
                 self._arriving -= 1
+
+    @contextlib.contextmanager
+    def preparing(self) -> Iterator[None]:
+        """Hold one of the ``max_concurrent_prepare`` slots while preparing a request.
+
+        Blocks: enter it only in a request thread or an executor thread, never on an event loop.
+        """
+        with self._prepare_slots:
+            yield
 
     def submit(self, request: RequestT) -> Future[ResultT]:
         """Queue one request.

@@ -185,7 +185,9 @@ class Engine:
         if self.batcher is None:
             return self.infer([self.prepare(audio, sample_rate)])[0]
         with self.batcher.arriving():
-            future = self.batcher.submit(self.prepare(audio, sample_rate))
+            with self.batcher.preparing():
+                one = self.prepare(audio, sample_rate)
+            future = self.batcher.submit(one)
         return future.result()
 
     @overload
@@ -211,8 +213,13 @@ class Engine:
             results = await loop.run_in_executor(None, self.infer, prepared)
             return results if isinstance(audio, list) else results[0]
         batcher = self.batcher
+
+        def prepare_in_slot() -> PreparedAudio:  # runs in an executor thread: it may block for a slot
+            with batcher.preparing():
+                return self.prepare(audio, sample_rate)
+
         with batcher.arriving():
-            one = await loop.run_in_executor(None, self.prepare, audio, sample_rate)
+            one = await loop.run_in_executor(None, prepare_in_slot)
             future = batcher.submit(one)
         return await asyncio.wrap_future(future)
 

@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,16 @@ from parakeet_runtime.engine import BatchingOptions, Engine, sample_audio_path
 from parakeet_runtime.engine.formats import to_srt, to_vtt
 
 
+def _log_file() -> Any:
+    """Server output goes to a file: a pipe that nobody reads would fill up and block the server."""
+    return tempfile.TemporaryFile(mode="w+")
+
+
+def _output(log: Any) -> str:
+    log.seek(0)
+    return str(log.read())[-4000:]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -29,17 +40,18 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     port = _free_port()
+    log = _log_file()
     proc = subprocess.Popen(
         [sys.executable, "-m", "parakeet_runtime.engine.cli", "serve", "--port", str(port), "--max-upload-mb", "2",
          "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+                raise RuntimeError(f"server exited: {_output(log)}")
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
@@ -179,8 +191,9 @@ def test_example_openai_client_and_curl(server: str, reference: Engine) -> None:
 
 def test_example_mount_in_fastapi(reference: Engine) -> None:
     port = _free_port()
+    log = _log_file()
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "examples.mount_in_fastapi:app", "--port", str(port),
-                             "--log-level", "warning"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             "--log-level", "warning"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                             text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -190,7 +203,7 @@ def test_example_mount_in_fastapi(reference: Engine) -> None:
                 own = httpx.get(f"{url}/", timeout=1)
                 break
             except httpx.TransportError:
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert proc.poll() is None, _output(log)
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
         assert own.json()["service"] == "my service"
@@ -207,9 +220,10 @@ def test_example_mount_in_fastapi(reference: Engine) -> None:
 
 def test_overload_gets_503_with_retry_after(reference: Engine) -> None:
     port = _free_port()
+    log = _log_file()
     proc = subprocess.Popen(
         [sys.executable, "-m", "parakeet_runtime.engine.cli", "serve", "--port", str(port), "--max-in-flight", "1",
-         "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+         "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
