@@ -135,6 +135,8 @@ def convert(
             manifest = load_manifest(staging)
         report_step(5, STEPS[5])
         staging.chmod(0o755)
+        for item in staging.iterdir():
+            item.chmod(0o644)  # temporary files (the external data among them) are created owner-only
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
