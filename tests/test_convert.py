@@ -188,5 +188,5 @@ def test_int8_quantization(model_name: str, tmp_path: Path, nemo_paths: dict[str
         result = engine.transcribe(clips["c2_sentence"])
         assert result.text
     agreement = token_agreement(converted[model_name], out, list(clips.values()))
-    # Dynamic int8 on a tiny model: short clips survive intact, long ones drift (figures in benchmarks/README.md).
-    assert agreement.token_agreement >= 0.5, agreement
+    # Dynamic int8 on a tiny model: most clips survive intact, long ones can drift (see benchmarks/README.md).
+    assert agreement.identical_clips >= agreement.clips // 2, agreement
