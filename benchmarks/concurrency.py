@@ -38,21 +38,27 @@ def _audio_seconds(path: str) -> float:
     return float(info.frames) / float(info.samplerate)
 
 
+def load_nemo(nemo_path: str, threads: int | None) -> Any:
+    """A NeMo ASR model restored on the CPU in eval mode, with NeMo's logging quietened."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    for name in ("nemo_logger", "nemo", "lightning", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from nemo.collections.asr.models import ASRModel
+    from nemo.utils import logging as nemo_logging
+
+    nemo_logging.setLevel(logging.ERROR)
+    model = ASRModel.restore_from(nemo_path, map_location="cpu")
+    model.eval()
+    return model
+
+
 def _load_system(system: str, nemo_path: str, model_dir: str, threads: int | None) -> Any:
     """A callable ``f(path) -> text`` for the system under test."""
     if system.startswith("nemo"):
-        import torch
-
-        if threads:
-            torch.set_num_threads(threads)
-        for name in ("nemo_logger", "nemo", "lightning", "pytorch_lightning"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-        from nemo.collections.asr.models import ASRModel
-        from nemo.utils import logging as nemo_logging
-
-        nemo_logging.setLevel(logging.ERROR)
-        model = ASRModel.restore_from(nemo_path, map_location="cpu")
-        model.eval()
+        model = load_nemo(nemo_path, threads)
         lock = threading.Lock() if system == "nemo-lock" else None
 
         def nemo_call(path: str) -> str:

@@ -34,7 +34,7 @@ import soundfile
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from concurrency import machine  # noqa: E402
+from concurrency import load_nemo, machine  # noqa: E402
 
 RATE = 16000
 
@@ -73,16 +73,7 @@ def _seconds(paths: list[Path]) -> float:
 def _nemo_runner(nemo: str, threads: int | None) -> Any:
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
-    for name in ("nemo_logger", "nemo", "lightning", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    from nemo.collections.asr.models import ASRModel
-    from nemo.utils import logging as nemo_logging
-
-    nemo_logging.setLevel(logging.ERROR)
-    model = ASRModel.restore_from(nemo, map_location="cpu")
-    model.eval()
+    model = load_nemo(nemo, threads)
 
     def run(paths: list[Path]) -> dict[str, float]:
         with torch.inference_mode():
