@@ -151,7 +151,21 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    return {"cpu": cpu, "cores": os.cpu_count(), "simd": _simd(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def _simd() -> str:
+    """The widest vector extensions the CPU reports (what bounds fp32 and int8 matrix-product speed)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                wanted = ("avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx2", "fma", "avx")
+                return " ".join(f for f in wanted if f in flags) or "none of avx/avx2/avx512"
+    except OSError:
+        pass
+    return "unknown"
 
 
 def write_table(results: list[dict[str, Any]], meta: dict[str, Any], readme: Path) -> None:

@@ -27,5 +27,5 @@ mkdir -p build/typecheck/parakeet_runtime
 for part in engine export decoding; do ln -sfn "../../../$part" "build/typecheck/parakeet_runtime/$part"; done
 MYPYPATH=build/typecheck "$VPY" -m mypy -p parakeet_runtime.engine -p parakeet_runtime.export \
     -p parakeet_runtime.decoding
-MYPYPATH=build/typecheck "$VPY" -m mypy tests benchmarks examples
+MYPYPATH=build/typecheck "$VPY" -m mypy tests benchmarks examples recipes
 "$VPY" -m pytest "$@"

@@ -10,12 +10,9 @@ import pytest
 
 from tests.conftest import HAVE_NEMO, load_nemo
 from tests.fixtures.build import CLIP_NAMES, MODEL_NAMES
+from tests.parity import assert_identical
 
 pytestmark = [pytest.mark.nemo, pytest.mark.skipif(not HAVE_NEMO, reason="needs NeMo (the export extra)")]
-
-
-def _clamp(seconds: float, duration: float) -> float:
-    return min(seconds, duration)
 
 
 @pytest.mark.parametrize("model_name", MODEL_NAMES)
@@ -24,28 +21,7 @@ def test_transcript_identical_to_nemo(
     model_name: str, clip_name: str, engines: dict[str, Any], reference: Any, clips: dict[str, Path]
 ) -> None:
     clip = clips[clip_name]
-    expected = reference(model_name)[str(clip)]
-    result = engines[model_name].transcribe(clip)
-    duration = result.duration
-
-    assert [t.id for t in result.tokens] == expected["ids"]
-    assert [t.frame for t in result.tokens] == expected["frames"]
-    assert [t.duration for t in result.tokens] == expected["durations"]
-    assert result.text == expected["text"]
-    assert [(t.text, t.start_offset, t.end_offset) for t in result.tokens] == [c[:3] for c in expected["chars"]]
-    assert [(w.text, w.start_offset, w.end_offset) for w in result.words] == [w[:3] for w in expected["words"]]
-    assert [(s.text, s.start_offset, s.end_offset) for s in result.segments] == [
-        s[:3] for s in expected["segments"]
-    ]
-    assert [(t.start, t.end) for t in result.tokens] == [
-        (_clamp(c[3], duration), _clamp(c[4], duration)) for c in expected["chars"]
-    ]
-    assert [(w.start, w.end) for w in result.words] == [
-        (_clamp(w[3], duration), _clamp(w[4], duration)) for w in expected["words"]
-    ]
-    assert [(s.start, s.end) for s in result.segments] == [
-        (_clamp(s[3], duration), _clamp(s[4], duration)) for s in expected["segments"]
-    ]
+    assert_identical(engines[model_name].transcribe(clip), reference(model_name)[str(clip)])
 
 
 def test_variants_exercise_the_edge_cases(engines: dict[str, Any], reference: Any, clips: dict[str, Path]) -> None:

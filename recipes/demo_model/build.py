@@ -1,0 +1,93 @@
+"""Build the demo model end to end: text, speech, tokenizer, training, ``.nemo``, conversion.
+
+    python -m recipes.demo_model.build --out .demo-build
+
+Writes into ``--out``: ``train/`` and ``eval/`` corpora (JSON-lines manifests), ``tokenizer/``,
+``demo.nemo``, ``converted/`` (the ``convert-model`` output) and ``train_log.json``. Then
+``python -m recipes.demo_model.evaluate`` measures WER and ``python -m recipes.demo_model.install``
+copies the model into the package. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+from .corpus import SEEN_VOICES, UNSEEN_VOICES, Utterance, plan, read_manifest, synthesise, write_corpus
+from .text import sentences
+from .train import GEOMETRY, TrainOptions, build_model, train
+
+logger = logging.getLogger("demo_model")
+
+TRAIN_SENTENCES = 3800
+EVAL_SENTENCES = 200
+SAMPLE_TEXT = "the captain walked to the harbour this morning and the sun was shining"
+"""The bundled sample clip's words: a sentence the grammar can produce, kept out of training."""
+SAMPLE = Utterance(text=SAMPLE_TEXT, voice="en-us", rate=160, pitch=50, gain_db=-2.0, snr_db=40.0,
+                   lead_s=0.3, tail_s=0.3, seed=7)
+
+
+def make_corpora(out: Path, seed: int) -> tuple[Path, Path, Path]:
+    """Training corpus (seen voices) and held-out sentences spoken by seen and by unseen voices."""
+    train_texts = sentences(TRAIN_SENTENCES, seed, exclude=frozenset({SAMPLE_TEXT}))
+    eval_texts = sentences(EVAL_SENTENCES, seed + 1, exclude=frozenset(train_texts) | {SAMPLE_TEXT})
+    train_manifest = write_corpus(plan(train_texts, SEEN_VOICES, seed + 2), out / "train", "train")
+    seen = write_corpus(plan(eval_texts, SEEN_VOICES, seed + 3), out / "eval", "seen_voices")
+    unseen = write_corpus(plan(eval_texts, UNSEEN_VOICES, seed + 4), out / "eval", "unseen_voices")
+    return train_manifest, seen, unseen
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(".demo-build"))
+    parser.add_argument("--steps", type=int, default=TrainOptions.steps)
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    import torch
+
+    torch.set_num_threads(2)
+    from tests.fixtures.build import train_tokenizer
+
+    t0 = time.time()
+    args.out.mkdir(parents=True, exist_ok=True)
+    train_manifest, _, _ = make_corpora(args.out, args.seed)
+    items = read_manifest(train_manifest)
+    hours = sum(float(str(it["seconds"])) for it in items) / 3600
+    logger.info("corpus: %d utterances, %.2f h (%.0f s)", len(items), hours, time.time() - t0)
+
+    import soundfile
+
+    soundfile.write(args.out / "sample.wav", synthesise(SAMPLE), 16000, subtype="PCM_16")
+    (args.out / "sample.txt").write_text(SAMPLE_TEXT + "\n", encoding="utf-8")
+
+    tok_dir = train_tokenizer([str(it["text"]) for it in items], GEOMETRY.vocab_size, args.out / "tokenizer")
+    model = build_model(str(tok_dir))
+    options = TrainOptions(steps=args.steps, seed=args.seed)
+    t1 = time.time()
+    log = train(model, items, options)
+    train_seconds = time.time() - t1
+    nemo_path = args.out / "demo.nemo"
+    model.save_to(str(nemo_path))
+    (args.out / "train_log.json").write_text(json.dumps({
+        "geometry": GEOMETRY.__dict__, "options": options.__dict__, "corpus_hours": hours,
+        "utterances": len(items), "train_seconds": train_seconds, "machine": platform.processor() or platform.machine(),
+        "parameters": sum(p.numel() for p in model.parameters()), "log": log,
+    }, indent=1, default=list), encoding="utf-8")
+    logger.info("trained in %.0f s; saved %s", train_seconds, nemo_path)
+
+    from parakeet_runtime.export.convert import convert
+
+    convert(str(nemo_path), args.out / "converted", overwrite=True, probe_audio=[args.out / "sample.wav"])
+    logger.info("done in %.0f s", time.time() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

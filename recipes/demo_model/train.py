@@ -1,0 +1,158 @@
+"""Train the demo FastConformer-TDT model on CPU with the fixture builder's TDT loss."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import soundfile
+
+from tests.fixtures.nemo_config import Geometry, model_config
+
+logger = logging.getLogger("demo_model")
+
+GEOMETRY = Geometry(
+    name="demo",
+    vocab_size=256,
+    durations=(0, 1, 2, 3, 4),
+    d_model=144,
+    n_layers=6,
+    n_heads=4,
+    subsampling_factor=8,
+    subsampling_conv_channels=96,
+    conv_kernel_size=9,
+    n_mels=80,
+    window_size=0.025,
+    window_stride=0.01,
+    n_fft=512,
+    pred_hidden=160,
+    pred_rnn_layers=2,
+    joint_hidden=256,
+    max_symbols=10,
+)
+"""Parakeet's architecture (FastConformer, dw_striding x8, TDT durations 0-4), scaled down for 2 CPU cores."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    steps: int = 6000
+    batch_seconds: float = 60.0
+    """Audio per batch (utterances of similar length are batched together)."""
+    max_lr: float = 2e-3
+    warmup: float = 0.08
+    weight_decay: float = 1e-3
+    seed: int = 1234
+    log_every: int = 50
+
+
+def demo_config(tokenizer_dir: str) -> dict[str, Any]:
+    """The NeMo config: the fixture config for :data:`GEOMETRY` plus SpecAugment for training."""
+    cfg = model_config(GEOMETRY, tokenizer_dir)
+    cfg["spec_augment"] = {
+        "_target_": "nemo.collections.asr.modules.SpectrogramAugmentation",
+        "freq_masks": 2,
+        "time_masks": 2,
+        "freq_width": 12,
+        "time_width": 0.05,
+    }
+    # 3000 encoder frames (4 minutes of audio) keep the positional table, stored in the ONNX file,
+    # small enough for the shipped directory to stay under 20 MB.
+    cfg["encoder"]["pos_emb_max_len"] = 3000
+    return cfg
+
+
+def build_model(tokenizer_dir: str):  # type: ignore[no-untyped-def]
+    from nemo.collections.asr.models import EncDecRNNTBPEModel
+    from omegaconf import OmegaConf
+
+    return EncDecRNNTBPEModel(cfg=OmegaConf.create(demo_config(tokenizer_dir)))
+
+
+def _batches(lengths: list[int], batch_samples: int, rng: random.Random) -> list[list[int]]:
+    """Indices grouped by similar length, each group holding at most ``batch_samples`` padded samples."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i] + rng.random() * 8000)
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and lengths[i] * (len(current) + 1) > batch_samples:
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    rng.shuffle(groups)
+    return groups
+
+
+def train(model, items: list[dict[str, Any]], options: TrainOptions) -> list[dict[str, float]]:  # type: ignore[no-untyped-def]
+    """Train ``model`` in place for ``options.steps`` steps; returns the loss log."""
+    import torch
+
+    from tests.fixtures.tdt_loss import tdt_loss
+
+    torch.manual_seed(options.seed)
+    rng = random.Random(options.seed)
+    audio = [soundfile.read(it["audio"], dtype="float32")[0] for it in items]
+    labels = [model.tokenizer.text_to_ids(it["text"]) for it in items]
+    lengths = [len(a) for a in audio]
+    blank = model.decoding.blank_id
+    durations = list(GEOMETRY.durations)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=options.max_lr, weight_decay=options.weight_decay)
+    warm = max(1, int(options.steps * options.warmup))
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, options.steps - warm)
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    model.train()
+    batch_samples = int(options.batch_seconds * 16000)
+    queue: list[list[int]] = []
+    log: list[dict[str, float]] = []
+    start = time.time()
+    running = 0.0
+    for step in range(options.steps):
+        if not queue:
+            queue = _batches(lengths, batch_samples, rng)
+        idx = queue.pop()
+        size = len(idx)
+        signal = torch.zeros(size, max(lengths[i] for i in idx))
+        for row, i in enumerate(idx):
+            signal[row, : lengths[i]] = torch.from_numpy(audio[i])
+        target_lengths = torch.tensor([len(labels[i]) for i in idx])
+        targets = torch.full((size, int(target_lengths.max())), blank, dtype=torch.long)
+        for row, i in enumerate(idx):
+            targets[row, : len(labels[i])] = torch.tensor(labels[i])
+        feats, feat_len = model.preprocessor(input_signal=signal, length=torch.tensor([lengths[i] for i in idx]))
+        feats = model.spec_augmentation(input_spec=feats, length=feat_len)
+        enc, enc_len = model.encoder(audio_signal=feats, length=feat_len)
+        dec, _, _ = model.decoder(targets=targets, target_length=target_lengths)
+        logits = model.joint.joint(enc.transpose(1, 2), dec.transpose(1, 2))
+        loss = tdt_loss(logits, targets, enc_len, target_lengths, durations, blank)
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        scheduler.step()
+        running += loss.item()
+        if (step + 1) % options.log_every == 0 or step == options.steps - 1:
+            n = (step % options.log_every) + 1
+            entry = {"step": step + 1, "loss": running / n, "lr": float(scheduler.get_last_lr()[0]),
+                     "seconds": time.time() - start}
+            log.append(entry)
+            logger.info("step %d/%d loss %.4f lr %.2e (%.0f s)", step + 1, options.steps, entry["loss"],
+                        entry["lr"], entry["seconds"])
+            running = 0.0
+    model.eval()
+    return log
+
+
+def mean_seconds(items: list[dict[str, Any]]) -> float:
+    return float(np.mean([float(it["seconds"]) for it in items]))
