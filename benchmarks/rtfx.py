@@ -8,8 +8,9 @@ and the numpy filterbank), encoder (ONNX Runtime) and decoding (TDT search and t
     python benchmarks/rtfx.py --nemo ~/.cache/parakeet-bench/v2/model.nemo \\
         --fp32 ~/.cache/parakeet-bench/v2/fp32 --int8 ~/.cache/parakeet-bench/v2/int8
 
-onnx-asr is not run: it expects NeMo's own ONNX layout (one ``decoder_joint`` graph over the joint's
-inputs, the encoder without the joint's projection), which this engine's three graphs do not match.
+With ``--onnx-asr DIR`` it also runs onnx-asr (``recognize`` on the same paths) on the fp32 directory's
+own graphs, rearranged into onnx-asr's layout by ``benchmarks/onnx_asr_layout.py`` (built on the fly when
+DIR does not exist yet).
 
 Writes ``benchmarks/results/rtfx-<name>.json`` and a table in ``benchmarks/README.md``.
 """
@@ -119,11 +120,30 @@ def _engine_runner(model_dir: str, threads: int | None) -> Any:
     return run
 
 
+def _onnx_asr_runner(layout_dir: str, threads: int | None) -> Any:
+    import onnx_asr
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    model = onnx_asr.load_model("nemo-conformer-tdt", layout_dir, sess_options=options)
+
+    def run(paths: list[Path]) -> dict[str, float]:
+        model.recognize([str(p) for p in paths])
+        return {}
+
+    return run
+
+
+RUNNERS = {"nemo": _nemo_runner, "fp32": _engine_runner, "int8": _engine_runner, "onnx-asr": _onnx_asr_runner}
+
+
 def run_system(
     system: str, source: str, clips: dict[str, list[Path]], runs: int, threads: int | None
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    runner = _nemo_runner(source, threads) if system == "nemo" else _engine_runner(source, threads)
+    runner = RUNNERS[system](source, threads)
     load_s = time.perf_counter() - started
     runner(clips["5s"])  # warm-up
     cases = {}
@@ -182,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nemo", required=True)
     parser.add_argument("--fp32", required=True, help="convert-model directory (fp32)")
     parser.add_argument("--int8", help="convert-model --quantize int8 directory")
+    parser.add_argument("--onnx-asr", type=Path, help="onnx-asr layout of the fp32 directory (made when missing)")
     parser.add_argument("--name", default=None, help="label for the results (default: the .nemo file's folder)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
@@ -194,21 +215,27 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.system:
         clips = make_clips(args.clips_dir)
-        source = {"nemo": args.nemo, "fp32": args.fp32, "int8": args.int8}[args.system]
+        source = {"nemo": args.nemo, "fp32": args.fp32, "int8": args.int8, "onnx-asr": str(args.onnx_asr)}[args.system]
         result = run_system(args.system, source, clips, args.runs, args.threads)
         sys.stdout.write("RESULT " + json.dumps(result) + "\n")
         return 0
 
     name = args.name or Path(args.nemo).resolve().parent.name
+    if args.onnx_asr and not (args.onnx_asr / "config.json").is_file():
+        from onnx_asr_layout import write_layout
+
+        write_layout(Path(args.fp32), args.onnx_asr)
     results = []
     with tempfile.TemporaryDirectory() as folder:
-        for system in ("nemo", "fp32", "int8"):
-            if system == "int8" and not args.int8:
+        for system in ("nemo", "fp32", "int8", "onnx-asr"):
+            if (system == "int8" and not args.int8) or (system == "onnx-asr" and not args.onnx_asr):
                 continue
             command = [sys.executable, __file__, "--nemo", args.nemo, "--fp32", args.fp32, "--system", system,
                        "--clips-dir", folder, "--runs", str(args.runs)]
             if args.int8:
                 command += ["--int8", args.int8]
+            if args.onnx_asr:
+                command += ["--onnx-asr", str(args.onnx_asr)]
             if args.threads:
                 command += ["--threads", str(args.threads)]
             proc = subprocess.run(command, capture_output=True, text=True)

@@ -30,11 +30,31 @@ def test_rtfx_on_a_tiny_parakeet_shaped_model(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     shutil.copy(BENCH / "README.md", readme)
     _run([BENCH / "rtfx.py", "--nemo", shape / "model.nemo", "--fp32", shape / "fp32", "--int8", shape / "int8",
-          "--runs", "1", "--out-dir", tmp_path / "results", "--readme", readme, "--name", "tiny"])
+          "--onnx-asr", tmp_path / "onnx-asr", "--runs", "1", "--out-dir", tmp_path / "results", "--readme", readme,
+          "--name", "tiny"])
     report = json.loads((tmp_path / "results" / "rtfx-tiny.json").read_text())
-    assert [r["system"] for r in report["results"]] == ["nemo", "fp32", "int8"]
+    assert [r["system"] for r in report["results"]] == ["nemo", "fp32", "int8", "onnx-asr"]
+    assert (tmp_path / "onnx-asr" / "decoder_joint-model.onnx").is_file()
     assert set(report["results"][1]["cases"]) == {"5s", "60s", "300s", "batch10"}
     assert "<!-- rtfx-tiny:start -->" in readme.read_text()
+
+
+def test_onnx_asr_layout_runs_the_same_graphs(
+    tmp_path: Path, converted: dict[str, Path], clips: dict[str, Path]
+) -> None:
+    """onnx-asr on the engine's own graphs (rearranged) reads the same words as the engine."""
+    import onnx_asr
+
+    from parakeet_runtime.engine import Engine
+
+    sys.path.insert(0, str(BENCH))
+    from onnx_asr_layout import write_layout
+
+    write_layout(converted["tdt_a"], tmp_path / "layout")
+    theirs = onnx_asr.load_model("nemo-conformer-tdt", tmp_path / "layout")
+    engine = Engine.load(converted["tdt_a"])
+    clip = clips["c2_sentence"]
+    assert theirs.recognize(str(clip)).strip() == engine.transcribe(clip).text.strip()
 
 
 def test_concurrency_and_server_load(tmp_path: Path, nemo_paths: dict[str, Path], converted: dict[str, Path],
