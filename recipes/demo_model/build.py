@@ -45,7 +45,7 @@ def make_corpora(out: Path, seed: int) -> tuple[Path, Path, Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(".demo-build"))
-    parser.add_argument("--steps", type=int, default=TrainOptions.steps)
+    parser.add_argument("--minutes", type=float, default=TrainOptions.minutes, help="training time budget")
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tok_dir = train_tokenizer([str(it["text"]) for it in items], GEOMETRY.vocab_size, args.out / "tokenizer")
     model = build_model(str(tok_dir))
-    options = TrainOptions(steps=args.steps, seed=args.seed)
+    options = TrainOptions(minutes=args.minutes, seed=args.seed)
     t1 = time.time()
     log = train(model, items, options)
     train_seconds = time.time() - t1

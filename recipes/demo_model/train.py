@@ -40,7 +40,9 @@ GEOMETRY = Geometry(
 
 @dataclass(frozen=True)
 class TrainOptions:
-    steps: int = 6000
+    minutes: float = 82.0
+    """Training time budget: the learning-rate schedule runs on elapsed time and training stops when it
+    is spent, so the recipe fits its budget on any 2-core machine (slower machines take fewer steps)."""
     batch_seconds: float = 60.0
     """Audio per batch (utterances of similar length are batched together)."""
     max_lr: float = 2e-3
@@ -90,7 +92,7 @@ def _batches(lengths: list[int], batch_samples: int, rng: random.Random) -> list
 
 
 def train(model, items: list[dict[str, Any]], options: TrainOptions) -> list[dict[str, float]]:  # type: ignore[no-untyped-def]
-    """Train ``model`` in place for ``options.steps`` steps; returns the loss log."""
+    """Train ``model`` in place for ``options.minutes``; returns the loss log."""
     import torch
 
     from tests.fixtures.tdt_loss import tdt_loss
@@ -103,22 +105,26 @@ def train(model, items: list[dict[str, Any]], options: TrainOptions) -> list[dic
     blank = model.decoding.blank_id
     durations = list(GEOMETRY.durations)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.max_lr, weight_decay=options.weight_decay)
-    warm = max(1, int(options.steps * options.warmup))
+    budget = options.minutes * 60.0
 
-    def lr_at(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = (step - warm) / max(1, options.steps - warm)
-        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
+    def lr_at(fraction: float) -> float:
+        """Linear warm-up, then cosine decay to 2% of the peak, over the fraction of the time budget spent."""
+        if fraction < options.warmup:
+            return options.max_lr * max(fraction / options.warmup, 0.01)
+        progress = min(1.0, (fraction - options.warmup) / (1.0 - options.warmup))
+        return options.max_lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     model.train()
     batch_samples = int(options.batch_seconds * 16000)
     queue: list[list[int]] = []
     log: list[dict[str, float]] = []
     start = time.time()
     running = 0.0
-    for step in range(options.steps):
+    step = 0
+    while (elapsed := time.time() - start) < budget:
+        lr = lr_at(elapsed / budget)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         if not queue:
             queue = _batches(lengths, batch_samples, rng)
         idx = queue.pop()
@@ -140,16 +146,15 @@ def train(model, items: list[dict[str, Any]], options: TrainOptions) -> list[dic
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
-        scheduler.step()
         running += loss.item()
-        if (step + 1) % options.log_every == 0 or step == options.steps - 1:
-            n = (step % options.log_every) + 1
-            entry = {"step": step + 1, "loss": running / n, "lr": float(scheduler.get_last_lr()[0]),
-                     "seconds": time.time() - start}
+        step += 1
+        if step % options.log_every == 0:
+            entry = {"step": step, "loss": running / options.log_every, "lr": lr, "seconds": time.time() - start}
             log.append(entry)
-            logger.info("step %d/%d loss %.4f lr %.2e (%.0f s)", step + 1, options.steps, entry["loss"],
-                        entry["lr"], entry["seconds"])
+            logger.info("step %d loss %.4f lr %.2e (%.0f of %.0f s)", step, entry["loss"], lr, entry["seconds"],
+                        budget)
             running = 0.0
+    logger.info("stopped after %d steps (%.0f s)", step, time.time() - start)
     model.eval()
     return log
 
