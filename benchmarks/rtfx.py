@@ -140,7 +140,8 @@ RUNNERS = {"nemo": _nemo_runner, "fp32": _engine_runner, "int8": _engine_runner,
 
 
 def run_system(
-    system: str, source: str, clips: dict[str, list[Path]], runs: int, threads: int | None
+    system: str, source: str, clips: dict[str, list[Path]], runs: int, threads: int | None,
+    only: list[str] | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     runner = RUNNERS[system](source, threads)
@@ -148,6 +149,8 @@ def run_system(
     runner(clips["5s"])  # warm-up
     cases = {}
     for case, paths in clips.items():
+        if only and case not in only:
+            continue
         walls, parts = [], []
         for _ in range(runs):
             t0 = time.perf_counter()
@@ -170,7 +173,8 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
     start, end = f"<!-- rtfx-{name}:start -->", f"<!-- rtfx-{name}:end -->"
     meta = report["meta"]
     lines = [start, f"Model `{name}` ({meta['model']}), {meta['machine']['cores']} cores ({meta['machine']['cpu']}), "
-             f"threads {meta['threads'] or 'default'}, median of {meta['runs']} runs, {meta['date']}.", "",
+             f"{meta['machine'].get('simd', '')}, threads {meta['threads'] or 'default'}, "
+             f"median of {meta['runs']} runs, {meta['date']}.", "",
              "| system | case | audio (s) | wall (s) | RTFx | features (s) | encoder (s) | decoding (s) | "
              "decoding share | load (s) | peak RSS (MB) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -208,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out-dir", type=Path, default=HERE / "results")
     parser.add_argument("--readme", type=Path, default=HERE / "README.md")
+    parser.add_argument("--cases", nargs="+", choices=("5s", "60s", "300s", "batch10"),
+                        help="run only these cases (default: all)")
     parser.add_argument("--system", help=argparse.SUPPRESS)
     parser.add_argument("--clips-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -216,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.system:
         clips = make_clips(args.clips_dir)
         source = {"nemo": args.nemo, "fp32": args.fp32, "int8": args.int8, "onnx-asr": str(args.onnx_asr)}[args.system]
-        result = run_system(args.system, source, clips, args.runs, args.threads)
+        result = run_system(args.system, source, clips, args.runs, args.threads, args.cases)
         sys.stdout.write("RESULT " + json.dumps(result) + "\n")
         return 0
 
@@ -238,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                 command += ["--onnx-asr", str(args.onnx_asr)]
             if args.threads:
                 command += ["--threads", str(args.threads)]
+            if args.cases:
+                command += ["--cases", *args.cases]
             proc = subprocess.run(command, capture_output=True, text=True)
             sys.stderr.write(proc.stderr[-2000:] if proc.returncode else "")
             lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -245,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{system} failed")
             results.append(json.loads(lines[-1][len("RESULT "):]))
     report = {"meta": {"name": name, "model": Path(args.nemo).name, "machine": machine(), "runs": args.runs,
-                       "threads": args.threads, "date": time.strftime("%Y-%m-%d")}, "results": results}
+                       "threads": args.threads, "cases": args.cases or "all", "date": time.strftime("%Y-%m-%d")},
+              "results": results}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"rtfx-{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     write_table(report, args.readme)
