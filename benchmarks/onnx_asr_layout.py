@@ -7,7 +7,8 @@ output names), ``vocab.txt`` as ``piece id`` lines ending with ``<blk>``, and ``
 builds those from this engine's three graphs without re-exporting anything:
 
 - the encoder graph with its inputs renamed and a transpose on its output (its external weight file is
-  linked, not copied). The encoder already includes the joint's encoder projection, so the frames
+  hard-linked where the file system allows, else copied: ONNX Runtime refuses symbolic links that leave
+  the model's directory). The encoder already includes the joint's encoder projection, so the frames
   onnx-asr passes to ``decoder_joint`` are projected ones;
 - the predictor and joint graphs merged into one, with squeeze/identity glue for NeMo's names.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -61,7 +63,10 @@ def encoder_graph(model_dir: Path, out_dir: Path) -> None:
         link = out_dir / spec.external_data
         if link.exists() or link.is_symlink():
             link.unlink()
-        os.symlink((model_dir / spec.external_data).resolve(), link)
+        try:
+            os.link(model_dir / spec.external_data, link)
+        except OSError:
+            shutil.copyfile(model_dir / spec.external_data, link)
 
 
 def decoder_joint_graph(model_dir: Path, out_dir: Path) -> None:
