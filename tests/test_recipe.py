@@ -1,0 +1,60 @@
+"""The demo-model recipe's pieces that do not need training: text, speech, evaluation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parakeet_runtime.engine import Engine
+from recipes.demo_model.corpus import SEEN_VOICES, UNSEEN_VOICES, plan, read_manifest, synthesise, write_corpus
+from recipes.demo_model.text import sentences, vocabulary
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+
+
+def test_sentences_are_distinct_deterministic_and_respect_exclusions() -> None:
+    train = sentences(500, 1)
+    assert len(set(train)) == 500
+    assert train == sentences(500, 1)
+    held_out = sentences(100, 2, exclude=frozenset(train))
+    assert not set(held_out) & set(train)
+    assert {w for s in train + held_out for w in s.split()} <= vocabulary()
+    assert all(s == s.lower() and "  " not in s for s in train)
+
+
+def test_seen_and_unseen_voices_do_not_overlap() -> None:
+    assert not set(SEEN_VOICES) & set(UNSEEN_VOICES)
+    utterances = plan(sentences(50, 3), UNSEEN_VOICES, 4)
+    assert {u.voice for u in utterances} <= set(UNSEEN_VOICES)
+    assert all(130 <= u.rate <= 200 and 30 <= u.pitch <= 70 and 20 <= u.snr_db <= 45 for u in utterances)
+
+
+@needs_espeak
+def test_synthesised_speech_is_16k_mono_with_padding_and_noise() -> None:
+    utterance = plan(["the cat sat on the mat"], ("en-us",), 5)[0]
+    audio = synthesise(utterance)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert 0.8 < len(audio) / 16000 < 4.0
+    lead = audio[: int(utterance.lead_s * 16000) - 10]
+    rms = float(np.sqrt(np.mean(audio**2)))
+    assert 0 < float(np.sqrt(np.mean(lead**2))) < 0.3 * rms  # light noise, not speech, before the words
+    assert float(np.abs(audio).max()) <= 1.0
+
+
+@needs_espeak
+def test_evaluation_reports_wer_per_voice(tmp_path: Path) -> None:
+    from recipes.demo_model.evaluate import evaluate_set
+
+    texts = ["the captain walked to the harbour this morning and the sun was shining", "my friend found the keys"]
+    manifest = write_corpus(plan(texts, ("en-us", "en-gb+m3"), 6), tmp_path, "seen_voices", workers=2)
+    rows = read_manifest(manifest)
+    assert [r["text"] for r in rows] == texts
+    result = evaluate_set(Engine.load(), manifest)
+    assert result["utterances"] == 2 and result["words"] == sum(len(t.split()) for t in texts)
+    assert 0.0 <= result["wer"] <= 1.0
+    assert set(result["wer_by_voice"]) == {str(r["voice"]) for r in rows}
+    json.dumps(result)  # the results file is plain JSON
