@@ -42,13 +42,12 @@ def _shapes(arg: Any) -> list[list[int]]:
     return [list(next(iter(entry.values()))) for entry in arg or []]
 
 
-def _matmul_flops(inputs: list[list[int]]) -> float:
-    """2·M·K·N for a (batched) matrix product from its first two input shapes."""
-    if len(inputs) < 2 or len(inputs[0]) < 2 or len(inputs[1]) < 2:
+def _matmul_flops(inputs: list[list[int]], outputs: list[list[int]]) -> float:
+    """2·K·(elements of the output) for a (batched) matrix product, K being the first input's last dimension
+    (the profile records no shapes for weights, so the output shape stands in for them)."""
+    if not inputs or not outputs or len(inputs[0]) < 2:
         return 0.0
-    a, b = inputs[0], inputs[1]
-    batch = math.prod(a[:-2]) if len(a) > 2 else 1
-    return 2.0 * batch * a[-2] * a[-1] * b[-1]
+    return 2.0 * inputs[0][-1] * math.prod(outputs[0])
 
 
 def profile(model_dir: Path, seconds: float, runs: int, threads: int | None) -> dict[str, Any]:
@@ -91,7 +90,8 @@ def profile(model_dir: Path, seconds: float, runs: int, threads: int | None) -> 
         entry["us"] += e["dur"]
         entry["nodes"] += 1
         if op in MATMUL_OPS:
-            entry["flops"] += _matmul_flops(_shapes(e["args"].get("input_type_shape")))
+            entry["flops"] += _matmul_flops(_shapes(e["args"].get("input_type_shape")),
+                                            _shapes(e["args"].get("output_type_shape")))
     total_us = sum(v["us"] for v in by_op.values())
     ops = []
     for op, v in sorted(by_op.items(), key=lambda kv: -kv[1]["us"]):
