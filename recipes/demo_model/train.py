@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import soundfile
 
 from tests.fixtures.nemo_config import Geometry, model_config
@@ -154,10 +153,9 @@ def train(model, items: list[dict[str, Any]], options: TrainOptions) -> list[dic
             logger.info("step %d loss %.4f lr %.2e (%.0f of %.0f s)", step, entry["loss"], lr, entry["seconds"],
                         budget)
             running = 0.0
+    if step % options.log_every:
+        log.append({"step": step, "loss": running / (step % options.log_every), "lr": lr,
+                    "seconds": time.time() - start})
     logger.info("stopped after %d steps (%.0f s)", step, time.time() - start)
     model.eval()
     return log
-
-
-def mean_seconds(items: list[dict[str, Any]]) -> float:
-    return float(np.mean([float(it["seconds"]) for it in items]))
