@@ -24,7 +24,7 @@ from .train import GEOMETRY, TrainOptions, build_model, train
 
 logger = logging.getLogger("demo_model")
 
-TRAIN_SENTENCES = 3800
+TRAIN_SENTENCES = 12000
 EVAL_SENTENCES = 200
 SAMPLE_TEXT = "the captain walked to the harbour this morning and the sun was shining"
 """The bundled sample clip's words: a sentence the grammar can produce, kept out of training."""

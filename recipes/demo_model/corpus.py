@@ -6,6 +6,7 @@ Each utterance is written as a 16 kHz mono 16-bit WAV; a JSON-lines manifest lis
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -75,8 +76,16 @@ def synthesise(u: Utterance) -> np.ndarray:
 
 
 def write_corpus(utterances: list[Utterance], out_dir: Path, prefix: str, workers: int = 4) -> Path:
-    """Synthesise every utterance into ``out_dir``; returns the manifest path."""
+    """Synthesise every utterance into ``out_dir``; returns the manifest path.
+
+    A corpus already written from the same plan (recorded by its digest beside the manifest) is reused.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = out_dir / f"{prefix}.jsonl"
+    digest_file = out_dir / f"{prefix}.plan-sha256"
+    digest = hashlib.sha256(repr(utterances).encode()).hexdigest()
+    if manifest.exists() and digest_file.exists() and digest_file.read_text().strip() == digest:
+        return manifest
 
     def one(item: tuple[int, Utterance]) -> dict[str, object]:
         i, u = item
@@ -88,8 +97,8 @@ def write_corpus(utterances: list[Utterance], out_dir: Path, prefix: str, worker
 
     with ThreadPoolExecutor(workers) as pool:
         rows = list(pool.map(one, enumerate(utterances)))
-    manifest = out_dir / f"{prefix}.jsonl"
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    digest_file.write_text(digest + "\n")
     return manifest
 
 
