@@ -104,9 +104,16 @@ def profile(model_dir: Path, seconds: float, runs: int, threads: int | None) -> 
         })
     return {
         "model": str(model_dir), "precision": spec.precision, "seconds": seconds, "runs": runs,
+        "threads": threads, "onnxruntime": ort.__version__,
         "wall_s_median": float(np.median(walls)), "rtfx": seconds / float(np.median(walls)),
         "node_time_s_per_run": total_us / 1e6 / runs, "ops": ops,
     }
+
+
+def _threads(result: dict[str, Any]) -> str:
+    cores = result["machine"]["cores"]
+    threads = result.get("threads")
+    return f"{cores} cores" if threads in (None, cores) else f"{threads} threads on a {cores}-core machine"
 
 
 def write_table(result: dict[str, Any], name: str, readme: Path) -> None:
@@ -116,7 +123,8 @@ def write_table(result: dict[str, Any], name: str, readme: Path) -> None:
         start,
         f"Encoder `{name}` ({result['precision']}), {result['seconds']:.0f} s of input, median of "
         f"{result['runs']} runs: {result['wall_s_median']:.2f} s ({result['rtfx']:.1f}× real time); "
-        f"{m['cores']} cores ({m['cpu']}, {m.get('simd', '?')}), {result['date']}.",
+        f"{_threads(result)} ({m['cpu']}, {m.get('simd', '?')}), "
+        f"ONNX Runtime {result.get('onnxruntime', '?')}, {result['date']}.",
         "",
         "| operator | share of node time | ms per run | nodes per run | GFLOP/s |",
         "|---|---:|---:|---:|---:|",
