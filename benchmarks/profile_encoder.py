@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 from concurrency import machine  # noqa: E402
 
 from parakeet_runtime.engine.manifest import load_manifest  # noqa: E402
+from parakeet_runtime.engine.onnx_model import session_options  # noqa: E402
 
 logger = logging.getLogger("profile_encoder")
 
@@ -58,14 +59,7 @@ def profile(model_dir: Path, seconds: float, runs: int, threads: int | None) -> 
     features = rng.standard_normal((1, manifest.features.n_mels, frames)).astype(np.float32)
     lengths = np.array([frames], dtype=np.int64)
     with tempfile.TemporaryDirectory() as tmp:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.inter_op_num_threads = 1
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
+        options = session_options(threads, spinning=False)  # exactly what the engine's encoder runs with
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "encoder")
         session = ort.InferenceSession(str(model_dir / spec.file), sess_options=options,

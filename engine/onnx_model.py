@@ -33,7 +33,8 @@ def default_providers() -> list[str]:
     return [*preferred, "CPUExecutionProvider"]
 
 
-def _session(path: Path, providers: Sequence[str], threads: int | None, spinning: bool) -> ort.InferenceSession:
+def session_options(threads: int | None, spinning: bool) -> ort.SessionOptions:
+    """The ONNX Runtime options every graph of the engine is opened with (benchmarks reuse them)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -42,6 +43,11 @@ def _session(path: Path, providers: Sequence[str], threads: int | None, spinning
         options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3
+    return options
+
+
+def _session(path: Path, providers: Sequence[str], threads: int | None, spinning: bool) -> ort.InferenceSession:
+    options = session_options(threads, spinning)
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own untyped exceptions here

@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 
 from .corpus import SEEN_VOICES, UNSEEN_VOICES, Utterance, plan, read_manifest, synthesise, write_corpus
-from .text import sentences
+from .text import sentences, word_sequences
 from .train import GEOMETRY, TrainOptions, build_model, train
 
 logger = logging.getLogger("demo_model")
 
 TRAIN_SENTENCES = 12000
+TRAIN_WORD_SEQUENCES = 8000
 EVAL_SENTENCES = 200
 SAMPLE_TEXT = "the captain walked to the harbour this morning and the sun was shining"
 """The bundled sample clip's words: a sentence the grammar can produce, kept out of training."""
@@ -36,7 +37,9 @@ def make_corpora(out: Path, seed: int) -> tuple[Path, Path, Path]:
     """Training corpus (seen voices) and held-out sentences spoken by seen and by unseen voices."""
     train_texts = sentences(TRAIN_SENTENCES, seed, exclude=frozenset({SAMPLE_TEXT}))
     eval_texts = sentences(EVAL_SENTENCES, seed + 1, exclude=frozenset(train_texts) | {SAMPLE_TEXT})
-    train_manifest = write_corpus(plan(train_texts, SEEN_VOICES, seed + 2), out / "train", "train")
+    word_texts = word_sequences(TRAIN_WORD_SEQUENCES, seed + 5,
+                                exclude=frozenset(train_texts) | frozenset(eval_texts) | {SAMPLE_TEXT})
+    train_manifest = write_corpus(plan(train_texts + word_texts, SEEN_VOICES, seed + 2), out / "train", "train")
     seen = write_corpus(plan(eval_texts, SEEN_VOICES, seed + 3), out / "eval", "seen_voices")
     unseen = write_corpus(plan(eval_texts, UNSEEN_VOICES, seed + 4), out / "eval", "unseen_voices")
     return train_manifest, seen, unseen

@@ -128,6 +128,18 @@ def sentences(count: int, seed: int, exclude: frozenset[str] = frozenset(),
     return out
 
 
+def word_sequences(count: int, seed: int, exclude: frozenset[str] = frozenset(), max_words: int = 5) -> list[str]:
+    """``count`` distinct sequences of 1 to ``max_words`` words of the grammar in random order, none in
+    ``exclude``. Short, and with no grammar for the prediction network to learn, they make the encoder
+    find the words in the audio: the curriculum starts with them."""
+    words = sorted(vocabulary())
+
+    def make(r: random.Random) -> str:
+        return " ".join(r.choice(words) for _ in range(r.randint(1, max_words)))
+
+    return sentences(count, seed, exclude, make)
+
+
 def vocabulary() -> set[str]:
     """Every word the grammar can produce."""
     groups = (PEOPLE, PRONOUNS, THINGS, PLACES, TIMES, VERBS_PAST, VERBS_BASE, MOTION, ADJECTIVES, WEATHER,
