@@ -11,7 +11,7 @@ import pytest
 
 from parakeet_runtime.engine import Engine
 from recipes.demo_model.corpus import SEEN_VOICES, UNSEEN_VOICES, plan, read_manifest, synthesise, write_corpus
-from recipes.demo_model.text import sentences, vocabulary
+from recipes.demo_model.text import sentences, vocabulary, word_sequences
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 
@@ -24,6 +24,30 @@ def test_sentences_are_distinct_deterministic_and_respect_exclusions() -> None:
     assert not set(held_out) & set(train)
     assert {w for s in train + held_out for w in s.split()} <= vocabulary()
     assert all(s == s.lower() and "  " not in s for s in train)
+
+
+def test_word_sequences_are_short_distinct_and_respect_exclusions() -> None:
+    held_out = sentences(100, 2)
+    words = word_sequences(2000, 5, exclude=frozenset(held_out) | {"please"})
+    assert len(set(words)) == 2000 and words == word_sequences(2000, 5, exclude=frozenset(held_out) | {"please"})
+    assert not set(words) & (set(held_out) | {"please"})
+    assert all(1 <= len(w.split()) <= 5 for w in words)
+    assert {w for s in words for w in s.split()} <= vocabulary()
+    assert any(len(w.split()) == 1 for w in words) and any(len(w.split()) == 5 for w in words)
+
+
+def test_curriculum_batches_only_short_utterances_and_respect_the_batch_size() -> None:
+    import random
+
+    from recipes.demo_model.train import _batches
+
+    lengths = [16000 * s for s in (1, 2, 2, 3, 4, 5, 8, 10, 1, 2)]
+    short = _batches(lengths, 16000 * 6, random.Random(0), max_length=16000 * 3)
+    assert sorted(i for group in short for i in group) == [i for i, n in enumerate(lengths) if n <= 16000 * 3]
+    everything = _batches(lengths, 16000 * 12, random.Random(0))
+    assert sorted(i for group in everything for i in group) == list(range(len(lengths)))
+    for groups, limit in ((short, 16000 * 6), (everything, 16000 * 12)):
+        assert all(len(g) == 1 or max(lengths[i] for i in g) * len(g) <= limit for g in groups)
 
 
 def test_seen_and_unseen_voices_do_not_overlap() -> None:
