@@ -13,6 +13,8 @@ import soundfile
 
 from tests.fixtures.nemo_config import Geometry, model_config
 
+from .corpus import SAMPLE_RATE
+
 logger = logging.getLogger("demo_model")
 
 GEOMETRY = Geometry(
@@ -130,7 +132,8 @@ def train(model, items: list[dict[str, Any]], options: TrainOptions) -> list[dic
         return options.max_lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     model.train()
-    batch_samples = int(options.batch_seconds * 16000)
+    batch_samples = int(options.batch_seconds * SAMPLE_RATE)
+    short_samples = int(options.short_seconds * SAMPLE_RATE)
     queue: list[list[int]] = []
     log: list[dict[str, float]] = []
     start = time.time()
@@ -145,8 +148,7 @@ def train(model, items: list[dict[str, Any]], options: TrainOptions) -> list[dic
         if short_phase != in_short_phase:
             queue, in_short_phase = [], short_phase
         if not queue:
-            queue = _batches(lengths, batch_samples, rng,
-                             int(options.short_seconds * 16000) if short_phase else None)
+            queue = _batches(lengths, batch_samples, rng, short_samples if short_phase else None)
         idx = queue.pop()
         size = len(idx)
         signal = torch.zeros(size, max(lengths[i] for i in idx))
