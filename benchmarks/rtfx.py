@@ -1,7 +1,8 @@
 """Speed at one model size: NeMo ``transcribe`` against this engine (fp32 and int8), same model, same audio.
 
 Cases: single clips of 5 s, 60 s and 300 s, and a batch of 10 clips (5–14 s). Each system runs in its
-own process (peak RSS is its own); the model load is timed; one warm-up run is excluded; each case is
+own process (its peak RSS is its own, and on Linux each case's peak is measured separately by resetting
+the high-water mark before it); the model load is timed; one warm-up run is excluded; each case is
 the median of ``--runs`` runs. For the engine the time is broken down into features (audio decoding
 and the numpy filterbank), encoder (ONNX Runtime) and decoding (TDT search and timestamps).
 
@@ -86,13 +87,12 @@ def _nemo_runner(nemo: str, threads: int | None) -> Any:
 
 
 def _engine_runner(model_dir: str, threads: int | None) -> Any:
-    from parakeet_runtime.decoding import tdt_greedy_decode_batch
     from parakeet_runtime.engine import BatchingOptions, Engine, SessionOptions
 
     engine = Engine.load(model_dir, session=SessionOptions(threads=threads), batching=BatchingOptions(enabled=False))
 
     def run(paths: list[Path]) -> dict[str, float]:
-        """``engine.transcribe(paths)``, step by step, with timers (the same calls ``Engine.infer`` makes)."""
+        """``engine.transcribe(paths)``, step by step, with timers (the steps of ``Engine._infer_batch``)."""
         t0 = time.perf_counter()
         prepared = [engine.prepare(p) for p in paths]
         t1 = time.perf_counter()
@@ -100,18 +100,10 @@ def _engine_runner(model_dir: str, threads: int | None) -> Any:
         encoder = decoding = 0.0
         for bucket in engine._buckets(order, prepared):
             items = [prepared[i] for i in bucket]
-            arrays = [item.features for item in items if item.features is not None]
-            width = max(a.shape[1] for a in arrays)
-            batch = np.zeros((len(arrays), arrays[0].shape[0], width), dtype=np.float32)
-            for row, array in enumerate(arrays):
-                batch[row, :, : array.shape[1]] = array
-            lengths = np.array([item.valid_frames for item in items], dtype=np.int64)
             e0 = time.perf_counter()
-            frames, encoded = engine.model.encode(batch, lengths)
+            frames, lengths = engine._encode_batch(items)
             e1 = time.perf_counter()
-            decoded = tdt_greedy_decode_batch(frames, encoded, engine.model, engine.tdt_config)
-            for tokens, item in zip(decoded.tokens, items, strict=True):
-                engine._build_transcript(tokens, item.duration)
+            engine._decode_batch(frames, lengths, items)
             e2 = time.perf_counter()
             encoder += e1 - e0
             decoding += e2 - e1
@@ -139,6 +131,26 @@ def _onnx_asr_runner(layout_dir: str, threads: int | None) -> Any:
 RUNNERS = {"nemo": _nemo_runner, "fp32": _engine_runner, "int8": _engine_runner, "onnx-asr": _onnx_asr_runner}
 
 
+def _reset_peak_rss() -> bool:
+    """Start a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS since the last reset (VmHWM), or of the whole process where that is unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_system(
     system: str, source: str, clips: dict[str, list[Path]], runs: int, threads: int | None,
     only: list[str] | None = None,
@@ -146,12 +158,14 @@ def run_system(
     started = time.perf_counter()
     runner = RUNNERS[system](source, threads)
     load_s = time.perf_counter() - started
+    rss_after_load = _peak_rss_mb()
     runner(clips["5s"])  # warm-up
     cases = {}
     for case, paths in clips.items():
         if only and case not in only:
             continue
         walls, parts = [], []
+        per_case = _reset_peak_rss()
         for _ in range(runs):
             t0 = time.perf_counter()
             breakdown = runner(paths)
@@ -162,10 +176,16 @@ def run_system(
         entry: dict[str, Any] = {"audio_s": audio, "wall_s": wall, "walls_s": walls, "rtfx": audio / wall}
         for key in parts[0]:
             entry[key] = statistics.median(p[key] for p in parts)
+        if per_case:
+            entry["peak_rss_mb"] = _peak_rss_mb()
         cases[case] = entry
         logging.getLogger("rtfx").warning("%-5s %-8s %7.2f s  RTFx %6.1f", system, case, wall, audio / wall)
-    return {"system": system, "load_s": load_s, "cases": cases,
+    return {"system": system, "load_s": load_s, "cases": cases, "rss_after_load_mb": rss_after_load,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def cell_mb(case: dict[str, Any]) -> str:
+    return f"{case['peak_rss_mb']:.0f}" if "peak_rss_mb" in case else "–"
 
 
 def write_table(report: dict[str, Any], readme: Path) -> None:
@@ -176,8 +196,8 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
              f"{meta['machine'].get('simd', '')}, threads {meta['threads'] or 'default'}, "
              f"median of {meta['runs']} runs, {meta['date']}.", "",
              "| system | case | audio (s) | wall (s) | RTFx | features (s) | encoder (s) | decoding (s) | "
-             "decoding share | load (s) | peak RSS (MB) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "decoding share | load (s) | case peak RSS (MB) | process peak RSS (MB) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for result in report["results"]:
         for case, c in result["cases"].items():
             dec = c.get("decoding_s")
@@ -189,7 +209,7 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
 
             lines.append(f"| {result['system']} | {case} | {c['audio_s']:.0f} | {c['wall_s']:.2f} | {c['rtfx']:.1f} | "
                          f"{cell('features_s')} | {cell('encoder_s')} | {cell('decoding_s')} | {share} | "
-                         f"{result['load_s']:.1f} | {result['peak_rss_mb']:.0f} |")
+                         f"{result['load_s']:.1f} | {cell_mb(c)} | {result['peak_rss_mb']:.0f} |")
     lines.append(end)
     block = "\n".join(lines)
     text = readme.read_text()

@@ -15,8 +15,9 @@ from .manifest import load_manifest
 from .options import BatchingOptions, SessionOptions
 
 DEMO_NOTE = (
-    "Without --model the bundled demo model is used: a tiny model trained on synthetic (espeak-ng) speech, "
-    "useful to check the installation, not for real transcription. Convert a real Parakeet checkpoint with "
+    "Without --model the bundled demo model is used: a small model trained on synthetic (espeak-ng) speech "
+    "with a 360-word vocabulary, useful to check the installation, not for real transcription. "
+    "Convert a real Parakeet checkpoint with "
     "`convert-model nvidia/parakeet-tdt-0.6b-v2 parakeet-v2` (needs the export extra and internet) and pass "
     "--model parakeet-v2."
 )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import overload
 
 import numpy as np
+import numpy.typing as npt
 
 from parakeet_runtime.decoding import (
     DecodedToken,
@@ -277,6 +278,11 @@ class Engine:
         return buckets
 
     def _infer_batch(self, items: Sequence[PreparedAudio]) -> list[Transcript]:
+        frames, encoded_lengths = self._encode_batch(items)
+        return self._decode_batch(frames, encoded_lengths, items)
+
+    def _encode_batch(self, items: Sequence[PreparedAudio]) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+        """Pad the items' features into one batch and run the encoder (the benchmarks time this step)."""
         arrays = [item.features for item in items if item.features is not None]
         n_mels = arrays[0].shape[0]
         width = max(a.shape[1] for a in arrays)
@@ -285,7 +291,12 @@ class Engine:
         for row, array in enumerate(arrays):
             batch[row, :, : array.shape[1]] = array
         lengths = np.array([item.valid_frames for item in items], dtype=np.int64)
-        frames, encoded_lengths = self.model.encode(batch, lengths)
+        return self.model.encode(batch, lengths)
+
+    def _decode_batch(
+        self, frames: FloatArray, encoded_lengths: npt.NDArray[np.int64], items: Sequence[PreparedAudio]
+    ) -> list[Transcript]:
+        """TDT search and transcripts for an encoded batch (the benchmarks time this step)."""
         decoded = tdt_greedy_decode_batch(frames, encoded_lengths, self.model, self.tdt_config)
         return [
             self._build_transcript(tokens, item.duration) for tokens, item in zip(decoded.tokens, items, strict=True)

@@ -54,6 +54,23 @@ def _session(path: Path, providers: Sequence[str], threads: int | None, spinning
         raise ManifestError(f"{path.name}: ONNX Runtime cannot load this graph ({exc})") from exc
 
 
+def _release_arena_options() -> ort.RunOptions:
+    """Run options that shrink the memory arenas at the end of a run (ONNX Runtime frees the chunks the
+    run allocated beyond the initial ones). Never modified after creation, so shared by all runs."""
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
+_RELEASE_ARENA = _release_arena_options()
+
+
+def _frames(manifest: Manifest, seconds: float | None) -> int | None:
+    if seconds is None:
+        return None
+    return int(seconds * manifest.features.sample_rate / manifest.features.hop_length)
+
+
 @dataclass(frozen=True, eq=False)
 class OnnxTdtModel:
     """The three graphs of a TDT model. Immutable; every method is safe to call from many threads."""
@@ -62,6 +79,8 @@ class OnnxTdtModel:
     encoder_session: ort.InferenceSession
     predictor_session: ort.InferenceSession
     joint_session: ort.InferenceSession
+    release_above_frames: int | None = None
+    """Encoder runs on more feature frames than this (batch × padded width) release the arena's growth."""
 
     @classmethod
     def load(
@@ -75,6 +94,7 @@ class OnnxTdtModel:
             # The step graphs are tiny: one thread avoids thread-pool overhead on every call.
             predictor_session=_session(model_dir / manifest.predictor.file, chosen, 1, False),
             joint_session=_session(model_dir / manifest.joint.file, chosen, 1, False),
+            release_above_frames=_frames(manifest, session.release_memory_above_seconds),
         )
 
     def encode(self, features: FloatArray, lengths: npt.NDArray[np.int64]) -> tuple[FloatArray, npt.NDArray[np.int64]]:
@@ -88,9 +108,13 @@ class OnnxTdtModel:
             Projected encoder frames ``(batch, encoded_frames, joint_hidden)`` and their valid counts.
         """
         spec = self.manifest.encoder
+        run_options = None
+        if self.release_above_frames is not None and features.shape[0] * features.shape[2] > self.release_above_frames:
+            run_options = _RELEASE_ARENA
         frames, encoded_lengths = self.encoder_session.run(
             [spec.output_frames, spec.output_lengths],
             {spec.input_features: features, spec.input_lengths: lengths},
+            run_options,
         )
         return frames, encoded_lengths.astype(np.int64, copy=False)
 

@@ -60,7 +60,16 @@ class SessionOptions:
     """Intra-op threads for the encoder (``None``: ONNX Runtime's default, one per physical core)."""
     spinning: bool = False
     """Let idle intra-op threads spin (lower latency for a single stream, wasted CPU under load)."""
+    release_memory_above_seconds: float | None = 30.0
+    """After an encoder run on more audio than this (summed over the batch, padding included), ONNX
+    Runtime hands the memory its arena grew for that run back to the system. Long inputs need gigabytes
+    of activations at Parakeet size (attention is quadratic in length); without this, the arena keeps
+    them for the life of the engine and later batches of other shapes grow it further. Runs on shorter
+    audio keep the warm arena, so short requests pay nothing. ``None``: never release."""
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+        if self.release_memory_above_seconds is not None and self.release_memory_above_seconds < 0:
+            raise ValueError(
+                f"release_memory_above_seconds must be >= 0 or None, got {self.release_memory_above_seconds}")

@@ -174,3 +174,23 @@ def test_unparsable_manifest_and_onnx(tmp_path: Path) -> None:
     (model / "joint.onnx").write_bytes(b"\x00" * 64)
     with pytest.raises(ParakeetRuntimeError):
         Engine.load(model)
+
+
+def test_releasing_arena_memory_changes_no_result(engine: Engine) -> None:
+    from parakeet_runtime.engine import SessionOptions
+
+    releasing = Engine.load(session=SessionOptions(release_memory_above_seconds=0.0))
+    assert releasing.model.release_above_frames == 0
+    samples, rate = soundfile.read(sample_audio_path(), dtype="float32")
+    inputs = [samples, samples[: rate // 2], np.concatenate([samples, samples])]
+    assert releasing.transcribe(inputs) == engine.transcribe(inputs)
+    for item in inputs:  # one at a time too, so that every run ends with a release
+        assert releasing.transcribe(item) == engine.transcribe(item)
+
+
+def test_release_memory_option_is_validated() -> None:
+    from parakeet_runtime.engine import SessionOptions
+
+    with pytest.raises(ValueError, match="release_memory_above_seconds"):
+        SessionOptions(release_memory_above_seconds=-1.0)
+    assert SessionOptions(release_memory_above_seconds=None).release_memory_above_seconds is None

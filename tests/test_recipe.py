@@ -50,6 +50,26 @@ def test_curriculum_batches_only_short_utterances_and_respect_the_batch_size() -
         assert all(len(g) == 1 or max(lengths[i] for i in g) * len(g) <= limit for g in groups)
 
 
+def test_grammar_words_are_single_tokens(tmp_path: Path) -> None:
+    """The recipe's tokenizer gives (nearly) every word one piece rather than spelling words out: with the
+    encoder's 80 ms frames a spelled word can have more tokens than frames (with 256 pieces, the first
+    two runs spelled out 130 of the 359 words)."""
+    import sentencepiece as spm
+
+    from recipes.demo_model.build import corpus_texts
+    from recipes.demo_model.train import GEOMETRY
+    from tests.fixtures.build import train_tokenizer
+
+    train, held_out = corpus_texts(1234)
+    folder = train_tokenizer(train, GEOMETRY.vocab_size, tmp_path)
+    tokenizer = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+    assert tokenizer.get_piece_size() == GEOMETRY.vocab_size
+    pieces = {w: len(tokenizer.encode(w)) for w in vocabulary()}
+    # 384 pieces hold the letters and all but a few of the 359 words (SentencePiece allows at most 386 here).
+    assert sum(n > 1 for n in pieces.values()) <= 3
+    assert sum(len(tokenizer.encode(s)) for s in held_out) <= 1.05 * sum(len(s.split()) for s in held_out)
+
+
 def test_seen_and_unseen_voices_do_not_overlap() -> None:
     assert not set(SEEN_VOICES) & set(UNSEEN_VOICES)
     utterances = plan(sentences(50, 3), UNSEEN_VOICES, 4)

@@ -33,13 +33,19 @@ SAMPLE = Utterance(text=SAMPLE_TEXT, voice="en-us", rate=160, pitch=50, gain_db=
                    lead_s=0.3, tail_s=0.3, seed=7)
 
 
-def make_corpora(out: Path, seed: int) -> tuple[Path, Path, Path]:
-    """Training corpus (seen voices) and held-out sentences spoken by seen and by unseen voices."""
+def corpus_texts(seed: int) -> tuple[list[str], list[str]]:
+    """Training texts (grammar sentences, then random word sequences) and held-out sentences."""
     train_texts = sentences(TRAIN_SENTENCES, seed, exclude=frozenset({SAMPLE_TEXT}))
     eval_texts = sentences(EVAL_SENTENCES, seed + 1, exclude=frozenset(train_texts) | {SAMPLE_TEXT})
     word_texts = word_sequences(TRAIN_WORD_SEQUENCES, seed + 5,
                                 exclude=frozenset(train_texts) | frozenset(eval_texts) | {SAMPLE_TEXT})
-    train_manifest = write_corpus(plan(train_texts + word_texts, SEEN_VOICES, seed + 2), out / "train", "train")
+    return train_texts + word_texts, eval_texts
+
+
+def make_corpora(out: Path, seed: int) -> tuple[Path, Path, Path]:
+    """Training corpus (seen voices) and held-out sentences spoken by seen and by unseen voices."""
+    train_texts, eval_texts = corpus_texts(seed)
+    train_manifest = write_corpus(plan(train_texts, SEEN_VOICES, seed + 2), out / "train", "train")
     seen = write_corpus(plan(eval_texts, SEEN_VOICES, seed + 3), out / "eval", "seen_voices")
     unseen = write_corpus(plan(eval_texts, UNSEEN_VOICES, seed + 4), out / "eval", "unseen_voices")
     return train_manifest, seen, unseen

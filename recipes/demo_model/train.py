@@ -19,7 +19,7 @@ logger = logging.getLogger("demo_model")
 
 GEOMETRY = Geometry(
     name="demo",
-    vocab_size=256,
+    vocab_size=384,
     durations=(0, 1, 2, 3, 4),
     d_model=144,
     n_layers=6,
@@ -44,9 +44,11 @@ class TrainOptions:
     minutes: float = 80.0
     """Training time budget: the learning-rate schedule runs on elapsed time and training stops when it
     is spent, so the recipe fits its budget on any 2-core machine (slower machines take fewer steps)."""
-    batch_seconds: float = 60.0
-    """Audio per batch (utterances of similar length are batched together)."""
-    max_lr: float = 2e-3
+    batch_seconds: float = 24.0
+    """Audio per batch (utterances of similar length are batched together). Small batches: early in
+    training the loss falls about as much per update with 20 s as with 60 s batches, and a 20 s batch
+    takes about a third of the time."""
+    max_lr: float = 1.5e-3
     warmup: float = 0.08
     weight_decay: float = 1e-3
     ctc_weight: float = 0.5
@@ -119,7 +121,8 @@ def train(model, items: list[dict[str, Any]], options: TrainOptions) -> list[dic
     lengths = [len(a) for a in audio]
     blank = model.decoding.blank_id
     durations = list(GEOMETRY.durations)
-    ctc_head = torch.nn.Linear(GEOMETRY.d_model, GEOMETRY.vocab_size + 1)  # CTC blank last, as in NeMo
+    vocab_size = model.tokenizer.vocab_size
+    ctc_head = torch.nn.Linear(GEOMETRY.d_model, vocab_size + 1)  # CTC blank last, as in NeMo
     parameters = list(model.parameters()) + list(ctc_head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=options.max_lr, weight_decay=options.weight_decay)
     budget = options.minutes * 60.0
@@ -169,7 +172,7 @@ def train(model, items: list[dict[str, Any]], options: TrainOptions) -> list[dic
         if options.ctc_weight > 0:
             ctc_logp = torch.log_softmax(ctc_head(enc.transpose(1, 2)), dim=-1).transpose(0, 1)  # (T, B, V+1)
             ctc = torch.nn.functional.ctc_loss(ctc_logp, targets, enc_len, target_lengths,
-                                               blank=GEOMETRY.vocab_size, zero_infinity=True)
+                                               blank=vocab_size, zero_infinity=True)
             total = (1.0 - options.ctc_weight) * loss + options.ctc_weight * ctc
             running_ctc += ctc.item()
         optimizer.zero_grad()
