@@ -54,6 +54,20 @@ def _session(path: Path, providers: Sequence[str], threads: int | None, spinning
         raise ManifestError(f"{path.name}: ONNX Runtime cannot load this graph ({exc})") from exc
 
 
+STEP_GRAPH_THREADING_BYTES = 8_000_000
+"""A step graph (predictor, joint) this large runs on the encoder's threads; a smaller one on one thread."""
+
+
+def _step_session(path: Path, providers: Sequence[str], threads: int | None) -> ort.InferenceSession:
+    """A step graph runs once per decoding step. A small one (the fixtures', the joint) is fastest on one
+    thread: a thread pool costs more than it saves. A large one is bound by reading its weights from
+    memory on every step (Parakeet's predictor: 28 MB of LSTM weights, 2.1 ms per step on one core of
+    the benchmark machine, 1.1 ms on two), so it gets the encoder's threads; decoding runs after
+    encoding, so they do not compete."""
+    size = path.stat().st_size if path.is_file() else 0
+    return _session(path, providers, threads if size >= STEP_GRAPH_THREADING_BYTES else 1, False)
+
+
 def _release_arena_options() -> ort.RunOptions:
     """Run options that shrink the memory arenas at the end of a run (ONNX Runtime frees the chunks the
     run allocated beyond the initial ones). Never modified after creation, so shared by all runs."""
@@ -91,9 +105,8 @@ class OnnxTdtModel:
         return cls(
             manifest=manifest,
             encoder_session=_session(model_dir / manifest.encoder.file, chosen, session.threads, session.spinning),
-            # The step graphs are tiny: one thread avoids thread-pool overhead on every call.
-            predictor_session=_session(model_dir / manifest.predictor.file, chosen, 1, False),
-            joint_session=_session(model_dir / manifest.joint.file, chosen, 1, False),
+            predictor_session=_step_session(model_dir / manifest.predictor.file, chosen, session.threads),
+            joint_session=_step_session(model_dir / manifest.joint.file, chosen, session.threads),
             release_above_frames=_frames(manifest, session.release_memory_above_seconds),
         )
 

@@ -194,3 +194,17 @@ def test_release_memory_option_is_validated() -> None:
     with pytest.raises(ValueError, match="release_memory_above_seconds"):
         SessionOptions(release_memory_above_seconds=-1.0)
     assert SessionOptions(release_memory_above_seconds=None).release_memory_above_seconds is None
+
+
+def test_large_step_graphs_use_the_encoder_threads(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from parakeet_runtime.engine import SessionOptions, onnx_model
+
+    def threads(e: Engine) -> tuple[int, int]:
+        return (e.model.predictor_session.get_session_options().intra_op_num_threads,
+                e.model.joint_session.get_session_options().intra_op_num_threads)
+
+    assert threads(Engine.load(session=SessionOptions(threads=2))) == (1, 1)  # the demo's graphs are small
+    monkeypatch.setattr(onnx_model, "STEP_GRAPH_THREADING_BYTES", 0)
+    threaded = Engine.load(session=SessionOptions(threads=2))
+    assert threads(threaded) == (2, 2)
+    assert threaded.transcribe(sample_audio_path()) == engine.transcribe(sample_audio_path())

@@ -44,6 +44,8 @@ def test_wheel_installs_and_transcribes_outside_the_repo(tmp_path: Path) -> None
     outside.mkdir()
     text = _run([env_dir / "bin" / "parakeet-runtime", "transcribe"], cwd=outside).stdout
     assert text == Engine.load().transcribe(sample_audio_path()).text + "\n"
+    # The README's first command prints the sample clip's exact words (the bundled demo model).
+    assert text == sample_audio_path().with_name("sample.txt").read_text(encoding="utf-8")
     listed = _run([python, "-m", "pip", "list", "--format=freeze"], cwd=outside).stdout.lower()
     assert "torch" not in listed and "nemo" not in listed
     help_text = _run([env_dir / "bin" / "convert-model", "--help"], cwd=outside).stdout
