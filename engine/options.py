@@ -57,7 +57,8 @@ class SessionOptions:
     """
 
     threads: int | None = None
-    """Intra-op threads for the encoder (``None``: ONNX Runtime's default, one per physical core)."""
+    """Intra-op threads for the encoder and for step graphs (predictor, joint) of 8 MB or more; smaller step
+    graphs run on one thread (``None``: ONNX Runtime's default, one per physical core)."""
     spinning: bool = False
     """Let idle intra-op threads spin (lower latency for a single stream, wasted CPU under load)."""
     release_memory_above_seconds: float | None = 30.0
