@@ -11,11 +11,23 @@ if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox >/dev/null
 fi
 
+# NeMo unpacks .nemo archives with tarfile's extraction filters: Python >= 3.11.4 (Debian 12's is 3.11.2).
+has_filters() { "$1" -c "import tarfile; tarfile.data_filter" 2>/dev/null; }
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
+    if ! has_filters "$PY"; then
+        for candidate in python3.13 python3.12 python3.11; do
+            if command -v "$candidate" >/dev/null && has_filters "$candidate"; then PY="$candidate"; break; fi
+        done
+    fi
     "$PY" -m venv .venv
 fi
 VPY=.venv/bin/python
+if ! has_filters "$VPY"; then
+    echo "tests/run.sh: NeMo needs Python >= 3.11.4 (tarfile extraction filters); .venv has $("$VPY" -V 2>&1)." >&2
+    echo "Remove .venv and run again with PYTHON=/path/to/python3.11.4-or-newer." >&2
+    exit 2
+fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 # torch first, pinned: a bare "torch" requirement would pull a multi-GB CUDA build.
 "$VPY" -c "import torch" 2>/dev/null || "$VPY" -m pip install -q "torch==2.13.0"
