@@ -3,8 +3,11 @@
 Cases: single clips of 5 s, 60 s and 300 s, and a batch of 10 clips (5–14 s). Each system runs in its
 own process (its peak RSS is its own, and on Linux each case's peak is measured separately by resetting
 the high-water mark before it); the model load is timed; one warm-up run is excluded; each case is
-the median of ``--runs`` runs. For the engine the time is broken down into features (audio decoding
-and the numpy filterbank), encoder (ONNX Runtime) and decoding (TDT search and timestamps).
+the median of ``--runs`` runs. With ``--rounds N`` the systems take turns N times (NeMo, fp32, int8,
+NeMo, ...), each turn a fresh process, so that a machine whose speed drifts slows every system alike; the
+table gives the speed-up over NeMo from the pooled medians and for each round. For the engine the time
+is broken down into features (audio decoding and the numpy filterbank), encoder (ONNX Runtime) and
+decoding (TDT search and timestamps).
 
     python benchmarks/rtfx.py --nemo ~/.cache/parakeet-bench/v2/model.nemo \\
         --fp32 ~/.cache/parakeet-bench/v2/fp32 --int8 ~/.cache/parakeet-bench/v2/int8
@@ -187,6 +190,14 @@ def run_system(
             "peak_rss_mb": process_peak}
 
 
+def speedup(case: dict[str, Any]) -> str:
+    """NeMo's wall time over this system's (pooled medians), with each round's own ratio."""
+    if "speedup_vs_nemo" not in case:
+        return "–"
+    rounds = ", ".join(f"{r:.2f}" for r in case["speedup_vs_nemo_per_round"])
+    return f"{case['speedup_vs_nemo']:.2f}× ({rounds})"
+
+
 def cell_mb(case: dict[str, Any]) -> str:
     return f"{case['peak_rss_mb']:.0f}" if "peak_rss_mb" in case else "–"
 
@@ -198,9 +209,9 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
     lines = [start, f"Model `{name}` ({meta['model']}), {meta['machine']['cores']} cores ({meta['machine']['cpu']}), "
              f"{meta['machine'].get('simd', '')}, threads {meta['threads'] or 'default'}, "
              f"median of {meta['runs']} runs, {meta['date']}.", "",
-             "| system | case | audio (s) | wall (s) | RTFx | features (s) | encoder (s) | decoding (s) | "
-             "decoding share | load (s) | case peak RSS (MB) | process peak RSS (MB) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| system | case | audio (s) | wall (s) | RTFx | × NeMo (per round) | features (s) | encoder (s) | "
+             "decoding (s) | decoding share | load (s) | case peak RSS (MB) | process peak RSS (MB) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for result in report["results"]:
         for case, c in result["cases"].items():
             dec = c.get("decoding_s")
@@ -211,7 +222,8 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
                 return f"{c[key]:.2f}" if key in c else "–"
 
             lines.append(f"| {result['system']} | {case} | {c['audio_s']:.0f} | {c['wall_s']:.2f} | {c['rtfx']:.1f} | "
-                         f"{cell('features_s')} | {cell('encoder_s')} | {cell('decoding_s')} | {share} | "
+                         f"{speedup(c)} | {cell('features_s')} | {cell('encoder_s')} | {cell('decoding_s')} | "
+                         f"{share} | "
                          f"{result['load_s']:.1f} | {cell_mb(c)} | {result['peak_rss_mb']:.0f} |")
     lines.append(end)
     block = "\n".join(lines)
@@ -224,6 +236,67 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
     readme.write_text(text)
 
 
+def _systems(args: argparse.Namespace) -> list[str]:
+    wanted = {"nemo": True, "fp32": True, "int8": bool(args.int8), "onnx-asr": bool(args.onnx_asr)}
+    return [system for system, on in wanted.items() if on]
+
+
+def _run_subprocess(system: str, args: argparse.Namespace, folder: str) -> dict[str, Any]:
+    """One system, all cases, in a fresh process (its memory is its own)."""
+    command = [sys.executable, __file__, "--nemo", args.nemo, "--fp32", args.fp32, "--system", system,
+               "--clips-dir", folder, "--runs", str(args.runs)]
+    if args.int8:
+        command += ["--int8", args.int8]
+    if args.onnx_asr:
+        command += ["--onnx-asr", str(args.onnx_asr)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    if args.cases:
+        command += ["--cases", *args.cases]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    sys.stderr.write(proc.stderr[-2000:] if proc.returncode else "")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise SystemExit(f"{system} failed")
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
+    return result
+
+
+def merge_rounds(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One result per system: wall times pooled over all rounds (median of every run), breakdowns the median
+    of the rounds' medians, memory the largest of any round; plus each round's speed-up over NeMo."""
+    merged = []
+    for index, first in enumerate(rounds[0]):
+        per_round = [r[index] for r in rounds]
+        cases: dict[str, Any] = {}
+        for case, entry in first["cases"].items():
+            entries = [r["cases"][case] for r in per_round]
+            walls = [w for e in entries for w in e["walls_s"]]
+            combined = {**entry, "walls_s": walls, "wall_s": statistics.median(walls)}
+            combined["rtfx"] = entry["audio_s"] / combined["wall_s"]
+            for key in ("features_s", "encoder_s", "decoding_s"):
+                if key in entry:
+                    combined[key] = statistics.median(e[key] for e in entries)
+            if all("peak_rss_mb" in e for e in entries):
+                combined["peak_rss_mb"] = max(e["peak_rss_mb"] for e in entries)
+            if rounds[0][0]["system"] == "nemo" and first["system"] != "nemo":
+                nemo = [r[0]["cases"][case] for r in rounds]
+                pooled = statistics.median(w for n in nemo for w in n["walls_s"])
+                combined["speedup_vs_nemo"] = pooled / combined["wall_s"]
+                combined["speedup_vs_nemo_per_round"] = [
+                    n["wall_s"] / e["wall_s"] for n, e in zip(nemo, entries, strict=True)
+                ]
+            cases[case] = combined
+        merged.append({
+            "system": first["system"],
+            "load_s": statistics.median(r["load_s"] for r in per_round),
+            "cases": cases,
+            "rss_after_load_mb": max(r["rss_after_load_mb"] for r in per_round),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in per_round),
+        })
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nemo", required=True)
@@ -232,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnx-asr", type=Path, help="onnx-asr layout of the fp32 directory (made when missing)")
     parser.add_argument("--name", default=None, help="label for the results (default: the .nemo file's folder)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every system this many times in turn (NeMo, fp32, int8, NeMo, ...) so that a "
+                             "drifting machine slows all of them alike; cases report the median over all runs")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out-dir", type=Path, default=HERE / "results")
     parser.add_argument("--readme", type=Path, default=HERE / "README.md")
@@ -254,29 +330,15 @@ def main(argv: list[str] | None = None) -> int:
         from onnx_asr_layout import write_layout
 
         write_layout(Path(args.fp32), args.onnx_asr)
-    results = []
+    rounds: list[list[dict[str, Any]]] = []
     with tempfile.TemporaryDirectory() as folder:
-        for system in ("nemo", "fp32", "int8", "onnx-asr"):
-            if (system == "int8" and not args.int8) or (system == "onnx-asr" and not args.onnx_asr):
-                continue
-            command = [sys.executable, __file__, "--nemo", args.nemo, "--fp32", args.fp32, "--system", system,
-                       "--clips-dir", folder, "--runs", str(args.runs)]
-            if args.int8:
-                command += ["--int8", args.int8]
-            if args.onnx_asr:
-                command += ["--onnx-asr", str(args.onnx_asr)]
-            if args.threads:
-                command += ["--threads", str(args.threads)]
-            if args.cases:
-                command += ["--cases", *args.cases]
-            proc = subprocess.run(command, capture_output=True, text=True)
-            sys.stderr.write(proc.stderr[-2000:] if proc.returncode else "")
-            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                raise SystemExit(f"{system} failed")
-            results.append(json.loads(lines[-1][len("RESULT "):]))
+        for number in range(args.rounds):
+            logging.getLogger("rtfx").warning("round %d of %d", number + 1, args.rounds)
+            rounds.append([_run_subprocess(system, args, folder) for system in _systems(args)])
+    results = merge_rounds(rounds)
     report = {"meta": {"name": name, "model": Path(args.nemo).name, "machine": machine(), "runs": args.runs,
-                       "threads": args.threads, "cases": args.cases or "all", "date": time.strftime("%Y-%m-%d")},
+                       "rounds": args.rounds, "threads": args.threads, "cases": args.cases or "all",
+                       "date": time.strftime("%Y-%m-%d")},
               "results": results}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"rtfx-{name}.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from .graph_forwards import export_forwards
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +171,10 @@ def export_graphs(model: Any, scratch: Path, out_dir: Path) -> dict[str, Any]:
         folder = scratch / name.removesuffix(".onnx")
         folder.mkdir(parents=True, exist_ok=True)
         logger.info("exporting %s", name)
-        _export(module, args, folder / name, inputs, outputs, axes)
+        forwards = export_forwards(model.encoder) if name == "encoder.onnx" else contextlib.nullcontext(0)
+        with forwards as patched:
+            logger.info("%s: %d modules with export forwards", name, patched)
+            _export(module, args, folder / name, inputs, outputs, axes)
         data = consolidate(folder / name, data_name=f"{name}.data")
         shutil.move(str(folder / name), str(out_dir / name))
         if data is not None:

@@ -1,8 +1,9 @@
 """Int8 quantisation of the encoder, and how far its tokens agree with the fp32 directory's.
 
 Only the encoder is quantised: dynamic int8 (weights int8 per tensor, activations quantised on the fly)
-for its MatMul weights, which hold nearly all of its FLOPs and bytes. Convolutions, normalisation, the
-prediction network and the joint stay fp32: they are cheap, and the joint decides every token.
+for its MatMul weights, which hold nearly all of its FLOPs and bytes (the export writes the convolution
+module's pointwise convolutions as MatMul too). The subsampling and depthwise convolutions, normalisation,
+the prediction network and the joint stay fp32: they are cheap, and the joint decides every token.
 """
 
 from __future__ import annotations

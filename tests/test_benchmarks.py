@@ -81,3 +81,29 @@ def test_concurrency_and_server_load(tmp_path: Path, nemo_paths: dict[str, Path]
     assert all(r["errors"] == 0 for r in results)
     text = readme.read_text()
     assert "<!-- concurrency:start -->" in text and "<!-- server_load:start -->" in text
+
+
+def test_rtfx_rounds_pool_runs_and_keep_each_rounds_ratio() -> None:
+    """``--rounds``: walls pooled over rounds, speed-up over NeMo overall and per round, largest memory."""
+    sys.path.insert(0, str(BENCH))
+    from rtfx import merge_rounds
+
+    def result(system: str, walls: list[float], peak: float) -> dict[str, object]:
+        case = {"audio_s": 60.0, "wall_s": sorted(walls)[1], "walls_s": walls, "rtfx": 60.0 / sorted(walls)[1],
+                "peak_rss_mb": peak}
+        if system != "nemo":
+            case.update(features_s=0.1, encoder_s=walls[0] - 0.2, decoding_s=0.1)
+        return {"system": system, "load_s": 1.0, "cases": {"60s": case}, "rss_after_load_mb": peak / 2,
+                "peak_rss_mb": peak}
+
+    rounds = [
+        [result("nemo", [12.0, 13.0, 14.0], 5000.0), result("fp32", [8.0, 8.5, 9.0], 3000.0)],
+        [result("nemo", [15.0, 16.0, 17.0], 5100.0), result("fp32", [10.0, 10.5, 11.0], 2900.0)],
+    ]
+    nemo, fp32 = merge_rounds(rounds)
+    assert nemo["cases"]["60s"]["wall_s"] == 14.5 and "speedup_vs_nemo" not in nemo["cases"]["60s"]
+    case = fp32["cases"]["60s"]
+    assert case["walls_s"] == [8.0, 8.5, 9.0, 10.0, 10.5, 11.0] and case["wall_s"] == 9.5
+    assert case["speedup_vs_nemo"] == 14.5 / 9.5
+    assert case["speedup_vs_nemo_per_round"] == [13.0 / 8.5, 16.0 / 10.5]
+    assert case["peak_rss_mb"] == 3000.0 and fp32["peak_rss_mb"] == 3000.0 and nemo["peak_rss_mb"] == 5100.0

@@ -1,0 +1,174 @@
+"""Export-only forwards for three FastConformer modules: the same arithmetic as NeMo's, fewer tensor copies.
+
+NeMo's modules are written for training in PyTorch, where a few redundant copies are cheap next to the
+backward pass. Traced into ONNX they become full passes over the largest tensors of the encoder:
+
+* ``MaskedConvSequential`` (the ×8 subsampling) expands its time mask to ``(batch, channels, time,
+  features)`` before every multiplication: up to 200 MB materialised nine times on a minute of audio.
+  Here the mask broadcasts over the channels instead; the products are the same numbers. The mask
+  NeMo applies right after a ReLU (whose input was masked) is skipped: it multiplies zeros by zero.
+* ``RelPositionMultiHeadAttention.rel_shift`` pads the ``(batch, heads, T, 2T-1)`` position scores with
+  a zero column, then slices. Here the position embeddings get one extra row instead (``2T x d_model``,
+  a small copy) and the same elements are read from the flattened ``(T, 2T)`` scores at offset ``T-1``
+  with a row stride of ``2T-1``, without the padded copy.
+  NeMo also zeroes the attention weights of masked positions after the softmax. For every valid query
+  row those weights are already exactly 0 (``exp(-10000 - max)`` underflows in float32); only rows of
+  padded frames change (uniform instead of zero), and padded frames never reach a valid output: the
+  convolution module zeroes them and attention masks them as keys. So that pass is dropped.
+* ``ConformerConvolution``'s pointwise convolutions (kernel 1) become matrix products on
+  ``(batch, time, channels)``: ONNX Runtime runs them as MatMul (faster than its 1×1 Conv on CPU, and
+  quantisable by ``--quantize int8``), with the same weights.
+
+Valid encoder frames match NeMo to float32 rounding; the conversion's parity probe checks it on every
+export. The patches are instance attributes set for the duration of the export and removed after it, so
+the model's own forwards (the NeMo reference of the probe) are untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+MASK_VALUE = -10000.0
+"""NeMo's ``INF_VAL``: the score given to masked positions before the softmax."""
+
+
+def _masked_conv_forward(self: Any, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    from nemo.collections.asr.parts.submodules.subsampling import calculate_conv_output_size
+
+    x = x.unsqueeze(1)
+    current_lengths = lengths.clone().float()
+    mask = _time_mask(x, current_lengths.long())
+    masked = False  # whether x is already zero at every padded time step of ``mask``
+    for layer in self:
+        if not masked:
+            x = x * mask
+        x = layer(x)
+        # A ReLU maps the masked zeros to zeros, so NeMo's mask before the next layer changes nothing.
+        masked = isinstance(layer, nn.ReLU)
+        if hasattr(layer, "stride") and layer.stride != (1, 1):
+            padding = (layer._left_padding, layer._right_padding) if hasattr(layer, "_left_padding") else layer.padding
+            current_lengths = calculate_conv_output_size(
+                current_lengths, layer.kernel_size[0], layer.stride[0], padding
+            )
+            mask = _time_mask(x, current_lengths.long())
+    return (x if masked else x * mask), current_lengths.long()
+
+
+def _time_mask(tensor: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``(batch, 1, time, 1)``: 1.0 on valid time steps, broadcast over channels and features."""
+    time = tensor.shape[2]
+    valid = torch.arange(time, device=tensor.device).unsqueeze(0) < lengths.unsqueeze(1)
+    return valid.to(tensor.dtype)[:, None, :, None]
+
+
+def rel_shift(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """NeMo's relative shift, first ``keep`` columns, from ``(batch, heads, T, 2T)`` position scores.
+
+    NeMo scores ``2T - 1`` relative positions; element ``(i, j)`` of its shifted scores is
+    ``scores[..., i, j + T - 1 - i]``. With one more (never selected) position column, that element
+    sits at offset ``T - 1 + i * (2T - 1) + j`` of the flattened row-major scores: a contiguous slice
+    reshaped with a row stride of ``2T - 1`` (at least 1, so ``T = 1`` works too).
+    """
+    batch, heads, time, positions = scores.shape
+    flat = scores.reshape(batch, heads, time * positions)
+    flat = flat[:, :, time - 1 : time - 1 + time * (positions - 1)]
+    return flat.reshape(batch, heads, time, positions - 1)[:, :, :, :keep]
+
+
+def _rel_attention_forward(
+    self: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    pos_emb: torch.Tensor,
+    cache: torch.Tensor | None = None,
+) -> Any:
+    if cache is not None or pos_emb.shape[1] != 2 * query.shape[1] - 1:
+        return type(self).forward(self, query, key, value, mask, pos_emb, cache)
+    q, k, v = self.forward_qkv(query, key, value)
+    q = q.transpose(1, 2)
+    batch = value.size(0)
+    # One extra position row (a copy of the first; its scores are never selected) lets rel_shift work
+    # without NeMo's padded copy of the scores.
+    pos_emb = torch.cat([pos_emb, pos_emb[:, :1]], dim=1)
+    p = self.linear_pos(pos_emb).view(pos_emb.size(0), -1, self.h, self.d_k).transpose(1, 2)
+    q_with_bias_u = (q + self.pos_bias_u).transpose(1, 2)
+    q_with_bias_v = (q + self.pos_bias_v).transpose(1, 2)
+    matrix_ac = torch.matmul(q_with_bias_u, k.transpose(-2, -1))
+    matrix_bd = rel_shift(torch.matmul(q_with_bias_v, p.transpose(-2, -1)), matrix_ac.size(-1))
+    scores = (matrix_ac + matrix_bd) / self.s_d_k
+    if mask is not None:
+        scores = scores.masked_fill(mask.unsqueeze(1), MASK_VALUE)
+    attn = torch.softmax(scores, dim=-1)
+    out = torch.matmul(attn, v).transpose(1, 2).reshape(batch, -1, self.h * self.d_k)
+    return self.linear_out(out)
+
+
+def _is_pointwise(conv: Any) -> bool:
+    return (
+        isinstance(conv, nn.Conv1d)
+        and conv.kernel_size == (1,)
+        and conv.stride == (1,)
+        and conv.groups == 1
+        and conv.padding in ((0,), "valid")
+    )
+
+
+def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A kernel-1 convolution on channels-last ``(batch, time, channels)``."""
+    return functional.linear(x, conv.weight[:, :, 0], conv.bias)
+
+
+def _convolution_forward(self: Any, x: torch.Tensor, pad_mask: torch.Tensor | None = None, cache: Any = None) -> Any:
+    if cache is not None or self.norm_type == "layer_norm":
+        return type(self).forward(self, x, pad_mask=pad_mask, cache=cache)
+    x = _pointwise(self.pointwise_conv1, x)
+    x = functional.glu(x, dim=-1) if self.pointwise_activation == "glu_" else self.pointwise_activation(x)
+    if pad_mask is not None:
+        x = x.masked_fill(pad_mask.unsqueeze(-1), 0.0)
+    x = self.depthwise_conv(x.transpose(1, 2))
+    x = self.activation(self.batch_norm(x))
+    return _pointwise(self.pointwise_conv2, x.transpose(1, 2))
+
+
+def _patches(encoder: nn.Module) -> Iterator[tuple[nn.Module, Callable[..., Any]]]:
+    from nemo.collections.asr.parts.submodules import conformer_modules, multi_head_attention, subsampling
+
+    masked_conv = getattr(subsampling, "MaskedConvSequential", None)
+    for module in encoder.modules():
+        kind = type(module)
+        if masked_conv is not None and kind is masked_conv:
+            yield module, _masked_conv_forward
+        elif kind is multi_head_attention.RelPositionMultiHeadAttention:
+            yield module, _rel_attention_forward
+        elif (
+            kind is conformer_modules.ConformerConvolution
+            and _is_pointwise(module.pointwise_conv1)
+            and _is_pointwise(module.pointwise_conv2)
+        ):
+            yield module, _convolution_forward
+
+
+@contextlib.contextmanager
+def export_forwards(encoder: nn.Module) -> Iterator[int]:
+    """Give the encoder's modules their export forwards for the duration of the block.
+
+    Yields the number of modules patched; on exit every module is back to its class's ``forward``.
+    """
+    patched: list[nn.Module] = []
+    try:
+        for module, forward in _patches(encoder):
+            module.forward = types.MethodType(forward, module)
+            patched.append(module)
+        yield len(patched)
+    finally:
+        for module in patched:
+            del module.forward
