@@ -30,8 +30,10 @@ class BatchStepModel(Protocol[StateT]):
     Implementations must be pure: states go in and come out, nothing is kept between calls.
     """
 
-    def initial_batch_state(self, batch_size: int) -> StateT:
-        """Predictor state of ``batch_size`` rows before any label (NeMo: zeros)."""
+    def start_rows(self, batch_size: int) -> tuple[FloatArray, StateT]:
+        """Projected predictor outputs ``(batch_size, joint_hidden)`` and state of ``batch_size`` rows after
+        the start-of-sequence input (NeMo: the blank id fed to a zero state). The outputs may be modified
+        by the caller."""
         ...
 
     def predict_rows(self, labels: IntArray, state: StateT, rows: IntArray) -> tuple[FloatArray, StateT]:
@@ -88,8 +90,7 @@ def tdt_greedy_decode_batch(
     max_symbols = config.max_symbols
 
     all_rows = np.arange(batch, dtype=np.int64)
-    state = model.initial_batch_state(batch)
-    predictor_output, state = model.predict_rows(np.full(batch, blank, dtype=np.int64), state, all_rows)
+    predictor_output, state = model.start_rows(batch)
     predictor_output = np.array(predictor_output, dtype=np.float32, copy=True)
 
     time = np.zeros(batch, dtype=np.int64)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -58,14 +58,18 @@ STEP_GRAPH_THREADING_BYTES = 8_000_000
 """A step graph (predictor, joint) this large runs on the encoder's threads; a smaller one on one thread."""
 
 
-def _step_session(path: Path, providers: Sequence[str], threads: int | None) -> ort.InferenceSession:
+def _step_session(path: Path, providers: Sequence[str], threads: int | None, *, spin: bool) -> ort.InferenceSession:
     """A step graph runs once per decoding step. A small one (the fixtures', the joint) is fastest on one
     thread: a thread pool costs more than it saves. A large one is bound by reading its weights from
-    memory on every step (Parakeet's predictor: 28 MB of LSTM weights, 2.1 ms per step on one core of
-    the benchmark machine, 1.1 ms on two), so it gets the encoder's threads; decoding runs after
-    encoding, so they do not compete."""
+    memory on every step (Parakeet's predictor: 28 MB of LSTM weights, 1.5 ms per step on one core of
+    the benchmark machine), so it gets the encoder's threads. The predictor's threads also spin
+    (``spin``): its steps come back to back during decoding, a joint call and a few numpy operations
+    apart, and a pool that falls asleep in between pays a wake-up every step (1.25 ms per step without
+    spinning, 0.9 ms with). Only that pool spins, so that two spinning pools do not fight for the cores;
+    decoding runs after encoding, so it does not compete with the encoder."""
     size = path.stat().st_size if path.is_file() else 0
-    return _session(path, providers, threads if size >= STEP_GRAPH_THREADING_BYTES else 1, False)
+    large = size >= STEP_GRAPH_THREADING_BYTES
+    return _session(path, providers, threads if large else 1, spin and large)
 
 
 def _release_arena_options() -> ort.RunOptions:
@@ -95,6 +99,21 @@ class OnnxTdtModel:
     joint_session: ort.InferenceSession
     release_above_frames: int | None = None
     """Encoder runs on more feature frames than this (batch × padded width) release the arena's growth."""
+    _start: tuple[FloatArray, FloatArray, FloatArray] = field(init=False, repr=False)
+    """Predictor output, ``h`` and ``c`` after the start-of-sequence input, computed once (read-only)."""
+
+    def __post_init__(self) -> None:
+        spec = self.manifest.predictor
+        zeros = np.zeros((spec.layers, 1, spec.hidden), dtype=np.float32)
+        blank = np.array([self.manifest.decoding.blank_id], dtype=np.int64)
+        feeds = {spec.input_targets: blank, spec.input_h: zeros, spec.input_c: zeros}
+        try:
+            output, h, c = self.predictor_session.run([spec.output, spec.output_h, spec.output_c], feeds)
+        except Exception as exc:  # onnxruntime raises its own untyped exceptions here
+            raise ManifestError(f"{spec.file}: the predictor does not run on its manifest's inputs ({exc})") from exc
+        for array in (output, h, c):
+            array.setflags(write=False)
+        object.__setattr__(self, "_start", (output, h, c))
 
     @classmethod
     def load(
@@ -105,8 +124,8 @@ class OnnxTdtModel:
         return cls(
             manifest=manifest,
             encoder_session=_session(model_dir / manifest.encoder.file, chosen, session.threads, session.spinning),
-            predictor_session=_step_session(model_dir / manifest.predictor.file, chosen, session.threads),
-            joint_session=_step_session(model_dir / manifest.joint.file, chosen, session.threads),
+            predictor_session=_step_session(model_dir / manifest.predictor.file, chosen, session.threads, spin=True),
+            joint_session=_step_session(model_dir / manifest.joint.file, chosen, session.threads, spin=False),
             release_above_frames=_frames(manifest, session.release_memory_above_seconds),
         )
 
@@ -159,10 +178,12 @@ class OnnxTdtModel:
 
     # --- decoding.BatchStepModel[LstmState] ----------------------------------------------------
 
-    def initial_batch_state(self, batch_size: int) -> LstmState:
-        spec = self.manifest.predictor
-        zeros = np.zeros((spec.layers, batch_size, spec.hidden), dtype=np.float32)
-        return zeros, zeros
+    def start_rows(self, batch_size: int) -> tuple[FloatArray, LstmState]:
+        """Outputs and state after the start-of-sequence input (NeMo: the blank id fed to a zero state),
+        for ``batch_size`` fresh rows: copies of the values computed once at load."""
+        output, h, c = self._start
+        state = (np.repeat(h, batch_size, axis=1), np.repeat(c, batch_size, axis=1))
+        return np.repeat(output, batch_size, axis=0), state
 
     def predict_rows(
         self, labels: npt.NDArray[np.int64], state: LstmState, rows: npt.NDArray[np.int64]

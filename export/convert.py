@@ -160,7 +160,8 @@ def _quantized(staging: Path, manifest: Manifest, precision: str, clips: Sequenc
                     agreement.identical_clips, agreement.clips)
         quantized = replace(quantized, provenance={
             **quantized.provenance,
-            "quantization": {"precision": precision, "method": "onnxruntime quantize_dynamic, MatMul weights int8",
+            "quantization": {"precision": precision,
+                             "method": "onnxruntime quantize_dynamic: MatMul weights int8, pointwise convolutions fp32",
                              "token_agreement_with_fp32": agreement.token_agreement,
                              "identical_clips": agreement.identical_clips, "clips": agreement.clips},
         })

@@ -181,8 +181,16 @@ def test_int8_quantization(model_name: str, tmp_path: Path, nemo_paths: dict[str
     assert recorded["clips"] == 2 and 0.0 <= recorded["token_agreement_with_fp32"] <= 1.0
     import onnx
 
+    from parakeet_runtime.export.quantize import pointwise_convolution_nodes
+
     graph = onnx.load(str(out / "encoder.onnx")).graph
     assert any(node.op_type == "MatMulInteger" for node in graph.node)
+    # The pointwise convolutions (two per layer, MatMul after export) are left in fp32.
+    pointwise = pointwise_convolution_nodes(converted[model_name] / "encoder.onnx")
+    layers = {int(name.split("/")[1].split(".")[1]) for name in pointwise}
+    assert len(pointwise) == 2 * len(layers) and len(layers) >= 2
+    kept = {node.name for node in graph.node if node.op_type == "MatMul"}
+    assert set(pointwise) <= kept
     assert (out / "encoder.onnx").stat().st_size < (converted[model_name] / "encoder.onnx").stat().st_size
     with Engine.load(out, batching=BatchingOptions(enabled=False)) as engine:
         result = engine.transcribe(clips["c2_sentence"])

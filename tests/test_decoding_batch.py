@@ -46,8 +46,10 @@ class RandomTransducer:
         return np.asarray(np.tanh(encoder_frame + predictor_output) @ self.w_joint + self.bias, dtype=np.float32)
 
     # batch
-    def initial_batch_state(self, batch_size: int) -> State:
-        return np.zeros((batch_size, self.w_state.shape[0]), dtype=np.float32)
+    def start_rows(self, batch_size: int) -> tuple[np.ndarray, State]:
+        zeros = np.zeros((batch_size, self.w_state.shape[0]), dtype=np.float32)
+        blank = self.embed.shape[0] - 1
+        return self.predict_rows(np.full(batch_size, blank, dtype=np.int64), zeros, np.arange(batch_size))
 
     def predict_rows(self, labels: np.ndarray, state: State, rows: np.ndarray) -> tuple[np.ndarray, State]:
         new_rows = np.tanh(self.embed[labels] + state[rows] @ self.w_state).astype(np.float32)

@@ -199,12 +199,15 @@ def test_release_memory_option_is_validated() -> None:
 def test_large_step_graphs_use_the_encoder_threads(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     from parakeet_runtime.engine import SessionOptions, onnx_model
 
-    def threads(e: Engine) -> tuple[int, int]:
-        return (e.model.predictor_session.get_session_options().intra_op_num_threads,
-                e.model.joint_session.get_session_options().intra_op_num_threads)
+    def threads(e: Engine) -> tuple[tuple[int, str], tuple[int, str]]:
+        options = [s.get_session_options() for s in (e.model.predictor_session, e.model.joint_session)]
+        spin = "session.intra_op.allow_spinning"
+        p, j = ((o.intra_op_num_threads, o.get_session_config_entry(spin)) for o in options)
+        return p, j
 
-    assert threads(Engine.load(session=SessionOptions(threads=2))) == (1, 1)  # the demo's graphs are small
+    # The demo's graphs are small: one thread each, nothing spins.
+    assert threads(Engine.load(session=SessionOptions(threads=2))) == ((1, "0"), (1, "0"))
     monkeypatch.setattr(onnx_model, "STEP_GRAPH_THREADING_BYTES", 0)
     threaded = Engine.load(session=SessionOptions(threads=2))
-    assert threads(threaded) == (2, 2)
+    assert threads(threaded) == ((2, "1"), (2, "0"))  # only the predictor's pool spins
     assert threaded.transcribe(sample_audio_path()) == engine.transcribe(sample_audio_path())
