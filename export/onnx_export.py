@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional
 
 from .graph_forwards import export_forwards
 
@@ -45,6 +46,74 @@ class PredictorGraph(nn.Module):
         output, state = self.decoder.predict(targets.unsqueeze(1), (h, c), add_sos=False, batch_size=None)
         projected = self.joint.project_prednet(output)
         return projected[:, 0, :], state[0], state[1]
+
+
+class TablePredictorGraph(nn.Module):
+    """The same step as :class:`PredictorGraph`, with the first LSTM layer's input side precomputed.
+
+    A decoding step feeds one label, so the first layer's input gates ``embed(label) @ W_ih.T + b_ih`` can
+    only take ``vocabulary + 1`` values: they are computed once here, into a table the graph indexes.
+    Each step then reads one row of it instead of the embedding and the whole ``W_ih`` (6.5 MB of
+    Parakeet's 28 MB of predictor weights; the step is bound by reading its weights). The first layer's
+    cell is written out (PyTorch's gate order i, f, g, o and its sums: input gates, then the recurrent
+    ones with ``b_hh``); the other layers stay one LSTM.
+    """
+
+    def __init__(self, joint: nn.Module, embed: nn.Embedding, lstm: nn.LSTM) -> None:
+        super().__init__()
+        self.joint: Any = joint
+        with torch.no_grad():
+            table = functional.linear(embed.weight, lstm.weight_ih_l0, lstm.bias_ih_l0)
+        self.register_buffer("input_gates", table.contiguous())
+        self.weight_hh = nn.Parameter(lstm.weight_hh_l0.detach().clone(), requires_grad=False)
+        self.bias_hh = nn.Parameter(lstm.bias_hh_l0.detach().clone(), requires_grad=False)
+        self.rest: nn.LSTM | None = None
+        if lstm.num_layers > 1:
+            rest = nn.LSTM(lstm.hidden_size, lstm.hidden_size, num_layers=lstm.num_layers - 1)
+            for layer in range(1, lstm.num_layers):
+                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(rest, f"{kind}_l{layer - 1}").data.copy_(getattr(lstm, f"{kind}_l{layer}"))
+            self.rest = rest.eval()
+
+    def forward(
+        self, targets: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        gates = self.input_gates[targets] + functional.linear(h[0], self.weight_hh, self.bias_hh)
+        i, f, g, o = gates.chunk(4, dim=1)
+        c0 = torch.sigmoid(f) * c[0] + torch.sigmoid(i) * torch.tanh(g)
+        h0 = torch.sigmoid(o) * torch.tanh(c0)
+        if self.rest is None:
+            output, h_out, c_out = h0, h0.unsqueeze(0), c0.unsqueeze(0)
+        else:
+            out, (h_rest, c_rest) = self.rest(h0.unsqueeze(0), (h[1:], c[1:]))
+            output = out[0]
+            h_out = torch.cat([h0.unsqueeze(0), h_rest], dim=0)
+            c_out = torch.cat([c0.unsqueeze(0), c_rest], dim=0)
+        return self.joint.project_prednet(output), h_out, c_out
+
+
+def predictor_graph(decoder: Any, joint: nn.Module) -> nn.Module:
+    """:class:`TablePredictorGraph` where the prediction network is NeMo's plain LSTM stack (no
+    normalisation, projection or adapters), else :class:`PredictorGraph` (NeMo's own ``predict``)."""
+    from nemo.collections.common.parts.rnn import LSTMDropout
+
+    prediction = getattr(decoder, "prediction", None)
+    embed = prediction["embed"] if prediction is not None and "embed" in prediction else None
+    rnn = prediction["dec_rnn"] if prediction is not None and "dec_rnn" in prediction else None
+    lstm = getattr(rnn, "lstm", None)
+    plain = (
+        isinstance(embed, nn.Embedding)
+        and type(rnn) is LSTMDropout
+        and isinstance(lstm, nn.LSTM)
+        and lstm.bias
+        and not lstm.batch_first
+        and not lstm.bidirectional
+        and lstm.proj_size == 0
+        and not (hasattr(decoder, "is_adapter_available") and decoder.is_adapter_available())
+    )
+    if not plain:
+        return PredictorGraph(decoder, joint)
+    return TablePredictorGraph(joint, embed, lstm)
 
 
 class JointGraph(nn.Module):
@@ -151,7 +220,7 @@ def export_graphs(model: Any, scratch: Path, out_dir: Path) -> dict[str, Any]:
         ),
         (
             "predictor.onnx",
-            PredictorGraph(model.decoder, model.joint).eval(),
+            predictor_graph(model.decoder, model.joint).eval(),
             (torch.tensor([0, 1], dtype=torch.int64), torch.zeros(layers, 2, hidden), torch.zeros(layers, 2, hidden)),
             ["targets", "h_in", "c_in"],
             ["predictor_projected", "h_out", "c_out"],

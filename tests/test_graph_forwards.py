@@ -72,3 +72,24 @@ def test_export_forwards_match_nemo(
     for row, valid in enumerate(expected_lengths.tolist()):
         torch.testing.assert_close(got[row, :, :valid], expected[row, :, :valid], rtol=1e-5, atol=1e-5)
     assert not any("forward" in vars(m) for m in encoder.modules())
+
+
+@pytest.mark.parametrize("geometry_name", ["GEOMETRY_A", "GEOMETRY_B"])
+def test_table_predictor_matches_nemo_predict(geometry_name: str, nemo_paths: dict[str, Path]) -> None:
+    """The exported predictor step (first layer's input gates from a table) equals NeMo's ``predict``."""
+    import torch
+
+    from parakeet_runtime.export.onnx_export import PredictorGraph, TablePredictorGraph, predictor_graph
+
+    model = _model(geometry_name, None, nemo_paths["tdt_b"].parent / "tokenizer_tdt_b")
+    table = predictor_graph(model.decoder, model.joint)
+    assert isinstance(table, TablePredictorGraph)
+    reference = PredictorGraph(model.decoder, model.joint)
+    layers, hidden = int(model.decoder.pred_rnn_layers), int(model.decoder.pred_hidden)
+    labels = torch.arange(model.decoder.vocab_size + 1)  # every label, the blank (start of sequence) included
+    h, c = torch.randn(layers, labels.shape[0], hidden), torch.randn(layers, labels.shape[0], hidden)
+    with torch.inference_mode():
+        got, expected = table(labels, h, c), reference(labels, h, c)
+    for ours, theirs in zip(got, expected, strict=True):
+        assert ours.shape == theirs.shape
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
