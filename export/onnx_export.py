@@ -59,11 +59,15 @@ class TablePredictorGraph(nn.Module):
     ones with ``b_hh``); the other layers stay one LSTM.
     """
 
-    def __init__(self, joint: nn.Module, embed: nn.Embedding, lstm: nn.LSTM) -> None:
+    input_gates: torch.Tensor
+
+    def __init__(self, joint: nn.Module, embed: nn.Embedding, lstm: Any) -> None:
         super().__init__()
         self.joint: Any = joint
+        weight_ih: torch.Tensor = lstm.weight_ih_l0
+        bias_ih: torch.Tensor = lstm.bias_ih_l0
         with torch.no_grad():
-            table = functional.linear(embed.weight, lstm.weight_ih_l0, lstm.bias_ih_l0)
+            table = functional.linear(embed.weight, weight_ih, bias_ih)
         self.register_buffer("input_gates", table.contiguous())
         self.weight_hh = nn.Parameter(lstm.weight_hh_l0.detach().clone(), requires_grad=False)
         self.bias_hh = nn.Parameter(lstm.bias_hh_l0.detach().clone(), requires_grad=False)
@@ -111,7 +115,7 @@ def predictor_graph(decoder: Any, joint: nn.Module) -> nn.Module:
         and lstm.proj_size == 0
         and not (hasattr(decoder, "is_adapter_available") and decoder.is_adapter_available())
     )
-    if not plain:
+    if not plain or not isinstance(embed, nn.Embedding):
         return PredictorGraph(decoder, joint)
     return TablePredictorGraph(joint, embed, lstm)
 
