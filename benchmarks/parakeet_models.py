@@ -78,6 +78,46 @@ def _tokens_per_frame(model: Any, clip: Path, frame_seconds: float) -> float:
     return float(len(hyp.y_sequence)) / frames
 
 
+def _calibrate_blank_bias(model: Any, geometry: Any, clip: Path, low: float = 0.2, high: float = 0.4) -> float:
+    """Raise the blank logit's bias until the model emits ``low``..``high`` tokens per encoder frame.
+
+    The rate can fall off a cliff (the v3 shape: 10 tokens per frame at +0, none at +1), so the bias is
+    bracketed by doubling and then bisected. Returns the bias added.
+    """
+    import torch
+
+    final = model.joint.joint_net[-1]
+    blank = geometry.vocab_size  # TDT: the blank follows the vocabulary
+    frame_seconds = geometry.window_stride * geometry.subsampling_factor
+    original = float(final.bias[blank])
+
+    def rate_at(bias: float) -> float:
+        with torch.no_grad():
+            final.bias[blank] = original + bias
+        rate = _tokens_per_frame(model, clip, frame_seconds)
+        logger.info("%s: blank bias +%.3f -> %.2f tokens per frame", geometry.name, bias, rate)
+        return rate
+
+    if rate_at(0.0) <= high:
+        return 0.0
+    below, above = 0.0, 1.0  # rate(below) > high; look for rate(above) <= high
+    rate = rate_at(above)
+    while rate > high and above < 1024:
+        below, above = above, above * 2
+        rate = rate_at(above)
+    for _ in range(16):
+        if low <= rate <= high:
+            break
+        middle = (below + above) / 2
+        middle_rate = rate_at(middle)
+        if middle_rate > high:
+            below = middle
+        else:
+            above, rate = middle, middle_rate
+    rate_at(above)
+    return above
+
+
 def build(shape: str, out: Path, clip: Path) -> Path:
     """Build (or reuse) ``out/<shape>/model.nemo``."""
     import torch
@@ -93,18 +133,7 @@ def build(shape: str, out: Path, clip: Path) -> Path:
     cfg = model_config(geometry, str(tokenizer))
     model = EncDecRNNTBPEModel(cfg=OmegaConf.create(cfg))
     model.eval()
-    final = model.joint.joint_net[-1]
-    blank = geometry.vocab_size  # TDT: the blank follows the vocabulary
-    frame_seconds = geometry.window_stride * geometry.subsampling_factor
-    bias = 0.0
-    for step in range(12):
-        rate = _tokens_per_frame(model, clip, frame_seconds)
-        logger.info("%s: blank bias %.1f -> %.2f tokens per frame", shape, bias, rate)
-        if rate <= 0.4:
-            break
-        with torch.no_grad():
-            final.bias[blank] += 1.0 + step
-        bias += 1.0 + step
+    _calibrate_blank_bias(model, geometry, clip)
     target.parent.mkdir(parents=True, exist_ok=True)
     model.save_to(str(target))
     return target
