@@ -78,12 +78,24 @@ def _tokens_per_frame(model: Any, clip: Path, frame_seconds: float) -> float:
     return float(len(hyp.y_sequence)) / frames
 
 
-def _calibrate_blank_bias(model: Any, geometry: Any, clip: Path, low: float = 0.2, high: float = 0.4) -> float:
-    """Raise the blank logit's bias until the model emits ``low``..``high`` tokens per encoder frame.
+def _blank_logit_spread(model: Any, clip: Path, blank: int) -> float:
+    """Standard deviation over the clip's encoder frames of the blank logit (first decoding step)."""
+    import soundfile
+    import torch
 
-    The rate can fall off a cliff (the v3 shape: 10 tokens per frame at +0, none at +1), so the bias is
-    bracketed by doubling and then bisected. Returns the bias added.
-    """
+    audio, _ = soundfile.read(str(clip), dtype="float32")
+    with torch.inference_mode():
+        features, length = model.preprocessor(input_signal=torch.from_numpy(audio)[None],
+                                              length=torch.tensor([audio.shape[0]]))
+        encoded, _ = model.encoder(audio_signal=features, length=length)
+        start, _ = model.decoder.predict(torch.tensor([[blank]]), None, add_sos=False, batch_size=None)
+        logits = model.joint.joint(encoded.transpose(1, 2), start)
+    return float(logits[0, :, 0, blank].std())
+
+
+def _bisect_blank_bias(model: Any, geometry: Any, clip: Path, low: float, high: float) -> tuple[float, float]:
+    """Bracket (by doubling) and bisect the blank bias for ``low``..``high`` tokens per frame; returns the
+    bias added and the rate it gives (``<= high``, possibly below ``low`` where the rate jumps)."""
     import torch
 
     final = model.joint.joint_net[-1]
@@ -98,12 +110,20 @@ def _calibrate_blank_bias(model: Any, geometry: Any, clip: Path, low: float = 0.
         logger.info("%s: blank bias +%.3f -> %.2f tokens per frame", geometry.name, bias, rate)
         return rate
 
-    if rate_at(0.0) <= high:
-        return 0.0
-    below, above = 0.0, 1.0  # rate(below) > high; look for rate(above) <= high
-    rate = rate_at(above)
-    while rate > high and above < 1024:
-        below, above = above, above * 2
+    rate = rate_at(0.0)
+    if low <= rate <= high:
+        return 0.0, rate
+    # Bracket: rate(below) > high >= rate(above).
+    if rate > high:
+        below, above = 0.0, 1.0
+        rate = rate_at(above)
+        while rate > high and above < 4096:
+            below, above = above, above * 2
+            rate = rate_at(above)
+    else:
+        below, above = -1.0, 0.0
+        while rate_at(below) <= high and below > -4096:
+            below, above = below * 2, below
         rate = rate_at(above)
     for _ in range(16):
         if low <= rate <= high:
@@ -115,7 +135,32 @@ def _calibrate_blank_bias(model: Any, geometry: Any, clip: Path, low: float = 0.
         else:
             above, rate = middle, middle_rate
     rate_at(above)
-    return above
+    return above, rate
+
+
+def _calibrate_blank_bias(model: Any, geometry: Any, clip: Path, low: float = 0.2, high: float = 0.4) -> None:
+    """Make the random model emit ``low``..``high`` tokens per encoder frame on ``clip``, as a trained
+    model does on speech, by raising the blank logit's bias.
+
+    A deep random encoder gives nearly identical frames, so the blank logit barely varies over time and
+    the rate can jump from every frame to none (the v3 shape: 10 tokens per frame at +0.690, none at
+    +0.690 plus a hair). Then the blank row of the joint's output layer is scaled until the blank logit
+    varies by 1 over the clip's frames, and the bias is searched again.
+    """
+    import torch
+
+    bias, rate = _bisect_blank_bias(model, geometry, clip, low, high)
+    if rate >= low:
+        return
+    final = model.joint.joint_net[-1]
+    blank = geometry.vocab_size
+    with torch.no_grad():
+        final.bias[blank] -= bias
+        spread = _blank_logit_spread(model, clip, blank)
+        final.weight[blank] *= 1.0 / max(spread, 1e-6)
+    logger.info("%s: blank logit varies by %.4f over the frames; blank row scaled by %.1f", geometry.name, spread,
+                1.0 / max(spread, 1e-6))
+    _bisect_blank_bias(model, geometry, clip, low, high)
 
 
 def build(shape: str, out: Path, clip: Path) -> Path:

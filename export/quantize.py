@@ -38,8 +38,11 @@ class Agreement:
 
     @property
     def token_agreement(self) -> float:
-        """1 - token edit distance / fp32 tokens (1.0: identical)."""
-        return 1.0 - self.token_edits / self.reference_tokens if self.reference_tokens else 1.0
+        """1 - token edit distance / fp32 tokens: 1.0 identical, 0.0 when the int8 tokens differ by as many
+        edits as fp32 has tokens or more (an int8 model that runs away can emit many more)."""
+        if not self.reference_tokens:
+            return 1.0 if not self.token_edits else 0.0
+        return max(0.0, 1.0 - self.token_edits / self.reference_tokens)
 
 
 def _edit_distance(a: Sequence[int], b: Sequence[int]) -> int:

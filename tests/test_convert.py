@@ -198,3 +198,14 @@ def test_int8_quantization(model_name: str, tmp_path: Path, nemo_paths: dict[str
     agreement = token_agreement(converted[model_name], out, list(clips.values()))
     # Dynamic int8 on a tiny model: most clips survive intact, long ones can drift (see benchmarks/README.md).
     assert agreement.identical_clips >= agreement.clips // 2, agreement
+
+
+def test_token_agreement_stays_within_0_and_1() -> None:
+    from parakeet_runtime.export.quantize import Agreement
+
+    assert Agreement(clips=1, identical_clips=1, reference_tokens=10, token_edits=0).token_agreement == 1.0
+    assert Agreement(clips=1, identical_clips=0, reference_tokens=10, token_edits=4).token_agreement == 0.6
+    # A quantised model that runs away emits far more tokens than fp32 had: agreement 0, not negative.
+    assert Agreement(clips=1, identical_clips=0, reference_tokens=10, token_edits=480).token_agreement == 0.0
+    assert Agreement(clips=1, identical_clips=1, reference_tokens=0, token_edits=0).token_agreement == 1.0
+    assert Agreement(clips=1, identical_clips=0, reference_tokens=0, token_edits=3).token_agreement == 0.0
