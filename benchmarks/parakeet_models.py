@@ -160,7 +160,19 @@ def _calibrate_blank_bias(model: Any, geometry: Any, clip: Path, low: float = 0.
         final.weight[blank] *= 1.0 / max(spread, 1e-6)
     logger.info("%s: blank logit varies by %.4f over the frames; blank row scaled by %.1f", geometry.name, spread,
                 1.0 / max(spread, 1e-6))
-    _bisect_blank_bias(model, geometry, clip, low, high)
+    bias, rate = _bisect_blank_bias(model, geometry, clip, low, high)
+    # The search ends at the edge of the cliff, where int8 rounding of the encoder can tip the model into
+    # emitting at every frame; step back from it while the model still emits.
+    frame_seconds = geometry.window_stride * geometry.subsampling_factor
+    for margin in (0.25, 0.125, 0.0625, 0.0):
+        with torch.no_grad():
+            final.bias[blank] += margin
+        stepped = _tokens_per_frame(model, clip, frame_seconds)
+        logger.info("%s: blank bias +%.3f more -> %.2f tokens per frame", geometry.name, margin, stepped)
+        if stepped > 0 or margin == 0.0:
+            break
+        with torch.no_grad():
+            final.bias[blank] -= margin
 
 
 def build(shape: str, out: Path, clip: Path) -> Path:
