@@ -190,6 +190,13 @@ def run_system(
             "peak_rss_mb": process_peak}
 
 
+def _runs(meta: dict[str, Any]) -> str:
+    rounds = int(meta.get("rounds", 1))
+    if rounds == 1:
+        return f"{meta['runs']} runs"
+    return f"{meta['runs'] * rounds} runs ({meta['runs']} in each of {rounds} rounds, the systems taking turns)"
+
+
 def speedup(case: dict[str, Any]) -> str:
     """NeMo's wall time over this system's (pooled medians), with each round's own ratio."""
     if "speedup_vs_nemo" not in case:
@@ -208,7 +215,7 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
     meta = report["meta"]
     lines = [start, f"Model `{name}` ({meta['model']}), {meta['machine']['cores']} cores ({meta['machine']['cpu']}), "
              f"{meta['machine'].get('simd', '')}, threads {meta['threads'] or 'default'}, "
-             f"median of {meta['runs']} runs, {meta['date']}.", "",
+             f"median of {_runs(meta)}, {meta['date']}.", "",
              "| system | case | audio (s) | wall (s) | RTFx | × NeMo (per round) | features (s) | encoder (s) | "
              "decoding (s) | decoding share | load (s) | case peak RSS (MB) | process peak RSS (MB) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
