@@ -93,22 +93,25 @@ def _blank_logit_spread(model: Any, clip: Path, blank: int) -> float:
     return float(logits[0, :, 0, blank].std())
 
 
+def _rate_with_blank_bias(model: Any, geometry: Any, clip: Path, bias: float) -> float:
+    """Set the joint's blank-logit bias to ``bias`` and return the tokens per encoder frame on ``clip``."""
+    import torch
+
+    blank = geometry.vocab_size  # TDT: the blank follows the vocabulary
+    with torch.no_grad():
+        model.joint.joint_net[-1].bias[blank] = bias
+    rate = _tokens_per_frame(model, clip, geometry.window_stride * geometry.subsampling_factor)
+    logger.info("%s: blank bias %.3f -> %.2f tokens per frame", geometry.name, bias, rate)
+    return rate
+
+
 def _bisect_blank_bias(model: Any, geometry: Any, clip: Path, low: float, high: float) -> tuple[float, float]:
     """Bracket (by doubling) and bisect the blank bias for ``low``..``high`` tokens per frame; returns the
     bias added and the rate it gives (``<= high``, possibly below ``low`` where the rate jumps)."""
-    import torch
-
-    final = model.joint.joint_net[-1]
-    blank = geometry.vocab_size  # TDT: the blank follows the vocabulary
-    frame_seconds = geometry.window_stride * geometry.subsampling_factor
-    original = float(final.bias[blank])
+    original = float(model.joint.joint_net[-1].bias[geometry.vocab_size])
 
     def rate_at(bias: float) -> float:
-        with torch.no_grad():
-            final.bias[blank] = original + bias
-        rate = _tokens_per_frame(model, clip, frame_seconds)
-        logger.info("%s: blank bias +%.3f -> %.2f tokens per frame", geometry.name, bias, rate)
-        return rate
+        return _rate_with_blank_bias(model, geometry, clip, original + bias)
 
     rate = rate_at(0.0)
     if low <= rate <= high:
@@ -157,22 +160,17 @@ def _calibrate_blank_bias(model: Any, geometry: Any, clip: Path, low: float = 0.
     with torch.no_grad():
         final.bias[blank] -= bias
         spread = _blank_logit_spread(model, clip, blank)
-        final.weight[blank] *= 1.0 / max(spread, 1e-6)
+        scale = 1.0 / max(spread, 1e-6)
+        final.weight[blank] *= scale
     logger.info("%s: blank logit varies by %.4f over the frames; blank row scaled by %.1f", geometry.name, spread,
-                1.0 / max(spread, 1e-6))
-    bias, rate = _bisect_blank_bias(model, geometry, clip, low, high)
+                scale)
+    _bisect_blank_bias(model, geometry, clip, low, high)
     # The search ends at the edge of the cliff, where int8 rounding of the encoder can tip the model into
     # emitting at every frame; step back from it while the model still emits.
-    frame_seconds = geometry.window_stride * geometry.subsampling_factor
+    edge = float(final.bias[blank])
     for margin in (0.25, 0.125, 0.0625, 0.0):
-        with torch.no_grad():
-            final.bias[blank] += margin
-        stepped = _tokens_per_frame(model, clip, frame_seconds)
-        logger.info("%s: blank bias +%.3f more -> %.2f tokens per frame", geometry.name, margin, stepped)
-        if stepped > 0 or margin == 0.0:
+        if _rate_with_blank_bias(model, geometry, clip, edge + margin) > 0 or margin == 0.0:
             break
-        with torch.no_grad():
-            final.bias[blank] -= margin
 
 
 def build(shape: str, out: Path, clip: Path) -> Path:

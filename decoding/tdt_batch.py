@@ -90,8 +90,8 @@ def tdt_greedy_decode_batch(
     max_symbols = config.max_symbols
 
     all_rows = np.arange(batch, dtype=np.int64)
-    predictor_output, state = model.start_rows(batch)
-    predictor_output = np.array(predictor_output, dtype=np.float32, copy=True)
+    predictor_output, state = model.start_rows(batch)  # fresh rows: updated in place below
+    predictor_output = np.asarray(predictor_output, dtype=np.float32)
 
     time = np.zeros(batch, dtype=np.int64)
     last_emit_frame = np.full(batch, -1, dtype=np.int64)

@@ -103,17 +103,16 @@ class OnnxTdtModel:
     """Predictor output, ``h`` and ``c`` after the start-of-sequence input, computed once (read-only)."""
 
     def __post_init__(self) -> None:
-        spec = self.manifest.predictor
-        zeros = np.zeros((spec.layers, 1, spec.hidden), dtype=np.float32)
-        blank = np.array([self.manifest.decoding.blank_id], dtype=np.int64)
-        feeds = {spec.input_targets: blank, spec.input_h: zeros, spec.input_c: zeros}
         try:
-            output, h, c = self.predictor_session.run([spec.output, spec.output_h, spec.output_c], feeds)
+            output, (h, c) = self.predict(self.manifest.decoding.blank_id, self.initial_state())
         except Exception as exc:  # onnxruntime raises its own untyped exceptions here
-            raise ManifestError(f"{spec.file}: the predictor does not run on its manifest's inputs ({exc})") from exc
-        for array in (output, h, c):
+            raise ManifestError(
+                f"{self.manifest.predictor.file}: the predictor does not run on its manifest's inputs ({exc})"
+            ) from exc
+        start = (output[None, :], h, c)
+        for array in start:
             array.setflags(write=False)
-        object.__setattr__(self, "_start", (output, h, c))
+        object.__setattr__(self, "_start", start)
 
     @classmethod
     def load(

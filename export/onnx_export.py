@@ -105,9 +105,8 @@ def predictor_graph(decoder: Any, joint: nn.Module) -> nn.Module:
     embed = prediction["embed"] if prediction is not None and "embed" in prediction else None
     rnn = prediction["dec_rnn"] if prediction is not None and "dec_rnn" in prediction else None
     lstm = getattr(rnn, "lstm", None)
-    plain = (
-        isinstance(embed, nn.Embedding)
-        and type(rnn) is LSTMDropout
+    plain_lstm = (
+        type(rnn) is LSTMDropout
         and isinstance(lstm, nn.LSTM)
         and lstm.bias
         and not lstm.batch_first
@@ -115,9 +114,9 @@ def predictor_graph(decoder: Any, joint: nn.Module) -> nn.Module:
         and lstm.proj_size == 0
         and not (hasattr(decoder, "is_adapter_available") and decoder.is_adapter_available())
     )
-    if not plain or not isinstance(embed, nn.Embedding):
-        return PredictorGraph(decoder, joint)
-    return TablePredictorGraph(joint, embed, lstm)
+    if isinstance(embed, nn.Embedding) and plain_lstm:
+        return TablePredictorGraph(joint, embed, lstm)
+    return PredictorGraph(decoder, joint)
 
 
 class JointGraph(nn.Module):
