@@ -148,7 +148,7 @@ def convert(
 
 def _quantized(staging: Path, manifest: Manifest, precision: str, clips: Sequence[Path]) -> Path:
     """Replace the fp32 staging directory by a quantised one; returns the new staging directory."""
-    from .quantize import PRECISIONS, quantize_directory, token_agreement
+    from .quantize import PRECISIONS, WEIGHT_SCHEME, quantize_directory, token_agreement
 
     if precision not in PRECISIONS:
         raise ConversionError(f"unsupported quantisation {precision!r} (supported: {', '.join(PRECISIONS)})")
@@ -161,7 +161,7 @@ def _quantized(staging: Path, manifest: Manifest, precision: str, clips: Sequenc
         quantized = replace(quantized, provenance={
             **quantized.provenance,
             "quantization": {"precision": precision,
-                             "method": "onnxruntime quantize_dynamic: MatMul weights int8, pointwise convolutions fp32",
+                             "method": f"onnxruntime quantize_dynamic of the encoder's MatMuls: {WEIGHT_SCHEME}",
                              "token_agreement_with_fp32": agreement.token_agreement,
                              "identical_clips": agreement.identical_clips, "clips": agreement.clips},
         })

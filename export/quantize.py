@@ -1,17 +1,19 @@
 """Int8 quantisation of the encoder, and how far its tokens agree with the fp32 directory's.
 
-Only the encoder is quantised: dynamic int8 (weights int8 per tensor, activations quantised on the fly)
-for its MatMul weights, which hold nearly all of its FLOPs and bytes. The convolution modules' pointwise
-convolutions (exported as MatMul) stay fp32: quantising them too made the v2-shape encoder 12% faster but
-cost token agreement on every trained fixture model (benchmarks/README.md). Other convolutions,
-normalisation, the prediction network and the joint stay fp32 as well: they are cheap, and the predictor
-and the joint decide every token (an int8 predictor also lost agreement on the fixtures).
+Only the encoder is quantised: dynamic int8 for the weights of all its MatMuls (the feed-forward,
+attention and position projections and the pointwise convolutions, which hold nearly all of its FLOPs and
+bytes), activations quantised on the fly. Weights are unsigned 8-bit with a scale and zero point per output
+channel (:data:`WEIGHT_SCHEME`). Signed weights are ONNX Runtime's default, but on x86 CPUs without VNNI
+(AVX2 only) its u8×s8 kernel adds pairs of products in saturating 16-bit lanes, and the saturation cost
+token agreement on every trained fixture model; u8×u8 products are exact on every CPU
+(benchmarks/README.md, "int8 token agreement"). Convolutions, normalisation, the prediction network and the
+joint stay fp32: they are cheap, and the predictor and the joint decide every token (an int8 predictor
+lost agreement on the fixtures).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -55,17 +57,8 @@ def _edit_distance(a: Sequence[int], b: Sequence[int]) -> int:
     return previous[-1]
 
 
-POINTWISE_CONVOLUTION = re.compile(r"/layers\.\d+/conv/")
-"""Node names of MatMuls inside a Conformer layer's convolution module (NeMo's ``ConformerLayer.conv``):
-the pointwise convolutions, which ``export.graph_forwards`` writes as MatMul."""
-
-
-def pointwise_convolution_nodes(graph_path: Path) -> list[str]:
-    """The MatMul nodes of ``graph_path`` that are pointwise convolutions (kept fp32)."""
-    import onnx
-
-    graph = onnx.load(str(graph_path), load_external_data=False).graph
-    return [n.name for n in graph.node if n.op_type == "MatMul" and POINTWISE_CONVOLUTION.search(n.name)]
+WEIGHT_SCHEME = "uint8 weights per output channel, activations uint8 per tensor"
+"""How ``quantize_directory`` quantises the encoder's MatMul weights (recorded in the manifest)."""
 
 
 def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest) -> Manifest:
@@ -82,10 +75,9 @@ def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest) -> Man
             model_input=str(fp32_dir / spec.file),
             model_output=str(out_dir / spec.file),
             op_types_to_quantize=["MatMul"],
-            weight_type=QuantType.QInt8,
-            per_channel=False,
+            weight_type=QuantType.QUInt8,
+            per_channel=True,
             extra_options={"MatMulConstBOnly": True},
-            nodes_to_exclude=pointwise_convolution_nodes(fp32_dir / spec.file),
         )
     except Exception as exc:
         raise ConversionError(f"int8 quantisation failed: {type(exc).__name__}: {exc}") from exc

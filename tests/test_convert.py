@@ -179,25 +179,34 @@ def test_int8_quantization(model_name: str, tmp_path: Path, nemo_paths: dict[str
     assert report.manifest.encoder.precision == "int8"
     recorded = report.manifest.provenance["quantization"]
     assert recorded["clips"] == 2 and 0.0 <= recorded["token_agreement_with_fp32"] <= 1.0
+    assert "uint8" in recorded["method"]
     import onnx
-
-    from parakeet_runtime.export.quantize import pointwise_convolution_nodes
+    from onnx import TensorProto
 
     graph = onnx.load(str(out / "encoder.onnx")).graph
-    assert any(node.op_type == "MatMulInteger" for node in graph.node)
-    # The pointwise convolutions (two per layer, MatMul after export) are left in fp32.
-    pointwise = pointwise_convolution_nodes(converted[model_name] / "encoder.onnx")
-    layers = {int(name.split("/")[1].split(".")[1]) for name in pointwise}
-    assert len(pointwise) == 2 * len(layers) and len(layers) >= 2
-    kept = {node.name for node in graph.node if node.op_type == "MatMul"}
-    assert set(pointwise) <= kept
+    weights = {init.name: init for init in graph.initializer}
+    fp32_graph = onnx.load(str(converted[model_name] / "encoder.onnx"), load_external_data=False).graph
+    fp32_weights = {init.name for init in fp32_graph.initializer}
+    weighted = [n.name for n in fp32_graph.node if n.op_type == "MatMul" and n.input[1] in fp32_weights]
+    # Every MatMul with a weight is quantised, the pointwise convolutions' included (two per layer).
+    assert sum("/conv/" in name for name in weighted) >= 4
+    assert not [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    integer = [n for n in graph.node if n.op_type == "MatMulInteger"]
+    assert len(integer) == len(weighted)
+    for node in integer:
+        # uint8 weights (exact u8 x u8 products on CPUs without VNNI), a zero point per output channel.
+        b, zero_point = weights[node.input[1]], weights[node.input[3]]
+        assert b.data_type == TensorProto.UINT8 and zero_point.data_type == TensorProto.UINT8
+        assert list(zero_point.dims) == [b.dims[1]]
     assert (out / "encoder.onnx").stat().st_size < (converted[model_name] / "encoder.onnx").stat().st_size
     with Engine.load(out, batching=BatchingOptions(enabled=False)) as engine:
         result = engine.transcribe(clips["c2_sentence"])
         assert result.text
     agreement = token_agreement(converted[model_name], out, list(clips.values()))
-    # Dynamic int8 on a tiny model: most clips survive intact, long ones can drift (see benchmarks/README.md).
-    assert agreement.identical_clips >= agreement.clips // 2, agreement
+    # Dynamic int8 on a tiny model: a long clip can drift (tdt_a: 5 of 6 clips identical, 0.90 token
+    # agreement; signed weights, ONNX Runtime's default, agreed far less on AVX2: benchmarks/README.md).
+    assert agreement.identical_clips >= agreement.clips - 1, agreement
+    assert agreement.token_agreement >= 0.85, agreement
 
 
 def test_token_agreement_stays_within_0_and_1() -> None:
