@@ -69,6 +69,11 @@ class StepModel(Protocol[StateT]):
         """The predictor state before any label (NeMo: zeros)."""
         ...
 
+    def start(self) -> tuple[FloatArray, StateT]:
+        """``predict(blank_id, initial_state())``: the start of every utterance (an implementation may
+        compute it once)."""
+        ...
+
     def predict(self, label: int, state: StateT) -> tuple[FloatArray, StateT]:
         """Feed ``label`` (the blank id stands for start-of-sequence) and return the projected
         predictor output, shape ``(joint_hidden,)``, and the new state."""
@@ -77,6 +82,14 @@ class StepModel(Protocol[StateT]):
     def joint(self, encoder_frame: FloatArray, predictor_output: FloatArray) -> FloatArray:
         """Joint logits for one projected encoder frame ``(joint_hidden,)`` and one projected predictor
         output ``(joint_hidden,)``: shape ``(blank_id + 1 + len(durations),)``."""
+        ...
+
+    def predict_joint(
+        self, label: int, state: StateT, encoder_frame: FloatArray
+    ) -> tuple[FloatArray, StateT, FloatArray]:
+        """``predict(label, state)``, then the joint of ``encoder_frame`` with its output: the projected
+        predictor output, the new state and the logits. One call, so that an implementation can run both
+        in one graph (after every emitted label the search needs the joint at the next frame)."""
         ...
 
 
@@ -116,33 +129,29 @@ def tdt_greedy_decode(
     num_durations = len(durations)
     max_symbols = config.max_symbols
 
-    current_state = model.initial_state() if state is None else state
-    predictor_output, current_state = model.predict(blank, current_state)
+    if state is None:
+        predictor_output, current_state = model.start()
+    else:
+        predictor_output, current_state = model.predict(blank, state)
 
     tokens: list[DecodedToken] = []
     last_emit_frame = -1
     emitted_at_last_frame = 0
     time = 0
-
-    def step(frame: int) -> tuple[int, int]:
-        logits = model.joint(encoder_frames[frame], predictor_output)
-        label = int(np.argmax(logits[:-num_durations]))
-        duration = durations[int(np.argmax(logits[-num_durations:]))]
-        if label == blank and duration == 0:
-            duration = 1
-        return label, duration
+    logits: FloatArray | None = None  # the joint at ``time``, when ``predict_joint`` computed it already
 
     while time < length:
-        label_frame = time
-        label, duration = step(time)
-        time += duration
-        # Keep looking for a non-blank label without touching the predictor.
-        while label == blank and time < length:
-            label_frame = time
-            label, duration = step(time)
-            time += duration
+        if logits is None:
+            logits = model.joint(encoder_frames[time], predictor_output)
+        label = int(np.argmax(logits[:-num_durations]))
+        duration = durations[int(np.argmax(logits[-num_durations:]))]
+        logits = None
         if label == blank:
-            break
+            # Keep looking for a non-blank label without touching the predictor.
+            time += duration if duration else 1
+            continue
+        label_frame = time
+        time += duration
 
         tokens.append(DecodedToken(id=label, frame=label_frame, duration=duration))
         if last_emit_frame == label_frame:
@@ -150,8 +159,6 @@ def tdt_greedy_decode(
         else:
             emitted_at_last_frame = 1
         last_emit_frame = label_frame
-        predictor_output, current_state = model.predict(label, current_state)
-
         if (
             max_symbols is not None
             and time < length
@@ -159,5 +166,10 @@ def tdt_greedy_decode(
             and last_emit_frame == time
         ):
             time += 1
+        # The predictor consumes the label; the joint at the next frame comes with it. After the last
+        # frame there is no next frame: the joint of the last one is computed and not used.
+        predictor_output, current_state, logits = model.predict_joint(
+            label, current_state, encoder_frames[min(time, length - 1)]
+        )
 
     return TdtResult(tokens=tuple(tokens), state=current_state)

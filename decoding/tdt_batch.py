@@ -2,9 +2,10 @@
 
 Each utterance runs the same search as :func:`~parakeet_runtime.decoding.tdt.tdt_greedy_decode`, written
 as a state machine that makes one joint evaluation per tick. All utterances still searching advance
-together: one batched joint call per tick for every active utterance, one batched predictor call per tick
-for the utterances that emitted a label. Utterances whose time runs past their length drop out. Because
-no utterance's transitions depend on another's, the tokens of each are exactly those of a solo search.
+together: one batched predictor call per tick for the utterances that emitted a label, which also gives
+their joint at the next frame, and one batched joint call for the others. Utterances whose time runs past
+their length drop out. Because no utterance's transitions depend on another's, the tokens of each are
+exactly those of a solo search.
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ class BatchStepModel(Protocol[StateT]):
     def joint_rows(self, encoder_frames: FloatArray, predictor_outputs: FloatArray) -> FloatArray:
         """Joint logits ``(n, blank_id + 1 + len(durations))`` for ``n`` pairs of projected encoder frames
         ``(n, joint_hidden)`` and projected predictor outputs ``(n, joint_hidden)``."""
+        ...
+
+    def predict_joint_rows(
+        self, labels: IntArray, state: StateT, rows: IntArray, encoder_frames: FloatArray
+    ) -> tuple[FloatArray, StateT, FloatArray]:
+        """``predict_rows(labels, state, rows)``, then ``joint_rows`` of ``encoder_frames`` ``(len(rows),
+        joint_hidden)`` with its outputs: the outputs, the new state and the logits, in one call (so that an
+        implementation can run both in one graph)."""
         ...
 
 
@@ -97,11 +106,19 @@ def tdt_greedy_decode_batch(
     last_emit_frame = np.full(batch, -1, dtype=np.int64)
     emitted_at_last_frame = np.zeros(batch, dtype=np.int64)
     tokens: list[list[DecodedToken]] = [[] for _ in range(batch)]
+    # Rows whose joint at ``time`` came with their last predictor call, and those logits.
+    pending = np.zeros(batch, dtype=bool)
+    pending_logits = np.zeros((batch, num_labels + len(durations)), dtype=np.float32)
 
     active = all_rows[time < length]
     while active.size:
         frame = time[active]
-        logits = model.joint_rows(encoder_frames[active, frame], predictor_output[active])
+        missing = active[~pending[active]]
+        if missing.size:
+            pending_logits[missing] = model.joint_rows(encoder_frames[missing, time[missing]],
+                                                       predictor_output[missing])
+        logits = pending_logits[active]
+        pending[active] = False
         label = np.argmax(logits[:, :num_labels], axis=1).astype(np.int64)
         duration = durations[np.argmax(logits[:, num_labels:], axis=1)]
         is_blank = label == blank
@@ -120,8 +137,6 @@ def tdt_greedy_decode_batch(
             same = last_emit_frame[rows] == emit_frame
             emitted_at_last_frame[rows] = np.where(same, emitted_at_last_frame[rows] + 1, 1)
             last_emit_frame[rows] = emit_frame
-            outputs, state = model.predict_rows(emit_label, state, rows)
-            predictor_output[rows] = outputs
             if max_symbols is not None:
                 force = (
                     (time[rows] < length[rows])
@@ -129,6 +144,14 @@ def tdt_greedy_decode_batch(
                     & (last_emit_frame[rows] == time[rows])
                 )
                 time[rows[force]] += 1
+            # Rows past their last frame get the joint of that frame, which is not used.
+            next_frame = np.minimum(time[rows], length[rows] - 1)
+            outputs, state, next_logits = model.predict_joint_rows(
+                emit_label, state, rows, encoder_frames[rows, next_frame]
+            )
+            predictor_output[rows] = outputs
+            pending_logits[rows] = next_logits
+            pending[rows] = True
         active = active[time[active] < length[active]]
 
     return BatchResult(tokens=tuple(tuple(t) for t in tokens), state=state)

@@ -90,6 +90,20 @@ class JointSpec:
 
 
 @dataclass(frozen=True)
+class StepSpec:
+    """The predictor and the joint in one graph (optional; directories without it run the two graphs).
+
+    Inputs: the predictor section's label and state inputs, and one projected encoder frame per row.
+    Outputs: the predictor section's outputs, and the joint's logits for that frame and the new predictor
+    output.
+    """
+
+    file: str
+    input_encoder: str = "encoder_frame"
+    output_logits: str = "logits"
+
+
+@dataclass(frozen=True)
 class DecodingSpec:
     """TDT decoding settings."""
 
@@ -125,6 +139,7 @@ class Manifest:
     model_name: str = ""
     provenance: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    step: StepSpec | None = None
 
     def to_json(self) -> str:
         """Serialise, with the format name and schema version first."""
@@ -142,7 +157,8 @@ class Manifest:
             self.tokenizer.file,
             self.tokenizer.vocab_file,
         )
-        return (*names, self.encoder.external_data) if self.encoder.external_data else names
+        extra = tuple(name for name in (self.encoder.external_data, self.step.file if self.step else None) if name)
+        return (*names, *extra)
 
 
 def _section(raw: Mapping[str, Any], name: str, cls: type[Any]) -> Any:
@@ -182,6 +198,7 @@ def parse_manifest(raw: Mapping[str, Any]) -> Manifest:
         model_name=str(raw.get("model_name", "")),
         provenance=dict(raw.get("provenance", {})),
         schema_version=SCHEMA_VERSION,
+        step=_section(raw, "step", StepSpec) if raw.get("step") is not None else None,
     )
     _check_consistency(manifest)
     return manifest

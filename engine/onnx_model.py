@@ -91,11 +91,13 @@ def _frames(manifest: Manifest, seconds: float | None) -> int | None:
 
 @dataclass(frozen=True, eq=False)
 class OnnxTdtModel:
-    """The three graphs of a TDT model. Immutable; every method is safe to call from many threads."""
+    """The graphs of a TDT model. Immutable; every method is safe to call from many threads."""
 
     manifest: Manifest
     encoder_session: ort.InferenceSession
     predictor_session: ort.InferenceSession
+    """Runs the prediction network: the step graph (predictor and joint in one) when the directory has
+    one, else the predictor graph."""
     joint_session: ort.InferenceSession
     release_above_frames: int | None = None
     """Encoder runs on more feature frames than this (batch × padded width) release the arena's growth."""
@@ -106,9 +108,8 @@ class OnnxTdtModel:
         try:
             output, (h, c) = self.predict(self.manifest.decoding.blank_id, self.initial_state())
         except Exception as exc:  # onnxruntime raises its own untyped exceptions here
-            raise ManifestError(
-                f"{self.manifest.predictor.file}: the predictor does not run on its manifest's inputs ({exc})"
-            ) from exc
+            graph = (self.manifest.step or self.manifest.predictor).file
+            raise ManifestError(f"{graph}: the predictor does not run on its manifest's inputs ({exc})") from exc
         start = (output[None, :], h, c)
         for array in start:
             array.setflags(write=False)
@@ -120,10 +121,11 @@ class OnnxTdtModel:
     ) -> OnnxTdtModel:
         chosen = list(providers) if providers is not None else default_providers()
         logger.info("loading ONNX graphs from %s with providers %s", model_dir, chosen)
+        predictor_file = manifest.step.file if manifest.step else manifest.predictor.file
         return cls(
             manifest=manifest,
             encoder_session=_session(model_dir / manifest.encoder.file, chosen, session.threads, session.spinning),
-            predictor_session=_step_session(model_dir / manifest.predictor.file, chosen, session.threads, spin=True),
+            predictor_session=_step_session(model_dir / predictor_file, chosen, session.threads, spin=True),
             joint_session=_step_session(model_dir / manifest.joint.file, chosen, session.threads, spin=False),
             release_above_frames=_frames(manifest, session.release_memory_above_seconds),
         )
@@ -149,6 +151,26 @@ class OnnxTdtModel:
         )
         return frames, encoded_lengths.astype(np.int64, copy=False)
 
+    def _run_predictor(
+        self, labels: npt.NDArray[np.int64], h: FloatArray, c: FloatArray, encoder_frames: FloatArray | None
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray | None]:
+        """One predictor step for ``len(labels)`` rows; with ``encoder_frames``, also the joint of those
+        frames with the new outputs (one run of the step graph, or a predictor run and a joint run)."""
+        spec = self.manifest.predictor
+        feeds: dict[str, Any] = {spec.input_targets: labels, spec.input_h: h, spec.input_c: c}
+        step = self.manifest.step
+        if step is None:
+            output, new_h, new_c = self.predictor_session.run([spec.output, spec.output_h, spec.output_c], feeds)
+            logits = None if encoder_frames is None else self.joint_rows(encoder_frames, output)
+            return output, new_h, new_c, logits
+        if encoder_frames is None:  # a prediction alone: the joint of a zero frame is computed and dropped
+            encoder_frames = np.zeros((labels.shape[0], self.manifest.encoder.joint_hidden), dtype=np.float32)
+        feeds[step.input_encoder] = np.ascontiguousarray(encoder_frames)
+        output, new_h, new_c, logits = self.predictor_session.run(
+            [spec.output, spec.output_h, spec.output_c, step.output_logits], feeds
+        )
+        return output, new_h, new_c, logits
+
     # --- decoding.StepModel[LstmState] ---------------------------------------------------------
 
     def initial_state(self) -> LstmState:
@@ -156,24 +178,27 @@ class OnnxTdtModel:
         zeros = np.zeros((spec.layers, 1, spec.hidden), dtype=np.float32)
         return zeros, zeros
 
+    def start(self) -> tuple[FloatArray, LstmState]:
+        """The start-of-sequence step computed once at load (read-only arrays: the search never writes)."""
+        output, h, c = self._start
+        return output[0], (h, c)
+
     def predict(self, label: int, state: LstmState) -> tuple[FloatArray, LstmState]:
-        spec = self.manifest.predictor
-        feeds: dict[str, Any] = {
-            spec.input_targets: np.array([label], dtype=np.int64),
-            spec.input_h: state[0],
-            spec.input_c: state[1],
-        }
-        output, h, c = self.predictor_session.run([spec.output, spec.output_h, spec.output_c], feeds)
+        output, h, c, _ = self._run_predictor(np.array([label], dtype=np.int64), state[0], state[1], None)
         return output[0], (h, c)
 
     def joint(self, encoder_frame: FloatArray, predictor_output: FloatArray) -> FloatArray:
-        spec = self.manifest.joint
-        (logits,) = self.joint_session.run(
-            [spec.output_logits],
-            {spec.input_encoder: encoder_frame[None, :], spec.input_predictor: predictor_output[None, :]},
-        )
-        result: FloatArray = logits[0]
+        result: FloatArray = self.joint_rows(encoder_frame[None, :], predictor_output[None, :])[0]
         return result
+
+    def predict_joint(
+        self, label: int, state: LstmState, encoder_frame: FloatArray
+    ) -> tuple[FloatArray, LstmState, FloatArray]:
+        output, h, c, logits = self._run_predictor(
+            np.array([label], dtype=np.int64), state[0], state[1], encoder_frame[None, :]
+        )
+        assert logits is not None
+        return output[0], (h, c), logits[0]
 
     # --- decoding.BatchStepModel[LstmState] ----------------------------------------------------
 
@@ -187,21 +212,35 @@ class OnnxTdtModel:
     def predict_rows(
         self, labels: npt.NDArray[np.int64], state: LstmState, rows: npt.NDArray[np.int64]
     ) -> tuple[FloatArray, LstmState]:
-        spec = self.manifest.predictor
+        outputs, new_state, _ = self._predict_rows(labels, state, rows, None)
+        return outputs, new_state
+
+    def predict_joint_rows(
+        self, labels: npt.NDArray[np.int64], state: LstmState, rows: npt.NDArray[np.int64], encoder_frames: FloatArray
+    ) -> tuple[FloatArray, LstmState, FloatArray]:
+        outputs, new_state, logits = self._predict_rows(labels, state, rows, encoder_frames)
+        assert logits is not None
+        return outputs, new_state, logits
+
+    def _predict_rows(
+        self,
+        labels: npt.NDArray[np.int64],
+        state: LstmState,
+        rows: npt.NDArray[np.int64],
+        encoder_frames: FloatArray | None,
+    ) -> tuple[FloatArray, LstmState, FloatArray | None]:
         full = rows.shape[0] == state[0].shape[1] and bool(np.all(rows == np.arange(rows.shape[0])))
         h_rows, c_rows = (state[0], state[1]) if full else (state[0][:, rows], state[1][:, rows])
-        feeds: dict[str, Any] = {
-            spec.input_targets: np.ascontiguousarray(labels, dtype=np.int64),
-            spec.input_h: np.ascontiguousarray(h_rows),
-            spec.input_c: np.ascontiguousarray(c_rows),
-        }
-        output, h, c = self.predictor_session.run([spec.output, spec.output_h, spec.output_c], feeds)
+        output, h, c, logits = self._run_predictor(
+            np.ascontiguousarray(labels, dtype=np.int64), np.ascontiguousarray(h_rows), np.ascontiguousarray(c_rows),
+            encoder_frames,
+        )
         if full:
-            return output, (h, c)
+            return output, (h, c), logits
         new_h, new_c = state[0].copy(), state[1].copy()
         new_h[:, rows] = h
         new_c[:, rows] = c
-        return output, (new_h, new_c)
+        return output, (new_h, new_c), logits
 
     def joint_rows(self, encoder_frames: FloatArray, predictor_outputs: FloatArray) -> FloatArray:
         spec = self.manifest.joint

@@ -33,6 +33,7 @@ from . import inspect_model
 from .errors import ConversionError
 from .probe import ProbeResult, check_parity
 from .source import load_model, resolve
+from .step_graph import write_step_graph
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +191,8 @@ def _write_directory(model: Any, staging: Path, facts: dict[str, Any], spec: str
     decoding = inspect_model.decoding_spec(model)
     tokenizer = inspect_model.tokenizer_spec(model)
     _write_tokenizer(model, staging, decoding.vocab_size)
+    predictor = PredictorSpec(file="predictor.onnx", layers=int(facts["layers"]), hidden=int(facts["hidden"]))
+    joint = JointSpec(file="joint.onnx", num_outputs=decoding.vocab_size + 1 + len(decoding.durations))
     manifest = Manifest(
         features=features,
         encoder=EncoderSpec(
@@ -200,8 +203,9 @@ def _write_directory(model: Any, staging: Path, facts: dict[str, Any], spec: str
             max_frames=inspect_model.max_encoder_frames(model),
             external_data=facts.get("encoder.onnx.data"),
         ),
-        predictor=PredictorSpec(file="predictor.onnx", layers=int(facts["layers"]), hidden=int(facts["hidden"])),
-        joint=JointSpec(file="joint.onnx", num_outputs=decoding.vocab_size + 1 + len(decoding.durations)),
+        predictor=predictor,
+        joint=joint,
+        step=write_step_graph(staging, predictor, joint),
         decoding=decoding,
         tokenizer=tokenizer,
         model_name=Path(spec).stem if spec.endswith(".nemo") else spec,

@@ -162,7 +162,7 @@ def test_cli_converts_with_progress_and_summary(tmp_path: Path, nemo_paths: dict
     assert manifest["decoding"]["durations"] == [0, 1, 2, 4, 8]
     assert all(p.stat().st_mode & 0o044 == 0o044 for p in out.iterdir()), "files must be readable by others"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["manifest.json", "encoder.onnx", "predictor.onnx", "joint.onnx", "tokenizer.model", "vocab.txt",
+        ["manifest.json", "encoder.onnx", "predictor.onnx", "joint.onnx", "step.onnx", "tokenizer.model", "vocab.txt",
          "features.npz"]
     )
 

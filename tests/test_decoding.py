@@ -33,6 +33,9 @@ class Scripted:
     def initial_state(self) -> int:
         return 0
 
+    def start(self) -> tuple[np.ndarray, int]:
+        return self.predict(self.num_labels - 1, 0)
+
     def predict(self, label: int, state: int) -> tuple[np.ndarray, int]:
         emitted = state if label == self.num_labels - 1 else state + 1
         return np.array([emitted], dtype=np.float32), emitted
@@ -44,6 +47,10 @@ class Scripted:
         logits[label] = 1.0
         logits[self.num_labels + dur] = 1.0
         return logits
+
+    def predict_joint(self, label: int, state: int, encoder_frame: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+        output, new_state = self.predict(label, state)
+        return output, new_state, self.joint(encoder_frame, output)
 
 
 def frames(n: int) -> np.ndarray:
@@ -141,6 +148,9 @@ def test_greedy_matches_nemo_label_looping(durations: tuple[int, ...], max_symbo
         def initial_state(self) -> object:
             return None
 
+        def start(self) -> tuple[np.ndarray, object]:
+            return self.predict(vocab, None)
+
         def predict(self, label: int, state: object) -> tuple[np.ndarray, object]:
             with torch.inference_mode():
                 out, new_state = decoder.predict(torch.tensor([[label]]), state, add_sos=False, batch_size=1)
@@ -152,6 +162,11 @@ def test_greedy_matches_nemo_label_looping(durations: tuple[int, ...], max_symbo
                 g = torch.from_numpy(predictor_output)[None, None]
                 logits: np.ndarray = joint.joint_after_projection(f, g)[0, 0, 0].numpy()
                 return logits
+
+        def predict_joint(self, label: int, state: object,
+                          encoder_frame: np.ndarray) -> tuple[np.ndarray, object, np.ndarray]:
+            output, new_state = self.predict(label, state)
+            return output, new_state, self.joint(encoder_frame, output)
 
     for trial in range(12):
         with torch.no_grad():

@@ -38,12 +38,20 @@ class RandomTransducer:
     def initial_state(self) -> State:
         return np.zeros(self.w_state.shape[0], dtype=np.float32)
 
+    def start(self) -> tuple[np.ndarray, State]:
+        return self.predict(self.embed.shape[0] - 1, self.initial_state())
+
     def predict(self, label: int, state: State) -> tuple[np.ndarray, State]:
         new = np.tanh(self.embed[label] + state @ self.w_state)
         return (new @ self.w_out).astype(np.float32), new.astype(np.float32)
 
     def joint(self, encoder_frame: np.ndarray, predictor_output: np.ndarray) -> np.ndarray:
         return np.asarray(np.tanh(encoder_frame + predictor_output) @ self.w_joint + self.bias, dtype=np.float32)
+
+    def predict_joint(self, label: int, state: State,
+                      encoder_frame: np.ndarray) -> tuple[np.ndarray, State, np.ndarray]:
+        output, new_state = self.predict(label, state)
+        return output, new_state, self.joint(encoder_frame, output)
 
     # batch
     def start_rows(self, batch_size: int) -> tuple[np.ndarray, State]:
@@ -59,6 +67,11 @@ class RandomTransducer:
 
     def joint_rows(self, encoder_frames: np.ndarray, predictor_outputs: np.ndarray) -> np.ndarray:
         return np.asarray(np.tanh(encoder_frames + predictor_outputs) @ self.w_joint + self.bias, dtype=np.float32)
+
+    def predict_joint_rows(self, labels: np.ndarray, state: State, rows: np.ndarray,
+                           encoder_frames: np.ndarray) -> tuple[np.ndarray, State, np.ndarray]:
+        outputs, new_state = self.predict_rows(labels, state, rows)
+        return outputs, new_state, self.joint_rows(encoder_frames, outputs)
 
 
 CASES = [
