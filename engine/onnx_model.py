@@ -59,14 +59,15 @@ STEP_GRAPH_THREADING_BYTES = 8_000_000
 
 
 def _step_session(path: Path, providers: Sequence[str], threads: int | None, *, spin: bool) -> ort.InferenceSession:
-    """A step graph runs once per decoding step. A small one (the fixtures', the joint) is fastest on one
-    thread: a thread pool costs more than it saves. A large one is bound by reading its weights from
-    memory on every step (Parakeet's predictor: 28 MB of LSTM weights, 1.5 ms per step on one core of
-    the benchmark machine), so it gets the encoder's threads. The predictor's threads also spin
-    (``spin``): its steps come back to back during decoding, a joint call and a few numpy operations
-    apart, and a pool that falls asleep in between pays a wake-up every step (1.25 ms per step without
-    spinning, 0.9 ms with). Only that pool spins, so that two spinning pools do not fight for the cores;
-    decoding runs after encoding, so it does not compete with the encoder."""
+    """A per-step graph (the step graph or the predictor, the joint) runs once per decoding step. A
+    small one (the fixtures', Parakeet v2's joint) is fastest on one thread: a thread pool costs more than
+    it saves. A large one is bound by reading its weights from memory on every step (Parakeet's
+    predictor: 21 MB of LSTM weights, 1.5 ms per step on one core of the benchmark machine), so it gets
+    the encoder's threads. The predictor's threads also spin (``spin``): its steps come back to back
+    during decoding, a few numpy operations apart, and a pool that falls asleep in between pays a wake-up
+    every step (1.25 ms per step without spinning, 0.9 ms with). Only that pool spins, so that two
+    spinning pools do not fight for the cores; decoding runs after encoding, so it does not compete with
+    the encoder."""
     size = path.stat().st_size if path.is_file() else 0
     large = size >= STEP_GRAPH_THREADING_BYTES
     return _session(path, providers, threads if large else 1, spin and large)

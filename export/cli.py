@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from .errors import ConversionError, ParityError
 
@@ -28,7 +31,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-verify", action="store_true",
                         help="do not compare against NeMo (debugging only; the manifest records it)")
     parser.add_argument("--quantize", choices=("int8",), default=None,
-                        help="quantise the encoder (dynamic int8 MatMul weights) after the fp32 parity check; "
+                        help="quantise the encoder (dynamic int8: uint8 MatMul weights per output channel) after "
+                        "the fp32 parity check; "
                         "the token agreement with fp32 is reported and recorded in the manifest")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
     args = parser.parse_args(argv)
@@ -47,6 +51,17 @@ def _quiet_nemo() -> None:
         nemo_logging.setLevel(logging.ERROR)
     except Exception:  # NeMo missing: the load step reports it
         pass
+
+
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit`` so that a terminated conversion removes its staging directory
+    (``convert`` cleans up on any exception; the default SIGTERM action would skip that)."""
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     def on_step(index: int, name: str) -> None:
         print(f"[{index + 1}/{len(STEPS)}] {name} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
 
+    _exit_on_sigterm()
     try:
         report = convert(args.source, args.out_dir, overwrite=args.overwrite, probe_audio=args.probe_audio,
                          verify=not args.skip_verify, quantize=args.quantize, on_step=on_step)

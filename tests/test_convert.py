@@ -141,6 +141,30 @@ def test_parity_failure_exits_3_and_writes_nothing(tmp_path: Path, nemo_paths: d
     _assert_nothing_written(out)
 
 
+def test_cli_terminated_by_sigterm_leaves_nothing_behind(tmp_path: Path, nemo_paths: dict[str, Path]) -> None:
+    """A conversion stopped with SIGTERM (a supervisor's stop, ``kill``) removes its staging directory."""
+    import signal
+    import time
+
+    out = tmp_path / "terminated"
+    exe = shutil.which("convert-model", path=os.path.dirname(sys.executable))
+    command = [exe] if exe else [sys.executable, "-m", "parakeet_runtime.export.cli"]
+    proc = subprocess.Popen([*command, str(nemo_paths["tdt_b"]), str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not any(p.name.startswith(f".{out.name}.") for p in tmp_path.iterdir()):
+            assert proc.poll() is None, "the conversion finished before it could be stopped"
+            assert time.monotonic() < deadline, "no staging directory appeared"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _assert_nothing_written(out)
+
+
 def test_cli_converts_with_progress_and_summary(tmp_path: Path, nemo_paths: dict[str, Path],
                                                 clips: dict[str, Path]) -> None:
     """The installed console script, end to end, with an extra probe clip."""
