@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -53,15 +54,23 @@ def _quiet_nemo() -> None:
         pass
 
 
-def _exit_on_sigterm() -> None:
-    """Turn SIGTERM into ``SystemExit`` so that a terminated conversion removes its staging directory
-    (``convert`` cleans up on any exception; the default SIGTERM action would skip that)."""
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """While converting, turn SIGTERM into ``SystemExit`` so that a terminated conversion removes its
+    staging directory (``convert`` cleans up on any exception; the default SIGTERM action would skip
+    that). The previous handler comes back afterwards (``main`` may run inside a longer-lived process)."""
 
     def terminate(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, terminate)
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
     def on_step(index: int, name: str) -> None:
         print(f"[{index + 1}/{len(STEPS)}] {name} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
 
-    _exit_on_sigterm()
     try:
-        report = convert(args.source, args.out_dir, overwrite=args.overwrite, probe_audio=args.probe_audio,
-                         verify=not args.skip_verify, quantize=args.quantize, on_step=on_step)
+        with _sigterm_as_exit():
+            report = convert(args.source, args.out_dir, overwrite=args.overwrite, probe_audio=args.probe_audio,
+                             verify=not args.skip_verify, quantize=args.quantize, on_step=on_step)
     except ParityError as exc:
         print(f"convert-model: parity check failed: {exc}", file=sys.stderr)
         return 3

@@ -61,11 +61,16 @@ def _assert_nothing_written(out_dir: Path) -> None:
 
 
 def test_missing_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "out"
     code, _, err = _run_cli([str(tmp_path / "nope.nemo"), str(out)], capsys)
     assert code == 2
     assert "not found" in _error_line(err)
     _assert_nothing_written(out)
+    # The CLI's SIGTERM handler lives only while it converts: an embedding process gets its own back.
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def _tar_with(path: Path, members: dict[str, bytes]) -> None:
