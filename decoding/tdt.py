@@ -84,6 +84,13 @@ class StepModel(Protocol[StateT]):
         output ``(joint_hidden,)``: shape ``(blank_id + 1 + len(durations),)``."""
         ...
 
+    def joint_frames(self, encoder_frames: FloatArray, predictor_output: FloatArray) -> FloatArray:
+        """Joint logits for ``k`` consecutive projected encoder frames ``(k, joint_hidden)`` and one
+        projected predictor output: shape ``(k, blank_id + 1 + len(durations))``, row ``i`` equal to
+        ``joint(encoder_frames[i], predictor_output)`` (one call, so that a large joint's weights are
+        read once for the frames a run of blanks will visit)."""
+        ...
+
     def predict_joint(
         self, label: int, state: StateT, encoder_frame: FloatArray
     ) -> tuple[FloatArray, StateT, FloatArray]:
@@ -109,6 +116,7 @@ def tdt_greedy_decode(
     model: StepModel[StateT],
     config: TdtConfig,
     state: StateT | None = None,
+    lookahead: int = 1,
 ) -> TdtResult[StateT]:
     """Greedy TDT search over one utterance.
 
@@ -118,12 +126,17 @@ def tdt_greedy_decode(
         model: predictor and joint step functions.
         config: blank id, durations and ``max_symbols``.
         state: predictor state to start from; ``None`` starts from the model's initial state.
+        lookahead: frames whose joint one call computes while looking for a non-blank label (the
+            predictor output does not change between blanks, so a run of blanks can use them); the
+            tokens do not depend on it.
 
     Returns:
         The emitted tokens (id, frame, duration) and the final predictor state.
     """
     if length < 0 or length > encoder_frames.shape[0]:
         raise ValueError(f"length {length} is outside [0, {encoder_frames.shape[0]}]")
+    if lookahead < 1:
+        raise ValueError(f"lookahead must be >= 1, got {lookahead}")
     blank = config.blank_id
     durations: Sequence[int] = config.durations
     num_durations = len(durations)
@@ -139,10 +152,15 @@ def tdt_greedy_decode(
     emitted_at_last_frame = 0
     time = 0
     logits: FloatArray | None = None  # the joint at ``time``, when ``predict_joint`` computed it already
+    window: FloatArray | None = None  # the joint of frames window_start... with the current predictor output
+    window_start = 0
 
     while time < length:
         if logits is None:
-            logits = model.joint(encoder_frames[time], predictor_output)
+            if window is None or time >= window_start + window.shape[0]:
+                window_start = time
+                window = model.joint_frames(encoder_frames[time : min(time + lookahead, length)], predictor_output)
+            logits = window[time - window_start]
         label = int(np.argmax(logits[:-num_durations]))
         duration = durations[int(np.argmax(logits[-num_durations:]))]
         logits = None
@@ -168,6 +186,7 @@ def tdt_greedy_decode(
             time += 1
         # The predictor consumes the label; the joint at the next frame comes with it. After the last
         # frame there is no next frame: the joint of the last one is computed and not used.
+        window = None
         predictor_output, current_state, logits = model.predict_joint(
             label, current_state, encoder_frames[min(time, length - 1)]
         )

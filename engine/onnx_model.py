@@ -192,6 +192,10 @@ class OnnxTdtModel:
         result: FloatArray = self.joint_rows(encoder_frame[None, :], predictor_output[None, :])[0]
         return result
 
+    def joint_frames(self, encoder_frames: FloatArray, predictor_output: FloatArray) -> FloatArray:
+        rows = np.broadcast_to(predictor_output, (encoder_frames.shape[0], predictor_output.shape[-1]))
+        return self.joint_rows(encoder_frames, rows)
+
     def predict_joint(
         self, label: int, state: LstmState, encoder_frame: FloatArray
     ) -> tuple[FloatArray, LstmState, FloatArray]:

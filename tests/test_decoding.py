@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -48,6 +48,9 @@ class Scripted:
         logits[self.num_labels + dur] = 1.0
         return logits
 
+    def joint_frames(self, encoder_frames: np.ndarray, predictor_output: np.ndarray) -> np.ndarray:
+        return np.stack([self.joint(frame, predictor_output) for frame in encoder_frames])
+
     def predict_joint(self, label: int, state: int, encoder_frame: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
         output, new_state = self.predict(label, state)
         return output, new_state, self.joint(encoder_frame, output)
@@ -86,6 +89,40 @@ def test_predictor_state_advances_only_on_labels() -> None:
     result = tdt_greedy_decode(frames(6), 6, model, TdtConfig(blank, (0, 1), 10))
     assert [t.id for t in result.tokens] == [0, 1]
     assert result.state == 2
+
+
+@pytest.mark.parametrize("lookahead", [1, 2, 3, 8])
+def test_lookahead_changes_the_calls_not_the_tokens(lookahead: int) -> None:
+    """Blank runs read the joint for several frames per call; labels restart the window."""
+    blank = 3
+    # Blanks of duration 1 on frames 0-6, a label at 7 (duration 0, then 1), blanks of duration 0 (advance
+    # by one) to 11, a label at 12; the script is keyed by (frame, labels emitted so far).
+    script = {(7, 0): (0, 0), (7, 1): (2, 1), (12, 2): (1, 1)}
+    script.update({(f, 0): (blank, 1) for f in range(7)})
+    script.update({(f, 2): (blank, 0) for f in range(8, 12)})
+    counted = _CountingScripted(script, num_labels=4, num_durations=2)
+    config = TdtConfig(blank, (0, 1), 10)
+    result = tdt_greedy_decode(frames(14), 14, counted, config, lookahead=lookahead)
+    assert [(t.id, t.frame, t.duration) for t in result.tokens] == [(0, 7, 0), (2, 7, 1), (1, 12, 1)]
+    # Frames whose joint is not the one ``predict_joint`` brought: 0-7 and 9-12 (8 and 13 came with the
+    # labels before them), read in windows of ``lookahead`` frames.
+    expected_calls = -(-8 // lookahead) + -(-4 // lookahead)
+    assert counted.windows == expected_calls
+    with pytest.raises(ValueError, match="lookahead"):
+        tdt_greedy_decode(frames(4), 4, counted, config, lookahead=0)
+
+
+@dataclass(frozen=True)
+class _CountingScripted(Scripted):
+    calls: list[int] = field(default_factory=list)
+
+    @property
+    def windows(self) -> int:
+        return len(self.calls)
+
+    def joint_frames(self, encoder_frames: np.ndarray, predictor_output: np.ndarray) -> np.ndarray:
+        self.calls.append(encoder_frames.shape[0])
+        return super().joint_frames(encoder_frames, predictor_output)
 
 
 def test_empty_and_zero_length() -> None:
@@ -163,6 +200,13 @@ def test_greedy_matches_nemo_label_looping(durations: tuple[int, ...], max_symbo
                 logits: np.ndarray = joint.joint_after_projection(f, g)[0, 0, 0].numpy()
                 return logits
 
+        def joint_frames(self, encoder_frames: np.ndarray, predictor_output: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                f = torch.from_numpy(encoder_frames)[None]
+                g = torch.from_numpy(predictor_output)[None, None]
+                logits: np.ndarray = joint.joint_after_projection(f, g)[0, :, 0].numpy()
+                return logits
+
         def predict_joint(self, label: int, state: object,
                           encoder_frame: np.ndarray) -> tuple[np.ndarray, object, np.ndarray]:
             output, new_state = self.predict(label, state)
@@ -181,8 +225,10 @@ def test_greedy_matches_nemo_label_looping(durations: tuple[int, ...], max_symbo
         expected = list(
             zip(hyp.y_sequence.tolist(), hyp.timestamp.tolist(), hyp.token_duration.tolist(), strict=True)
         )
-        ours = tdt_greedy_decode(projected, length, TorchStep(), TdtConfig(vocab, durations, max_symbols))
-        assert [(t.id, t.frame, t.duration) for t in ours.tokens] == expected, trial
+        for lookahead in (1, 4):
+            ours = tdt_greedy_decode(projected, length, TorchStep(), TdtConfig(vocab, durations, max_symbols),
+                                     lookahead=lookahead)
+            assert [(t.id, t.frame, t.duration) for t in ours.tokens] == expected, (trial, lookahead)
 
 
 # --- timestamps against NeMo's functions ----------------------------------------------------------

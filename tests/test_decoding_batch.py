@@ -48,6 +48,9 @@ class RandomTransducer:
     def joint(self, encoder_frame: np.ndarray, predictor_output: np.ndarray) -> np.ndarray:
         return np.asarray(np.tanh(encoder_frame + predictor_output) @ self.w_joint + self.bias, dtype=np.float32)
 
+    def joint_frames(self, encoder_frames: np.ndarray, predictor_output: np.ndarray) -> np.ndarray:
+        return self.joint_rows(encoder_frames, np.broadcast_to(predictor_output, encoder_frames.shape))
+
     def predict_joint(self, label: int, state: State,
                       encoder_frame: np.ndarray) -> tuple[np.ndarray, State, np.ndarray]:
         output, new_state = self.predict(label, state)
@@ -109,6 +112,7 @@ def test_batch_equals_single(durations: tuple[int, ...], max_symbols: int | None
     for row, length in enumerate(lengths):
         single = tdt_greedy_decode(frames[row], length, model, config)
         assert batch.tokens[row] == single.tokens, f"row {row} (length {length})"
+        assert tdt_greedy_decode(frames[row], length, model, config, lookahead=3).tokens == single.tokens
         np.testing.assert_allclose(batch.state[row], single.state, atol=1e-5)  # BLAS rounding only
         total += len(single.tokens)
     assert total > 0
