@@ -79,24 +79,19 @@ class StepModel(Protocol[StateT]):
         predictor output, shape ``(joint_hidden,)``, and the new state."""
         ...
 
-    def joint(self, encoder_frame: FloatArray, predictor_output: FloatArray) -> FloatArray:
-        """Joint logits for one projected encoder frame ``(joint_hidden,)`` and one projected predictor
-        output ``(joint_hidden,)``: shape ``(blank_id + 1 + len(durations),)``."""
-        ...
-
     def joint_frames(self, encoder_frames: FloatArray, predictor_output: FloatArray) -> FloatArray:
-        """Joint logits for ``k`` consecutive projected encoder frames ``(k, joint_hidden)`` and one
-        projected predictor output: shape ``(k, blank_id + 1 + len(durations))``, row ``i`` equal to
-        ``joint(encoder_frames[i], predictor_output)`` (one call, so that a large joint's weights are
-        read once for the frames a run of blanks will visit)."""
+        """Joint logits for ``k`` consecutive projected encoder frames ``(k, joint_hidden)``, each with the
+        same projected predictor output ``(joint_hidden,)``: shape ``(k, blank_id + 1 + len(durations))``.
+        One call, so that a large joint's weights are read once for the frames a run of blanks visits."""
         ...
 
     def predict_joint(
         self, label: int, state: StateT, encoder_frame: FloatArray
     ) -> tuple[FloatArray, StateT, FloatArray]:
-        """``predict(label, state)``, then the joint of ``encoder_frame`` with its output: the projected
-        predictor output, the new state and the logits. One call, so that an implementation can run both
-        in one graph (after every emitted label the search needs the joint at the next frame)."""
+        """``predict(label, state)``, then the joint logits ``(blank_id + 1 + len(durations),)`` of
+        ``encoder_frame`` ``(joint_hidden,)`` with its output: the projected predictor output, the new state
+        and the logits. One call, so that an implementation can run both in one graph (after every emitted
+        label the search needs the joint at the next frame)."""
         ...
 
 

@@ -37,14 +37,6 @@ class BatchStepModel(Protocol[StateT]):
         by the caller."""
         ...
 
-    def predict_rows(self, labels: IntArray, state: StateT, rows: IntArray) -> tuple[FloatArray, StateT]:
-        """Feed ``labels[i]`` to row ``rows[i]`` of ``state`` (the blank id stands for start-of-sequence).
-
-        Returns the projected predictor outputs ``(len(rows), joint_hidden)`` and a new state in which
-        only ``rows`` have changed.
-        """
-        ...
-
     def joint_rows(self, encoder_frames: FloatArray, predictor_outputs: FloatArray) -> FloatArray:
         """Joint logits ``(n, blank_id + 1 + len(durations))`` for ``n`` pairs of projected encoder frames
         ``(n, joint_hidden)`` and projected predictor outputs ``(n, joint_hidden)``."""
@@ -53,9 +45,13 @@ class BatchStepModel(Protocol[StateT]):
     def predict_joint_rows(
         self, labels: IntArray, state: StateT, rows: IntArray, encoder_frames: FloatArray
     ) -> tuple[FloatArray, StateT, FloatArray]:
-        """``predict_rows(labels, state, rows)``, then ``joint_rows`` of ``encoder_frames`` ``(len(rows),
-        joint_hidden)`` with its outputs: the outputs, the new state and the logits, in one call (so that an
-        implementation can run both in one graph)."""
+        """Feed ``labels[i]`` to row ``rows[i]`` of ``state``, then take the joint of ``encoder_frames[i]``
+        (shape ``(len(rows), joint_hidden)``) with each row's new output, in one call (so that an
+        implementation can run both in one graph).
+
+        Returns the projected predictor outputs ``(len(rows), joint_hidden)``, a new state in which only
+        ``rows`` have changed, and the logits ``(len(rows), blank_id + 1 + len(durations))``.
+        """
         ...
 
 

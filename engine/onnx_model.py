@@ -153,19 +153,16 @@ class OnnxTdtModel:
         return frames, encoded_lengths.astype(np.int64, copy=False)
 
     def _run_predictor(
-        self, labels: npt.NDArray[np.int64], h: FloatArray, c: FloatArray, encoder_frames: FloatArray | None
-    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray | None]:
-        """One predictor step for ``len(labels)`` rows; with ``encoder_frames``, also the joint of those
-        frames with the new outputs (one run of the step graph, or a predictor run and a joint run)."""
+        self, labels: npt.NDArray[np.int64], h: FloatArray, c: FloatArray, encoder_frames: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """One predictor step for ``len(labels)`` rows and the joint of ``encoder_frames`` with the new
+        outputs: one run of the step graph, or a predictor run and a joint run."""
         spec = self.manifest.predictor
         feeds: dict[str, Any] = {spec.input_targets: labels, spec.input_h: h, spec.input_c: c}
         step = self.manifest.step
         if step is None:
             output, new_h, new_c = self.predictor_session.run([spec.output, spec.output_h, spec.output_c], feeds)
-            logits = None if encoder_frames is None else self.joint_rows(encoder_frames, output)
-            return output, new_h, new_c, logits
-        if encoder_frames is None:  # a prediction alone: the joint of a zero frame is computed and dropped
-            encoder_frames = np.zeros((labels.shape[0], self.manifest.encoder.joint_hidden), dtype=np.float32)
+            return output, new_h, new_c, self.joint_rows(encoder_frames, output)
         feeds[step.input_encoder] = np.ascontiguousarray(encoder_frames)
         output, new_h, new_c, logits = self.predictor_session.run(
             [spec.output, spec.output_h, spec.output_c, step.output_logits], feeds
@@ -185,12 +182,11 @@ class OnnxTdtModel:
         return output[0], (h, c)
 
     def predict(self, label: int, state: LstmState) -> tuple[FloatArray, LstmState]:
-        output, h, c, _ = self._run_predictor(np.array([label], dtype=np.int64), state[0], state[1], None)
+        """A prediction alone (the start of a search from a given state, the start-of-sequence step at
+        load): the joint of a zero frame comes with it and is dropped."""
+        zero_frame = np.zeros((1, self.manifest.encoder.joint_hidden), dtype=np.float32)
+        output, h, c, _ = self._run_predictor(np.array([label], dtype=np.int64), state[0], state[1], zero_frame)
         return output[0], (h, c)
-
-    def joint(self, encoder_frame: FloatArray, predictor_output: FloatArray) -> FloatArray:
-        result: FloatArray = self.joint_rows(encoder_frame[None, :], predictor_output[None, :])[0]
-        return result
 
     def joint_frames(self, encoder_frames: FloatArray, predictor_output: FloatArray) -> FloatArray:
         rows = np.broadcast_to(predictor_output, (encoder_frames.shape[0], predictor_output.shape[-1]))
@@ -202,7 +198,6 @@ class OnnxTdtModel:
         output, h, c, logits = self._run_predictor(
             np.array([label], dtype=np.int64), state[0], state[1], encoder_frame[None, :]
         )
-        assert logits is not None
         return output[0], (h, c), logits[0]
 
     # --- decoding.BatchStepModel[LstmState] ----------------------------------------------------
@@ -214,26 +209,9 @@ class OnnxTdtModel:
         state = (np.repeat(h, batch_size, axis=1), np.repeat(c, batch_size, axis=1))
         return np.repeat(output, batch_size, axis=0), state
 
-    def predict_rows(
-        self, labels: npt.NDArray[np.int64], state: LstmState, rows: npt.NDArray[np.int64]
-    ) -> tuple[FloatArray, LstmState]:
-        outputs, new_state, _ = self._predict_rows(labels, state, rows, None)
-        return outputs, new_state
-
     def predict_joint_rows(
         self, labels: npt.NDArray[np.int64], state: LstmState, rows: npt.NDArray[np.int64], encoder_frames: FloatArray
     ) -> tuple[FloatArray, LstmState, FloatArray]:
-        outputs, new_state, logits = self._predict_rows(labels, state, rows, encoder_frames)
-        assert logits is not None
-        return outputs, new_state, logits
-
-    def _predict_rows(
-        self,
-        labels: npt.NDArray[np.int64],
-        state: LstmState,
-        rows: npt.NDArray[np.int64],
-        encoder_frames: FloatArray | None,
-    ) -> tuple[FloatArray, LstmState, FloatArray | None]:
         full = rows.shape[0] == state[0].shape[1] and bool(np.all(rows == np.arange(rows.shape[0])))
         h_rows, c_rows = (state[0], state[1]) if full else (state[0][:, rows], state[1][:, rows])
         output, h, c, logits = self._run_predictor(

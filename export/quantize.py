@@ -6,10 +6,10 @@ bytes), activations quantised on the fly. Weights are unsigned 8-bit with a scal
 channel (:data:`WEIGHT_SCHEME`). Signed weights are ONNX Runtime's default, but on x86 CPUs without VNNI
 (AVX2 only) its u8×s8 kernel adds pairs of products in saturating 16-bit lanes, so the same model gives
 different tokens on different CPUs; u8×u8 products never saturate, so the int8 tokens do not depend on
-which integer kernel the CPU has. On the tiny fixture models the two schemes agree with fp32 about equally well (a long
-clip's drift decides it; benchmarks/README.md, "int8 token agreement"). Convolutions, normalisation, the
-prediction network and the joint stay fp32: they are cheap, and the predictor and the joint decide every
-token (an int8 predictor lost agreement on the fixtures).
+which integer kernel the CPU has. On the tiny fixture models the two schemes agree with fp32 about equally
+well (a long clip's drift decides it; benchmarks/README.md, "int8 token agreement"). Convolutions,
+normalisation, the prediction network and the joint stay fp32: they are cheap, and the predictor and the
+joint decide every token (an int8 predictor lost agreement on the fixtures).
 """
 
 from __future__ import annotations
