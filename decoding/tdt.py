@@ -86,12 +86,13 @@ class StepModel(Protocol[StateT]):
         ...
 
     def predict_joint(
-        self, label: int, state: StateT, encoder_frame: FloatArray
+        self, label: int, state: StateT, encoder_frames: FloatArray
     ) -> tuple[FloatArray, StateT, FloatArray]:
-        """``predict(label, state)``, then the joint logits ``(blank_id + 1 + len(durations),)`` of
-        ``encoder_frame`` ``(joint_hidden,)`` with its output: the projected predictor output, the new state
-        and the logits. One call, so that an implementation can run both in one graph (after every emitted
-        label the search needs the joint at the next frame)."""
+        """``predict(label, state)``, then the joint logits ``(k, blank_id + 1 + len(durations))`` of ``k``
+        consecutive projected encoder frames ``(k, joint_hidden)`` with its output: the projected predictor
+        output, the new state and the logits. One call, so that an implementation can run both in one
+        graph (after every emitted label the search needs the joint from the next frame on) and read the
+        joint's weights once for the frames a run of blanks after the label visits."""
         ...
 
 
@@ -146,19 +147,18 @@ def tdt_greedy_decode(
     last_emit_frame = -1
     emitted_at_last_frame = 0
     time = 0
-    logits: FloatArray | None = None  # the joint at ``time``, when ``predict_joint`` computed it already
-    window: FloatArray | None = None  # the joint of frames window_start... with the current predictor output
+    # The joint of frames window_start... with the current predictor output: up to ``lookahead`` frames,
+    # computed by ``joint_frames`` or brought by ``predict_joint`` with the output.
+    window: FloatArray | None = None
     window_start = 0
 
     while time < length:
-        if logits is None:
-            if window is None or time >= window_start + window.shape[0]:
-                window_start = time
-                window = model.joint_frames(encoder_frames[time : min(time + lookahead, length)], predictor_output)
-            logits = window[time - window_start]
+        if window is None or time >= window_start + window.shape[0]:
+            window_start = time
+            window = model.joint_frames(encoder_frames[time : min(time + lookahead, length)], predictor_output)
+        logits = window[time - window_start]
         label = int(np.argmax(logits[:-num_durations]))
         duration = durations[int(np.argmax(logits[-num_durations:]))]
-        logits = None
         if label == blank:
             # Keep looking for a non-blank label without touching the predictor.
             time += duration if duration else 1
@@ -179,11 +179,11 @@ def tdt_greedy_decode(
             and last_emit_frame == time
         ):
             time += 1
-        # The predictor consumes the label; the joint at the next frame comes with it. After the last
-        # frame there is no next frame: the joint of the last one is computed and not used.
-        window = None
-        predictor_output, current_state, logits = model.predict_joint(
-            label, current_state, encoder_frames[min(time, length - 1)]
+        # The predictor consumes the label; the joint from the next frame on comes with it. After the
+        # last frame there is no next frame: the joint of the last one is computed and not used.
+        window_start = min(time, length - 1)
+        predictor_output, current_state, window = model.predict_joint(
+            label, current_state, encoder_frames[window_start : min(window_start + lookahead, length)]
         )
 
     return TdtResult(tokens=tuple(tokens), state=current_state)

@@ -70,6 +70,7 @@ def tdt_greedy_decode_batch(
     lengths: Sequence[int] | IntArray,
     model: BatchStepModel[StateT],
     config: TdtConfig,
+    lookahead: int = 1,
 ) -> BatchResult[StateT]:
     """Greedy TDT search over a padded batch.
 
@@ -78,6 +79,9 @@ def tdt_greedy_decode_batch(
         lengths: valid frames of each utterance (each ``<= T``).
         model: batched predictor and joint step functions.
         config: blank id, durations and ``max_symbols``.
+        lookahead: frames of each row whose joint one call computes while the row looks for a non-blank
+            label; in one tick a row walks through the blanks of its window. The tokens do not depend on
+            it.
 
     Returns:
         Per utterance, the emitted tokens (id, frame, duration), and the final predictor state.
@@ -88,6 +92,8 @@ def tdt_greedy_decode_batch(
         raise ValueError(f"{length.shape[0]} lengths for a batch of {batch}")
     if np.any(length < 0) or np.any(length > max_time):
         raise ValueError(f"lengths {length.tolist()} outside [0, {max_time}]")
+    if lookahead < 1:
+        raise ValueError(f"lookahead must be >= 1, got {lookahead}")
 
     blank = config.blank_id
     num_labels = blank + 1
@@ -102,31 +108,59 @@ def tdt_greedy_decode_batch(
     last_emit_frame = np.full(batch, -1, dtype=np.int64)
     emitted_at_last_frame = np.zeros(batch, dtype=np.int64)
     tokens: list[list[DecodedToken]] = [[] for _ in range(batch)]
-    # Rows whose joint at ``time`` came with their last predictor call, and those logits.
-    pending = np.zeros(batch, dtype=bool)
-    pending_logits = np.zeros((batch, num_labels + len(durations)), dtype=np.float32)
+    # Each row's window: the label and the duration (through ``durations``; a blank's 0 read as 1) that
+    # the joint gives at frames window_start... with the row's current predictor output.
+    window_label = np.zeros((batch, lookahead), dtype=np.int64)
+    window_duration = np.zeros((batch, lookahead), dtype=np.int64)
+    window_start = np.zeros(batch, dtype=np.int64)
+    window_size = np.zeros(batch, dtype=np.int64)
+    offsets = np.arange(lookahead, dtype=np.int64)
+
+    def choose(logits: FloatArray) -> tuple[IntArray, IntArray]:
+        label = np.argmax(logits[..., :num_labels], axis=-1).astype(np.int64)
+        duration = durations[np.argmax(logits[..., num_labels:], axis=-1)]
+        return label, np.where((label == blank) & (duration == 0), 1, duration)
 
     active = all_rows[time < length]
     while active.size:
-        frame = time[active]
-        missing = active[~pending[active]]
+        # Rows whose window does not reach their time get the joint of the frames from there on.
+        missing = active[time[active] >= window_start[active] + window_size[active]]
         if missing.size:
-            pending_logits[missing] = model.joint_rows(encoder_frames[missing, time[missing]],
-                                                       predictor_output[missing])
-        logits = pending_logits[active]
-        pending[active] = False
-        label = np.argmax(logits[:, :num_labels], axis=1).astype(np.int64)
-        duration = durations[np.argmax(logits[:, num_labels:], axis=1)]
-        is_blank = label == blank
-        duration = np.where(is_blank & (duration == 0), 1, duration)
-        time[active] = frame + duration
+            size = np.minimum(lookahead, length[missing] - time[missing])
+            frame_ok = offsets[None, :] < size[:, None]
+            frame_rows = np.repeat(missing, size)
+            frames = (time[missing][:, None] + offsets[None, :])[frame_ok]
+            label, duration = choose(model.joint_rows(encoder_frames[frame_rows, frames],
+                                                      predictor_output[frame_rows]))
+            window_label[missing[:, None], offsets[None, :]] = _scatter(label, frame_ok)
+            window_duration[missing[:, None], offsets[None, :]] = _scatter(duration, frame_ok)
+            window_start[missing] = time[missing]
+            window_size[missing] = size
 
-        emitted = ~is_blank
-        if np.any(emitted):
-            rows = active[emitted]
-            emit_frame = frame[emitted]
-            emit_label = label[emitted]
-            emit_duration = duration[emitted]
+        # Walk each row through the blanks of its window, up to its first label.
+        emit_rows: list[IntArray] = []
+        walking = active
+        for _ in range(lookahead):
+            offset = time[walking] - window_start[walking]
+            inside = (offset < window_size[walking]) & (time[walking] < length[walking])
+            walking, offset = walking[inside], offset[inside]
+            if not walking.size:
+                break
+            label = window_label[walking, offset]
+            is_blank = label == blank
+            emit_rows.append(walking[~is_blank])
+            blank_rows = walking[is_blank]
+            time[blank_rows] += window_duration[blank_rows, offset[is_blank]]
+            walking = blank_rows
+
+        rows = np.concatenate(emit_rows) if emit_rows else all_rows[:0]
+        if rows.size:
+            rows.sort()
+            emit_frame = time[rows]
+            offset = emit_frame - window_start[rows]
+            emit_label = window_label[rows, offset]
+            emit_duration = window_duration[rows, offset]
+            time[rows] = emit_frame + emit_duration
             for row, token_id, at, dur in zip(rows.tolist(), emit_label.tolist(), emit_frame.tolist(),
                                               emit_duration.tolist(), strict=True):
                 tokens[row].append(DecodedToken(id=token_id, frame=at, duration=dur))
@@ -140,14 +174,23 @@ def tdt_greedy_decode_batch(
                     & (last_emit_frame[rows] == time[rows])
                 )
                 time[rows[force]] += 1
-            # Rows past their last frame get the joint of that frame, which is not used.
+            # The predictor consumes the labels; the joint at each row's next frame comes with it (rows
+            # past their last frame get the joint of that frame, which is not used).
             next_frame = np.minimum(time[rows], length[rows] - 1)
             outputs, state, next_logits = model.predict_joint_rows(
                 emit_label, state, rows, encoder_frames[rows, next_frame]
             )
             predictor_output[rows] = outputs
-            pending_logits[rows] = next_logits
-            pending[rows] = True
+            window_label[rows, 0], window_duration[rows, 0] = choose(next_logits)
+            window_start[rows] = next_frame
+            window_size[rows] = 1
         active = active[time[active] < length[active]]
 
     return BatchResult(tokens=tuple(tuple(t) for t in tokens), state=state)
+
+
+def _scatter(values: IntArray, where: npt.NDArray[np.bool_]) -> IntArray:
+    """``values`` laid out row by row at the True places of ``where`` (zeros elsewhere)."""
+    out = np.zeros(where.shape, dtype=np.int64)
+    out[where] = values
+    return out

@@ -44,10 +44,11 @@ from .tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
-JOINT_LOOKAHEAD = 4
-"""Frames one joint run covers while a single utterance's search looks for a non-blank label: a run of
-blanks keeps the predictor output, and a large joint (Parakeet v3's: 21 MB) costs about as much for four
-frames as for one, since each run reads its weights from memory."""
+JOINT_LOOKAHEAD = 6
+"""Frames of an utterance one joint run covers while its search looks for a non-blank label (a run of
+blanks keeps the predictor output), in the one-utterance and the batched search, and frames the step
+after an emitted label brings with it in the one-utterance search. A large joint (Parakeet v3's: 21 MB)
+is bound by reading its weights: six frames cost little more than one (A/B in benchmarks/README.md)."""
 
 
 def default_model_dir() -> Path:
@@ -311,7 +312,8 @@ class Engine:
                                         lookahead=JOINT_LOOKAHEAD)
             tokens = (decoded.tokens,)
         else:
-            tokens = tdt_greedy_decode_batch(frames, encoded_lengths, self.model, self.tdt_config).tokens
+            tokens = tdt_greedy_decode_batch(frames, encoded_lengths, self.model, self.tdt_config,
+                                             lookahead=JOINT_LOOKAHEAD).tokens
         return [self._build_transcript(found, item.duration) for found, item in zip(tokens, items, strict=True)]
 
     def _check_length(self, valid_frames: int, audio: Audio) -> None:

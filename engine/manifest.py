@@ -93,9 +93,9 @@ class JointSpec:
 class StepSpec:
     """The predictor and the joint in one graph (optional; directories without it run the two graphs).
 
-    Inputs: the predictor section's label and state inputs, and one projected encoder frame per row.
-    Outputs: the predictor section's outputs, and the joint's logits for that frame and the new predictor
-    output.
+    Inputs: the predictor section's label and state inputs, and one projected encoder frame per row (or,
+    for a single row, any number of frames). Outputs: the predictor section's outputs, and the joint's
+    logits for each frame with its row's new predictor output (a single row's goes with every frame).
     """
 
     file: str

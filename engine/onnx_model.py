@@ -156,13 +156,15 @@ class OnnxTdtModel:
         self, labels: npt.NDArray[np.int64], h: FloatArray, c: FloatArray, encoder_frames: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         """One predictor step for ``len(labels)`` rows and the joint of ``encoder_frames`` with the new
-        outputs: one run of the step graph, or a predictor run and a joint run."""
+        outputs (row by row; a single row's output goes with every frame): one run of the step graph, or
+        a predictor run and a joint run."""
         spec = self.manifest.predictor
         feeds: dict[str, Any] = {spec.input_targets: labels, spec.input_h: h, spec.input_c: c}
         step = self.manifest.step
         if step is None:
             output, new_h, new_c = self.predictor_session.run([spec.output, spec.output_h, spec.output_c], feeds)
-            return output, new_h, new_c, self.joint_rows(encoder_frames, output)
+            rows = np.broadcast_to(output, (encoder_frames.shape[0], output.shape[-1]))
+            return output, new_h, new_c, self.joint_rows(encoder_frames, rows)
         feeds[step.input_encoder] = np.ascontiguousarray(encoder_frames)
         output, new_h, new_c, logits = self.predictor_session.run(
             [spec.output, spec.output_h, spec.output_c, step.output_logits], feeds
@@ -193,12 +195,11 @@ class OnnxTdtModel:
         return self.joint_rows(encoder_frames, rows)
 
     def predict_joint(
-        self, label: int, state: LstmState, encoder_frame: FloatArray
+        self, label: int, state: LstmState, encoder_frames: FloatArray
     ) -> tuple[FloatArray, LstmState, FloatArray]:
-        output, h, c, logits = self._run_predictor(
-            np.array([label], dtype=np.int64), state[0], state[1], encoder_frame[None, :]
-        )
-        return output[0], (h, c), logits[0]
+        labels = np.array([label], dtype=np.int64)
+        output, h, c, logits = self._run_predictor(labels, state[0], state[1], encoder_frames)
+        return output[0], (h, c), logits
 
     # --- decoding.BatchStepModel[LstmState] ----------------------------------------------------
 

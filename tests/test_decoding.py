@@ -51,9 +51,9 @@ class Scripted:
     def joint_frames(self, encoder_frames: np.ndarray, predictor_output: np.ndarray) -> np.ndarray:
         return np.stack([self.joint(frame, predictor_output) for frame in encoder_frames])
 
-    def predict_joint(self, label: int, state: int, encoder_frame: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    def predict_joint(self, label: int, state: int, encoder_frames: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
         output, new_state = self.predict(label, state)
-        return output, new_state, self.joint(encoder_frame, output)
+        return output, new_state, Scripted.joint_frames(self, encoder_frames, output)
 
 
 def frames(n: int) -> np.ndarray:
@@ -104,9 +104,11 @@ def test_lookahead_changes_the_calls_not_the_tokens(lookahead: int) -> None:
     config = TdtConfig(blank, (0, 1), 10)
     result = tdt_greedy_decode(frames(14), 14, counted, config, lookahead=lookahead)
     assert [(t.id, t.frame, t.duration) for t in result.tokens] == [(0, 7, 0), (2, 7, 1), (1, 12, 1)]
-    # Frames whose joint is not the one ``predict_joint`` brought: 0-7 and 9-12 (8 and 13 came with the
-    # labels before them), read in windows of ``lookahead`` frames.
-    expected_calls = -(-8 // lookahead) + -(-4 // lookahead)
+    # ``predict_joint`` brings the joint of up to ``lookahead`` frames (at most to the end) from the next
+    # one on: 7... (the first label has duration 0), 8... and 13. ``joint_frames`` reads the rest in
+    # windows of ``lookahead`` frames: 0-7 from the start, then 8 + lookahead... to 12.
+    assert counted.steps == [min(lookahead, 7), min(lookahead, 6), 1]
+    expected_calls = -(-8 // lookahead) + -(-max(0, 5 - lookahead) // lookahead)
     assert counted.windows == expected_calls
     with pytest.raises(ValueError, match="lookahead"):
         tdt_greedy_decode(frames(4), 4, counted, config, lookahead=0)
@@ -120,9 +122,15 @@ class _CountingScripted(Scripted):
     def windows(self) -> int:
         return len(self.calls)
 
+    steps: list[int] = field(default_factory=list)
+
     def joint_frames(self, encoder_frames: np.ndarray, predictor_output: np.ndarray) -> np.ndarray:
         self.calls.append(encoder_frames.shape[0])
         return super().joint_frames(encoder_frames, predictor_output)
+
+    def predict_joint(self, label: int, state: int, encoder_frames: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+        self.steps.append(encoder_frames.shape[0])
+        return super().predict_joint(label, state, encoder_frames)
 
 
 def test_empty_and_zero_length() -> None:
@@ -208,9 +216,9 @@ def test_greedy_matches_nemo_label_looping(durations: tuple[int, ...], max_symbo
                 return logits
 
         def predict_joint(self, label: int, state: object,
-                          encoder_frame: np.ndarray) -> tuple[np.ndarray, object, np.ndarray]:
+                          encoder_frames: np.ndarray) -> tuple[np.ndarray, object, np.ndarray]:
             output, new_state = self.predict(label, state)
-            return output, new_state, self.joint(encoder_frame, output)
+            return output, new_state, self.joint_frames(encoder_frames, output)
 
     for trial in range(12):
         with torch.no_grad():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -52,9 +52,9 @@ class RandomTransducer:
         return self.joint_rows(encoder_frames, np.broadcast_to(predictor_output, encoder_frames.shape))
 
     def predict_joint(self, label: int, state: State,
-                      encoder_frame: np.ndarray) -> tuple[np.ndarray, State, np.ndarray]:
+                      encoder_frames: np.ndarray) -> tuple[np.ndarray, State, np.ndarray]:
         output, new_state = self.predict(label, state)
-        return output, new_state, self.joint(encoder_frame, output)
+        return output, new_state, self.joint_frames(encoder_frames, output)
 
     # batch
     def start_rows(self, batch_size: int) -> tuple[np.ndarray, State]:
@@ -107,15 +107,42 @@ def test_batch_equals_single(durations: tuple[int, ...], max_symbols: int | None
     frames = rng.standard_normal((len(lengths), max(lengths) + 2, hidden)).astype(np.float32)
 
     batch = tdt_greedy_decode_batch(frames, lengths, model, config)
+    looking_ahead = [tdt_greedy_decode_batch(frames, lengths, model, config, lookahead=k) for k in (2, 5)]
     assert len(batch.tokens) == len(lengths)
     total = 0
     for row, length in enumerate(lengths):
         single = tdt_greedy_decode(frames[row], length, model, config)
         assert batch.tokens[row] == single.tokens, f"row {row} (length {length})"
         assert tdt_greedy_decode(frames[row], length, model, config, lookahead=3).tokens == single.tokens
-        np.testing.assert_allclose(batch.state[row], single.state, atol=1e-5)  # BLAS rounding only
+        for result in (batch, *looking_ahead):
+            np.testing.assert_allclose(result.state[row], single.state, atol=1e-5)  # BLAS rounding only
+        assert [result.tokens[row] for result in looking_ahead] == [single.tokens] * 2
         total += len(single.tokens)
     assert total > 0
+
+
+@pytest.mark.parametrize("lookahead", [2, 4, 16])
+def test_lookahead_reads_each_row_in_windows(lookahead: int) -> None:
+    """Rows walk the blanks of their window in one tick: fewer joint calls, the same tokens."""
+    vocab, hidden, durations = 7, 6, (0, 1, 2)
+    bias = np.zeros(vocab + 1 + len(durations))
+    bias[vocab] = 2.5  # mostly blanks
+    weights = vars(RandomTransducer.make(vocab, len(durations), hidden, 3, bias))
+    config = TdtConfig(vocab, durations, 4)
+    lengths = [30, 17, 0, 25]
+    frames = np.random.default_rng(5).standard_normal((4, 30, hidden)).astype(np.float32)
+    one, ahead = _CountingTransducer(**weights), _CountingTransducer(**weights)
+    assert tdt_greedy_decode_batch(frames, lengths, one, config).tokens == tdt_greedy_decode_batch(
+        frames, lengths, ahead, config, lookahead=lookahead).tokens
+    singles = [tdt_greedy_decode(frames[row], n, one, config).tokens for row, n in enumerate(lengths)]
+    assert list(tdt_greedy_decode_batch(frames, lengths, one, config, lookahead=lookahead).tokens) == singles
+    assert sum(map(len, singles)) > 3
+    # A joint call covers up to ``lookahead`` frames of each row that needs one, and fewer calls are made.
+    assert max(ahead.frames_per_call) <= 3 * lookahead
+    assert max(ahead.frames_per_call) > 3
+    assert len(ahead.frames_per_call) < len(one.frames_per_call) // 2
+    with pytest.raises(ValueError, match="lookahead"):
+        tdt_greedy_decode_batch(frames, lengths, one, config, lookahead=0)
 
 
 def test_batch_of_one_and_empty_batch() -> None:
@@ -136,3 +163,12 @@ def test_bad_lengths() -> None:
         tdt_greedy_decode_batch(frames, [1], model, config)
     with pytest.raises(ValueError):
         tdt_greedy_decode_batch(frames, [1, 5], model, config)
+
+
+@dataclass(frozen=True)
+class _CountingTransducer(RandomTransducer):
+    frames_per_call: list[int] = field(default_factory=list)
+
+    def joint_rows(self, encoder_frames: np.ndarray, predictor_outputs: np.ndarray) -> np.ndarray:
+        self.frames_per_call.append(encoder_frames.shape[0])
+        return super().joint_rows(encoder_frames, predictor_outputs)

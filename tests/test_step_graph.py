@@ -41,6 +41,15 @@ def test_step_graph_equals_predictor_then_joint(model_name: str, converted: dict
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
     assert logits.shape == (rows, j.num_outputs)
 
+    # One label with several frames (the one-utterance search's step): the output goes with every frame.
+    window = step.run([manifest.step.output_logits],
+                      {p.input_targets: labels[:1], p.input_h: h[:, :1], p.input_c: c[:, :1],
+                       manifest.step.input_encoder: frames})[0]
+    (expected,) = joint.run([j.output_logits], {j.input_encoder: frames,
+                                                 j.input_predictor: np.repeat(output[:1], rows, axis=0)})
+    assert window.shape == (rows, j.num_outputs)
+    np.testing.assert_allclose(window, expected, rtol=1e-5, atol=1e-5)
+
 
 @pytest.mark.parametrize("model_name", ["tdt_a", "tdt_b"])
 def test_directory_without_step_graph_decodes_the_same(model_name: str, converted: dict[str, Path],
