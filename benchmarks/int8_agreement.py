@@ -1,11 +1,11 @@
 """Token agreement of int8 encoders with fp32, on converted model directories and a set of clips.
 
     python benchmarks/int8_agreement.py --models .fixtures/converted-*/tdt_a .fixtures/converted-*/tdt_b \\
-        --clips .fixtures/models/clips/*.wav
+        --clips .fixtures/models/clips/*.wav --weights uint8 int7
 
-Quantises each fp32 directory the way ``convert-model --quantize int8`` does, decodes every clip with
-both, and writes a table (per model: identical clips, token agreement = 1 - edit distance / fp32 tokens)
-into ``benchmarks/README.md``.
+Quantises each fp32 directory the way ``convert-model --quantize int8 --int8-weights W`` does for each
+weight scheme W, decodes every clip with both, and writes a table (per model and scheme: identical clips,
+token agreement = 1 - edit distance / fp32 tokens) into ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -22,35 +22,37 @@ HERE = Path(__file__).resolve().parent
 
 def main(argv: list[str] | None = None) -> int:
     from parakeet_runtime.engine import load_manifest
-    from parakeet_runtime.export.quantize import quantize_directory, token_agreement
+    from parakeet_runtime.export.quantize import DEFAULT_WEIGHTS, WEIGHT_SCHEMES, quantize_directory, token_agreement
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", type=Path, required=True)
     parser.add_argument("--clips", nargs="+", type=Path, required=True)
+    parser.add_argument("--weights", nargs="+", choices=tuple(WEIGHT_SCHEMES), default=[DEFAULT_WEIGHTS])
     parser.add_argument("--readme", type=Path, default=HERE / "README.md")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "int8_agreement.json")
     args = parser.parse_args(argv)
     rows = []
     for model in args.models:
-        with tempfile.TemporaryDirectory() as folder:
-            int8 = Path(folder) / "int8"
-            quantize_directory(model, int8, load_manifest(model))
-            per_clip = []
-            for clip in args.clips:
-                a = token_agreement(model, int8, [clip])
-                per_clip.append({"clip": clip.name, "tokens": a.reference_tokens, "edits": a.token_edits})
-            total = token_agreement(model, int8, args.clips)
-        rows.append({"model": model.name, "clips": total.clips, "identical_clips": total.identical_clips,
-                     "tokens": total.reference_tokens, "token_agreement": total.token_agreement,
-                     "per_clip": per_clip})
+        for weights in args.weights:
+            with tempfile.TemporaryDirectory() as folder:
+                int8 = Path(folder) / "int8"
+                quantize_directory(model, int8, load_manifest(model), weights)
+                per_clip = []
+                for clip in args.clips:
+                    a = token_agreement(model, int8, [clip])
+                    per_clip.append({"clip": clip.name, "tokens": a.reference_tokens, "edits": a.token_edits})
+                total = token_agreement(model, int8, args.clips)
+            rows.append({"model": model.name, "weights": weights, "clips": total.clips,
+                         "identical_clips": total.identical_clips, "tokens": total.reference_tokens,
+                         "token_agreement": total.token_agreement, "per_clip": per_clip})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
     lines = ["<!-- int8:start -->", f"Clips: {', '.join(c.name for c in args.clips)}; {time.strftime('%Y-%m-%d')}.",
-             "", "| model | identical clips | fp32 tokens | token agreement | edits per clip |",
-             "|---|---:|---:|---:|---|"]
+             "", "| model | weights | identical clips | fp32 tokens | token agreement | edits per clip |",
+             "|---|---|---:|---:|---:|---|"]
     for r in rows:
         edits = ", ".join(f"{c['clip'].removesuffix('.wav')} {c['edits']}/{c['tokens']}" for c in r["per_clip"])
-        lines.append(f"| {r['model']} | {r['identical_clips']}/{r['clips']} | {r['tokens']} | "
+        lines.append(f"| {r['model']} | {r['weights']} | {r['identical_clips']}/{r['clips']} | {r['tokens']} | "
                      f"{r['token_agreement']:.3f} | {edits} |")
     lines.append("<!-- int8:end -->")
     block = "\n".join(lines)

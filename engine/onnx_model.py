@@ -6,7 +6,7 @@ Sessions are created once and only ever ``run``, which ONNX Runtime documents as
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from .cpu import x86_without_int8_dot_products
 from .errors import ManifestError
 from .manifest import Manifest
 from .options import SessionOptions
@@ -84,6 +85,18 @@ def _release_arena_options() -> ort.RunOptions:
 _RELEASE_ARENA = _release_arena_options()
 
 
+def _warn_if_int8_saturates(manifest: Manifest, providers: Sequence[str]) -> None:
+    """Signed int8 weights (``convert-model --int8-weights int8``) are exact only with int8 dot products."""
+    quantization = manifest.provenance.get("quantization")
+    weights = quantization.get("weights") if isinstance(quantization, Mapping) else None
+    if weights == "int8" and providers[:1] == ["CPUExecutionProvider"] and x86_without_int8_dot_products():
+        logger.warning(
+            "%s has signed int8 weights, and this CPU has no VNNI: ONNX Runtime's int8 products saturate "
+            "here, so tokens may differ from a VNNI CPU's (convert with --int8-weights uint8 or int7 for "
+            "the same tokens on every CPU)", manifest.encoder.file,
+        )
+
+
 def _frames(manifest: Manifest, seconds: float | None) -> int | None:
     if seconds is None:
         return None
@@ -122,6 +135,7 @@ class OnnxTdtModel:
     ) -> OnnxTdtModel:
         chosen = list(providers) if providers is not None else default_providers()
         logger.info("loading ONNX graphs from %s with providers %s", model_dir, chosen)
+        _warn_if_int8_saturates(manifest, chosen)
         predictor_file = manifest.step.file if manifest.step else manifest.predictor.file
         return cls(
             manifest=manifest,

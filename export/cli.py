@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 
 from .errors import ConversionError, ParityError
+from .quantize import DEFAULT_WEIGHTS, WEIGHT_SCHEMES
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -32,14 +33,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-verify", action="store_true",
                         help="do not compare against NeMo (debugging only; the manifest records it)")
     parser.add_argument("--quantize", choices=("int8",), default=None,
-                        help="quantise the encoder (dynamic int8: uint8 MatMul weights per output channel) after "
+                        help="quantise the encoder (dynamic int8 MatMul weights per output channel) after "
                         "the fp32 parity check; "
                         "the token agreement with fp32 is reported and recorded in the manifest")
+    parser.add_argument("--int8-weights", choices=tuple(WEIGHT_SCHEMES), default=None,
+                        help=f"how --quantize int8 stores the weights (default {DEFAULT_WEIGHTS}): uint8 gives the "
+                        "same tokens on every CPU; int7 too, with the faster u8 x s8 kernels and one bit less "
+                        "precision; int8 is exact and fastest only on CPUs with VNNI/AMX or ARM dot products")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
     args = parser.parse_args(argv)
     for probe in args.probe_audio:
         if not probe.is_file():
             parser.error(f"--probe-audio {probe}: no such file")
+    if args.int8_weights is not None and args.quantize != "int8":
+        parser.error("--int8-weights needs --quantize int8")
     return args
 
 
@@ -95,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with _sigterm_as_exit():
             report = convert(args.source, args.out_dir, overwrite=args.overwrite, probe_audio=args.probe_audio,
-                             verify=not args.skip_verify, quantize=args.quantize, on_step=on_step)
+                             verify=not args.skip_verify, quantize=args.quantize,
+                             int8_weights=args.int8_weights or DEFAULT_WEIGHTS, on_step=on_step)
     except ParityError as exc:
         print(f"convert-model: parity check failed: {exc}", file=sys.stderr)
         return 3
@@ -115,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         print("  parity check skipped (--skip-verify)")
     quantization = m.provenance.get("quantization")
     if quantization:
-        print(f"  encoder quantised to {quantization['precision']}: token agreement with fp32 "
+        print(f"  encoder quantised to {quantization['precision']} ({quantization.get('weights', 'uint8')} "
+              f"weights): token agreement with fp32 "
               f"{quantization['token_agreement_with_fp32']:.4f} ({quantization['identical_clips']}/"
               f"{quantization['clips']} probe clips identical)")
     return 0

@@ -32,6 +32,7 @@ from parakeet_runtime.engine.manifest import (
 from . import inspect_model
 from .errors import ConversionError
 from .probe import ProbeResult, check_parity
+from .quantize import DEFAULT_WEIGHTS, weight_scheme
 from .source import load_model, resolve
 from .step_graph import write_step_graph
 
@@ -84,6 +85,7 @@ def convert(
     probe_audio: Sequence[Path] = (),
     verify: bool = True,
     quantize: str | None = None,
+    int8_weights: str = DEFAULT_WEIGHTS,
     on_step: Callable[[int, str], None] | None = None,
 ) -> ConversionReport:
     """Convert ``source`` (a ``.nemo`` path or a pretrained name) into ``out_dir``.
@@ -96,6 +98,8 @@ def convert(
         verify: run the parity check (disable only to debug a failing export).
         quantize: ``"int8"`` to quantise the encoder after the fp32 parity check passes; the token
             agreement with fp32 on the probe clips is recorded in the manifest.
+        int8_weights: how ``quantize="int8"`` stores the encoder's weights: ``"uint8"``, ``"int7"`` or
+            ``"int8"`` (see :mod:`parakeet_runtime.export.quantize`).
         on_step: called with (step index, step name) as the conversion proceeds.
 
     Raises:
@@ -104,6 +108,8 @@ def convert(
     started = time.monotonic()
     report_step = on_step or (lambda index, name: None)
     target = Path(out_dir)
+    if quantize is not None:
+        weight_scheme(int8_weights)  # an unknown scheme fails before the export, not after it
     if target.exists() and not overwrite:
         raise ConversionError(f"{target} already exists (pass --overwrite to replace it)")
 
@@ -132,7 +138,7 @@ def convert(
             )
             (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         if quantize is not None:
-            staging = _quantized(staging, manifest, quantize, [sample_audio_path(), *probe_audio])
+            staging = _quantized(staging, manifest, quantize, int8_weights, [sample_audio_path(), *probe_audio])
             manifest = load_manifest(staging)
         report_step(5, STEPS[5])
         staging.chmod(0o755)
@@ -147,22 +153,23 @@ def convert(
     return ConversionReport(target, manifest, probes, time.monotonic() - started)
 
 
-def _quantized(staging: Path, manifest: Manifest, precision: str, clips: Sequence[Path]) -> Path:
+def _quantized(staging: Path, manifest: Manifest, precision: str, weights: str, clips: Sequence[Path]) -> Path:
     """Replace the fp32 staging directory by a quantised one; returns the new staging directory."""
-    from .quantize import PRECISIONS, WEIGHT_SCHEME, quantize_directory, token_agreement
+    from .quantize import PRECISIONS, quantize_directory, token_agreement
 
     if precision not in PRECISIONS:
         raise ConversionError(f"unsupported quantisation {precision!r} (supported: {', '.join(PRECISIONS)})")
+    scheme = weight_scheme(weights)
     target = Path(tempfile.mkdtemp(prefix=staging.name + "q", dir=staging.parent))
     try:
-        quantized = quantize_directory(staging, target, manifest)
+        quantized = quantize_directory(staging, target, manifest, scheme.name)
         agreement = token_agreement(staging, target, clips)
         logger.info("int8 token agreement with fp32: %.4f (%d/%d clips identical)", agreement.token_agreement,
                     agreement.identical_clips, agreement.clips)
         quantized = replace(quantized, provenance={
             **quantized.provenance,
-            "quantization": {"precision": precision,
-                             "method": f"onnxruntime quantize_dynamic of the encoder's MatMuls: {WEIGHT_SCHEME}",
+            "quantization": {"precision": precision, "weights": scheme.name,
+                             "method": f"onnxruntime quantize_dynamic of the encoder's MatMuls: {scheme.description}",
                              "token_agreement_with_fp32": agreement.token_agreement,
                              "identical_clips": agreement.identical_clips, "clips": agreement.clips},
         })

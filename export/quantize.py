@@ -2,14 +2,23 @@
 
 Only the encoder is quantised: dynamic int8 for the weights of all its MatMuls (the feed-forward,
 attention and position projections and the pointwise convolutions, which hold nearly all of its FLOPs and
-bytes), activations quantised on the fly. Weights are unsigned 8-bit with a scale and zero point per output
-channel (:data:`WEIGHT_SCHEME`). Signed weights are ONNX Runtime's default, but on x86 CPUs without VNNI
-(AVX2 only) its u8×s8 kernel adds pairs of products in saturating 16-bit lanes, so the same model gives
-different tokens on different CPUs; u8×u8 products never saturate, so the int8 tokens do not depend on
-which integer kernel the CPU has. On the tiny fixture models the two schemes agree with fp32 about equally
-well (a long clip's drift decides it; benchmarks/README.md, "int8 token agreement"). Convolutions,
-normalisation, the prediction network and the joint stay fp32: they are cheap, and the predictor and the
-joint decide every token (an int8 predictor lost agreement on the fixtures).
+bytes), activations quantised on the fly to uint8 per tensor. The weights have a scale (and for unsigned
+weights a zero point) per output channel, stored in one of three ways (:data:`WEIGHT_SCHEMES`):
+
+* ``uint8`` (the default): u8×u8 products, which ONNX Runtime widens to 16 bits, so they never saturate:
+  the same tokens on every CPU, at the slowest integer rate.
+* ``int7``: signed weights in [-64, 64] (ONNX Runtime's ``reduce_range``). x86 CPUs without VNNI (AVX2
+  only) add pairs of u8×s8 products in saturating 16-bit lanes (``vpmaddubsw``); with 7-bit weights a pair
+  cannot overflow, so the tokens are again the same on every CPU, and the faster u8×s8 kernels run. One
+  bit less weight precision.
+* ``int8``: signed weights over the full range. Exact on CPUs with int8 dot products (VNNI, AMX, ARM's
+  ``sdot``), where it is the fastest and most precise; on an AVX2-only CPU pair sums can saturate, so the
+  tokens there may differ from a VNNI CPU's.
+
+On the tiny fixture models, which scheme agrees best with fp32 flips with the build (a long clip's drift
+decides it; benchmarks/README.md, "int8 token agreement"). Convolutions, normalisation, the prediction
+network and the joint stay fp32: they are cheap, and the predictor and the joint decide every token (an
+int8 predictor lost agreement on the fixtures).
 """
 
 from __future__ import annotations
@@ -19,11 +28,12 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-from parakeet_runtime.engine import BatchingOptions, Engine
-from parakeet_runtime.engine.manifest import MANIFEST_NAME, Manifest
+from typing import TYPE_CHECKING
 
 from .errors import ConversionError
+
+if TYPE_CHECKING:  # the CLI's argument parser reads the scheme table: this module stays light to import
+    from parakeet_runtime.engine.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -58,14 +68,53 @@ def _edit_distance(a: Sequence[int], b: Sequence[int]) -> int:
     return previous[-1]
 
 
-WEIGHT_SCHEME = "uint8 weights per output channel, activations uint8 per tensor"
-"""How ``quantize_directory`` quantises the encoder's MatMul weights (recorded in the manifest)."""
+@dataclass(frozen=True)
+class WeightScheme:
+    """How the encoder's MatMul weights are stored in an int8 directory."""
+
+    name: str
+    signed: bool
+    reduce_range: bool
+    """Signed weights in [-64, 64] instead of [-127, 127] (both symmetric), so that a u8×s8 pair sum (at
+    most 2 × 255 × 64 = 32640) cannot saturate a 16-bit lane."""
+    description: str
 
 
-def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest) -> Manifest:
-    """Write ``out_dir``: a copy of ``fp32_dir`` whose encoder is dynamically quantised to int8."""
+WEIGHT_SCHEMES: dict[str, WeightScheme] = {
+    scheme.name: scheme
+    for scheme in (
+        WeightScheme("uint8", signed=False, reduce_range=False,
+                     description="uint8 weights per output channel, activations uint8 per tensor"),
+        WeightScheme("int7", signed=True, reduce_range=True,
+                     description="signed 7-bit weights ([-64, 64]) per output channel, activations uint8 per "
+                     "tensor"),
+        WeightScheme("int8", signed=True, reduce_range=False,
+                     description="int8 weights per output channel, activations uint8 per tensor (u8 x s8 pair "
+                     "sums can saturate on x86 CPUs without VNNI)"),
+    )
+}
+DEFAULT_WEIGHTS = "uint8"
+"""Same tokens on every CPU, all 8 bits of weight precision."""
+
+
+def weight_scheme(name: str) -> WeightScheme:
+    """The scheme called ``name``; :class:`ConversionError` for an unknown one."""
+    try:
+        return WEIGHT_SCHEMES[name]
+    except KeyError:
+        raise ConversionError(
+            f"unknown int8 weight scheme {name!r} (choose from: {', '.join(WEIGHT_SCHEMES)})"
+        ) from None
+
+
+def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest, weights: str = DEFAULT_WEIGHTS) -> Manifest:
+    """Write ``out_dir``: a copy of ``fp32_dir`` whose encoder is dynamically quantised to int8, its MatMul
+    weights stored as ``weights`` (a key of :data:`WEIGHT_SCHEMES`)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from parakeet_runtime.engine.manifest import MANIFEST_NAME
+
+    scheme = weight_scheme(weights)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = manifest.encoder
     for item in fp32_dir.iterdir():
@@ -76,8 +125,9 @@ def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest) -> Man
             model_input=str(fp32_dir / spec.file),
             model_output=str(out_dir / spec.file),
             op_types_to_quantize=["MatMul"],
-            weight_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8 if scheme.signed else QuantType.QUInt8,
             per_channel=True,
+            reduce_range=scheme.reduce_range,
             extra_options={"MatMulConstBOnly": True},
         )
     except Exception as exc:
@@ -89,6 +139,8 @@ def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest) -> Man
 
 def token_agreement(fp32_dir: Path, int8_dir: Path, clips: Sequence[Path]) -> Agreement:
     """Decode ``clips`` with both directories and count where the tokens differ."""
+    from parakeet_runtime.engine import BatchingOptions, Engine
+
     options = BatchingOptions(enabled=False)
     with Engine.load(fp32_dir, providers=["CPUExecutionProvider"], batching=options) as fp32, Engine.load(
         int8_dir, providers=["CPUExecutionProvider"], batching=options

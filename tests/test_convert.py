@@ -208,7 +208,7 @@ def test_int8_quantization(model_name: str, tmp_path: Path, nemo_paths: dict[str
     assert report.manifest.encoder.precision == "int8"
     recorded = report.manifest.provenance["quantization"]
     assert recorded["clips"] == 2 and 0.0 <= recorded["token_agreement_with_fp32"] <= 1.0
-    assert "uint8" in recorded["method"]
+    assert recorded["weights"] == "uint8" and "uint8" in recorded["method"]
     import onnx
     from onnx import TensorProto
 
@@ -235,6 +235,56 @@ def test_int8_quantization(model_name: str, tmp_path: Path, nemo_paths: dict[str
     # Dynamic int8 on a tiny model: most clips decode identically, but a long clip can drift, and whether
     # it does changes with every fixture build (benchmarks/README.md, "int8 token agreement").
     assert agreement.identical_clips >= agreement.clips // 2, agreement
+
+
+@pytest.mark.parametrize(("scheme", "low", "high"), [("int7", -64, 64), ("int8", -127, 127)])
+def test_signed_weight_schemes(scheme: str, low: int, high: int, tmp_path: Path, clips: dict[str, Path],
+                               converted: dict[str, Path]) -> None:
+    """``--int8-weights int7 / int8``: symmetric signed weights per output channel, in the scheme's range
+    (int7's cannot saturate a u8 x s8 pair sum on AVX2: 2 x 255 x 64 < 32768); the directory decodes."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    from parakeet_runtime.engine import load_manifest
+    from parakeet_runtime.export.quantize import quantize_directory, token_agreement
+
+    source = converted["tdt_a"]
+    out = tmp_path / scheme
+    manifest = quantize_directory(source, out, load_manifest(source), scheme)
+    assert manifest.encoder.precision == "int8" and load_manifest(out).encoder.precision == "int8"
+    graph = onnx.load(str(out / manifest.encoder.file)).graph
+    weights = {init.name: init for init in graph.initializer}
+    integer = [n for n in graph.node if n.op_type == "MatMulInteger"]
+    assert integer
+    widest = 0
+    for node in integer:
+        b = weights[node.input[1]]
+        assert b.data_type == TensorProto.INT8
+        values = numpy_helper.to_array(b)
+        assert values.min() >= low and values.max() <= high
+        widest = max(widest, int(np.abs(values).max()))
+        zero_point = weights.get(node.input[3]) if len(node.input) > 3 else None
+        if zero_point is not None:  # symmetric: the zero points, if written, are 0
+            assert not numpy_helper.to_array(zero_point).any()
+    assert widest >= high  # each channel's largest weight reaches the end of the range
+    agreement = token_agreement(source, out, list(clips.values()))
+    assert agreement.identical_clips >= agreement.clips // 2, agreement
+
+
+def test_unknown_weight_scheme_fails_before_the_export(tmp_path: Path, nemo_paths: dict[str, Path],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from parakeet_runtime.export.convert import convert
+    from parakeet_runtime.export.errors import ConversionError
+
+    out = tmp_path / "out"
+    with pytest.raises(ConversionError, match="int8 weight scheme 'int4'"):
+        convert(str(nemo_paths["tdt_a"]), out, quantize="int8", int8_weights="int4")
+    _assert_nothing_written(out)
+    with pytest.raises(SystemExit):
+        _run_cli([str(nemo_paths["tdt_a"]), str(out), "--int8-weights", "int7"], capsys)
+    assert "--int8-weights needs --quantize int8" in capsys.readouterr().err
+    _assert_nothing_written(out)
 
 
 def test_token_agreement_stays_within_0_and_1() -> None:
