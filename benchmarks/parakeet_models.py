@@ -13,7 +13,8 @@ frame, only the values: the encoder and decoding cost what Parakeet's do.
     python benchmarks/parakeet_models.py --out ~/.cache/parakeet-bench --shapes v2
 
 Writes ``<out>/<shape>/model.nemo``, ``<out>/<shape>/fp32`` and ``<out>/<shape>/int8`` (convert-model
-directories). Cached: an existing output is reused. Not part of CI (minutes and ~10 GB of memory);
+directories; ``--int8-weights int7`` adds ``<out>/<shape>/int8-int7``, and so on for each scheme besides
+the default). Cached: an existing output is reused. Not part of CI (minutes and ~10 GB of memory);
 ``--tiny`` builds a small model of the same structure for the CI smoke run.
 """
 
@@ -185,15 +186,22 @@ def build(shape: str, out: Path, clip: Path) -> Path:
     return target
 
 
-def convert_all(nemo: Path, out: Path) -> tuple[Path, Path]:
+def convert_all(nemo: Path, out: Path, int8_weights: tuple[str, ...] = ("uint8",)) -> list[Path]:
+    """The fp32 directory, then one int8 directory per weight scheme (``int8`` for the default scheme,
+    ``int8-<scheme>`` for the others)."""
     from parakeet_runtime.export.convert import convert
+    from parakeet_runtime.export.quantize import DEFAULT_WEIGHTS
 
-    fp32, int8 = out / "fp32", out / "int8"
+    fp32 = out / "fp32"
     if not (fp32 / "manifest.json").is_file():
         convert(str(nemo), fp32, overwrite=True)
-    if not (int8 / "manifest.json").is_file():
-        convert(str(nemo), int8, overwrite=True, quantize="int8")
-    return fp32, int8
+    written = [fp32]
+    for weights in int8_weights:
+        int8 = out / ("int8" if weights == DEFAULT_WEIGHTS else f"int8-{weights}")
+        if not (int8 / "manifest.json").is_file():
+            convert(str(nemo), int8, overwrite=True, quantize="int8", int8_weights=weights)
+        written.append(int8)
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,14 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "parakeet-bench")
     parser.add_argument("--shapes", nargs="+", default=["v2", "v3"], choices=sorted(SHAPES))
     parser.add_argument("--clip", type=Path, default=REPO / "engine" / "data" / "sample.wav")
+    parser.add_argument("--int8-weights", nargs="+", default=["uint8"], choices=["uint8", "int7", "int8"],
+                        help="int8 weight schemes to convert (convert-model --int8-weights)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for name in ("nemo_logger", "nemo", "lightning", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     for shape in args.shapes:
         nemo = build(shape, args.out, args.clip)
-        fp32, int8 = convert_all(nemo, args.out / shape)
-        logger.info("%s: %s, %s", shape, fp32, int8)
+        written = convert_all(nemo, args.out / shape, tuple(args.int8_weights))
+        logger.info("%s: %s", shape, ", ".join(map(str, written)))
     return 0
 
 

@@ -23,10 +23,13 @@ def _run(args: list[str | Path], timeout: int = 900) -> str:
 
 
 def test_rtfx_on_a_tiny_parakeet_shaped_model(tmp_path: Path) -> None:
-    _run([BENCH / "parakeet_models.py", "--out", tmp_path / "models", "--shapes", "tiny"])
+    _run([BENCH / "parakeet_models.py", "--out", tmp_path / "models", "--shapes", "tiny",
+          "--int8-weights", "uint8", "int7"])
     shape = tmp_path / "models" / "tiny"
-    manifest = json.loads((shape / "int8" / "manifest.json").read_text())
-    assert manifest["encoder"]["precision"] == "int8"
+    for directory, weights in (("int8", "uint8"), ("int8-int7", "int7")):
+        manifest = json.loads((shape / directory / "manifest.json").read_text())
+        assert manifest["encoder"]["precision"] == "int8"
+        assert manifest["provenance"]["quantization"]["weights"] == weights
     readme = tmp_path / "README.md"
     shutil.copy(BENCH / "README.md", readme)
     _run([BENCH / "rtfx.py", "--nemo", shape / "model.nemo", "--fp32", shape / "fp32", "--int8", shape / "int8",
