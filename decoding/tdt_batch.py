@@ -1,11 +1,12 @@
 """Greedy TDT decoding of several utterances at once, identical to decoding each one alone.
 
 Each utterance runs the same search as :func:`~parakeet_runtime.decoding.tdt.tdt_greedy_decode`, written
-as a state machine that makes one joint evaluation per tick. All utterances still searching advance
-together: one batched predictor call per tick for the utterances that emitted a label, which also gives
-their joint at the next frame, and one batched joint call for the others. Utterances whose time runs past
-their length drop out. Because no utterance's transitions depend on another's, the tokens of each are
-exactly those of a solo search.
+as a state machine in ticks. In a tick every utterance still searching walks through the blanks of its
+window (the joint of up to ``lookahead`` frames with its current predictor output) up to its first
+label: one batched joint call per tick fills the windows that ran out, and one batched predictor call
+feeds the labels found, which also gives each of those utterances its joint at the next frame.
+Utterances whose time runs past their length drop out. Because no utterance's transitions depend on
+another's, the tokens of each are exactly those of a solo search.
 """
 
 from __future__ import annotations
