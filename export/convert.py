@@ -168,8 +168,7 @@ def _quantized(staging: Path, manifest: Manifest, precision: str, weights: str, 
                     agreement.identical_clips, agreement.clips)
         quantized = replace(quantized, provenance={
             **quantized.provenance,
-            "quantization": {"precision": precision, "weights": scheme.name,
-                             "method": f"onnxruntime quantize_dynamic of the encoder's MatMuls: {scheme.description}",
+            "quantization": {**quantized.provenance["quantization"],
                              "token_agreement_with_fp32": agreement.token_agreement,
                              "identical_clips": agreement.identical_clips, "clips": agreement.clips},
         })

@@ -132,7 +132,15 @@ def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest, weight
         )
     except Exception as exc:
         raise ConversionError(f"int8 quantisation failed: {type(exc).__name__}: {exc}") from exc
-    quantized = replace(manifest, encoder=replace(spec, precision="int8", external_data=None))
+    quantized = replace(
+        manifest,
+        encoder=replace(spec, precision="int8", external_data=None),
+        provenance={
+            **manifest.provenance,
+            "quantization": {"precision": "int8", "weights": scheme.name,
+                             "method": f"onnxruntime quantize_dynamic of the encoder's MatMuls: {scheme.description}"},
+        },
+    )
     (out_dir / MANIFEST_NAME).write_text(quantized.to_json(), encoding="utf-8")
     return quantized
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -239,20 +240,22 @@ def test_int8_quantization(model_name: str, tmp_path: Path, nemo_paths: dict[str
 
 @pytest.mark.parametrize(("scheme", "low", "high"), [("int7", -64, 64), ("int8", -127, 127)])
 def test_signed_weight_schemes(scheme: str, low: int, high: int, tmp_path: Path, clips: dict[str, Path],
-                               converted: dict[str, Path]) -> None:
+                               converted: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
     """``--int8-weights int7 / int8``: symmetric signed weights per output channel, in the scheme's range
     (int7's cannot saturate a u8 x s8 pair sum on AVX2: 2 x 255 x 64 < 32768); the directory decodes."""
     import numpy as np
     import onnx
     from onnx import TensorProto, numpy_helper
 
-    from parakeet_runtime.engine import load_manifest
+    from parakeet_runtime.engine import BatchingOptions, Engine, load_manifest
+    from parakeet_runtime.engine.cpu import x86_without_int8_dot_products
     from parakeet_runtime.export.quantize import quantize_directory, token_agreement
 
     source = converted["tdt_a"]
     out = tmp_path / scheme
     manifest = quantize_directory(source, out, load_manifest(source), scheme)
     assert manifest.encoder.precision == "int8" and load_manifest(out).encoder.precision == "int8"
+    assert load_manifest(out).provenance["quantization"]["weights"] == scheme
     graph = onnx.load(str(out / manifest.encoder.file)).graph
     weights = {init.name: init for init in graph.initializer}
     integer = [n for n in graph.node if n.op_type == "MatMulInteger"]
@@ -268,6 +271,13 @@ def test_signed_weight_schemes(scheme: str, low: int, high: int, tmp_path: Path,
         if zero_point is not None:  # symmetric: the zero points, if written, are 0
             assert not numpy_helper.to_array(zero_point).any()
     assert widest >= high  # each channel's largest weight reaches the end of the range
+    if scheme == "int8" and x86_without_int8_dot_products():
+        # Full-range signed weights saturate this CPU's u8 x s8 pair sums: the tokens are this CPU's,
+        # not the scheme's, so only check that the directory decodes (and that loading it warns).
+        with caplog.at_level(logging.WARNING), Engine.load(out, batching=BatchingOptions(enabled=False)) as engine:
+            assert engine.transcribe(clips["c2_sentence"]).text
+        assert any("saturate" in r.getMessage() for r in caplog.records)
+        return
     agreement = token_agreement(source, out, list(clips.values()))
     assert agreement.identical_clips >= agreement.clips // 2, agreement
 
