@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from parakeet_runtime.export.quantize import DEFAULT_WEIGHTS, WEIGHT_SCHEMES  # noqa: E402
 from tests.fixtures.nemo_config import Geometry, model_config  # noqa: E402
 
 logger = logging.getLogger("parakeet_models")
@@ -186,11 +187,10 @@ def build(shape: str, out: Path, clip: Path) -> Path:
     return target
 
 
-def convert_all(nemo: Path, out: Path, int8_weights: tuple[str, ...] = ("uint8",)) -> list[Path]:
+def convert_all(nemo: Path, out: Path, int8_weights: tuple[str, ...] = (DEFAULT_WEIGHTS,)) -> list[Path]:
     """The fp32 directory, then one int8 directory per weight scheme (``int8`` for the default scheme,
     ``int8-<scheme>`` for the others)."""
     from parakeet_runtime.export.convert import convert
-    from parakeet_runtime.export.quantize import DEFAULT_WEIGHTS
 
     fp32 = out / "fp32"
     if not (fp32 / "manifest.json").is_file():
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "parakeet-bench")
     parser.add_argument("--shapes", nargs="+", default=["v2", "v3"], choices=sorted(SHAPES))
     parser.add_argument("--clip", type=Path, default=REPO / "engine" / "data" / "sample.wav")
-    parser.add_argument("--int8-weights", nargs="+", default=["uint8"], choices=["uint8", "int7", "int8"],
+    parser.add_argument("--int8-weights", nargs="+", default=[DEFAULT_WEIGHTS], choices=tuple(WEIGHT_SCHEMES),
                         help="int8 weight schemes to convert (convert-model --int8-weights)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         print("  parity check skipped (--skip-verify)")
     quantization = m.provenance.get("quantization")
     if quantization:
-        print(f"  encoder quantised to {quantization['precision']} ({quantization.get('weights', 'uint8')} "
+        print(f"  encoder quantised to {quantization['precision']} ({quantization['weights']} "
               f"weights): token agreement with fp32 "
               f"{quantization['token_agreement_with_fp32']:.4f} ({quantization['identical_clips']}/"
               f"{quantization['clips']} probe clips identical)")

@@ -159,10 +159,9 @@ def _quantized(staging: Path, manifest: Manifest, precision: str, weights: str, 
 
     if precision not in PRECISIONS:
         raise ConversionError(f"unsupported quantisation {precision!r} (supported: {', '.join(PRECISIONS)})")
-    scheme = weight_scheme(weights)
     target = Path(tempfile.mkdtemp(prefix=staging.name + "q", dir=staging.parent))
     try:
-        quantized = quantize_directory(staging, target, manifest, scheme.name)
+        quantized = quantize_directory(staging, target, manifest, weights)
         agreement = token_agreement(staging, target, clips)
         logger.info("int8 token agreement with fp32: %.4f (%d/%d clips identical)", agreement.token_agreement,
                     agreement.identical_clips, agreement.clips)

@@ -117,12 +117,11 @@ def test_lookahead_changes_the_calls_not_the_tokens(lookahead: int) -> None:
 @dataclass(frozen=True)
 class _CountingScripted(Scripted):
     calls: list[int] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
 
     @property
     def windows(self) -> int:
         return len(self.calls)
-
-    steps: list[int] = field(default_factory=list)
 
     def joint_frames(self, encoder_frames: np.ndarray, predictor_output: np.ndarray) -> np.ndarray:
         self.calls.append(encoder_frames.shape[0])
@@ -200,13 +199,6 @@ def test_greedy_matches_nemo_label_looping(durations: tuple[int, ...], max_symbo
             with torch.inference_mode():
                 out, new_state = decoder.predict(torch.tensor([[label]]), state, add_sos=False, batch_size=1)
                 return joint.project_prednet(out)[0, 0].numpy(), new_state
-
-        def joint(self, encoder_frame: np.ndarray, predictor_output: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                f = torch.from_numpy(encoder_frame)[None, None]
-                g = torch.from_numpy(predictor_output)[None, None]
-                logits: np.ndarray = joint.joint_after_projection(f, g)[0, 0, 0].numpy()
-                return logits
 
         def joint_frames(self, encoder_frames: np.ndarray, predictor_output: np.ndarray) -> np.ndarray:
             with torch.inference_mode():

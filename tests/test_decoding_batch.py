@@ -45,9 +45,6 @@ class RandomTransducer:
         new = np.tanh(self.embed[label] + state @ self.w_state)
         return (new @ self.w_out).astype(np.float32), new.astype(np.float32)
 
-    def joint(self, encoder_frame: np.ndarray, predictor_output: np.ndarray) -> np.ndarray:
-        return np.asarray(np.tanh(encoder_frame + predictor_output) @ self.w_joint + self.bias, dtype=np.float32)
-
     def joint_frames(self, encoder_frames: np.ndarray, predictor_output: np.ndarray) -> np.ndarray:
         return self.joint_rows(encoder_frames, np.broadcast_to(predictor_output, encoder_frames.shape))
 
