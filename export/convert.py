@@ -31,6 +31,7 @@ from parakeet_runtime.engine.manifest import (
 
 from . import inspect_model
 from .errors import ConversionError
+from .position_table import DEFAULT_FRAMES
 from .probe import ProbeResult, check_parity
 from .quantize import DEFAULT_WEIGHTS, weight_scheme
 from .source import load_model, resolve
@@ -86,6 +87,7 @@ def convert(
     verify: bool = True,
     quantize: str | None = None,
     int8_weights: str = DEFAULT_WEIGHTS,
+    position_table_frames: int = DEFAULT_FRAMES,
     on_step: Callable[[int, str], None] | None = None,
 ) -> ConversionReport:
     """Convert ``source`` (a ``.nemo`` path or a pretrained name) into ``out_dir``.
@@ -100,6 +102,8 @@ def convert(
             agreement with fp32 on the probe clips is recorded in the manifest.
         int8_weights: how ``quantize="int8"`` stores the encoder's weights: ``"uint8"``, ``"int7"`` or
             ``"int8"`` (see :mod:`parakeet_runtime.export.quantize`).
+        position_table_frames: the encoder's relative-position projections become table lookups for inputs
+            of up to this many encoder frames (0: none; see :mod:`parakeet_runtime.export.position_table`).
         on_step: called with (step index, step name) as the conversion proceeds.
 
     Raises:
@@ -110,6 +114,8 @@ def convert(
     target = Path(out_dir)
     if quantize is not None:
         weight_scheme(int8_weights)  # an unknown scheme fails before the export, not after it
+    if position_table_frames < 0:
+        raise ConversionError(f"position_table_frames must be 0 or more, not {position_table_frames}")
     if target.exists() and not overwrite:
         raise ConversionError(f"{target} already exists (pass --overwrite to replace it)")
 
@@ -124,7 +130,7 @@ def convert(
     try:
         with tempfile.TemporaryDirectory(prefix="parakeet-export-") as scratch:
             report_step(2, STEPS[2])
-            facts = _export(model, Path(scratch), staging)
+            facts = _export(model, Path(scratch), staging, position_table_frames)
         report_step(3, STEPS[3])
         manifest = _write_directory(model, staging, facts, resolved.spec, resolved.sha256)
         probes: tuple[ProbeResult, ...] = ()
@@ -179,11 +185,11 @@ def _quantized(staging: Path, manifest: Manifest, precision: str, weights: str, 
     return target
 
 
-def _export(model: Any, scratch: Path, staging: Path) -> dict[str, Any]:
+def _export(model: Any, scratch: Path, staging: Path, position_table_frames: int) -> dict[str, Any]:
     from .onnx_export import export_graphs
 
     try:
-        return export_graphs(model, scratch, staging)
+        return export_graphs(model, scratch, staging, position_table_frames=position_table_frames)
     except ConversionError:
         raise
     except Exception as exc:
@@ -222,6 +228,11 @@ def _write_directory(model: Any, staging: Path, facts: dict[str, Any], spec: str
             "python": platform.python_version(),
             "converted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "decoding": "greedy TDT (label looping), one utterance at a time",
+            "encoder_export": {
+                "fused_attention_layers": int(facts.get("fused_attention_layers", 0)),
+                "position_table_layers": int(facts.get("position_table_layers", 0)),
+                "position_table_frames": int(facts.get("position_table_frames", 0)),
+            },
         },
     )
     (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")

@@ -15,6 +15,11 @@ backward pass. Traced into ONNX they become full passes over the largest tensors
   row those weights are already exactly 0 (``exp(-10000 - max)`` underflows in float32); only rows of
   padded frames change (uniform instead of zero), and padded frames never reach a valid output: the
   convolution module zeroes them and attention masks them as keys. So that pass is dropped.
+* With unlimited attention context (Parakeet's), NeMo's attention mask only hides padded key frames from
+  valid queries. The attention then exports as ONNX Runtime's ``MultiHeadAttention`` (QKᵀ, the
+  relative-position scores as an additive bias, the key padding mask and the softmax, head by head in
+  cache) in NeMo's scaled-dot-product form ``ac/√d_k + bd/√d_k``, the position query pre-scaled. A limited
+  context keeps the plain product, softmax and mask.
 * ``ConformerConvolution``'s pointwise convolutions (kernel 1) become matrix products on
   ``(batch, time, channels)``: ONNX Runtime runs them as MatMul (faster than its 1×1 Conv on CPU, and
   quantisable by ``--quantize int8``), with the same weights.
@@ -27,6 +32,7 @@ the model's own forwards (the NeMo reference of the probe) are untouched.
 from __future__ import annotations
 
 import contextlib
+import functools
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -82,6 +88,46 @@ def rel_shift(scores: torch.Tensor, keep: int) -> torch.Tensor:
     return flat.reshape(batch, heads, time, positions - 1)[:, :, :, :keep]
 
 
+class _KeyPaddedAttention(torch.autograd.Function):
+    """Scaled dot-product attention over heads with an additive score bias and a key padding mask.
+
+    Exported as ONNX Runtime's ``com.microsoft.MultiHeadAttention``, which runs QKᵀ, the bias and mask,
+    the softmax and the product with V head by head while each head's scores are in cache, instead of
+    five passes over the ``(batch, heads, T, T)`` scores. ``forward`` is the same arithmetic in PyTorch
+    (what the op computes, for eager runs and tracing).
+
+    query, key, value ``(batch, T, heads·d_k)``; key_valid ``(batch, T)`` (1 valid, 0 padding);
+    bias ``(batch, heads, T, T)``. Masked keys get ``MASK_VALUE`` added to their score, as NeMo's
+    scaled-dot-product path does (their weights underflow to exactly 0 in every row with a valid key).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_valid: torch.Tensor,
+        bias: torch.Tensor, heads: int, scale: float,
+    ) -> torch.Tensor:
+        batch, time, features = query.shape
+        q, k, v = (x.view(batch, -1, heads, features // heads).transpose(1, 2) for x in (query, key, value))
+        scores = torch.matmul(q, k.transpose(-2, -1)) * scale + bias
+        scores = scores + (1.0 - key_valid.to(scores.dtype))[:, None, None, :] * MASK_VALUE
+        return torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(batch, time, features)
+
+    @staticmethod
+    def symbolic(g: Any, query: Any, key: Any, value: Any, key_valid: Any, bias: Any, heads: int,
+                 scale: float) -> Any:
+        from torch.onnx import symbolic_helper
+
+        mask = g.op("Cast", key_valid, to_i=6)  # int32, as the op requires
+        output = g.op(
+            "com.microsoft::MultiHeadAttention", query, key, value,
+            symbolic_helper._optional_input_placeholder_tensor(g),  # type: ignore[no-untyped-call]
+            mask, bias,
+            num_heads_i=heads, scale_f=scale, mask_filter_value_f=MASK_VALUE,
+        )
+        output.setType(query.type())  # the output has the query's shape and type
+        return output
+
+
 def _rel_attention_forward(
     self: Any,
     query: torch.Tensor,
@@ -90,16 +136,30 @@ def _rel_attention_forward(
     mask: torch.Tensor | None,
     pos_emb: torch.Tensor,
     cache: torch.Tensor | None = None,
+    *,
+    key_padding_only: bool = False,
 ) -> Any:
     if cache is not None or pos_emb.shape[1] != 2 * query.shape[1] - 1:
         return type(self).forward(self, query, key, value, mask, pos_emb, cache)
-    q, k, v = self.forward_qkv(query, key, value)
-    q = q.transpose(1, 2)
-    batch = value.size(0)
     # One extra position row (a copy of the first; its scores are never selected) lets rel_shift work
     # without NeMo's padded copy of the scores.
     pos_emb = torch.cat([pos_emb, pos_emb[:, :1]], dim=1)
     p = self.linear_pos(pos_emb).view(pos_emb.size(0), -1, self.h, self.d_k).transpose(1, 2)
+    batch = value.size(0)
+    if key_padding_only:
+        # NeMo's scaled-dot-product form: ac/√d_k + bd/√d_k, the masked keys pushed down by MASK_VALUE.
+        scale = 1.0 / self.s_d_k
+        q = self.linear_q(query).view(batch, -1, self.h, self.d_k)
+        q_with_bias_u = (q + self.pos_bias_u).reshape(batch, -1, self.h * self.d_k)
+        q_with_bias_v = ((q + self.pos_bias_v) * scale).transpose(1, 2)
+        matrix_bd = rel_shift(torch.matmul(q_with_bias_v, p.transpose(-2, -1)), query.shape[1])
+        key_valid = torch.ones_like(matrix_bd[:, 0, 0, :]) if mask is None else ~mask[:, 0, :]
+        out = _KeyPaddedAttention.apply(  # type: ignore[no-untyped-call]
+            q_with_bias_u, self.linear_k(key), self.linear_v(value), key_valid, matrix_bd, self.h, scale
+        )
+        return self.linear_out(out)
+    q, k, v = self.forward_qkv(query, key, value)
+    q = q.transpose(1, 2)
     q_with_bias_u = (q + self.pos_bias_u).transpose(1, 2)
     q_with_bias_v = (q + self.pos_bias_v).transpose(1, 2)
     matrix_ac = torch.matmul(q_with_bias_u, k.transpose(-2, -1))
@@ -143,12 +203,15 @@ def _patches(encoder: nn.Module) -> Iterator[tuple[nn.Module, Callable[..., Any]
     from nemo.collections.asr.parts.submodules import conformer_modules, multi_head_attention, subsampling
 
     masked_conv = getattr(subsampling, "MaskedConvSequential", None)
+    # With unlimited attention context NeMo's attention mask only hides padded frames, so for every valid
+    # query row it is the key padding mask (see ConformerEncoder._create_masks).
+    full_context = all(int(size) < 0 for size in getattr(encoder, "att_context_size", [0]))
     for module in encoder.modules():
         kind = type(module)
         if masked_conv is not None and kind is masked_conv:
             yield module, _masked_conv_forward
         elif kind is multi_head_attention.RelPositionMultiHeadAttention:
-            yield module, _rel_attention_forward
+            yield module, functools.partial(_rel_attention_forward, key_padding_only=full_context)
         elif (
             kind is conformer_modules.ConformerConvolution
             and _is_pointwise(module.pointwise_conv1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from torch import nn
 from torch.nn import functional
 
 from .graph_forwards import export_forwards
+from .position_table import DEFAULT_FRAMES, tabulate_positions
 
 logger = logging.getLogger(__name__)
 
@@ -166,14 +168,17 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input
         )
 
 
-def consolidate(path: Path, *, data_name: str) -> str | None:
-    """Rewrite ``path`` so that its weights live inside it, or, above 2 GB, in ONE ``data_name`` file.
+def consolidate(path: Path, *, data_name: str, transform: Callable[[Any], object] | None = None) -> str | None:
+    """Rewrite ``path`` so that its weights live inside it, or, above 2 GB, in ONE ``data_name`` file;
+    ``transform`` may edit the loaded ``onnx.ModelProto`` first.
 
     Returns the external data file name, or ``None`` when the graph is self-contained.
     """
     import onnx
 
     model = onnx.load(str(path), load_external_data=True)
+    if transform is not None:
+        transform(model)
     loose = {p for p in path.parent.iterdir() if p != path}
     size = sum(t.ByteSize() for t in model.graph.initializer)
     if size < TWO_GB:
@@ -195,8 +200,13 @@ def consolidate(path: Path, *, data_name: str) -> str | None:
     return result
 
 
-def export_graphs(model: Any, scratch: Path, out_dir: Path) -> dict[str, Any]:
+def export_graphs(
+    model: Any, scratch: Path, out_dir: Path, *, position_table_frames: int = DEFAULT_FRAMES
+) -> dict[str, Any]:
     """Export the three graphs into ``out_dir``; returns facts the manifest needs.
+
+    The encoder's position projections become table lookups for inputs of up to ``position_table_frames``
+    encoder frames (0: none; :mod:`.position_table`).
 
     Each graph is first written into its own folder under ``scratch`` (torch may scatter external
     data files there) and then consolidated into ``out_dir``.
@@ -239,6 +249,11 @@ def export_graphs(model: Any, scratch: Path, out_dir: Path) -> dict[str, Any]:
             {"encoder_frame": {0: "batch"}, "predictor_output": {0: "batch"}, "logits": {0: "batch"}},
         ),
     ]
+    def tabulate(graph: Any) -> None:
+        facts["fused_attention_layers"] = sum(node.op_type == "MultiHeadAttention" for node in graph.graph.node)
+        facts["position_table_layers"] = tabulate_positions(graph, model.encoder, position_table_frames)
+        facts["position_table_frames"] = position_table_frames if facts["position_table_layers"] else 0
+
     for name, module, args, inputs, outputs, axes in graphs:
         folder = scratch / name.removesuffix(".onnx")
         folder.mkdir(parents=True, exist_ok=True)
@@ -247,7 +262,8 @@ def export_graphs(model: Any, scratch: Path, out_dir: Path) -> dict[str, Any]:
         with forwards as patched:
             logger.info("%s: %d modules with export forwards", name, patched)
             _export(module, args, folder / name, inputs, outputs, axes)
-        data = consolidate(folder / name, data_name=f"{name}.data")
+        transform = tabulate if name == "encoder.onnx" else None
+        data = consolidate(folder / name, data_name=f"{name}.data", transform=transform)
         shutil.move(str(folder / name), str(out_dir / name))
         if data is not None:
             shutil.move(str(folder / data), str(out_dir / data))

@@ -1,0 +1,124 @@
+"""Precomputed relative-position projections: a table lookup instead of a matrix product per layer.
+
+Every FastConformer attention layer projects the relative position embeddings, ``linear_pos(pos_emb)``,
+a ``(2T, d_model) x (d_model, d_model)`` product for an input of ``T`` encoder frames: about 7% of
+Parakeet's encoder arithmetic. The embeddings are a fixed slice of NeMo's sinusoid buffer that depends
+only on ``T`` (rows ``center - T`` to ``center + T`` of ``pos_enc.pe``), so the projection of every
+input up to ``frames`` encoder frames is a slice of one table per layer, the projection of the
+``2 * frames`` rows around the centre, computed here once with NeMo's own weights.
+
+The export's attention forward appends one row to the embeddings (``graph_forwards.rel_shift`` never
+selects its scores); the table gives the next row of the buffer there, the exported graph a copy of the
+first: the selected scores are the same.
+
+Each position MatMul becomes an ``If``: inputs of at most ``frames`` frames slice the table, longer ones
+run the MatMul as before, so the graph still takes every length the model does. The tables are stored
+with the other weights (``d_model * 8 * frames`` bytes per layer; memory-mapped by ONNX Runtime, so a run
+only reads the rows its length needs).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FRAMES = 1024
+"""Encoder frames the tables cover by default: 82 s of audio at Parakeet's 80 ms per frame (41 s at
+40 ms); 8 MB per layer at d_model 1024."""
+
+
+def _position_window(encoder: Any, frames: int) -> tuple[Any, int] | None:
+    """NeMo's position buffer rows (a tensor) for inputs of up to ``frames`` frames, and the frames they
+    cover."""
+    pos_enc = getattr(encoder, "pos_enc", None)
+    pe = getattr(pos_enc, "pe", None)
+    if pe is None or pe.dim() != 3 or pe.shape[0] != 1:
+        return None
+    center = int(pe.shape[1]) // 2 + 1  # NeMo's RelPositionalEncoding: rows center - T .. center + T - 2
+    frames = min(frames, center - 1)
+    if frames < 1:
+        return None
+    return pe[0, center - frames : center + frames].detach().float(), frames
+
+
+def tabulate_positions(model: Any, encoder: Any, frames: int = DEFAULT_FRAMES) -> int:
+    """Replace the position projections of the exported encoder graph ``model`` (an ``onnx.ModelProto``)
+    by table lookups for inputs of up to ``frames`` encoder frames; returns how many were replaced.
+
+    A MatMul is replaced only when its weight is exactly the transposed weight of one of the encoder's
+    ``linear_pos`` layers, so other graphs, or a layout this does not know, are left as they are.
+    """
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    if frames < 1:
+        return 0
+    window = _position_window(encoder, frames)
+    if window is None:
+        return 0
+    rows, frames = window
+    projections: dict[bytes, torch.Tensor] = {}
+    for module in encoder.modules():
+        linear = getattr(module, "linear_pos", None)
+        if isinstance(linear, torch.nn.Linear):
+            projections[np.ascontiguousarray(linear.weight.detach().float().numpy().T).tobytes()] = linear.weight
+    if not projections:
+        return 0
+
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    constants = {
+        "position_table/frames": np.array([frames], dtype=np.int64),
+        "position_table/rows": np.array([2 * frames], dtype=np.int64),
+        "position_table/two": np.array([2], dtype=np.int64),
+        "position_table/axis0": np.array([0], dtype=np.int64),
+    }
+    nodes = []
+    replaced = 0
+    for node in graph.node:
+        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        linear_weight = None
+        if weight is not None and weight.data_type == TensorProto.FLOAT and len(weight.dims) == 2:
+            linear_weight = projections.get(numpy_helper.to_array(weight).tobytes())
+        if linear_weight is None:
+            nodes.append(node)
+            continue
+        with torch.inference_mode():
+            table = torch.nn.functional.linear(rows, linear_weight.float())
+        prefix = f"position_table/{replaced}"
+        graph.initializer.append(numpy_helper.from_array(table.numpy(), name=f"{prefix}/table"))
+        positions, covered = f"{prefix}/positions", f"{prefix}/covered"
+        half, start, end, sliced = (f"{prefix}/{name}" for name in ("half", "start", "end", "rows"))
+        output = node.output[0]
+        then_branch = helper.make_graph(
+            [
+                helper.make_node("Div", [positions, "position_table/two"], [half]),
+                helper.make_node("Sub", ["position_table/frames", half], [start]),
+                helper.make_node("Add", [start, positions], [end]),
+                helper.make_node("Slice", [f"{prefix}/table", start, end, "position_table/axis0"], [sliced]),
+                helper.make_node("Unsqueeze", [sliced, "position_table/axis0"], [f"{prefix}/lookup"]),
+            ],
+            f"{prefix}/lookup_branch", [], [helper.make_tensor_value_info(f"{prefix}/lookup", TensorProto.FLOAT, None)],
+        )
+        else_branch = helper.make_graph(
+            [helper.make_node("MatMul", list(node.input), [f"{prefix}/product"], name=node.name)],
+            f"{prefix}/product_branch", [],
+            [helper.make_tensor_value_info(f"{prefix}/product", TensorProto.FLOAT, None)],
+        )
+        nodes += [
+            helper.make_node("Shape", [node.input[0]], [positions], start=1, end=2),
+            helper.make_node("LessOrEqual", [positions, "position_table/rows"], [covered]),
+            helper.make_node("If", [covered], [output], name=f"{prefix}/if",
+                             then_branch=then_branch, else_branch=else_branch),
+        ]
+        replaced += 1
+    if replaced:
+        graph.initializer.extend(numpy_helper.from_array(value, name=name) for name, value in constants.items())
+        del graph.node[:]
+        graph.node.extend(nodes)
+        logger.info("position projections of %d layers tabulated for inputs up to %d frames", replaced, frames)
+    return replaced
