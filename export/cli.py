@@ -129,6 +129,12 @@ def run(args: argparse.Namespace) -> int:
               f"features max diff {probe.feature_max_abs_diff:.1e}, encoder max diff {probe.encoder_max_abs_diff:.1e}")
     if not report.probes:
         print("  parity check skipped (--skip-verify)")
+    export = m.provenance.get("encoder_export")
+    if export:
+        tables = (f"position tables in {export['position_table_layers']} layers (inputs up to "
+                  f"{export['position_table_frames']} encoder frames)" if export["position_table_layers"]
+                  else "no position tables")
+        print(f"  encoder: fused attention in {export['fused_attention_layers']} layers, {tables}")
     quantization = m.provenance.get("quantization")
     if quantization:
         print(f"  encoder quantised to {quantization['precision']} ({quantization['weights']} "

@@ -1,8 +1,10 @@
 """Int8 quantisation of the encoder, and how far its tokens agree with the fp32 directory's.
 
-Only the encoder is quantised: dynamic int8 for the weights of all its MatMuls (the feed-forward,
-attention and position projections and the pointwise convolutions, which hold nearly all of its FLOPs and
-bytes), activations quantised on the fly to uint8 per tensor. The weights have a scale (and for unsigned
+Only the encoder is quantised: dynamic int8 for the weights of all its top-level MatMuls (the
+feed-forward and attention projections and the pointwise convolutions, which hold nearly all of its FLOPs
+and bytes), activations quantised on the fly to uint8 per tensor. The relative-position projections stay
+fp32: tables for inputs up to the converter's ``--position-table-frames``, a MatMul inside the ``If`` for
+longer ones (ONNX Runtime's quantiser does not enter ``If`` branches). The weights have a scale (and for unsigned
 weights a zero point) per output channel, stored in one of three ways (:data:`WEIGHT_SCHEMES`):
 
 * ``uint8`` (the default): u8×u8 products, which ONNX Runtime widens to 16 bits, so they never saturate:

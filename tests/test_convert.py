@@ -190,6 +190,12 @@ def test_cli_converts_with_progress_and_summary(tmp_path: Path, nemo_paths: dict
     assert all(p["identical"] for p in manifest["provenance"]["parity"])
     assert len(manifest["provenance"]["parity"]) == 2
     assert manifest["decoding"]["durations"] == [0, 1, 2, 4, 8]
+    from parakeet_runtime.export.position_table import DEFAULT_FRAMES
+
+    layers = 2  # the fixture's encoder layers: all full-context attention
+    assert manifest["provenance"]["encoder_export"] == {
+        "fused_attention_layers": layers, "position_table_layers": layers, "position_table_frames": DEFAULT_FRAMES}
+    assert f"encoder: fused attention in {layers} layers, position tables in {layers} layers" in proc.stdout
     assert all(p.stat().st_mode & 0o044 == 0o044 for p in out.iterdir()), "files must be readable by others"
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["manifest.json", "encoder.onnx", "predictor.onnx", "joint.onnx", "step.onnx", "tokenizer.model", "vocab.txt",
