@@ -251,8 +251,8 @@ def export_graphs(
     ]
     def tabulate(graph: Any) -> None:
         facts["fused_attention_layers"] = sum(node.op_type == "MultiHeadAttention" for node in graph.graph.node)
-        facts["position_table_layers"] = tabulate_positions(graph, model.encoder, position_table_frames)
-        facts["position_table_frames"] = position_table_frames if facts["position_table_layers"] else 0
+        layers, frames = tabulate_positions(graph, model.encoder, position_table_frames)
+        facts["position_table_layers"], facts["position_table_frames"] = layers, frames
 
     for name, module, args, inputs, outputs, axes in graphs:
         folder = scratch / name.removesuffix(".onnx")

@@ -33,10 +33,13 @@ DEFAULT_FRAMES = 1024
 
 def _position_window(encoder: Any, frames: int) -> tuple[Any, int] | None:
     """NeMo's position buffer rows (a tensor) for inputs of up to ``frames`` frames, and the frames they
-    cover."""
+    cover; ``None`` unless the encoder uses NeMo's ``RelPositionalEncoding`` (local attention's encoding
+    gives other rows)."""
+    from nemo.collections.asr.parts.submodules.multi_head_attention import RelPositionalEncoding
+
     pos_enc = getattr(encoder, "pos_enc", None)
     pe = getattr(pos_enc, "pe", None)
-    if pe is None or pe.dim() != 3 or pe.shape[0] != 1:
+    if type(pos_enc) is not RelPositionalEncoding or pe is None or pe.dim() != 3 or pe.shape[0] != 1:
         return None
     center = int(pe.shape[1]) // 2 + 1  # NeMo's RelPositionalEncoding: rows center - T .. center + T - 2
     frames = min(frames, center - 1)
@@ -45,29 +48,32 @@ def _position_window(encoder: Any, frames: int) -> tuple[Any, int] | None:
     return pe[0, center - frames : center + frames].detach().float(), frames
 
 
-def tabulate_positions(model: Any, encoder: Any, frames: int = DEFAULT_FRAMES) -> int:
+def tabulate_positions(model: Any, encoder: Any, frames: int = DEFAULT_FRAMES) -> tuple[int, int]:
     """Replace the position projections of the exported encoder graph ``model`` (an ``onnx.ModelProto``)
-    by table lookups for inputs of up to ``frames`` encoder frames; returns how many were replaced.
+    by table lookups for inputs of up to ``frames`` encoder frames.
 
-    A MatMul is replaced only when its weight is exactly the transposed weight of one of the encoder's
-    ``linear_pos`` layers, so other graphs, or a layout this does not know, are left as they are.
+    Returns (layers replaced, frames covered: ``frames``, or fewer when NeMo's buffer is shorter).
+    Only the layers of NeMo's full relative-position attention (``RelPositionMultiHeadAttention`` with
+    ``RelPositionalEncoding``; not local attention) are candidates, and a MatMul is replaced only when its
+    weight is exactly the transposed weight of one of their ``linear_pos`` layers, so other graphs, or a
+    layout this does not know, are left as they are. The lookup also requires an even number of position
+    rows (the export's ``2T``); any other input runs the MatMul.
     """
     import torch
+    from nemo.collections.asr.parts.submodules.multi_head_attention import RelPositionMultiHeadAttention
     from onnx import TensorProto, helper, numpy_helper
 
-    if frames < 1:
-        return 0
-    window = _position_window(encoder, frames)
+    window = _position_window(encoder, frames) if frames >= 1 else None
     if window is None:
-        return 0
+        return 0, 0
     rows, frames = window
     projections: dict[bytes, torch.Tensor] = {}
     for module in encoder.modules():
-        linear = getattr(module, "linear_pos", None)
-        if isinstance(linear, torch.nn.Linear):
-            projections[np.ascontiguousarray(linear.weight.detach().float().numpy().T).tobytes()] = linear.weight
+        if type(module) is RelPositionMultiHeadAttention and isinstance(module.linear_pos, torch.nn.Linear):
+            pos_weight = module.linear_pos.weight
+            projections[np.ascontiguousarray(pos_weight.detach().float().numpy().T).tobytes()] = pos_weight
     if not projections:
-        return 0
+        return 0, 0
 
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
@@ -76,6 +82,7 @@ def tabulate_positions(model: Any, encoder: Any, frames: int = DEFAULT_FRAMES) -
         "position_table/rows": np.array([2 * frames], dtype=np.int64),
         "position_table/two": np.array([2], dtype=np.int64),
         "position_table/axis0": np.array([0], dtype=np.int64),
+        "position_table/zero": np.array([0], dtype=np.int64),
     }
     nodes = []
     replaced = 0
@@ -91,7 +98,8 @@ def tabulate_positions(model: Any, encoder: Any, frames: int = DEFAULT_FRAMES) -
             table = torch.nn.functional.linear(rows, linear_weight.float())
         prefix = f"position_table/{replaced}"
         graph.initializer.append(numpy_helper.from_array(table.numpy(), name=f"{prefix}/table"))
-        positions, covered = f"{prefix}/positions", f"{prefix}/covered"
+        positions, covered, within, remainder, even = (
+            f"{prefix}/{name}" for name in ("positions", "covered", "within", "remainder", "even"))
         half, start, end, sliced = (f"{prefix}/{name}" for name in ("half", "start", "end", "rows"))
         output = node.output[0]
         then_branch = helper.make_graph(
@@ -111,7 +119,10 @@ def tabulate_positions(model: Any, encoder: Any, frames: int = DEFAULT_FRAMES) -
         )
         nodes += [
             helper.make_node("Shape", [node.input[0]], [positions], start=1, end=2),
-            helper.make_node("LessOrEqual", [positions, "position_table/rows"], [covered]),
+            helper.make_node("LessOrEqual", [positions, "position_table/rows"], [within]),
+            helper.make_node("Mod", [positions, "position_table/two"], [remainder]),
+            helper.make_node("Equal", [remainder, "position_table/zero"], [even]),
+            helper.make_node("And", [within, even], [covered]),
             helper.make_node("If", [covered], [output], name=f"{prefix}/if",
                              then_branch=then_branch, else_branch=else_branch),
         ]
@@ -121,4 +132,4 @@ def tabulate_positions(model: Any, encoder: Any, frames: int = DEFAULT_FRAMES) -
         del graph.node[:]
         graph.node.extend(nodes)
         logger.info("position projections of %d layers tabulated for inputs up to %d frames", replaced, frames)
-    return replaced
+    return replaced, frames if replaced else 0

@@ -79,3 +79,16 @@ def test_no_position_tables(tmp_path: Path, nemo_paths: dict[str, Path]) -> None
     session, ops = _export(model, tmp_path, 0)
     assert ops["If"] == 0
     _check_against_nemo(model, session, [300, 120])
+
+
+def test_local_attention_gets_no_position_tables(tmp_path: Path, nemo_paths: dict[str, Path]) -> None:
+    """Local attention (NeMo's long-form setting) has its own position encoding, whose rows the tables
+    would get wrong: none are made, and the attention is not fused. (Its outputs are not compared with
+    NeMo's: NeMo's local attention traces with the export input's length baked in, so such a model fails
+    the converter's parity probe whatever the tables do.)"""
+    model = _model("GEOMETRY_A", None, nemo_paths["tdt_b"].parent / "tokenizer_tdt_b")
+    model.change_attention_model("rel_pos_local_attn", [8, 8])
+    model.eval()
+    _, ops = _export(model, tmp_path, 16)
+    assert ops["If"] == 0
+    assert ops["MultiHeadAttention"] == 0
