@@ -229,9 +229,8 @@ def _write_directory(model: Any, staging: Path, facts: dict[str, Any], spec: str
             "converted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "decoding": "greedy TDT (label looping), one utterance at a time",
             "encoder_export": {
-                "fused_attention_layers": int(facts.get("fused_attention_layers", 0)),
-                "position_table_layers": int(facts.get("position_table_layers", 0)),
-                "position_table_frames": int(facts.get("position_table_frames", 0)),
+                key: int(facts[key])
+                for key in ("fused_attention_layers", "position_table_layers", "position_table_frames")
             },
         },
     )

@@ -249,7 +249,8 @@ def export_graphs(
             {"encoder_frame": {0: "batch"}, "predictor_output": {0: "batch"}, "logits": {0: "batch"}},
         ),
     ]
-    def tabulate(graph: Any) -> None:
+
+    def finish_encoder(graph: Any) -> None:  # count the fused attention layers, add the position tables
         facts["fused_attention_layers"] = sum(node.op_type == "MultiHeadAttention" for node in graph.graph.node)
         layers, frames = tabulate_positions(graph, model.encoder, position_table_frames)
         facts["position_table_layers"], facts["position_table_frames"] = layers, frames
@@ -262,7 +263,7 @@ def export_graphs(
         with forwards as patched:
             logger.info("%s: %d modules with export forwards", name, patched)
             _export(module, args, folder / name, inputs, outputs, axes)
-        transform = tabulate if name == "encoder.onnx" else None
+        transform = finish_encoder if name == "encoder.onnx" else None
         data = consolidate(folder / name, data_name=f"{name}.data", transform=transform)
         shutil.move(str(folder / name), str(out_dir / name))
         if data is not None:

@@ -74,6 +74,7 @@ def tabulate_positions(model: Any, encoder: Any, frames: int = DEFAULT_FRAMES) -
             projections[np.ascontiguousarray(pos_weight.detach().float().numpy().T).tobytes()] = pos_weight
     if not projections:
         return 0, 0
+    shapes = {tuple(weight.shape[::-1]) for weight in projections.values()}  # as the MatMul holds them
 
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
@@ -89,7 +90,7 @@ def tabulate_positions(model: Any, encoder: Any, frames: int = DEFAULT_FRAMES) -
     for node in graph.node:
         weight = initializers.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
         linear_weight = None
-        if weight is not None and weight.data_type == TensorProto.FLOAT and len(weight.dims) == 2:
+        if weight is not None and weight.data_type == TensorProto.FLOAT and tuple(weight.dims) in shapes:
             linear_weight = projections.get(numpy_helper.to_array(weight).tobytes())
         if linear_weight is None:
             nodes.append(node)
