@@ -137,6 +137,11 @@ class Manifest:
     decoding: DecodingSpec
     tokenizer: TokenizerSpec
     model_name: str = ""
+    """A short, stable name for the model (no spaces), e.g. ``parakeet-tdt-0.6b-v2``."""
+    description: str = ""
+    """One line about the model for people (what it is, what it was trained on)."""
+    languages: tuple[str, ...] = ()
+    """ISO 639-1 codes of the languages the model is known to transcribe (empty: not recorded)."""
     provenance: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     step: StepSpec | None = None
@@ -196,12 +201,20 @@ def parse_manifest(raw: Mapping[str, Any]) -> Manifest:
         decoding=_section(raw, "decoding", DecodingSpec),
         tokenizer=_section(raw, "tokenizer", TokenizerSpec),
         model_name=str(raw.get("model_name", "")),
+        description=str(raw.get("description", "")),
+        languages=_languages(raw.get("languages", [])),
         provenance=dict(raw.get("provenance", {})),
         schema_version=SCHEMA_VERSION,
         step=_section(raw, "step", StepSpec) if raw.get("step") is not None else None,
     )
     _check_consistency(manifest)
     return manifest
+
+
+def _languages(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(code, str) and code for code in value):
+        raise ManifestError(f"manifest: 'languages' must be a list of language codes, found {value!r}")
+    return tuple(code.lower() for code in value)
 
 
 def _check_consistency(m: Manifest) -> None:
