@@ -95,18 +95,18 @@ def _engine_runner(model_dir: str, threads: int | None) -> Any:
     engine = Engine.load(model_dir, session=SessionOptions(threads=threads), batching=BatchingOptions(enabled=False))
 
     def run(paths: list[Path]) -> dict[str, float]:
-        """``engine.transcribe(paths)``, step by step, with timers (the steps of ``Engine._infer_batch``)."""
+        """``engine.transcribe(paths)``, step by step, with timers (the steps of ``Inference.run``)."""
         t0 = time.perf_counter()
         prepared = [engine.prepare(p) for p in paths]
         t1 = time.perf_counter()
         order = sorted(range(len(prepared)), key=lambda i: prepared[i].valid_frames)
         encoder = decoding = 0.0
-        for bucket in engine._buckets(order, prepared):
+        for bucket in engine.inference.buckets(order, prepared):
             items = [prepared[i] for i in bucket]
             e0 = time.perf_counter()
-            frames, lengths = engine._encode_batch(items)
+            frames, lengths = engine.inference.encode_batch(items)
             e1 = time.perf_counter()
-            engine._decode_batch(frames, lengths, items)
+            engine.inference.decode_batch(frames, lengths, items)
             e2 = time.perf_counter()
             encoder += e1 - e0
             decoding += e2 - e1

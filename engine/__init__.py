@@ -6,7 +6,7 @@
 """
 
 from .audio import Audio, AudioInput, load_audio
-from .engine import Engine, PreparedAudio, default_model_dir, sample_audio_path
+from .engine import Engine, default_model_dir, sample_audio_path
 from .errors import (
     AudioDecodeError,
     AudioFileNotFoundError,
@@ -19,6 +19,7 @@ from .errors import (
 )
 from .manifest import Manifest, load_manifest
 from .options import BatchingOptions, SessionOptions
+from .requests.prepare import PreparedAudio
 from .results import Segment, Token, Transcript, Word
 
 __all__ = [

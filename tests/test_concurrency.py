@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from parakeet_runtime.engine import (
     Transcript,
     sample_audio_path,
 )
-from parakeet_runtime.engine.batcher import DynamicBatcher
+from parakeet_runtime.engine.requests.batcher import DynamicBatcher
 from tests.fixtures.build import MODEL_NAMES
 
 UNBATCHED = BatchingOptions(enabled=False)
@@ -173,12 +173,20 @@ def test_ten_threads_barrier_unbatched_and_batched() -> None:
 # --- the batcher on its own ----------------------------------------------------------------------------
 
 
+def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.001)
+
+
 def test_a_failing_request_does_not_fail_its_batch_mates() -> None:
     calls: list[int] = []
+    submitted = threading.Event()
 
     def run(batch: Sequence[int]) -> list[int]:
         calls.append(len(batch))
-        time.sleep(0.01)
+        assert submitted.wait(10)  # the first batch holds the worker until every request is queued
         if 13 in batch:
             raise ValueError("unlucky")
         return [x * 2 for x in batch]
@@ -186,6 +194,7 @@ def test_a_failing_request_does_not_fail_its_batch_mates() -> None:
     batcher: DynamicBatcher[int, int] = DynamicBatcher(run, BatchingOptions(max_batch_size=8, max_wait_ms=20))
     try:
         futures = [batcher.submit(x) for x in range(20)]
+        submitted.set()
         for x, future in enumerate(futures):
             if x == 13:
                 with pytest.raises(ValueError, match="unlucky"):
@@ -212,7 +221,7 @@ def test_close_fails_waiting_requests_and_never_hangs() -> None:
     waiting = [batcher.submit(i) for i in range(2, 6)]
     closer = threading.Thread(target=batcher.close)
     closer.start()
-    time.sleep(0.05)
+    _wait_until(lambda: batcher.closed)  # closed while the first batch still runs
     release.set()
     closer.join(10)
     assert not closer.is_alive()
@@ -225,19 +234,13 @@ def test_close_fails_waiting_requests_and_never_hangs() -> None:
     assert not batcher._worker.is_alive()
 
 
-def test_engine_close_then_transcribe_is_a_typed_error() -> None:
-    engine = Engine.load()
-    engine.close()
-    with pytest.raises(EngineClosedError):
-        engine.transcribe(sample_audio_path())
-    engine.close()  # idempotent
-
-
 def test_cancelled_requests_are_dropped() -> None:
     seen: list[int] = []
     gate = threading.Event()
+    started = threading.Event()
 
     def run(batch: Sequence[int]) -> list[int]:
+        started.set()
         gate.wait(10)
         seen.extend(batch)
         return list(batch)
@@ -245,7 +248,7 @@ def test_cancelled_requests_are_dropped() -> None:
     batcher: DynamicBatcher[int, int] = DynamicBatcher(run, BatchingOptions(max_batch_size=1, max_wait_ms=0))
     try:
         first = batcher.submit(0)
-        time.sleep(0.05)
+        assert started.wait(10)  # taken by the worker
         doomed: Future[int] = batcher.submit(1)
         assert doomed.cancel()
         kept = batcher.submit(2)
@@ -258,8 +261,10 @@ def test_cancelled_requests_are_dropped() -> None:
 
 def test_bounded_queue_reports_overload() -> None:
     gate = threading.Event()
+    started = threading.Event()
 
     def run(batch: Sequence[int]) -> list[int]:
+        started.set()
         gate.wait(10)
         return list(batch)
 
@@ -267,10 +272,12 @@ def test_bounded_queue_reports_overload() -> None:
     batcher: DynamicBatcher[int, int] = DynamicBatcher(run, options)
     try:
         running = batcher.submit(0)
-        time.sleep(0.05)  # taken by the worker: no longer waiting
+        assert started.wait(10)  # taken by the worker: no longer waiting
         queued = [batcher.submit(1), batcher.submit(2)]
         with pytest.raises(EngineOverloadedError):
             batcher.submit(3)
+        with pytest.raises(EngineOverloadedError):  # a list's worth is admitted whole or not at all
+            batcher.submit_many([3, 4])
         gate.set()
         assert running.result(timeout=5) == 0
         assert [f.result(timeout=5) for f in queued] == [1, 2]

@@ -1,6 +1,7 @@
 """A dynamic batcher: requests from many threads or tasks, run together by one worker thread.
 
-Callers ``submit`` a prepared request and get a :class:`concurrent.futures.Future`. The worker takes
+Callers ``submit`` prepared requests (one, or a list's worth with ``submit_many``) and get a
+:class:`concurrent.futures.Future` for each. The worker takes
 the first waiting request, gathers more for up to ``max_wait_ms`` (at most ``max_batch_size``), and runs
 them with one call of ``run_batch``. Each future gets exactly the result at its own position. If a
 batch fails as a whole, its requests are retried one by one so that one bad request fails only itself.
@@ -19,8 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar, cast
 
-from .errors import EngineClosedError, EngineOverloadedError
-from .options import BatchingOptions
+from ..errors import EngineClosedError, EngineOverloadedError
+from ..options import BatchingOptions
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,11 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         with self._prepare_slots:
             yield
 
+    def check_open(self) -> None:
+        """Raise ``EngineClosedError`` once the batcher is closed (callers check before preparing work)."""
+        if self._closed.is_set():
+            raise EngineClosedError("the engine is closed")
+
     def submit(self, request: RequestT) -> Future[ResultT]:
         """Queue one request.
 
@@ -90,16 +96,26 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             EngineClosedError: the batcher was closed.
             EngineOverloadedError: ``max_queue`` requests are already waiting.
         """
-        future: Future[ResultT] = Future()
+        return self.submit_many([request])[0]
+
+    def submit_many(self, requests: Sequence[RequestT]) -> list[Future[ResultT]]:
+        """Queue several requests at once (all or none), in order, so that the worker batches them together.
+
+        Raises:
+            EngineClosedError: the batcher was closed.
+            EngineOverloadedError: fewer than ``len(requests)`` places are left under ``max_queue``.
+        """
+        futures: list[Future[ResultT]] = [Future() for _ in requests]
         with self._submit_lock:
-            if self._closed.is_set():
-                raise EngineClosedError("the engine is closed")
+            self.check_open()
             limit = self._options.max_queue
-            if limit is not None and self._pending >= limit:
-                raise EngineOverloadedError(f"{self._pending} requests already waiting (max_queue={limit})")
-            self._pending += 1
-            self._queue.put((request, future))
-        return future
+            if limit is not None and self._pending + len(requests) > limit:
+                raise EngineOverloadedError(
+                    f"{self._pending} requests already waiting; {len(requests)} more exceed max_queue={limit}")
+            self._pending += len(requests)
+            for request, future in zip(requests, futures, strict=True):
+                self._queue.put((request, future))
+        return futures
 
     def close(self, timeout: float | None = 30.0, *, drain: bool = False) -> None:
         """Stop taking requests and stop the worker.
