@@ -20,7 +20,7 @@ from .errors import (
 from .manifest import Manifest, load_manifest
 from .options import BatchingOptions, SessionOptions
 from .requests.prepare import PreparedAudio
-from .results import Segment, Token, Transcript, Word
+from .results import Segment, TimedText, Token, Transcript, Word
 
 __all__ = [
     "Audio",
@@ -39,6 +39,7 @@ __all__ = [
     "PreparedAudio",
     "Segment",
     "SessionOptions",
+    "TimedText",
     "Token",
     "Transcript",
     "Word",

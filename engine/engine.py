@@ -178,11 +178,11 @@ class Engine:
             prepared = []
             for item in audio:
                 with runner.preparing():
-                    prepared.append(self.prepare(item, sample_rate))
+                    prepared.append(self.prepare(item, sample_rate=sample_rate))
             return self._run_list(prepared)
         with runner.arriving():
             with runner.preparing():
-                one = self.prepare(audio, sample_rate)
+                one = self.prepare(audio, sample_rate=sample_rate)
             (future,) = runner.submit_many([one])
         return future.result()
 
@@ -218,8 +218,9 @@ class Engine:
             future = await loop.run_in_executor(None, prepare_and_submit)
         return await asyncio.wrap_future(future)
 
-    def prepare(self, source: AudioInput, sample_rate: int | None = None) -> PreparedAudio:
-        """Decode, resample and featurise one input (the part of a request that may fail on bad input).
+    def prepare(self, source: AudioInput, *, sample_rate: int | None = None) -> PreparedAudio:
+        """Decode, resample and featurise one input (the part of a request that may fail on bad input);
+        ``sample_rate`` as in :meth:`transcribe`.
 
         Raises:
             AudioDecodeError, AudioFileNotFoundError, AudioTooLongError: as :meth:`transcribe`.
@@ -228,7 +229,7 @@ class Engine:
 
     def _prepare_in_slot(self, source: AudioInput, sample_rate: int | None) -> PreparedAudio:
         with self.runner.preparing():
-            return self.prepare(source, sample_rate)
+            return self.prepare(source, sample_rate=sample_rate)
 
     def _list_chunks(self, prepared: Sequence[PreparedAudio]) -> list[list[int]]:
         """Indices of a list's requests, sorted by length, in chunks the worker takes as one batch."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,12 @@ class Token:
 
 
 @dataclass(frozen=True)
-class Word:
-    """One word."""
+class TimedText:
+    """A word, or a segment (a sentence-like run of words closed by ``.``, ``?`` or ``!``, or the model's
+    separators), with its place in time."""
 
     text: str
-    """The word, with attached punctuation."""
+    """The word with attached punctuation, or the segment's words joined by spaces."""
     start_offset: int
     """Start in encoder frames."""
     end_offset: int
@@ -46,20 +47,10 @@ class Word:
     """End in seconds."""
 
 
-@dataclass(frozen=True)
-class Segment:
-    """A sentence-like run of words, closed by ``.``, ``?`` or ``!`` (or the model's separators)."""
-
-    text: str
-    """The words joined by spaces."""
-    start_offset: int
-    """Start in encoder frames."""
-    end_offset: int
-    """End in encoder frames."""
-    start: float
-    """Start in seconds."""
-    end: float
-    """End in seconds."""
+Word: TypeAlias = TimedText
+"""One word of a transcript."""
+Segment: TypeAlias = TimedText
+"""One segment of a transcript."""
 
 
 @dataclass(frozen=True)
