@@ -1,6 +1,6 @@
 """Mount parakeet-runtime's OpenAI-compatible API inside an existing FastAPI application.
 
-    pip install 'parakeet-runtime[server]' fastapi
+    pip install '.[server]' fastapi        # in a checkout of parakeet-runtime
     uvicorn examples.mount_in_fastapi:app --port 8000
     curl -F file=@clip.wav -F model=parakeet http://127.0.0.1:8000/asr/v1/audio/transcriptions
 
