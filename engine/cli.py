@@ -22,6 +22,9 @@ DEMO_NOTE = (
     "--model parakeet-v2."
 )
 
+THREADS_HELP = ("ONNX Runtime intra-op threads for the encoder and the large step graphs (default: ONNX Runtime's, "
+                "one per physical core)")
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="parakeet-runtime", description="Parakeet TDT speech recognition.")
@@ -33,7 +36,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                             help="audio files (any format soundfile reads); default: the bundled sample clip")
     transcribe.add_argument("--model", type=Path, default=None, help="model directory written by convert-model")
     transcribe.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
-    transcribe.add_argument("--threads", type=int, default=None, help="encoder threads (default: all cores)")
+    transcribe.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     transcribe.add_argument("-v", "--verbose", action="store_true", help="show library logs")
 
     serve = commands.add_parser(
@@ -44,7 +47,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--model", type=Path, default=None, help="model directory written by convert-model")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    serve.add_argument("--threads", type=int, default=None, help="encoder threads (default: all cores)")
+    serve.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     serve.add_argument("--max-batch-size", type=int, default=16, help="dynamic batch size (default: 16)")
     serve.add_argument("--max-wait-ms", type=float, default=5.0, help="batching window (default: 5 ms)")
     serve.add_argument("--max-upload-mb", type=float, default=25.0, help="largest upload (default: 25 MB)")
