@@ -4,6 +4,7 @@ Nothing in this package holds state between calls: every function takes what it 
 (encoder frames, a step model, the decoding configuration) and returns new immutable values.
 """
 
+from .arrays import FloatArray, IntArray
 from .tdt import DecodedToken, StepModel, TdtConfig, TdtResult, tdt_greedy_decode
 from .tdt_batch import BatchResult, BatchStepModel, tdt_greedy_decode_batch
 from .timestamps import (
@@ -22,6 +23,8 @@ __all__ = [
     "BatchResult",
     "BatchStepModel",
     "DecodedToken",
+    "FloatArray",
+    "IntArray",
     "SegmentSpan",
     "StepModel",
     "TdtConfig",
