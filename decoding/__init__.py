@@ -1,7 +1,9 @@
 """Pure decoding functions for TDT transducers: greedy search and timestamps.
 
 Nothing in this package holds state between calls: every function takes what it needs
-(encoder frames, a step model, the decoding configuration) and returns new immutable values.
+(encoder frames, a step model, the decoding configuration) and returns new immutable values. The
+single-utterance search (``tdt``) and the batched one (``tdt_batch``) share their rules (``rules``) and
+array types (``arrays``).
 """
 
 from .arrays import FloatArray, IntArray
