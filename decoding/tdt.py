@@ -15,16 +15,13 @@ The search follows ``GreedyBatchedTDTLabelLoopingComputer.torch_impl`` for one u
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-import numpy as np
-import numpy.typing as npt
+from .arrays import FloatArray, IntArray
+from .rules import JointReader, blank_skip, forced_ahead, labels_at_frame
 
 StateT = TypeVar("StateT")
-
-FloatArray = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -133,57 +130,44 @@ def tdt_greedy_decode(
         raise ValueError(f"length {length} is outside [0, {encoder_frames.shape[0]}]")
     if lookahead < 1:
         raise ValueError(f"lookahead must be >= 1, got {lookahead}")
-    blank = config.blank_id
-    durations: Sequence[int] = config.durations
-    num_durations = len(durations)
-    max_symbols = config.max_symbols
+    reader = JointReader.of(config.blank_id, config.durations)
 
     if state is None:
         predictor_output, current_state = model.start()
     else:
-        predictor_output, current_state = model.predict(blank, state)
+        predictor_output, current_state = model.predict(config.blank_id, state)
 
     tokens: list[DecodedToken] = []
     last_emit_frame = -1
     emitted_at_last_frame = 0
     time = 0
-    # The joint of frames window_start... with the current predictor output: up to ``lookahead`` frames,
-    # computed by ``joint_frames`` or brought by ``predict_joint`` with the output.
-    window: FloatArray | None = None
+    # The label and the duration that the joint gives at frames window_start... with the current predictor
+    # output: up to ``lookahead`` frames, read from ``joint_frames`` or from what ``predict_joint`` brings.
+    window: tuple[IntArray, IntArray] | None = None
     window_start = 0
 
     while time < length:
-        if window is None or time >= window_start + window.shape[0]:
+        if window is None or time >= window_start + window[0].shape[0]:
             window_start = time
-            window = model.joint_frames(encoder_frames[time : min(time + lookahead, length)], predictor_output)
-        logits = window[time - window_start]
-        label = int(np.argmax(logits[:-num_durations]))
-        duration = durations[int(np.argmax(logits[-num_durations:]))]
-        if label == blank:
+            window = reader.choose(
+                model.joint_frames(encoder_frames[time : min(time + lookahead, length)], predictor_output)
+            )
+        label, duration = int(window[0][time - window_start]), int(window[1][time - window_start])
+        if label == config.blank_id:
             # Keep looking for a non-blank label without touching the predictor.
-            time += duration if duration else 1
+            time += blank_skip(duration)
             continue
-        label_frame = time
-        time += duration
 
-        tokens.append(DecodedToken(id=label, frame=label_frame, duration=duration))
-        if last_emit_frame == label_frame:
-            emitted_at_last_frame += 1
-        else:
-            emitted_at_last_frame = 1
-        last_emit_frame = label_frame
-        if (
-            max_symbols is not None
-            and time < length
-            and emitted_at_last_frame >= max_symbols
-            and last_emit_frame == time
-        ):
-            time += 1
+        tokens.append(DecodedToken(id=label, frame=time, duration=duration))
+        emitted_at_last_frame = labels_at_frame(emitted_at_last_frame, last_emit_frame, time)
+        last_emit_frame = time
+        time += duration + forced_ahead(duration, emitted_at_last_frame, config.max_symbols)
         # The predictor consumes the label; the joint from the next frame on comes with it. After the
         # last frame there is no next frame: the joint of the last one is computed and not used.
         window_start = min(time, length - 1)
-        predictor_output, current_state, window = model.predict_joint(
+        predictor_output, current_state, logits = model.predict_joint(
             label, current_state, encoder_frames[window_start : min(window_start + lookahead, length)]
         )
+        window = reader.choose(logits)
 
     return TdtResult(tokens=tuple(tokens), state=current_state)

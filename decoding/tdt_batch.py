@@ -16,14 +16,12 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
+from .arrays import BoolArray, FloatArray, IntArray
+from .rules import JointReader, blank_skip, forced_ahead, labels_at_frame
 from .tdt import DecodedToken, TdtConfig
 
 StateT = TypeVar("StateT")
-
-FloatArray = npt.NDArray[np.float32]
-IntArray = npt.NDArray[np.int64]
 
 
 class BatchStepModel(Protocol[StateT]):
@@ -96,101 +94,150 @@ def tdt_greedy_decode_batch(
     if lookahead < 1:
         raise ValueError(f"lookahead must be >= 1, got {lookahead}")
 
-    blank = config.blank_id
-    num_labels = blank + 1
-    durations = np.asarray(config.durations, dtype=np.int64)
-    max_symbols = config.max_symbols
-
-    all_rows = np.arange(batch, dtype=np.int64)
-    predictor_output, state = model.start_rows(batch)  # fresh rows: updated in place below
-    predictor_output = np.asarray(predictor_output, dtype=np.float32)
-
-    time = np.zeros(batch, dtype=np.int64)
-    last_emit_frame = np.full(batch, -1, dtype=np.int64)
-    emitted_at_last_frame = np.zeros(batch, dtype=np.int64)
-    tokens: list[list[DecodedToken]] = [[] for _ in range(batch)]
-    # Each row's window: the label and the duration (through ``durations``; a blank's 0 read as 1) that
-    # the joint gives at frames window_start... with the row's current predictor output.
-    window_label = np.zeros((batch, lookahead), dtype=np.int64)
-    window_duration = np.zeros((batch, lookahead), dtype=np.int64)
-    window_start = np.zeros(batch, dtype=np.int64)
-    window_size = np.zeros(batch, dtype=np.int64)
-    offsets = np.arange(lookahead, dtype=np.int64)
-
-    def choose(logits: FloatArray) -> tuple[IntArray, IntArray]:
-        label = np.argmax(logits[..., :num_labels], axis=-1).astype(np.int64)
-        duration = durations[np.argmax(logits[..., num_labels:], axis=-1)]
-        return label, np.where((label == blank) & (duration == 0), 1, duration)
-
-    active = all_rows[time < length]
+    search = _BatchSearch.begin(encoder_frames, length, model, config, lookahead)
+    active = search.rows_searching(np.arange(batch, dtype=np.int64))
     while active.size:
-        # Rows whose window does not reach their time get the joint of the frames from there on.
-        missing = active[time[active] >= window_start[active] + window_size[active]]
-        if missing.size:
-            size = np.minimum(lookahead, length[missing] - time[missing])
-            frame_ok = offsets[None, :] < size[:, None]
-            frame_rows = np.repeat(missing, size)
-            frames = (time[missing][:, None] + offsets[None, :])[frame_ok]
-            label, duration = choose(model.joint_rows(encoder_frames[frame_rows, frames],
-                                                      predictor_output[frame_rows]))
-            window_label[missing[:, None], offsets[None, :]] = _scatter(label, frame_ok)
-            window_duration[missing[:, None], offsets[None, :]] = _scatter(duration, frame_ok)
-            window_start[missing] = time[missing]
-            window_size[missing] = size
+        search.refill(active)
+        search.emit(search.walk_blanks(active))
+        active = search.rows_searching(active)
+    return BatchResult(tokens=tuple(tuple(t) for t in search.tokens), state=search.state)
 
-        # Walk each row through the blanks of its window, up to its first label.
-        emit_rows: list[IntArray] = []
+
+@dataclass
+class _BatchSearch(Generic[StateT]):
+    """The state of one :func:`tdt_greedy_decode_batch` call, one entry per row; made by the call and
+    dropped when it returns.
+
+    Each row's window holds the label and the frames to move (a label's duration; a blank's, at least one)
+    that the joint gives at frames ``window_start...`` (``window_size`` of them) with the row's current
+    predictor output.
+    """
+
+    encoder_frames: FloatArray
+    length: IntArray
+    model: BatchStepModel[StateT]
+    config: TdtConfig
+    reader: JointReader
+    lookahead: int
+    predictor_output: FloatArray
+    state: StateT
+    time: IntArray
+    last_emit_frame: IntArray
+    emitted_at_last_frame: IntArray
+    window_label: IntArray
+    window_skip: IntArray
+    window_start: IntArray
+    window_size: IntArray
+    offsets: IntArray
+    """``0 ... lookahead - 1``: the positions of a window."""
+    tokens: list[list[DecodedToken]]
+
+    @classmethod
+    def begin(
+        cls,
+        encoder_frames: FloatArray,
+        length: IntArray,
+        model: BatchStepModel[StateT],
+        config: TdtConfig,
+        lookahead: int,
+    ) -> _BatchSearch[StateT]:
+        batch = length.shape[0]
+        predictor_output, state = model.start_rows(batch)  # fresh rows: updated in place below
+        return cls(
+            encoder_frames=encoder_frames,
+            length=length,
+            model=model,
+            config=config,
+            reader=JointReader.of(config.blank_id, config.durations),
+            lookahead=lookahead,
+            predictor_output=np.asarray(predictor_output, dtype=np.float32),
+            state=state,
+            time=np.zeros(batch, dtype=np.int64),
+            last_emit_frame=np.full(batch, -1, dtype=np.int64),
+            emitted_at_last_frame=np.zeros(batch, dtype=np.int64),
+            window_label=np.zeros((batch, lookahead), dtype=np.int64),
+            window_skip=np.zeros((batch, lookahead), dtype=np.int64),
+            window_start=np.zeros(batch, dtype=np.int64),
+            window_size=np.zeros(batch, dtype=np.int64),
+            offsets=np.arange(lookahead, dtype=np.int64),
+            tokens=[[] for _ in range(batch)],
+        )
+
+    def rows_searching(self, rows: IntArray) -> IntArray:
+        """Those of ``rows`` whose time has not run past their length."""
+        return rows[self.time[rows] < self.length[rows]]
+
+    def read(self, logits: FloatArray) -> tuple[IntArray, IntArray]:
+        """The label and the frames to move at each position of ``logits``."""
+        label, duration = self.reader.choose(logits)
+        return label, np.where(label == self.config.blank_id, blank_skip(duration), duration)
+
+    def refill(self, active: IntArray) -> None:
+        """Give the rows whose window does not reach their time the joint of up to ``lookahead`` frames
+        from there on, in one batched joint call."""
+        missing = active[self.time[active] >= self.window_start[active] + self.window_size[active]]
+        if not missing.size:
+            return
+        offsets = self.offsets
+        start = self.time[missing]
+        size = np.minimum(self.lookahead, self.length[missing] - start)
+        frame_ok = offsets[None, :] < size[:, None]
+        frame_rows = np.repeat(missing, size)
+        frames = (start[:, None] + offsets[None, :])[frame_ok]
+        label, skip = self.read(
+            self.model.joint_rows(self.encoder_frames[frame_rows, frames], self.predictor_output[frame_rows])
+        )
+        self.window_label[missing[:, None], offsets[None, :]] = _scatter(label, frame_ok)
+        self.window_skip[missing[:, None], offsets[None, :]] = _scatter(skip, frame_ok)
+        self.window_start[missing] = start
+        self.window_size[missing] = size
+
+    def walk_blanks(self, active: IntArray) -> IntArray:
+        """Move each row through the blanks of its window up to its first label; return the rows that found
+        one (in row order), standing at the label's frame."""
+        found: list[IntArray] = []
         walking = active
-        for _ in range(lookahead):
-            offset = time[walking] - window_start[walking]
-            inside = (offset < window_size[walking]) & (time[walking] < length[walking])
+        for _ in range(self.lookahead):
+            offset = self.time[walking] - self.window_start[walking]
+            inside = (offset < self.window_size[walking]) & (self.time[walking] < self.length[walking])
             walking, offset = walking[inside], offset[inside]
             if not walking.size:
                 break
-            label = window_label[walking, offset]
-            is_blank = label == blank
-            emit_rows.append(walking[~is_blank])
-            blank_rows = walking[is_blank]
-            time[blank_rows] += window_duration[blank_rows, offset[is_blank]]
-            walking = blank_rows
+            is_blank = self.window_label[walking, offset] == self.config.blank_id
+            found.append(walking[~is_blank])
+            walking = walking[is_blank]
+            self.time[walking] += self.window_skip[walking, offset[is_blank]]
+        return np.sort(np.concatenate(found)) if found else active[:0]
 
-        rows = np.concatenate(emit_rows) if emit_rows else all_rows[:0]
-        if rows.size:
-            rows.sort()
-            emit_frame = time[rows]
-            offset = emit_frame - window_start[rows]
-            emit_label = window_label[rows, offset]
-            emit_duration = window_duration[rows, offset]
-            time[rows] = emit_frame + emit_duration
-            for row, token_id, at, dur in zip(rows.tolist(), emit_label.tolist(), emit_frame.tolist(),
-                                              emit_duration.tolist(), strict=True):
-                tokens[row].append(DecodedToken(id=token_id, frame=at, duration=dur))
-            same = last_emit_frame[rows] == emit_frame
-            emitted_at_last_frame[rows] = np.where(same, emitted_at_last_frame[rows] + 1, 1)
-            last_emit_frame[rows] = emit_frame
-            if max_symbols is not None:
-                force = (
-                    (time[rows] < length[rows])
-                    & (emitted_at_last_frame[rows] >= max_symbols)
-                    & (last_emit_frame[rows] == time[rows])
-                )
-                time[rows[force]] += 1
-            # The predictor consumes the labels; the joint at each row's next frame comes with it (rows
-            # past their last frame get the joint of that frame, which is not used).
-            next_frame = np.minimum(time[rows], length[rows] - 1)
-            outputs, state, next_logits = model.predict_joint_rows(
-                emit_label, state, rows, encoder_frames[rows, next_frame]
-            )
-            predictor_output[rows] = outputs
-            window_label[rows, 0], window_duration[rows, 0] = choose(next_logits)
-            window_start[rows] = next_frame
-            window_size[rows] = 1
-        active = active[time[active] < length[active]]
-
-    return BatchResult(tokens=tuple(tuple(t) for t in tokens), state=state)
+    def emit(self, rows: IntArray) -> None:
+        """Emit the label each of ``rows`` stands at, move its time, and feed the label to its predictor,
+        which also brings the row's joint at its next frame (a one-frame window)."""
+        if not rows.size:
+            return
+        frame = self.time[rows]
+        offset = frame - self.window_start[rows]
+        label = self.window_label[rows, offset]
+        duration = self.window_skip[rows, offset]
+        for row, token_id, at, dur in zip(
+            rows.tolist(), label.tolist(), frame.tolist(), duration.tolist(), strict=True
+        ):
+            self.tokens[row].append(DecodedToken(id=token_id, frame=at, duration=dur))
+        count = labels_at_frame(self.emitted_at_last_frame[rows], self.last_emit_frame[rows], frame)
+        self.emitted_at_last_frame[rows] = count
+        self.last_emit_frame[rows] = frame
+        self.time[rows] = frame + duration + forced_ahead(duration, count, self.config.max_symbols)
+        # Rows past their last frame get the joint of that frame, which is not used.
+        next_frame = np.minimum(self.time[rows], self.length[rows] - 1)
+        outputs, self.state, next_logits = self.model.predict_joint_rows(
+            label, self.state, rows, self.encoder_frames[rows, next_frame]
+        )
+        self.predictor_output[rows] = outputs
+        self.window_label[rows, 0], self.window_skip[rows, 0] = self.read(next_logits)
+        self.window_start[rows] = next_frame
+        self.window_size[rows] = 1
 
 
-def _scatter(values: IntArray, where: npt.NDArray[np.bool_]) -> IntArray:
+def _scatter(values: IntArray, where: BoolArray) -> IntArray:
     """``values`` laid out row by row at the True places of ``where`` (zeros elsewhere)."""
     out = np.zeros(where.shape, dtype=np.int64)
     out[where] = values

@@ -60,8 +60,11 @@ class WordSpan:
     """A word with its frame offsets."""
 
     text: str
+    """The word's text."""
     start_offset: int
+    """First encoder frame of its first token."""
     end_offset: int
+    """Encoder frame after its last token."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,11 @@ class SegmentSpan:
     """A segment (sentence-like run of words) with its frame offsets."""
 
     text: str
+    """The segment's text."""
     start_offset: int
+    """First encoder frame of its first token."""
     end_offset: int
+    """Encoder frame after its last token."""
 
 
 def offset_to_seconds(offset: int, config: TimestampConfig) -> float:

@@ -6,10 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from parakeet_runtime.decoding import (
     DecodedToken,
+    FloatArray,
+    IntArray,
     TdtConfig,
     TimestampConfig,
     segment_spans,
@@ -17,6 +20,7 @@ from parakeet_runtime.decoding import (
     token_spans,
     word_spans,
 )
+from parakeet_runtime.decoding.rules import blank_skip, forced_ahead, labels_at_frame
 from tests.conftest import HAVE_NEMO
 
 # --- a scripted step model -----------------------------------------------------------------------
@@ -147,6 +151,37 @@ def test_config_validation() -> None:
         TdtConfig(3, (0, -1), 10)
     with pytest.raises(ValueError):
         TdtConfig(3, (0, 1), 0)
+
+
+def test_shared_rules_give_the_same_on_ints_and_on_rows() -> None:
+    """The single search calls the rules with ints, the batched one with rows: one body, the same answers."""
+    grid = [(d, n, f) for d in range(3) for n in range(5) for f in (-1, 0, 3)]
+    duration, count, frame = (np.array(column, dtype=np.int64) for column in zip(*grid, strict=True))
+    for max_symbols in (None, 1, 2, 3):
+        rows = forced_ahead(duration, count, max_symbols)
+        assert rows.dtype == np.bool_
+        singles = [forced_ahead(int(d), int(n), max_symbols) for d, n in zip(duration, count, strict=True)]
+        assert rows.tolist() == singles
+        assert any(singles) == (max_symbols is not None)
+    assert not forced_ahead(duration, count, None).any()
+    assert blank_skip(duration).tolist() == [blank_skip(int(d)) for d in duration]
+    assert labels_at_frame(count, frame, duration).tolist() == [
+        labels_at_frame(int(n), int(f), int(d)) for n, f, d in zip(count, frame, duration, strict=True)
+    ]
+
+
+def test_joint_logits_of_the_wrong_width_are_an_error() -> None:
+    """Logits that do not match the configured labels and durations are refused, not misread."""
+    blank = 3
+    model = Scripted({}, num_labels=4, num_durations=3)  # 7 logits
+    with pytest.raises(ValueError, match="joint logits have 7 entries, expected 6"):
+        tdt_greedy_decode(frames(4), 4, model, TdtConfig(blank, (0, 1), 10))
+    assert tdt_greedy_decode(frames(4), 4, model, TdtConfig(blank, (0, 1, 2), 10)).tokens == ()
+
+
+def test_float_array_is_exported() -> None:
+    assert FloatArray == npt.NDArray[np.float32]
+    assert IntArray == npt.NDArray[np.int64]
 
 
 # --- against NeMo's label-looping computer on random networks -------------------------------------

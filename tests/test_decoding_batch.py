@@ -162,6 +162,13 @@ def test_bad_lengths() -> None:
         tdt_greedy_decode_batch(frames, [1, 5], model, config)
 
 
+def test_joint_logits_of_the_wrong_width_are_an_error() -> None:
+    model = RandomTransducer.make(5, 3, 4, 0, np.zeros(9))  # 9 logits
+    frames = np.random.default_rng(0).standard_normal((2, 6, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="joint logits have 9 entries, expected 8"):
+        tdt_greedy_decode_batch(frames, [6, 3], model, TdtConfig(5, (0, 1), 2))
+
+
 @dataclass(frozen=True)
 class _CountingTransducer(RandomTransducer):
     frames_per_call: list[int] = field(default_factory=list)
