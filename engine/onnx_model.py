@@ -15,6 +15,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from parakeet_runtime.decoding import FloatArray
+
 from .cpu import x86_without_int8_dot_products
 from .errors import ManifestError
 from .manifest import Manifest
@@ -22,7 +24,6 @@ from .options import SessionOptions
 
 logger = logging.getLogger(__name__)
 
-FloatArray: TypeAlias = npt.NDArray[np.float32]
 LstmState: TypeAlias = tuple[FloatArray, FloatArray]
 """``(h, c)``, each of shape ``(layers, 1, hidden)``."""
 

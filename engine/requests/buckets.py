@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ..audio import FloatArray
+from parakeet_runtime.decoding import FloatArray
+
 from ..options import BatchingOptions
 
 

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from parakeet_runtime.decoding import DecodedToken, TdtConfig, tdt_greedy_decode, tdt_greedy_decode_batch
+from parakeet_runtime.decoding import DecodedToken, FloatArray, TdtConfig, tdt_greedy_decode, tdt_greedy_decode_batch
 
-from ..audio import FloatArray
 from ..onnx_model import OnnxTdtModel
 from ..options import BatchingOptions
 from ..results import Transcript

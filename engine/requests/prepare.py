@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..audio import AudioInput, FloatArray, load_audio
+from parakeet_runtime.decoding import FloatArray
+
+from ..audio import AudioInput, load_audio
 from ..errors import AudioTooLongError
 from ..features import FeatureExtractor
 from ..manifest import EncoderSpec
