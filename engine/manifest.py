@@ -177,15 +177,16 @@ class Quantization:
 @dataclass(frozen=True)
 class DecodingMethod:
     """How the engine decodes this model: NeMo's greedy TDT search (the same token ids, frames and
-    durations as NeMo's greedy decoding), on one utterance or on a padded batch of them, the batched
-    search computing each utterance's joint a few frames ahead (``decoding/tdt.py``, ``decoding/tdt_batch.py``)."""
+    durations as NeMo's greedy decoding), on one utterance (``decoding/tdt.py``) or on a padded batch of them
+    (``decoding/tdt_batch.py``), both computing the joint over a few frames ahead of the current one."""
 
     search: str = "greedy_tdt"
     """NeMo's greedy (label-looping) TDT search; the only search the engine runs."""
     batched: bool = True
     """Utterances may be decoded together in padded batches (each gets exactly its solo result)."""
     joint_lookahead: bool = True
-    """The batched search evaluates each utterance's joint over a window of frames ahead."""
+    """The search evaluates the joint over a window of frames ahead while it looks for a label (the tokens
+    are the same as one frame at a time)."""
 
     def describe(self) -> str:
         """One line for people."""
