@@ -21,6 +21,20 @@ from .timestamps import (
     word_spans,
 )
 
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("parakeet-runtime")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _package_version()
+"""The installed parakeet-runtime distribution's version (``0+unknown`` when it is not installed)."""
+
+
 __all__ = [
     "BatchResult",
     "BatchStepModel",
@@ -34,6 +48,7 @@ __all__ = [
     "TimestampConfig",
     "TokenSpan",
     "WordSpan",
+    "__version__",
     "join_token_text",
     "offset_to_seconds",
     "segment_spans",

@@ -22,6 +22,19 @@ from .options import BatchingOptions, SessionOptions
 from .requests.prepare import PreparedAudio
 from .results import Segment, TimedText, Token, Transcript, Word
 
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("parakeet-runtime")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _package_version()
+"""The installed parakeet-runtime distribution's version (``0+unknown`` when it is not installed)."""
+
 __all__ = [
     "Audio",
     "AudioDecodeError",
@@ -43,6 +56,7 @@ __all__ = [
     "Token",
     "Transcript",
     "Word",
+    "__version__",
     "default_model_dir",
     "load_audio",
     "load_manifest",

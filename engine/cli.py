@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import __version__
 from .engine import Engine, default_model_dir, sample_audio_path
 from .errors import ParakeetRuntimeError
 from .formats import FORMATS, render
@@ -28,6 +29,7 @@ THREADS_HELP = ("ONNX Runtime intra-op threads for the encoder and the large ste
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="parakeet-runtime", description="Parakeet TDT speech recognition.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     transcribe = commands.add_parser(
         "transcribe", help="transcribe audio files", description="Transcribe audio files.", epilog=DEMO_NOTE

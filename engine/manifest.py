@@ -7,10 +7,10 @@ versioned; a directory of another major schema gets a clear "re-convert" error.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ManifestError, ModelDirectoryError
 
@@ -127,6 +127,138 @@ class TokenizerSpec:
 
 
 @dataclass(frozen=True)
+class EncoderExport:
+    """How the encoder graph was exported (``convert-model`` prints it)."""
+
+    fused_attention_layers: int
+    """Attention layers exported as ONNX Runtime's fused ``MultiHeadAttention``."""
+    position_table_layers: int
+    """Attention layers whose relative-position projections are table lookups."""
+    position_table_frames: int
+    """Longest input (encoder frames) the position tables cover; 0 without tables."""
+
+
+@dataclass(frozen=True)
+class ParityProbe:
+    """The export-time comparison with NeMo on one probe clip."""
+
+    audio: str
+    """The probe clip's path at conversion time."""
+    tokens: int
+    """Tokens NeMo decoded on it."""
+    identical: bool
+    """Token ids, frames and durations identical to NeMo's."""
+    feature_max_abs_diff: float
+    """Largest absolute difference of the log-mel features against NeMo's preprocessor."""
+    encoder_max_abs_diff: float
+    """Largest absolute difference of the projected encoder frames against NeMo's."""
+    detail: str = ""
+    """Both decodings, when they differ."""
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How the encoder was quantised, and how its tokens agree with the fp32 directory's."""
+
+    precision: str
+    """``int8``."""
+    weights: str | None = None
+    """Weight scheme (``uint8``, ``int7``, ``int8``: ``parakeet_runtime.export.quantize``); ``None``: not recorded."""
+    method: str = ""
+    """What the quantiser did, for people."""
+    token_agreement_with_fp32: float | None = None
+    """1 - token edit distance / fp32 tokens on the probe clips; ``None``: not measured."""
+    identical_clips: int | None = None
+    """Probe clips whose tokens are identical to fp32's."""
+    clips: int | None = None
+    """Probe clips compared."""
+
+
+@dataclass(frozen=True)
+class DecodingMethod:
+    """How the engine decodes this model: NeMo's greedy TDT search (the same token ids, frames and
+    durations as NeMo's greedy decoding), on one utterance (``decoding/tdt.py``) or on a padded batch of them
+    (``decoding/tdt_batch.py``), both computing the joint over a few frames ahead of the current one."""
+
+    search: str = "greedy_tdt"
+    """NeMo's greedy (label-looping) TDT search; the only search the engine runs."""
+    batched: bool = True
+    """Utterances may be decoded together in padded batches (each gets exactly its solo result)."""
+    joint_lookahead: bool = True
+    """The search evaluates the joint over a window of frames ahead while it looks for a label (the tokens
+    are the same as one frame at a time)."""
+
+    def describe(self) -> str:
+        """One line for people."""
+        batching = "one utterance or padded batches" if self.batched else "one utterance at a time"
+        lookahead = ", joint lookahead" if self.joint_lookahead else ""
+        return f"greedy TDT search as NeMo's ({batching}{lookahead})"
+
+
+_VERSION_KEYS = {"nemo_toolkit": "nemo_toolkit", "torch": "torch", "onnx": "onnx", "onnxruntime": "onnxruntime",
+                 "parakeet_runtime": "parakeet-runtime"}
+"""``Versions`` field -> distribution name (the manifest's key)."""
+
+
+@dataclass(frozen=True)
+class Versions:
+    """Package versions the conversion ran with (``unknown``: not installed or not recorded)."""
+
+    nemo_toolkit: str = "unknown"
+    torch: str = "unknown"
+    onnx: str = "unknown"
+    onnxruntime: str = "unknown"
+    parakeet_runtime: str = "unknown"
+
+    def to_dict(self) -> dict[str, str]:
+        """As the manifest writes them: distribution names as keys."""
+        return {key: getattr(self, name) for name, key in _VERSION_KEYS.items()}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a model directory came from and what the conversion checked (every field is optional in
+    older manifests: the defaults stand for "not recorded")."""
+
+    source: str = ""
+    """The ``.nemo`` path or pretrained name ``convert-model`` was given."""
+    source_sha256: str = ""
+    """SHA-256 of the ``.nemo`` archive ("" when unknown)."""
+    model_class: str = ""
+    """NeMo's model class."""
+    versions: Versions = field(default_factory=Versions)
+    python: str = ""
+    converted_at: str = ""
+    """ISO 8601 UTC time of the conversion."""
+    decoding: DecodingMethod = field(default_factory=DecodingMethod)
+    encoder_export: EncoderExport | None = None
+    """``None`` in directories converted before it was recorded."""
+    parity: tuple[ParityProbe, ...] | None = None
+    """The export-time parity check, one entry per probe clip; ``None`` when it was skipped."""
+    quantization: Quantization | None = None
+    """``None`` for an fp32 encoder."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``provenance`` object (the keys of schema version 1)."""
+        body: dict[str, Any] = {
+            "source": self.source,
+            "source_sha256": self.source_sha256,
+            "model_class": self.model_class,
+            "versions": self.versions.to_dict(),
+            "python": self.python,
+            "converted_at": self.converted_at,
+            "decoding": asdict(self.decoding),
+        }
+        if self.encoder_export is not None:
+            body["encoder_export"] = asdict(self.encoder_export)
+        if self.parity is not None:
+            body["parity"] = [asdict(probe) for probe in self.parity]
+        if self.quantization is not None:
+            body["quantization"] = asdict(self.quantization)
+        return body
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A parsed, validated model manifest."""
 
@@ -142,13 +274,14 @@ class Manifest:
     """One line about the model for people (what it is, what it was trained on)."""
     languages: tuple[str, ...] = ()
     """ISO 639-1 codes of the languages the model is known to transcribe (empty: not recorded)."""
-    provenance: Mapping[str, Any] = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=Provenance)
     schema_version: int = SCHEMA_VERSION
     step: StepSpec | None = None
 
     def to_json(self) -> str:
         """Serialise, with the format name and schema version first."""
         body = asdict(self)
+        body["provenance"] = self.provenance.to_dict()
         body = {"format": FORMAT_NAME, "schema_version": self.schema_version, **body}
         return json.dumps(body, indent=2, sort_keys=False) + "\n"
 
@@ -203,12 +336,94 @@ def parse_manifest(raw: Mapping[str, Any]) -> Manifest:
         model_name=str(raw.get("model_name", "")),
         description=str(raw.get("description", "")),
         languages=_languages(raw.get("languages", [])),
-        provenance=dict(raw.get("provenance", {})),
+        provenance=parse_provenance(raw.get("provenance", {})),
         schema_version=SCHEMA_VERSION,
         step=_section(raw, "step", StepSpec) if raw.get("step") is not None else None,
     )
     _check_consistency(manifest)
     return manifest
+
+
+_T = TypeVar("_T")
+
+
+def _record(value: object, name: str, cls: type[_T]) -> _T:
+    """A provenance object whose fields are plain JSON values, checked against the dataclass's types."""
+    if not isinstance(value, Mapping):
+        raise ManifestError(f"manifest: provenance {name!r} must be an object, found {value!r}")
+    kinds = {f.name: f.type for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(value) - set(kinds))
+    if unknown:
+        raise ManifestError(f"manifest: provenance {name!r} has unknown fields {unknown}")
+    for key, item in value.items():
+        if not _json_value_fits(item, str(kinds[key])):
+            raise ManifestError(f"manifest: provenance {name}.{key} has the wrong type: {item!r}")
+    try:
+        return cls(**value)
+    except TypeError as exc:
+        raise ManifestError(f"manifest: provenance {name!r} does not match schema {SCHEMA_VERSION}: {exc}") from exc
+
+
+def _json_value_fits(item: object, annotation: str) -> bool:
+    """Whether a JSON value fits a field annotated ``annotation`` (``int``, ``float | None``, ...)."""
+    checks: dict[str, Callable[[object], bool]] = {
+        "str": lambda v: isinstance(v, str),
+        "bool": lambda v: isinstance(v, bool),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "None": lambda v: v is None,
+    }
+    return any(checks[part.strip()](item) for part in annotation.split("|"))
+
+
+def _string(raw: Mapping[str, Any], key: str) -> str:
+    value = raw.get(key, "")
+    if not isinstance(value, str):
+        raise ManifestError(f"manifest: provenance {key!r} must be a string, found {value!r}")
+    return value
+
+
+def _decoding_method(value: object) -> DecodingMethod:
+    # Directories converted before the field was typed describe the same search in a sentence
+    # ("greedy TDT (label looping), ..."); the engine that reads them runs the search described here.
+    if isinstance(value, str):
+        if not value.lower().startswith("greedy tdt"):
+            raise ManifestError(f"manifest: provenance 'decoding' names an unknown search: {value!r}")
+        return DecodingMethod()
+    method = _record(value, "decoding", DecodingMethod)
+    if method.search != "greedy_tdt":
+        raise ManifestError(f"manifest: provenance 'decoding' names an unknown search: {method.search!r}")
+    return method
+
+
+def parse_provenance(raw: object) -> Provenance:
+    """The typed ``provenance`` object of a manifest (missing keys take their "not recorded" defaults).
+
+    Raises:
+        ManifestError: a key of the wrong type or an unknown field in a provenance record.
+    """
+    if not isinstance(raw, Mapping):
+        raise ManifestError(f"manifest: 'provenance' must be an object, found {raw!r}")
+    versions = raw.get("versions", {})
+    if not isinstance(versions, Mapping) or not all(isinstance(v, str) for v in versions.values()):
+        raise ManifestError(f"manifest: provenance 'versions' must map packages to versions, found {versions!r}")
+    parity = raw.get("parity")
+    if parity is not None and not isinstance(parity, list):
+        raise ManifestError(f"manifest: provenance 'parity' must be a list, found {parity!r}")
+    export = raw.get("encoder_export")
+    quantization = raw.get("quantization")
+    return Provenance(
+        source=_string(raw, "source"),
+        source_sha256=_string(raw, "source_sha256"),
+        model_class=_string(raw, "model_class"),
+        versions=Versions(**{name: str(versions.get(key, "unknown")) for name, key in _VERSION_KEYS.items()}),
+        python=_string(raw, "python"),
+        converted_at=_string(raw, "converted_at"),
+        decoding=_decoding_method(raw.get("decoding", {})),
+        encoder_export=None if export is None else _record(export, "encoder_export", EncoderExport),
+        parity=None if parity is None else tuple(_record(p, "parity", ParityProbe) for p in parity),
+        quantization=None if quantization is None else _record(quantization, "quantization", Quantization),
+    )
 
 
 def _languages(value: object) -> tuple[str, ...]:
@@ -245,7 +460,11 @@ def load_manifest(model_dir: Path) -> Manifest:
         ManifestError: the manifest is not valid JSON or fails validation.
     """
     if not model_dir.is_dir():
-        raise ModelDirectoryError(f"model directory not found: {model_dir}")
+        raise ModelDirectoryError(
+            f"model directory not found: {model_dir} (make one from a NeMo checkpoint with convert-model, e.g. "
+            f"`convert-model nvidia/parakeet-tdt-0.6b-v2 {model_dir}` or `convert-model model.nemo {model_dir}`; "
+            "it needs the export extra: pip install 'parakeet-runtime[export]')"
+        )
     path = model_dir / MANIFEST_NAME
     if not path.is_file():
         raise ModelDirectoryError(f"{model_dir} is not a parakeet-runtime model directory: no {MANIFEST_NAME}")

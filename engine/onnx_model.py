@@ -6,7 +6,7 @@ Sessions are created once and only ever ``run``, which ONNX Runtime documents as
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -88,8 +88,8 @@ _RELEASE_ARENA = _release_arena_options()
 
 def _warn_if_int8_saturates(manifest: Manifest, providers: Sequence[str]) -> None:
     """Signed int8 weights (``convert-model --int8-weights int8``) are exact only with int8 dot products."""
-    quantization = manifest.provenance.get("quantization")
-    weights = quantization.get("weights") if isinstance(quantization, Mapping) else None
+    quantization = manifest.provenance.quantization
+    weights = quantization.weights if quantization is not None else None
     if weights == "int8" and providers[:1] == ["CPUExecutionProvider"] and x86_without_int8_dot_products():
         logger.warning(
             "%s has signed int8 weights, and this CPU has no VNNI: ONNX Runtime's int8 products saturate "

@@ -9,13 +9,23 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+
+from parakeet_runtime.engine import __version__
 
 from .errors import ConversionError, ParityError
+from .inspect_model import parse_languages
 from .position_table import DEFAULT_FRAMES
 from .quantize import DEFAULT_WEIGHTS, WEIGHT_SCHEMES
+
+if TYPE_CHECKING:
+    from .convert import ConversionReport
+
+logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -45,7 +55,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="precompute the encoder's relative-position projections for inputs of up to N encoder "
                         f"frames (default {DEFAULT_FRAMES}: 82 s at 80 ms per frame; 8 MB per layer at d_model "
                         "1024); longer inputs compute them as before; 0 turns the tables off")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
+    parser.add_argument("--languages", default=None, metavar="CODES",
+                        help="ISO 639-1 codes of the languages the model transcribes, comma-separated (e.g. en,de), "
+                        "recorded in the manifest; default: what the checkpoint's config says, or the known "
+                        "languages of NVIDIA's Parakeet TDT checkpoints of that name")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs (and tracebacks)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s (parakeet-runtime) {__version__}")
     args = parser.parse_args(argv)
     for probe in args.probe_audio:
         if not probe.is_file():
@@ -54,6 +69,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--position-table-frames must be 0 or more")
     if args.int8_weights is not None and args.quantize != "int8":
         parser.error("--int8-weights needs --quantize int8")
+    if args.languages is not None:
+        try:
+            args.languages = list(parse_languages(args.languages))
+        except ConversionError as exc:
+            parser.error(f"--languages: {exc}")
     return args
 
 
@@ -107,17 +127,40 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{index + 1}/{len(STEPS)}] {name} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
 
     try:
-        with _sigterm_as_exit():
+        with _sigterm_as_exit(), warnings.catch_warnings():
+            if not args.verbose:  # library warnings (NeMo, torch) would break the one-line error contract
+                warnings.simplefilter("ignore")
             report = convert(args.source, args.out_dir, overwrite=args.overwrite, probe_audio=args.probe_audio,
                              verify=not args.skip_verify, quantize=args.quantize,
                              int8_weights=args.int8_weights or DEFAULT_WEIGHTS,
-                             position_table_frames=args.position_table_frames, on_step=on_step)
+                             position_table_frames=args.position_table_frames, languages=args.languages,
+                             on_step=on_step)
     except ParityError as exc:
-        print(f"convert-model: parity check failed: {exc}", file=sys.stderr)
+        print(f"convert-model: parity check failed: {_one_line(str(exc))}", file=sys.stderr)
         return 3
     except ConversionError as exc:
-        print(f"convert-model: error: {exc}", file=sys.stderr)
+        if args.verbose:
+            logger.error("conversion failed", exc_info=exc)
+        print(f"convert-model: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a failure convert-model has no message for: one line, the traceback with -v
+        if args.verbose:
+            logger.error("unexpected failure", exc_info=exc)
+        hint = "" if args.verbose else " (run with -v for the traceback)"
+        print(f"convert-model: error: unexpected {type(exc).__name__}: {_one_line(str(exc))}{hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("convert-model: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    _print_summary(args, report)
+    return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _print_summary(args: argparse.Namespace, report: ConversionReport) -> None:
     m = report.manifest
     size = sum(p.stat().st_size for p in report.out_dir.iterdir() if p.is_file())
     print(f"converted {args.source} -> {report.out_dir} in {report.seconds:.0f} s ({size / 1e6:.1f} MB)")
@@ -129,19 +172,20 @@ def run(args: argparse.Namespace) -> int:
               f"features max diff {probe.feature_max_abs_diff:.1e}, encoder max diff {probe.encoder_max_abs_diff:.1e}")
     if not report.probes:
         print("  parity check skipped (--skip-verify)")
-    export = m.provenance.get("encoder_export")
-    if export:
-        tables = (f"position tables in {export['position_table_layers']} layers (inputs up to "
-                  f"{export['position_table_frames']} encoder frames)" if export["position_table_layers"]
+    export = m.provenance.encoder_export
+    if export is not None:
+        tables = (f"position tables in {export.position_table_layers} layers (inputs up to "
+                  f"{export.position_table_frames} encoder frames)" if export.position_table_layers
                   else "no position tables")
-        print(f"  encoder: fused attention in {export['fused_attention_layers']} layers, {tables}")
-    quantization = m.provenance.get("quantization")
-    if quantization:
-        print(f"  encoder quantised to {quantization['precision']} ({quantization['weights']} "
-              f"weights): token agreement with fp32 "
-              f"{quantization['token_agreement_with_fp32']:.4f} ({quantization['identical_clips']}/"
-              f"{quantization['clips']} probe clips identical)")
-    return 0
+        print(f"  encoder: fused attention in {export.fused_attention_layers} layers, {tables}")
+    quantization = m.provenance.quantization
+    if quantization is not None:
+        agreement = quantization.token_agreement_with_fp32
+        print(f"  encoder quantised to {quantization.precision} ({quantization.weights} weights): token agreement "
+              f"with fp32 {'not measured' if agreement is None else f'{agreement:.4f}'} "
+              f"({quantization.identical_clips}/{quantization.clips} probe clips identical)")
+    languages = ", ".join(m.languages) if m.languages else "not recorded (set them with --languages)"
+    print(f"  model name {m.model_name}, languages: {languages}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

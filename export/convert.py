@@ -13,29 +13,36 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parakeet_runtime.engine import sample_audio_path
+from parakeet_runtime.engine import ParakeetRuntimeError, sample_audio_path
 from parakeet_runtime.engine.manifest import (
     MANIFEST_NAME,
+    DecodingMethod,
     EncoderSpec,
     JointSpec,
     Manifest,
+    ParityProbe,
     PredictorSpec,
+    Provenance,
+    Versions,
     load_manifest,
 )
 
 from . import inspect_model
 from .errors import ConversionError
 from .position_table import DEFAULT_FRAMES
-from .probe import ProbeResult, check_parity
+from .probe import check_parity
 from .quantize import DEFAULT_WEIGHTS, weight_scheme
-from .source import load_model, resolve
+from .source import load_model, model_slug, resolve
 from .step_graph import write_step_graph
+
+if TYPE_CHECKING:
+    from .onnx_export import ExportFacts
 
 logger = logging.getLogger(__name__)
 
@@ -55,20 +62,22 @@ class ConversionReport:
 
     out_dir: Path
     manifest: Manifest
-    probes: tuple[ProbeResult, ...]
+    probes: tuple[ParityProbe, ...]
     seconds: float
 
 
-def _versions() -> dict[str, str]:
+def _installed(distribution: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    found = {}
-    for name in ("nemo_toolkit", "torch", "onnx", "onnxruntime", "parakeet-runtime"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "unknown"
-    return found
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _versions() -> Versions:
+    return Versions(nemo_toolkit=_installed("nemo_toolkit"), torch=_installed("torch"), onnx=_installed("onnx"),
+                    onnxruntime=_installed("onnxruntime"), parakeet_runtime=_installed("parakeet-runtime"))
 
 
 def _write_tokenizer(model: Any, out_dir: Path, vocab_size: int) -> None:
@@ -88,12 +97,17 @@ def convert(
     quantize: str | None = None,
     int8_weights: str = DEFAULT_WEIGHTS,
     position_table_frames: int = DEFAULT_FRAMES,
+    languages: Sequence[str] | None = None,
     on_step: Callable[[int, str], None] | None = None,
 ) -> ConversionReport:
     """Convert ``source`` (a ``.nemo`` path or a pretrained name) into ``out_dir``.
 
+    The NeMo model is left as it was loaded (the export works on copies of its modules; NeMo's type checking
+    is switched off only while the graphs are traced), so the parity check compares against NeMo itself.
+
     Args:
-        source: ``.nemo`` file, or a NeMo pretrained name (needs internet).
+        source: ``.nemo`` file, or a NeMo pretrained name such as ``nvidia/parakeet-tdt-0.6b-v2`` (needs
+            internet).
         out_dir: the model directory to create.
         overwrite: replace an existing ``out_dir``.
         probe_audio: extra clips for the parity check (the bundled sample clip is always used).
@@ -104,10 +118,13 @@ def convert(
             ``"int8"`` (see :mod:`parakeet_runtime.export.quantize`).
         position_table_frames: the encoder's relative-position projections become table lookups for inputs
             of up to this many encoder frames (0: none; see :mod:`parakeet_runtime.export.position_table`).
+        languages: ISO 639-1 codes to record in the manifest, overriding what the checkpoint says (``None``:
+            from the checkpoint's config, or the known languages of a published Parakeet checkpoint).
         on_step: called with (step index, step name) as the conversion proceeds.
 
     Raises:
-        ConversionError: bad source, unsupported model, or (``ParityError``) a parity mismatch.
+        ConversionError: bad source, unsupported model, failed export or check, or (``ParityError``) a parity
+            mismatch.
     """
     started = time.monotonic()
     report_step = on_step or (lambda index, name: None)
@@ -116,6 +133,7 @@ def convert(
         weight_scheme(int8_weights)  # an unknown scheme fails before the export, not after it
     if position_table_frames < 0:
         raise ConversionError(f"position_table_frames must be 0 or more, not {position_table_frames}")
+    codes = None if languages is None else inspect_model.parse_languages(",".join(languages))
     if target.exists() and not overwrite:
         raise ConversionError(f"{target} already exists (pass --overwrite to replace it)")
 
@@ -124,6 +142,8 @@ def convert(
     report_step(1, STEPS[1])
     model, resolved = load_model(resolved)
     inspect_model.check_supported(model, source)
+    name = model_slug(resolved.spec)
+    codes = codes if codes is not None else inspect_model.model_languages(model, name)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -132,16 +152,12 @@ def convert(
             report_step(2, STEPS[2])
             facts = _export(model, Path(scratch), staging, position_table_frames)
         report_step(3, STEPS[3])
-        manifest = _write_directory(model, staging, facts, resolved.spec, resolved.sha256)
-        probes: tuple[ProbeResult, ...] = ()
+        manifest = _write_directory(model, staging, facts, resolved.spec, resolved.sha256, name, codes)
+        probes: tuple[ParityProbe, ...] = ()
         if verify:
             report_step(4, STEPS[4])
-            clips = [sample_audio_path(), *probe_audio]
-            probes = tuple(check_parity(model, staging, clips))
-            manifest = replace(
-                manifest,
-                provenance={**manifest.provenance, "parity": [asdict(p) for p in probes]},
-            )
+            probes = _verify(model, staging, [sample_audio_path(), *probe_audio])
+            manifest = replace(manifest, provenance=replace(manifest.provenance, parity=probes))
             (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         if quantize is not None:
             staging = _quantized(staging, manifest, quantize, int8_weights, [sample_audio_path(), *probe_audio])
@@ -159,6 +175,19 @@ def convert(
     return ConversionReport(target, manifest, probes, time.monotonic() - started)
 
 
+def _verify(model: Any, staging: Path, clips: Sequence[Path]) -> tuple[ParityProbe, ...]:
+    """The parity check; an engine error on the new directory (one the probe clips cannot run) is a
+    :class:`ConversionError`, a mismatch a ``ParityError``."""
+    try:
+        return tuple(check_parity(model, staging, list(clips)))
+    except ConversionError:
+        raise
+    except ParakeetRuntimeError as exc:
+        raise ConversionError(
+            f"the converted model cannot run the parity check: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def _quantized(staging: Path, manifest: Manifest, precision: str, weights: str, clips: Sequence[Path]) -> Path:
     """Replace the fp32 staging directory by a quantised one; returns the new staging directory."""
     from .quantize import PRECISIONS, quantize_directory, token_agreement
@@ -171,12 +200,12 @@ def _quantized(staging: Path, manifest: Manifest, precision: str, weights: str, 
         agreement = token_agreement(staging, target, clips)
         logger.info("int8 token agreement with fp32: %.4f (%d/%d clips identical)", agreement.token_agreement,
                     agreement.identical_clips, agreement.clips)
-        quantized = replace(quantized, provenance={
-            **quantized.provenance,
-            "quantization": {**quantized.provenance["quantization"],
-                             "token_agreement_with_fp32": agreement.token_agreement,
-                             "identical_clips": agreement.identical_clips, "clips": agreement.clips},
-        })
+        recorded = quantized.provenance.quantization
+        assert recorded is not None  # quantize_directory records the scheme
+        quantized = replace(quantized, provenance=replace(quantized.provenance, quantization=replace(
+            recorded, token_agreement_with_fp32=agreement.token_agreement,
+            identical_clips=agreement.identical_clips, clips=agreement.clips,
+        )))
         (target / MANIFEST_NAME).write_text(quantized.to_json(), encoding="utf-8")
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
@@ -185,7 +214,7 @@ def _quantized(staging: Path, manifest: Manifest, precision: str, weights: str, 
     return target
 
 
-def _export(model: Any, scratch: Path, staging: Path, position_table_frames: int) -> dict[str, Any]:
+def _export(model: Any, scratch: Path, staging: Path, position_table_frames: int) -> ExportFacts:
     from .onnx_export import export_graphs
 
     try:
@@ -196,13 +225,14 @@ def _export(model: Any, scratch: Path, staging: Path, position_table_frames: int
         raise ConversionError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
 
 
-def _write_directory(model: Any, staging: Path, facts: dict[str, Any], spec: str, sha256: str) -> Manifest:
+def _write_directory(model: Any, staging: Path, facts: ExportFacts, spec: str, sha256: str, name: str,
+                     languages: tuple[str, ...]) -> Manifest:
     features, arrays = inspect_model.feature_spec(model)
     np.savez(staging / features.arrays_file, **arrays)  # type: ignore[arg-type]
     decoding = inspect_model.decoding_spec(model)
     tokenizer = inspect_model.tokenizer_spec(model)
     _write_tokenizer(model, staging, decoding.vocab_size)
-    predictor = PredictorSpec(file="predictor.onnx", layers=int(facts["layers"]), hidden=int(facts["hidden"]))
+    predictor = PredictorSpec(file="predictor.onnx", layers=facts.predictor_layers, hidden=facts.predictor_hidden)
     joint = JointSpec(file="joint.onnx", num_outputs=decoding.vocab_size + 1 + len(decoding.durations))
     manifest = Manifest(
         features=features,
@@ -210,29 +240,27 @@ def _write_directory(model: Any, staging: Path, facts: dict[str, Any], spec: str
             file="encoder.onnx",
             subsampling_factor=int(model.encoder.subsampling_factor),
             d_model=int(model.encoder.d_model),
-            joint_hidden=int(facts["joint_hidden"]),
+            joint_hidden=facts.joint_hidden,
             max_frames=inspect_model.max_encoder_frames(model),
-            external_data=facts.get("encoder.onnx.data"),
+            external_data=facts.encoder_external_data,
         ),
         predictor=predictor,
         joint=joint,
         step=write_step_graph(staging, predictor, joint),
         decoding=decoding,
         tokenizer=tokenizer,
-        model_name=Path(spec).stem if spec.endswith(".nemo") else spec,
-        provenance={
-            "source": spec,
-            "source_sha256": sha256,
-            "model_class": type(model).__name__,
-            "versions": _versions(),
-            "python": platform.python_version(),
-            "converted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "decoding": "greedy TDT (label looping), one utterance at a time",
-            "encoder_export": {
-                key: int(facts[key])
-                for key in ("fused_attention_layers", "position_table_layers", "position_table_frames")
-            },
-        },
+        model_name=name,
+        languages=languages,
+        provenance=Provenance(
+            source=spec,
+            source_sha256=sha256,
+            model_class=type(model).__name__,
+            versions=_versions(),
+            python=platform.python_version(),
+            converted_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            decoding=DecodingMethod(),
+            encoder_export=facts.encoder_export,
+        ),
     )
     (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
     return manifest

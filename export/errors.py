@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from parakeet_runtime.engine.errors import ParakeetRuntimeError
 
-class ConversionError(Exception):
+
+class ConversionError(ParakeetRuntimeError):
     """The conversion cannot proceed; the message is one line a user can act on."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -43,6 +45,15 @@ def check_supported(model: Any, name: str) -> None:
         raise ConversionError(f"{name}: the prediction network must be an LSTM, found {type(rnn).__name__}")
     if not hasattr(model.encoder, "forward_for_export"):
         raise ConversionError(f"{name}: unsupported encoder {type(model.encoder).__name__}")
+    attention = getattr(model.encoder, "self_attention_model", "rel_pos")
+    if attention == "rel_pos_local_attn":
+        context = list(getattr(model.encoder, "att_context_size", []) or [])
+        raise ConversionError(
+            f"{name} uses local attention (rel_pos_local_attn, context {context}), which convert-model does not "
+            "support yet; convert the checkpoint with its full attention (rel_pos) instead"
+        )
+    if attention not in ("rel_pos", "abs_pos"):
+        raise ConversionError(f"{name} uses {attention} attention, which convert-model does not support yet")
 
 
 def feature_spec(model: Any) -> tuple[FeatureSpec, dict[str, np.ndarray]]:
@@ -114,3 +125,63 @@ def max_encoder_frames(model: Any) -> int:
         return int(getattr(model.encoder, "max_audio_length", 5000))
     length = int(pe.shape[1])
     return (length + 1) // 2 if type(pos_enc).__name__.startswith("RelPositional") else length
+
+
+LANGUAGE_KEYS = ("language", "languages", "lang", "langs", "target_lang", "target_langs")
+"""Config keys that may say which languages a checkpoint transcribes (NeMo has no standard one)."""
+
+KNOWN_LANGUAGES: dict[str, tuple[str, ...]] = {
+    "parakeet-tdt-0.6b-v2": ("en",),
+    "parakeet-tdt-1.1b": ("en",),
+    "parakeet-tdt-0.6b-v3": (
+        "bg", "hr", "cs", "da", "nl", "en", "et", "fi", "fr", "de", "el", "hu", "it", "lv", "lt", "mt", "pl",
+        "pt", "ro", "sk", "sl", "es", "sv", "ru", "uk",
+    ),
+}
+"""Languages of NVIDIA's published Parakeet TDT checkpoints (their model cards), by model name."""
+
+_ISO_639_1 = re.compile(r"[a-z]{2}")
+
+
+def parse_languages(text: str) -> tuple[str, ...]:
+    """``"en,de"`` -> ``("en", "de")``: ISO 639-1 codes, lower-cased, duplicates dropped.
+
+    Raises:
+        ConversionError: an entry that is not a two-letter code.
+    """
+    codes: list[str] = []
+    for part in text.split(","):
+        code = part.strip().lower()
+        if not _ISO_639_1.fullmatch(code):
+            raise ConversionError(f"language {part.strip()!r} is not an ISO 639-1 code (two letters, e.g. en,de)")
+        if code not in codes:
+            codes.append(code)
+    return tuple(codes)
+
+
+def model_languages(model: Any, model_name: str) -> tuple[str, ...]:
+    """The languages the checkpoint says it transcribes: a language key of its config (top level or
+    tokenizer section) holding ISO 639-1 codes, else the known languages of a published checkpoint of that
+    name, else ``()`` (not recorded)."""
+    cfg = getattr(model, "cfg", None)
+    sections = [cfg, cfg.get("tokenizer") if cfg is not None and hasattr(cfg, "get") else None]
+    for section in sections:
+        if section is None or not hasattr(section, "get"):
+            continue
+        for key in LANGUAGE_KEYS:
+            value = section.get(key)
+            found = _codes(value)
+            if found:
+                return found
+    return KNOWN_LANGUAGES.get(model_name, ())
+
+
+def _codes(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items: list[object] = [value]
+    elif isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
+        items = list(value)
+    else:
+        return ()
+    codes = tuple(dict.fromkeys(str(item).strip().lower() for item in items))
+    return codes if codes and all(_ISO_639_1.fullmatch(code) for code in codes) else ()

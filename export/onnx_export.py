@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional
+
+from parakeet_runtime.engine.manifest import EncoderExport
 
 from .graph_forwards import export_forwards
 from .position_table import DEFAULT_FRAMES, tabulate_positions
@@ -135,21 +140,72 @@ class JointGraph(nn.Module):
         return logits[:, 0, 0, :]
 
 
-def prepare_for_export(model: Any) -> None:
-    """Put NeMo modules in export mode (typechecks off, export-friendly module swaps)."""
+@dataclass(frozen=True, eq=False)
+class ExportModules:
+    """Export-mode copies of a model's encoder, prediction network and joint (see :func:`prepare_for_export`)."""
+
+    encoder: Any
+    decoder: Any
+    joint: Any
+
+    def all(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        return self.encoder, self.decoder, self.joint
+
+
+@contextlib.contextmanager
+def typecheck_disabled() -> Iterator[None]:
+    """NeMo's process-wide type checking off for the block, back to what it was afterwards (also on error)."""
     from nemo.core.classes import typecheck
+    from nemo.core.classes.common import is_typecheck_enabled
+
+    previous = bool(is_typecheck_enabled())
+    typecheck.set_typecheck_enabled(enabled=False)
+    try:
+        yield
+    finally:
+        typecheck.set_typecheck_enabled(enabled=previous)
+
+
+@contextlib.contextmanager
+def frozen_parameters(module: nn.Module) -> Iterator[None]:
+    """``requires_grad`` off on every parameter for the block; each parameter's own flag back afterwards."""
+    flags = [(param, param.requires_grad) for param in module.parameters()]
+    try:
+        for param, _ in flags:
+            param.requires_grad_(False)
+        yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
+
+
+def _module_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module``'s module tree that shares its parameter and buffer tensors (no second copy of the
+    weights; nothing in the export writes to them): NeMo's export preparation swaps submodules and sets
+    attributes in place, so it runs on the copy."""
+    memo: dict[int, Any] = {id(tensor): tensor for tensor in (*module.parameters(), *module.buffers())}
+    copied: nn.Module = copy.deepcopy(module, memo)
+    return copied
+
+
+@contextlib.contextmanager
+def prepare_for_export(model: Any) -> Iterator[ExportModules]:
+    """Export-mode copies of ``model``'s encoder, decoder and joint for the block: NeMo's type checks off, its
+    export preparation (``_prepare_for_export``, ``replace_for_export``) applied to the copies, parameters
+    frozen. ``model`` itself is left as it was (its modules, modes and flags; the weights are shared, unchanged),
+    and so is NeMo's type checking, when the block ends, normally or not."""
     from nemo.core.classes.exportable import Exportable
     from nemo.utils.export_utils import replace_for_export
 
-    model.eval()
-    typecheck.set_typecheck_enabled(enabled=False)
-    for module in (model.encoder, model.decoder, model.joint):
-        for sub in module.modules():
-            if isinstance(sub, Exportable):
-                sub._prepare_for_export(noreplace=True)
-        replace_for_export(module)
-    for param in model.parameters():
-        param.requires_grad_(False)
+    with typecheck_disabled(), frozen_parameters(model):
+        modules = ExportModules(*(_module_copy(m) for m in (model.encoder, model.decoder, model.joint)))
+        for module in modules.all():
+            module.eval()
+            for sub in module.modules():
+                if isinstance(sub, Exportable):
+                    sub._prepare_for_export(noreplace=True)
+            replace_for_export(module)
+        yield modules
 
 
 def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str],
@@ -200,73 +256,114 @@ def consolidate(path: Path, *, data_name: str, transform: Callable[[Any], object
     return result
 
 
+@dataclass(frozen=True)
+class ExportFacts:
+    """What :func:`export_graphs` wrote, as the manifest records it."""
+
+    predictor_layers: int
+    predictor_hidden: int
+    joint_hidden: int
+    encoder_external_data: str | None
+    """The encoder's external weights file (encoders over 2 GB), else ``None``."""
+    encoder_export: EncoderExport
+
+
+@dataclass(frozen=True, eq=False)
+class GraphSpec:
+    """One graph to export: the module, example inputs, and the ONNX names and dynamic axes."""
+
+    file: str
+    module: nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    dynamic_axes: Mapping[str, Mapping[int, str]]
+    export_forwards: bool = False
+    """Trace with the encoder's export forwards (:mod:`.graph_forwards`)."""
+
+
+def graph_specs(model: Any, modules: ExportModules) -> tuple[GraphSpec, GraphSpec, GraphSpec]:
+    """The encoder (with the joint's encoder projection), predictor and joint graphs of ``modules``."""
+    n_mels = int(model.preprocessor.featurizer.nfilt)
+    layers, hidden = int(modules.decoder.pred_rnn_layers), int(modules.decoder.pred_hidden)
+    joint_hidden = int(modules.joint.pred.out_features)
+    encoder = GraphSpec(
+        "encoder.onnx",
+        EncoderGraph(modules.encoder, modules.joint).eval(),
+        (torch.randn(2, n_mels, 241), torch.tensor([241, 200], dtype=torch.int64)),
+        ("features", "feature_lengths"),
+        ("encoder_projected", "encoded_lengths"),
+        {"features": {0: "batch", 2: "frames"}, "feature_lengths": {0: "batch"},
+         "encoder_projected": {0: "batch", 1: "encoded_frames"}, "encoded_lengths": {0: "batch"}},
+        export_forwards=True,
+    )
+    predictor = GraphSpec(
+        "predictor.onnx",
+        predictor_graph(modules.decoder, modules.joint).eval(),
+        (torch.tensor([0, 1], dtype=torch.int64), torch.zeros(layers, 2, hidden), torch.zeros(layers, 2, hidden)),
+        ("targets", "h_in", "c_in"),
+        ("predictor_projected", "h_out", "c_out"),
+        {"targets": {0: "batch"}, "h_in": {1: "batch"}, "c_in": {1: "batch"},
+         "predictor_projected": {0: "batch"}, "h_out": {1: "batch"}, "c_out": {1: "batch"}},
+    )
+    joint = GraphSpec(
+        "joint.onnx",
+        JointGraph(modules.joint).eval(),
+        (torch.randn(2, joint_hidden), torch.randn(2, joint_hidden)),
+        ("encoder_frame", "predictor_output"),
+        ("logits",),
+        {"encoder_frame": {0: "batch"}, "predictor_output": {0: "batch"}, "logits": {0: "batch"}},
+    )
+    return encoder, predictor, joint
+
+
+def _export_graph(spec: GraphSpec, encoder: nn.Module, scratch: Path, out_dir: Path,
+                  transform: Callable[[Any], object] | None) -> str | None:
+    """Trace ``spec`` into its own folder under ``scratch``, consolidate it into ``out_dir``; returns the
+    external data file's name, if any."""
+    folder = scratch / spec.file.removesuffix(".onnx")
+    folder.mkdir(parents=True, exist_ok=True)
+    logger.info("exporting %s", spec.file)
+    forwards = export_forwards(encoder) if spec.export_forwards else contextlib.nullcontext(0)
+    with forwards as patched:
+        logger.info("%s: %d modules with export forwards", spec.file, patched)
+        _export(spec.module, spec.example_inputs, folder / spec.file, list(spec.input_names),
+                list(spec.output_names), {name: dict(axes) for name, axes in spec.dynamic_axes.items()})
+    data = consolidate(folder / spec.file, data_name=f"{spec.file}.data", transform=transform)
+    shutil.move(str(folder / spec.file), str(out_dir / spec.file))
+    if data is not None:
+        shutil.move(str(folder / data), str(out_dir / data))
+    return data
+
+
 def export_graphs(
     model: Any, scratch: Path, out_dir: Path, *, position_table_frames: int = DEFAULT_FRAMES
-) -> dict[str, Any]:
+) -> ExportFacts:
     """Export the three graphs into ``out_dir``; returns facts the manifest needs.
 
-    The encoder's position projections become table lookups for inputs of up to ``position_table_frames``
-    encoder frames (0: none; :mod:`.position_table`).
+    The graphs come from export-mode copies of the model's modules (:func:`prepare_for_export`): ``model``
+    and NeMo's type checking are as they were afterwards. The encoder's position projections become table
+    lookups for inputs of up to ``position_table_frames`` encoder frames (0: none; :mod:`.position_table`).
 
     Each graph is first written into its own folder under ``scratch`` (torch may scatter external
     data files there) and then consolidated into ``out_dir``.
     """
-    import shutil
+    with prepare_for_export(model) as modules:
+        encoder_spec, predictor_spec, joint_spec = graph_specs(model, modules)
+        exported: list[EncoderExport] = []
 
-    prepare_for_export(model)
-    featurizer = model.preprocessor.featurizer
-    n_mels = int(featurizer.nfilt)
-    layers = int(model.decoder.pred_rnn_layers)
-    hidden = int(model.decoder.pred_hidden)
-    joint_hidden = int(model.joint.pred.out_features)
-    facts: dict[str, Any] = {"joint_hidden": joint_hidden, "layers": layers, "hidden": hidden}
+        def finish_encoder(graph: Any) -> None:  # count the fused attention layers, add the position tables
+            fused = sum(node.op_type == "MultiHeadAttention" for node in graph.graph.node)
+            layers, frames = tabulate_positions(graph, modules.encoder, position_table_frames)
+            exported.append(EncoderExport(fused, layers, frames))
 
-    graphs: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], list[str], list[str], dict[str, dict[int, str]]]] = [
-        (
-            "encoder.onnx",
-            EncoderGraph(model.encoder, model.joint).eval(),
-            (torch.randn(2, n_mels, 241), torch.tensor([241, 200], dtype=torch.int64)),
-            ["features", "feature_lengths"],
-            ["encoder_projected", "encoded_lengths"],
-            {"features": {0: "batch", 2: "frames"}, "feature_lengths": {0: "batch"},
-             "encoder_projected": {0: "batch", 1: "encoded_frames"}, "encoded_lengths": {0: "batch"}},
-        ),
-        (
-            "predictor.onnx",
-            predictor_graph(model.decoder, model.joint).eval(),
-            (torch.tensor([0, 1], dtype=torch.int64), torch.zeros(layers, 2, hidden), torch.zeros(layers, 2, hidden)),
-            ["targets", "h_in", "c_in"],
-            ["predictor_projected", "h_out", "c_out"],
-            {"targets": {0: "batch"}, "h_in": {1: "batch"}, "c_in": {1: "batch"},
-             "predictor_projected": {0: "batch"}, "h_out": {1: "batch"}, "c_out": {1: "batch"}},
-        ),
-        (
-            "joint.onnx",
-            JointGraph(model.joint).eval(),
-            (torch.randn(2, joint_hidden), torch.randn(2, joint_hidden)),
-            ["encoder_frame", "predictor_output"],
-            ["logits"],
-            {"encoder_frame": {0: "batch"}, "predictor_output": {0: "batch"}, "logits": {0: "batch"}},
-        ),
-    ]
-
-    def finish_encoder(graph: Any) -> None:  # count the fused attention layers, add the position tables
-        facts["fused_attention_layers"] = sum(node.op_type == "MultiHeadAttention" for node in graph.graph.node)
-        layers, frames = tabulate_positions(graph, model.encoder, position_table_frames)
-        facts["position_table_layers"], facts["position_table_frames"] = layers, frames
-
-    for name, module, args, inputs, outputs, axes in graphs:
-        folder = scratch / name.removesuffix(".onnx")
-        folder.mkdir(parents=True, exist_ok=True)
-        logger.info("exporting %s", name)
-        forwards = export_forwards(model.encoder) if name == "encoder.onnx" else contextlib.nullcontext(0)
-        with forwards as patched:
-            logger.info("%s: %d modules with export forwards", name, patched)
-            _export(module, args, folder / name, inputs, outputs, axes)
-        transform = finish_encoder if name == "encoder.onnx" else None
-        data = consolidate(folder / name, data_name=f"{name}.data", transform=transform)
-        shutil.move(str(folder / name), str(out_dir / name))
-        if data is not None:
-            shutil.move(str(folder / data), str(out_dir / data))
-        facts[f"{name}.data"] = data
-    return facts
+        encoder_data = _export_graph(encoder_spec, modules.encoder, scratch, out_dir, finish_encoder)
+        for spec in (predictor_spec, joint_spec):  # (never near 2 GB; a data file would sit beside its graph)
+            _export_graph(spec, modules.encoder, scratch, out_dir, None)
+        return ExportFacts(
+            predictor_layers=int(modules.decoder.pred_rnn_layers),
+            predictor_hidden=int(modules.decoder.pred_hidden),
+            joint_hidden=int(modules.joint.pred.out_features),
+            encoder_external_data=encoder_data,
+            encoder_export=exported[0],
+        )

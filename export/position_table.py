@@ -48,6 +48,77 @@ def _position_window(encoder: Any, frames: int) -> tuple[Any, int] | None:
     return pe[0, center - frames : center + frames].detach().float(), frames
 
 
+def _position_projections(encoder: Any) -> dict[bytes, Any]:
+    """The ``linear_pos`` weights of the encoder's full relative-position attention layers, keyed by the
+    bytes of the transposed float32 weight (as the exported MatMul holds it)."""
+    import torch
+    from nemo.collections.asr.parts.submodules.multi_head_attention import RelPositionMultiHeadAttention
+
+    projections: dict[bytes, torch.Tensor] = {}
+    for module in encoder.modules():
+        if type(module) is RelPositionMultiHeadAttention and isinstance(module.linear_pos, torch.nn.Linear):
+            pos_weight = module.linear_pos.weight
+            projections[np.ascontiguousarray(pos_weight.detach().float().numpy().T).tobytes()] = pos_weight
+    return projections
+
+
+def _shared_constants(frames: int) -> dict[str, np.ndarray]:
+    """The scalars every lookup reads (added to the graph once)."""
+    return {
+        "position_table/frames": np.array([frames], dtype=np.int64),
+        "position_table/rows": np.array([2 * frames], dtype=np.int64),
+        "position_table/two": np.array([2], dtype=np.int64),
+        "position_table/axis0": np.array([0], dtype=np.int64),
+        "position_table/zero": np.array([0], dtype=np.int64),
+    }
+
+
+def _projection_weight(node: Any, initializers: dict[str, Any], projections: dict[bytes, Any],
+                       shapes: set[tuple[int, ...]]) -> Any:
+    """The ``linear_pos`` weight whose transpose is ``node``'s MatMul weight, else ``None``. Only weights of
+    the projections' shape are turned into bytes to look them up."""
+    from onnx import TensorProto, numpy_helper
+
+    weight = initializers.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+    if weight is None or weight.data_type != TensorProto.FLOAT or tuple(weight.dims) not in shapes:
+        return None
+    return projections.get(numpy_helper.to_array(weight).tobytes())
+
+
+def _lookup_nodes(node: Any, prefix: str) -> list[Any]:
+    """The nodes that replace the position MatMul ``node``: an ``If`` that slices the table ``{prefix}/table``
+    for an even number of position rows up to the table's, and runs ``node``'s MatMul otherwise."""
+    from onnx import TensorProto, helper
+
+    positions, covered, within, remainder, even = (
+        f"{prefix}/{name}" for name in ("positions", "covered", "within", "remainder", "even"))
+    half, start, end, sliced = (f"{prefix}/{name}" for name in ("half", "start", "end", "rows"))
+    then_branch = helper.make_graph(
+        [
+            helper.make_node("Div", [positions, "position_table/two"], [half]),
+            helper.make_node("Sub", ["position_table/frames", half], [start]),
+            helper.make_node("Add", [start, positions], [end]),
+            helper.make_node("Slice", [f"{prefix}/table", start, end, "position_table/axis0"], [sliced]),
+            helper.make_node("Unsqueeze", [sliced, "position_table/axis0"], [f"{prefix}/lookup"]),
+        ],
+        f"{prefix}/lookup_branch", [], [helper.make_tensor_value_info(f"{prefix}/lookup", TensorProto.FLOAT, None)],
+    )
+    else_branch = helper.make_graph(
+        [helper.make_node("MatMul", list(node.input), [f"{prefix}/product"], name=node.name)],
+        f"{prefix}/product_branch", [],
+        [helper.make_tensor_value_info(f"{prefix}/product", TensorProto.FLOAT, None)],
+    )
+    return [
+        helper.make_node("Shape", [node.input[0]], [positions], start=1, end=2),
+        helper.make_node("LessOrEqual", [positions, "position_table/rows"], [within]),
+        helper.make_node("Mod", [positions, "position_table/two"], [remainder]),
+        helper.make_node("Equal", [remainder, "position_table/zero"], [even]),
+        helper.make_node("And", [within, even], [covered]),
+        helper.make_node("If", [covered], [node.output[0]], name=f"{prefix}/if",
+                         then_branch=then_branch, else_branch=else_branch),
+    ]
+
+
 def tabulate_positions(model: Any, encoder: Any, frames: int = DEFAULT_FRAMES) -> tuple[int, int]:
     """Replace the position projections of the exported encoder graph ``model`` (an ``onnx.ModelProto``)
     by table lookups for inputs of up to ``frames`` encoder frames.
@@ -60,38 +131,23 @@ def tabulate_positions(model: Any, encoder: Any, frames: int = DEFAULT_FRAMES) -
     rows (the export's ``2T``); any other input runs the MatMul.
     """
     import torch
-    from nemo.collections.asr.parts.submodules.multi_head_attention import RelPositionMultiHeadAttention
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import numpy_helper
 
     window = _position_window(encoder, frames) if frames >= 1 else None
     if window is None:
         return 0, 0
     rows, frames = window
-    projections: dict[bytes, torch.Tensor] = {}
-    for module in encoder.modules():
-        if type(module) is RelPositionMultiHeadAttention and isinstance(module.linear_pos, torch.nn.Linear):
-            pos_weight = module.linear_pos.weight
-            projections[np.ascontiguousarray(pos_weight.detach().float().numpy().T).tobytes()] = pos_weight
+    projections = _position_projections(encoder)
     if not projections:
         return 0, 0
     shapes = {tuple(weight.shape[::-1]) for weight in projections.values()}  # as the MatMul holds them
 
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    constants = {
-        "position_table/frames": np.array([frames], dtype=np.int64),
-        "position_table/rows": np.array([2 * frames], dtype=np.int64),
-        "position_table/two": np.array([2], dtype=np.int64),
-        "position_table/axis0": np.array([0], dtype=np.int64),
-        "position_table/zero": np.array([0], dtype=np.int64),
-    }
     nodes = []
     replaced = 0
     for node in graph.node:
-        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
-        linear_weight = None
-        if weight is not None and weight.data_type == TensorProto.FLOAT and tuple(weight.dims) in shapes:
-            linear_weight = projections.get(numpy_helper.to_array(weight).tobytes())
+        linear_weight = _projection_weight(node, initializers, projections, shapes)
         if linear_weight is None:
             nodes.append(node)
             continue
@@ -99,37 +155,11 @@ def tabulate_positions(model: Any, encoder: Any, frames: int = DEFAULT_FRAMES) -
             table = torch.nn.functional.linear(rows, linear_weight.float())
         prefix = f"position_table/{replaced}"
         graph.initializer.append(numpy_helper.from_array(table.numpy(), name=f"{prefix}/table"))
-        positions, covered, within, remainder, even = (
-            f"{prefix}/{name}" for name in ("positions", "covered", "within", "remainder", "even"))
-        half, start, end, sliced = (f"{prefix}/{name}" for name in ("half", "start", "end", "rows"))
-        output = node.output[0]
-        then_branch = helper.make_graph(
-            [
-                helper.make_node("Div", [positions, "position_table/two"], [half]),
-                helper.make_node("Sub", ["position_table/frames", half], [start]),
-                helper.make_node("Add", [start, positions], [end]),
-                helper.make_node("Slice", [f"{prefix}/table", start, end, "position_table/axis0"], [sliced]),
-                helper.make_node("Unsqueeze", [sliced, "position_table/axis0"], [f"{prefix}/lookup"]),
-            ],
-            f"{prefix}/lookup_branch", [], [helper.make_tensor_value_info(f"{prefix}/lookup", TensorProto.FLOAT, None)],
-        )
-        else_branch = helper.make_graph(
-            [helper.make_node("MatMul", list(node.input), [f"{prefix}/product"], name=node.name)],
-            f"{prefix}/product_branch", [],
-            [helper.make_tensor_value_info(f"{prefix}/product", TensorProto.FLOAT, None)],
-        )
-        nodes += [
-            helper.make_node("Shape", [node.input[0]], [positions], start=1, end=2),
-            helper.make_node("LessOrEqual", [positions, "position_table/rows"], [within]),
-            helper.make_node("Mod", [positions, "position_table/two"], [remainder]),
-            helper.make_node("Equal", [remainder, "position_table/zero"], [even]),
-            helper.make_node("And", [within, even], [covered]),
-            helper.make_node("If", [covered], [output], name=f"{prefix}/if",
-                             then_branch=then_branch, else_branch=else_branch),
-        ]
+        nodes += _lookup_nodes(node, prefix)
         replaced += 1
     if replaced:
-        graph.initializer.extend(numpy_helper.from_array(value, name=name) for name, value in constants.items())
+        graph.initializer.extend(
+            numpy_helper.from_array(value, name=name) for name, value in _shared_constants(frames).items())
         del graph.node[:]
         graph.node.extend(nodes)
         logger.info("position projections of %d layers tabulated for inputs up to %d frames", replaced, frames)

@@ -2,36 +2,54 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from parakeet_runtime.engine import Engine, load_audio
+from parakeet_runtime.engine.manifest import ParityProbe
 
 from .errors import ParityError
 
 logger = logging.getLogger(__name__)
 
+ProbeResult = ParityProbe
+"""Comparison of one probe clip (the manifest's record of it)."""
 
-@dataclass(frozen=True)
-class ProbeResult:
-    """Comparison of one probe clip."""
 
-    audio: str
-    tokens: int
-    identical: bool
-    feature_max_abs_diff: float
-    encoder_max_abs_diff: float
-    detail: str = ""
+@contextlib.contextmanager
+def model_state_kept(model: Any) -> Iterator[None]:
+    """NeMo's ``transcribe`` leaves the modules in train mode and, asked for timestamps, switches the
+    decoding config's ``compute_timestamps`` for good: both come back as they were after the block."""
+    modes = [(module, module.training) for module in model.modules()]
+    decoding_cfg = getattr(getattr(model, "cfg", None), "decoding", None)
+    timestamps = decoding_cfg.get("compute_timestamps", None) if decoding_cfg is not None else None
+    try:
+        yield
+    finally:
+        if decoding_cfg is not None and model.cfg.decoding.get("compute_timestamps", None) != timestamps:
+            from omegaconf import open_dict
+
+            with open_dict(model.cfg.decoding):
+                if timestamps is None:
+                    del model.cfg.decoding["compute_timestamps"]
+                else:
+                    model.cfg.decoding.compute_timestamps = timestamps
+            model.change_decoding_strategy(model.cfg.decoding, verbose=False)
+        for module, training in modes:
+            module.train(training)
 
 
 def nemo_reference(model: Any, path: Path) -> tuple[list[int], list[int], list[int]]:
     """Token ids, frames and durations from NeMo ``transcribe(timestamps=True)``, one clip per batch."""
-    hypotheses = model.transcribe([str(path)], batch_size=1, timestamps=True, return_hypotheses=True, verbose=False)
-    model.eval()
+    with model_state_kept(model):
+        model.eval()
+        hypotheses = model.transcribe([str(path)], batch_size=1, timestamps=True, return_hypotheses=True,
+                                      verbose=False)
     if isinstance(hypotheses, tuple):
         hypotheses = hypotheses[0]
     hyp = hypotheses[0]
@@ -44,7 +62,8 @@ def nemo_reference(model: Any, path: Path) -> tuple[list[int], list[int], list[i
 def _torch_outputs(model: Any, samples: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     import torch
 
-    with torch.inference_mode():
+    with model_state_kept(model), torch.inference_mode():
+        model.eval()
         signal = torch.from_numpy(samples)[None]
         length = torch.tensor([samples.shape[0]])
         feats, feat_len = model.preprocessor(input_signal=signal, length=length)
@@ -53,34 +72,34 @@ def _torch_outputs(model: Any, samples: np.ndarray) -> tuple[np.ndarray, int, np
     return feats[0].numpy(), int(feat_len[0]), projected[0].numpy()
 
 
-def check_parity(model: Any, model_dir: Path, probes: list[Path]) -> list[ProbeResult]:
+def check_parity(model: Any, model_dir: Path, probes: list[Path]) -> list[ParityProbe]:
     """Compare NeMo and the converted directory on each probe clip.
 
     Raises:
         ParityError: token ids, frames or durations differ on any clip.
     """
-    engine = Engine.load(model_dir, providers=["CPUExecutionProvider"])
     results = []
-    for path in probes:
-        audio = load_audio(path, engine.sample_rate)
-        ours = engine.transcribe(audio.samples)
-        ids, frames, durations = nemo_reference(model, path)
-        our_ids = [t.id for t in ours.tokens]
-        our_frames = [t.frame for t in ours.tokens]
-        our_durations = [t.duration for t in ours.tokens]
-        ref_feats, valid, ref_proj = _torch_outputs(model, audio.samples)
-        feats, our_valid = engine.features(audio.samples)
-        proj, _ = engine.model.encode(feats[None], np.array([our_valid], dtype=np.int64))
-        feature_diff = float(np.max(np.abs(feats[:, :valid] - ref_feats[:, :valid]))) if valid else 0.0
-        encoder_diff = float(np.max(np.abs(proj[0] - ref_proj))) if ref_proj.size else 0.0
-        identical = (ids, frames, durations) == (our_ids, our_frames, our_durations)
-        detail = "" if identical else (
-            f"NeMo ids={ids} frames={frames} durations={durations}; "
-            f"converted ids={our_ids} frames={our_frames} durations={our_durations}"
-        )
-        results.append(ProbeResult(str(path), len(ids), identical, feature_diff, encoder_diff, detail))
-        logger.info("probe %s: %d tokens, identical=%s, features %.2e, encoder %.2e",
-                    path.name, len(ids), identical, feature_diff, encoder_diff)
+    with Engine.load(model_dir, providers=["CPUExecutionProvider"]) as engine:
+        for path in probes:
+            audio = load_audio(path, engine.sample_rate)
+            ours = engine.transcribe(audio.samples)
+            ids, frames, durations = nemo_reference(model, path)
+            our_ids = [t.id for t in ours.tokens]
+            our_frames = [t.frame for t in ours.tokens]
+            our_durations = [t.duration for t in ours.tokens]
+            ref_feats, valid, ref_proj = _torch_outputs(model, audio.samples)
+            feats, our_valid = engine.features(audio.samples)
+            proj, _ = engine.model.encode(feats[None], np.array([our_valid], dtype=np.int64))
+            feature_diff = float(np.max(np.abs(feats[:, :valid] - ref_feats[:, :valid]))) if valid else 0.0
+            encoder_diff = float(np.max(np.abs(proj[0] - ref_proj))) if ref_proj.size else 0.0
+            identical = (ids, frames, durations) == (our_ids, our_frames, our_durations)
+            detail = "" if identical else (
+                f"NeMo ids={ids} frames={frames} durations={durations}; "
+                f"converted ids={our_ids} frames={our_frames} durations={our_durations}"
+            )
+            results.append(ParityProbe(str(path), len(ids), identical, feature_diff, encoder_diff, detail))
+            logger.info("probe %s: %d tokens, identical=%s, features %.2e, encoder %.2e",
+                        path.name, len(ids), identical, feature_diff, encoder_diff)
     bad = [r for r in results if not r.identical]
     if bad:
         raise ParityError("converted model disagrees with NeMo on " + "; ".join(f"{r.audio}: {r.detail}" for r in bad))

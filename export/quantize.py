@@ -114,7 +114,7 @@ def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest, weight
     weights stored as ``weights`` (a key of :data:`WEIGHT_SCHEMES`)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from parakeet_runtime.engine.manifest import MANIFEST_NAME
+    from parakeet_runtime.engine.manifest import MANIFEST_NAME, Quantization
 
     scheme = weight_scheme(weights)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,11 +137,10 @@ def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest, weight
     quantized = replace(
         manifest,
         encoder=replace(spec, precision="int8", external_data=None),
-        provenance={
-            **manifest.provenance,
-            "quantization": {"precision": "int8", "weights": scheme.name,
-                             "method": f"onnxruntime quantize_dynamic of the encoder's MatMuls: {scheme.description}"},
-        },
+        provenance=replace(manifest.provenance, quantization=Quantization(
+            precision="int8", weights=scheme.name,
+            method=f"onnxruntime quantize_dynamic of the encoder's MatMuls: {scheme.description}",
+        )),
     )
     (out_dir / MANIFEST_NAME).write_text(quantized.to_json(), encoding="utf-8")
     return quantized

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +35,35 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _looks_like_path(spec: str) -> bool:
-    # Pretrained names look like "nvidia/parakeet-tdt-0.6b-v2"; files end in .nemo or are anchored.
-    return spec.endswith(".nemo") or spec.startswith((".", "/", "~")) or Path(spec).suffix != ""
+_PRETRAINED_NAME = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*")
+"""``owner/name`` (Hugging Face, e.g. ``nvidia/parakeet-tdt-0.6b-v2``) or a bare NGC name."""
+
+_CHECKPOINT_SUFFIXES = (".nemo", ".ckpt", ".pt", ".pth", ".tar", ".tar.gz", ".zip", ".onnx")
+
+
+def is_pretrained_name(spec: str) -> bool:
+    """Whether a source that is not an existing file names a pretrained model.
+
+    Names have the ``owner/name`` shape, and may contain dots (``nvidia/parakeet-tdt-0.6b-v2``): the dot in
+    ``0.6b-v2`` is not a file extension. Anchored paths (``./``, ``/``, ``~``), deeper paths and names ending
+    in a checkpoint file's extension are paths.
+    """
+    if spec.startswith((".", "/", "~")) or spec.lower().endswith(_CHECKPOINT_SUFFIXES):
+        return False
+    return _PRETRAINED_NAME.fullmatch(spec) is not None
+
+
+def model_slug(spec: str) -> str:
+    """A short name for the model: the pretrained name's last part, or the ``.nemo`` file's stem, lower-case,
+    with anything but letters, digits, ``.``, ``_`` and ``-`` replaced by ``-``."""
+    name = Path(spec).stem if spec.lower().endswith(".nemo") else spec.rstrip("/").rsplit("/", 1)[-1]
+    slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.")
+    return slug or "model"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def check_nemo_file(path: Path) -> None:
@@ -66,7 +93,7 @@ def resolve(spec: str) -> Source:
     if path.exists():
         check_nemo_file(path)
         return Source(spec=spec, path=path, sha256=_sha256(path))
-    if _looks_like_path(spec):
+    if not is_pretrained_name(spec):
         raise ConversionError(f"checkpoint not found: {spec}")
     return Source(spec=spec, path=None, sha256="")
 
@@ -88,10 +115,13 @@ def load_model(source: Source) -> tuple[Any, Source]:
         return model, source
     try:
         model = ASRModel.from_pretrained(source.spec, map_location="cpu")
-    except Exception as exc:
+    except Exception as exc:  # huggingface_hub / httpx / NeMo raise many types for a failed download
+        file_name = f"{model_slug(source.spec)}.nemo"
         raise ConversionError(
-            f"cannot get pretrained model {source.spec!r} (it needs internet access to Hugging Face or NGC, "
-            f"or pass a .nemo path): {type(exc).__name__}: {exc}"
+            f"download of pretrained model {source.spec!r} failed ({type(exc).__name__}: {_one_line(str(exc))}); "
+            f"it needs internet access to Hugging Face (and HF_HUB_OFFLINE unset). Without it, download "
+            f"{file_name} on a machine that has it and convert the local file: convert-model path/to/{file_name} "
+            "OUT_DIR"
         ) from exc
     model.eval()
     cached = getattr(model, "_restore_path", None) or ""

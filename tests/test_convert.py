@@ -178,7 +178,7 @@ def test_cli_converts_with_progress_and_summary(tmp_path: Path, nemo_paths: dict
     exe = shutil.which("convert-model", path=os.path.dirname(sys.executable))
     command = [exe] if exe else [sys.executable, "-m", "parakeet_runtime.export.cli"]
     proc = subprocess.run(
-        [*command, str(nemo_paths["tdt_b"]), str(out), "--probe-audio", str(clips["c3_multi"])],
+        [*command, str(nemo_paths["tdt_b"]), str(out), "--probe-audio", str(clips["c3_multi"]), "--languages", "en,DE"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
@@ -190,6 +190,10 @@ def test_cli_converts_with_progress_and_summary(tmp_path: Path, nemo_paths: dict
     assert all(p["identical"] for p in manifest["provenance"]["parity"])
     assert len(manifest["provenance"]["parity"]) == 2
     assert manifest["decoding"]["durations"] == [0, 1, 2, 4, 8]
+    assert manifest["model_name"] == nemo_paths["tdt_b"].stem.lower()
+    assert manifest["languages"] == ["en", "de"]
+    assert "languages: en, de" in proc.stdout
+    assert manifest["provenance"]["decoding"] == {"search": "greedy_tdt", "batched": True, "joint_lookahead": True}
     from parakeet_runtime.export.position_table import DEFAULT_FRAMES
 
     layers = 2  # the fixture's encoder layers: all full-context attention
@@ -206,16 +210,18 @@ def test_cli_converts_with_progress_and_summary(tmp_path: Path, nemo_paths: dict
 @pytest.mark.parametrize("model_name", ["tdt_a", "tdt_b"])
 def test_int8_quantization(model_name: str, tmp_path: Path, nemo_paths: dict[str, Path],
                            clips: dict[str, Path], converted: dict[str, Path]) -> None:
-    from parakeet_runtime.engine import BatchingOptions, Engine
+    from parakeet_runtime.engine import BatchingOptions, Engine, load_manifest
     from parakeet_runtime.export.convert import convert
     from parakeet_runtime.export.quantize import token_agreement
 
     out = tmp_path / "int8"
     report = convert(str(nemo_paths[model_name]), out, quantize="int8", probe_audio=[clips["c3_multi"]])
     assert report.manifest.encoder.precision == "int8"
-    recorded = report.manifest.provenance["quantization"]
-    assert recorded["clips"] == 2 and 0.0 <= recorded["token_agreement_with_fp32"] <= 1.0
-    assert recorded["weights"] == "uint8" and "uint8" in recorded["method"]
+    recorded = report.manifest.provenance.quantization
+    assert recorded is not None and recorded.clips == 2
+    assert recorded.token_agreement_with_fp32 is not None and 0.0 <= recorded.token_agreement_with_fp32 <= 1.0
+    assert recorded.weights == "uint8" and "uint8" in recorded.method
+    assert load_manifest(out).provenance.quantization == recorded
     import onnx
     from onnx import TensorProto
 
@@ -261,7 +267,8 @@ def test_signed_weight_schemes(scheme: str, low: int, high: int, tmp_path: Path,
     out = tmp_path / scheme
     manifest = quantize_directory(source, out, load_manifest(source), scheme)
     assert manifest.encoder.precision == "int8" and load_manifest(out).encoder.precision == "int8"
-    assert load_manifest(out).provenance["quantization"]["weights"] == scheme
+    recorded = load_manifest(out).provenance.quantization
+    assert recorded is not None and recorded.weights == scheme and recorded.token_agreement_with_fp32 is None
     graph = onnx.load(str(out / manifest.encoder.file)).graph
     weights = {init.name: init for init in graph.initializer}
     integer = [n for n in graph.node if n.op_type == "MatMulInteger"]
@@ -312,3 +319,235 @@ def test_token_agreement_stays_within_0_and_1() -> None:
     assert Agreement(clips=1, identical_clips=0, reference_tokens=10, token_edits=480).token_agreement == 0.0
     assert Agreement(clips=1, identical_clips=1, reference_tokens=0, token_edits=0).token_agreement == 1.0
     assert Agreement(clips=1, identical_clips=0, reference_tokens=0, token_edits=3).token_agreement == 0.0
+
+
+# --- sources: pretrained names, local attention, unexpected failures -------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["nvidia/parakeet-tdt-0.6b-v2", "nvidia/parakeet-tdt-0.6b-v3",
+                                  "nvidia/parakeet-tdt-1.1b", "parakeet-tdt-0.6b-v2",
+                                  "stt_en_fastconformer_transducer_large"])
+def test_dotted_hub_names_are_pretrained_names(name: str) -> None:
+    from parakeet_runtime.export.source import is_pretrained_name, resolve
+
+    assert is_pretrained_name(name)
+    source = resolve(name)  # not "checkpoint not found"
+    assert source.path is None and source.spec == name
+
+
+@pytest.mark.parametrize("spec", ["missing.nemo", "./parakeet-tdt-0.6b-v2", "/models/x", "~/x", "a/b/c.nemo",
+                                  "nvidia/parakeet.nemo", "model.ckpt", "has space/name"])
+def test_paths_that_do_not_exist_are_not_found(spec: str) -> None:
+    from parakeet_runtime.export.errors import ConversionError
+    from parakeet_runtime.export.source import is_pretrained_name, resolve
+
+    assert not is_pretrained_name(spec)
+    with pytest.raises(ConversionError, match="checkpoint not found"):
+        resolve(spec)
+
+
+@pytest.mark.parametrize(("spec", "slug"), [
+    ("nvidia/parakeet-tdt-0.6b-v2", "parakeet-tdt-0.6b-v2"),
+    ("/models/Parakeet TDT 1.1b.nemo", "parakeet-tdt-1.1b"),
+    ("tdt_b.nemo", "tdt_b"),
+])
+def test_model_slug(spec: str, slug: str) -> None:
+    from parakeet_runtime.export.source import model_slug
+
+    assert model_slug(spec) == slug
+
+
+def test_pretrained_name_offline_is_one_line_exit_2(tmp_path: Path) -> None:
+    """``convert-model nvidia/parakeet-tdt-0.6b-v2 out`` without network: the download fails fast, in one line
+    that says how to convert a local .nemo instead; nothing is written."""
+    out = tmp_path / "out"
+    exe = shutil.which("convert-model", path=os.path.dirname(sys.executable))
+    command = [exe] if exe else [sys.executable, "-m", "parakeet_runtime.export.cli"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}  # an empty cache
+    proc = subprocess.run([*command, "nvidia/parakeet-tdt-0.6b-v2", str(out)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 2, proc.stderr
+    line = _error_line(proc.stderr)
+    assert "download of pretrained model 'nvidia/parakeet-tdt-0.6b-v2' failed" in line
+    assert "convert-model path/to/parakeet-tdt-0.6b-v2.nemo OUT_DIR" in line
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    _assert_nothing_written(out)
+
+
+def test_unexpected_failure_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    from parakeet_runtime.export import convert as convert_module
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("something deep\ninside NeMo")
+
+    monkeypatch.setattr(convert_module, "convert", broken)
+    code, out, err = _run_cli(["model.nemo", str(tmp_path / "out")], capsys)
+    assert code == 2 and out == ""
+    line = _error_line(err)
+    assert line == ("convert-model: error: unexpected RuntimeError: something deep inside NeMo "
+                    "(run with -v for the traceback)")
+    assert "Traceback" not in err
+    with caplog.at_level(logging.ERROR):
+        code, _, err = _run_cli(["model.nemo", str(tmp_path / "out"), "-v"], capsys)
+    assert code == 2 and _error_line(err).endswith("something deep inside NeMo")
+    assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [RuntimeError]  # the traceback, logged
+
+
+@pytest.fixture(scope="session")
+def local_attention_nemo(nemo_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained fixture-geometry model with NeMo's long-form local attention, saved as a .nemo."""
+    from nemo.collections.asr.models import EncDecRNNTBPEModel
+    from omegaconf import OmegaConf
+
+    from tests.fixtures.nemo_config import GEOMETRY_B, model_config
+
+    cfg = model_config(GEOMETRY_B, str(nemo_paths["tdt_b"].parent / "tokenizer_tdt_b"))
+    cfg["encoder"]["self_attention_model"] = "rel_pos_local_attn"
+    cfg["encoder"]["att_context_size"] = [16, 16]
+    path = tmp_path_factory.mktemp("local-attention") / "local_attention.nemo"
+    EncDecRNNTBPEModel(cfg=OmegaConf.create(cfg)).save_to(str(path))
+    return path
+
+
+def test_local_attention_checkpoint_is_refused(tmp_path: Path, local_attention_nemo: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    code, stdout, err = _run_cli([str(local_attention_nemo), str(out)], capsys)
+    assert code == 2 and stdout == ""
+    line = _error_line(err)
+    assert "uses local attention (rel_pos_local_attn" in line and "does not support yet" in line
+    _assert_nothing_written(out)
+
+
+# --- NeMo left as it was found ---------------------------------------------------------------------------------
+
+
+def _nemo_state(model: Any) -> dict[str, Any]:
+    """Everything a conversion could leave changed on the model it was given, and NeMo's type checking."""
+    from nemo.core.classes.common import is_typecheck_enabled
+
+    return {
+        "classes": [(name, type(module)) for name, module in model.named_modules()],
+        "training": [(name, module.training) for name, module in model.named_modules()],
+        "instance_forwards": [name for name, module in model.named_modules() if "forward" in vars(module)],
+        "requires_grad": [(name, p.requires_grad) for name, p in model.named_parameters()],
+        "state": {name: value.detach().clone() for name, value in model.state_dict().items()},
+        "joint_flags": (model.joint.log_softmax, model.joint.fuse_loss_wer, getattr(model.joint, "_rnnt_export", None)),
+        "decoder_export": getattr(model.decoder, "_rnnt_export", None),
+        "compute_timestamps": model.cfg.decoding.get("compute_timestamps", None),
+        "typecheck": is_typecheck_enabled(),
+    }
+
+
+def _assert_same_state(before: dict[str, Any], after: dict[str, Any]) -> None:
+    import torch
+
+    assert before.keys() == after.keys()
+    for key in before:
+        if key == "state":
+            assert before[key].keys() == after[key].keys()
+            for name, value in before[key].items():
+                assert torch.equal(value, after[key][name]), name
+        else:
+            assert before[key] == after[key], key
+
+
+@pytest.fixture
+def held_model(nemo_paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The fixture model ``convert`` loads, held by the test: mixed training flags and ``requires_grad``."""
+    from parakeet_runtime.export import convert as convert_module
+    from parakeet_runtime.export.source import Source, load_model
+
+    model, source = load_model(Source(spec=str(nemo_paths["tdt_b"]), path=nemo_paths["tdt_b"], sha256="held"))
+    model.decoder.train()  # a caller's own mix of modes and flags must survive the conversion
+    next(iter(model.encoder.parameters())).requires_grad_(False)
+    monkeypatch.setattr(convert_module, "load_model", lambda resolved: (model, source))
+    return model
+
+
+def test_conversion_leaves_nemo_as_it_was(tmp_path: Path, held_model: Any, nemo_paths: dict[str, Path]) -> None:
+    from nemo.core.classes.common import is_typecheck_enabled
+
+    from parakeet_runtime.export.convert import convert
+
+    before = _nemo_state(held_model)
+    assert before["typecheck"] is True
+    report = convert(str(nemo_paths["tdt_b"]), tmp_path / "out", languages=["fr"])
+    assert report.probes and all(p.identical for p in report.probes)
+    assert report.manifest.languages == ("fr",)
+    _assert_same_state(before, _nemo_state(held_model))
+    assert is_typecheck_enabled()
+
+
+@pytest.mark.parametrize("stage", ["export", "parity"])
+def test_failed_conversion_leaves_nemo_as_it_was(stage: str, tmp_path: Path, held_model: Any,
+                                                 nemo_paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conversion that fails midway (while the export patches are on, or in the parity probe) restores them."""
+    from nemo.core.classes.common import is_typecheck_enabled
+
+    from parakeet_runtime.export import onnx_export, probe
+    from parakeet_runtime.export.convert import convert
+    from parakeet_runtime.export.errors import ConversionError
+
+    seen: list[bool] = []
+    if stage == "export":
+        def failing_tables(*args: Any, **kwargs: Any) -> Any:
+            seen.append(is_typecheck_enabled())
+            raise RuntimeError("tables broke")
+
+        monkeypatch.setattr(onnx_export, "tabulate_positions", failing_tables)
+    else:
+        real = probe.nemo_reference
+
+        def failing_reference(model: Any, path: Path) -> Any:
+            real(model, path)
+            seen.append(is_typecheck_enabled())
+            raise RuntimeError("probe broke")
+
+        monkeypatch.setattr(probe, "nemo_reference", failing_reference)
+    before = _nemo_state(held_model)
+    with pytest.raises((ConversionError, RuntimeError), match="broke"):
+        convert(str(nemo_paths["tdt_b"]), tmp_path / "out")
+    assert seen == [stage == "parity"]  # type checking is off only while the graphs are exported
+    _assert_same_state(before, _nemo_state(held_model))
+    _assert_nothing_written(tmp_path / "out")
+
+
+# --- languages ---------------------------------------------------------------------------------------------------
+
+
+def test_language_codes() -> None:
+    from parakeet_runtime.export.errors import ConversionError
+    from parakeet_runtime.export.inspect_model import KNOWN_LANGUAGES, parse_languages
+
+    assert parse_languages("en, DE,en") == ("en", "de")
+    with pytest.raises(ConversionError, match="'eng' is not an ISO 639-1 code"):
+        parse_languages("en,eng")
+    assert KNOWN_LANGUAGES["parakeet-tdt-0.6b-v2"] == ("en",) == KNOWN_LANGUAGES["parakeet-tdt-1.1b"]
+    v3 = KNOWN_LANGUAGES["parakeet-tdt-0.6b-v3"]
+    assert len(v3) == len(set(v3)) == 25 and {"en", "de", "uk", "mt"} <= set(v3)
+
+
+def test_languages_from_the_checkpoint_config() -> None:
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from parakeet_runtime.export.inspect_model import model_languages
+
+    def model(cfg: dict[str, Any]) -> Any:
+        return SimpleNamespace(cfg=OmegaConf.create(cfg))
+
+    assert model_languages(model({"language": "DE"}), "whatever") == ("de",)
+    assert model_languages(model({"tokenizer": {"langs": ["es", "fr"]}}), "whatever") == ("es", "fr")
+    assert model_languages(model({}), "parakeet-tdt-0.6b-v2") == ("en",)  # a published checkpoint's name
+    assert model_languages(model({"language": "english"}), "parakeet-tdt-1.1b") == ("en",)  # not a code: by name
+    assert model_languages(model({}), "tdt_b") == ()
+
+
+def test_bad_languages_flag_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _run_cli(["model.nemo", str(tmp_path / "out"), "--languages", "en,english"], capsys)
+    assert exited.value.code == 2
+    assert "--languages: language 'english' is not an ISO 639-1 code" in capsys.readouterr().err

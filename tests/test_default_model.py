@@ -44,8 +44,10 @@ def test_sample_sentence_was_held_out_of_training() -> None:
 def test_shipped_directory_is_small_and_converted_from_the_recipe_checkpoint(demo: Engine) -> None:
     size = sum(p.stat().st_size for p in default_model_dir().iterdir())
     assert size <= 20_000_000, f"{size / 1e6:.1f} MB"
-    assert "synthetic" in demo.manifest.model_name
-    assert demo.manifest.provenance["source_sha256"] == hashlib.sha256(DEMO_NEMO.read_bytes()).hexdigest()
+    assert demo.manifest.model_name == "parakeet-runtime-demo"
+    assert "synthetic" in demo.manifest.description
+    assert demo.manifest.languages == ("en",)
+    assert demo.manifest.provenance.source_sha256 == hashlib.sha256(DEMO_NEMO.read_bytes()).hexdigest()
 
 
 @pytest.mark.nemo

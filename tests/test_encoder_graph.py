@@ -28,8 +28,9 @@ def _export(model: Any, tmp_path: Path, frames: int) -> tuple[Any, Counter[str]]
     facts = export_graphs(model, tmp_path / "scratch", out, position_table_frames=frames)
     graph = onnx.load(str(out / "encoder.onnx"))
     ops = Counter(node.op_type for node in graph.graph.node)
-    assert facts["position_table_layers"] == ops["If"]
-    assert facts["position_table_frames"] == (frames if ops["If"] else 0)
+    assert facts.encoder_export.position_table_layers == ops["If"]
+    assert facts.encoder_export.position_table_frames == (frames if ops["If"] else 0)
+    assert facts.encoder_export.fused_attention_layers == ops["MultiHeadAttention"]
     session = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
     return session, ops
 

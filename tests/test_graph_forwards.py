@@ -27,11 +27,11 @@ def test_rel_shift_matches_nemo(time: int) -> None:
 
 
 def _model(geometry_name: str, norm: str | None, tokenizer_dir: Path) -> Any:
+    """An untrained two-layer fixture-geometry model in eval mode (NeMo's modules as they are)."""
     import torch
     from nemo.collections.asr.models import EncDecRNNTBPEModel
     from omegaconf import OmegaConf
 
-    from parakeet_runtime.export.onnx_export import prepare_for_export
     from tests.fixtures import nemo_config
 
     geometry = getattr(nemo_config, geometry_name)
@@ -40,7 +40,7 @@ def _model(geometry_name: str, norm: str | None, tokenizer_dir: Path) -> Any:
     if norm is not None:
         cfg["encoder"]["conv_norm_type"] = norm
     model = EncDecRNNTBPEModel(cfg=OmegaConf.create(cfg))
-    prepare_for_export(model)
+    model.eval()
     return model
 
 
@@ -54,14 +54,15 @@ def test_export_forwards_match_nemo(
     import torch
 
     from parakeet_runtime.export.graph_forwards import export_forwards
+    from parakeet_runtime.export.onnx_export import prepare_for_export
 
     tokenizer = nemo_paths["tdt_b"].parent / "tokenizer_tdt_b"
     model = _model(geometry_name, norm, tokenizer)
-    encoder = model.encoder
     n_mels = int(model.preprocessor.featurizer.nfilt)
     features = torch.randn(3, n_mels, 403)
     lengths = torch.tensor([403, 250, 37])
-    with torch.inference_mode():
+    with prepare_for_export(model) as modules, torch.inference_mode():
+        encoder = modules.encoder
         expected, expected_lengths = encoder(audio_signal=features, length=lengths)
         with export_forwards(encoder) as patched:
             assert patched > 0
@@ -79,17 +80,24 @@ def test_table_predictor_matches_nemo_predict(geometry_name: str, nemo_paths: di
     """The exported predictor step (first layer's input gates from a table) equals NeMo's ``predict``."""
     import torch
 
-    from parakeet_runtime.export.onnx_export import PredictorGraph, TablePredictorGraph, predictor_graph
+    from parakeet_runtime.export.onnx_export import (
+        PredictorGraph,
+        TablePredictorGraph,
+        predictor_graph,
+        prepare_for_export,
+    )
 
     model = _model(geometry_name, None, nemo_paths["tdt_b"].parent / "tokenizer_tdt_b")
-    table = predictor_graph(model.decoder, model.joint)
-    assert isinstance(table, TablePredictorGraph)
-    reference = PredictorGraph(model.decoder, model.joint)
-    layers, hidden = int(model.decoder.pred_rnn_layers), int(model.decoder.pred_hidden)
-    labels = torch.arange(model.decoder.vocab_size + 1)  # every label, the blank (start of sequence) included
-    h, c = torch.randn(layers, labels.shape[0], hidden), torch.randn(layers, labels.shape[0], hidden)
-    with torch.inference_mode():
-        got, expected = table(labels, h, c), reference(labels, h, c)
+    with prepare_for_export(model) as modules:
+        decoder, joint = modules.decoder, modules.joint
+        table = predictor_graph(decoder, joint)
+        assert isinstance(table, TablePredictorGraph)
+        reference = PredictorGraph(decoder, joint)
+        layers, hidden = int(decoder.pred_rnn_layers), int(decoder.pred_hidden)
+        labels = torch.arange(decoder.vocab_size + 1)  # every label, the blank (start of sequence) included
+        h, c = torch.randn(layers, labels.shape[0], hidden), torch.randn(layers, labels.shape[0], hidden)
+        with torch.inference_mode():
+            got, expected = table(labels, h, c), reference(labels, h, c)
     for ours, theirs in zip(got, expected, strict=True):
         assert ours.shape == theirs.shape
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
+
+from parakeet_runtime.engine.manifest import load_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "engine" / "default_model"
 DATA_DIR = REPO / "engine" / "data"
 NEMO_COPY = Path(__file__).with_name("demo.nemo")
 MAX_BYTES = 20_000_000
-MODEL_NAME = "parakeet-runtime-demo (small FastConformer-TDT trained on synthetic espeak-ng speech)"
+MODEL_NAME = "parakeet-runtime-demo"
+DESCRIPTION = "small FastConformer-TDT trained on synthetic espeak-ng speech (a demo, not a recogniser)"
+LANGUAGES = ("en",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,16 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.error("%s is %.1f MB; the shipped model must stay under %.0f MB", source, size / 1e6, MAX_BYTES / 1e6)
         return 1
     nemo = args.build / "demo.nemo"
-    manifest = json.loads((source / "manifest.json").read_text(encoding="utf-8"))
-    if manifest["provenance"]["source_sha256"] != hashlib.sha256(nemo.read_bytes()).hexdigest():
+    converted = load_manifest(source)
+    if converted.provenance.source_sha256 != hashlib.sha256(nemo.read_bytes()).hexdigest():
         logging.error("%s was not converted from %s", source, nemo)
         return 1
-    manifest["model_name"] = MODEL_NAME
-    manifest["provenance"]["source"] = "recipes/demo_model/demo.nemo"
+    manifest = replace(converted, model_name=MODEL_NAME, description=DESCRIPTION, languages=LANGUAGES,
+                       provenance=replace(converted.provenance, source="recipes/demo_model/demo.nemo"))
 
     shutil.rmtree(MODEL_DIR, ignore_errors=True)
     shutil.copytree(source, MODEL_DIR)
-    (MODEL_DIR / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (MODEL_DIR / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
     DATA_DIR.mkdir(exist_ok=True)
     shutil.copyfile(args.build / "sample.wav", DATA_DIR / "sample.wav")
     shutil.copyfile(args.build / "sample.txt", DATA_DIR / "sample.txt")
