@@ -127,13 +127,15 @@ def _normalize_per_feature(mel: FloatArray, valid: int) -> FloatArray:
     # x_mean = where(valid, x, 0).sum(2) / count; x_std = sqrt(where(valid, x - mean, 0)**2).sum(2) / (count - 1))
     # with NaN (one valid frame) as 0, then + CONSTANT; all float32. The masked sums run over every frame,
     # padding included: the row length decides how torch splits the sum.
-    in_range = np.arange(mel.shape[1]) < valid
     zero = np.float32(0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = torch_float32_sum(np.where(in_range, mel, zero)) / np.float32(valid)
+        masked = mel.copy()
+        masked[:, valid:] = zero
+        mean = torch_float32_sum(masked) / np.float32(valid)
         centered = mel - mean[:, None]
-        deviation = np.where(in_range, centered, zero)
-        var = torch_float32_sum(deviation * deviation) / np.float32(valid - 1.0)
+        squares = centered * centered
+        squares[:, valid:] = zero
+        var = torch_float32_sum(squares) / np.float32(valid - 1.0)
         std = np.sqrt(var)
         std[np.isnan(std)] = zero
         std += np.float32(NORMALIZE_EPS)
@@ -216,9 +218,9 @@ def _multi_row_sum(data: FloatArray) -> FloatArray:
     zero = np.zeros((rows, *data.shape[2:]), dtype=np.float32)
     acc = [zero] * _LEVELS
     if blocks:
-        # Each block is summed from zero in order (add.accumulate is strictly sequential) ...
+        # Each block is summed from zero in order ...
         grouped = data[:, : blocks * step].reshape(rows, blocks, step, *data.shape[2:])
-        block_sums = np.add.accumulate(grouped, axis=2)[:, :, -1]
+        block_sums = _sequential_sum(grouped, axis=2)
         # ... and carried up a level, and further up after every step**level elements.
         for b in range(blocks):
             done = (b + 1) * step
@@ -229,11 +231,20 @@ def _multi_row_sum(data: FloatArray) -> FloatArray:
                 acc[level] = acc[level] + acc[level - 1]
                 acc[level - 1] = zero
     if size > blocks * step:
-        acc[0] = np.add.accumulate(data[:, blocks * step :], axis=1)[:, -1]
+        acc[0] = _sequential_sum(data[:, blocks * step :], axis=1)
     result = acc[0]
     for level in range(1, _LEVELS):
         result = result + acc[level]
     return result
+
+
+def _sequential_sum(data: FloatArray, axis: int) -> FloatArray:
+    """Left-to-right float32 sum along ``axis`` (not empty), one addition at a time."""
+    parts = np.moveaxis(data, axis, 0)
+    total = parts[0].copy()
+    for part in parts[1:]:
+        total += part
+    return total
 
 
 def _ceil_log2(x: int) -> int:
