@@ -124,9 +124,29 @@ def _normalize(mel: FloatArray, valid: int, kind: str) -> FloatArray:
 
 
 def _normalize_per_feature(mel: FloatArray, valid: int) -> FloatArray:
-    # x_mean = where(valid, x, 0).sum(2) / count; x_std = sqrt(where(valid, x - mean, 0)**2).sum(2) / (count - 1))
-    # with NaN (one valid frame) as 0, then + CONSTANT; all float32. The masked sums run over every frame,
-    # padding included: the row length decides how torch splits the sum.
+    mean, std = per_feature_statistics(mel, valid)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalized: FloatArray = (mel - mean[:, None]) / std[:, None]
+    return normalized
+
+
+def per_feature_statistics(mel: FloatArray, valid: int) -> tuple[FloatArray, FloatArray]:
+    """The mean and the standard deviation (plus ``NORMALIZE_EPS``) of each row over the first ``valid``
+    frames, as NeMo's ``normalize_batch`` computes them on the CPU.
+
+    In torch's order: ``x_mean = where(valid, x, 0).sum(2) / count`` and ``x_std = sqrt(where(valid,
+    x - x_mean, 0) ** 2).sum(2) / (count - 1))``, NaN (one valid frame) as 0, then ``+ CONSTANT``; all
+    float32. The masked sums run over every frame, padding included, because the row length decides how
+    torch splits a sum. The means are bit-identical to torch's; the deviations can differ by one unit in
+    the last place, because torch's float32 ``sqrt`` on x86 is MKL's (faithfully, not correctly, rounded).
+
+    Args:
+        mel: float32 log-mel features, shape ``(n_mels, frames)``.
+        valid: frames that carry signal.
+
+    Returns:
+        ``(mean, std)``, each float32 of shape ``(n_mels,)``.
+    """
     zero = np.float32(0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         masked = mel.copy()
@@ -135,25 +155,28 @@ def _normalize_per_feature(mel: FloatArray, valid: int) -> FloatArray:
         centered = mel - mean[:, None]
         squares = centered * centered
         squares[:, valid:] = zero
-        var = torch_float32_sum(squares) / np.float32(valid - 1.0)
-        std = np.sqrt(var)
+        std = np.sqrt(torch_float32_sum(squares) / np.float32(valid - 1.0))
         std[np.isnan(std)] = zero
         std += np.float32(NORMALIZE_EPS)
-        normalized: FloatArray = centered / std[:, None]
-    return normalized
+    return mean, std
 
 
 def _normalize_all_features(mel: FloatArray, valid: int) -> FloatArray:
     # x[:, :valid].mean() and .std() of the 2-D slice: torch sums the slice row by row (each row as in
     # torch_float32_sum, the row sums added in order) and divides by its size in float32; the standard
     # deviation is computed in float64 about that float32 mean and rounded to float32. This is torch's
-    # single-threaded order; with several threads and 32768 or more elements torch splits the slice
-    # between threads, and its own result then depends on its thread count.
+    # single-threaded order, which torch also takes for slices under 32768 elements (its grain size);
+    # for larger slices with several threads torch splits the sum between threads, and its own result
+    # then depends on its thread count (by a float32 rounding of the mean, which matters only when the
+    # features are nearly constant).
     part = mel[:, :valid]
     with np.errstate(invalid="ignore", divide="ignore"):
-        total = np.float32(0.0)
-        for row_sum in torch_float32_sum(part):
-            total = np.float32(total + row_sum)
+        if valid == 1:  # a single strided column: one scalar cascade over it
+            total = _row_sum(part.reshape(1, -1, 1))[0, 0]
+        else:
+            total = np.float32(0.0)
+            for row_sum in torch_float32_sum(part):
+                total = np.float32(total + row_sum)
         mean = np.float32(total / np.float32(part.size))
         squares = float(np.sum((part.astype(np.float64) - float(mean)) ** 2))
         std = np.float32(np.sqrt(squares / max(0.0, part.size - 1.0)))
