@@ -264,7 +264,7 @@ def _multi_row_sum(data: FloatArray) -> FloatArray:
 def _sequential_sum(data: FloatArray, axis: int) -> FloatArray:
     """Left-to-right float32 sum along ``axis`` (not empty), one addition at a time."""
     parts = np.moveaxis(data, axis, 0)
-    total = parts[0].copy()
+    total: FloatArray = parts[0].copy()
     for part in parts[1:]:
         total += part
     return total
