@@ -112,9 +112,13 @@ class FeatureExtractor:
 def _normalize(mel: FloatArray, valid: int, kind: str) -> FloatArray:
     """NeMo's ``normalize_batch`` for one signal, in float32 and in torch's order of operations.
 
-    The statistics are float32 sums as torch's CPU kernel forms them (:func:`torch_float32_sum`), so
-    rows that are constant or nearly so (silence, DC, steady tones), where the standard deviation is
-    all rounding error and dividing by it amplifies that error, come out as NeMo's do.
+    The statistics are float32 sums as torch's CPU kernel forms them (:func:`torch_float32_sum`). For a
+    constant row (digital silence) the standard deviation is nothing but the rounding error of the mean,
+    and dividing by it turns that error into an offset of the whole row (NeMo's silence is -0.16, not 0),
+    so it has to be NeMo's rounding: such rows come out bit-identical. Elsewhere the normalisation agrees
+    with NeMo's to two units in the last place; what differences remain come from the log-mel itself
+    (float64 here, float32 and MKL's ``log`` in torch), which nearly-constant rows (DC, near-silence)
+    amplify.
     """
     if kind == "per_feature":
         return _normalize_per_feature(mel, valid)
@@ -134,7 +138,7 @@ def per_feature_statistics(mel: FloatArray, valid: int) -> tuple[FloatArray, Flo
     """The mean and the standard deviation (plus ``NORMALIZE_EPS``) of each row over the first ``valid``
     frames, as NeMo's ``normalize_batch`` computes them on the CPU.
 
-    In torch's order: ``x_mean = where(valid, x, 0).sum(2) / count`` and ``x_std = sqrt(where(valid,
+    In torch's order: ``x_mean = where(valid, x, 0).sum(2) / count`` and ``x_std = sqrt((where(valid,
     x - x_mean, 0) ** 2).sum(2) / (count - 1))``, NaN (one valid frame) as 0, then ``+ CONSTANT``; all
     float32. The masked sums run over every frame, padding included, because the row length decides how
     torch splits a sum. The means are bit-identical to torch's; the deviations can differ by one unit in
@@ -186,8 +190,9 @@ def _normalize_all_features(mel: FloatArray, valid: int) -> FloatArray:
 
 
 TORCH_SUM_LANES = 8
-"""Float32 lanes of torch's vectorised CPU sum. The sum kernel is not built for AVX-512 (torch falls back
-to its AVX2 kernel there), so AVX-512, AVX2 and the scalar default build all sum in 8 lanes."""
+"""Float32 lanes of torch's vectorised CPU sum on x86. The sum kernel is not registered for AVX-512 (torch
+falls back to its AVX2 kernel there), so AVX-512, AVX2 and the scalar default build all sum in 8 lanes
+(checked against torch with ``ATEN_CPU_CAPABILITY`` forced to each). Not checked on ARM builds."""
 
 _ILP = 4
 """Independent accumulators ATen's ``row_sum`` interleaves (``ilp_factor``)."""
