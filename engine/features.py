@@ -110,19 +110,171 @@ class FeatureExtractor:
 
 
 def _normalize(mel: FloatArray, valid: int, kind: str) -> FloatArray:
+    """NeMo's ``normalize_batch`` for one signal, in float32 and in torch's order of operations.
+
+    The statistics are float32 sums as torch's CPU kernel forms them (:func:`torch_float32_sum`). For a
+    constant row (digital silence) the standard deviation is nothing but the rounding error of the mean,
+    and dividing by it turns that error into an offset of the whole row (NeMo's silence is -0.16, not 0),
+    so it has to be NeMo's rounding: such rows come out bit-identical. Elsewhere the normalisation agrees
+    with NeMo's to two units in the last place; what differences remain come from the log-mel itself
+    (float64 here, float32 and MKL's ``log`` in torch), which nearly-constant rows (DC, near-silence)
+    amplify.
+    """
     if kind == "per_feature":
-        part = mel[:, :valid].astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = part.mean(axis=1, keepdims=True) if valid else np.zeros((mel.shape[0], 1))
-            std = np.sqrt(((part - mean) ** 2).sum(axis=1, keepdims=True) / (valid - 1.0))
-        std = np.nan_to_num(std, nan=0.0, posinf=0.0) + NORMALIZE_EPS
-        normalized: FloatArray = ((mel - mean) / std).astype(np.float32)
-        return normalized
+        return _normalize_per_feature(mel, valid)
     if kind == "all_features":
-        part = mel[:, :valid].astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = part.mean()
-            std = part.std(ddof=1) + NORMALIZE_EPS
-        normalized = ((mel - mean) / std).astype(np.float32)
-        return normalized
+        return _normalize_all_features(mel, valid)
     return mel
+
+
+def _normalize_per_feature(mel: FloatArray, valid: int) -> FloatArray:
+    mean, std = per_feature_statistics(mel, valid)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalized: FloatArray = (mel - mean[:, None]) / std[:, None]
+    return normalized
+
+
+def per_feature_statistics(mel: FloatArray, valid: int) -> tuple[FloatArray, FloatArray]:
+    """The mean and the standard deviation (plus ``NORMALIZE_EPS``) of each row over the first ``valid``
+    frames, as NeMo's ``normalize_batch`` computes them on the CPU.
+
+    In torch's order: ``x_mean = where(valid, x, 0).sum(2) / count`` and ``x_std = sqrt((where(valid,
+    x - x_mean, 0) ** 2).sum(2) / (count - 1))``, NaN (one valid frame) as 0, then ``+ CONSTANT``; all
+    float32. The masked sums run over every frame, padding included, because the row length decides how
+    torch splits a sum. The means are bit-identical to torch's; the deviations can differ by one unit in
+    the last place, because torch's float32 ``sqrt`` on x86 is MKL's (faithfully, not correctly, rounded).
+
+    Args:
+        mel: float32 log-mel features, shape ``(n_mels, frames)``.
+        valid: frames that carry signal.
+
+    Returns:
+        ``(mean, std)``, each float32 of shape ``(n_mels,)``.
+    """
+    zero = np.float32(0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        masked = mel.copy()
+        masked[:, valid:] = zero
+        mean = torch_float32_sum(masked) / np.float32(valid)
+        centered = mel - mean[:, None]
+        squares = centered * centered
+        squares[:, valid:] = zero
+        std = np.sqrt(torch_float32_sum(squares) / np.float32(valid - 1.0))
+        std[np.isnan(std)] = zero
+        std += np.float32(NORMALIZE_EPS)
+    return mean, std
+
+
+def _normalize_all_features(mel: FloatArray, valid: int) -> FloatArray:
+    # x[:, :valid].mean() and .std() of the 2-D slice: torch sums the slice row by row (each row as in
+    # torch_float32_sum, the row sums added in order) and divides by its size in float32; the standard
+    # deviation is computed in float64 about that float32 mean and rounded to float32. This is torch's
+    # single-threaded order, which torch also takes for slices under 32768 elements (its grain size);
+    # for larger slices with several threads torch splits the sum between threads, and its own result
+    # then depends on its thread count (by a float32 rounding of the mean, which matters only when the
+    # features are nearly constant).
+    part = mel[:, :valid]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if valid == 1:  # a single strided column: one scalar cascade over it
+            total = _row_sum(part.reshape(1, -1, 1))[0, 0]
+        else:
+            total = np.float32(0.0)
+            for row_sum in torch_float32_sum(part):
+                total = np.float32(total + row_sum)
+        mean = np.float32(total / np.float32(part.size))
+        squares = float(np.sum((part.astype(np.float64) - float(mean)) ** 2))
+        std = np.float32(np.sqrt(squares / max(0.0, part.size - 1.0)))
+        std = np.float32(std + np.float32(NORMALIZE_EPS))
+        normalized: FloatArray = (mel - mean) / std
+    return normalized
+
+
+TORCH_SUM_LANES = 8
+"""Float32 lanes of torch's vectorised CPU sum on x86. The sum kernel is not registered for AVX-512 (torch
+falls back to its AVX2 kernel there), so AVX-512, AVX2 and the scalar default build all sum in 8 lanes
+(checked against torch with ``ATEN_CPU_CAPABILITY`` forced to each). Not checked on ARM builds."""
+
+_ILP = 4
+"""Independent accumulators ATen's ``row_sum`` interleaves (``ilp_factor``)."""
+_LEVELS = 4
+"""Levels of ATen's cascade (``num_levels`` in ``multi_row_sum``)."""
+
+
+def torch_float32_sum(x: FloatArray) -> FloatArray:
+    """Sum of each row of ``x`` (shape ``(rows, n)``, float32) rounded exactly as torch's CPU
+    ``x.sum(-1)`` rounds it for a contiguous float32 row (ATen ``SumKernel.cpp``, ``cascade_sum``).
+
+    Rows of at least ``TORCH_SUM_LANES`` elements are read as vectors of that many lanes, summed in a
+    four-way interleaved cascade (blocks of 16, block sums carried up in levels), then the leftover
+    elements and the lanes are added in order; shorter rows go through the same cascade one element at
+    a time. Every step is one float32 addition, so the result is bit-identical; the work is vectorised
+    over the rows and costs a few numpy calls per 512 vectors.
+    """
+    rows, n = x.shape
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if n < TORCH_SUM_LANES:
+        return _row_sum(x[:, :, None])[:, 0]
+    vectors = n // TORCH_SUM_LANES
+    lanes = _row_sum(x[:, : vectors * TORCH_SUM_LANES].reshape(rows, vectors, TORCH_SUM_LANES))
+    total = np.zeros(rows, dtype=np.float32)
+    for k in range(vectors * TORCH_SUM_LANES, n):
+        total = total + x[:, k]
+    for k in range(TORCH_SUM_LANES):
+        total = total + lanes[:, k]
+    return total
+
+
+def _row_sum(data: FloatArray) -> FloatArray:
+    """ATen ``row_sum``: ``data`` of shape ``(rows, size, lanes)`` -> ``(rows, lanes)``."""
+    rows, size = data.shape[:2]
+    interleaved = size // _ILP
+    partial = _multi_row_sum(data[:, : interleaved * _ILP].reshape(rows, interleaved, _ILP, data.shape[2]))
+    first = partial[:, 0]
+    for i in range(interleaved * _ILP, size):
+        first = first + data[:, i]
+    for k in range(1, _ILP):
+        first = first + partial[:, k]
+    return first
+
+
+def _multi_row_sum(data: FloatArray) -> FloatArray:
+    """ATen ``multi_row_sum``: ``data`` of shape ``(rows, size, columns, lanes)`` -> ``(rows, columns, lanes)``."""
+    rows, size = data.shape[:2]
+    power = max(4, _ceil_log2(size) // _LEVELS)
+    step = 1 << power
+    blocks = size // step
+    zero = np.zeros((rows, *data.shape[2:]), dtype=np.float32)
+    acc = [zero] * _LEVELS
+    if blocks:
+        # Each block is summed from zero in order ...
+        grouped = data[:, : blocks * step].reshape(rows, blocks, step, *data.shape[2:])
+        block_sums = _sequential_sum(grouped, axis=2)
+        # ... and carried up a level, and further up after every step**level elements.
+        for b in range(blocks):
+            done = (b + 1) * step
+            acc[1] = acc[1] + block_sums[:, b]
+            for level in range(2, _LEVELS):
+                if done & ((step - 1) << ((level - 1) * power)):
+                    break
+                acc[level] = acc[level] + acc[level - 1]
+                acc[level - 1] = zero
+    if size > blocks * step:
+        acc[0] = _sequential_sum(data[:, blocks * step :], axis=1)
+    result = acc[0]
+    for level in range(1, _LEVELS):
+        result = result + acc[level]
+    return result
+
+
+def _sequential_sum(data: FloatArray, axis: int) -> FloatArray:
+    """Left-to-right float32 sum along ``axis`` (not empty), one addition at a time."""
+    parts = np.moveaxis(data, axis, 0)
+    total: FloatArray = parts[0].copy()
+    for part in parts[1:]:
+        total += part
+    return total
+
+
+def _ceil_log2(x: int) -> int:
+    """ATen ``utils::CeilLog2`` (1 for ``x <= 2``)."""
+    return 1 if x <= 2 else (x - 1).bit_length()
