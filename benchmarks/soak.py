@@ -10,6 +10,11 @@ reads the server's resident memory (``VmRSS`` of the process and any children, f
 request and after every ``--sample-every`` requests. The loop is bounded: it stops after ``--requests`` or
 at ``--time-limit`` seconds, whichever comes first.
 
+``--warmup-rounds K`` first sends K rounds of ``--clients`` simultaneous requests of the longest clip (not
+counted, before the first sample): ONNX Runtime's arena keeps what it grew for the largest batch shape seen
+(short inputs do not release it, see ``SessionOptions``), and without a warm-up that shape may first occur
+late in the run, as a one-off step. Default 0: the run starts cold.
+
 Pass criterion: after the first ``--sample-every`` requests (default 1,000; allocator arenas and ONNX
 Runtime's buffers settle there), RSS grows by at most 5% (``--max-growth``) for the rest of the run.
 Writes the JSON report (default ``benchmarks/results/soak.json``), prints a markdown table, and with
@@ -172,6 +177,29 @@ class Server:
         self._reader.join(timeout=10)
 
 
+def warm_up(url: str, clip: Clip, *, clients: int, rounds: int) -> int:
+    """``rounds`` rounds of ``clients`` requests of ``clip`` released together (a barrier); the number of 200s."""
+    barrier = threading.Barrier(clients)
+    answered = [0]
+    lock = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(timeout=120) as http:
+            for _ in range(rounds):
+                barrier.wait()
+                response = http.post(f"{url}/v1/audio/transcriptions", files={"file": ("clip.wav", clip.wav)},
+                                     data={"model": "parakeet"})
+                with lock:
+                    answered[0] += response.status_code == 200 and response.json().get("text") == clip.text
+
+    threads = [threading.Thread(target=client, name=f"soak-warmup-{c}") for c in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answered[0]
+
+
 def soak(url: str, pid: int, clips: list[Clip], *, requests: int, clients: int, sample_every: int,
          time_limit: float) -> dict[str, Any]:
     """Send the requests; RSS samples (requests answered, seconds since the start, kB) at 0 and every
@@ -273,7 +301,8 @@ def summary(report: dict[str, Any]) -> str:
         f"Server RSS growth after the first {report['sample_every']} requests: {v['growth_pct']}% "
         f"(criterion ≤ {report['max_growth_pct']:g}%): **{result}**. "
         f"Model `{report['model']}`, {report['machine']['cores']} cores ({report['machine']['cpu']}), "
-        f"MALLOC_ARENA_MAX={report['env']['MALLOC_ARENA_MAX'] or 'unset'}, {report['date']}."
+        f"MALLOC_ARENA_MAX={report['env']['MALLOC_ARENA_MAX'] or 'unset'}, "
+        f"warm-up {report['warmup']['requests']} requests, {report['date']}."
     )
 
 
@@ -295,6 +324,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=4, help="concurrent client threads (default: 4)")
     parser.add_argument("--time-limit", type=float, default=3600.0,
                         help="stop sending after this many seconds (default: 3600)")
+    parser.add_argument("--warmup-rounds", type=int, default=0,
+                        help="rounds of simultaneous longest-clip requests before the first sample (default: 0)")
     parser.add_argument("--max-growth", type=float, default=0.05, help="pass criterion (default: 0.05 = 5%%)")
     parser.add_argument("--model", type=Path, default=None, help="model directory (default: the bundled demo)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON report path")
@@ -302,6 +333,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.requests < 1 or args.sample_every < 1 or args.clients < 1 or args.time_limit <= 0:
         parser.error("--requests, --sample-every, --clients and --time-limit must be positive")
+    if args.warmup_rounds < 0:
+        parser.error("--warmup-rounds must not be negative")
     return args
 
 
@@ -312,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.wait_listening(timeout=300)
         model_id = httpx.get(f"{server.url}/health", timeout=30).json()["model"]
+        longest = max(clips, key=lambda c: c.seconds)
+        warmed = warm_up(server.url, longest, clients=args.clients, rounds=args.warmup_rounds)
         result = soak(server.url, server.proc.pid, clips, requests=args.requests, clients=args.clients,
                       sample_every=args.sample_every, time_limit=args.time_limit)
     finally:
@@ -323,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": model_id,
         "requests": args.requests, "clients": args.clients, "sample_every": args.sample_every,
         "time_limit_s": args.time_limit, "max_growth_pct": args.max_growth * 100,
+        "warmup": {"rounds": args.warmup_rounds, "requests": args.warmup_rounds * args.clients, "ok": warmed},
         "clips": [{"seconds": c.seconds, "text": c.text} for c in clips],
         "env": {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX")},
         **result,
@@ -336,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme is not None:
         write_readme(args.readme, report)
     all_right = report["answered"] == args.requests and report["ok"] == args.requests
+    all_right = all_right and warmed == report["warmup"]["requests"]
     if not all_right:
         print(f"soak: not every request got its right answer; server log tail:\n{''.join(server.tail)}",
               file=sys.stderr)

@@ -17,7 +17,7 @@ def test_short_soak_writes_a_complete_report(tmp_path: Path) -> None:
     readme.write_text("# Benchmarks\n\nother sections stay as they are\n")
     proc = subprocess.run(
         [sys.executable, REPO / "benchmarks" / "soak.py", "--requests", "200", "--sample-every", "50", "--clients",
-         "3", "--time-limit", "120", "--out", out, "--readme", readme],
+         "3", "--warmup-rounds", "1", "--time-limit", "120", "--out", out, "--readme", readme],
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -25,6 +25,7 @@ def test_short_soak_writes_a_complete_report(tmp_path: Path) -> None:
     assert report["requests"] == report["answered"] == report["ok"] == 200
     assert report["errors"] == 0 and report["mismatches"] == 0 and not report["stopped_by_time_limit"]
     assert report["clients"] == 3 and report["sample_every"] == 50
+    assert report["warmup"] == {"rounds": 1, "requests": 3, "ok": 3}
     assert [s["requests"] for s in report["rss"]] == [0, 50, 100, 150, 200]
     assert all(s["rss_mb"] > 10 for s in report["rss"])
     assert [s["elapsed_s"] for s in report["rss"]] == sorted(s["elapsed_s"] for s in report["rss"])
