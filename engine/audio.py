@@ -43,7 +43,7 @@ def _describe(source: object) -> str:
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
     if isinstance(source, bytes):
-        return f"<{len(source)} bytes>"
+        return f"{len(source)} bytes of encoded audio"
     return f"<{type(source).__name__}>"
 
 
@@ -60,8 +60,21 @@ def _read_file(source: str | os.PathLike[str] | bytes) -> tuple[npt.NDArray[np.f
     try:
         data, rate = soundfile.read(handle, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
-        raise AudioDecodeError(f"cannot decode audio from {_describe(source)}: {exc}") from exc
+        raise AudioDecodeError(f"cannot decode audio from {_describe(source)}: {_reason(exc)}") from exc
     return data, int(rate)
+
+
+def _reason(exc: Exception) -> str:
+    """Why soundfile refused, in libsndfile's words: its exception text names the file object it was given
+    (``<_io.BytesIO object at 0x...>`` for bytes), which means nothing to the caller and must not reach a
+    server's response. Other exceptions get a plain sentence; the original stays chained as ``__cause__``."""
+    if isinstance(exc, soundfile.LibsndfileError):
+        reason = str(exc.error_string).strip().rstrip(".")
+        if reason:
+            return reason
+    if isinstance(exc, EOFError):
+        return "the data ends before the audio it announces"
+    return f"not an audio format libsndfile can read ({type(exc).__name__})"
 
 
 def _as_float(array: npt.NDArray[np.generic], label: str) -> npt.NDArray[np.float32]:

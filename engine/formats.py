@@ -1,17 +1,44 @@
-"""Render transcripts as text, JSON, SRT or WebVTT."""
+"""Render transcripts as text, JSON, SRT or WebVTT.
+
+Every format writes times and durations in seconds rounded to the millisecond (``2.8``, not
+``2.8000000000000003``); the :class:`~parakeet_runtime.engine.results.Transcript` objects keep the exact
+values (``frame × seconds per frame``), which is what parity with NeMo is checked on.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .results import Transcript
 
 FORMATS = ("text", "json", "srt", "vtt")
+TIME_KEYS = ("start", "end", "duration")
+"""Keys of ``Transcript.to_dict()`` that hold seconds (a token's integer ``duration`` counts frames and
+stays as it is)."""
+
+
+def round_time(seconds: float) -> float:
+    """Seconds rounded to the millisecond, as every output format writes them."""
+    return round(seconds, 3)
+
+
+def transcript_dict(transcript: Transcript) -> dict[str, Any]:
+    """``transcript.to_dict()`` with every time and duration in seconds rounded to the millisecond."""
+
+    def rounded(item: dict[str, Any]) -> dict[str, Any]:
+        return {key: round_time(value) if key in TIME_KEYS and isinstance(value, float) else value
+                for key, value in item.items()}
+
+    body = rounded(transcript.to_dict())
+    for key in ("segments", "words", "tokens"):
+        body[key] = [rounded(item) for item in body[key]]
+    return body
 
 
 def _clock(seconds: float, separator: str) -> str:
-    millis = max(0, round(seconds * 1000))
+    millis = max(0, round(round_time(seconds) * 1000))
     hours, rest = divmod(millis, 3_600_000)
     minutes, rest = divmod(rest, 60_000)
     secs, millis = divmod(rest, 1000)
@@ -42,7 +69,7 @@ def to_vtt(transcript: Transcript) -> str:
 def render(transcripts: Sequence[tuple[str, Transcript]], fmt: str) -> str:
     """Render ``(name, transcript)`` pairs; several inputs are labelled by name (JSON: a list)."""
     if fmt == "json":
-        items = [{"file": name, **t.to_dict()} for name, t in transcripts]
+        items = [{"file": name, **transcript_dict(t)} for name, t in transcripts]
         return json.dumps(items[0] if len(items) == 1 else items, ensure_ascii=False, indent=2) + "\n"
     renderers: dict[str, Callable[[Transcript], str]] = {"text": lambda t: t.text + "\n", "srt": to_srt,
                                                           "vtt": to_vtt}

@@ -7,13 +7,20 @@ mounted in another ASGI application (``fastapi_app.mount("/asr", create_app(engi
 Endpoints:
 
 * ``POST /v1/audio/transcriptions`` — multipart ``file``, ``model``, ``response_format`` (json, text, srt,
-  vtt, verbose_json), ``timestamp_granularities[]`` (word, segment); OpenAI's request and response shapes.
-* ``GET /health`` — 200 once the model is loaded, 503 before.
-* ``GET /v1/models`` — the served model.
+  vtt, verbose_json), ``timestamp_granularities[]`` (word, segment; with verbose_json); OpenAI's request and
+  response shapes. Nothing is silently ignored: ``language`` must be one the model declares (manifest
+  ``languages``), ``temperature`` must be 0 (greedy decoding), and ``prompt``, ``stream``, ``include[]`` and
+  ``chunking_strategy`` get a 400 saying they are not supported, as does any field OpenAI does not define.
+  ``model`` is accepted and not checked (one model per server). Times are rounded to the millisecond.
+* ``GET /health`` — 200 with the model id once the model is loaded, 503 before.
+* ``GET /v1/models``, ``GET /v1/models/{id}`` — the served model: its id (a slug, see
+  :attr:`ServerOptions.model_name`), description and languages.
 
 Every request runs through ``Engine.transcribe_async`` (the dynamic batcher), so the event loop never
 blocks. Uploads are bounded (413), the number of requests in flight is bounded (503 with Retry-After),
 bad audio is a 400 in OpenAI's error shape, and a client that disconnects has its request cancelled.
+Error bodies never carry object reprs, file paths or tracebacks: an unexpected failure is a 500 with a
+generic message, and the detail goes to this module's logger.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -40,14 +49,21 @@ from .errors import (
     EngineOverloadedError,
     ParakeetRuntimeError,
 )
-from .formats import to_srt, to_vtt
+from .formats import round_time, to_srt, to_vtt
 from .results import Transcript
 
 logger = logging.getLogger(__name__)
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
+FIELDS = frozenset({"file", "model", "response_format", "timestamp_granularities[]", "timestamp_granularities",
+                    "language", "prompt", "temperature", "stream", "include[]", "include", "chunking_strategy"})
+"""The form fields of OpenAI's transcription request; anything else is refused, as OpenAI does."""
 T = TypeVar("T")
+
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_UNSAFE = re.compile(r"0x[0-9a-fA-F]+|object at|Traceback|File \"|(?:^|[\s'\"(=:])(?:~?/|[A-Za-z]:\\)\S")
+"""What must never reach an error body: addresses, object reprs, tracebacks, file paths."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +78,9 @@ class ServerOptions:
     retry_after_s: int = 1
     """The Retry-After value sent with 503."""
     model_name: str | None = None
-    """The model id reported by ``/v1/models`` (default: the manifest's model name)."""
+    """The model id reported by ``/v1/models`` and ``/health``. Default: the manifest's ``model_name`` (a slug
+    written by convert-model, e.g. ``parakeet-runtime-demo``; for a Hugging Face id such as
+    ``nvidia/parakeet-tdt-0.6b-v2`` its last part), else the model directory's name."""
     close_engine_on_shutdown: bool = False
     """Close (draining) the engine when the app shuts down; ``serve`` sets it, mounted apps usually not."""
 
@@ -79,8 +97,18 @@ class _ApiError(Exception):
         self.headers = headers or {}
 
     def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        body = {"error": {"message": _public(self.message), "type": self.kind, "param": self.param,
+                          "code": self.code}}
         return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def _public(message: str) -> str:
+    """``message``, unless it shows what a client must not see (a repr, an address, a path, a traceback):
+    then a generic sentence, and the message goes to the log."""
+    if _UNSAFE.search(message) is None:
+        return message
+    logger.warning("error message withheld from the client: %s", message)
+    return "the request could not be processed (details are in the server log)"
 
 
 class _State:
@@ -139,6 +167,17 @@ def create_app(
             return exc.response()
         return JSONResponse({"object": "list", "data": [_model_card(current, opts)]})
 
+    async def model(request: Request) -> Response:
+        try:
+            current = ready_engine()
+            card = _model_card(current, opts)
+            if request.path_params["model"] != card["id"]:
+                raise _ApiError(404, f"this server serves one model, {card['id']!r}", param="model",
+                                code="model_not_found")
+        except _ApiError as exc:
+            return exc.response()
+        return JSONResponse(card)
+
     async def transcriptions(request: Request) -> Response:
         if state.in_flight >= opts.max_in_flight:
             return _ApiError(503, "server overloaded; retry later", kind="server_error", code="overloaded",
@@ -148,24 +187,36 @@ def create_app(
             return await _transcribe(request, ready_engine(), opts)
         except _ApiError as exc:
             return exc.response()
+        except Exception:
+            logger.exception("transcription request failed")
+            return _ApiError(500, "internal error while transcribing (details are in the server log)",
+                             kind="server_error", code="internal_error").response()
         finally:
             state.in_flight -= 1
 
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model:path}", model, methods=["GET"]),
         Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 
 
 def _model_id(engine: Engine, opts: ServerOptions) -> str:
-    return opts.model_name or engine.manifest.model_name or engine.model_dir.name
+    """See :attr:`ServerOptions.model_name`."""
+    if opts.model_name:
+        return opts.model_name
+    for candidate in (engine.manifest.model_name.rstrip("/").rsplit("/", 1)[-1], engine.model_dir.name):
+        if _SLUG.fullmatch(candidate):
+            return candidate
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", engine.model_dir.name).strip("-._") or "parakeet"
 
 
 def _model_card(engine: Engine, opts: ServerOptions) -> dict[str, Any]:
     created = int(engine.model_dir.joinpath("manifest.json").stat().st_mtime)
-    return {"id": _model_id(engine, opts), "object": "model", "created": created, "owned_by": "parakeet-runtime"}
+    return {"id": _model_id(engine, opts), "object": "model", "created": created, "owned_by": "parakeet-runtime",
+            "description": engine.manifest.description, "languages": list(engine.manifest.languages)}
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -187,12 +238,18 @@ async def _transcribe(request: Request, engine: Engine, opts: ServerOptions) -> 
     try:
         form = await request.form(max_files=1, max_fields=32, max_part_size=64 * 1024)
     except Exception as exc:  # starlette raises its own parse errors
-        raise _ApiError(400, f"expected multipart/form-data with a 'file' field: {exc}", param="file") from exc
+        logger.debug("unreadable form: %s", exc)
+        raise _ApiError(400, "expected a multipart form with a 'file' field (an audio file)", param="file") from exc
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise _ApiError(400, "missing the 'file' field (an audio file)", param="file")
-        response_format = str(form.get("response_format") or "json")
+        fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
+        for key, _ in form.multi_items():
+            if key not in FIELDS:
+                raise _ApiError(400, f"unrecognized request argument: {key[:64]!r}", param=key[:64])
+        _check_unsupported(fields, engine)
+        response_format = fields.get("response_format") or "json"
         if response_format not in RESPONSE_FORMATS:
             raise _ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}",
                             param="response_format")
@@ -200,7 +257,11 @@ async def _transcribe(request: Request, engine: Engine, opts: ServerOptions) -> 
         granularities += [str(g) for g in form.getlist("timestamp_granularities")]
         unknown = [g for g in granularities if g not in GRANULARITIES]
         if unknown:
-            raise _ApiError(400, f"unknown timestamp granularity {unknown[0]!r}", param="timestamp_granularities[]")
+            raise _ApiError(400, f"unknown timestamp granularity {unknown[0][:64]!r}; use word or segment",
+                            param="timestamp_granularities[]")
+        if granularities and response_format != "verbose_json":
+            raise _ApiError(400, "timestamp_granularities[] needs response_format=verbose_json",
+                            param="timestamp_granularities[]")
         audio = await upload.read()
     finally:
         await form.close()
@@ -218,9 +279,48 @@ async def _transcribe(request: Request, engine: Engine, opts: ServerOptions) -> 
     except EngineClosedError as exc:
         raise _ApiError(503, "the server is shutting down", kind="server_error", code="shutting_down") from exc
     except ParakeetRuntimeError as exc:
-        raise _ApiError(500, str(exc), kind="server_error") from exc
+        logger.error("transcription failed: %s", exc)
+        raise _ApiError(500, "internal error while transcribing (details are in the server log)",
+                        kind="server_error", code="internal_error") from exc
     logger.debug("transcribed %.1f s of audio in %.3f s", transcript.duration, time.perf_counter() - started)
     return _render(transcript, response_format, granularities)
+
+
+def _check_unsupported(fields: dict[str, str], engine: Engine) -> None:
+    """Refuse, with the reason, every OpenAI option this server cannot honour (never accept and ignore)."""
+    language = fields.get("language", "").strip()
+    if language:
+        supported = engine.manifest.languages
+        if not supported:
+            raise _ApiError(400, f"language {language[:16]!r} cannot be honoured: this model does not declare the "
+                            "languages it transcribes (its manifest lists none), so omit 'language'",
+                            param="language", code="unsupported_language")
+        if language.lower() not in supported:
+            raise _ApiError(400, f"language {language[:16]!r} is not supported by this model; it transcribes: "
+                            f"{', '.join(supported)} (ISO 639-1), or omit 'language'", param="language",
+                            code="unsupported_language")
+    if fields.get("prompt", "").strip():
+        raise _ApiError(400, "prompt is not supported: this model does not take a text prompt; omit 'prompt'",
+                        param="prompt", code="unsupported_parameter")
+    temperature = fields.get("temperature", "").strip()
+    if temperature:
+        try:
+            value = float(temperature)
+        except ValueError:
+            value = math.nan
+        if value != 0.0:
+            raise _ApiError(400, f"temperature {temperature[:16]!r} is not supported: greedy decoding only, so "
+                            "temperature must be 0 (or omitted)", param="temperature", code="unsupported_parameter")
+    if fields.get("stream", "").strip().lower() not in ("", "false", "0"):
+        raise _ApiError(400, "stream is not supported: the transcript comes in one response; omit 'stream'",
+                        param="stream", code="unsupported_parameter")
+    for key in ("include[]", "include"):
+        if key in fields:
+            raise _ApiError(400, "include is not supported (no log probabilities); omit 'include[]'", param=key,
+                            code="unsupported_parameter")
+    if fields.get("chunking_strategy", "").strip():
+        raise _ApiError(400, "chunking_strategy is not supported: each file is transcribed in one pass; omit "
+                        "'chunking_strategy'", param="chunking_strategy", code="unsupported_parameter")
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
@@ -248,18 +348,19 @@ def _render(transcript: Transcript, response_format: str, granularities: list[st
         return JSONResponse({"text": transcript.text})
     body: dict[str, Any] = {
         "task": "transcribe",
-        "duration": transcript.duration,
+        "duration": round_time(transcript.duration),
         "text": transcript.text,
     }
     if "word" in granularities:
-        body["words"] = [{"word": w.text, "start": w.start, "end": w.end} for w in transcript.words]
+        body["words"] = [{"word": w.text, "start": round_time(w.start), "end": round_time(w.end)}
+                         for w in transcript.words]
     if "segment" in granularities or not granularities:
         body["segments"] = [
             {
                 "id": i,
                 "seek": 0,
-                "start": s.start,
-                "end": s.end,
+                "start": round_time(s.start),
+                "end": round_time(s.end),
                 "text": s.text,
             }
             for i, s in enumerate(transcript.segments)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,36 @@ def test_undecodable_files_are_typed(tmp_path: Path, content: bytes) -> None:
         load_audio(path, RATE)
     with pytest.raises(AudioDecodeError):
         load_audio(content, RATE)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "Format not recognised"),
+        (b"just some text, not audio\n" * 20, "Format not recognised"),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt ", "No 'data' chunk marker"),
+        (b"fLaC" + bytes(60), "unimplemented format"),
+    ],
+    ids=["empty", "text", "truncated-header", "flac-magic"],
+)
+def test_bytes_errors_say_why_without_reprs(content: bytes, reason: str) -> None:
+    """soundfile's own text names the ``BytesIO`` it was handed (``<_io.BytesIO object at 0x...>``); the error
+    says how many bytes were given and libsndfile's reason instead, and keeps soundfile's error as the cause."""
+    with pytest.raises(AudioDecodeError) as info:
+        load_audio(content, RATE)
+    message = str(info.value)
+    assert f"{len(content)} bytes of encoded audio" in message
+    assert reason in message
+    assert re.search(r"0x[0-9a-fA-F]+|object at|BytesIO", message) is None, message
+    assert isinstance(info.value.__cause__, soundfile.LibsndfileError)
+
+
+def test_path_errors_name_the_path_once(tmp_path: Path) -> None:
+    path = tmp_path / "notes.wav"
+    path.write_text("not audio")
+    with pytest.raises(AudioDecodeError) as info:
+        load_audio(path, RATE)
+    assert str(info.value) == f"cannot decode audio from {path}: Format not recognised"
 
 
 def test_directory_is_typed(tmp_path: Path) -> None:

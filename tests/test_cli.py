@@ -32,6 +32,27 @@ def test_json(capsys: pytest.CaptureFixture[str], expected: str) -> None:
     assert payload["words"] and {"text", "start", "end"} <= set(payload["words"][0])
 
 
+def test_json_times_are_milliseconds(capsys: pytest.CaptureFixture[str]) -> None:
+    """The Transcript keeps exact times (float noise such as ``3.7600000000000002`` included, for parity with
+    NeMo); the JSON output writes every time and duration rounded to the millisecond."""
+    exact = Engine.load().transcribe(sample_audio_path()).to_dict()
+    raw_exact = json.dumps(exact)
+    assert re.search(r"\d\.\d{4,}", raw_exact), "the sample no longer exercises rounding"
+    assert main(["transcribe", str(sample_audio_path()), "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\d\.\d{4,}", out) is None, out
+    payload = json.loads(out)
+    assert payload["duration"] == round(exact["duration"], 3)
+    for key in ("segments", "words", "tokens"):
+        assert len(payload[key]) == len(exact[key]) > 0
+        for got, want in zip(payload[key], exact[key], strict=True):
+            assert got.keys() == want.keys()
+            assert {k: v for k, v in got.items() if k not in ("start", "end")} == {
+                k: v for k, v in want.items() if k not in ("start", "end")
+            }  # frame offsets and a token's duration in frames are integers, untouched
+            assert (got["start"], got["end"]) == (round(want["start"], 3), round(want["end"], 3))
+
+
 @pytest.mark.parametrize("fmt", ["srt", "vtt"])
 def test_subtitles(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["transcribe", str(sample_audio_path()), "--format", fmt]) == 0
