@@ -56,7 +56,8 @@ def test_every_graph_run_is_on_the_batcher_worker(graph_threads: list[tuple[str,
 
         def single(index: int) -> Transcript:
             barrier.wait()
-            return engine.transcribe(clips[index % len(clips)])
+            result: Transcript = engine.transcribe(clips[index % len(clips)])
+            return result
 
         with ThreadPoolExecutor(6) as pool:  # concurrent single calls
             results = list(pool.map(single, range(6)))
