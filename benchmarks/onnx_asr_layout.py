@@ -30,7 +30,7 @@ from pathlib import Path
 import onnx
 from onnx import compose, helper
 
-from parakeet_runtime.engine.manifest import load_manifest
+from parakeet_runtime.engine.model.manifest import load_manifest
 
 
 def _rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:

@@ -30,8 +30,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from concurrency import machine  # noqa: E402
 
-from parakeet_runtime.engine.manifest import load_manifest  # noqa: E402
-from parakeet_runtime.engine.onnx_model import session_options  # noqa: E402
+from parakeet_runtime.engine.model.manifest import load_manifest  # noqa: E402
+from parakeet_runtime.engine.model.onnx_model import session_options  # noqa: E402
 
 logger = logging.getLogger("profile_encoder")
 

@@ -42,7 +42,7 @@ def _start(kind: str, nemo: str, model_dir: str) -> tuple[subprocess.Popen[str],
         env = {**os.environ, "NEMO_CHECKPOINT": nemo}
         cwd: Path | None = HERE
     else:
-        command = [sys.executable, "-m", "parakeet_runtime.engine.cli", "serve", "--model", model_dir, "--port",
+        command = [sys.executable, "-m", "parakeet_runtime.engine.serving.cli", "serve", "--model", model_dir, "--port",
                    str(port), "--log-level", "warning", "--max-in-flight", "256"]
         env, cwd = dict(os.environ), None
     # The server's log goes to a file: a pipe nobody reads fills up and blocks the server.

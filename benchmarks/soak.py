@@ -136,8 +136,8 @@ class Server:
 
     def __init__(self, model: Path | None, extra: list[str]) -> None:
         self.port = _free_port()
-        command = [sys.executable, "-m", "parakeet_runtime.engine.cli", "serve", "--host", "127.0.0.1", "--port",
-                   str(self.port), "--log-level", "info", *extra]
+        command = [sys.executable, "-m", "parakeet_runtime.engine.serving.cli", "serve", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--log-level", "info", *extra]
         if model is not None:
             command += ["--model", str(model)]
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

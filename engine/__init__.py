@@ -5,7 +5,6 @@
 >>> engine.transcribe("clip.wav").text                       # doctest: +SKIP
 """
 
-from .audio import Audio, AudioInput, load_audio
 from .engine import Engine, default_model_dir, sample_audio_path
 from .errors import (
     AudioDecodeError,
@@ -17,8 +16,9 @@ from .errors import (
     ModelDirectoryError,
     ParakeetRuntimeError,
 )
-from .manifest import Manifest, load_manifest
+from .model.manifest import Manifest, load_manifest
 from .options import BatchingOptions, SessionOptions
+from .requests.audio import Audio, AudioInput, load_audio
 from .requests.prepare import PreparedAudio
 from .results import Segment, TimedText, Token, Transcript, Word
 

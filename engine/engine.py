@@ -20,17 +20,17 @@ from typing import overload
 
 from parakeet_runtime.decoding import TdtConfig
 
-from .audio import AudioInput
-from .features import FeatureExtractor
-from .manifest import Manifest, load_manifest
-from .onnx_model import OnnxTdtModel
+from .model.features import FeatureExtractor
+from .model.manifest import Manifest, load_manifest
+from .model.onnx_model import OnnxTdtModel
+from .model.tokenizer import Tokenizer
 from .options import BatchingOptions, SessionOptions
+from .requests.audio import AudioInput
 from .requests.inference import Inference
 from .requests.prepare import PreparedAudio, Preparer
 from .requests.runner import Runner, make_runner
 from .requests.transcripts import TranscriptBuilder, timestamp_config
 from .results import Transcript
-from .tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 

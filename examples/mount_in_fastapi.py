@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from parakeet_runtime.engine import Engine
-from parakeet_runtime.engine.server import create_app
+from parakeet_runtime.engine.serving.server import create_app
 
 engine = Engine.load(os.environ.get("PARAKEET_MODEL") or None)
 

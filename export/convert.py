@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parakeet_runtime.engine import ParakeetRuntimeError, sample_audio_path
-from parakeet_runtime.engine.manifest import (
+from parakeet_runtime.engine.model.manifest import (
     MANIFEST_NAME,
     DecodingMethod,
     EncoderSpec,

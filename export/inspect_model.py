@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from parakeet_runtime.engine.manifest import DecodingSpec, FeatureSpec, TokenizerSpec
+from parakeet_runtime.engine.model.manifest import DecodingSpec, FeatureSpec, TokenizerSpec
 
 from .errors import ConversionError
 

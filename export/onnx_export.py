@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from parakeet_runtime.engine.manifest import EncoderExport
+from parakeet_runtime.engine.model.manifest import EncoderExport
 
 from .graph_forwards import export_forwards
 from .position_table import DEFAULT_FRAMES, tabulate_positions

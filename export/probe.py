@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from parakeet_runtime.engine import Engine, load_audio
-from parakeet_runtime.engine.manifest import ParityProbe
+from parakeet_runtime.engine.model.manifest import ParityProbe
 
 from .errors import ParityError
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from .errors import ConversionError
 
 if TYPE_CHECKING:  # the CLI's argument parser reads the scheme table: this module stays light to import
-    from parakeet_runtime.engine.manifest import Manifest
+    from parakeet_runtime.engine.model.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest, weight
     weights stored as ``weights`` (a key of :data:`WEIGHT_SCHEMES`)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from parakeet_runtime.engine.manifest import MANIFEST_NAME, Quantization
+    from parakeet_runtime.engine.model.manifest import MANIFEST_NAME, Quantization
 
     scheme = weight_scheme(weights)
     out_dir.mkdir(parents=True, exist_ok=True)

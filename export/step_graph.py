@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from parakeet_runtime.engine.manifest import JointSpec, PredictorSpec, StepSpec
+from parakeet_runtime.engine.model.manifest import JointSpec, PredictorSpec, StepSpec
 
 from .errors import ConversionError
 

@@ -49,7 +49,7 @@ def _source_hash() -> str:
     fixture builder. Engine and decoding changes do not re-convert the fixtures (the parity tests run the
     engine on them anyway)."""
     digest = hashlib.sha256()
-    paths = [REPO / "engine" / "manifest.py"]
+    paths = [REPO / "engine" / "model" / "manifest.py"]
     for folder in ("export", "tests/fixtures"):
         paths += sorted((REPO / folder).rglob("*.py"))
     for path in paths:

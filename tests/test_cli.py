@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from parakeet_runtime.engine import Engine, sample_audio_path
-from parakeet_runtime.engine.cli import main
+from parakeet_runtime.engine.serving.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_missing_model_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_help_says_the_default_is_a_demo_model() -> None:
-    proc = subprocess.run([sys.executable, "-m", "parakeet_runtime.engine.cli", "transcribe", "--help"],
+    proc = subprocess.run([sys.executable, "-m", "parakeet_runtime.engine.serving.cli", "transcribe", "--help"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     assert "demo model" in proc.stdout and "convert-model" in proc.stdout

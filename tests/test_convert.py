@@ -260,7 +260,7 @@ def test_signed_weight_schemes(scheme: str, low: int, high: int, tmp_path: Path,
     from onnx import TensorProto, numpy_helper
 
     from parakeet_runtime.engine import BatchingOptions, Engine, load_manifest
-    from parakeet_runtime.engine.cpu import x86_without_int8_dot_products
+    from parakeet_runtime.engine.model.cpu import x86_without_int8_dot_products
     from parakeet_runtime.export.quantize import quantize_directory, token_agreement
 
     source = converted["tdt_a"]

@@ -197,7 +197,8 @@ def test_release_memory_option_is_validated() -> None:
 
 
 def test_large_step_graphs_use_the_encoder_threads(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    from parakeet_runtime.engine import SessionOptions, onnx_model
+    from parakeet_runtime.engine import SessionOptions
+    from parakeet_runtime.engine.model import onnx_model
 
     def threads(e: Engine) -> tuple[tuple[int, str], tuple[int, str]]:
         options = [s.get_session_options() for s in (e.model.predictor_session, e.model.joint_session)]

@@ -89,7 +89,7 @@ def server() -> Iterator[str]:
     """``parakeet-runtime serve`` with the bundled demo model, as the examples' docstrings start it."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "parakeet_runtime.engine.cli", "serve", "--host", "127.0.0.1", "--port",
+    command = [sys.executable, "-m", "parakeet_runtime.engine.serving.cli", "serve", "--host", "127.0.0.1", "--port",
                str(port), "--log-level", "warning"]
     with _running(command, f"{url}/health"):
         yield url

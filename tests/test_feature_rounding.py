@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pytest
 
 from parakeet_runtime.engine import Engine, load_audio, sample_audio_path
-from parakeet_runtime.engine.features import (
+from parakeet_runtime.engine.model.features import (
     _normalize,
     per_feature_statistics,
     torch_float32_sum,
@@ -128,7 +128,7 @@ def test_torch_float32_sum_is_bit_identical_to_torch() -> None:
 
 _CAPABILITY_CHECK = """
 import numpy as np, torch
-from parakeet_runtime.engine.features import torch_float32_sum
+from parakeet_runtime.engine.model.features import torch_float32_sum
 from tests.test_feature_rounding import SUM_LENGTHS, _sum_inputs
 bad = [n for n in SUM_LENGTHS for x in _sum_inputs(n)
        if not np.array_equal(torch_float32_sum(x), torch.from_numpy(x).sum(-1).numpy())]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from parakeet_runtime.engine import BatchingOptions, Engine, default_model_dir, onnx_model, sample_audio_path
-from parakeet_runtime.engine.cpu import lacks_int8_dot_products
+from parakeet_runtime.engine import BatchingOptions, Engine, default_model_dir, sample_audio_path
+from parakeet_runtime.engine.model import onnx_model
+from parakeet_runtime.engine.model.cpu import lacks_int8_dot_products
 
 
 def _with_weights(tmp_path: Path, weights: str | None) -> Path:
@@ -35,7 +36,7 @@ def test_signed_int8_weights_warn_where_products_saturate(weights: str | None, s
                                                           caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(onnx_model, "x86_without_int8_dot_products", lambda: saturating_cpu)
     directory = _with_weights(tmp_path, weights)
-    with caplog.at_level(logging.WARNING, logger="parakeet_runtime.engine.onnx_model"), Engine.load(
+    with caplog.at_level(logging.WARNING, logger="parakeet_runtime.engine.model.onnx_model"), Engine.load(
         directory, batching=BatchingOptions(enabled=False)
     ) as engine:
         assert engine.transcribe(sample_audio_path()).text

@@ -12,7 +12,7 @@ PROBE = textwrap.dedent(
     """
     import sys
     from parakeet_runtime.engine import Engine, sample_audio_path
-    from parakeet_runtime.engine.cli import main
+    from parakeet_runtime.engine.serving.cli import main
     engine = Engine.load()
     result = engine.transcribe(sample_audio_path())
     assert result.text, "empty transcript"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from parakeet_runtime.engine import Engine, ManifestError, ModelDirectoryError, default_model_dir, load_manifest
-from parakeet_runtime.engine.manifest import (
+from parakeet_runtime.engine.model.manifest import (
     DecodingMethod,
     EncoderExport,
     ParityProbe,

@@ -355,7 +355,7 @@ def check_synopsis(text: str, parser: argparse.ArgumentParser, name: str) -> lis
 
 
 def run_synopsis(block: Block, monkeypatch: pytest.MonkeyPatch) -> None:
-    from parakeet_runtime.engine import cli as engine_cli
+    from parakeet_runtime.engine.serving import cli as engine_cli
     from parakeet_runtime.export import cli as export_cli
 
     commands = synopsis_commands(block.code)

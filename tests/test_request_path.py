@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from parakeet_runtime.engine import BatchingOptions, Engine, EngineClosedError, Transcript, sample_audio_path
-from parakeet_runtime.engine.onnx_model import OnnxTdtModel
+from parakeet_runtime.engine.model.onnx_model import OnnxTdtModel
 
 GRAPH_METHODS = ("encode", "start", "predict", "predict_joint", "joint_frames", "start_rows", "predict_joint_rows",
                  "joint_rows")

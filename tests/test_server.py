@@ -33,9 +33,9 @@ from parakeet_runtime.engine import (
     default_model_dir,
     sample_audio_path,
 )
-from parakeet_runtime.engine.formats import round_time, to_srt, to_vtt
-from parakeet_runtime.engine.manifest import load_manifest
-from parakeet_runtime.engine.server import ServerOptions, create_app
+from parakeet_runtime.engine.model.manifest import load_manifest
+from parakeet_runtime.engine.serving.formats import round_time, to_srt, to_vtt
+from parakeet_runtime.engine.serving.server import ServerOptions, create_app
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = load_manifest(default_model_dir())
@@ -99,8 +99,8 @@ class _ServerProcess:
 
 def _serve(*extra: str) -> tuple[_ServerProcess, str]:
     port = _free_port()
-    server = _ServerProcess([sys.executable, "-m", "parakeet_runtime.engine.cli", "serve", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "info", *extra])
+    server = _ServerProcess([sys.executable, "-m", "parakeet_runtime.engine.serving.cli", "serve",
+                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "info", *extra])
     try:
         server.wait_listening()
     except BaseException:
@@ -411,7 +411,7 @@ def test_failures_never_echo_paths_or_reprs(reference: Engine, monkeypatch: pyte
                                             caplog: pytest.LogCaptureFixture, exc: BaseException, status: int,
                                             code: str) -> None:
     monkeypatch.setattr(Engine, "transcribe_async", _raising(exc))
-    with caplog.at_level(logging.WARNING, logger="parakeet_runtime.engine.server"):
+    with caplog.at_level(logging.WARNING, logger="parakeet_runtime.engine.serving.server"):
         response = _in_process_post(create_app(reference), {})
     assert response.status_code == status
     error = response.json()["error"]

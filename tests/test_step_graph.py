@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from parakeet_runtime.engine import BatchingOptions, Engine, load_manifest
-from parakeet_runtime.engine.audio import AudioInput
+from parakeet_runtime.engine.requests.audio import AudioInput
 
 
 @pytest.mark.parametrize("model_name", ["tdt_a", "tdt_b"])

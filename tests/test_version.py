@@ -38,7 +38,7 @@ def test_version_fallback_when_not_installed(monkeypatch: pytest.MonkeyPatch) ->
     assert parakeet_runtime.decoding._package_version() == "0+unknown"
 
 
-@pytest.mark.parametrize(("module", "prog"), [("parakeet_runtime.engine.cli", "parakeet-runtime"),
+@pytest.mark.parametrize(("module", "prog"), [("parakeet_runtime.engine.serving.cli", "parakeet-runtime"),
                                                ("parakeet_runtime.export.cli", "convert-model")])
 def test_version_flag(module: str, prog: str, capsys: pytest.CaptureFixture[str]) -> None:
     import importlib

@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from parakeet_runtime.decoding import DecodedToken, FloatArray, TdtConfig, tdt_greedy_decode, tdt_greedy_decode_batch
 
-from ..onnx_model import OnnxTdtModel
+from ..model.onnx_model import OnnxTdtModel
 from ..options import BatchingOptions
 from ..results import Transcript
 from .buckets import length_buckets, pad_features

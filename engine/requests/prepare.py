@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from parakeet_runtime.decoding import FloatArray
 
-from ..audio import AudioInput, load_audio
 from ..errors import AudioTooLongError
-from ..features import FeatureExtractor
-from ..manifest import EncoderSpec
+from ..model.features import FeatureExtractor
+from ..model.manifest import EncoderSpec
+from .audio import AudioInput, load_audio
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from parakeet_runtime.decoding import (
     word_spans,
 )
 
-from ..manifest import Manifest
+from ..model.manifest import Manifest
+from ..model.tokenizer import Tokenizer
 from ..results import Segment, Token, Transcript, Word
-from ..tokenizer import Tokenizer
 
 
 def timestamp_config(manifest: Manifest) -> TimestampConfig:

@@ -17,7 +17,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from parakeet_runtime.engine.manifest import load_manifest
+from parakeet_runtime.engine.model.manifest import load_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "engine" / "default_model"

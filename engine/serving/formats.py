@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .results import Transcript
+from ..results import Transcript
 
 FORMATS = ("text", "json", "srt", "vtt")
 TIME_KEYS = ("start", "end", "duration")

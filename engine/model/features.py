@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
-from .errors import ManifestError
+from parakeet_runtime.decoding import FloatArray
+
+from ..errors import ManifestError
 from .manifest import FeatureSpec
-
-FloatArray = npt.NDArray[np.float32]
 
 NORMALIZE_EPS = 1e-5
 """NeMo's ``CONSTANT`` added to the standard deviation."""

@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .engine import Engine, default_model_dir, sample_audio_path
-from .errors import ParakeetRuntimeError
+from .. import __version__
+from ..engine import Engine, default_model_dir, sample_audio_path
+from ..errors import ParakeetRuntimeError
+from ..model.manifest import load_manifest
+from ..options import BatchingOptions, SessionOptions
 from .formats import FORMATS, render
-from .manifest import load_manifest
-from .options import BatchingOptions, SessionOptions
 
 DEMO_NOTE = (
     "Without --model the bundled demo model is used: a small model trained on synthetic (espeak-ng) speech "

@@ -17,9 +17,10 @@ import numpy.typing as npt
 import soundfile
 import soxr
 
-from .errors import AudioDecodeError, AudioFileNotFoundError
+from parakeet_runtime.decoding import FloatArray
 
-FloatArray: TypeAlias = npt.NDArray[np.float32]
+from ..errors import AudioDecodeError, AudioFileNotFoundError
+
 AudioInput: TypeAlias = "str | os.PathLike[str] | bytes | npt.NDArray[np.generic] | tuple[npt.NDArray[np.generic], int]"
 """A path, encoded file bytes, an array (at the model rate unless a rate is given), or ``(array, rate)``."""
 

@@ -41,16 +41,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .engine import Engine
-from .errors import (
+from ..engine import Engine
+from ..errors import (
     AudioDecodeError,
     AudioTooLongError,
     EngineClosedError,
     EngineOverloadedError,
     ParakeetRuntimeError,
 )
+from ..results import Transcript
 from .formats import round_time, to_srt, to_vtt
-from .results import Transcript
 
 logger = logging.getLogger(__name__)
 

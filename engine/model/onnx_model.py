@@ -17,10 +17,10 @@ import onnxruntime as ort
 
 from parakeet_runtime.decoding import FloatArray
 
+from ..errors import ManifestError
+from ..options import SessionOptions
 from .cpu import x86_without_int8_dot_products
-from .errors import ManifestError
 from .manifest import Manifest
-from .options import SessionOptions
 
 logger = logging.getLogger(__name__)
 

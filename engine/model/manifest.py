@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import ManifestError, ModelDirectoryError
+from ..errors import ManifestError, ModelDirectoryError
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sentencepiece
 
-from .errors import ManifestError
+from ..errors import ManifestError
 from .manifest import TokenizerSpec
 
 
