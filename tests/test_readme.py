@@ -371,10 +371,30 @@ def run_synopsis(block: Block, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run_layout(block: Block) -> None:
-    listed = [line.split()[0] for line in block.code.splitlines() if line.strip()]
+    """Every listed directory exists (an indented line names a folder of the line above it), and every
+    subpackage of a listed code folder is listed."""
+    listed: list[str] = []
+    parent = ""
+    for line in block.code.splitlines():
+        if not line.strip():
+            continue
+        name = line.split()[0]
+        if line[0].isspace():
+            listed.append(parent.rstrip("/") + "/" + name)
+        else:
+            parent = name
+            listed.append(name)
     assert listed, f"README.md:{block.line}: an empty layout"
     missing = [name for name in listed if not (ROOT / name).is_dir()]
     assert not missing, f"README.md:{block.line}: the layout lists directories that do not exist: {missing}"
+    shown = {name.rstrip("/") for name in listed}
+    unlisted = sorted(
+        str(init.parent.relative_to(ROOT))
+        for folder in ("engine", "export", "decoding")
+        for init in (ROOT / folder).glob("*/__init__.py")
+    )
+    unlisted = [name for name in unlisted if name not in shown]
+    assert not unlisted, f"README.md:{block.line}: the layout does not show the subpackages {unlisted}"
 
 
 # --- the test -----------------------------------------------------------------------------------------
