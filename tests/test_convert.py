@@ -250,11 +250,43 @@ def test_int8_quantization(model_name: str, tmp_path: Path, nemo_paths: dict[str
     assert agreement.identical_clips >= agreement.clips // 2, agreement
 
 
+def _integer_products_exact(weight: Any) -> bool:
+    """Whether ONNX Runtime's MatMulInteger on this CPU gives the exact int32 products of the full u8 range
+    with ``weight`` (an int8 ``(k, n)`` array), as a dynamically quantised encoder feeds it."""
+    import numpy as np
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    rows = 64
+    # Worst cases first (every activation 255 or 0 against the weights' signs), then random activations.
+    signs = np.where(weight[None, :, 0] > 0, 255, 0).astype(np.uint8)
+    a = np.concatenate([signs, 255 - signs, rng.integers(0, 256, (rows, weight.shape[0]), dtype=np.uint8)])
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "probe",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, list(a.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [a.shape[0], weight.shape[1]])],
+        [numpy_helper.from_array(weight, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"a": a})
+    onnx.checker.check_model(model)
+    return bool(np.array_equal(got, a.astype(np.int32) @ weight.astype(np.int32)))
+
+
 @pytest.mark.parametrize(("scheme", "low", "high"), [("int7", -64, 64), ("int8", -127, 127)])
 def test_signed_weight_schemes(scheme: str, low: int, high: int, tmp_path: Path, clips: dict[str, Path],
                                converted: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
     """``--int8-weights int7 / int8``: symmetric signed weights per output channel, in the scheme's range
-    (int7's cannot saturate a u8 x s8 pair sum on AVX2: 2 x 255 x 64 < 32768); the directory decodes."""
+    (int7's cannot saturate a u8 x s8 pair sum on AVX2: 2 x 255 x 64 < 32768); the directory decodes, and
+    the integer products are exact where the scheme promises it (int7 on every CPU, int8 with VNNI/AMX).
+
+    Token agreement with fp32 is not asserted here: on the small fixture models it depends on the fixture
+    build and on the CPU's float kernels (2 of 6 clips on an AMX Xeon, 3+ on AVX2 EPYCs), not on the scheme's
+    arithmetic; benchmarks/int8_agreement.py measures it per CPU."""
     import numpy as np
     import onnx
     from onnx import TensorProto, numpy_helper
@@ -267,32 +299,34 @@ def test_signed_weight_schemes(scheme: str, low: int, high: int, tmp_path: Path,
     out = tmp_path / scheme
     manifest = quantize_directory(source, out, load_manifest(source), scheme)
     assert manifest.encoder.precision == "int8" and load_manifest(out).encoder.precision == "int8"
-    recorded = load_manifest(out).provenance.quantization
-    assert recorded is not None and recorded.weights == scheme and recorded.token_agreement_with_fp32 is None
+    quantization = load_manifest(out).provenance.quantization
+    assert quantization is not None and quantization.weights == scheme
     graph = onnx.load(str(out / manifest.encoder.file)).graph
     weights = {init.name: init for init in graph.initializer}
     integer = [n for n in graph.node if n.op_type == "MatMulInteger"]
     assert integer
     widest = 0
+    widest_weight = None
     for node in integer:
         b = weights[node.input[1]]
         assert b.data_type == TensorProto.INT8
         values = numpy_helper.to_array(b)
         assert values.min() >= low and values.max() <= high
-        widest = max(widest, int(np.abs(values).max()))
+        if int(np.abs(values).max()) > widest or widest_weight is None:
+            widest, widest_weight = int(np.abs(values).max()), values
         zero_point = weights.get(node.input[3]) if len(node.input) > 3 else None
         if zero_point is not None:  # symmetric: the zero points, if written, are 0
             assert not numpy_helper.to_array(zero_point).any()
     assert widest >= high  # each channel's largest weight reaches the end of the range
-    if scheme == "int8" and x86_without_int8_dot_products():
-        # Full-range signed weights saturate this CPU's u8 x s8 pair sums: the tokens are this CPU's,
-        # not the scheme's, so only check that the directory decodes (and that loading it warns).
-        with caplog.at_level(logging.WARNING), Engine.load(out, batching=BatchingOptions(enabled=False)) as engine:
-            assert engine.transcribe(clips["c2_sentence"]).text
-        assert any("saturate" in r.getMessage() for r in caplog.records)
-        return
+    assert widest_weight is not None
+    saturating_cpu = scheme == "int8" and x86_without_int8_dot_products()
+    assert _integer_products_exact(widest_weight) or saturating_cpu, f"{scheme} products are not exact here"
+    with caplog.at_level(logging.WARNING), Engine.load(out, batching=BatchingOptions(enabled=False)) as engine:
+        assert engine.transcribe(clips["c2_sentence"]).text
+    warned = any("saturate" in r.getMessage() for r in caplog.records)
+    assert warned == saturating_cpu  # a warning exactly where results may differ from other CPUs
     agreement = token_agreement(source, out, list(clips.values()))
-    assert agreement.identical_clips >= agreement.clips // 2, agreement
+    assert 0.0 <= agreement.token_agreement <= 1.0 and agreement.clips == len(clips)
 
 
 def test_unknown_weight_scheme_fails_before_the_export(tmp_path: Path, nemo_paths: dict[str, Path],
