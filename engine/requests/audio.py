@@ -20,6 +20,7 @@ import soxr
 from parakeet_runtime.decoding import FloatArray
 
 from ..errors import AudioDecodeError, AudioFileNotFoundError
+from .containers import read_container
 
 AudioInput: TypeAlias = "str | os.PathLike[str] | bytes | npt.NDArray[np.generic] | tuple[npt.NDArray[np.generic], int]"
 """A path, encoded file bytes, an array (at the model rate unless a rate is given), or ``(array, rate)``."""
@@ -61,7 +62,9 @@ def _read_file(source: str | os.PathLike[str] | bytes) -> tuple[npt.NDArray[np.f
     try:
         data, rate = soundfile.read(handle, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
-        raise AudioDecodeError(f"cannot decode audio from {_describe(source)}: {_reason(exc)}") from exc
+        refusal = AudioDecodeError(f"cannot decode audio from {_describe(source)}: {_reason(exc)}")
+        refusal.__cause__ = exc
+        return read_container(source, refusal)  # PyAV for MP4/M4A, WebM, AAC; else raises the refusal
     return data, int(rate)
 
 

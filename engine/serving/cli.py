@@ -13,7 +13,11 @@ from ..engine import Engine, default_model_dir, sample_audio_path
 from ..errors import ParakeetRuntimeError
 from ..model.manifest import load_manifest
 from ..options import BatchingOptions, SessionOptions
+from ..results import Transcript
+from .batch import OutputPlan, transcribe_inputs, write_combined, write_outputs
 from .formats import FORMATS, render
+from .inputs import BatchInput, collect_inputs
+from .progress import Progress
 
 DEMO_NOTE = (
     "Without --model the bundled demo model is used: a small model trained on synthetic (espeak-ng) speech "
@@ -34,10 +38,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     transcribe = commands.add_parser(
         "transcribe", help="transcribe audio files", description="Transcribe audio files.", epilog=DEMO_NOTE
     )
-    transcribe.add_argument("files", nargs="*", type=Path,
-                            help="audio files (any format soundfile reads); default: the bundled sample clip")
+    transcribe.add_argument(
+        "inputs", nargs="*", metavar="INPUT",
+        help="audio files (anything soundfile reads; MP4/M4A, WebM and AAC with the av extra), globs ('**' "
+        "recurses), directories (searched recursively for audio extensions) or '-' for one file on standard "
+        "input; default: the bundled sample clip")
+    transcribe.add_argument("--manifest", action="append", type=Path, default=[], metavar="FILE",
+                            help="a list of audio files: one path per line, or NeMo's JSON lines with "
+                            "audio_filepath (repeatable)")
     transcribe.add_argument("--model", type=Path, default=None, help="model directory written by convert-model")
-    transcribe.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
+    transcribe.add_argument("--format", action="append", choices=FORMATS, default=None,
+                            help="output format (default: text); repeatable with --output-dir, where jsonl is "
+                            "one transcripts.jsonl for all inputs")
+    transcribe.add_argument("--output-dir", type=Path, default=None, metavar="DIR",
+                            help="write one file per input and format under DIR (its path relative to the "
+                            "inputs' common folder, plus .txt/.json/.srt/.vtt) instead of printing; a rerun "
+                            "skips inputs whose outputs all exist")
+    transcribe.add_argument("--overwrite", action="store_true",
+                            help="with --output-dir: transcribe every input again, even where outputs exist")
+    transcribe.add_argument("--batch-size", type=int, default=16, metavar="N",
+                            help="BatchingOptions.max_batch_size (default: 16)")
     transcribe.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     transcribe.add_argument("-v", "--verbose", action="store_true", help="show library logs")
 
@@ -61,32 +81,64 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
+    if args.command == "transcribe":
+        args.format = list(dict.fromkeys(args.format or ["text"]))
+        if args.batch_size < 1:
+            parser.error("--batch-size must be at least 1")
+        if args.output_dir is None and len(args.format) > 1:
+            parser.error("several --format values need --output-dir")
+        if args.overwrite and args.output_dir is None:
+            parser.error("--overwrite needs --output-dir")
     return args
 
 
 def run(args: argparse.Namespace) -> int:
+    """``transcribe``: 0 when every input was transcribed (or skipped), 1 when one failed, 2 when the model
+    or the input list is unusable, 130 when interrupted (SIGINT)."""
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    files = list(args.files) or [sample_audio_path()]
     try:
+        arguments = args.inputs if args.inputs or args.manifest else [str(sample_audio_path())]
+        inputs = collect_inputs(arguments, args.manifest, unique=args.output_dir is not None)
         engine = Engine.load(
             args.model if args.model is not None else default_model_dir(),
             session=SessionOptions(threads=args.threads),
-            batching=BatchingOptions(enabled=False),
+            batching=BatchingOptions(max_batch_size=args.batch_size),
         )
     except ParakeetRuntimeError as exc:
         print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
         return 2
-    results = []
-    failed = 0
-    for path in files:
-        try:
-            results.append((str(path), engine.transcribe(path)))
-        except ParakeetRuntimeError as exc:
-            failed += 1
-            print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
-    if results:
-        sys.stdout.write(render(results, args.format))
-    return 1 if failed else 0
+    progress = Progress(len(inputs), sys.stderr, enabled=len(inputs) > 1 and sys.stderr.isatty())
+    with engine:
+        if args.output_dir is None:
+            return _print_transcripts(engine, inputs, args.format[0], progress)
+        plan = OutputPlan(args.output_dir, tuple(args.format))
+        summary = transcribe_inputs(
+            engine, inputs, on_result=lambda item, transcript: write_outputs(plan, item, transcript),
+            skip=lambda item: not args.overwrite and plan.complete(item), progress=progress,
+            stdin=sys.stdin.buffer,
+        )
+        if "jsonl" in plan.formats and not summary.interrupted:
+            write_combined(plan, inputs)
+    print(f"parakeet-runtime: {summary.line()}", file=sys.stderr)
+    if summary.interrupted:
+        return 130
+    return 1 if summary.failed else 0
+
+
+def _print_transcripts(engine: Engine, inputs: list[BatchInput], fmt: str, progress: Progress) -> int:
+    """Today's behaviour without --output-dir: every transcript on stdout, in input order, at the end."""
+    results: dict[int, Transcript] = {}
+
+    def keep(item: BatchInput, transcript: Transcript) -> None:
+        results[item.index] = transcript
+
+    summary = transcribe_inputs(engine, inputs, on_result=keep, progress=progress, stdin=sys.stdin.buffer)
+    ordered = [(item.name, results[item.index]) for item in inputs if item.index in results]
+    if ordered and not summary.interrupted:
+        sys.stdout.write(render(ordered, fmt))
+    if summary.interrupted:
+        return 130
+    return 1 if summary.failed else 0
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -13,7 +13,10 @@ from typing import Any
 
 from ..results import Transcript
 
-FORMATS = ("text", "json", "srt", "vtt")
+FORMATS = ("text", "json", "srt", "vtt", "jsonl")
+"""Output formats; ``jsonl`` is one compact JSON object per input and line."""
+EXTENSIONS = {"text": "txt", "json": "json", "srt": "srt", "vtt": "vtt", "jsonl": "jsonl"}
+"""File extension of each format (``--output-dir`` appends it to the input's name)."""
 TIME_KEYS = ("start", "end", "duration")
 """Keys of ``Transcript.to_dict()`` that hold seconds (a token's integer ``duration`` counts frames and
 stays as it is)."""
@@ -67,9 +70,12 @@ def to_vtt(transcript: Transcript) -> str:
 
 
 def render(transcripts: Sequence[tuple[str, Transcript]], fmt: str) -> str:
-    """Render ``(name, transcript)`` pairs; several inputs are labelled by name (JSON: a list)."""
-    if fmt == "json":
+    """Render ``(name, transcript)`` pairs; several inputs are labelled by name (JSON: a list; JSON lines:
+    one line each)."""
+    if fmt in ("json", "jsonl"):
         items = [{"file": name, **transcript_dict(t)} for name, t in transcripts]
+        if fmt == "jsonl":
+            return "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items)
         return json.dumps(items[0] if len(items) == 1 else items, ensure_ascii=False, indent=2) + "\n"
     renderers: dict[str, Callable[[Transcript], str]] = {"text": lambda t: t.text + "\n", "srt": to_srt,
                                                           "vtt": to_vtt}

@@ -1,0 +1,218 @@
+"""Batch transcription for the CLI: many inputs through the engine's dynamic batcher, outputs written
+atomically, resumable, a failed input reported and skipped.
+
+A small thread pool calls ``engine.transcribe`` on one input per thread: audio decoding and features run
+in parallel in those threads, and the engine's batcher coalesces their requests into batches. The main
+thread collects results as they finish and writes each input's outputs (temporary file, then
+``os.replace``), so an interrupted run leaves only complete files behind; a later run skips every input
+whose outputs all exist and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from ..engine import Engine
+from ..errors import EngineClosedError, ParakeetRuntimeError
+from ..results import Transcript
+from .formats import EXTENSIONS, render
+from .inputs import BatchInput
+from .progress import Progress
+
+COMBINED_JSONL = "transcripts.jsonl"
+"""The combined JSON-lines file ``--format jsonl`` writes in the output directory."""
+WORKERS_PER_BATCH = 2
+"""Pool threads per ``max_batch_size``: a full batch waits for its results while the next one is prepared."""
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What a batch run did."""
+
+    ok: int
+    """Inputs transcribed."""
+    failed: int
+    """Inputs that could not be transcribed or written (each reported)."""
+    skipped: int
+    """Inputs whose complete outputs already existed."""
+    audio_seconds: float
+    """Audio transcribed in this run, in seconds."""
+    wall_seconds: float
+    """Time the run took."""
+    interrupted: bool = False
+    """The run was stopped (SIGINT) before every input was done."""
+
+    def line(self) -> str:
+        """One-line report, e.g. ``3 ok, 1 failed, 0 skipped; 14.5 s of audio in 2.1 s``."""
+        text = (f"{self.ok} ok, {self.failed} failed, {self.skipped} skipped; "
+                f"{self.audio_seconds:.1f} s of audio in {self.wall_seconds:.1f} s")
+        return text + (" (interrupted)" if self.interrupted else "")
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """Which files an input's transcript goes to."""
+
+    directory: Path
+    """``--output-dir``."""
+    formats: tuple[str, ...]
+    """Formats asked for; ``jsonl`` also writes each input's ``json`` (the combined file is built from them)."""
+    file_formats: tuple[str, ...] = field(init=False)
+    """Formats written per input."""
+
+    def __post_init__(self) -> None:
+        wanted = [fmt for fmt in self.formats if fmt != "jsonl"]
+        if "jsonl" in self.formats and "json" not in wanted:
+            wanted.append("json")
+        object.__setattr__(self, "file_formats", tuple(dict.fromkeys(wanted)))
+
+    def paths(self, item: BatchInput) -> dict[str, Path]:
+        """``format -> output file``: the input's output name with the format's extension appended."""
+        base = self.directory / Path(*item.output_name.parts)
+        return {fmt: base.with_name(f"{base.name}.{EXTENSIONS[fmt]}") for fmt in self.file_formats}
+
+    def complete(self, item: BatchInput) -> bool:
+        """Every output of ``item`` exists (written atomically, so an existing file is whole) and its JSON
+        parses. Standard input is never complete: its content is not known before it is read."""
+        if item.path is None:
+            return False
+        for fmt, path in self.paths(item).items():
+            if not path.is_file():
+                return False
+            if fmt == "json" and _read_json(path) is None:
+                return False
+        return True
+
+
+def _read_json(path: Path) -> dict[str, object] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) and isinstance(value.get("text"), str) else None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: readers
+    (and a resumed run) see the old file or the whole new one, never part of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def write_outputs(plan: OutputPlan, item: BatchInput, transcript: Transcript) -> None:
+    """Write every per-input file of ``item`` (the JSON last: it marks the input done for ``jsonl``)."""
+    paths = plan.paths(item)
+    for fmt in sorted(paths, key=lambda f: f == "json"):
+        write_atomic(paths[fmt], render([(item.name, transcript)], fmt))
+
+
+def write_combined(plan: OutputPlan, inputs: Sequence[BatchInput]) -> int:
+    """Write ``transcripts.jsonl``: one line per input whose JSON output exists, in input order, built from
+    those files (so inputs skipped on a resumed run are in it too). Returns the number of lines."""
+    lines = []
+    for item in inputs:
+        value = _read_json(plan.paths(item)["json"])
+        if value is not None:
+            lines.append(json.dumps(value, ensure_ascii=False) + "\n")
+    write_atomic(plan.directory / COMBINED_JSONL, "".join(lines))
+    return len(lines)
+
+
+def _error_text(item: BatchInput, exc: BaseException) -> str:
+    if isinstance(exc, ParakeetRuntimeError):
+        return str(exc)
+    return f"{item.name}: {type(exc).__name__}: {exc}"
+
+
+def transcribe_inputs(
+    engine: Engine,
+    inputs: Sequence[BatchInput],
+    *,
+    on_result: Callable[[BatchInput, Transcript], None],
+    skip: Callable[[BatchInput], bool] = lambda item: False,
+    progress: Progress,
+    stdin: BinaryIO | None = None,
+    workers: int | None = None,
+) -> BatchSummary:
+    """Transcribe ``inputs`` from a thread pool through ``engine`` (load it with batching on), calling
+    ``on_result`` in this thread for each, in the order they finish.
+
+    An input for which ``skip`` is true is counted as skipped. A failed input (reading, decoding,
+    ``on_result`` raising ``OSError``) is reported through ``progress.write`` and counted. On
+    ``KeyboardInterrupt`` the inputs not yet finished are dropped, the engine is closed (the batch in
+    progress finishes) and the summary says ``interrupted``.
+    """
+    started = time.monotonic()
+    ok = failed = skipped = 0
+    audio_seconds = 0.0
+    workers = workers or WORKERS_PER_BATCH * engine.batching.max_batch_size
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parakeet-cli")
+    pending: dict[Future[Transcript], BatchInput] = {}
+    interrupted = False
+
+    def sources() -> Iterator[tuple[BatchInput, Path | bytes]]:
+        nonlocal skipped
+        for item in inputs:
+            if skip(item):
+                skipped += 1
+                progress.advance()
+            elif item.path is not None:
+                yield item, item.path
+            elif stdin is None:
+                raise ValueError("an input reads standard input, but no stdin stream was given")
+            else:
+                yield item, stdin.read()
+
+    try:
+        queued = sources()
+        while True:
+            for item, source in queued:
+                pending[pool.submit(engine.transcribe, source)] = item
+                if len(pending) >= 2 * workers:
+                    break
+            if not pending:
+                break
+            done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                item = pending.pop(future)
+                try:
+                    transcript = future.result()
+                    on_result(item, transcript)
+                except Exception as exc:  # one bad input must not stop the batch
+                    if isinstance(exc, EngineClosedError):
+                        raise
+                    failed += 1
+                    progress.write(f"parakeet-runtime: error: {_error_text(item, exc)}")
+                    progress.advance(failed=True)
+                    continue
+                ok += 1
+                audio_seconds += transcript.duration
+                progress.advance(audio_seconds=transcript.duration)
+    except KeyboardInterrupt:
+        interrupted = True
+        for future in pending:
+            future.cancel()
+        engine.close()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        progress.close()
+    return BatchSummary(ok=ok, failed=failed, skipped=skipped, audio_seconds=audio_seconds,
+                        wall_seconds=time.monotonic() - started, interrupted=interrupted)
