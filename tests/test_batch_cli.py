@@ -94,7 +94,8 @@ def test_directory_with_every_format(tmp_path: Path, expected: list[Transcript],
         assert json.loads((out / f"{name}.json").read_text())["text"] == expected[kind].text
     lines = [json.loads(line) for line in (out / COMBINED_JSONL).read_text().splitlines()]
     assert [line["file"] for line in lines] == sorted(str(source / name) for name in kinds)  # directory order
-    assert {line["file"]: line["text"] for line in lines} == {str(source / n): expected[k].text for n, k in kinds.items()}
+    assert {line["file"]: line["text"] for line in lines} == {
+        str(source / name): expected[kind].text for name, kind in kinds.items()}
     assert not leftovers(tmp_path)
 
 
