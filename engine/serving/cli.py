@@ -175,7 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "serve":
         return serve(args)
-    return run(args)
+    try:
+        return run(args)
+    except KeyboardInterrupt:  # before the batch started (loading the model, listing inputs)
+        print("parakeet-runtime: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
