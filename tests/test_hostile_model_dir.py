@@ -126,7 +126,7 @@ def test_external_data_is_confined_too(tmp_path: Path, external: str) -> None:
 
 def test_a_missing_file_is_still_a_model_directory_error(tmp_path: Path) -> None:
     model = _copy(tmp_path, lambda m: m["tokenizer"].update(vocab_file="sub/vocab.txt"))
-    with pytest.raises(ModelDirectoryError, match="sub/vocab.txt"):
+    with pytest.raises(ModelDirectoryError, match=r"sub/vocab\.txt"):
         _load(model)
 
 
@@ -196,7 +196,8 @@ def _demo_arrays() -> dict[str, np.ndarray]:
 def test_a_huge_declared_shape_is_refused_without_allocating(tmp_path: Path) -> None:
     model = _copy(tmp_path)
     arrays = _demo_arrays()
-    _write_npz(model / "features.npz", {"window": _npy(arrays["window"]), "filterbank": _forged_npy((1 << 40, 1 << 30))})
+    forged = _forged_npy((1 << 40, 1 << 30))
+    _write_npz(model / "features.npz", {"window": _npy(arrays["window"]), "filterbank": forged})
     started = time.monotonic()
     with pytest.raises(ManifestError, match=r"filterbank has shape \(1099511627776, 1073741824\)"):
         _load(model)
@@ -236,13 +237,13 @@ def test_object_arrays_are_refused_unread(tmp_path: Path) -> None:
 def test_a_vocabulary_that_is_not_text_is_a_manifest_error(tmp_path: Path) -> None:
     model = _copy(tmp_path)
     (model / "vocab.txt").write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(ManifestError, match="vocab.txt"):
+    with pytest.raises(ManifestError, match=r"vocab\.txt"):
         _load(model)
 
 
 def test_graph_names_are_checked_at_load(tmp_path: Path) -> None:
     model = _copy(tmp_path, lambda m: m["encoder"].update(output_frames="nothing"))
-    with pytest.raises(ManifestError, match="encoder.onnx: the graph has no output 'nothing'"):
+    with pytest.raises(ManifestError, match=r"encoder\.onnx: the graph has no output 'nothing'"):
         _load(model)
 
 
@@ -302,7 +303,9 @@ def scratch_model() -> Iterator[Path]:
         min_size=1, max_size=3,
     )
 )
-def test_mutated_manifests_raise_only_typed_errors(scratch_model: Path, edits: list[tuple[tuple[str, ...], Any]]) -> None:
+def test_mutated_manifests_raise_only_typed_errors(
+    scratch_model: Path, edits: list[tuple[tuple[str, ...], Any]]
+) -> None:
     raw = _demo_raw()
     for path, value in edits:
         parent = raw
@@ -349,15 +352,16 @@ def test_a_tampered_weight_is_found_with_verify(tmp_path: Path) -> None:
     model = _copy(tmp_path, keep_digests=True)
     _flip_a_byte(model / "encoder.onnx")
     assert load_manifest(model).digests  # same size: only the hash can tell
-    with pytest.raises(ManifestError, match="encoder.onnx: SHA-256 differs"):
+    with pytest.raises(ManifestError, match=r"encoder\.onnx: SHA-256 differs"):
         _load(model, verify=True)
 
 
 def test_a_changed_size_is_found_without_verify(tmp_path: Path) -> None:
     model = _copy(tmp_path, keep_digests=True)
+    recorded = (model / "joint.onnx").stat().st_size
     with (model / "joint.onnx").open("ab") as stream:
         stream.write(b"\x00")
-    with pytest.raises(ManifestError, match="joint.onnx: 402498 bytes, the manifest records 402497"):
+    with pytest.raises(ManifestError, match=rf"joint\.onnx: {recorded + 1} bytes, the manifest records {recorded}:"):
         _load(model)
 
 
