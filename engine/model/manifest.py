@@ -530,8 +530,6 @@ def _digests(value: object, manifest: Manifest) -> tuple[FileDigest, ...]:
     named = set(manifest.files())
     digests = []
     for name, record in value.items():
-        if name not in named:
-            raise ManifestError(f"manifest: files records {name!r:.80}, which the manifest does not name")
         if not isinstance(record, Mapping) or set(record) != {"sha256", "bytes"}:
             raise ManifestError(f"manifest: files.{name} must be {{sha256, bytes}}, found {record!r:.80}")
         sha256, size = record["sha256"], record["bytes"]
@@ -539,7 +537,8 @@ def _digests(value: object, manifest: Manifest) -> tuple[FileDigest, ...]:
             raise ManifestError(f"manifest: files.{name}.sha256 must be 64 lower-case hex digits, found {sha256!r:.80}")
         if type(size) is not int or size < 0:
             raise ManifestError(f"manifest: files.{name}.bytes must be a non-negative integer, found {size!r:.80}")
-        digests.append(FileDigest(name=name, sha256=sha256, size=size))
+        if name in named:  # a record of a file the manifest no longer names (a graph removed) is dropped
+            digests.append(FileDigest(name=name, sha256=sha256, size=size))
     return tuple(digests)
 
 
