@@ -396,3 +396,17 @@ def test_converted_directories_record_their_files(converted: dict[str, Path]) ->
         manifest = load_manifest(directory, verify=True)
         assert {d.name for d in manifest.digests} == set(manifest.files()), directory
         assert all(os.path.getsize(directory / d.name) == d.size for d in manifest.digests)
+
+
+def test_a_quantised_conversion_records_the_quantised_files(tmp_path: Path, nemo_paths: dict[str, Path],
+                                                            converted: dict[str, Path]) -> None:
+    from parakeet_runtime.export.convert import convert
+
+    out = tmp_path / "int8"
+    report = convert(str(nemo_paths["tdt_a"]), out, quantize="int8", verify=False)
+    manifest = load_manifest(out, verify=True)
+    assert manifest.digests == report.manifest.digests
+    assert {d.name for d in manifest.digests} == set(manifest.files())
+    encoder = {d.name: d for d in manifest.digests}["encoder.onnx"]
+    fp32 = {d.name: d for d in load_manifest(converted["tdt_a"]).digests}["encoder.onnx"]
+    assert encoder.size == (out / "encoder.onnx").stat().st_size != fp32.size
