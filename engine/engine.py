@@ -80,6 +80,7 @@ class Engine:
         providers: Sequence[str] | None = None,
         session: SessionOptions | None = None,
         batching: BatchingOptions | None = None,
+        verify: bool = False,
     ) -> Engine:
         """Load a model directory written by ``convert-model``.
 
@@ -89,13 +90,16 @@ class Engine:
                 this onnxruntime build has it, then CPU).
             session: ONNX Runtime threading (default: :class:`SessionOptions`).
             batching: dynamic batching (default: :class:`BatchingOptions`, enabled).
+            verify: check every file against the SHA-256 the manifest records (reads every byte once;
+                sizes, where recorded, are always checked).
 
         Raises:
             ModelDirectoryError: the directory or one of its files is missing.
-            ManifestError: the manifest or a model file is invalid.
+            ManifestError: the manifest or a model file is invalid, a file it names lies outside the
+                directory, or differs from the size (or, with ``verify``, the hash) the manifest records.
         """
         directory = Path(model_dir) if model_dir is not None else default_model_dir()
-        manifest = load_manifest(directory)
+        manifest = load_manifest(directory, verify=verify)
         decoding = manifest.decoding
         batching = batching or BatchingOptions()
         features = FeatureExtractor.load(manifest.features, directory)

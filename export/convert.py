@@ -31,6 +31,7 @@ from parakeet_runtime.engine.model.manifest import (
     Provenance,
     Versions,
     load_manifest,
+    with_file_digests,
 )
 
 from . import inspect_model
@@ -162,6 +163,8 @@ def convert(
         if quantize is not None:
             staging = _quantized(staging, manifest, quantize, int8_weights, [sample_audio_path(), *probe_audio])
             manifest = load_manifest(staging)
+        manifest = with_file_digests(manifest, staging)  # last: the files as they are shipped
+        (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         report_step(5, STEPS[5])
         staging.chmod(0o755)
         for item in staging.iterdir():

@@ -136,6 +136,7 @@ def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest, weight
         raise ConversionError(f"int8 quantisation failed: {type(exc).__name__}: {exc}") from exc
     quantized = replace(
         manifest,
+        digests=(),  # the encoder changes; convert-model records the new directory's digests last
         encoder=replace(spec, precision="int8", external_data=None),
         provenance=replace(manifest.provenance, quantization=Quantization(
             precision="int8", weights=scheme.name,

@@ -7,6 +7,7 @@ here re-derives librosa's filter design.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,23 +34,20 @@ class FeatureExtractor:
 
     @classmethod
     def load(cls, spec: FeatureSpec, model_dir: Path) -> FeatureExtractor:
-        """Load the window and filterbank arrays named by ``spec``.
+        """Load the window and filterbank arrays named by ``spec``. Each array's ``.npy`` header is read
+        first: an array of another shape or dtype is refused before anything is allocated, so a header
+        declaring a huge shape costs nothing; the values must be finite.
 
         Raises:
-            ManifestError: the arrays are missing or do not match the settings.
+            ManifestError: the arrays are missing, unreadable, of the wrong shape or dtype, or not finite.
         """
+        path = model_dir / spec.arrays_file
+        shapes = {"window": (spec.win_length,), "filterbank": (spec.n_mels, spec.n_fft // 2 + 1)}
         try:
-            with np.load(model_dir / spec.arrays_file, allow_pickle=False) as arrays:
-                window = np.asarray(arrays["window"], dtype=np.float32)
-                filterbank = np.asarray(arrays["filterbank"], dtype=np.float32)
-        except (OSError, KeyError, ValueError) as exc:
+            with zipfile.ZipFile(path) as archive:
+                window, filterbank = (_npz_array(archive, spec.arrays_file, key, shapes[key]) for key in shapes)
+        except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
             raise ManifestError(f"{spec.arrays_file}: cannot read window/filterbank arrays ({exc})") from exc
-        if window.shape != (spec.win_length,):
-            raise ManifestError(f"window has shape {window.shape}, expected ({spec.win_length},)")
-        if filterbank.shape != (spec.n_mels, spec.n_fft // 2 + 1):
-            raise ManifestError(
-                f"filterbank has shape {filterbank.shape}, expected ({spec.n_mels}, {spec.n_fft // 2 + 1})"
-            )
         window.setflags(write=False)
         filterbank.setflags(write=False)
         return cls(spec=spec, window=window, filterbank=filterbank)
@@ -106,6 +104,40 @@ class FeatureExtractor:
         mel = _normalize(mel, valid, spec.normalize)
         mel[:, valid:] = spec.pad_value
         return np.ascontiguousarray(mel, dtype=np.float32), valid
+
+
+def _npz_array(archive: zipfile.ZipFile, label: str, key: str, shape: tuple[int, ...]) -> FloatArray:
+    """The float32 array ``key`` of an ``.npz`` archive, checked against ``shape`` from its header before its
+    data is read, and checked to be finite after.
+
+    Raises:
+        ManifestError: no such array, another shape, a dtype other than float32/float64, missing data, or
+            NaN/infinite values.
+    """
+    try:
+        member = archive.getinfo(f"{key}.npy")
+    except KeyError:
+        raise ManifestError(f"{label}: has no {key!r} array") from None
+    with archive.open(member) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            found, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            found, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ManifestError(f"{label}: {key} is in .npy format version {version}, expected 1.0 or 2.0")
+        if tuple(found) != shape:
+            raise ManifestError(f"{label}: {key} has shape {tuple(found)}, expected {shape}")
+        if dtype.kind != "f" or dtype.itemsize not in (4, 8) or dtype.hasobject:
+            raise ManifestError(f"{label}: {key} has dtype {dtype}, expected float32 or float64")
+        size = int(np.prod(shape)) * dtype.itemsize
+        data = stream.read(size)
+    if len(data) != size:
+        raise ManifestError(f"{label}: {key} holds {len(data)} bytes of data, its header announces {size}")
+    array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
+    if not np.all(np.isfinite(array)):
+        raise ManifestError(f"{label}: {key} contains NaN or infinite values")
+    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def _normalize(mel: FloatArray, valid: int, kind: str) -> FloatArray:

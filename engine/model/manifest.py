@@ -6,9 +6,13 @@ versioned; a directory of another major schema gets a clear "re-convert" error.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import types
+import typing
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +21,15 @@ from ..errors import ManifestError, ModelDirectoryError
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
 FORMAT_NAME = "parakeet-runtime-model"
+
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 384_000
+"""Sample rates (Hz) a manifest, an array or a file may have; anything else is a mistake, not audio."""
+MAX_DIMENSION = 1 << 16
+"""Upper bound of every size in a manifest (FFT length, mel bins, hidden sizes, vocabulary, durations):
+far above any Parakeet model's, far below what a hostile manifest needs to exhaust memory."""
+MAX_LAYERS = 256
+"""Upper bound of the predictor's LSTM layers."""
 
 
 @dataclass(frozen=True)
@@ -259,6 +272,18 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class FileDigest:
+    """Size and SHA-256 of one file of the model directory, as ``convert-model`` wrote it."""
+
+    name: str
+    """The file's path inside the directory, as the manifest names it."""
+    sha256: str
+    """Lower-case hexadecimal SHA-256 of the file's bytes."""
+    size: int
+    """The file's size in bytes (the manifest's key is ``bytes``)."""
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A parsed, validated model manifest."""
 
@@ -277,11 +302,16 @@ class Manifest:
     provenance: Provenance = field(default_factory=Provenance)
     schema_version: int = SCHEMA_VERSION
     step: StepSpec | None = None
+    digests: tuple[FileDigest, ...] = ()
+    """Size and SHA-256 of the files the manifest names (the manifest's ``files``; empty: not recorded)."""
 
     def to_json(self) -> str:
         """Serialise, with the format name and schema version first."""
         body = asdict(self)
         body["provenance"] = self.provenance.to_dict()
+        del body["digests"]
+        if self.digests:
+            body["files"] = {d.name: {"sha256": d.sha256, "bytes": d.size} for d in self.digests}
         body = {"format": FORMAT_NAME, "schema_version": self.schema_version, **body}
         return json.dumps(body, indent=2, sort_keys=False) + "\n"
 
@@ -298,50 +328,218 @@ class Manifest:
         extra = tuple(name for name in (self.encoder.external_data, self.step.file if self.step else None) if name)
         return (*names, *extra)
 
+    def named_files(self) -> tuple[tuple[str, str], ...]:
+        """``(field, path)`` of every file the manifest refers to, e.g. ``("encoder.file", "encoder.onnx")``."""
+        named = [
+            ("features.arrays_file", self.features.arrays_file),
+            ("encoder.file", self.encoder.file),
+            ("encoder.external_data", self.encoder.external_data),
+            ("predictor.file", self.predictor.file),
+            ("joint.file", self.joint.file),
+            ("tokenizer.file", self.tokenizer.file),
+            ("tokenizer.vocab_file", self.tokenizer.vocab_file),
+            ("step.file", self.step.file if self.step else None),
+        ]
+        return tuple((label, name) for label, name in named if name is not None)
 
-def _section(raw: Mapping[str, Any], name: str, cls: type[Any]) -> Any:
-    value = raw.get(name)
+
+_T0 = TypeVar("_T0")
+_Check = tuple[Callable[[Any], bool], str]
+
+
+def _between(low: float, high: float) -> _Check:
+    return (lambda v: v is None or low <= v <= high), f"between {low:g} and {high:g}"
+
+
+def _one_of(*choices: str) -> _Check:
+    return (lambda v: v in choices), f"one of {', '.join(map(repr, choices))}"
+
+
+_POSITIVE: _Check = ((lambda v: v is None or v > 0), "positive")
+_SIZE = _between(1, MAX_DIMENSION)
+_NOT_EMPTY: _Check = ((lambda v: v is None or len(v) > 0), "non-empty")
+
+_RANGES: dict[type[Any], dict[str, _Check]] = {
+    FeatureSpec: {
+        "sample_rate": _between(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE),
+        "n_fft": _SIZE,
+        "win_length": _SIZE,
+        "hop_length": _SIZE,
+        "n_mels": _SIZE,
+        "preemph": _between(0.0, 1.0),
+        "mag_power": _POSITIVE,
+        "log_zero_guard_value": _POSITIVE,
+        "log_zero_guard_type": _one_of("add", "clamp"),
+        "normalize": _one_of("per_feature", "all_features", "none", ""),
+        "window_stride": _POSITIVE,
+    },
+    EncoderSpec: {
+        "subsampling_factor": _SIZE,
+        "d_model": _SIZE,
+        "joint_hidden": _SIZE,
+        "max_frames": _between(1, 1 << 31),
+        "precision": _one_of("fp32", "int8"),
+    },
+    PredictorSpec: {"layers": _between(1, MAX_LAYERS), "hidden": _SIZE},
+    JointSpec: {"num_outputs": _between(2, 2 * MAX_DIMENSION)},
+    DecodingSpec: {
+        "vocab_size": _SIZE,
+        "blank_id": _between(0, MAX_DIMENSION),
+        "durations": ((lambda v: 0 < len(v) <= 64 and all(0 <= d <= MAX_DIMENSION for d in v)),
+                      f"a non-empty list of at most 64 durations between 0 and {MAX_DIMENSION}"),
+        "max_symbols": _between(1, MAX_DIMENSION),
+    },
+    TokenizerSpec: {"segment_gap_threshold": _between(0, 1 << 31)},
+}
+"""Per-field ranges, checked after the types (``None``, where a field may be ``None``, always passes)."""
+
+
+def _must_not_be_empty(name: str) -> bool:
+    """File and graph input/output names must name something."""
+    return name in ("file", "window", "kind") or name.endswith("_file") or name.startswith(("input_", "output"))
+
+
+def _conforms(value: object, kind: Any) -> bool:
+    """Whether a JSON value fits a field of type ``kind`` (int that is not bool, finite float, ...)."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, k) for k in typing.get_args(kind))
+    if origin is tuple:
+        item = typing.get_args(kind)[0]
+        return isinstance(value, (list, tuple)) and all(_conforms(v, item) for v in value)
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        try:
+            return math.isfinite(float(value))
+        except OverflowError:
+            return False
+    if kind is str:
+        return isinstance(value, str)
+    return False
+
+
+def _kind_name(kind: Any) -> str:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_kind_name(k) for k in typing.get_args(kind))
+    if origin is tuple:
+        return f"a list of ({_kind_name(typing.get_args(kind)[0])})"
+    names = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false", type(None): "null"}
+    return names.get(kind, str(kind))
+
+
+def _convert(value: Any, kind: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(value)
+    if kind is float and value is not None:
+        return float(value)
+    return value
+
+
+def _typed(value: object, where: str, cls: type[_T0]) -> _T0:
+    """A manifest section checked field by field against ``cls``'s field types and :data:`_RANGES`."""
     if not isinstance(value, Mapping):
-        raise ManifestError(f"manifest: section {name!r} is missing or not an object")
-    try:
-        kwargs = {}
-        for key, item in value.items():
-            kwargs[key] = tuple(item) if isinstance(item, list) else item
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ManifestError(f"manifest: section {name!r} does not match schema {SCHEMA_VERSION}: {exc}") from exc
+        raise ManifestError(f"manifest: section {where!r} is missing or not an object, found {value!r:.80}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(str(key) for key in set(value) - set(known))
+    if unknown:
+        raise ManifestError(f"manifest: section {where!r} has unknown fields {unknown} (schema {SCHEMA_VERSION})")
+    missing = [name for name, f in known.items()
+               if name not in value and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise ManifestError(f"manifest: section {where!r} lacks the fields {missing} (schema {SCHEMA_VERSION})")
+    ranges = _RANGES.get(cls, {})
+    kwargs: dict[str, Any] = {}
+    for key, item in value.items():
+        kind = hints[key]
+        if not _conforms(item, kind):
+            raise ManifestError(f"manifest: {where}.{key} must be {_kind_name(kind)}, found {item!r:.80}")
+        check, expected = ranges.get(key, _NOT_EMPTY if _must_not_be_empty(key) else ((lambda v: True), ""))
+        if not check(item):
+            raise ManifestError(f"manifest: {where}.{key} must be {expected}, found {item!r:.80}")
+        kwargs[key] = _convert(item, kind)
+    return cls(**kwargs)
+
+
+_TOP_LEVEL = frozenset(
+    {"format", "schema_version", "features", "encoder", "predictor", "joint", "decoding", "tokenizer", "model_name",
+     "description", "languages", "provenance", "step", "files"}
+)
+
+
+def _top_string(raw: Mapping[str, Any], key: str) -> str:
+    value = raw.get(key, "")
+    if not isinstance(value, str):
+        raise ManifestError(f"manifest: {key} must be a string, found {value!r:.80}")
+    return value
 
 
 def parse_manifest(raw: Mapping[str, Any]) -> Manifest:
-    """Validate a decoded manifest object.
+    """Validate a decoded manifest object: every field's type (an integer is never a bool, a number is
+    finite), its range, and the sections' consistency.
 
     Raises:
-        ManifestError: wrong format, unsupported schema version, missing or inconsistent fields.
+        ManifestError: wrong format, unsupported schema version, a missing, unknown, mistyped,
+            out-of-range or inconsistent field (the message names it).
     """
     if raw.get("format") != FORMAT_NAME:
-        raise ManifestError(f"manifest: expected format {FORMAT_NAME!r}, found {raw.get('format')!r}")
+        raise ManifestError(f"manifest: expected format {FORMAT_NAME!r}, found {raw.get('format')!r:.80}")
     version = raw.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise ManifestError(
-            f"manifest: schema version {version!r} is not supported by this parakeet-runtime "
+            f"manifest: schema version {version!r:.80} is not supported by this parakeet-runtime "
             f"(it reads version {SCHEMA_VERSION}); re-convert the model with this version's convert-model"
         )
+    unknown = sorted(str(key) for key in set(raw) - _TOP_LEVEL)
+    if unknown:
+        raise ManifestError(f"manifest: unknown fields {unknown} (schema {SCHEMA_VERSION})")
     manifest = Manifest(
-        features=_section(raw, "features", FeatureSpec),
-        encoder=_section(raw, "encoder", EncoderSpec),
-        predictor=_section(raw, "predictor", PredictorSpec),
-        joint=_section(raw, "joint", JointSpec),
-        decoding=_section(raw, "decoding", DecodingSpec),
-        tokenizer=_section(raw, "tokenizer", TokenizerSpec),
-        model_name=str(raw.get("model_name", "")),
-        description=str(raw.get("description", "")),
+        features=_typed(raw.get("features"), "features", FeatureSpec),
+        encoder=_typed(raw.get("encoder"), "encoder", EncoderSpec),
+        predictor=_typed(raw.get("predictor"), "predictor", PredictorSpec),
+        joint=_typed(raw.get("joint"), "joint", JointSpec),
+        decoding=_typed(raw.get("decoding"), "decoding", DecodingSpec),
+        tokenizer=_typed(raw.get("tokenizer"), "tokenizer", TokenizerSpec),
+        model_name=_top_string(raw, "model_name"),
+        description=_top_string(raw, "description"),
         languages=_languages(raw.get("languages", [])),
         provenance=parse_provenance(raw.get("provenance", {})),
         schema_version=SCHEMA_VERSION,
-        step=_section(raw, "step", StepSpec) if raw.get("step") is not None else None,
+        step=_typed(raw["step"], "step", StepSpec) if raw.get("step") is not None else None,
     )
     _check_consistency(manifest)
-    return manifest
+    return replace(manifest, digests=_digests(raw.get("files"), manifest))
+
+
+_SHA256_DIGITS = frozenset("0123456789abcdef")
+
+
+def _digests(value: object, manifest: Manifest) -> tuple[FileDigest, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise ManifestError(f"manifest: files must map file names to {{sha256, bytes}}, found {value!r:.80}")
+    named = set(manifest.files())
+    digests = []
+    for name, record in value.items():
+        if not isinstance(record, Mapping) or set(record) != {"sha256", "bytes"}:
+            raise ManifestError(f"manifest: files.{name} must be {{sha256, bytes}}, found {record!r:.80}")
+        sha256, size = record["sha256"], record["bytes"]
+        if not isinstance(sha256, str) or len(sha256) != 64 or not set(sha256) <= _SHA256_DIGITS:
+            raise ManifestError(f"manifest: files.{name}.sha256 must be 64 lower-case hex digits, found {sha256!r:.80}")
+        if type(size) is not int or size < 0:
+            raise ManifestError(f"manifest: files.{name}.bytes must be a non-negative integer, found {size!r:.80}")
+        if name in named:  # a record of a file the manifest no longer names (a graph removed) is dropped
+            digests.append(FileDigest(name=name, sha256=sha256, size=size))
+    return tuple(digests)
 
 
 _T = TypeVar("_T")
@@ -441,23 +639,86 @@ def _check_consistency(m: Manifest) -> None:
             f"manifest: joint has {m.joint.num_outputs} outputs, expected vocab_size + 1 + len(durations) = "
             f"{d.vocab_size + 1 + len(d.durations)}"
         )
-    if m.encoder.precision not in ("fp32", "int8"):
-        raise ManifestError(f"manifest: unsupported encoder precision {m.encoder.precision!r}")
     f = m.features
-    if f.win_length > f.n_fft or f.hop_length <= 0 or f.sample_rate <= 0:
-        raise ManifestError(f"manifest: inconsistent feature settings {f}")
-    if f.normalize not in ("per_feature", "all_features", "none", ""):
-        raise ManifestError(f"manifest: unsupported feature normalisation {f.normalize!r}")
-    if f.log_zero_guard_type not in ("add", "clamp"):
-        raise ManifestError(f"manifest: unsupported log_zero_guard_type {f.log_zero_guard_type!r}")
+    if f.win_length > f.n_fft:
+        raise ManifestError(f"manifest: features.win_length ({f.win_length}) must not exceed n_fft ({f.n_fft})")
 
 
-def load_manifest(model_dir: Path) -> Manifest:
-    """Read and validate ``model_dir/manifest.json`` and check that every file it names exists.
+MAX_MANIFEST_BYTES = 16_000_000
+"""A manifest is a few kilobytes; a larger file is refused unread."""
+
+_HASH_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def with_file_digests(manifest: Manifest, model_dir: Path) -> Manifest:
+    """``manifest`` recording the size and SHA-256 of every file it names, as they are in ``model_dir``
+    (``convert-model`` calls it last, after any quantisation)."""
+    digests = tuple(
+        FileDigest(name=name, sha256=file_sha256(model_dir / name), size=(model_dir / name).stat().st_size)
+        for name in dict.fromkeys(manifest.files())
+    )
+    return replace(manifest, digests=digests)
+
+
+def _confined(root: Path, label: str, name: str) -> Path | None:
+    """The resolved path of a file the manifest names (``None``: it does not exist).
+
+    Raises:
+        ManifestError: an absolute path, a path through ``..``, a symbolic link that leaves the directory,
+            or something other than a plain file.
+    """
+    relative = Path(name)
+    if relative.is_absolute() or "\x00" in name or ".." in relative.parts or relative.drive:
+        raise ManifestError(
+            f"manifest: {label} must be a path inside the model directory, found {name!r:.200}"
+        )
+    path = root / relative
+    if not path.exists():
+        return None
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root):
+        raise ManifestError(
+            f"manifest: {label} {name!r} leaves the model directory (a symbolic link to {resolved})"
+        )
+    if not resolved.is_file():
+        raise ManifestError(f"manifest: {label} {name!r} is not a plain file")
+    return resolved
+
+
+def _check_digests(manifest: Manifest, root: Path, *, verify: bool) -> None:
+    for digest in manifest.digests:
+        path = root / digest.name
+        size = path.stat().st_size
+        if size != digest.size:
+            raise ManifestError(
+                f"{digest.name}: {size} bytes, the manifest records {digest.size}: the file was changed after "
+                "conversion (re-convert the model, or restore the file)"
+            )
+        if verify and file_sha256(path) != digest.sha256:
+            raise ManifestError(
+                f"{digest.name}: SHA-256 differs from the manifest's: the file was changed after conversion "
+                "(re-convert the model, or restore the file)"
+            )
+
+
+def load_manifest(model_dir: Path, *, verify: bool = False) -> Manifest:
+    """Read and validate ``model_dir/manifest.json`` and check the files it names: each must be a plain file
+    inside the directory (no absolute path, no ``..``, no symbolic link leading out), of the size the
+    manifest records (when it records one), and with ``verify=True`` of the SHA-256 it records.
 
     Raises:
         ModelDirectoryError: the directory, the manifest or a referenced file is missing.
-        ManifestError: the manifest is not valid JSON or fails validation.
+        ManifestError: the manifest is not valid JSON, fails validation, names a file outside the directory
+            or not a plain file, or a file differs from the size or hash it records.
     """
     if not model_dir.is_dir():
         raise ModelDirectoryError(
@@ -469,13 +730,18 @@ def load_manifest(model_dir: Path) -> Manifest:
     if not path.is_file():
         raise ModelDirectoryError(f"{model_dir} is not a parakeet-runtime model directory: no {MANIFEST_NAME}")
     try:
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path}: {size} bytes; a manifest is a few kilobytes")
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{path}: not a readable JSON manifest ({exc})") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ManifestError(f"{path}: not a readable JSON manifest ({type(exc).__name__}: {exc})") from exc
     if not isinstance(raw, dict):
         raise ManifestError(f"{path}: expected a JSON object")
     manifest = parse_manifest(raw)
-    missing = [name for name in manifest.files() if not (model_dir / name).is_file()]
+    root = model_dir.resolve()
+    missing = [name for label, name in manifest.named_files() if _confined(root, label, name) is None]
     if missing:
         raise ModelDirectoryError(f"{model_dir}: files named in the manifest are missing: {', '.join(missing)}")
+    _check_digests(manifest, root, verify=verify)
     return manifest

@@ -56,6 +56,27 @@ def _session(path: Path, providers: Sequence[str], threads: int | None, spinning
         raise ManifestError(f"{path.name}: ONNX Runtime cannot load this graph ({exc})") from exc
 
 
+def _check_names(
+    session: ort.InferenceSession, file: str, section: str, inputs: Sequence[str], outputs: Sequence[str]
+) -> None:
+    """The graph has the inputs and outputs its manifest section names (checked at load, not at the first
+    request; the predictor and the step graph are checked by running them at load).
+
+    Raises:
+        ManifestError: a name the graph lacks.
+    """
+    for kind, names, present in (
+        ("input", inputs, [i.name for i in session.get_inputs()]),
+        ("output", outputs, [o.name for o in session.get_outputs()]),
+    ):
+        for name in names:
+            if name not in present:
+                raise ManifestError(
+                    f"{file}: the graph has no {kind} {name!r:.80} (manifest section {section!r}); "
+                    f"its {kind}s: {', '.join(present)}"
+                )
+
+
 STEP_GRAPH_THREADING_BYTES = 8_000_000
 """A step graph (predictor, joint) this large runs on the encoder's threads; a smaller one on one thread."""
 
@@ -138,11 +159,18 @@ class OnnxTdtModel:
         logger.info("loading ONNX graphs from %s with providers %s", model_dir, chosen)
         _warn_if_int8_saturates(manifest, chosen)
         predictor_file = manifest.step.file if manifest.step else manifest.predictor.file
+        encoder = _session(model_dir / manifest.encoder.file, chosen, session.threads, session.spinning)
+        enc = manifest.encoder
+        _check_names(encoder, enc.file, "encoder", (enc.input_features, enc.input_lengths),
+                     (enc.output_frames, enc.output_lengths))
+        joint = _step_session(model_dir / manifest.joint.file, chosen, session.threads, spin=False)
+        spec = manifest.joint
+        _check_names(joint, spec.file, "joint", (spec.input_encoder, spec.input_predictor), (spec.output_logits,))
         return cls(
             manifest=manifest,
-            encoder_session=_session(model_dir / manifest.encoder.file, chosen, session.threads, session.spinning),
+            encoder_session=encoder,
             predictor_session=_step_session(model_dir / predictor_file, chosen, session.threads, spin=True),
-            joint_session=_step_session(model_dir / manifest.joint.file, chosen, session.threads, spin=False),
+            joint_session=joint,
             release_above_frames=_frames(manifest, session.release_memory_above_seconds),
         )
 

@@ -27,7 +27,8 @@ class Tokenizer:
         """Load the SentencePiece model and check it against the vocabulary file.
 
         Raises:
-            ManifestError: the model cannot be read or disagrees with ``vocab_size`` / the vocabulary.
+            ManifestError: the model or the vocabulary cannot be read, or they disagree with each other or
+                with ``vocab_size``.
         """
         processor = sentencepiece.SentencePieceProcessor()
         try:
@@ -39,7 +40,10 @@ class Tokenizer:
                 f"{spec.file}: tokenizer has {processor.get_piece_size()} pieces, manifest says {vocab_size}"
             )
         pieces = tuple(processor.id_to_piece(i) for i in range(vocab_size))
-        vocab = (model_dir / spec.vocab_file).read_text(encoding="utf-8").split("\n")
+        try:
+            vocab = (model_dir / spec.vocab_file).read_text(encoding="utf-8").split("\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"{spec.vocab_file}: not a readable UTF-8 vocabulary ({exc})") from exc
         if tuple(vocab[:vocab_size]) != pieces:
             raise ManifestError(f"{spec.vocab_file}: vocabulary does not match {spec.file}")
         texts = tuple(processor.decode_pieces([piece]) for piece in pieces)

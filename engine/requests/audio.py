@@ -3,6 +3,12 @@
 Files are read with soundfile (WAV, FLAC, OGG/Vorbis, Opus, MP3 where libsndfile has it, ...).
 Integer PCM is scaled to [-1, 1); several channels are averaged; other sample rates are resampled
 with soxr's high-quality filter (what librosa, and so NeMo, uses by default).
+
+Hostile input is refused early with :class:`AudioDecodeError`: sample rates outside
+:data:`MIN_SAMPLE_RATE`..:data:`MAX_SAMPLE_RATE` (and rates that are not integers, ``True`` included)
+before anything is resampled, arrays without channels or of an ambiguous orientation, non-finite samples
+and samples beyond :data:`MAX_ABS_SAMPLE`; audio longer than the caller's limit
+(:class:`AudioTooLongError`) is refused from its declared length before it is decoded or resampled.
 """
 
 from __future__ import annotations
@@ -19,8 +25,17 @@ import soxr
 
 from parakeet_runtime.decoding import FloatArray
 
-from ..errors import AudioDecodeError, AudioFileNotFoundError
+from ..errors import AudioDecodeError, AudioFileNotFoundError, AudioTooLongError
+from ..model.manifest import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .containers import read_container
+
+MAX_CHANNELS = 8
+"""An array axis this short (or shorter) and shorter than the other axis is the channel axis."""
+MAX_ABS_SAMPLE = 1e6
+"""Samples beyond this magnitude are refused. Float audio is normally within [-1, 1]; floats at integer
+PCM scale (int16: ±32768, int24: ±8.4e6 is beyond) still transcribe, because the features are normalised.
+Values near 1e15 overflow the float32 mel power and turn the transcript into "⁇"; the bound leaves a wide
+margin below that and is far beyond any plausible signal."""
 
 AudioInput: TypeAlias = "str | os.PathLike[str] | bytes | npt.NDArray[np.generic] | tuple[npt.NDArray[np.generic], int]"
 """A path, encoded file bytes, an array (at the model rate unless a rate is given), or ``(array, rate)``."""
@@ -49,7 +64,9 @@ def _describe(source: object) -> str:
     return f"<{type(source).__name__}>"
 
 
-def _read_file(source: str | os.PathLike[str] | bytes) -> tuple[npt.NDArray[np.float32], int]:
+def _read_file(
+    source: str | os.PathLike[str] | bytes, max_seconds: float | None
+) -> tuple[npt.NDArray[np.float32], int]:
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.exists(path):
@@ -60,12 +77,69 @@ def _read_file(source: str | os.PathLike[str] | bytes) -> tuple[npt.NDArray[np.f
     else:
         handle = io.BytesIO(source)
     try:
-        data, rate = soundfile.read(handle, dtype="float32", always_2d=True)
+        with soundfile.SoundFile(handle) as audio_file:
+            rate = int(audio_file.samplerate)
+            _check_rate(rate, _describe(source))
+            if max_seconds is not None:
+                _check_duration(audio_file.frames, rate, max_seconds, _describe(source))
+            data = audio_file.read(dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
+        if isinstance(exc, (AudioDecodeError, AudioTooLongError)):
+            raise
         refusal = AudioDecodeError(f"cannot decode audio from {_describe(source)}: {_reason(exc)}")
         refusal.__cause__ = exc
-        return read_container(source, refusal)  # PyAV for MP4/M4A, WebM, AAC; else raises the refusal
-    return data, int(rate)
+        data, rate = read_container(source, refusal)  # PyAV for MP4/M4A, WebM, AAC; else raises the refusal
+        return data, _check_rate(rate, _describe(source))
+    return data, rate
+
+
+def _check_rate(rate: object, label: str) -> int:
+    """``rate`` as an int, or a typed error before anything is resampled."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)):
+        raise AudioDecodeError(f"{label}: sample rate must be an integer number of Hz, found {rate!r:.80}")
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioDecodeError(
+            f"{label}: sample rate must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz, found {rate}"
+        )
+    return int(rate)
+
+
+def _check_duration(frames: int, rate: int, max_seconds: float, label: str) -> None:
+    """Refuse audio whose declared length exceeds ``max_seconds``, before decoding or resampling it."""
+    seconds = frames / rate
+    if seconds > max_seconds:
+        raise AudioTooLongError(
+            f"{label}: audio of {seconds:.1f} s is longer than this model's encoder takes in one pass "
+            f"(about {max_seconds:.0f} s); split it into shorter pieces"
+        )
+
+
+def _mono(data: npt.NDArray[np.float32], label: str, *, channels_last: bool) -> npt.NDArray[np.float32]:
+    """One channel from ``(n,)``, or the mean of the channels of a 2-D array.
+
+    A decoded file is ``(frames, channels)``. For an array the orientation is inferred: the shorter axis
+    is the channel axis when it has at most :data:`MAX_CHANNELS` entries and the other axis is longer, so
+    ``(n, 2)`` and ``(2, n)`` are both stereo; ``(0, c)`` is empty audio; a shape where neither axis is
+    clearly the channel axis (``(3, 3)``, ``(100, 200)``) is refused, as is an axis of no channels.
+    """
+    if data.ndim == 1:
+        return data
+    if data.ndim != 2:
+        raise AudioDecodeError(f"{label}: expected shape (n,) or (n, channels), found {data.shape}")
+    rows, columns = data.shape
+    if not channels_last and rows > 0:
+        if columns == 0:
+            raise AudioDecodeError(f"{label}: an array of shape {data.shape} has no channels")
+        if rows <= MAX_CHANNELS and columns > rows:
+            data = data.T
+        elif not (columns <= MAX_CHANNELS and rows > columns) and data.shape != (1, 1):
+            raise AudioDecodeError(
+                f"{label}: ambiguous shape {data.shape}: expected (n,), (n, channels) or (channels, n) "
+                f"with at most {MAX_CHANNELS} channels"
+            )
+    if data.shape[1] == 0:
+        raise AudioDecodeError(f"{label}: an array of shape {data.shape} has no channels")
+    return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
 
 
 def _reason(exc: Exception) -> str:
@@ -93,42 +167,52 @@ def _as_float(array: npt.NDArray[np.generic], label: str) -> npt.NDArray[np.floa
     raise AudioDecodeError(f"{label}: expected float or integer PCM samples, found dtype {array.dtype}")
 
 
-def load_audio(source: AudioInput, target_rate: int, *, sample_rate: int | None = None) -> Audio:
+def load_audio(
+    source: AudioInput, target_rate: int, *, sample_rate: int | None = None, max_seconds: float | None = None
+) -> Audio:
     """Decode ``source`` to mono float32 at ``target_rate``.
 
     Args:
         source: a path, encoded file bytes, an array, or ``(array, sample_rate)``. Arrays are
-            ``(n,)`` or ``(n, channels)``.
+            ``(n,)``, ``(n, channels)`` or ``(channels, n)`` (the shorter axis, of at most
+            :data:`MAX_CHANNELS`, holds the channels; other 2-D shapes are ambiguous and refused).
         target_rate: the model's sample rate.
         sample_rate: rate of a bare array (default: ``target_rate``); ignored for files.
+        max_seconds: the longest audio accepted; longer audio is refused from its declared length
+            (samples / rate for arrays, the header for files) before it is decoded or resampled.
 
     Raises:
         AudioFileNotFoundError: a path that does not exist.
-        AudioDecodeError: anything that is not decodable audio, or an array of the wrong shape/dtype.
+        AudioDecodeError: anything that is not decodable audio; an array of the wrong shape/dtype; a sample
+            rate that is not an integer between :data:`MIN_SAMPLE_RATE` and :data:`MAX_SAMPLE_RATE`; NaN,
+            infinite samples or samples beyond ±:data:`MAX_ABS_SAMPLE`.
+        AudioTooLongError: audio longer than ``max_seconds``.
     """
     label = _describe(source)
     if isinstance(source, tuple):
         if len(source) != 2 or not isinstance(source[0], np.ndarray):
             raise AudioDecodeError("expected an (array, sample_rate) pair")
-        array, rate = source[0], source[1]
-        if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)):
-            raise AudioDecodeError(f"sample rate must be an integer, found {rate!r}")
-        data, rate = _as_float(array, label), int(rate)
+        array, rate = source[0], _check_rate(source[1], label)
+        data = _mono(_as_float(array, label), label, channels_last=False)
     elif isinstance(source, np.ndarray):
-        data, rate = _as_float(source, label), sample_rate or target_rate
+        rate = _check_rate(target_rate if sample_rate is None else sample_rate, label)
+        data = _mono(_as_float(source, label), label, channels_last=False)
     elif isinstance(source, (str, os.PathLike, bytes)):
-        data, rate = _read_file(source)
+        file_data, rate = _read_file(source, max_seconds)
+        data = _mono(file_data, label, channels_last=True)
     else:
         raise AudioDecodeError(f"unsupported audio input of type {type(source).__name__}")
-
-    if rate <= 0:
-        raise AudioDecodeError(f"{label}: sample rate must be positive, found {rate}")
-    if data.ndim == 2:
-        data = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-    elif data.ndim != 1:
-        raise AudioDecodeError(f"{label}: expected shape (n,) or (n, channels), found {data.shape}")
-    if not np.all(np.isfinite(data)):
-        raise AudioDecodeError(f"{label}: samples contain NaN or infinity")
+    if max_seconds is not None:
+        _check_duration(data.shape[0], rate, max_seconds, label)
+    if data.shape[0] > 0:
+        peak = float(np.max(np.abs(data)))
+        if not np.isfinite(peak):
+            raise AudioDecodeError(f"{label}: samples contain NaN or infinity")
+        if peak > MAX_ABS_SAMPLE:
+            raise AudioDecodeError(
+                f"{label}: samples reach {peak:.3g}; expected float audio within [-1, 1] (at most "
+                f"±{MAX_ABS_SAMPLE:g} is accepted)"
+            )
     if rate != target_rate and data.shape[0] > 0:
         data = soxr.resample(data, rate, target_rate, quality="HQ").astype(np.float32, copy=False)
     return Audio(samples=np.ascontiguousarray(data, dtype=np.float32), sample_rate=target_rate)

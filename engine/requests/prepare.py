@@ -36,6 +36,22 @@ class Preparer:
         """The rate the model expects."""
         return self.features.spec.sample_rate
 
+    @property
+    def max_seconds(self) -> float:
+        """The longest audio the encoder might take, a little over its exact limit: audio longer than this is
+        refused from its declared length before it is decoded or resampled; shorter audio gets the exact
+        check on its feature frames (:meth:`_check_length`) after feature extraction.
+
+        The exact limit is ``max_frames × subsampling_factor`` valid feature frames; the last sample count
+        within it at the model's rate is ``(frames + 1) × hop + n_fft - padding - 1``. One hop is added for
+        the rounding of resampling, so the early check never refuses audio the exact check accepts.
+        """
+        spec = self.features.spec
+        frames = self.encoder.max_frames * self.encoder.subsampling_factor
+        pad = ((spec.n_fft - spec.hop_length) // 2) * 2 if spec.exact_pad else (spec.n_fft // 2) * 2
+        samples = (frames + 1) * spec.hop_length + spec.n_fft - pad + spec.hop_length
+        return samples / spec.sample_rate
+
     def __call__(self, source: AudioInput, sample_rate: int | None = None) -> PreparedAudio:
         """Prepare one input (``sample_rate``: the rate of a bare array; default the model's).
 
@@ -43,7 +59,7 @@ class Preparer:
             AudioDecodeError, AudioFileNotFoundError: the input is not readable audio.
             AudioTooLongError: longer than the exported encoder takes in one pass.
         """
-        audio = load_audio(source, self.sample_rate, sample_rate=sample_rate)
+        audio = load_audio(source, self.sample_rate, sample_rate=sample_rate, max_seconds=self.max_seconds)
         if audio.samples.shape[0] == 0:
             return PreparedAudio(duration=0.0, features=None, valid_frames=0)
         features, valid = self.features(audio.samples)
