@@ -34,6 +34,7 @@ def export_onnx_asr(model: Any, out_dir: Path, *, config: dict[str, Any] | None 
             "model_type": "nemo-conformer-tdt",
             "features_size": int(model.cfg.preprocessor.features),
             "subsampling_factor": int(model.cfg.encoder.subsampling_factor),
+            "max_tokens_per_step": int(model.decoding.decoding.max_symbols),
         }
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return out_dir

@@ -516,9 +516,13 @@ def _combine_inputs(graph: Any, inputs: set[str], graph_name: str) -> tuple[str,
 
 
 def hann_window(length: int) -> FloatArray:
-    """``torch.hann_window(length, periodic=False)`` (NeMo's window), float32."""
-    n = np.arange(length, dtype=np.float64)
-    window: FloatArray = (0.5 - 0.5 * np.cos(2.0 * math.pi * n / (length - 1))).astype(np.float32)
+    """``torch.hann_window(length, periodic=False)`` (NeMo's window), float32, in torch's order of
+    operations (``cos(n * (2 pi / (length - 1))) * -0.5 + 0.5`` in float32). torch's float32 ``cos`` is
+    faithfully rounded, this one correctly: a few values differ by one unit in the last place."""
+    n = np.arange(length, dtype=np.float32)
+    angle = n * np.float32(2.0 * math.pi / (length - 1))
+    cosine = np.cos(angle.astype(np.float64)).astype(np.float32)
+    window: FloatArray = cosine * np.float32(-0.5) + np.float32(0.5)
     return window
 
 
