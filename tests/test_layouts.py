@@ -27,6 +27,7 @@ from parakeet_runtime.engine.model.onnx_asr import (
     vocab_tokenizer,
 )
 from parakeet_runtime.engine.options import SessionOptions
+from parakeet_runtime.engine.requests.audio import AudioInput
 from tests.conftest import HAVE_NEMO
 from tests.fixtures.build import CLIP_NAMES
 from tests.parity import assert_identical
@@ -93,11 +94,12 @@ def test_onnx_asr_layout_reads_what_the_checkpoint_says(
         featurizer = model.preprocessor.featurizer
         np.testing.assert_array_equal(engine.features.filterbank, featurizer.fb.numpy()[0])
         np.testing.assert_allclose(engine.features.window, featurizer.window.numpy(), rtol=0, atol=1e-7)
-        assert engine.tokenizer.texts == tuple(model.tokenizer.ids_to_text([i]) for i in range(len(engine.tokenizer.pieces)))
+        ids = range(len(engine.tokenizer.pieces))
+        assert engine.tokenizer.texts == tuple(model.tokenizer.ids_to_text([i]) for i in ids)
 
 
 def test_batched_list_equals_one_at_a_time(layout_engines: dict[str, Engine], clips: dict[str, Path]) -> None:
-    paths = [clips[name] for name in CLIP_NAMES]
+    paths: list[AudioInput] = [clips[name] for name in CLIP_NAMES]
     for engine in layout_engines.values():
         together = engine.transcribe(paths)
         assert together == [engine.transcribe(path) for path in paths]
@@ -163,7 +165,7 @@ def test_mel_count_disagreeing_with_the_encoder_is_refused(onnx_asr_dirs: dict[s
     directory = _copy(onnx_asr_dirs["tdt_a"], tmp_path / "mels")
     config = json.loads((directory / "config.json").read_text())
     (directory / "config.json").write_text(json.dumps({**config, "features_size": 128}))
-    with pytest.raises(ManifestError, match="features_size is 128.*takes 80 mel bins"):
+    with pytest.raises(ManifestError, match=r"features_size is 128.*takes 80 mel bins"):
         Engine.load(directory)
 
 
@@ -178,7 +180,7 @@ def test_vocab_without_blank_is_refused(onnx_asr_dirs: dict[str, Path], tmp_path
 def test_missing_encoder_is_refused(onnx_asr_dirs: dict[str, Path], tmp_path: Path) -> None:
     directory = _copy(onnx_asr_dirs["tdt_a"], tmp_path / "encoder")
     (directory / "encoder-model.onnx").unlink()
-    with pytest.raises(ModelDirectoryError, match="encoder-model.onnx"):
+    with pytest.raises(ModelDirectoryError, match=r"encoder-model\.onnx"):
         Engine.load(directory)
 
 
@@ -197,5 +199,5 @@ def test_int8_variant_loads_when_it_is_the_only_one(onnx_asr_dirs: dict[str, Pat
     assert layout.manifest.encoder.file == "encoder-model.int8.onnx"
     assert layout.manifest.encoder.precision == "int8"
     assert layout.manifest.joint.file == "decoder_joint-model.int8.onnx"
-    with pytest.raises(ModelDirectoryError, match="encoder-model.int8.onnx"):
+    with pytest.raises(ModelDirectoryError, match=r"encoder-model\.int8\.onnx"):
         load_onnx_asr(source, providers=None, session=SessionOptions(), quantization="int8")

@@ -295,7 +295,9 @@ def _mel_count(encoder_file: str, shape: Sequence[Any], config: dict[str, Any]) 
             )
         return mels
     if graph_mels is None:
-        raise ManifestError(f"{encoder_file}: audio_signal has no static mel size, and {CONFIG_FILE} has no features_size")
+        raise ManifestError(
+            f"{encoder_file}: audio_signal has no static mel size, and {CONFIG_FILE} has no features_size"
+        )
     return graph_mels
 
 
@@ -337,8 +339,11 @@ def _max_frames(path: Path, d_model: int) -> int:
     onnx = _import_onnx()
     model = onnx.load(str(path), load_external_data=False)
     shapes = [list(t.dims) for t in model.graph.initializer]
-    shapes += [list(a.t.dims) for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
-    lengths = [s[1] for s in shapes if len(s) == 3 and s[0] == 1 and s[2] == d_model and s[1] % 2 == 1 and s[1] > 1]
+    constants = [n for n in model.graph.node if n.op_type == "Constant"]
+    shapes += [list(a.t.dims) for n in constants for a in n.attribute if a.name == "value"]
+    lengths = [
+        int(s[1]) for s in shapes if len(s) == 3 and s[0] == 1 and s[2] == d_model and s[1] % 2 == 1 and s[1] > 1
+    ]
     if not lengths:
         logger.info("%s: no position table found; assuming %d encoder frames at most", path.name, DEFAULT_MAX_FRAMES)
         return DEFAULT_MAX_FRAMES
@@ -480,7 +485,9 @@ def split_decoder_joint(path: Path) -> DecoderJointParts:
     num_outputs = _static_dims(outputs["outputs"])[-1]
     sizes = (d_model, states[0], states[-1], num_outputs)
     if any(size is None for size in sizes):
-        raise ManifestError(f"{path.name}: graph sizes are not static (d_model, state layers and size, outputs): {sizes}")
+        raise ManifestError(
+            f"{path.name}: graph sizes are not static (d_model, state layers and size, outputs): {sizes}"
+        )
     d_model, layers, hidden, num_outputs = (int(s) for s in sizes if s is not None)
     return DecoderJointParts(
         projection=projection, predictor=predictor, joint=joint, d_model=d_model, layers=layers, hidden=hidden,

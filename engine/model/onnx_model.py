@@ -81,10 +81,7 @@ def step_graph_session(
     every step (1.25 ms per step without spinning, 0.9 ms with). Only that pool spins, so that two
     spinning pools do not fight for the cores; decoding runs after encoding, so it does not compete with
     the encoder."""
-    if isinstance(source, Path):
-        size = source.stat().st_size if source.is_file() else 0
-    else:
-        size = len(source)
+    size = len(source) if isinstance(source, bytes) else (source.stat().st_size if source.is_file() else 0)
     large = size >= STEP_GRAPH_THREADING_BYTES
     return graph_session(source, providers, threads if large else 1, spin and large)
 
