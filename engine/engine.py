@@ -22,6 +22,7 @@ from parakeet_runtime.decoding import TdtConfig
 
 from .model.features import FeatureExtractor
 from .model.manifest import Manifest, load_manifest
+from .model.onnx_asr import is_onnx_asr_directory, load_onnx_asr
 from .model.onnx_model import OnnxTdtModel
 from .model.tokenizer import Tokenizer
 from .options import BatchingOptions, SessionOptions
@@ -82,7 +83,8 @@ class Engine:
         batching: BatchingOptions | None = None,
         verify: bool = False,
     ) -> Engine:
-        """Load a model directory written by ``convert-model``.
+        """Load a model directory written by ``convert-model``, or one in onnx-asr's NeMo TDT layout
+        (``encoder-model.onnx``, ``decoder_joint-model.onnx``, ``vocab.txt``; see ``model/onnx_asr.py``).
 
         Args:
             model_dir: the directory; ``None`` loads the bundled demo model.
@@ -99,12 +101,16 @@ class Engine:
                 directory, or differs from the size (or, with ``verify``, the hash) the manifest records.
         """
         directory = Path(model_dir) if model_dir is not None else default_model_dir()
-        manifest = load_manifest(directory, verify=verify)
-        decoding = manifest.decoding
         batching = batching or BatchingOptions()
-        features = FeatureExtractor.load(manifest.features, directory)
-        tokenizer = Tokenizer.load(manifest.tokenizer, directory, decoding.vocab_size)
-        model = OnnxTdtModel.load(manifest, directory, providers=providers, session=session or SessionOptions())
+        if is_onnx_asr_directory(directory):  # onnx-asr's NeMo export layout (no manifest.json)
+            layout = load_onnx_asr(directory, providers=providers, session=session or SessionOptions())
+            manifest, features, tokenizer, model = layout.manifest, layout.features, layout.tokenizer, layout.model
+        else:
+            manifest = load_manifest(directory, verify=verify)
+            features = FeatureExtractor.load(manifest.features, directory)
+            tokenizer = Tokenizer.load(manifest.tokenizer, directory, manifest.decoding.vocab_size)
+            model = OnnxTdtModel.load(manifest, directory, providers=providers, session=session or SessionOptions())
+        decoding = manifest.decoding
         inference = Inference(
             model=model,
             tdt_config=TdtConfig(

@@ -48,12 +48,21 @@ def session_options(threads: int | None, spinning: bool) -> ort.SessionOptions:
     return options
 
 
-def _session(path: Path, providers: Sequence[str], threads: int | None, spinning: bool) -> ort.InferenceSession:
+def graph_session(
+    source: Path | bytes, providers: Sequence[str], threads: int | None, spinning: bool
+) -> ort.InferenceSession:
+    """A session on a graph file, or on a serialised graph (``bytes``: graphs cut at load time).
+
+    Raises:
+        ManifestError: ONNX Runtime cannot load the graph.
+    """
     options = session_options(threads, spinning)
+    name = source.name if isinstance(source, Path) else "graph"
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+        model = str(source) if isinstance(source, Path) else source
+        return ort.InferenceSession(model, sess_options=options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own untyped exceptions here
-        raise ManifestError(f"{path.name}: ONNX Runtime cannot load this graph ({exc})") from exc
+        raise ManifestError(f"{name}: ONNX Runtime cannot load this graph ({exc})") from exc
 
 
 def _check_names(
@@ -81,7 +90,9 @@ STEP_GRAPH_THREADING_BYTES = 8_000_000
 """A step graph (predictor, joint) this large runs on the encoder's threads; a smaller one on one thread."""
 
 
-def _step_session(path: Path, providers: Sequence[str], threads: int | None, *, spin: bool) -> ort.InferenceSession:
+def step_graph_session(
+    source: Path | bytes, providers: Sequence[str], threads: int | None, *, spin: bool
+) -> ort.InferenceSession:
     """A per-step graph (the step graph or the predictor, the joint) runs once per decoding step. A
     small one (the fixtures', Parakeet v2's joint) is fastest on one thread: a thread pool costs more than
     it saves. A large one is bound by reading its weights from memory on every step (Parakeet's
@@ -91,9 +102,9 @@ def _step_session(path: Path, providers: Sequence[str], threads: int | None, *, 
     every step (1.25 ms per step without spinning, 0.9 ms with). Only that pool spins, so that two
     spinning pools do not fight for the cores; decoding runs after encoding, so it does not compete with
     the encoder."""
-    size = path.stat().st_size if path.is_file() else 0
+    size = len(source) if isinstance(source, bytes) else (source.stat().st_size if source.is_file() else 0)
     large = size >= STEP_GRAPH_THREADING_BYTES
-    return _session(path, providers, threads if large else 1, spin and large)
+    return graph_session(source, providers, threads if large else 1, spin and large)
 
 
 def _release_arena_options() -> ort.RunOptions:
@@ -126,6 +137,17 @@ def _frames(manifest: Manifest, seconds: float | None) -> int | None:
 
 
 @dataclass(frozen=True, eq=False)
+class EncoderProjection:
+    """A graph run on the encoder's output before decoding, for layouts whose encoder stops before the
+    joint's encoder projection (onnx-asr's): ``(batch, d_model, frames)`` in, projected frames
+    ``(batch, frames, joint_hidden)`` out. Each frame is projected once, not once per decoding step."""
+
+    session: ort.InferenceSession
+    input: str
+    output: str
+
+
+@dataclass(frozen=True, eq=False)
 class OnnxTdtModel:
     """The graphs of a TDT model. Immutable; every method is safe to call from many threads."""
 
@@ -137,6 +159,8 @@ class OnnxTdtModel:
     joint_session: ort.InferenceSession
     release_above_frames: int | None = None
     """Encoder runs on more feature frames than this (batch × padded width) release the arena's growth."""
+    encoder_projection: EncoderProjection | None = None
+    """Applied to the encoder's output when the encoder graph does not project its frames itself."""
     _start: tuple[FloatArray, FloatArray, FloatArray] = field(init=False, repr=False)
     """Predictor output, ``h`` and ``c`` after the start-of-sequence input, computed once (read-only)."""
 
@@ -159,17 +183,17 @@ class OnnxTdtModel:
         logger.info("loading ONNX graphs from %s with providers %s", model_dir, chosen)
         _warn_if_int8_saturates(manifest, chosen)
         predictor_file = manifest.step.file if manifest.step else manifest.predictor.file
-        encoder = _session(model_dir / manifest.encoder.file, chosen, session.threads, session.spinning)
+        encoder = graph_session(model_dir / manifest.encoder.file, chosen, session.threads, session.spinning)
         enc = manifest.encoder
         _check_names(encoder, enc.file, "encoder", (enc.input_features, enc.input_lengths),
                      (enc.output_frames, enc.output_lengths))
-        joint = _step_session(model_dir / manifest.joint.file, chosen, session.threads, spin=False)
+        joint = step_graph_session(model_dir / manifest.joint.file, chosen, session.threads, spin=False)
         spec = manifest.joint
         _check_names(joint, spec.file, "joint", (spec.input_encoder, spec.input_predictor), (spec.output_logits,))
         return cls(
             manifest=manifest,
             encoder_session=encoder,
-            predictor_session=_step_session(model_dir / predictor_file, chosen, session.threads, spin=True),
+            predictor_session=step_graph_session(model_dir / predictor_file, chosen, session.threads, spin=True),
             joint_session=joint,
             release_above_frames=_frames(manifest, session.release_memory_above_seconds),
         )
@@ -193,6 +217,9 @@ class OnnxTdtModel:
             {spec.input_features: features, spec.input_lengths: lengths},
             run_options,
         )
+        projection = self.encoder_projection
+        if projection is not None:
+            (frames,) = projection.session.run([projection.output], {projection.input: frames})
         return frames, encoded_lengths.astype(np.int64, copy=False)
 
     def _run_predictor(
