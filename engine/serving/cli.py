@@ -17,6 +17,7 @@ from ..results import Transcript
 from .batch import OutputPlan, transcribe_inputs, write_combined, write_outputs
 from .formats import FORMATS, render
 from .inputs import BatchInput, collect_inputs
+from .memory import limit_malloc_arenas
 from .progress import Progress
 
 DEMO_NOTE = (
@@ -166,6 +167,7 @@ def serve(args: argparse.Namespace) -> int:
     except ParakeetRuntimeError as exc:
         print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
         return 2
+    limit_malloc_arenas()  # before uvicorn and the engine start their threads
     uvicorn.run(create_app(load, options), host=args.host, port=args.port, log_level=args.log_level,
                 timeout_graceful_shutdown=30)
     return 0
