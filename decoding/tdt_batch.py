@@ -18,6 +18,7 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from .arrays import BoolArray, FloatArray, IntArray
+from .confidence import ConfidenceOptions, StepConfidence, step_confidence
 from .rules import JointReader, blank_skip, forced_ahead, labels_at_frame
 from .tdt import DecodedToken, TdtConfig
 
@@ -62,6 +63,9 @@ class BatchResult(Generic[StateT]):
     """Emitted labels of each utterance, in batch order."""
     state: StateT
     """Predictor state of every row after its last emitted label."""
+    steps: tuple[tuple[StepConfidence, ...], ...] | None = None
+    """With confidence on: per utterance, the confidence of each decision its search read, in order (only
+    the emitted labels' when ``exclude_blank``); ``None`` when off."""
 
 
 def tdt_greedy_decode_batch(
@@ -70,6 +74,7 @@ def tdt_greedy_decode_batch(
     model: BatchStepModel[StateT],
     config: TdtConfig,
     lookahead: int = 1,
+    confidence: ConfidenceOptions | None = None,
 ) -> BatchResult[StateT]:
     """Greedy TDT search over a padded batch.
 
@@ -81,9 +86,12 @@ def tdt_greedy_decode_batch(
         lookahead: frames of each row whose joint one call computes while the row looks for a non-blank
             label; in one tick a row walks through the blanks of its window. The tokens do not depend on
             it.
+        confidence: record each decision's confidence (see :mod:`.confidence`); ``None``: nothing is
+            recorded and nothing is computed.
 
     Returns:
-        Per utterance, the emitted tokens (id, frame, duration), and the final predictor state.
+        Per utterance, the emitted tokens (id, frame, duration) and, with ``confidence``, the recorded
+        steps; and the final predictor state.
     """
     batch, max_time = encoder_frames.shape[0], encoder_frames.shape[1]
     length = np.asarray(lengths, dtype=np.int64).reshape(-1)
@@ -94,13 +102,17 @@ def tdt_greedy_decode_batch(
     if lookahead < 1:
         raise ValueError(f"lookahead must be >= 1, got {lookahead}")
 
-    search = _BatchSearch.begin(encoder_frames, length, model, config, lookahead)
+    search = _BatchSearch.begin(encoder_frames, length, model, config, lookahead, confidence)
     active = search.rows_searching(np.arange(batch, dtype=np.int64))
     while active.size:
         search.refill(active)
         search.emit(search.walk_blanks(active))
         active = search.rows_searching(active)
-    return BatchResult(tokens=tuple(tuple(t) for t in search.tokens), state=search.state)
+    return BatchResult(
+        tokens=tuple(tuple(t) for t in search.tokens),
+        state=search.state,
+        steps=None if search.steps is None else tuple(tuple(s) for s in search.steps),
+    )
 
 
 @dataclass
@@ -131,6 +143,12 @@ class _BatchSearch(Generic[StateT]):
     offsets: IntArray
     """``0 ... lookahead - 1``: the positions of a window."""
     tokens: list[list[DecodedToken]]
+    confidence: ConfidenceOptions | None
+    window_confidence: FloatArray
+    """Label confidence at the window's frames (empty when confidence is off)."""
+    window_duration_confidence: FloatArray
+    """Duration confidence at the window's frames (empty unless ``include_duration``)."""
+    steps: list[list[StepConfidence]] | None
 
     @classmethod
     def begin(
@@ -140,8 +158,11 @@ class _BatchSearch(Generic[StateT]):
         model: BatchStepModel[StateT],
         config: TdtConfig,
         lookahead: int,
+        confidence: ConfidenceOptions | None = None,
     ) -> _BatchSearch[StateT]:
         batch = length.shape[0]
+        on = confidence is not None
+        with_duration = confidence is not None and confidence.include_duration
         predictor_output, state = model.start_rows(batch)  # fresh rows: updated in place below
         return cls(
             encoder_frames=encoder_frames,
@@ -161,6 +182,10 @@ class _BatchSearch(Generic[StateT]):
             window_size=np.zeros(batch, dtype=np.int64),
             offsets=np.arange(lookahead, dtype=np.int64),
             tokens=[[] for _ in range(batch)],
+            confidence=confidence,
+            window_confidence=np.zeros((batch, lookahead) if on else (0, 0), dtype=np.float32),
+            window_duration_confidence=np.zeros((batch, lookahead) if with_duration else (0, 0), dtype=np.float32),
+            steps=[[] for _ in range(batch)] if on else None,
         )
 
     def rows_searching(self, rows: IntArray) -> IntArray:
@@ -184,9 +209,15 @@ class _BatchSearch(Generic[StateT]):
         frame_ok = offsets[None, :] < size[:, None]
         frame_rows = np.repeat(missing, size)
         frames = (start[:, None] + offsets[None, :])[frame_ok]
-        label, skip = self.read(
-            self.model.joint_rows(self.encoder_frames[frame_rows, frames], self.predictor_output[frame_rows])
-        )
+        logits = self.model.joint_rows(self.encoder_frames[frame_rows, frames], self.predictor_output[frame_rows])
+        label, skip = self.read(logits)
+        if self.confidence is not None:
+            label_conf, duration_conf = step_confidence(logits, self.reader.num_labels, self.confidence)
+            self.window_confidence[missing[:, None], offsets[None, :]] = _scatter_float(label_conf, frame_ok)
+            if duration_conf is not None:
+                self.window_duration_confidence[missing[:, None], offsets[None, :]] = _scatter_float(
+                    duration_conf, frame_ok
+                )
         self.window_label[missing[:, None], offsets[None, :]] = _scatter(label, frame_ok)
         self.window_skip[missing[:, None], offsets[None, :]] = _scatter(skip, frame_ok)
         self.window_start[missing] = start
@@ -206,6 +237,8 @@ class _BatchSearch(Generic[StateT]):
             is_blank = self.window_label[walking, offset] == self.config.blank_id
             found.append(walking[~is_blank])
             walking = walking[is_blank]
+            if self.confidence is not None and not self.confidence.exclude_blank:
+                self.record(walking, offset[is_blank])
             self.time[walking] += self.window_skip[walking, offset[is_blank]]
         return np.sort(np.concatenate(found)) if found else active[:0]
 
@@ -218,6 +251,8 @@ class _BatchSearch(Generic[StateT]):
         offset = frame - self.window_start[rows]
         label = self.window_label[rows, offset]
         duration = self.window_skip[rows, offset]
+        if self.confidence is not None:
+            self.record(rows, offset)
         for row, token_id, at, dur in zip(
             rows.tolist(), label.tolist(), frame.tolist(), duration.tolist(), strict=True
         ):
@@ -233,8 +268,33 @@ class _BatchSearch(Generic[StateT]):
         )
         self.predictor_output[rows] = outputs
         self.window_label[rows, 0], self.window_skip[rows, 0] = self.read(next_logits)
+        if self.confidence is not None:
+            label_conf, duration_conf = step_confidence(next_logits, self.reader.num_labels, self.confidence)
+            self.window_confidence[rows, 0] = label_conf
+            if duration_conf is not None:
+                self.window_duration_confidence[rows, 0] = duration_conf
         self.window_start[rows] = next_frame
         self.window_size[rows] = 1
+
+    def record(self, rows: IntArray, offset: IntArray) -> None:
+        """Record the step each of ``rows`` stands at (window position ``offset``) for confidence."""
+        assert self.steps is not None
+        label = self.window_label[rows, offset].tolist()
+        frame = self.time[rows].tolist()
+        conf = self.window_confidence[rows, offset].tolist()
+        with_duration = self.confidence is not None and self.confidence.include_duration
+        duration_conf: list[float | None] = (
+            self.window_duration_confidence[rows, offset].tolist() if with_duration else [None] * len(label)
+        )
+        for row, step in zip(rows.tolist(), zip(label, frame, conf, duration_conf, strict=True), strict=True):
+            self.steps[row].append(StepConfidence(*step))
+
+
+def _scatter_float(values: FloatArray, where: BoolArray) -> FloatArray:
+    """``values`` laid out row by row at the True places of ``where`` (zeros elsewhere)."""
+    out = np.zeros(where.shape, dtype=np.float32)
+    out[where] = values
+    return out
 
 
 def _scatter(values: IntArray, where: BoolArray) -> IntArray:

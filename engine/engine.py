@@ -24,7 +24,7 @@ from .model.features import FeatureExtractor
 from .model.manifest import Manifest, load_manifest
 from .model.onnx_model import OnnxTdtModel
 from .model.tokenizer import Tokenizer
-from .options import BatchingOptions, SessionOptions
+from .options import BatchingOptions, ConfidenceOptions, SessionOptions
 from .requests.audio import AudioInput
 from .requests.inference import Inference
 from .requests.prepare import PreparedAudio, Preparer
@@ -80,6 +80,7 @@ class Engine:
         providers: Sequence[str] | None = None,
         session: SessionOptions | None = None,
         batching: BatchingOptions | None = None,
+        confidence: ConfidenceOptions | None = None,
     ) -> Engine:
         """Load a model directory written by ``convert-model``.
 
@@ -89,6 +90,8 @@ class Engine:
                 this onnxruntime build has it, then CPU).
             session: ONNX Runtime threading (default: :class:`SessionOptions`).
             batching: dynamic batching (default: :class:`BatchingOptions`, enabled).
+            confidence: give tokens, words and segments NeMo's confidence scores, computed as these
+                options say (default ``None``: no confidence, nothing computed).
 
         Raises:
             ModelDirectoryError: the directory or one of its files is missing.
@@ -106,7 +109,7 @@ class Engine:
             tdt_config=TdtConfig(
                 blank_id=decoding.blank_id, durations=decoding.durations, max_symbols=decoding.max_symbols
             ),
-            transcripts=TranscriptBuilder(tokenizer, timestamp_config(manifest)),
+            transcripts=TranscriptBuilder(tokenizer, timestamp_config(manifest), decoding.blank_id, confidence),
             batching=batching,
             seconds_per_feature_frame=manifest.features.hop_length / manifest.features.sample_rate,
             pad_value=manifest.features.pad_value,
