@@ -95,7 +95,9 @@ def test_measures_identical_to_nemo_bank(vocab: int) -> None:
         got = measure(log_softmax(logits), vocab, options)
         assert got.dtype == np.float32 and got.shape == (logits.shape[0],)
         np.testing.assert_allclose(got, expected, atol=2e-6, err_msg=f"{key} alpha={alpha}")
-        assert np.all(got > -1e-5) and np.all(got < 1 + 1e-5)
+        if name == "max_prob" or entropy_type != "gibbs" or alpha == 1.0:
+            # [0, 1] up to float32 rounding (Gibbs with alpha != 1 only for alpha in a vocabulary-dependent range)
+            assert np.all(got > -1e-4) and np.all(got < 1 + 1e-4), f"{key} alpha={alpha}"
 
 
 # --- the searches record what NeMo's label-looping search records ----------------------------------------------
@@ -247,22 +249,25 @@ def test_confidence_identical_to_nemo(model_name: str, options: ConfidenceOption
         nemo_tokens = [float(c) for c in hyp.token_confidence]
         nemo_words = [float(c) for c in hyp.word_confidence]
         ours_tokens = [t.confidence for t in single.tokens]
-        ours_words = [w.confidence for w in single.words]
-        assert None not in ours_tokens and None not in ours_words, clip
+        # NeMo's words are those of the text; an empty timed word (lone ``▁`` pieces) has no confidence.
+        assert [w.confidence is None for w in single.words] == [not w.text for w in single.words], clip
+        ours_words = [w.confidence for w in single.words if w.text]
+        assert None not in ours_tokens, clip
         np.testing.assert_allclose(ours_tokens, nemo_tokens, atol=NEMO_ATOL, rtol=0, err_msg=clip)
         np.testing.assert_allclose(ours_words, nemo_words, atol=NEMO_ATOL, rtol=0, err_msg=clip)
         # Segments: the aggregate of their words' confidence.
         first = 0
         for segment in single.segments:
             count = len(segment.text.split(" "))
-            assert segment.confidence == pytest.approx(
-                aggregate(ours_words[first : first + count], options.aggregation), abs=1e-12)  # type: ignore[arg-type]
+            inside = [w.confidence for w in single.words[first : first + count] if w.confidence is not None]
+            assert segment.confidence == pytest.approx(aggregate(inside, options.aggregation), abs=1e-12)
             first += count
         assert first == len(single.words)
         # The batched search gives the same confidences.
         assert [t.id for t in batch.tokens] == [t.id for t in single.tokens]
         np.testing.assert_allclose([t.confidence for t in batch.tokens], ours_tokens, atol=1e-6, err_msg=clip)
-        np.testing.assert_allclose([w.confidence for w in batch.words], ours_words, atol=1e-6, err_msg=clip)
+        np.testing.assert_allclose([w.confidence for w in batch.words if w.text], ours_words, atol=1e-6,
+                                   err_msg=clip)
         tokens_seen += len(nemo_tokens)
         words_seen += len(nemo_words)
     assert tokens_seen > 50 and words_seen > 10

@@ -70,12 +70,18 @@ class TranscriptBuilder:
             if len(token_conf) != len(decoded):
                 raise RuntimeError(f"{len(token_conf)} token confidences for {len(decoded)} tokens")
             found = word_confidence(token_conf, pieces, texts, self.confidence.aggregation)
-            # NeMo's word confidence follows its own grouping of pieces; where it does not match the timed
-            # words one to one (a stand-alone punctuation piece), the words carry no confidence.
-            if len(found) == len(words):
-                word_conf = found
-                segment_conf = [aggregate(found[s.first_word : s.end_word], self.confidence.aggregation)
-                                for s in segments]
+            # NeMo's word confidence belongs to the words of the text (``text.split()``): the timed words
+            # less the empty ones (a run of lone ``▁`` pieces), which carry none. Should the two ever not
+            # match one to one, no word carries confidence rather than a wrong one.
+            spoken = [i for i, w in enumerate(words) if w.text]
+            if len(found) == len(spoken):
+                by_word: list[float | None] = [None] * len(words)
+                for i, value in zip(spoken, found, strict=True):
+                    by_word[i] = value
+                word_conf = by_word
+                for k, s in enumerate(segments):
+                    inside = [c for c in by_word[s.first_word : s.end_word] if c is not None]
+                    segment_conf[k] = aggregate(inside, self.confidence.aggregation) if inside else None
 
         def seconds(offset: int) -> float:
             # NeMo's seconds, except that a last token whose predicted duration runs past the final
