@@ -88,7 +88,8 @@ def log_softmax(logits: FloatArray) -> FloatArray:
     x = np.asarray(logits, dtype=np.float32)
     shifted = x - np.max(x, axis=-1, keepdims=True)
     out = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
-    return np.nan_to_num(out).astype(np.float32, copy=False)
+    result: FloatArray = np.nan_to_num(out).astype(np.float32, copy=False)
+    return result
 
 
 def measure(log_probs: FloatArray, vocab_size: int, options: ConfidenceOptions) -> FloatArray:

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from parakeet_runtime.decoding import (
@@ -226,6 +227,12 @@ def _nemo_confidence(path: str, clip_paths: list[str], options: ConfidenceOption
     return list(hyps)
 
 
+def _known(values: list[float | None]) -> npt.NDArray[np.float64]:
+    """The confidences as an array; every one must be there."""
+    assert None not in values
+    return np.array(values, dtype=np.float64)
+
+
 @pytest.mark.nemo
 @pytest.mark.skipif(not HAVE_NEMO, reason="needs NeMo (the export extra)")
 @pytest.mark.parametrize("model_name", ["tdt_a", "tdt_b", "tdt_a_maxsym"])
@@ -238,7 +245,8 @@ def test_confidence_identical_to_nemo(model_name: str, options: ConfidenceOption
     engine = Engine.load(converted[model_name], confidence=options,
                          batching=BatchingOptions(enabled=False, max_length_ratio=100.0))
     try:
-        batched = engine.transcribe(clip_paths)
+        inputs: list[Any] = list(clip_paths)
+        batched = engine.transcribe(inputs)
         singles = [engine.transcribe(path) for path in clip_paths]
     finally:
         engine.close()
@@ -248,11 +256,10 @@ def test_confidence_identical_to_nemo(model_name: str, options: ConfidenceOption
         assert [t.id for t in single.tokens] == [int(t) for t in hyp.y_sequence], clip
         nemo_tokens = [float(c) for c in hyp.token_confidence]
         nemo_words = [float(c) for c in hyp.word_confidence]
-        ours_tokens = [t.confidence for t in single.tokens]
+        ours_tokens = _known([t.confidence for t in single.tokens])
         # NeMo's words are those of the text; an empty timed word (lone ``▁`` pieces) has no confidence.
         assert [w.confidence is None for w in single.words] == [not w.text for w in single.words], clip
-        ours_words = [w.confidence for w in single.words if w.text]
-        assert None not in ours_tokens, clip
+        ours_words = _known([w.confidence for w in single.words if w.text])
         np.testing.assert_allclose(ours_tokens, nemo_tokens, atol=NEMO_ATOL, rtol=0, err_msg=clip)
         np.testing.assert_allclose(ours_words, nemo_words, atol=NEMO_ATOL, rtol=0, err_msg=clip)
         # Segments: the aggregate of their words' confidence.
@@ -265,8 +272,9 @@ def test_confidence_identical_to_nemo(model_name: str, options: ConfidenceOption
         assert first == len(single.words)
         # The batched search gives the same confidences.
         assert [t.id for t in batch.tokens] == [t.id for t in single.tokens]
-        np.testing.assert_allclose([t.confidence for t in batch.tokens], ours_tokens, atol=1e-6, err_msg=clip)
-        np.testing.assert_allclose([w.confidence for w in batch.words if w.text], ours_words, atol=1e-6,
+        np.testing.assert_allclose(_known([t.confidence for t in batch.tokens]), ours_tokens, atol=1e-6,
+                                   err_msg=clip)
+        np.testing.assert_allclose(_known([w.confidence for w in batch.words if w.text]), ours_words, atol=1e-6,
                                    err_msg=clip)
         tokens_seen += len(nemo_tokens)
         words_seen += len(nemo_words)
