@@ -235,8 +235,12 @@ def _known(values: list[float | None]) -> npt.NDArray[np.float64]:
 
 @pytest.mark.nemo
 @pytest.mark.skipif(not HAVE_NEMO, reason="needs NeMo (the export extra)")
-@pytest.mark.parametrize("model_name", ["tdt_a", "tdt_b", "tdt_a_maxsym"])
-@pytest.mark.parametrize("options", NEMO_CASES, ids=_case_id)
+@pytest.mark.parametrize(("model_name", "options"), [
+    *((name, options) for name in ("tdt_a", "tdt_b") for options in NEMO_CASES),
+    # the max_symbols cap (many labels per frame, slow in NeMo): blanks excluded and kept
+    ("tdt_a_maxsym", NEMO_CASES[0]),
+    ("tdt_a_maxsym", NEMO_CASES[5]),
+], ids=lambda value: value if isinstance(value, str) else _case_id(value))
 def test_confidence_identical_to_nemo(model_name: str, options: ConfidenceOptions, converted: dict[str, Path],
                                       nemo_paths: dict[str, Path], clips: dict[str, Path]) -> None:
     clip_paths = [str(clips[name]) for name in CLIP_NAMES]
