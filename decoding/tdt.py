@@ -153,19 +153,24 @@ def tdt_greedy_decode(
     # output: up to ``lookahead`` frames, read from ``joint_frames`` or from what ``predict_joint`` brings.
     window: tuple[IntArray, IntArray] | None = None
     window_start = 0
-    # With confidence on: the label (and duration) confidence at the window's frames, and the steps read.
+    # With confidence on: the window's logits, their label (and duration) confidence once a step of the
+    # window is recorded (computed then, for the whole window), and the steps read.
+    window_logits: FloatArray | None = None
     window_confidence: tuple[FloatArray, FloatArray | None] | None = None
     steps: list[StepConfidence] | None = None if confidence is None else []
     record_blanks = confidence is not None and not confidence.exclude_blank
 
     def read(logits: FloatArray) -> tuple[IntArray, IntArray]:
-        nonlocal window_confidence
+        nonlocal window_logits, window_confidence
         if confidence is not None:
-            window_confidence = step_confidence(logits, reader.num_labels, confidence)
+            window_logits, window_confidence = logits, None
         return reader.choose(logits)
 
     def record(label: int, frame: int, offset: int) -> None:
-        assert steps is not None and window_confidence is not None
+        nonlocal window_confidence
+        assert steps is not None and confidence is not None and window_logits is not None
+        if window_confidence is None:
+            window_confidence = step_confidence(window_logits, reader.num_labels, confidence)
         label_conf, duration_conf = window_confidence
         steps.append(StepConfidence(
             label=label,
