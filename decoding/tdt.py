@@ -18,11 +18,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+import numpy as np
+
 from .arrays import FloatArray, IntArray
 from .confidence import ConfidenceOptions, StepConfidence, step_confidence
 from .rules import JointReader, blank_skip, forced_ahead, labels_at_frame
 
 StateT = TypeVar("StateT")
+
+CONFIDENCE_BLOCK = 256
+"""Recorded steps whose confidence the single-utterance search computes in one call (bounds the logits it
+keeps: 256 rows of Parakeet's ~8200 logits are 8 MB)."""
 
 
 @dataclass(frozen=True)
@@ -153,31 +159,35 @@ def tdt_greedy_decode(
     # output: up to ``lookahead`` frames, read from ``joint_frames`` or from what ``predict_joint`` brings.
     window: tuple[IntArray, IntArray] | None = None
     window_start = 0
-    # With confidence on: the window's logits, their label (and duration) confidence once a step of the
-    # window is recorded (computed then, for the whole window), and the steps read.
+    # With confidence on: the window's logits, the steps read, and the steps whose confidence is not
+    # computed yet (computed together, a block at a time: one measure call per step costs more than the
+    # measure itself).
     window_logits: FloatArray | None = None
-    window_confidence: tuple[FloatArray, FloatArray | None] | None = None
     steps: list[StepConfidence] | None = None if confidence is None else []
+    pending: list[tuple[int, int, FloatArray]] = []
     record_blanks = confidence is not None and not confidence.exclude_blank
 
     def read(logits: FloatArray) -> tuple[IntArray, IntArray]:
-        nonlocal window_logits, window_confidence
+        nonlocal window_logits
         if confidence is not None:
-            window_logits, window_confidence = logits, None
+            window_logits = logits
         return reader.choose(logits)
 
     def record(label: int, frame: int, offset: int) -> None:
-        nonlocal window_confidence
-        assert steps is not None and confidence is not None and window_logits is not None
-        if window_confidence is None:
-            window_confidence = step_confidence(window_logits, reader.num_labels, confidence)
-        label_conf, duration_conf = window_confidence
-        steps.append(StepConfidence(
-            label=label,
-            frame=frame,
-            confidence=float(label_conf[offset]),
-            duration_confidence=None if duration_conf is None else float(duration_conf[offset]),
-        ))
+        assert window_logits is not None
+        pending.append((label, frame, window_logits[offset]))
+        if len(pending) >= CONFIDENCE_BLOCK:
+            flush()
+
+    def flush() -> None:
+        assert steps is not None and confidence is not None
+        if not pending:
+            return
+        label_conf, duration_conf = step_confidence(np.stack([p[2] for p in pending]), reader.num_labels, confidence)
+        durations_conf: list[float | None] = [None] * len(pending) if duration_conf is None else duration_conf.tolist()
+        for (label, frame, _), value, duration_value in zip(pending, label_conf.tolist(), durations_conf, strict=True):
+            steps.append(StepConfidence(label, frame, value, duration_value))
+        pending.clear()
 
     while time < length:
         if window is None or time >= window_start + window[0].shape[0]:
@@ -207,6 +217,8 @@ def tdt_greedy_decode(
         )
         window = read(logits)
 
+    if steps is not None:
+        flush()
     return TdtResult(
         tokens=tuple(tokens), state=current_state, steps=None if steps is None else tuple(steps)
     )

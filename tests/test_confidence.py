@@ -125,7 +125,10 @@ def _replay_step_confidence(model: RandomTransducer, frames: np.ndarray, tokens:
 ])
 def test_searches_record_each_decision(exclude_blank: bool, include_duration: bool, durations: tuple[int, ...],
                                        max_symbols: int, blank_bias: float,
-                                       duration_bias: tuple[float, ...] | None) -> None:
+                                       duration_bias: tuple[float, ...] | None,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # The single search computes confidence in blocks of recorded steps: small blocks, many boundaries.
+    monkeypatch.setattr("parakeet_runtime.decoding.tdt.CONFIDENCE_BLOCK", 3)
     vocab, hidden = 11, 8
     bias = np.zeros(vocab + 1 + len(durations))
     bias[vocab] = blank_bias
