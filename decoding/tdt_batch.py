@@ -20,7 +20,7 @@ import numpy as np
 from .arrays import BoolArray, FloatArray, IntArray
 from .confidence import ConfidenceOptions, StepConfidence, step_confidence
 from .rules import JointReader, blank_skip, forced_ahead, labels_at_frame
-from .tdt import DecodedToken, TdtConfig
+from .tdt import CONFIDENCE_BLOCK, DecodedToken, TdtConfig
 
 StateT = TypeVar("StateT")
 
@@ -108,6 +108,7 @@ def tdt_greedy_decode_batch(
         search.refill(active)
         search.emit(search.walk_blanks(active))
         active = search.rows_searching(active)
+    search.flush()
     return BatchResult(
         tokens=tuple(tuple(t) for t in search.tokens),
         state=search.state,
@@ -144,11 +145,13 @@ class _BatchSearch(Generic[StateT]):
     """``0 ... lookahead - 1``: the positions of a window."""
     tokens: list[list[DecodedToken]]
     confidence: ConfidenceOptions | None
-    window_confidence: FloatArray
-    """Label confidence at the window's frames (empty when confidence is off)."""
-    window_duration_confidence: FloatArray
-    """Duration confidence at the window's frames (empty unless ``include_duration``)."""
+    window_logits: FloatArray
+    """Joint logits at the window's frames ``(batch, lookahead, width)`` (empty when confidence is off)."""
     steps: list[list[StepConfidence]] | None
+    pending: list[tuple[IntArray, IntArray, IntArray, FloatArray]]
+    """Recorded steps whose confidence is not computed yet: rows, labels, frames, logits (computed
+    together, a block at a time)."""
+    pending_count: int = 0
 
     @classmethod
     def begin(
@@ -162,7 +165,7 @@ class _BatchSearch(Generic[StateT]):
     ) -> _BatchSearch[StateT]:
         batch = length.shape[0]
         on = confidence is not None
-        with_duration = confidence is not None and confidence.include_duration
+        width = config.blank_id + 1 + len(config.durations)
         predictor_output, state = model.start_rows(batch)  # fresh rows: updated in place below
         return cls(
             encoder_frames=encoder_frames,
@@ -183,9 +186,9 @@ class _BatchSearch(Generic[StateT]):
             offsets=np.arange(lookahead, dtype=np.int64),
             tokens=[[] for _ in range(batch)],
             confidence=confidence,
-            window_confidence=np.zeros((batch, lookahead) if on else (0, 0), dtype=np.float32),
-            window_duration_confidence=np.zeros((batch, lookahead) if with_duration else (0, 0), dtype=np.float32),
+            window_logits=np.zeros((batch, lookahead, width) if on else (0, 0, 0), dtype=np.float32),
             steps=[[] for _ in range(batch)] if on else None,
+            pending=[],
         )
 
     def rows_searching(self, rows: IntArray) -> IntArray:
@@ -212,12 +215,8 @@ class _BatchSearch(Generic[StateT]):
         logits = self.model.joint_rows(self.encoder_frames[frame_rows, frames], self.predictor_output[frame_rows])
         label, skip = self.read(logits)
         if self.confidence is not None:
-            label_conf, duration_conf = step_confidence(logits, self.reader.num_labels, self.confidence)
-            self.window_confidence[missing[:, None], offsets[None, :]] = _scatter_float(label_conf, frame_ok)
-            if duration_conf is not None:
-                self.window_duration_confidence[missing[:, None], offsets[None, :]] = _scatter_float(
-                    duration_conf, frame_ok
-                )
+            window_rows, window_offsets = np.nonzero(frame_ok)
+            self.window_logits[missing[window_rows], window_offsets] = logits
         self.window_label[missing[:, None], offsets[None, :]] = _scatter(label, frame_ok)
         self.window_skip[missing[:, None], offsets[None, :]] = _scatter(skip, frame_ok)
         self.window_start[missing] = start
@@ -269,32 +268,33 @@ class _BatchSearch(Generic[StateT]):
         self.predictor_output[rows] = outputs
         self.window_label[rows, 0], self.window_skip[rows, 0] = self.read(next_logits)
         if self.confidence is not None:
-            label_conf, duration_conf = step_confidence(next_logits, self.reader.num_labels, self.confidence)
-            self.window_confidence[rows, 0] = label_conf
-            if duration_conf is not None:
-                self.window_duration_confidence[rows, 0] = duration_conf
+            self.window_logits[rows, 0] = next_logits
         self.window_start[rows] = next_frame
         self.window_size[rows] = 1
 
     def record(self, rows: IntArray, offset: IntArray) -> None:
         """Record the step each of ``rows`` stands at (window position ``offset``) for confidence."""
-        assert self.steps is not None
-        label = self.window_label[rows, offset].tolist()
-        frame = self.time[rows].tolist()
-        conf = self.window_confidence[rows, offset].tolist()
-        with_duration = self.confidence is not None and self.confidence.include_duration
-        duration_conf: list[float | None] = (
-            self.window_duration_confidence[rows, offset].tolist() if with_duration else [None] * len(label)
-        )
-        for row, step in zip(rows.tolist(), zip(label, frame, conf, duration_conf, strict=True), strict=True):
-            self.steps[row].append(StepConfidence(*step))
+        if not rows.size:
+            return
+        self.pending.append((rows, self.window_label[rows, offset], self.time[rows].copy(),
+                             self.window_logits[rows, offset]))
+        self.pending_count += rows.size
+        if self.pending_count >= CONFIDENCE_BLOCK:
+            self.flush()
 
-
-def _scatter_float(values: FloatArray, where: BoolArray) -> FloatArray:
-    """``values`` laid out row by row at the True places of ``where`` (zeros elsewhere)."""
-    out = np.zeros(where.shape, dtype=np.float32)
-    out[where] = values
-    return out
+    def flush(self) -> None:
+        """Compute the confidence of the pending steps and append them to their rows, in order."""
+        if self.steps is None or self.confidence is None or not self.pending:
+            return
+        rows, labels, frames, logits = (np.concatenate(parts) for parts in zip(*self.pending, strict=True))
+        label_conf, duration_conf = step_confidence(logits, self.reader.num_labels, self.confidence)
+        durations: list[float | None] = [None] * rows.size if duration_conf is None else duration_conf.tolist()
+        for row, label, frame, value, duration_value in zip(
+            rows.tolist(), labels.tolist(), frames.tolist(), label_conf.tolist(), durations, strict=True
+        ):
+            self.steps[row].append(StepConfidence(label, frame, value, duration_value))
+        self.pending.clear()
+        self.pending_count = 0
 
 
 def _scatter(values: IntArray, where: BoolArray) -> IntArray:

@@ -127,8 +127,9 @@ def test_searches_record_each_decision(exclude_blank: bool, include_duration: bo
                                        max_symbols: int, blank_bias: float,
                                        duration_bias: tuple[float, ...] | None,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    # The single search computes confidence in blocks of recorded steps: small blocks, many boundaries.
+    # The searches compute confidence in blocks of recorded steps: small blocks, many boundaries.
     monkeypatch.setattr("parakeet_runtime.decoding.tdt.CONFIDENCE_BLOCK", 3)
+    monkeypatch.setattr("parakeet_runtime.decoding.tdt_batch.CONFIDENCE_BLOCK", 5)
     vocab, hidden = 11, 8
     bias = np.zeros(vocab + 1 + len(durations))
     bias[vocab] = blank_bias
