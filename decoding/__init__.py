@@ -3,10 +3,19 @@
 Nothing in this package holds state between calls: every function takes what it needs
 (encoder frames, a step model, the decoding configuration) and returns new immutable values. The
 single-utterance search (``tdt``) and the batched one (``tdt_batch``) share their rules (``rules``) and
-array types (``arrays``).
+array types (``arrays``); with confidence on, both record each decision's confidence (``confidence``).
 """
 
 from .arrays import FloatArray, IntArray
+from .confidence import (
+    ConfidenceOptions,
+    StepConfidence,
+    aggregate,
+    measure,
+    step_confidence,
+    token_confidence,
+    word_confidence,
+)
 from .tdt import DecodedToken, StepModel, TdtConfig, TdtResult, tdt_greedy_decode
 from .tdt_batch import BatchResult, BatchStepModel, tdt_greedy_decode_batch
 from .timestamps import (
@@ -38,10 +47,12 @@ __version__ = _package_version()
 __all__ = [
     "BatchResult",
     "BatchStepModel",
+    "ConfidenceOptions",
     "DecodedToken",
     "FloatArray",
     "IntArray",
     "SegmentSpan",
+    "StepConfidence",
     "StepModel",
     "TdtConfig",
     "TdtResult",
@@ -49,11 +60,16 @@ __all__ = [
     "TokenSpan",
     "WordSpan",
     "__version__",
+    "aggregate",
     "join_token_text",
+    "measure",
     "offset_to_seconds",
     "segment_spans",
+    "step_confidence",
     "tdt_greedy_decode",
     "tdt_greedy_decode_batch",
+    "token_confidence",
     "token_spans",
+    "word_confidence",
     "word_spans",
 ]

@@ -18,10 +18,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+import numpy as np
+
 from .arrays import FloatArray, IntArray
+from .confidence import ConfidenceOptions, StepConfidence, step_confidence
 from .rules import JointReader, blank_skip, forced_ahead, labels_at_frame
 
 StateT = TypeVar("StateT")
+
+CONFIDENCE_BLOCK = 256
+"""Recorded steps whose confidence the single-utterance search computes in one call (bounds the logits it
+keeps: 256 rows of Parakeet's ~8200 logits are 8 MB)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,9 @@ class TdtResult(Generic[StateT]):
     """Emitted labels in order."""
     state: StateT
     """Predictor state after the last emitted label."""
+    steps: tuple[StepConfidence, ...] | None = None
+    """With confidence on: the confidence of each decision the search read, in order (only the emitted
+    labels' when ``exclude_blank``); ``None`` when off."""
 
 
 def tdt_greedy_decode(
@@ -110,6 +120,7 @@ def tdt_greedy_decode(
     config: TdtConfig,
     state: StateT | None = None,
     lookahead: int = 1,
+    confidence: ConfidenceOptions | None = None,
 ) -> TdtResult[StateT]:
     """Greedy TDT search over one utterance.
 
@@ -122,9 +133,12 @@ def tdt_greedy_decode(
         lookahead: frames whose joint one call computes while looking for a non-blank label (the
             predictor output does not change between blanks, so a run of blanks can use them); the
             tokens do not depend on it.
+        confidence: record each decision's confidence (see :mod:`.confidence`); ``None``: nothing is
+            recorded and nothing is computed.
 
     Returns:
-        The emitted tokens (id, frame, duration) and the final predictor state.
+        The emitted tokens (id, frame, duration), the final predictor state and, with ``confidence``,
+        the recorded steps.
     """
     if length < 0 or length > encoder_frames.shape[0]:
         raise ValueError(f"length {length} is outside [0, {encoder_frames.shape[0]}]")
@@ -145,18 +159,51 @@ def tdt_greedy_decode(
     # output: up to ``lookahead`` frames, read from ``joint_frames`` or from what ``predict_joint`` brings.
     window: tuple[IntArray, IntArray] | None = None
     window_start = 0
+    # With confidence on: the window's logits, the steps read, and the steps whose confidence is not
+    # computed yet (computed together, a block at a time: one measure call per step costs more than the
+    # measure itself).
+    window_logits: FloatArray | None = None
+    steps: list[StepConfidence] | None = None if confidence is None else []
+    pending: list[tuple[int, int, FloatArray]] = []
+    record_blanks = confidence is not None and not confidence.exclude_blank
+
+    def read(logits: FloatArray) -> tuple[IntArray, IntArray]:
+        nonlocal window_logits
+        if confidence is not None:
+            window_logits = logits
+        return reader.choose(logits)
+
+    def record(label: int, frame: int, offset: int) -> None:
+        assert window_logits is not None
+        pending.append((label, frame, window_logits[offset]))
+        if len(pending) >= CONFIDENCE_BLOCK:
+            flush()
+
+    def flush() -> None:
+        assert steps is not None and confidence is not None
+        if not pending:
+            return
+        label_conf, duration_conf = step_confidence(np.stack([p[2] for p in pending]), reader.num_labels, confidence)
+        durations_conf: list[float | None] = [None] * len(pending) if duration_conf is None else duration_conf.tolist()
+        for (label, frame, _), value, duration_value in zip(pending, label_conf.tolist(), durations_conf, strict=True):
+            steps.append(StepConfidence(label, frame, value, duration_value))
+        pending.clear()
 
     while time < length:
         if window is None or time >= window_start + window[0].shape[0]:
             window_start = time
-            window = reader.choose(
+            window = read(
                 model.joint_frames(encoder_frames[time : min(time + lookahead, length)], predictor_output)
             )
         label, duration = int(window[0][time - window_start]), int(window[1][time - window_start])
         if label == config.blank_id:
+            if record_blanks:
+                record(label, time, time - window_start)
             # Keep looking for a non-blank label without touching the predictor.
             time += blank_skip(duration)
             continue
+        if steps is not None:
+            record(label, time, time - window_start)
 
         tokens.append(DecodedToken(id=label, frame=time, duration=duration))
         emitted_at_last_frame = labels_at_frame(emitted_at_last_frame, last_emit_frame, time)
@@ -168,6 +215,10 @@ def tdt_greedy_decode(
         predictor_output, current_state, logits = model.predict_joint(
             label, current_state, encoder_frames[window_start : min(window_start + lookahead, length)]
         )
-        window = reader.choose(logits)
+        window = read(logits)
 
-    return TdtResult(tokens=tuple(tokens), state=current_state)
+    if steps is not None:
+        flush()
+    return TdtResult(
+        tokens=tuple(tokens), state=current_state, steps=None if steps is None else tuple(steps)
+    )

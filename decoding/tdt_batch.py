@@ -18,8 +18,9 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from .arrays import BoolArray, FloatArray, IntArray
+from .confidence import ConfidenceOptions, StepConfidence, step_confidence
 from .rules import JointReader, blank_skip, forced_ahead, labels_at_frame
-from .tdt import DecodedToken, TdtConfig
+from .tdt import CONFIDENCE_BLOCK, DecodedToken, TdtConfig
 
 StateT = TypeVar("StateT")
 
@@ -62,6 +63,9 @@ class BatchResult(Generic[StateT]):
     """Emitted labels of each utterance, in batch order."""
     state: StateT
     """Predictor state of every row after its last emitted label."""
+    steps: tuple[tuple[StepConfidence, ...], ...] | None = None
+    """With confidence on: per utterance, the confidence of each decision its search read, in order (only
+    the emitted labels' when ``exclude_blank``); ``None`` when off."""
 
 
 def tdt_greedy_decode_batch(
@@ -70,6 +74,7 @@ def tdt_greedy_decode_batch(
     model: BatchStepModel[StateT],
     config: TdtConfig,
     lookahead: int = 1,
+    confidence: ConfidenceOptions | None = None,
 ) -> BatchResult[StateT]:
     """Greedy TDT search over a padded batch.
 
@@ -81,9 +86,12 @@ def tdt_greedy_decode_batch(
         lookahead: frames of each row whose joint one call computes while the row looks for a non-blank
             label; in one tick a row walks through the blanks of its window. The tokens do not depend on
             it.
+        confidence: record each decision's confidence (see :mod:`.confidence`); ``None``: nothing is
+            recorded and nothing is computed.
 
     Returns:
-        Per utterance, the emitted tokens (id, frame, duration), and the final predictor state.
+        Per utterance, the emitted tokens (id, frame, duration) and, with ``confidence``, the recorded
+        steps; and the final predictor state.
     """
     batch, max_time = encoder_frames.shape[0], encoder_frames.shape[1]
     length = np.asarray(lengths, dtype=np.int64).reshape(-1)
@@ -94,13 +102,18 @@ def tdt_greedy_decode_batch(
     if lookahead < 1:
         raise ValueError(f"lookahead must be >= 1, got {lookahead}")
 
-    search = _BatchSearch.begin(encoder_frames, length, model, config, lookahead)
+    search = _BatchSearch.begin(encoder_frames, length, model, config, lookahead, confidence)
     active = search.rows_searching(np.arange(batch, dtype=np.int64))
     while active.size:
         search.refill(active)
         search.emit(search.walk_blanks(active))
         active = search.rows_searching(active)
-    return BatchResult(tokens=tuple(tuple(t) for t in search.tokens), state=search.state)
+    search.flush()
+    return BatchResult(
+        tokens=tuple(tuple(t) for t in search.tokens),
+        state=search.state,
+        steps=None if search.steps is None else tuple(tuple(s) for s in search.steps),
+    )
 
 
 @dataclass
@@ -131,6 +144,14 @@ class _BatchSearch(Generic[StateT]):
     offsets: IntArray
     """``0 ... lookahead - 1``: the positions of a window."""
     tokens: list[list[DecodedToken]]
+    confidence: ConfidenceOptions | None
+    window_logits: FloatArray
+    """Joint logits at the window's frames ``(batch, lookahead, width)`` (empty when confidence is off)."""
+    steps: list[list[StepConfidence]] | None
+    pending: list[tuple[IntArray, IntArray, IntArray, FloatArray]]
+    """Recorded steps whose confidence is not computed yet: rows, labels, frames, logits (computed
+    together, a block at a time)."""
+    pending_count: int = 0
 
     @classmethod
     def begin(
@@ -140,8 +161,11 @@ class _BatchSearch(Generic[StateT]):
         model: BatchStepModel[StateT],
         config: TdtConfig,
         lookahead: int,
+        confidence: ConfidenceOptions | None = None,
     ) -> _BatchSearch[StateT]:
         batch = length.shape[0]
+        on = confidence is not None
+        width = config.blank_id + 1 + len(config.durations)
         predictor_output, state = model.start_rows(batch)  # fresh rows: updated in place below
         return cls(
             encoder_frames=encoder_frames,
@@ -161,6 +185,10 @@ class _BatchSearch(Generic[StateT]):
             window_size=np.zeros(batch, dtype=np.int64),
             offsets=np.arange(lookahead, dtype=np.int64),
             tokens=[[] for _ in range(batch)],
+            confidence=confidence,
+            window_logits=np.zeros((batch, lookahead, width) if on else (0, 0, 0), dtype=np.float32),
+            steps=[[] for _ in range(batch)] if on else None,
+            pending=[],
         )
 
     def rows_searching(self, rows: IntArray) -> IntArray:
@@ -184,9 +212,11 @@ class _BatchSearch(Generic[StateT]):
         frame_ok = offsets[None, :] < size[:, None]
         frame_rows = np.repeat(missing, size)
         frames = (start[:, None] + offsets[None, :])[frame_ok]
-        label, skip = self.read(
-            self.model.joint_rows(self.encoder_frames[frame_rows, frames], self.predictor_output[frame_rows])
-        )
+        logits = self.model.joint_rows(self.encoder_frames[frame_rows, frames], self.predictor_output[frame_rows])
+        label, skip = self.read(logits)
+        if self.confidence is not None:
+            window_rows, window_offsets = np.nonzero(frame_ok)
+            self.window_logits[missing[window_rows], window_offsets] = logits
         self.window_label[missing[:, None], offsets[None, :]] = _scatter(label, frame_ok)
         self.window_skip[missing[:, None], offsets[None, :]] = _scatter(skip, frame_ok)
         self.window_start[missing] = start
@@ -206,6 +236,8 @@ class _BatchSearch(Generic[StateT]):
             is_blank = self.window_label[walking, offset] == self.config.blank_id
             found.append(walking[~is_blank])
             walking = walking[is_blank]
+            if self.confidence is not None and not self.confidence.exclude_blank:
+                self.record(walking, offset[is_blank])
             self.time[walking] += self.window_skip[walking, offset[is_blank]]
         return np.sort(np.concatenate(found)) if found else active[:0]
 
@@ -218,6 +250,8 @@ class _BatchSearch(Generic[StateT]):
         offset = frame - self.window_start[rows]
         label = self.window_label[rows, offset]
         duration = self.window_skip[rows, offset]
+        if self.confidence is not None:
+            self.record(rows, offset)
         for row, token_id, at, dur in zip(
             rows.tolist(), label.tolist(), frame.tolist(), duration.tolist(), strict=True
         ):
@@ -233,8 +267,34 @@ class _BatchSearch(Generic[StateT]):
         )
         self.predictor_output[rows] = outputs
         self.window_label[rows, 0], self.window_skip[rows, 0] = self.read(next_logits)
+        if self.confidence is not None:
+            self.window_logits[rows, 0] = next_logits
         self.window_start[rows] = next_frame
         self.window_size[rows] = 1
+
+    def record(self, rows: IntArray, offset: IntArray) -> None:
+        """Record the step each of ``rows`` stands at (window position ``offset``) for confidence."""
+        if not rows.size:
+            return
+        self.pending.append((rows, self.window_label[rows, offset], self.time[rows].copy(),
+                             self.window_logits[rows, offset]))
+        self.pending_count += rows.size
+        if self.pending_count >= CONFIDENCE_BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Compute the confidence of the pending steps and append them to their rows, in order."""
+        if self.steps is None or self.confidence is None or not self.pending:
+            return
+        rows, labels, frames, logits = (np.concatenate(parts) for parts in zip(*self.pending, strict=True))
+        label_conf, duration_conf = step_confidence(logits, self.reader.num_labels, self.confidence)
+        durations: list[float | None] = [None] * rows.size if duration_conf is None else duration_conf.tolist()
+        for row, label, frame, value, duration_value in zip(
+            rows.tolist(), labels.tolist(), frames.tolist(), label_conf.tolist(), durations, strict=True
+        ):
+            self.steps[row].append(StepConfidence(label, frame, value, duration_value))
+        self.pending.clear()
+        self.pending_count = 0
 
 
 def _scatter(values: IntArray, where: BoolArray) -> IntArray:

@@ -77,6 +77,10 @@ class SegmentSpan:
     """First encoder frame of its first token."""
     end_offset: int
     """Encoder frame after its last token."""
+    first_word: int = 0
+    """Index of its first word in the words it was grouped from."""
+    end_word: int = 0
+    """Index after its last word."""
 
 
 def offset_to_seconds(offset: int, config: TimestampConfig) -> float:
@@ -208,21 +212,25 @@ def segment_spans(words: Sequence[WordSpan], config: TimestampConfig) -> tuple[S
         if gap_threshold and current:
             # NeMo checks the pause first and, in this branch, never looks at separators.
             if word.start_offset - words[i - 1].end_offset >= gap_threshold:
-                segments.append(
-                    SegmentSpan(" ".join(current), words[first_index].start_offset, words[i - 1].end_offset)
-                )
+                segments.append(SegmentSpan(
+                    " ".join(current), words[first_index].start_offset, words[i - 1].end_offset, first_index, i
+                ))
                 current = [text]
                 first_index = i
                 continue
         elif text and (text[-1] in separators or text in separators):
             current.append(text)
-            segments.append(SegmentSpan(" ".join(current), words[first_index].start_offset, word.end_offset))
+            segments.append(
+                SegmentSpan(" ".join(current), words[first_index].start_offset, word.end_offset, first_index, i + 1)
+            )
             current = []
             first_index = i + 1
             continue
         current.append(text)
     if current:
-        segments.append(SegmentSpan(" ".join(current), words[first_index].start_offset, words[-1].end_offset))
+        segments.append(SegmentSpan(
+            " ".join(current), words[first_index].start_offset, words[-1].end_offset, first_index, len(words)
+        ))
     return tuple(segments)
 
 

@@ -25,7 +25,7 @@ from .model.manifest import Manifest, load_manifest
 from .model.onnx_asr import is_onnx_asr_directory, load_onnx_asr
 from .model.onnx_model import OnnxTdtModel
 from .model.tokenizer import Tokenizer
-from .options import BatchingOptions, SessionOptions
+from .options import BatchingOptions, ConfidenceOptions, SessionOptions
 from .requests.audio import AudioInput
 from .requests.inference import Inference
 from .requests.prepare import PreparedAudio, Preparer
@@ -82,6 +82,7 @@ class Engine:
         session: SessionOptions | None = None,
         batching: BatchingOptions | None = None,
         verify: bool = False,
+        confidence: ConfidenceOptions | None = None,
     ) -> Engine:
         """Load a model directory written by ``convert-model``, or one in onnx-asr's NeMo TDT layout
         (``encoder-model.onnx``, ``decoder_joint-model.onnx``, ``vocab.txt``; see ``model/onnx_asr.py``).
@@ -94,6 +95,8 @@ class Engine:
             batching: dynamic batching (default: :class:`BatchingOptions`, enabled).
             verify: check every file against the SHA-256 the manifest records (reads every byte once;
                 sizes, where recorded, are always checked).
+            confidence: give tokens, words and segments NeMo's confidence scores, computed as these
+                options say (default ``None``: no confidence, nothing computed).
 
         Raises:
             ModelDirectoryError: the directory or one of its files is missing.
@@ -116,7 +119,7 @@ class Engine:
             tdt_config=TdtConfig(
                 blank_id=decoding.blank_id, durations=decoding.durations, max_symbols=decoding.max_symbols
             ),
-            transcripts=TranscriptBuilder(tokenizer, timestamp_config(manifest)),
+            transcripts=TranscriptBuilder(tokenizer, timestamp_config(manifest), decoding.blank_id, confidence),
             batching=batching,
             seconds_per_feature_frame=manifest.features.hop_length / manifest.features.sample_rate,
             pad_value=manifest.features.pad_value,

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from parakeet_runtime.decoding import ConfidenceOptions
+
+__all__ = ["BatchingOptions", "ConfidenceOptions", "SessionOptions"]
+"""``ConfidenceOptions`` (``Engine.load(confidence=...)``) lives with the decoding functions that use it."""
+
 
 @dataclass(frozen=True)
 class BatchingOptions:

@@ -28,6 +28,8 @@ class Token:
     """Start in seconds."""
     end: float
     """End in seconds."""
+    confidence: float | None = None
+    """Confidence in [0, 1] as NeMo's ``token_confidence`` (``None`` unless the engine computes confidence)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class TimedText:
     """Start in seconds."""
     end: float
     """End in seconds."""
+    confidence: float | None = None
+    """Confidence in [0, 1]: a word's is NeMo's ``word_confidence``; a segment's aggregates its words' the
+    same way (``None`` unless the engine computes confidence)."""
 
 
 Word: TypeAlias = TimedText
@@ -69,11 +74,18 @@ class Transcript:
     """Segments in order."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict."""
+        """Plain JSON-ready dict (``confidence`` keys only where confidence was computed)."""
         return {
             "text": self.text,
             "duration": self.duration,
-            "segments": [vars(s) for s in self.segments],
-            "words": [vars(w) for w in self.words],
-            "tokens": [vars(t) for t in self.tokens],
+            "segments": [_fields(s) for s in self.segments],
+            "words": [_fields(w) for w in self.words],
+            "tokens": [_fields(t) for t in self.tokens],
         }
+
+
+def _fields(item: Token | TimedText) -> dict[str, Any]:
+    fields = dict(vars(item))
+    if fields.get("confidence") is None:
+        fields.pop("confidence", None)
+    return fields

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from parakeet_runtime.decoding import DecodedToken, FloatArray, TdtConfig, tdt_greedy_decode, tdt_greedy_decode_batch
+from parakeet_runtime.decoding import (
+    DecodedToken,
+    FloatArray,
+    StepConfidence,
+    TdtConfig,
+    tdt_greedy_decode,
+    tdt_greedy_decode_batch,
+)
 
 from ..model.onnx_model import OnnxTdtModel
 from ..options import BatchingOptions
@@ -76,11 +83,16 @@ class Inference:
 
         A batch of one takes the one-utterance search: same tokens, less bookkeeping per step."""
         tokens: Sequence[Sequence[DecodedToken]]
+        steps: Sequence[Sequence[StepConfidence] | None]
+        confidence = self.transcripts.confidence
         if len(items) == 1:
             decoded = tdt_greedy_decode(frames[0], int(encoded_lengths[0]), self.model, self.tdt_config,
-                                        lookahead=JOINT_LOOKAHEAD)
-            tokens = (decoded.tokens,)
+                                        lookahead=JOINT_LOOKAHEAD, confidence=confidence)
+            tokens, steps = (decoded.tokens,), (decoded.steps,)
         else:
-            tokens = tdt_greedy_decode_batch(frames, encoded_lengths, self.model, self.tdt_config,
-                                             lookahead=JOINT_LOOKAHEAD).tokens
-        return [self.transcripts(found, item.duration) for found, item in zip(tokens, items, strict=True)]
+            batch = tdt_greedy_decode_batch(frames, encoded_lengths, self.model, self.tdt_config,
+                                            lookahead=JOINT_LOOKAHEAD, confidence=confidence)
+            tokens = batch.tokens
+            steps = batch.steps if batch.steps is not None else [None] * len(items)
+        return [self.transcripts(found, item.duration, recorded)
+                for found, recorded, item in zip(tokens, steps, items, strict=True)]

@@ -6,12 +6,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from parakeet_runtime.decoding import (
+    ConfidenceOptions,
     DecodedToken,
+    StepConfidence,
     TimestampConfig,
+    aggregate,
     join_token_text,
     offset_to_seconds,
     segment_spans,
+    token_confidence,
     token_spans,
+    word_confidence,
     word_spans,
 )
 
@@ -40,9 +45,16 @@ class TranscriptBuilder:
 
     tokenizer: Tokenizer
     config: TimestampConfig
+    blank_id: int = -1
+    """The blank label (reads the confidence steps)."""
+    confidence: ConfidenceOptions | None = None
+    """How ``steps`` turn into token, word and segment confidence (``None``: no confidence)."""
 
-    def __call__(self, decoded: Sequence[DecodedToken], duration: float) -> Transcript:
-        """The transcript of ``decoded`` tokens for audio of ``duration`` seconds (NeMo's text and times)."""
+    def __call__(
+        self, decoded: Sequence[DecodedToken], duration: float, steps: Sequence[StepConfidence] | None = None
+    ) -> Transcript:
+        """The transcript of ``decoded`` tokens for audio of ``duration`` seconds (NeMo's text and times);
+        with ``confidence`` set, the search's ``steps`` give each token, word and segment its confidence."""
         tok = self.tokenizer
         config = self.config
         pieces = [tok.pieces[t.id] for t in decoded]
@@ -50,6 +62,26 @@ class TranscriptBuilder:
         spans = token_spans(decoded, pieces, texts, config.supported_punctuation)
         words = word_spans(spans, tok.decode_pieces, config)
         segments = segment_spans(words, config)
+        token_conf: Sequence[float | None] = [None] * len(decoded)
+        word_conf: Sequence[float | None] = [None] * len(words)
+        segment_conf: list[float | None] = [None] * len(segments)
+        if self.confidence is not None and steps is not None:
+            token_conf = token_confidence(steps, self.blank_id, self.confidence)
+            if len(token_conf) != len(decoded):
+                raise RuntimeError(f"{len(token_conf)} token confidences for {len(decoded)} tokens")
+            found = word_confidence(token_conf, pieces, texts, self.confidence.aggregation)
+            # NeMo's word confidence belongs to the words of the text (``text.split()``): the timed words
+            # less the empty ones (a run of lone ``▁`` pieces), which carry none. Should the two ever not
+            # match one to one, no word carries confidence rather than a wrong one.
+            spoken = [i for i, w in enumerate(words) if w.text]
+            if len(found) == len(spoken):
+                by_word: list[float | None] = [None] * len(words)
+                for i, value in zip(spoken, found, strict=True):
+                    by_word[i] = value
+                word_conf = by_word
+                for k, s in enumerate(segments):
+                    inside = [c for c in by_word[s.first_word : s.end_word] if c is not None]
+                    segment_conf[k] = aggregate(inside, self.confidence.aggregation) if inside else None
 
         def seconds(offset: int) -> float:
             # NeMo's seconds, except that a last token whose predicted duration runs past the final
@@ -70,15 +102,16 @@ class TranscriptBuilder:
                     end_offset=s.end_offset,
                     start=seconds(s.start_offset),
                     end=seconds(s.end_offset),
+                    confidence=c,
                 )
-                for s, d in zip(spans, decoded, strict=True)
+                for s, d, c in zip(spans, decoded, token_conf, strict=True)
             ),
             words=tuple(
-                Word(w.text, w.start_offset, w.end_offset, seconds(w.start_offset), seconds(w.end_offset))
-                for w in words
+                Word(w.text, w.start_offset, w.end_offset, seconds(w.start_offset), seconds(w.end_offset), c)
+                for w, c in zip(words, word_conf, strict=True)
             ),
             segments=tuple(
-                Segment(s.text, s.start_offset, s.end_offset, seconds(s.start_offset), seconds(s.end_offset))
-                for s in segments
+                Segment(s.text, s.start_offset, s.end_offset, seconds(s.start_offset), seconds(s.end_offset), c)
+                for s, c in zip(segments, segment_conf, strict=True)
             ),
         )

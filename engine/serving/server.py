@@ -49,7 +49,7 @@ from ..errors import (
     EngineOverloadedError,
     ParakeetRuntimeError,
 )
-from ..results import Transcript
+from ..results import TimedText, Transcript
 from .formats import round_time, to_srt, to_vtt
 
 logger = logging.getLogger(__name__)
@@ -337,6 +337,11 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
             raise _ApiError(499, "client closed the request", code="client_closed")
 
 
+def _confidence(item: TimedText) -> dict[str, float]:
+    """``{"confidence": ...}`` where the engine computed it, else nothing."""
+    return {} if item.confidence is None else {"confidence": item.confidence}
+
+
 def _render(transcript: Transcript, response_format: str, granularities: list[str]) -> Response:
     if response_format == "text":
         return PlainTextResponse(transcript.text)
@@ -352,8 +357,10 @@ def _render(transcript: Transcript, response_format: str, granularities: list[st
         "text": transcript.text,
     }
     if "word" in granularities:
-        body["words"] = [{"word": w.text, "start": round_time(w.start), "end": round_time(w.end)}
-                         for w in transcript.words]
+        body["words"] = [
+            {"word": w.text, "start": round_time(w.start), "end": round_time(w.end)} | _confidence(w)
+            for w in transcript.words
+        ]
     if "segment" in granularities or not granularities:
         body["segments"] = [
             {
@@ -362,7 +369,7 @@ def _render(transcript: Transcript, response_format: str, granularities: list[st
                 "start": round_time(s.start),
                 "end": round_time(s.end),
                 "text": s.text,
-            }
+            } | _confidence(s)
             for i, s in enumerate(transcript.segments)
         ]
     return JSONResponse(body)
