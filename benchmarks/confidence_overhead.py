@@ -30,6 +30,18 @@ SETTINGS: dict[str, ConfidenceOptions | None] = {
 }
 
 
+def _cpu_model() -> str:
+    """``/proc/cpuinfo``'s model name (what ``lscpu`` calls Model name), else the platform's name."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _median_ms(inference: Inference, prepared: list[Any], runs: int) -> float:
     frames, lengths = inference.encode_batch(prepared)
     inference.decode_batch(frames, lengths, prepared)  # warm-up
@@ -65,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     off = results["off"]["single_ms"]
     for entry in results.values():
         entry["single_vs_off"] = round(entry["single_ms"] / off, 3)
-    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    machine = {"cpu": _cpu_model(), "cores": os.cpu_count()}
     print(json.dumps({"machine": machine, "inputs": audio, "runs": args.runs, "results": results}, indent=2))
 
 
