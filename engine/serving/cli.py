@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +30,7 @@ DEMO_NOTE = (
     "--model parakeet-v2."
 )
 
+API_KEY_ENV = "PARAKEET_API_KEY"
 THREADS_HELP = ("ONNX Runtime intra-op threads for the encoder and the large step graphs (default: ONNX Runtime's, "
                 "one per physical core)")
 
@@ -76,12 +79,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--max-upload-mb", type=float, default=25.0, help="largest upload (default: 25 MB)")
     serve.add_argument("--max-in-flight", type=int, default=64,
                        help="requests in flight before 503 (default: 64)")
+    serve.add_argument("--body-timeout-s", type=float, default=30.0, metavar="S",
+                       help="the whole request body must arrive within S seconds, else 408 (default: 30)")
+    serve.add_argument("--keep-alive-s", type=int, default=5, metavar="S",
+                       help="close idle keep-alive connections after S seconds (default: 5)")
+    serve.add_argument("--max-connections", type=int, default=256, metavar="N",
+                       help="open connections before 503 (default: 256)")
+    serve.add_argument("--shutdown-grace-s", type=int, default=30, metavar="S",
+                       help="on SIGTERM, requests in flight get S seconds to finish, then 503 (default: 30)")
+    serve.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None, metavar="KEY",
+                       help=f"require 'Authorization: Bearer KEY' on every endpoint but /health (default: the "
+                       f"{API_KEY_ENV} environment variable; none: no key)")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                       help="allow browser calls from ORIGIN ('*': any) (repeatable; default: none)")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     serve.add_argument("-v", "--verbose", action="store_true", help="show library logs")
 
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
+    if args.command == "serve":
+        if not (args.body_timeout_s > 0 and math.isfinite(args.body_timeout_s)):
+            parser.error("--body-timeout-s must be a positive number of seconds")
+        for flag in ("keep_alive_s", "shutdown_grace_s", "max_connections"):
+            if getattr(args, flag) < 1:
+                parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+        if args.max_in_flight < 1:
+            parser.error("--max-in-flight must be at least 1")
+        if args.api_key is not None and not args.api_key.strip():
+            parser.error("--api-key must not be empty")
     if args.command == "transcribe":
         args.format = list(dict.fromkeys(args.format or ["text"]))
         if args.batch_size < 1:
@@ -160,6 +186,9 @@ def serve(args: argparse.Namespace) -> int:
         return Engine.load(model_dir, session=SessionOptions(threads=args.threads), batching=batching)
 
     options = ServerOptions(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_in_flight=args.max_in_flight,
+                            body_timeout_s=args.body_timeout_s, keep_alive_s=args.keep_alive_s,
+                            max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace_s,
+                            api_key=args.api_key, cors_origins=tuple(args.cors_origin),
                             close_engine_on_shutdown=True)
     try:
         # Fail fast, before binding the port, on a directory that cannot be a model.
@@ -169,7 +198,8 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     limit_malloc_arenas()  # before uvicorn and the engine start their threads
     uvicorn.run(create_app(load, options), host=args.host, port=args.port, log_level=args.log_level,
-                timeout_graceful_shutdown=30)
+                timeout_keep_alive=options.keep_alive_s, limit_concurrency=options.max_connections,
+                timeout_graceful_shutdown=options.shutdown_grace_s)
     return 0
 
 

@@ -17,8 +17,13 @@ Endpoints:
   :attr:`ServerOptions.model_name`), description and languages.
 
 Every request runs through ``Engine.transcribe_async`` (the dynamic batcher), so the event loop never
-blocks. Uploads are bounded (413), the number of requests in flight is bounded (503 with Retry-After),
-bad audio is a 400 in OpenAI's error shape, and a client that disconnects has its request cancelled.
+blocks. Uploads are bounded in size (413) and in time (the whole body must arrive within
+:attr:`ServerOptions.body_timeout_s`, else 408), the number of requests in flight is bounded (503 with
+Retry-After; a request takes its slot only once its upload is complete, so slow uploads cannot hold slots),
+bad audio is a 400 in OpenAI's error shape, and a client that disconnects has its request cancelled (logged at
+DEBUG, never an ERROR traceback). An optional API key (``Authorization: Bearer KEY``, 401 otherwise; ``/health``
+stays open) and CORS origins are :class:`ServerOptions` fields. Work the server host cancels at shutdown (uvicorn
+after its graceful-shutdown period) is answered 503 ``shutting_down``, never 500.
 Error bodies never carry object reprs, file paths or tracebacks: an unexpected failure is a 500 with a
 generic message, and the detail goes to this module's logger.
 """
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import math
 import re
@@ -37,7 +43,9 @@ from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -73,8 +81,28 @@ class ServerOptions:
     max_upload_bytes: int = 25 * 1024 * 1024
     """Largest request body accepted (OpenAI's limit is 25 MB); larger gets 413."""
     max_in_flight: int = 64
-    """Most transcription requests being received or processed at once; more get 503 with Retry-After.
-    Bounds memory at about ``max_in_flight × max_upload_bytes``."""
+    """Most transcription requests being processed at once (their upload complete); more get 503 with
+    Retry-After. A request takes its slot only after its body has arrived, so slow uploads hold none."""
+    body_timeout_s: float = 30.0
+    """The whole request body must arrive within this many seconds of the request's headers, else 408 (and the
+    connection is closed): a client sending 1 byte/s, or a Content-Length larger than what it sends, cannot hold
+    the server."""
+    keep_alive_s: int = 5
+    """``serve``: an idle keep-alive connection is closed after this many seconds (uvicorn's
+    ``timeout_keep_alive``). A mounted app leaves this to its host server."""
+    max_connections: int = 256
+    """``serve``: most open connections (uvicorn's ``limit_concurrency``); a request on one more gets 503. With
+    :attr:`max_upload_bytes` it bounds the memory held by uploads at about ``max_connections × max_upload_bytes``.
+    A mounted app leaves this to its host server."""
+    shutdown_grace_s: int = 30
+    """``serve``: on SIGTERM/SIGINT, requests in flight get this many seconds to finish (uvicorn's
+    ``timeout_graceful_shutdown``); those that cannot are answered 503 ``shutting_down``."""
+    api_key: str | None = None
+    """When set, every endpoint but ``/health`` needs ``Authorization: Bearer <api_key>`` (as OpenAI clients send
+    it); otherwise 401 in OpenAI's error shape."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed to call the API from a browser (Starlette's CORSMiddleware; ``"*"`` for any); none by
+    default, so browsers get no CORS headers."""
     retry_after_s: int = 1
     """The Retry-After value sent with 503."""
     model_name: str | None = None
@@ -83,6 +111,16 @@ class ServerOptions:
     ``nvidia/parakeet-tdt-0.6b-v2`` its last part), else the model directory's name."""
     close_engine_on_shutdown: bool = False
     """Close (draining) the engine when the app shuts down; ``serve`` sets it, mounted apps usually not."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_bytes", "max_in_flight", "max_connections", "keep_alive_s", "shutdown_grace_s"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ServerOptions.{name} must be at least 1, got {getattr(self, name)}")
+        if not (self.body_timeout_s > 0 and math.isfinite(self.body_timeout_s)):
+            raise ValueError(f"ServerOptions.body_timeout_s must be a positive number of seconds, got "
+                             f"{self.body_timeout_s}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("ServerOptions.api_key must not be empty (use None for no key)")
 
 
 class _ApiError(Exception):
@@ -109,6 +147,11 @@ def _public(message: str) -> str:
         return message
     logger.warning("error message withheld from the client: %s", message)
     return "the request could not be processed (details are in the server log)"
+
+
+def _shutting_down() -> _ApiError:
+    return _ApiError(503, "the server is shutting down; retry on another instance", kind="server_error",
+                     code="shutting_down", headers={"Connection": "close"})
 
 
 class _State:
@@ -160,8 +203,19 @@ def create_app(
                                 headers={"Retry-After": str(opts.retry_after_s)})
         return JSONResponse({"status": "ok", "model": _model_id(state.engine, opts)})
 
+    expected_key = None if opts.api_key is None else opts.api_key.encode()
+
+    def authorize(request: Request) -> None:
+        if expected_key is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected_key):
+            raise _ApiError(401, "missing or incorrect API key: send 'Authorization: Bearer <key>'",
+                            code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
     async def models(request: Request) -> Response:
         try:
+            authorize(request)
             current = ready_engine()
         except _ApiError as exc:
             return exc.response()
@@ -169,6 +223,7 @@ def create_app(
 
     async def model(request: Request) -> Response:
         try:
+            authorize(request)
             current = ready_engine()
             card = _model_card(current, opts)
             if request.path_params["model"] != card["id"]:
@@ -179,20 +234,34 @@ def create_app(
         return JSONResponse(card)
 
     async def transcriptions(request: Request) -> Response:
-        if state.in_flight >= opts.max_in_flight:
-            return _ApiError(503, "server overloaded; retry later", kind="server_error", code="overloaded",
-                             headers={"Retry-After": str(opts.retry_after_s)}).response()
-        state.in_flight += 1
+        taken = False
         try:
-            return await _transcribe(request, ready_engine(), opts)
+            authorize(request)
+            current = ready_engine()
+            body = await _read_body(request, opts.max_upload_bytes, opts.body_timeout_s)
+            if state.in_flight >= opts.max_in_flight:
+                raise _ApiError(503, "server overloaded; retry later", kind="server_error", code="overloaded",
+                                headers={"Retry-After": str(opts.retry_after_s)})
+            state.in_flight += 1
+            taken = True
+            return await _transcribe(request, body, current, opts)
         except _ApiError as exc:
             return exc.response()
+        except asyncio.CancelledError:
+            # The server host cancels what outlives its graceful shutdown (uvicorn: shutdown_grace_s): answer
+            # 503 rather than let the host turn it into a 500. The work itself was cancelled with this task.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            logger.warning("request cancelled by the server's shutdown; answered 503")
+            return _shutting_down().response()
         except Exception:
             logger.exception("transcription request failed")
             return _ApiError(500, "internal error while transcribing (details are in the server log)",
                              kind="server_error", code="internal_error").response()
         finally:
-            state.in_flight -= 1
+            if taken:
+                state.in_flight -= 1
 
     routes = [
         Route("/health", health, methods=["GET"]),
@@ -200,7 +269,11 @@ def create_app(
         Route("/v1/models/{model:path}", model, methods=["GET"]),
         Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = []
+    if opts.cors_origins:
+        middleware.append(Middleware(CORSMiddleware, allow_origins=list(opts.cors_origins),
+                                     allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"]))
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 
 def _model_id(engine: Engine, opts: ServerOptions) -> str:
@@ -219,21 +292,31 @@ def _model_card(engine: Engine, opts: ServerOptions) -> dict[str, Any]:
             "description": engine.manifest.description, "languages": list(engine.manifest.languages)}
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, at most ``limit`` bytes (else 413), all of it within ``timeout_s`` (else 408)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes",
-                        code="payload_too_large")
+                        code="payload_too_large", headers={"Connection": "close"})
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _ApiError(413, f"request body exceeds the limit of {limit} bytes", code="payload_too_large")
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise _ApiError(413, f"request body exceeds the limit of {limit} bytes",
+                                    code="payload_too_large", headers={"Connection": "close"})
+    except TimeoutError as exc:
+        logger.info("request body incomplete after %g s (%d bytes received); answered 408", timeout_s, len(body))
+        raise _ApiError(408, f"the request body did not arrive within {timeout_s:g} s", code="request_timeout",
+                        headers={"Connection": "close"}) from exc
+    except ClientDisconnect as exc:
+        logger.debug("client disconnected during the upload (%d bytes received)", len(body))
+        raise _ApiError(499, "client closed the request", code="client_closed") from exc
     return bytes(body)
 
 
-async def _transcribe(request: Request, engine: Engine, opts: ServerOptions) -> Response:
-    body = await _read_body(request, opts.max_upload_bytes)
+async def _transcribe(request: Request, body: bytes, engine: Engine, opts: ServerOptions) -> Response:
     request._body = body  # let Starlette's form parser read the bounded body we already hold
     try:
         form = await request.form(max_files=1, max_fields=32, max_part_size=64 * 1024)
@@ -277,7 +360,7 @@ async def _transcribe(request: Request, engine: Engine, opts: ServerOptions) -> 
         raise _ApiError(503, str(exc), kind="server_error", code="overloaded",
                         headers={"Retry-After": str(opts.retry_after_s)}) from exc
     except EngineClosedError as exc:
-        raise _ApiError(503, "the server is shutting down", kind="server_error", code="shutting_down") from exc
+        raise _shutting_down() from exc
     except ParakeetRuntimeError as exc:
         logger.error("transcription failed: %s", exc)
         raise _ApiError(500, "internal error while transcribing (details are in the server log)",
@@ -326,15 +409,20 @@ def _check_unsupported(fields: dict[str, str], engine: Engine) -> None:
 async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     """Await ``work``; if the client disconnects first, cancel it (a queued request is then dropped)."""
     task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=0.25)
-        if done:
-            return task.result()
-        if await request.is_disconnected():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            raise _ApiError(499, "client closed the request", code="client_closed")
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.25)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                logger.debug("client disconnected while its request was transcribed; cancelled")
+                raise _ApiError(499, "client closed the request", code="client_closed")
+    except asyncio.CancelledError:
+        task.cancel()  # this request is cancelled (the server shuts down): so is its transcription
+        raise
 
 
 def _confidence(item: TimedText) -> dict[str, float]:
