@@ -1,0 +1,412 @@
+"""The HTTP server against hostile and careless clients: slow uploads, lying Content-Length, idle connections,
+too many connections, shutdown with work in flight, missing or wrong API keys, browsers from other origins and
+clients that hang up. Loopback only (127.0.0.1); every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from parakeet_runtime.engine import BatchingOptions, Engine, sample_audio_path
+from parakeet_runtime.engine.serving.cli import API_KEY_ENV, parse_args
+from parakeet_runtime.engine.serving.server import ServerOptions, create_app
+from tests.test_server import _free_port, _serve
+
+BODY_TIMEOUT_S = 2.0
+KEEP_ALIVE_S = 1
+MAX_CONNECTIONS = 12
+MAX_IN_FLIGHT = 2
+SLOW_CLIENTS = 8
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    process, url = _serve("--max-in-flight", str(MAX_IN_FLIGHT), "--body-timeout-s", str(BODY_TIMEOUT_S),
+                          "--keep-alive-s", str(KEEP_ALIVE_S), "--max-connections", str(MAX_CONNECTIONS))
+    try:
+        yield url
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def reference() -> Engine:
+    return Engine.load(batching=BatchingOptions(enabled=False))
+
+
+def _address(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def _upload_head(url: str, content_length: int) -> bytes:
+    host, port = _address(url)
+    return (f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: {content_length}\r\n\r\n").encode()
+
+
+def _read_response(sock: socket.socket, deadline: float) -> bytes:
+    """Everything the server sends until it closes the connection (or ``deadline``, monotonic)."""
+    data = b""
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _status_and_error(raw: bytes) -> tuple[int, dict[str, Any]]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)["error"]
+
+
+# --- slow and lying uploads -----------------------------------------------------------------------------------
+
+
+def test_slow_uploads_cannot_starve_a_good_request(server: str, reference: Engine) -> None:
+    """``--max-in-flight 2``: eight sockets uploading at 1 byte/s do not hold the two slots; a good request is
+    served meanwhile, quickly, and each slow upload gets a 408 in OpenAI's error shape once the body timeout
+    passes (then its connection is closed)."""
+    stop = threading.Event()
+    sockets = [socket.create_connection(_address(server), timeout=10) for _ in range(SLOW_CLIENTS)]
+
+    def trickle() -> None:
+        while not stop.wait(1.0):
+            for sock in sockets:
+                try:
+                    sock.sendall(b"x")
+                except OSError:
+                    pass  # the server answered 408 and closed it
+
+    try:
+        for sock in sockets:
+            sock.sendall(_upload_head(server, 100_000) + b"x")
+        trickler = threading.Thread(target=trickle, daemon=True)
+        trickler.start()
+        time.sleep(0.3)  # let the slow uploads reach the app before the good request
+        started = time.monotonic()
+        good = httpx.post(f"{server}/v1/audio/transcriptions",
+                          files={"file": ("a.wav", sample_audio_path().read_bytes())}, data={"model": "p"},
+                          timeout=BODY_TIMEOUT_S * 5)
+        elapsed = time.monotonic() - started
+        assert good.status_code == 200, good.text
+        assert good.json()["text"] == reference.transcribe(sample_audio_path()).text
+        assert elapsed < BODY_TIMEOUT_S, f"the good request waited {elapsed:.2f} s behind the slow uploads"
+        deadline = time.monotonic() + BODY_TIMEOUT_S + 5
+        answers = [_read_response(sock, deadline) for sock in sockets]
+    finally:
+        stop.set()
+        for sock in sockets:
+            sock.close()
+    for raw in answers:
+        status, error = _status_and_error(raw)
+        assert status == 408
+        assert error["code"] == "request_timeout" and error["type"] == "invalid_request_error"
+        assert f"within {BODY_TIMEOUT_S:g} s" in error["message"]
+
+
+def test_short_content_length_lie_gets_408_not_a_hang(server: str) -> None:
+    started = time.monotonic()
+    with socket.create_connection(_address(server), timeout=10) as sock:
+        sock.sendall(_upload_head(server, 1000) + b"--zz\r\n")  # 6 of the 1000 bytes promised, then silence
+        raw = _read_response(sock, started + BODY_TIMEOUT_S + 5)
+    elapsed = time.monotonic() - started
+    status, error = _status_and_error(raw)
+    assert status == 408 and error["code"] == "request_timeout"
+    assert b"connection: close" in raw.lower()
+    assert BODY_TIMEOUT_S * 0.9 <= elapsed < BODY_TIMEOUT_S + 5  # closed by the server, not by our deadline
+
+
+def test_slow_upload_does_not_hold_the_in_flight_slot(reference: Engine) -> None:
+    """In-process, deterministic: with ``max_in_flight=1`` an upload that stalls mid-body holds no slot, so a
+    complete request is transcribed meanwhile; the stalled one then gets 408."""
+    app = create_app(reference, ServerOptions(max_in_flight=1, body_timeout_s=BODY_TIMEOUT_S))
+    expected = reference.transcribe(sample_audio_path()).text
+    sent: list[dict[str, Any]] = []
+    partial_read = asyncio.Event()
+
+    async def scenario() -> httpx.Response:
+        async def receive() -> dict[str, Any]:
+            if not partial_read.is_set():
+                partial_read.set()
+                return {"type": "http.request", "body": b"--zz\r\n", "more_body": True}
+            await asyncio.Event().wait()  # the rest never comes
+            raise AssertionError("unreachable")
+
+        async def send(message: Any) -> None:
+            sent.append(dict(message))
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/v1/audio/transcriptions", "raw_path": b"/v1/audio/transcriptions",
+                 "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+                 "headers": [(b"content-type", b"multipart/form-data; boundary=zz"),
+                             (b"content-length", b"100000")]}
+        stalled = asyncio.ensure_future(app(scope, receive, send))
+        await asyncio.wait_for(partial_read.wait(), timeout=10)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            good = await client.post("/v1/audio/transcriptions", data={"model": "p"},
+                                     files={"file": ("a.wav", sample_audio_path().read_bytes())})
+        assert not stalled.done()  # the good request was served while the upload was still stalled
+        await asyncio.wait_for(stalled, timeout=BODY_TIMEOUT_S + 10)
+        return good
+
+    good = asyncio.run(scenario())
+    assert good.status_code == 200 and good.json()["text"] == expected
+    assert sent[0]["status"] == 408
+    assert json.loads(sent[1]["body"])["error"]["code"] == "request_timeout"
+
+
+# --- idle and surplus connections -----------------------------------------------------------------------------
+
+
+def test_idle_keep_alive_connection_is_closed(server: str) -> None:
+    host, port = _address(server)
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(f"GET /health HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        sent = time.monotonic()
+        raw = _read_response(sock, sent + KEEP_ALIVE_S + 5)
+        idle = time.monotonic() - sent
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["status"] == "ok"  # one response, nothing more
+    assert KEEP_ALIVE_S * 0.8 <= idle < KEEP_ALIVE_S + 4  # then closed by the server, not by our deadline
+
+
+def test_connection_limit_gets_503_then_recovers(server: str) -> None:
+    sockets = [socket.create_connection(_address(server), timeout=10) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.2)  # let the server register them
+        refused = httpx.get(f"{server}/health", timeout=10)
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert refused.status_code == 503
+    deadline = time.monotonic() + 10
+    while (status := httpx.get(f"{server}/health", timeout=10).status_code) != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status == 200
+
+
+# --- shutdown -------------------------------------------------------------------------------------------------
+
+
+class _ThreadedServer:
+    """uvicorn in a thread of this process (so ``Engine.transcribe_async`` can be stubbed), as ``serve`` runs it."""
+
+    def __init__(self, app: Any, options: ServerOptions) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="info",
+                                timeout_keep_alive=options.keep_alive_s, limit_concurrency=options.max_connections,
+                                timeout_graceful_shutdown=options.shutdown_grace_s)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> _ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
+def test_work_outliving_the_shutdown_grace_gets_503_not_500(reference: Engine, monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    entered = threading.Event()
+    cancelled = threading.Event()
+
+    async def endless(_self: Engine, _audio: object, **_: object) -> object:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(Engine, "transcribe_async", endless)
+    options = ServerOptions(shutdown_grace_s=1)
+    responses: list[httpx.Response] = []
+    with _ThreadedServer(create_app(reference, options), options) as running:
+        client = threading.Thread(target=lambda: responses.append(httpx.post(
+            f"{running.url}/v1/audio/transcriptions", files={"file": ("a.wav", sample_audio_path().read_bytes())},
+            data={"model": "p"}, timeout=30)))
+        client.start()
+        assert entered.wait(30)
+        started = time.monotonic()
+        running.server.should_exit = True  # what SIGTERM does
+        client.join(timeout=30)
+        elapsed = time.monotonic() - started
+    assert responses, "no response"
+    response = responses[0]
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == {"message": "the server is shutting down; retry on another instance",
+                                        "type": "server_error", "param": None, "code": "shutting_down"}
+    assert options.shutdown_grace_s * 0.9 <= elapsed < options.shutdown_grace_s + 10
+    assert cancelled.is_set()  # the transcription was cancelled with its request
+    assert "Exception in ASGI application" not in caplog.text
+
+
+def test_work_finishing_within_the_grace_is_served(reference: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Engine.transcribe_async
+    entered = threading.Event()
+    release = threading.Event()
+
+    async def gated(self: Engine, audio: Any, **kwargs: Any) -> Any:
+        entered.set()
+        await asyncio.to_thread(release.wait, 30)
+        return await real(self, audio, **kwargs)
+
+    monkeypatch.setattr(Engine, "transcribe_async", gated)
+    options = ServerOptions(shutdown_grace_s=20)
+    responses: list[httpx.Response] = []
+    with _ThreadedServer(create_app(reference, options), options) as running:
+        client = threading.Thread(target=lambda: responses.append(httpx.post(
+            f"{running.url}/v1/audio/transcriptions", files={"file": ("a.wav", sample_audio_path().read_bytes())},
+            data={"model": "p"}, timeout=30)))
+        client.start()
+        assert entered.wait(30)
+        running.server.should_exit = True
+        time.sleep(0.3)  # shutdown has begun: the server no longer accepts connections
+        release.set()
+        client.join(timeout=30)
+    assert responses and responses[0].status_code == 200
+    assert responses[0].json()["text"] == reference.transcribe(sample_audio_path()).text
+
+
+# --- API key, CORS, disconnects -------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def keyed_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv(API_KEY_ENV, "s3cret-key")  # the variable, not the flag: the key stays out of `ps`
+    process, url = _serve()
+    try:
+        yield url
+    finally:
+        process.stop()
+
+
+def test_api_key(keyed_server: str, reference: Engine) -> None:
+    openai = pytest.importorskip("openai")
+    expected = reference.transcribe(sample_audio_path()).text
+    client = openai.OpenAI(base_url=f"{keyed_server}/v1", api_key="s3cret-key", max_retries=0)
+    with sample_audio_path().open("rb") as handle:
+        assert client.audio.transcriptions.create(model="parakeet", file=handle).text == expected
+    assert len(client.models.list().data) == 1
+    wrong = openai.OpenAI(base_url=f"{keyed_server}/v1", api_key="s3cret-kez", max_retries=0)
+    with sample_audio_path().open("rb") as handle, pytest.raises(openai.AuthenticationError) as info:
+        wrong.audio.transcriptions.create(model="parakeet", file=handle)
+    assert info.value.status_code == 401 and info.value.code == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        wrong.models.list()
+    for headers in ({}, {"Authorization": "s3cret-key"}, {"Authorization": "Basic s3cret-key"}):
+        response = httpx.get(f"{keyed_server}/v1/models", headers=headers, timeout=10)
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["error"]["type"] == "invalid_request_error"
+    assert httpx.get(f"{keyed_server}/health", timeout=10).status_code == 200  # probes need no key
+
+
+def test_api_key_flag_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    assert parse_args(["serve"]).api_key is None
+    assert parse_args(["serve", "--api-key", "k1"]).api_key == "k1"
+    monkeypatch.setenv(API_KEY_ENV, "k2")
+    assert parse_args(["serve"]).api_key == "k2"
+    assert parse_args(["serve", "--api-key", "k1"]).api_key == "k1"  # the flag wins
+    monkeypatch.setenv(API_KEY_ENV, "")
+    assert parse_args(["serve"]).api_key is None
+
+
+@pytest.mark.parametrize("argv", [["--body-timeout-s", "0"], ["--body-timeout-s", "nan"], ["--keep-alive-s", "0"],
+                                  ["--max-connections", "0"], ["--shutdown-grace-s", "0"], ["--api-key", " "]])
+def test_serve_flags_are_validated(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_args(["serve", *argv])
+    assert info.value.code == 2 and argv[0] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field", [{"body_timeout_s": 0.0}, {"keep_alive_s": 0}, {"max_connections": 0},
+                                   {"shutdown_grace_s": -1}, {"api_key": ""}, {"max_in_flight": 0}])
+def test_server_options_are_validated(field: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(field))):
+        ServerOptions(**field)
+
+
+def test_cors_origins(reference: Engine) -> None:
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization"}
+
+    async def go(options: ServerOptions, origin: str) -> tuple[httpx.Response, httpx.Response]:
+        app = create_app(reference, options)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            options_response = await client.options("/v1/audio/transcriptions", headers={**preflight,
+                                                                                         "Origin": origin})
+            get = await client.get("/v1/models", headers={"Origin": origin, "Authorization": "Bearer k"})
+        return options_response, get
+
+    allowed = ServerOptions(cors_origins=("https://app.example",), api_key="k")
+    ok_preflight, ok_get = asyncio.run(go(allowed, "https://app.example"))
+    assert ok_preflight.status_code == 200  # a preflight carries no key and needs none
+    assert ok_preflight.headers["access-control-allow-origin"] == "https://app.example"
+    assert ok_get.status_code == 200 and ok_get.headers["access-control-allow-origin"] == "https://app.example"
+    other_preflight, other_get = asyncio.run(go(allowed, "https://evil.example"))
+    assert other_preflight.status_code == 400
+    assert "access-control-allow-origin" not in other_get.headers
+    _, default_get = asyncio.run(go(ServerOptions(api_key="k"), "https://app.example"))
+    assert default_get.status_code == 200 and "access-control-allow-origin" not in default_get.headers
+
+
+class _Seen(logging.Handler):
+    def __init__(self, needle: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.needle = needle
+        self.event = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.needle in record.getMessage():
+            self.event.set()
+
+
+def test_client_hanging_up_mid_upload_logs_no_error(reference: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    server_logger = logging.getLogger("parakeet_runtime.engine.serving.server")
+    seen = _Seen("client disconnected during the upload")
+    server_logger.addHandler(seen)
+    options = ServerOptions()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="parakeet_runtime.engine.serving.server"), \
+                _ThreadedServer(create_app(reference, options), options) as running:
+            with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+                sock.sendall(_upload_head(running.url, 100_000) + b"--zz\r\n")
+                time.sleep(0.3)  # the app is reading the body
+            assert seen.event.wait(10), "the server did not notice the disconnect"
+            assert httpx.get(f"{running.url}/health", timeout=10).status_code == 200
+    finally:
+        server_logger.removeHandler(seen)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+    assert "Traceback" not in caplog.text
