@@ -24,7 +24,7 @@ from parakeet_runtime.engine.serving.cli import API_KEY_ENV, parse_args
 from parakeet_runtime.engine.serving.server import ServerOptions, create_app
 from tests.test_server import _free_port, _serve
 
-BODY_TIMEOUT_S = 2.0
+BODY_TIMEOUT_S = 3.0
 KEEP_ALIVE_S = 1
 MAX_CONNECTIONS = 12
 MAX_IN_FLIGHT = 2
