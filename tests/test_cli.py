@@ -32,6 +32,21 @@ def test_json(capsys: pytest.CaptureFixture[str], expected: str) -> None:
     assert payload["words"] and {"text", "start", "end"} <= set(payload["words"][0])
 
 
+def test_json_confidence_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    from parakeet_runtime.decoding import ConfidenceOptions
+
+    assert main(["transcribe", str(sample_audio_path()), "--format", "json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert not any("confidence" in item for key in ("tokens", "words", "segments") for item in plain[key])
+    assert main(["transcribe", str(sample_audio_path()), "--format", "json", "--confidence"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["text"] == plain["text"]
+    with Engine.load(confidence=ConfidenceOptions()) as engine:  # the engine's own scores, rounded like times
+        words = engine.transcribe(sample_audio_path()).words
+    assert [w.get("confidence") for w in scored["words"]] == pytest.approx([w.confidence for w in words], abs=1e-3)
+    assert all(0.0 <= t["confidence"] <= 1.0 for t in scored["tokens"])
+
+
 def test_json_times_are_milliseconds(capsys: pytest.CaptureFixture[str]) -> None:
     """The Transcript keeps exact times (float noise such as ``3.7600000000000002`` included, for parity with
     NeMo); the JSON output writes every time and duration rounded to the millisecond."""

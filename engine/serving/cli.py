@@ -14,7 +14,7 @@ from .. import __version__
 from ..engine import Engine, default_model_dir, sample_audio_path
 from ..errors import ParakeetRuntimeError
 from ..model.manifest import load_manifest
-from ..options import BatchingOptions, SessionOptions
+from ..options import BatchingOptions, ConfidenceOptions, SessionOptions
 from ..results import Transcript
 from .batch import OutputPlan, transcribe_inputs, write_combined, write_outputs
 from .formats import FORMATS, render
@@ -31,6 +31,8 @@ DEMO_NOTE = (
 )
 
 API_KEY_ENV = "PARAKEET_API_KEY"
+CONFIDENCE_HELP = ("give tokens, words and segments NeMo's confidence scores (NeMo's default measure: tsallis "
+                   "entropy, alpha 0.33, min over a word's tokens) in the JSON outputs")
 THREADS_HELP = ("ONNX Runtime intra-op threads for the encoder and the large step graphs (default: ONNX Runtime's, "
                 "one per physical core)")
 
@@ -63,6 +65,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     transcribe.add_argument("--batch-size", type=int, default=16, metavar="N",
                             help="BatchingOptions.max_batch_size (default: 16)")
     transcribe.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    transcribe.add_argument("--confidence", action="store_true", help=CONFIDENCE_HELP)
     transcribe.add_argument("-v", "--verbose", action="store_true", help="show library logs")
 
     serve = commands.add_parser(
@@ -74,6 +77,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     serve.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    serve.add_argument("--confidence", action="store_true", help=CONFIDENCE_HELP)
     serve.add_argument("--max-batch-size", type=int, default=16, help="dynamic batch size (default: 16)")
     serve.add_argument("--max-wait-ms", type=float, default=5.0, help="batching window (default: 5 ms)")
     serve.add_argument("--max-upload-mb", type=float, default=25.0, help="largest upload (default: 25 MB)")
@@ -130,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             args.model if args.model is not None else default_model_dir(),
             session=SessionOptions(threads=args.threads),
             batching=BatchingOptions(max_batch_size=args.batch_size),
+            confidence=ConfidenceOptions() if args.confidence else None,
         )
     except ParakeetRuntimeError as exc:
         print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
@@ -183,7 +188,8 @@ def serve(args: argparse.Namespace) -> int:
                                max_queue=max(args.max_in_flight, args.max_batch_size) * 2)
 
     def load() -> Engine:
-        return Engine.load(model_dir, session=SessionOptions(threads=args.threads), batching=batching)
+        return Engine.load(model_dir, session=SessionOptions(threads=args.threads), batching=batching,
+                           confidence=ConfidenceOptions() if args.confidence else None)
 
     options = ServerOptions(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_in_flight=args.max_in_flight,
                             body_timeout_s=args.body_timeout_s, keep_alive_s=args.keep_alive_s,
