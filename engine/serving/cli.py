@@ -81,6 +81,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--max-batch-size", type=int, default=16, help="dynamic batch size (default: 16)")
     serve.add_argument("--max-wait-ms", type=float, default=5.0, help="batching window (default: 5 ms)")
     serve.add_argument("--max-upload-mb", type=float, default=25.0, help="largest upload (default: 25 MB)")
+    serve.add_argument("--max-audio-s", type=float, default=3600.0, metavar="S",
+                       help="longest audio per request, read from the file's header before decoding, else 400 "
+                       "audio_too_long (default: 3600, or the model's own limit when lower)")
     serve.add_argument("--max-in-flight", type=int, default=64,
                        help="requests in flight before 503 (default: 64)")
     serve.add_argument("--body-timeout-s", type=float, default=30.0, metavar="S",
@@ -105,6 +108,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.command == "serve":
         if not (args.body_timeout_s > 0 and math.isfinite(args.body_timeout_s)):
             parser.error("--body-timeout-s must be a positive number of seconds")
+        if not (args.max_audio_s > 0 and math.isfinite(args.max_audio_s)):
+            parser.error("--max-audio-s must be a positive number of seconds")
         for flag in ("keep_alive_s", "shutdown_grace_s", "max_connections"):
             if getattr(args, flag) < 1:
                 parser.error(f"--{flag.replace('_', '-')} must be at least 1")
@@ -191,7 +196,8 @@ def serve(args: argparse.Namespace) -> int:
         return Engine.load(model_dir, session=SessionOptions(threads=args.threads), batching=batching,
                            confidence=ConfidenceOptions() if args.confidence else None)
 
-    options = ServerOptions(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_in_flight=args.max_in_flight,
+    options = ServerOptions(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_audio_s=args.max_audio_s,
+                            max_in_flight=args.max_in_flight,
                             body_timeout_s=args.body_timeout_s, keep_alive_s=args.keep_alive_s,
                             max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace_s,
                             api_key=args.api_key, cors_origins=tuple(args.cors_origin),

@@ -17,7 +17,8 @@ Endpoints:
   :attr:`ServerOptions.model_name`), description and languages.
 
 Every request runs through ``Engine.transcribe_async`` (the dynamic batcher), so the event loop never
-blocks. Uploads are bounded in size (413) and in time (the whole body must arrive within
+blocks. Uploads are bounded in size (413), in audio duration (400 ``audio_too_long``, from the file's header
+before decoding: :attr:`ServerOptions.max_audio_s`) and in time (the whole body must arrive within
 :attr:`ServerOptions.body_timeout_s`, else 408), the number of requests in flight is bounded (503 with
 Retry-After; a request takes its slot only once its upload is complete, so slow uploads cannot hold slots),
 bad audio is a 400 in OpenAI's error shape, and a client that disconnects has its request cancelled (logged at
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import io
 import logging
 import math
 import re
@@ -41,6 +43,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import soundfile
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.middleware import Middleware
@@ -80,6 +83,10 @@ class ServerOptions:
 
     max_upload_bytes: int = 25 * 1024 * 1024
     """Largest request body accepted (OpenAI's limit is 25 MB); larger gets 413."""
+    max_audio_s: float = 3600.0
+    """Longest audio accepted per request, in seconds (or the model's own one-pass limit when that is lower);
+    longer gets 400 ``audio_too_long``. It is read from the file's header before anything is decoded, so a
+    small upload that declares hours of audio (a silent FLAC compresses ~1000:1) costs no decoding memory."""
     max_in_flight: int = 64
     """Most transcription requests being processed at once (their upload complete); more get 503 with
     Retry-After. A request takes its slot only after its body has arrived, so slow uploads hold none."""
@@ -116,6 +123,8 @@ class ServerOptions:
         for name in ("max_upload_bytes", "max_in_flight", "max_connections", "keep_alive_s", "shutdown_grace_s"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServerOptions.{name} must be at least 1, got {getattr(self, name)}")
+        if isinstance(self.max_audio_s, bool) or not (self.max_audio_s > 0 and math.isfinite(self.max_audio_s)):
+            raise ValueError(f"ServerOptions.max_audio_s must be a positive number of seconds, got {self.max_audio_s}")
         if not (self.body_timeout_s > 0 and math.isfinite(self.body_timeout_s)):
             raise ValueError(f"ServerOptions.body_timeout_s must be a positive number of seconds, got "
                              f"{self.body_timeout_s}")
@@ -349,6 +358,7 @@ async def _transcribe(request: Request, body: bytes, engine: Engine, opts: Serve
     finally:
         await form.close()
 
+    await asyncio.to_thread(_check_declared_duration, audio, opts.max_audio_s, engine.preparer.max_seconds)
     started = time.perf_counter()
     try:
         transcript = await _unless_disconnected(request, engine.transcribe_async(audio))
@@ -366,7 +376,37 @@ async def _transcribe(request: Request, body: bytes, engine: Engine, opts: Serve
         raise _ApiError(500, "internal error while transcribing (details are in the server log)",
                         kind="server_error", code="internal_error") from exc
     logger.debug("transcribed %.1f s of audio in %.3f s", transcript.duration, time.perf_counter() - started)
+    if transcript.duration > opts.max_audio_s:  # a format whose header declares no length (MP4, WebM, ...)
+        raise _ApiError(400, _too_long_for_server(transcript.duration, opts.max_audio_s), param="file",
+                        code="audio_too_long")
     return _render(transcript, response_format, granularities)
+
+
+def _check_declared_duration(audio: bytes, server_limit: float, model_limit: float) -> None:
+    """400 ``audio_too_long`` when the file's header declares more than ``server_limit`` seconds (or more than
+    ``model_limit``, when that is lower), before anything is decoded. Only the header is read; a header
+    soundfile cannot read (MP4/M4A, WebM, garbage) is left to the engine's normal decoding path, which checks
+    the model's limit itself."""
+    try:
+        info = soundfile.info(io.BytesIO(audio))
+        frames, rate = int(info.frames), int(info.samplerate)
+    except Exception as exc:  # libsndfile's errors, and anything its header parsing raises
+        logger.debug("no readable header for the duration check (%s); left to the engine", type(exc).__name__)
+        return
+    if rate <= 0 or frames < 0:
+        return  # an impossible header: the engine's decoder refuses it with its own message
+    seconds = frames / rate
+    if seconds > model_limit and model_limit < server_limit:
+        raise _ApiError(400, f"audio of {seconds:.1f} s is longer than this model's encoder takes in one pass "
+                        f"(about {model_limit:.0f} s); split it into shorter pieces", param="file",
+                        code="audio_too_long")
+    if seconds > server_limit:
+        raise _ApiError(400, _too_long_for_server(seconds, server_limit), param="file", code="audio_too_long")
+
+
+def _too_long_for_server(seconds: float, limit: float) -> str:
+    return f"audio of {seconds:.1f} s is longer than this server accepts ({limit:g} s per request); split it " \
+        "into shorter pieces"
 
 
 def _check_unsupported(fields: dict[str, str], engine: Engine) -> None:
