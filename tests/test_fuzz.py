@@ -103,7 +103,7 @@ def hostile_arrays(draw: st.DrawFn) -> npt.NDArray[Any]:
 def _hostile_values(draw: st.DrawFn) -> npt.NDArray[Any]:
     shape = draw(st.lists(st.sampled_from(AXES), min_size=0, max_size=3).map(_shape)
                  .filter(lambda s: math.prod(s) <= MAX_ELEMENTS))
-    dtype = np.dtype(draw(st.sampled_from(DTYPES)))
+    dtype: np.dtype[Any] = np.dtype(draw(st.sampled_from(DTYPES)))
     fill = draw(st.sampled_from(["zeros", "noise", "special", "noise+special"]))
     scale = draw(st.sampled_from([1e-4, 0.1, 1.0, 1e3, 1e7]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -141,7 +141,7 @@ def test_hostile_arrays_give_a_transcript_or_a_typed_error(engine: Engine, array
     elif how == "keyword":
         _outcome("arrays", lambda: engine.transcribe(array, sample_rate=rate))
     else:
-        _outcome("arrays", lambda: engine.transcribe((array, rate)))  # type: ignore[arg-type]
+        _outcome("arrays", lambda: engine.transcribe((array, rate)))
 
 
 # --- byte mutation ----------------------------------------------------------------------------------------
