@@ -235,23 +235,13 @@ def test_mutated_model_files_load_or_give_a_typed_error(scratch_model: Path, nam
     path.write_bytes(mutate(original, seed, count, keep_size=keep_size))
     try:
         _outcome("model files", lambda: _load_and_transcribe(scratch_model))
-    except UnicodeDecodeError:
-        if name != "tokenizer.model":
-            raise
-        # Known bug, reproduced by test_a_tokenizer_piece_that_is_not_utf8_is_a_manifest_error (strict xfail).
-        COUNTS["model files"][KNOWN_TOKENIZER_BUG] += 1
     finally:
         path.write_bytes(original)
     COUNTS["model files"][f"file:{name}"] += 1
 
 
-KNOWN_TOKENIZER_BUG = "known bug: UnicodeDecodeError from tokenizer.model"
-
-
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
-                   reason="engine/model/tokenizer.py: Tokenizer.load calls id_to_piece outside its try, so a piece "
-                   "that is not UTF-8 raises UnicodeDecodeError instead of ManifestError (found by the fuzz)")
 def test_a_tokenizer_piece_that_is_not_utf8_is_a_manifest_error(scratch_model: Path) -> None:
+    """Found by the fuzz: a piece that is not UTF-8 raised a raw UnicodeDecodeError from Tokenizer.load."""
     original = (default_model_dir() / "tokenizer.model").read_bytes()
     broken = bytearray(original)
     broken[186] ^= 0x40  # 0x81 -> 0xc1 inside a piece's UTF-8 bytes: same size, still a valid protobuf

@@ -39,14 +39,20 @@ class Tokenizer:
             raise ManifestError(
                 f"{spec.file}: tokenizer has {processor.get_piece_size()} pieces, manifest says {vocab_size}"
             )
-        pieces = tuple(processor.id_to_piece(i) for i in range(vocab_size))
+        try:
+            pieces = tuple(processor.id_to_piece(i) for i in range(vocab_size))
+        except (UnicodeDecodeError, RuntimeError) as exc:
+            raise ManifestError(f"{spec.file}: a piece of the SentencePiece model is not valid text ({exc})") from exc
         try:
             vocab = (model_dir / spec.vocab_file).read_text(encoding="utf-8").split("\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise ManifestError(f"{spec.vocab_file}: not a readable UTF-8 vocabulary ({exc})") from exc
         if tuple(vocab[:vocab_size]) != pieces:
             raise ManifestError(f"{spec.vocab_file}: vocabulary does not match {spec.file}")
-        texts = tuple(processor.decode_pieces([piece]) for piece in pieces)
+        try:
+            texts = tuple(processor.decode_pieces([piece]) for piece in pieces)
+        except (UnicodeDecodeError, RuntimeError) as exc:
+            raise ManifestError(f"{spec.file}: the SentencePiece model cannot decode its own pieces ({exc})") from exc
         return cls(processor=processor, pieces=pieces, texts=texts)
 
     def decode_pieces(self, pieces: Sequence[str]) -> str:
