@@ -148,3 +148,22 @@ def engines(converted: dict[str, Path]) -> dict[str, Any]:
     from parakeet_runtime.engine import Engine
 
     return {name: Engine.load(path) for name, path in converted.items()}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fuzz suite's case counts and time (tests/test_fuzz.py), shown without ``-s``."""
+    import sys
+    import time
+
+    fuzz = sys.modules.get("tests.test_fuzz")
+    counts = getattr(fuzz, "COUNTS", None)
+    if not counts:
+        return
+    terminalreporter.write_sep("-", "fuzz suite")
+    for kind, outcomes in counts.items():
+        cases = sum(n for name, n in outcomes.items() if not name.startswith("file:"))
+        terminalreporter.write_line(f"{kind}: {cases} cases, {dict(sorted(outcomes.items()))}")
+    slowest = getattr(fuzz, "SLOWEST", {})
+    started = getattr(fuzz, "STARTED", None)
+    elapsed = f", {time.monotonic() - started:.1f} s since the fuzz module was imported" if started else ""
+    terminalreporter.write_line(f"slowest case per kind (s): {({k: round(v, 3) for k, v in slowest.items()})}{elapsed}")
