@@ -208,17 +208,22 @@ def _fresh_nemo(path: str) -> Any:
     return model
 
 
-def _nemo_confidence(path: str, clip_paths: list[str], options: ConfidenceOptions) -> list[Any]:
+NEMO_WORD_AGGREGATION_BUG = "Something went wrong with word-level confidence aggregation"
+"""NeMo's own word grouping (``_aggregate_token_confidence_subwords_sentencepiece``) raises this for some token
+sequences (seen with a fixture build whose max_symbols variant emits runs of ``▁`` and punctuation). NeMo gives
+no word confidence then, so only the tokens are compared on such a clip."""
+
+
+def _configure(model: Any, options: ConfidenceOptions, *, words: bool) -> None:
     from omegaconf import open_dict
 
-    model = _fresh_nemo(path)
     cfg = copy.deepcopy(model.cfg.decoding)
     with open_dict(cfg):
         cfg.strategy = "greedy_batch"
         cfg.preserve_alignments = not options.exclude_blank  # NeMo needs alignments to keep blank steps
         cfg.confidence_cfg = {
             "preserve_token_confidence": True,
-            "preserve_word_confidence": True,
+            "preserve_word_confidence": words,
             "exclude_blank": options.exclude_blank,
             "aggregation": options.aggregation,
             "tdt_include_duration": options.include_duration,
@@ -226,9 +231,35 @@ def _nemo_confidence(path: str, clip_paths: list[str], options: ConfidenceOption
                            "entropy_norm": options.entropy_norm},
         }
     model.change_decoding_strategy(cfg, verbose=False)
-    hyps = model.transcribe(clip_paths, batch_size=1, return_hypotheses=True, verbose=False)
-    model.eval()  # transcribe leaves the modules in train mode
-    return list(hyps)
+
+
+def _transcribe(model: Any, clip_paths: list[str]) -> list[Any]:
+    try:
+        return list(model.transcribe(clip_paths, batch_size=1, return_hypotheses=True, verbose=False))
+    finally:
+        model.eval()  # transcribe leaves the modules in train mode
+
+
+def _nemo_confidence(path: str, clip_paths: list[str], options: ConfidenceOptions) -> list[tuple[Any, bool]]:
+    """NeMo's hypothesis for each clip, and whether NeMo could give it word confidence."""
+    model = _fresh_nemo(path)
+    _configure(model, options, words=True)
+    try:
+        return [(hyp, True) for hyp in _transcribe(model, clip_paths)]
+    except RuntimeError as exc:
+        if NEMO_WORD_AGGREGATION_BUG not in str(exc):
+            raise
+    results = []
+    for clip in clip_paths:  # find the clips NeMo's word grouping fails on; tokens are compared on all
+        _configure(model, options, words=True)
+        try:
+            results.append((_transcribe(model, [clip])[0], True))
+        except RuntimeError as exc:
+            if NEMO_WORD_AGGREGATION_BUG not in str(exc):
+                raise
+            _configure(model, options, words=False)
+            results.append((_transcribe(model, [clip])[0], False))
+    return results
 
 
 def _known(values: list[float | None]) -> npt.NDArray[np.float64]:
@@ -259,12 +290,18 @@ def test_confidence_identical_to_nemo(model_name: str, options: ConfidenceOption
     finally:
         engine.close()
     tokens_seen = words_seen = 0
-    for clip, hyp, single, batch in zip(clip_paths, hyps, singles, batched, strict=True):
+    for clip, (hyp, nemo_has_words), single, batch in zip(clip_paths, hyps, singles, batched, strict=True):
         assert single.text == hyp.text, clip
         assert [t.id for t in single.tokens] == [int(t) for t in hyp.y_sequence], clip
         nemo_tokens = [float(c) for c in hyp.token_confidence]
-        nemo_words = [float(c) for c in hyp.word_confidence]
         ours_tokens = _known([t.confidence for t in single.tokens])
+        if not nemo_has_words:  # NeMo's word grouping failed (NEMO_WORD_AGGREGATION_BUG): no word reference
+            np.testing.assert_allclose(ours_tokens, nemo_tokens, atol=NEMO_ATOL, rtol=0, err_msg=clip)
+            np.testing.assert_allclose(_known([t.confidence for t in batch.tokens]), ours_tokens, atol=1e-6,
+                                       err_msg=clip)
+            tokens_seen += len(nemo_tokens)
+            continue
+        nemo_words = [float(c) for c in hyp.word_confidence]
         # NeMo's words are those of the text; an empty timed word (lone ``▁`` pieces) has no confidence.
         assert [w.confidence is None for w in single.words] == [not w.text for w in single.words], clip
         ours_words = _known([w.confidence for w in single.words if w.text])
@@ -286,7 +323,11 @@ def test_confidence_identical_to_nemo(model_name: str, options: ConfidenceOption
                                    err_msg=clip)
         tokens_seen += len(nemo_tokens)
         words_seen += len(nemo_words)
-    assert tokens_seen > 50 and words_seen > 10
+    assert tokens_seen > 50
+    if model_name == "tdt_a_maxsym":  # its transcripts can defeat NeMo's word grouping on most clips
+        assert words_seen > 0 or not any(ok for _, ok in hyps)
+    else:
+        assert words_seen > 10
 
 
 # --- outputs -----------------------------------------------------------------------------------------------------
