@@ -114,10 +114,9 @@ def _wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.001)
 
 
-@pytest.mark.parametrize("drain", [True, False])
-def test_close_with_and_without_drain(drain: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The batch in progress finishes either way; requests waiting in the queue finish with ``drain`` and
-    fail with ``EngineClosedError`` without it."""
+@pytest.fixture
+def gated_encode(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Every encoder run sets ``entered`` and then waits for ``release``: (entered, release)."""
     entered = threading.Event()
     release = threading.Event()
     original = OnnxTdtModel.encode
@@ -128,6 +127,14 @@ def test_close_with_and_without_drain(drain: bool, monkeypatch: pytest.MonkeyPat
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(OnnxTdtModel, "encode", gated)
+    return entered, release
+
+
+@pytest.mark.parametrize("drain", [True, False])
+def test_close_with_and_without_drain(drain: bool, gated_encode: tuple[threading.Event, threading.Event]) -> None:
+    """The batch in progress finishes either way; requests waiting in the queue finish with ``drain`` and
+    fail with ``EngineClosedError`` without it."""
+    entered, release = gated_encode
     engine = Engine.load(batching=BatchingOptions(max_batch_size=1, max_wait_ms=0))
     pool = ThreadPoolExecutor(4)
     try:
@@ -158,17 +165,10 @@ def test_close_with_and_without_drain(drain: bool, monkeypatch: pytest.MonkeyPat
         engine.close()
 
 
-def test_close_drain_waits_for_unbatched_calls_in_other_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    entered = threading.Event()
-    release = threading.Event()
-    original = OnnxTdtModel.encode
-
-    def gated(self: OnnxTdtModel, *args: Any, **kwargs: Any) -> Any:
-        entered.set()
-        assert release.wait(30)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(OnnxTdtModel, "encode", gated)
+def test_close_drain_waits_for_unbatched_calls_in_other_threads(
+    gated_encode: tuple[threading.Event, threading.Event],
+) -> None:
+    entered, release = gated_encode
     engine = Engine.load(batching=BatchingOptions(enabled=False))
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(engine.transcribe, sample_audio_path())
