@@ -22,7 +22,7 @@ from parakeet_runtime.decoding import TdtConfig
 
 from .model.features import FeatureExtractor
 from .model.manifest import Manifest, load_manifest
-from .model.onnx_asr import is_onnx_asr_directory, load_onnx_asr
+from .model.layouts import load_other_layout, resolve_model_dir
 from .model.onnx_model import OnnxTdtModel
 from .model.tokenizer import Tokenizer
 from .options import BatchingOptions, ConfidenceOptions, SessionOptions
@@ -83,9 +83,12 @@ class Engine:
         batching: BatchingOptions | None = None,
         verify: bool = False,
         confidence: ConfidenceOptions | None = None,
+        precision: str | None = None,
+        hub_cache_dir: str | os.PathLike[str] | None = None,
     ) -> Engine:
-        """Load a model directory written by ``convert-model``, or one in onnx-asr's NeMo TDT layout
-        (``encoder-model.onnx``, ``decoder_joint-model.onnx``, ``vocab.txt``; see ``model/onnx_asr.py``).
+        """Load a model directory written by ``convert-model``, or one in onnx-asr's or sherpa-onnx's NeMo
+        TDT layout (see ``model/onnx_asr.py``, ``model/sherpa_onnx.py``), or a Hugging Face hub name of
+        such a directory (``owner/name``, downloaded with ``huggingface_hub``; see ``model/hub.py``).
 
         Args:
             model_dir: the directory; ``None`` loads the bundled demo model.
@@ -97,16 +100,28 @@ class Engine:
                 sizes, where recorded, are always checked).
             confidence: give tokens, words and segments NeMo's confidence scores, computed as these
                 options say (default ``None``: no confidence, nothing computed).
+            precision: for onnx-asr and sherpa-onnx layouts holding fp32 and int8 graphs, which to load:
+                ``"fp32"`` or ``"int8"`` (default: fp32 when present, else int8). Ignored for this
+                project's own directories (their manifest names their graphs).
+            hub_cache_dir: where a hub name is downloaded (default: ``huggingface_hub``'s cache,
+                ``HF_HUB_CACHE``); ``HF_HUB_OFFLINE=1`` reads only the cache.
 
         Raises:
             ModelDirectoryError: the directory or one of its files is missing.
+            ModelDownloadError: a hub name that cannot be fetched (no network and not cached, no such
+                repository, or no ``huggingface_hub``).
             ManifestError: the manifest or a model file is invalid, a file it names lies outside the
                 directory, or differs from the size (or, with ``verify``, the hash) the manifest records.
         """
-        directory = Path(model_dir) if model_dir is not None else default_model_dir()
+        directory = (  # a hub name (owner/name) is downloaded into the hub cache
+            resolve_model_dir(model_dir, cache_dir=hub_cache_dir, precision=precision)
+            if model_dir is not None else default_model_dir()
+        )
         batching = batching or BatchingOptions()
-        if is_onnx_asr_directory(directory):  # onnx-asr's NeMo export layout (no manifest.json)
-            layout = load_onnx_asr(directory, providers=providers, session=session or SessionOptions())
+        layout = load_other_layout(  # onnx-asr's or sherpa-onnx's layout (no manifest.json); None for ours
+            directory, providers=providers, session=session or SessionOptions(), precision=precision
+        )
+        if layout is not None:
             manifest, features, tokenizer, model = layout.manifest, layout.features, layout.tokenizer, layout.model
         else:
             manifest = load_manifest(directory, verify=verify)

@@ -33,3 +33,8 @@ class EngineClosedError(ParakeetRuntimeError, RuntimeError):
 
 class EngineOverloadedError(ParakeetRuntimeError, RuntimeError):
     """The batcher's queue is full (``BatchingOptions.max_queue``); retry later."""
+
+
+class ModelDownloadError(ModelDirectoryError):
+    """A hub model name could not be fetched: no network (or ``HF_HUB_OFFLINE``) and not in the cache,
+    no such repository, or ``huggingface_hub`` (the ``hub`` extra) is not installed."""

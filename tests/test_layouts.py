@@ -200,4 +200,4 @@ def test_int8_variant_loads_when_it_is_the_only_one(onnx_asr_dirs: dict[str, Pat
     assert layout.manifest.encoder.precision == "int8"
     assert layout.manifest.joint.file == "decoder_joint-model.int8.onnx"
     with pytest.raises(ModelDirectoryError, match=r"encoder-model\.int8\.onnx"):
-        load_onnx_asr(source, providers=None, session=SessionOptions(), quantization="int8")
+        load_onnx_asr(source, providers=None, session=SessionOptions(), precision="int8")

@@ -19,7 +19,8 @@ joint as separate steps (the decoding loop reuses one predictor output over many
 ``decoder_joint`` graph is cut, at load, where the joint adds the two projections, into three graphs:
 the encoder projection (run once per utterance after the encoder), the predictor (label and state in,
 projected output and state out) and the rest of the joint (projected frame and projected predictor output
-in, logits out). Cutting a graph needs the ``onnx`` package (``pip install onnx``).
+in, logits out). The graph is cut with protobuf alone (``model/onnx_proto.py``), so a runtime-only install
+(onnxruntime, numpy) loads the layout: the ``onnx`` package is not needed.
 
 What the layout does not carry is taken from Parakeet's documented settings, and stated here:
 
@@ -60,6 +61,7 @@ from parakeet_runtime.decoding import FloatArray
 
 from ..errors import ManifestError, ModelDirectoryError
 from ..options import SessionOptions
+from . import onnx_proto
 from .features import FeatureExtractor
 from .manifest import (
     DecodingSpec,
@@ -130,7 +132,7 @@ def load_onnx_asr(
     *,
     providers: Sequence[str] | None,
     session: SessionOptions,
-    quantization: str | None = None,
+    precision: str | None = None,
 ) -> LoadedLayout:
     """Load an onnx-asr NeMo TDT directory (see the module docstring for what is assumed).
 
@@ -138,14 +140,13 @@ def load_onnx_asr(
         directory: the directory.
         providers: ONNX Runtime execution providers (default: CUDA if available, then CPU).
         session: ONNX Runtime threading.
-        quantization: ``None`` for the fp32 graphs (the ``int8`` ones when there are no fp32 graphs),
-            or ``"int8"`` for ``*.int8.onnx``.
+        precision: ``"fp32"``, ``"int8"`` (``*.int8.onnx``), or ``None``: fp32 when present, else int8.
 
     Raises:
-        ModelDirectoryError: a file of the layout is missing, or the ``onnx`` package is not installed.
+        ModelDirectoryError: a file of the layout is missing.
         ManifestError: a file is invalid, or the graphs disagree with the vocabulary or the assumptions.
     """
-    encoder_file, decoder_joint_file = _graph_files(directory, quantization)
+    encoder_file, decoder_joint_file = _graph_files(directory, precision)
     config = _read_config(directory)
     pieces, blank_id = read_vocab(directory / VOCAB_FILE)
     chosen = list(providers) if providers is not None else default_providers()
@@ -171,17 +172,7 @@ def load_onnx_asr(
 
     vocab_size = blank_id
     durations = _durations(config, parts.num_outputs, vocab_size, decoder_joint_file)
-    features_spec = FeatureSpec(
-        sample_rate=SAMPLE_RATE, n_fft=N_FFT, win_length=WIN_LENGTH, hop_length=HOP_LENGTH, window="hann",
-        n_mels=n_mels, preemph=PREEMPH, mag_power=2.0, log=True, log_zero_guard_type="add",
-        log_zero_guard_value=LOG_ZERO_GUARD, normalize="per_feature", exact_pad=False, pad_value=0.0,
-        window_stride=HOP_LENGTH / SAMPLE_RATE, arrays_file="",
-    )
-    features = FeatureExtractor(
-        spec=features_spec,
-        window=_read_only(hann_window(WIN_LENGTH)),
-        filterbank=_read_only(slaney_mel_filterbank(SAMPLE_RATE, N_FFT, n_mels, MEL_FMIN, MEL_FMAX)),
-    )
+    features_spec, features = parakeet_features(n_mels)
     subsampling = _subsampling(config, encoder, n_mels, encoder_file)
     manifest = Manifest(
         features=features_spec,
@@ -225,10 +216,10 @@ def load_onnx_asr(
 # --- files -------------------------------------------------------------------------------------------
 
 
-def _graph_files(directory: Path, quantization: str | None) -> tuple[str, str]:
-    if quantization not in (None, "int8"):
-        raise ManifestError(f"quantization must be None or 'int8', found {quantization!r}")
-    suffixes = [".int8"] if quantization == "int8" else ["", ".int8"]
+def _graph_files(directory: Path, precision: str | None) -> tuple[str, str]:
+    if precision not in (None, "fp32", "int8"):
+        raise ManifestError(f"precision must be None, 'fp32' or 'int8', found {precision!r}")
+    suffixes = {None: ["", ".int8"], "fp32": [""], "int8": [".int8"]}[precision]
     for suffix in suffixes:
         names = (ENCODER_FILE.format(suffix=suffix), DECODER_JOINT_FILE.format(suffix=suffix))
         if all((directory / name).is_file() for name in names):
@@ -336,18 +327,35 @@ def _subsampling(config: dict[str, Any], encoder: ort.InferenceSession, n_mels: 
 
 def _max_frames(path: Path, d_model: int) -> int:
     """Encoder frames the relative position table covers (its shape is ``(1, 2 * frames - 1, d_model)``)."""
-    onnx = _import_onnx()
-    model = onnx.load(str(path), load_external_data=False)
-    shapes = [list(t.dims) for t in model.graph.initializer]
-    constants = [n for n in model.graph.node if n.op_type == "Constant"]
-    shapes += [list(a.t.dims) for n in constants for a in n.attribute if a.name == "value"]
+    return max_frames_of(onnx_proto.read_model(path), d_model, path.name)
+
+
+def max_frames_of(model: Any, d_model: int, name: str) -> int:
+    """:func:`_max_frames` of a parsed encoder graph."""
     lengths = [
-        int(s[1]) for s in shapes if len(s) == 3 and s[0] == 1 and s[2] == d_model and s[1] % 2 == 1 and s[1] > 1
+        int(s[1]) for s in onnx_proto.initializer_shapes(model)
+        if len(s) == 3 and s[0] == 1 and s[2] == d_model and s[1] % 2 == 1 and s[1] > 1
     ]
     if not lengths:
-        logger.info("%s: no position table found; assuming %d encoder frames at most", path.name, DEFAULT_MAX_FRAMES)
+        logger.info("%s: no position table found; assuming %d encoder frames at most", name, DEFAULT_MAX_FRAMES)
         return DEFAULT_MAX_FRAMES
     return (max(lengths) + 1) // 2
+
+
+def parakeet_features(n_mels: int) -> tuple[FeatureSpec, FeatureExtractor]:
+    """Parakeet's documented preprocessing with ``n_mels`` mel bins (see the module docstring)."""
+    spec = FeatureSpec(
+        sample_rate=SAMPLE_RATE, n_fft=N_FFT, win_length=WIN_LENGTH, hop_length=HOP_LENGTH, window="hann",
+        n_mels=n_mels, preemph=PREEMPH, mag_power=2.0, log=True, log_zero_guard_type="add",
+        log_zero_guard_value=LOG_ZERO_GUARD, normalize="per_feature", exact_pad=False, pad_value=0.0,
+        window_stride=HOP_LENGTH / SAMPLE_RATE, arrays_file="",
+    )
+    extractor = FeatureExtractor(
+        spec=spec,
+        window=_read_only(hann_window(WIN_LENGTH)),
+        filterbank=_read_only(slaney_mel_filterbank(SAMPLE_RATE, N_FFT, n_mels, MEL_FMIN, MEL_FMAX)),
+    )
+    return spec, extractor
 
 
 def _read_only(array: FloatArray) -> FloatArray:
@@ -375,37 +383,57 @@ class DecoderJointParts:
     num_outputs: int
 
 
-def _import_onnx() -> Any:
-    try:
-        import onnx
-    except ImportError as exc:
-        raise ModelDirectoryError(
-            "loading an onnx-asr directory cuts its decoder_joint graph, which needs the onnx package: pip install onnx"
-        ) from exc
-    return onnx
+def labels_head(model: Any, targets: str, targets_type: int) -> tuple[list[Any], list[Any]]:
+    """Nodes (and initializers) that turn ``labels`` ``(batch,)`` int64 into NeMo's ``targets`` ``(batch, 1)``
+    of the graph's type (NeMo exports int32 targets)."""
+    if targets_type == onnx_proto.INT64:
+        return onnx_proto.squeeze_nodes(model, "Unsqueeze", _LABELS, targets, [1])
+    nodes, initializers = onnx_proto.squeeze_nodes(model, "Unsqueeze", _LABELS, "labels_2d", [1])
+    return [*nodes, onnx_proto.node("Cast", ["labels_2d"], [targets], to=targets_type)], initializers
 
 
-def _static_dims(value: Any) -> list[int | None]:
-    return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+def projection_part(model: Any, frames_input: str, encoder_side: str, name: str) -> bytes:
+    """``frames_input`` ``(batch, d_model, frames)`` -> ``encoder_projected`` ``(batch, frames, joint_hidden)``:
+    the joint's encoder projection, cut where the joint adds the two projections (``(batch, frames, 1, h)``)."""
+    part = onnx_proto.extract(model, [frames_input], [encoder_side], name)
+    tail, initializers = onnx_proto.squeeze_nodes(part, "Squeeze", encoder_side, _PROJECTED, [2])
+    onnx_proto.rewire(part, [], tail, initializers, [],
+                      [onnx_proto.value_info(_PROJECTED, onnx_proto.FLOAT, ["batch", "frames", None])])
+    return onnx_proto.serialize(part)
+
+
+def joint_part(model: Any, encoder_side: str, predictor_side: str, logits: str, name: str) -> bytes:
+    """``encoder_frame``, ``predictor_output`` ``(rows, joint_hidden)`` -> ``logits`` ``(rows, outputs)``: the
+    joint after its sum, with unsqueezes to the ``(batch, T, U, h)`` shapes it was exported with."""
+    part = onnx_proto.extract(model, [encoder_side, predictor_side], [logits], name)
+    head: list[Any] = []
+    initializers: list[Any] = []
+    for source, target in ((_ENCODER_FRAME, encoder_side), (_PREDICTOR_OUTPUT, predictor_side)):
+        nodes, tensors = onnx_proto.squeeze_nodes(part, "Unsqueeze", source, target, [1, 2])
+        head += nodes
+        initializers += tensors
+    tail, tensors = onnx_proto.squeeze_nodes(part, "Squeeze", logits, _LOGITS, [1, 2])
+    f32 = onnx_proto.FLOAT
+    onnx_proto.rewire(
+        part, head, tail, [*initializers, *tensors],
+        [onnx_proto.value_info(_ENCODER_FRAME, f32, ["rows", None]),
+         onnx_proto.value_info(_PREDICTOR_OUTPUT, f32, ["rows", None])],
+        [onnx_proto.value_info(_LOGITS, f32, ["rows", None])],
+    )
+    return onnx_proto.serialize(part)
 
 
 def split_decoder_joint(path: Path) -> DecoderJointParts:
-    """Cut NeMo's ``decoder_joint`` graph where the joint adds the encoder and predictor projections.
+    """Cut NeMo's ``decoder_joint`` graph where the joint adds the encoder and predictor projections
+    (with protobuf alone: no ``onnx`` package).
 
     Raises:
         ManifestError: the graph is not NeMo's ``RNNTDecoderJoint`` export.
     """
-    onnx = _import_onnx()
-    from onnx import helper
-
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # onnx raises DecodeError and others
-        raise ManifestError(f"{path.name}: not an ONNX model ({exc})") from exc
-    graph = model.graph
-    initializers = {t.name for t in graph.initializer}
-    inputs = {v.name: v for v in graph.input if v.name not in initializers}
-    outputs = {v.name: v for v in graph.output}
+    model = onnx_proto.read_model(path)
+    onnx_proto.check_no_subgraphs(model, path.name)
+    inputs = onnx_proto.graph_inputs(model)
+    outputs = onnx_proto.graph_outputs(model)
     wanted_in = {"encoder_outputs", "targets", "target_length", "input_states_1", "input_states_2"}
     wanted_out = {"outputs", "output_states_1", "output_states_2"}
     if not wanted_in <= set(inputs) or not wanted_out <= set(outputs):
@@ -413,76 +441,25 @@ def split_decoder_joint(path: Path) -> DecoderJointParts:
             f"{path.name}: expected NeMo's decoder_joint inputs {sorted(wanted_in)} and outputs {sorted(wanted_out)}, "
             f"found {sorted(inputs)} and {sorted(outputs)}"
         )
-    encoder_side, predictor_side = _combine_inputs(graph, set(inputs), path.name)
+    predictor_inputs = {"targets", "input_states_1", "input_states_2"}
+    encoder_side, predictor_side = onnx_proto.combine_inputs(model, {"encoder_outputs"}, predictor_inputs, path.name)
+    f32 = onnx_proto.FLOAT
 
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    known = {v.name for v in graph.value_info}
-    for name in (encoder_side, predictor_side):  # the extractor needs a type for every tensor it cuts at
-        if name not in known:
-            graph.value_info.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    extractor = onnx.utils.Extractor(model)
+    projection = projection_part(model, "encoder_outputs", encoder_side, path.name)
+    predictor = onnx_proto.extract(model, ["targets", "input_states_1", "input_states_2"],
+                                   [predictor_side, "output_states_1", "output_states_2"], path.name)
+    head, initializers = labels_head(predictor, "targets", onnx_proto.elem_type(inputs["targets"]))
+    tail, tensors = onnx_proto.squeeze_nodes(predictor, "Squeeze", predictor_side, _PREDICTOR_OUTPUT, [1, 2])
+    onnx_proto.rewire(
+        predictor, head, tail, [*initializers, *tensors],
+        [onnx_proto.value_info(_LABELS, onnx_proto.INT64, ["batch"])],
+        [onnx_proto.value_info(_PREDICTOR_OUTPUT, f32, ["batch", None])],
+    )
+    joint = joint_part(model, encoder_side, predictor_side, "outputs", path.name)
 
-    def axes_node(name: str, axes: list[int]) -> Any:
-        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, onnx.TensorProto.INT64,
-                                                                                   [len(axes)], axes))
-
-    def reshaping(op: str, source: str, target: str, axes: list[int]) -> list[Any]:
-        if opset >= 13:
-            return [axes_node(target + "_axes", axes), helper.make_node(op, [source, target + "_axes"], [target])]
-        return [helper.make_node(op, [source], [target], axes=axes)]
-
-    def finish(part: Any, new_inputs: list[Any], head: list[Any], tail: list[Any], new_outputs: list[Any]) -> bytes:
-        g = part.graph
-        kept_inputs = [v for v in g.input if v.name not in {n for node in head for n in node.output}]
-        nodes = [*head, *g.node, *tail]
-        del g.node[:]
-        g.node.extend(nodes)
-        del g.input[:]
-        g.input.extend([*new_inputs, *kept_inputs])
-        replaced = {v.name for v in new_outputs} | {n for node in tail for n in node.input}
-        kept_outputs = [v for v in g.output if v.name not in replaced]
-        del g.output[:]
-        g.output.extend([*new_outputs, *kept_outputs])
-        onnx.checker.check_model(part)
-        data: bytes = part.SerializeToString()
-        return data
-
-    f32, i64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
-    targets_type = inputs["targets"].type.tensor_type.elem_type  # NeMo exports int32 targets
-    labels_head = reshaping("Unsqueeze", _LABELS, "targets" if targets_type == i64 else "labels_2d", [1])
-    if targets_type != i64:
-        labels_head.append(helper.make_node("Cast", ["labels_2d"], ["targets"], to=targets_type))
-    try:
-        projection = finish(
-            extractor.extract_model(["encoder_outputs"], [encoder_side]), [], [],
-            reshaping("Squeeze", encoder_side, _PROJECTED, [2]),
-            [helper.make_tensor_value_info(_PROJECTED, f32, ["batch", "frames", None])],
-        )
-        predictor = finish(
-            extractor.extract_model(["targets", "input_states_1", "input_states_2"],
-                                    [predictor_side, "output_states_1", "output_states_2"]),
-            [helper.make_tensor_value_info(_LABELS, i64, ["batch"])],
-            labels_head,
-            reshaping("Squeeze", predictor_side, _PREDICTOR_OUTPUT, [1, 2]),
-            [helper.make_tensor_value_info(_PREDICTOR_OUTPUT, f32, ["batch", None])],
-        )
-        joint = finish(
-            extractor.extract_model([encoder_side, predictor_side], ["outputs"]),
-            [helper.make_tensor_value_info(_ENCODER_FRAME, f32, ["rows", None]),
-             helper.make_tensor_value_info(_PREDICTOR_OUTPUT, f32, ["rows", None])],
-            [*reshaping("Unsqueeze", _ENCODER_FRAME, encoder_side, [1, 2]),
-             *reshaping("Unsqueeze", _PREDICTOR_OUTPUT, predictor_side, [1, 2])],
-            reshaping("Squeeze", "outputs", _LOGITS, [1, 2]),
-            [helper.make_tensor_value_info(_LOGITS, f32, ["rows", None])],
-        )
-    except ManifestError:
-        raise
-    except Exception as exc:  # onnx's extractor and checker raise several untyped errors
-        raise ManifestError(f"{path.name}: cannot cut the graph at the joint's sum ({exc})") from exc
-
-    d_model = _static_dims(inputs["encoder_outputs"])[1]
-    states = _static_dims(inputs["input_states_1"])
-    num_outputs = _static_dims(outputs["outputs"])[-1]
+    d_model = onnx_proto.static_dims(inputs["encoder_outputs"])[1]
+    states = onnx_proto.static_dims(inputs["input_states_1"])
+    num_outputs = onnx_proto.static_dims(outputs["outputs"])[-1]
     sizes = (d_model, states[0], states[-1], num_outputs)
     if any(size is None for size in sizes):
         raise ManifestError(
@@ -490,33 +467,10 @@ def split_decoder_joint(path: Path) -> DecoderJointParts:
         )
     d_model, layers, hidden, num_outputs = (int(s) for s in sizes if s is not None)
     return DecoderJointParts(
-        projection=projection, predictor=predictor, joint=joint, d_model=d_model, layers=layers, hidden=hidden,
-        num_outputs=num_outputs,
+        projection=projection, predictor=onnx_proto.serialize(predictor), joint=joint, d_model=d_model,
+        layers=layers, hidden=hidden, num_outputs=num_outputs,
     )
 
-
-def _combine_inputs(graph: Any, inputs: set[str], graph_name: str) -> tuple[str, str]:
-    """The two inputs of the joint's sum: (encoder side, predictor side). In NeMo's export, the encoder
-    side depends on ``encoder_outputs`` alone, the predictor side on the labels and states alone."""
-    depends: dict[str, frozenset[str]] = {name: frozenset({name}) for name in inputs}
-    found = []
-    for node in graph.node:
-        sources = frozenset().union(*(depends.get(name, frozenset()) for name in node.input if name))
-        for name in node.output:
-            depends[name] = sources
-        if node.op_type != "Add" or len(node.input) != 2:
-            continue
-        a, b = (depends.get(name, frozenset()) for name in node.input)
-        predictor_inputs = {"targets", "input_states_1", "input_states_2"}
-        if a == {"encoder_outputs"} and b and b <= predictor_inputs:
-            found.append((node.input[0], node.input[1]))
-        elif b == {"encoder_outputs"} and a and a <= predictor_inputs:
-            found.append((node.input[1], node.input[0]))
-    if len(found) != 1:
-        raise ManifestError(
-            f"{graph_name}: expected one sum of the encoder and predictor projections in the joint, found {len(found)}"
-        )
-    return found[0]
 
 
 # --- features --------------------------------------------------------------------------------------
