@@ -21,8 +21,8 @@ from typing import overload
 from parakeet_runtime.decoding import TdtConfig
 
 from .model.features import FeatureExtractor
-from .model.manifest import Manifest, load_manifest
 from .model.layouts import load_other_layout, resolve_model_dir
+from .model.manifest import Manifest, load_manifest
 from .model.onnx_model import OnnxTdtModel
 from .model.tokenizer import Tokenizer
 from .options import BatchingOptions, ConfidenceOptions, SessionOptions

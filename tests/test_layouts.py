@@ -1,7 +1,10 @@
-"""Other runtimes' directory layouts: ``Engine.load`` on onnx-asr's NeMo TDT layout, against NeMo.
+"""Other runtimes' directory layouts: ``Engine.load`` on onnx-asr's and sherpa-onnx's NeMo TDT layouts,
+against NeMo; loading them with no ``onnx`` (nor torch, NeMo) importable; hub names from a local hub cache.
 
 The layouts are written here from the fixture checkpoints the way onnx-asr's hub models were made
-(NeMo's own ``model.export``, ``vocab.txt``, ``config.json``: ``tests/layout_exports.py``). The fixtures of
+(NeMo's own ``model.export``, ``vocab.txt``, ``config.json``) and the way sherpa-onnx's NeMo TDT export
+script makes its directories (``encoder.export``, ``decoder.export``, ``joint.export``, ``tokens.txt``, the
+metadata props on the encoder): ``tests/layout_exports.py``. The fixtures of
 geometry A use Parakeet's preprocessing (25/10 ms Hann window, 512-point FFT, slaney mels, pre-emphasis,
 per-feature normalisation) with 80 mel bins, which the layout states in ``features_size``; geometry B
 (64 mels, 32/16 ms) is not Parakeet's and is not a layout the engine can describe.
@@ -201,3 +204,329 @@ def test_int8_variant_loads_when_it_is_the_only_one(onnx_asr_dirs: dict[str, Pat
     assert layout.manifest.joint.file == "decoder_joint-model.int8.onnx"
     with pytest.raises(ModelDirectoryError, match=r"encoder-model\.int8\.onnx"):
         load_onnx_asr(source, providers=None, session=SessionOptions(), precision="int8")
+
+
+# --- sherpa-onnx ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sherpa_dirs(nemo_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tests.layout_exports import export_sherpa_onnx
+
+    root = tmp_path_factory.mktemp("sherpa-onnx")
+    return {
+        name: export_sherpa_onnx(_fresh_nemo(nemo_paths[name]), root / name, int8=name == "tdt_a")
+        for name in PARAKEET_FEATURE_MODELS
+    }
+
+
+@pytest.fixture(scope="module")
+def sherpa_engines(sherpa_dirs: dict[str, Path]) -> dict[str, Engine]:
+    return {name: Engine.load(path) for name, path in sherpa_dirs.items()}
+
+
+@pytest.mark.parametrize("model_name", PARAKEET_FEATURE_MODELS)
+def test_sherpa_onnx_layout_identical_to_nemo(
+    model_name: str, sherpa_engines: dict[str, Engine], reference: Any, clips: dict[str, Path]
+) -> None:
+    engine = sherpa_engines[model_name]
+    expected = reference(model_name)
+    for clip_name in CLIP_NAMES:
+        clip = clips[clip_name]
+        assert_identical(engine.transcribe(clip), expected[str(clip)])
+
+
+def test_sherpa_onnx_layout_reads_what_the_checkpoint_says(
+    sherpa_engines: dict[str, Engine], nemo_paths: dict[str, Path]
+) -> None:
+    from tests.conftest import load_nemo
+
+    for name, engine in sherpa_engines.items():
+        model = load_nemo(str(nemo_paths[name]))
+        manifest = engine.manifest
+        assert manifest.encoder.file == "encoder.onnx"  # fp32 where both variants are there
+        assert manifest.decoding.blank_id == model.decoding.blank_id
+        assert manifest.decoding.durations == tuple(int(d) for d in model.decoding.durations)
+        assert manifest.decoding.max_symbols == model.decoding.decoding.max_symbols
+        assert manifest.encoder.subsampling_factor == model.cfg.encoder.subsampling_factor
+        assert manifest.encoder.max_frames == model.cfg.encoder.pos_emb_max_len
+        assert manifest.features.n_mels == model.cfg.preprocessor.features
+        assert manifest.encoder.joint_hidden == model.joint.joint_hidden
+        assert (manifest.predictor.layers, manifest.predictor.hidden) == (
+            model.decoder.pred_rnn_layers, model.decoder.pred_hidden)
+        ids = range(len(engine.tokenizer.pieces))
+        assert engine.tokenizer.texts == tuple(model.tokenizer.ids_to_text([i]) for i in ids)
+
+
+def test_sherpa_onnx_projections_run_once_per_frame_and_per_label(sherpa_engines: dict[str, Engine]) -> None:
+    """The joiner is cut at its sum: the encoder projection is a graph of its own, run after the encoder,
+    and the joint graph takes projected rows (its inputs are ``joint_hidden`` wide, not ``d_model``)."""
+    engine = sherpa_engines["tdt_a"]
+    model = engine.model
+    assert model.encoder_projection is not None
+    hidden = engine.manifest.encoder.joint_hidden
+    rng = np.random.default_rng(0)
+    frames = rng.standard_normal((3, hidden)).astype(np.float32)
+    predictor = rng.standard_normal((3, hidden)).astype(np.float32)
+    logits = model.joint_rows(frames, predictor)
+    assert logits.shape == (3, engine.manifest.joint.num_outputs)
+    inputs = {i.name: i.shape for i in model.joint_session.get_inputs()}
+    assert set(inputs) == {"encoder_frame", "predictor_output"}
+
+
+def _sherpa_copy(source: Path, target: Path, fp32: bool = True) -> Path:
+    target.mkdir()
+    for path in source.iterdir():
+        if fp32 != (".int8." in path.name) or path.name == "tokens.txt":
+            shutil.copyfile(path, target / path.name)
+    return target
+
+
+def test_sherpa_onnx_int8_variant(sherpa_dirs: dict[str, Path], sherpa_engines: dict[str, Engine],
+                                  clips: dict[str, Path], tmp_path: Path) -> None:
+    """Both variants there: ``precision`` picks; only int8 there: loaded without asking; fp32 asked for where
+    there is none: refused."""
+    source = sherpa_dirs["tdt_a"]
+    int8 = Engine.load(source, precision="int8")
+    assert (int8.manifest.encoder.file, int8.manifest.predictor.file, int8.manifest.joint.file) == (
+        "encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx")
+    assert int8.manifest.encoder.precision == "int8"
+    assert Engine.load(source, precision="fp32").manifest.encoder.file == "encoder.onnx"
+    only_int8 = Engine.load(_sherpa_copy(source, tmp_path / "int8", fp32=False))
+    assert only_int8.manifest.encoder.file == "encoder.int8.onnx"
+    clip = clips[CLIP_NAMES[2]]
+    assert only_int8.transcribe(clip) == int8.transcribe(clip)
+    assert len(int8.transcribe(clip).tokens) > 0
+    with pytest.raises(ModelDirectoryError, match=r"encoder\.onnx"):
+        Engine.load(tmp_path / "int8", precision="fp32")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("feat_dim", "128", r"feat_dim is 128, but the encoder takes 80 mel bins"),
+        ("vocab_size", "95", r"vocab_size is 95, but tokens\.txt has 96 pieces"),
+        ("normalize_type", "", r"normalize_type is ''.*per_feature"),
+        ("pred_hidden", "64", r"pred_hidden is 64, but decoder\.onnx's state has 96"),
+        ("pred_rnn_layers", "1", r"pred_rnn_layers is 1, but decoder\.onnx's state has 2"),
+        ("subsampling_factor", "4", r"subsampling_factor is 4, but the encoder subsamples by 8"),
+        ("model_type", "EncDecCTCModelBPE", r"model_type is 'EncDecCTCModelBPE'"),
+    ],
+)
+def test_sherpa_onnx_metadata_contradicting_the_graphs_is_refused(
+    key: str, value: str, message: str, sherpa_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    from tests.layout_exports import set_metadata
+
+    directory = _sherpa_copy(sherpa_dirs["tdt_a"], tmp_path / key)
+    import onnxruntime
+
+    metadata = dict(onnxruntime.InferenceSession(str(directory / "encoder.onnx")).get_modelmeta()
+                    .custom_metadata_map)
+    set_metadata(directory / "encoder.onnx", {**metadata, key: value})
+    with pytest.raises(ManifestError, match=message):
+        Engine.load(directory)
+
+
+def test_sherpa_onnx_without_metadata_sizes_come_from_the_graphs(
+    sherpa_dirs: dict[str, Path], sherpa_engines: dict[str, Engine], clips: dict[str, Path], tmp_path: Path
+) -> None:
+    from tests.layout_exports import set_metadata
+
+    directory = _sherpa_copy(sherpa_dirs["tdt_a"], tmp_path / "bare")
+    set_metadata(directory / "encoder.onnx", {})
+    engine = Engine.load(directory)
+    expected = sherpa_engines["tdt_a"]
+    assert engine.manifest.encoder == expected.manifest.encoder
+    assert engine.manifest.decoding == expected.manifest.decoding
+    clip = clips[CLIP_NAMES[3]]
+    assert engine.transcribe(clip) == expected.transcribe(clip)
+
+
+def test_sherpa_onnx_missing_joiner_is_refused(sherpa_dirs: dict[str, Path], tmp_path: Path) -> None:
+    directory = _sherpa_copy(sherpa_dirs["tdt_a"], tmp_path / "joiner")
+    (directory / "decoder.onnx").unlink()
+    with pytest.raises(ModelDirectoryError, match=r"decoder\.onnx"):
+        Engine.load(directory)
+
+
+def test_layout_detection(onnx_asr_dirs: dict[str, Path], sherpa_dirs: dict[str, Path]) -> None:
+    from parakeet_runtime.engine.model.layouts import layout_of
+
+    assert layout_of(onnx_asr_dirs["tdt_a"]) == "onnx-asr"
+    assert layout_of(sherpa_dirs["tdt_a"]) == "sherpa-onnx"
+    assert layout_of(sherpa_dirs["tdt_a"].parent) is None
+
+
+def test_onnx_proto_round_trip_keeps_every_byte(onnx_asr_dirs: dict[str, Path], sherpa_dirs: dict[str, Path]) -> None:
+    """The protobuf-only schema keeps what it does not declare (protobuf's unknown fields)."""
+    from parakeet_runtime.engine.model import onnx_proto
+
+    for path in (onnx_asr_dirs["tdt_a"] / "decoder_joint-model.onnx", sherpa_dirs["tdt_a"] / "joiner.onnx",
+                 sherpa_dirs["tdt_a"] / "decoder.int8.onnx"):
+        data = path.read_bytes()
+        assert onnx_proto.serialize(onnx_proto.parse_model(data, path.name)) == data
+    with pytest.raises(ManifestError, match="not an ONNX model"):
+        onnx_proto.parse_model(b"\xff\xff\xff", "junk.onnx")
+
+
+# --- concurrency, on a directory of each layout ----------------------------------------------------------
+
+
+def test_sherpa_onnx_batched_list_equals_one_at_a_time(
+    sherpa_engines: dict[str, Engine], clips: dict[str, Path]
+) -> None:
+    paths: list[AudioInput] = [clips[name] for name in CLIP_NAMES]
+    for engine in sherpa_engines.values():
+        together = engine.transcribe(paths)
+        assert together == [engine.transcribe(path) for path in paths]
+        assert sum(len(t.tokens) for t in together) > 0
+
+
+def test_threads_get_the_same_results_on_each_layout(
+    layout_engines: dict[str, Engine], sherpa_engines: dict[str, Engine], clips: dict[str, Path]
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [clips[name] for name in CLIP_NAMES] * 3
+    for engine in (layout_engines["tdt_a"], sherpa_engines["tdt_a_skip"]):
+        alone = {path: engine.transcribe(path) for path in set(paths)}
+        barrier = threading.Barrier(len(paths))
+
+        def work(path: Path, engine: Engine = engine, barrier: threading.Barrier = barrier) -> Any:
+            barrier.wait()
+            return engine.transcribe(path)
+
+        with ThreadPoolExecutor(max_workers=len(paths)) as pool:
+            results = list(pool.map(work, paths))
+        assert results == [alone[path] for path in paths]
+
+
+# --- runtime only: no onnx, torch or NeMo -------------------------------------------------------------
+
+_RUNTIME_ONLY = r"""
+import json, sys
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("onnx", "torch", "nemo"):
+            raise ImportError("blocked in this test: " + name)
+        return None
+sys.meta_path.insert(0, Blocker())
+from parakeet_runtime.engine import Engine
+from tests.parity import assert_identical
+job = json.loads(sys.argv[1])
+for directory, expected in job:
+    engine = Engine.load(directory)
+    clips = list(expected)
+    results = engine.transcribe(clips)
+    for clip, result in zip(clips, results):
+        assert_identical(result, expected[clip])
+        assert_identical(engine.transcribe(clip), expected[clip])
+    engine.close()
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("onnx", "torch", "nemo"))
+print(json.dumps(loaded))
+"""
+
+
+def test_layouts_load_and_run_without_onnx_torch_or_nemo(
+    onnx_asr_dirs: dict[str, Path], sherpa_dirs: dict[str, Path], reference: Any, clips: dict[str, Path]
+) -> None:
+    """A runtime-only install (onnxruntime, numpy, protobuf): ``onnx`` unimportable in a fresh interpreter,
+    both layouts load and give NeMo's transcripts, and no ``onnx`` module was imported."""
+    import subprocess
+    import sys
+
+    job = []
+    for dirs, name in ((onnx_asr_dirs, "tdt_a"), (sherpa_dirs, "tdt_a"), (sherpa_dirs, "tdt_a_maxsym")):
+        expected = reference(name)
+        job.append((str(dirs[name]), {str(clips[c]): expected[str(clips[c])] for c in CLIP_NAMES}))
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-c", _RUNTIME_ONLY, json.dumps(job)], capture_output=True, text=True,
+                          cwd=root, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+# --- hub names ------------------------------------------------------------------------------------------
+
+_HUB = r"""
+import json, socket, sys
+def refuse(*args, **kwargs):
+    raise AssertionError("network access in an offline test")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+from parakeet_runtime.engine import Engine
+from parakeet_runtime.engine.errors import ModelDownloadError
+name, cache, clip = sys.argv[1:4]
+engine = Engine.load(name, hub_cache_dir=cache, precision=sys.argv[4] or None)
+result = engine.transcribe(clip)
+try:
+    Engine.load("nobody/not-cached", hub_cache_dir=cache)
+    error = ""
+except ModelDownloadError as exc:
+    error = str(exc)
+print(json.dumps({"dir": str(engine.model_dir), "file": engine.manifest.encoder.file,
+                  "ids": [t.id for t in result.tokens], "text": result.text, "error": error}))
+"""
+
+
+def _hub_cache(root: Path, repo: str, source: Path, revision: str) -> Path:
+    """A hub cache laid out as huggingface_hub lays it out: blobs are not needed for reading a snapshot."""
+    owner, name = repo.split("/")
+    storage = root / f"models--{owner}--{name}"
+    shutil.copytree(source, storage / "snapshots" / revision)
+    (storage / "refs").mkdir()
+    (storage / "refs" / "main").write_text(revision)
+    return root
+
+
+@pytest.mark.parametrize(("layout", "repo", "precision"), [
+    ("onnx-asr", "istupakov/parakeet-tdt-0.6b-v3-onnx", ""),
+    ("sherpa-onnx", "csukuangfj/sherpa-onnx-nemo-parakeet-tdt-0.6b-v2-int8", "int8"),
+])
+def test_hub_name_from_the_cache_offline(
+    layout: str, repo: str, precision: str, onnx_asr_dirs: dict[str, Path], sherpa_dirs: dict[str, Path],
+    layout_engines: dict[str, Engine], sherpa_engines: dict[str, Engine], clips: dict[str, Path], tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("huggingface_hub")
+    source = onnx_asr_dirs["tdt_a"] if layout == "onnx-asr" else sherpa_dirs["tdt_a"]
+    cache = _hub_cache(tmp_path / "hub", repo, source, "0123456789abcdef0123456789abcdef01234567")
+    clip = clips[CLIP_NAMES[2]]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    proc = subprocess.run([sys.executable, "-c", _HUB, repo, str(cache), str(clip), precision], capture_output=True,
+                          text=True, env=env, cwd=Path(__file__).resolve().parent.parent, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert Path(out["dir"]).parent.parent.name == "models--" + repo.replace("/", "--")
+    if layout == "onnx-asr":
+        expected = layout_engines["tdt_a"].transcribe(clip)
+        assert out["file"] == "encoder-model.onnx"
+    else:
+        expected = Engine.load(source, precision="int8").transcribe(clip)
+        assert out["file"] == "encoder.int8.onnx"
+    assert (out["ids"], out["text"]) == ([t.id for t in expected.tokens], expected.text)
+    assert "nobody/not-cached: not in the hub cache, and the hub cannot be reached" in out["error"]
+
+
+def test_cli_says_in_one_line_that_a_hub_name_cannot_be_fetched(tmp_path: Path, clips: dict[str, Path]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("huggingface_hub")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "parakeet_runtime.engine.serving.cli", "transcribe", "--model",
+         "istupakov/parakeet-tdt-0.6b-v3-onnx", str(clips[CLIP_NAMES[0]])],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "parakeet-runtime: error: istupakov/parakeet-tdt-0.6b-v3-onnx: not in the hub cache, and the hub cannot be "
+        "reached (no network, or HF_HUB_OFFLINE is set)"
+    ]

@@ -14,6 +14,7 @@ Only one variant's graphs are downloaded: ``precision="int8"`` fetches the ``*.i
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def _has_graphs(directory: Path, int8: bool) -> bool:
     return any(name.endswith(".int8.onnx") == int8 for name in graphs)
 
 
-def download(name: str, *, cache_dir: str | Path | None = None, precision: str | None = None) -> Path:
+def download(name: str, *, cache_dir: str | os.PathLike[str] | None = None, precision: str | None = None) -> Path:
     """The local snapshot directory of hub repository ``name`` (downloaded, or found in the cache).
 
     Raises:
@@ -53,9 +54,13 @@ def download(name: str, *, cache_dir: str | Path | None = None, precision: str |
         ) from exc
 
     def fetch(int8: bool) -> Path:
-        patterns = {"allow_patterns": [_INT8, "*.txt", "*.json"]} if int8 else {"ignore_patterns": [_INT8]}
+        allow = [_INT8, "*.txt", "*.json"] if int8 else None
+        ignore = None if int8 else [_INT8]
+        cache = os.fspath(cache_dir) if cache_dir is not None else None
         try:
-            path = huggingface_hub.snapshot_download(name, cache_dir=cache_dir, **patterns)  # type: ignore[arg-type]
+            path = huggingface_hub.snapshot_download(
+                name, cache_dir=cache, allow_patterns=allow, ignore_patterns=ignore
+            )
         except LocalEntryNotFoundError as exc:
             raise ModelDownloadError(
                 f"{name}: not in the hub cache, and the hub cannot be reached (no network, or HF_HUB_OFFLINE is set)"

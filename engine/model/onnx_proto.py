@@ -200,7 +200,9 @@ def node(op_type: str, inputs: Sequence[str], outputs: Sequence[str], **attribut
     return made
 
 
-def squeeze_nodes(model: Any, op_type: str, source: str, target: str, axes: Sequence[int]) -> tuple[list[Any], list[Any]]:
+def squeeze_nodes(
+    model: Any, op_type: str, source: str, target: str, axes: Sequence[int]
+) -> tuple[list[Any], list[Any]]:
     """``Squeeze``/``Unsqueeze`` of ``source`` into ``target`` in this model's opset: (nodes, initializers)."""
     if opset(model) >= 13:
         axes_name = target + "/axes"

@@ -47,17 +47,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 
 from ..errors import ManifestError, ModelDirectoryError
 from ..options import SessionOptions
 from . import onnx_proto
-from .features import FeatureExtractor
 from .manifest import (
     DecodingSpec,
     EncoderSpec,
-    FeatureSpec,
     JointSpec,
     Manifest,
     PredictorSpec,
@@ -335,7 +334,8 @@ def load_sherpa_onnx(
             raise ManifestError(f"{files.encoder}: metadata {key} is {declared}, but {files.decoder}'s state has "
                                 f"{value}")
     projection = EncoderProjection(
-        session=graph_session(parts.projection, chosen, threads, spinning), input=parts.encoder_input, output=_PROJECTED,
+        session=graph_session(parts.projection, chosen, threads, spinning), input=parts.encoder_input,
+        output=_PROJECTED,
     )
     try:
         (projected,) = projection.session.run(None, {projection.input: np.zeros((1, parts.d_model, 1), np.float32)})
