@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from parakeet_runtime.engine import __version__
+from parakeet_runtime.engine import ParakeetRuntimeError, __version__
 
 from .errors import ConversionError, ParityError
 from .inspect_model import parse_languages
@@ -36,7 +36,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog="Example: convert-model nvidia/parakeet-tdt-0.6b-v2 parakeet-tdt-0.6b-v2-onnx  (needs internet), "
         "or convert-model my_model.nemo my_model_dir",
     )
-    parser.add_argument("source", help=".nemo file, or a NeMo pretrained model name")
+    parser.add_argument("source", help=".nemo file, or a NeMo pretrained model name (with --from: a directory in "
+                        "that layout; with --layout: also a model directory of this project)")
     parser.add_argument("out_dir", type=Path, help="model directory to create")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     parser.add_argument("--probe-audio", type=Path, action="append", default=[],
@@ -59,6 +60,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="ISO 639-1 codes of the languages the model transcribes, comma-separated (e.g. en,de), "
                         "recorded in the manifest; default: what the checkpoint's config says, or the known "
                         "languages of NVIDIA's Parakeet TDT checkpoints of that name")
+    parser.add_argument("--from", dest="from_layout", choices=("onnx-asr", "sherpa-onnx"), default=None,
+                        help="SOURCE is a directory in onnx-asr's or sherpa-onnx's NeMo TDT layout: rewrite it into "
+                        "this project's layout (no NeMo or torch needed); the result is checked to transcribe the "
+                        "probe clips as the source directory does")
+    parser.add_argument("--precision", choices=("fp32", "int8"), default=None,
+                        help="with --from: which graphs of the source directory to read (default: fp32 when present)")
+    parser.add_argument("--layout", choices=("onnx-asr",), default=None,
+                        help="write OUT_DIR in onnx-asr's NeMo TDT layout (onnx_asr.load_model('nemo-conformer-tdt', "
+                        "OUT_DIR)) instead of this project's; SOURCE may also be a converted model directory")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs (and tracebacks)")
     parser.add_argument("--version", action="version", version=f"%(prog)s (parakeet-runtime) {__version__}")
     args = parser.parse_args(argv)
@@ -69,6 +79,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--position-table-frames must be 0 or more")
     if args.int8_weights is not None and args.quantize != "int8":
         parser.error("--int8-weights needs --quantize int8")
+    if args.from_layout is not None:
+        if args.layout is not None:
+            parser.error("--from and --layout go one way each; convert in two steps")
+        if args.quantize is not None or args.position_table_frames != DEFAULT_FRAMES:
+            parser.error("--from keeps the source's graphs: --quantize and --position-table-frames do not apply")
+        if not Path(args.source).is_dir():
+            parser.error(f"--from {args.from_layout}: {args.source} is not a directory")
+    elif args.precision is not None:
+        parser.error("--precision needs --from")
     if args.languages is not None:
         try:
             args.languages = list(parse_languages(args.languages))
@@ -109,6 +128,10 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.from_layout is not None:
+        return _run_from_layout(args)
+    if args.layout is not None and (Path(args.source) / "manifest.json").is_file():
+        return _run_layout(args, Path(args.source))
     try:
         import nemo  # noqa: F401
         import torch  # noqa: F401
@@ -152,7 +175,71 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("convert-model: interrupted; nothing was written", file=sys.stderr)
         return 130
+    if args.layout is not None:
+        return _run_layout(args, report.out_dir, converted=report)
     _print_summary(args, report)
+    return 0
+
+
+def _run_from_layout(args: argparse.Namespace) -> int:
+    """``--from onnx-asr|sherpa-onnx``: no NeMo, no torch."""
+    from .layouts import convert_from_layout
+
+    try:
+        with _sigterm_as_exit():
+            done = convert_from_layout(args.from_layout, args.source, args.out_dir, overwrite=args.overwrite,
+                                       precision=args.precision, probe_audio=args.probe_audio,
+                                       verify=not args.skip_verify, languages=args.languages or ())
+    except ConversionError as exc:
+        if args.verbose:
+            logger.error("conversion failed", exc_info=exc)
+        print(f"convert-model: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("convert-model: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    m = done.manifest
+    print(f"converted {args.source} ({done.layout} layout) -> {done.out_dir}")
+    print(f"  vocabulary {m.decoding.vocab_size}, durations {list(m.decoding.durations)}, "
+          f"max_symbols {m.decoding.max_symbols}, subsampling x{m.encoder.subsampling_factor}, "
+          f"{m.features.n_mels} mels at {m.features.sample_rate} Hz, encoder {m.encoder.precision}")
+    if done.clips:
+        print(f"  {len(done.clips)} probe clips transcribed as by the source directory")
+    else:
+        print("  check skipped (--skip-verify)")
+    return 0
+
+
+def _run_layout(args: argparse.Namespace, model_dir: Path, converted: ConversionReport | None = None) -> int:
+    """``--layout onnx-asr``: rewrite a model directory (given, or just converted into OUT_DIR) in place."""
+    import shutil
+    import tempfile
+
+    from .layouts import write_onnx_asr_layout
+
+    target = Path(args.out_dir)
+    if converted is None and target.exists() and not args.overwrite:
+        print(f"convert-model: error: {target} already exists (pass --overwrite to replace it)", file=sys.stderr)
+        return 2
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        write_onnx_asr_layout(model_dir, staging)
+        if converted is not None:  # the directory of this project's layout was only a step
+            shutil.rmtree(model_dir)
+        elif target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except (ConversionError, ParakeetRuntimeError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        print(f"convert-model: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if converted is not None:
+        _print_summary(args, converted)
+    print(f"wrote {target} in onnx-asr's NeMo TDT layout (onnx_asr.load_model('nemo-conformer-tdt', '{target}'))")
     return 0
 
 

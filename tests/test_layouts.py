@@ -209,6 +209,11 @@ def test_int8_variant_loads_when_it_is_the_only_one(onnx_asr_dirs: dict[str, Pat
 # --- sherpa-onnx ----------------------------------------------------------------------------------------
 
 
+SHERPA_MODELS = ("tdt_a", "tdt_a_skip")
+"""The checkpoints of Parakeet's features whose ``max_symbols`` is NeMo's default 10: sherpa-onnx's layout does
+not record it, and the loader assumes 10 (``tdt_a_dur0``/``tdt_a_maxsym`` set 3 and 2)."""
+
+
 @pytest.fixture(scope="module")
 def sherpa_dirs(nemo_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from tests.layout_exports import export_sherpa_onnx
@@ -216,7 +221,7 @@ def sherpa_dirs(nemo_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFa
     root = tmp_path_factory.mktemp("sherpa-onnx")
     return {
         name: export_sherpa_onnx(_fresh_nemo(nemo_paths[name]), root / name, int8=name == "tdt_a")
-        for name in PARAKEET_FEATURE_MODELS
+        for name in SHERPA_MODELS
     }
 
 
@@ -225,7 +230,7 @@ def sherpa_engines(sherpa_dirs: dict[str, Path]) -> dict[str, Engine]:
     return {name: Engine.load(path) for name, path in sherpa_dirs.items()}
 
 
-@pytest.mark.parametrize("model_name", PARAKEET_FEATURE_MODELS)
+@pytest.mark.parametrize("model_name", SHERPA_MODELS)
 def test_sherpa_onnx_layout_identical_to_nemo(
     model_name: str, sherpa_engines: dict[str, Engine], reference: Any, clips: dict[str, Path]
 ) -> None:
@@ -438,7 +443,7 @@ def test_layouts_load_and_run_without_onnx_torch_or_nemo(
     import sys
 
     job = []
-    for dirs, name in ((onnx_asr_dirs, "tdt_a"), (sherpa_dirs, "tdt_a"), (sherpa_dirs, "tdt_a_maxsym")):
+    for dirs, name in ((onnx_asr_dirs, "tdt_a"), (sherpa_dirs, "tdt_a"), (sherpa_dirs, "tdt_a_skip")):
         expected = reference(name)
         job.append((str(dirs[name]), {str(clips[c]): expected[str(clips[c])] for c in CLIP_NAMES}))
     root = Path(__file__).resolve().parent.parent
@@ -530,3 +535,94 @@ def test_cli_says_in_one_line_that_a_hub_name_cannot_be_fetched(tmp_path: Path, 
         "parakeet-runtime: error: istupakov/parakeet-tdt-0.6b-v3-onnx: not in the hub cache, and the hub cannot be "
         "reached (no network, or HF_HUB_OFFLINE is set)"
     ]
+
+
+# --- convert-model --from / --layout --------------------------------------------------------------------
+
+_CONVERT_WITHOUT_NEMO = r"""
+import sys
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "nemo"):
+            raise ImportError("blocked in this test: " + name)
+        return None
+sys.meta_path.insert(0, Blocker())
+from parakeet_runtime.export.cli import main
+code = main(sys.argv[1:])
+assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "nemo")]
+sys.exit(code)
+"""
+
+
+def _convert_model(*args: str | Path) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", _CONVERT_WITHOUT_NEMO, *map(str, args)], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parent.parent, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def converted_from_layouts(
+    onnx_asr_dirs: dict[str, Path], sherpa_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("from-layouts")
+    out = {}
+    for layout, source in (("onnx-asr", onnx_asr_dirs["tdt_a_dur0"]), ("sherpa-onnx", sherpa_dirs["tdt_a_skip"])):
+        proc = _convert_model("--from", layout, source, root / layout)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "probe clips transcribed as by the source directory" in proc.stdout
+        out[layout] = root / layout
+    return out
+
+
+@pytest.mark.parametrize(("layout", "model_name"), [("onnx-asr", "tdt_a_dur0"), ("sherpa-onnx", "tdt_a_skip")])
+def test_convert_from_layout_without_nemo_is_identical_to_nemo(
+    layout: str, model_name: str, converted_from_layouts: dict[str, Path], reference: Any, clips: dict[str, Path]
+) -> None:
+    """``convert-model --from`` with torch and NeMo unimportable: this project's layout (manifest, step graph,
+    the encoder's output already projected), NeMo's transcripts."""
+    from parakeet_runtime.engine.model.manifest import load_manifest
+
+    directory = converted_from_layouts[layout]
+    manifest = load_manifest(directory, verify=True)
+    assert manifest.step is not None and manifest.encoder.output_frames == "encoder_projected"
+    assert manifest.provenance.source.endswith(model_name)
+    engine = Engine.load(directory)
+    assert engine.model.encoder_projection is None
+    expected = reference(model_name)
+    for clip_name in CLIP_NAMES:
+        assert_identical(engine.transcribe(clips[clip_name]), expected[str(clips[clip_name])])
+
+
+def test_convert_from_the_wrong_layout_is_refused_in_one_line(sherpa_dirs: dict[str, Path], tmp_path: Path) -> None:
+    proc = _convert_model("--from", "onnx-asr", sherpa_dirs["tdt_a"], tmp_path / "out")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"convert-model: error: {sherpa_dirs['tdt_a']} is in sherpa-onnx's layout"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_layout_onnx_asr_is_read_by_onnx_asr_with_this_engines_tokens(
+    converted_from_layouts: dict[str, Path], clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """``convert-model --layout onnx-asr`` on a model directory: onnx-asr (PyPI) loads it, and its tokens and
+    their frames are this engine's."""
+    import onnx_asr
+
+    source = converted_from_layouts["sherpa-onnx"]
+    proc = _convert_model("--layout", "onnx-asr", source, tmp_path / "onnx-asr")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = onnx_asr.load_model("nemo-conformer-tdt", tmp_path / "onnx-asr").with_timestamps()
+    engine = Engine.load(source)
+    seconds_per_frame = engine.manifest.encoder.subsampling_factor * engine.manifest.features.window_stride
+    compared = 0
+    for clip_name in CLIP_NAMES:
+        ours = engine.transcribe(clips[clip_name])
+        result = theirs.recognize(str(clips[clip_name]))
+        assert result.tokens == [t.piece.replace("\u2581", " ") for t in ours.tokens]
+        assert result.timestamps is not None
+        assert [round(s / seconds_per_frame) for s in result.timestamps] == [t.frame for t in ours.tokens]
+        compared += len(ours.tokens)
+    assert compared > 0
