@@ -328,7 +328,7 @@ def synopsis_commands(code: str) -> dict[str, str]:
 
 
 FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
-FLAG_CHOICES = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)[ =]([\w.]+(?:\|[\w.]+)*)")
+FLAG_CHOICES = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)[ =]([\w.-]+(?:\|[\w.-]+)*)")
 
 
 def check_synopsis(text: str, parser: argparse.ArgumentParser, name: str) -> list[str]:
