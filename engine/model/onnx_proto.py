@@ -4,8 +4,8 @@ ONNX files are protobuf messages (``onnx.proto``). ONNX Runtime depends on ``pro
 ship ``onnx``'s generated classes, so this module declares the part of ``onnx.proto`` the engine edits
 (models, graphs, nodes, attributes, tensors, value infos and their types, with ``onnx.proto``'s field
 numbers) in a descriptor pool of its own and lets protobuf build the message classes. Fields it does
-not declare are kept as protobuf's unknown fields: a model parsed and serialised again keeps them
-byte for byte.
+not declare are kept as protobuf's unknown fields: a model parsed and serialised again is the same
+message (unknown fields are written after the known ones, so the bytes may be in another order).
 
 This is what loading other runtimes' layouts needs at run time (cutting small step graphs at the
 joint's sum, gluing labels and squeezes on), so that a runtime-only install (onnxruntime, numpy,
