@@ -111,9 +111,12 @@ def _build_classes() -> dict[str, Any]:
             if (message_name, name) in _PACKED:
                 field.options.packed = True
     pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
-            for name in _SCHEMA}
+    pool.AddSerializedFile(file.SerializeToString())
+    descriptors = {name: pool.FindMessageTypeByName(f"{_PACKAGE}.{name}") for name in _SCHEMA}
+    if hasattr(message_factory, "GetMessageClass"):  # protobuf 4.22 and later
+        return {name: message_factory.GetMessageClass(d) for name, d in descriptors.items()}
+    factory = message_factory.MessageFactory(pool)  # older protobuf
+    return {name: factory.GetPrototype(d) for name, d in descriptors.items()}
 
 
 _CLASSES = _build_classes()
