@@ -631,3 +631,48 @@ def test_layout_onnx_asr_is_read_by_onnx_asr_with_this_engines_tokens(
         assert [round(s / seconds_per_frame) for s in result.timestamps] == [t.frame for t in ours.tokens]
         compared += len(ours.tokens)
     assert compared > 0
+
+
+def test_sherpa_onnx_durations_come_from_the_joiners_size_or_are_refused() -> None:
+    from parakeet_runtime.engine.model.sherpa_onnx import _durations
+
+    assert _durations(96 + 1 + 5, 96, "joiner.onnx") == (0, 1, 2, 3, 4)
+    with pytest.raises(ManifestError, match="no TDT durations"):
+        _durations(96 + 1, 96, "joiner.onnx")
+    with pytest.raises(ManifestError, match=r"3 TDT duration outputs; the layout does not record"):
+        _durations(96 + 1 + 3, 96, "joiner.onnx")
+
+
+def test_hub_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from parakeet_runtime.engine.model.hub import is_hub_name
+
+    assert is_hub_name("istupakov/parakeet-tdt-0.6b-v3-onnx")
+    assert not is_hub_name("./istupakov/parakeet")
+    assert not is_hub_name("/abs/path")
+    assert not is_hub_name("a/b/c")
+    assert not is_hub_name("owner/..")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "owner" / "name").mkdir(parents=True)
+    assert not is_hub_name("owner/name")  # a local directory of that name wins
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--from", "onnx-asr", "--layout", "onnx-asr"], "--from and --layout go one way each"),
+    (["--from", "onnx-asr", "--quantize", "int8"], "--from keeps the source's graphs"),
+    (["--precision", "int8"], "--precision needs --from"),
+])
+def test_convert_model_layout_flags_are_checked(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from parakeet_runtime.export.cli import parse_args
+
+    with pytest.raises(SystemExit) as exited:
+        parse_args([*args, str(tmp_path), str(tmp_path / "out")])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_precision_is_refused(onnx_asr_dirs: dict[str, Path], sherpa_dirs: dict[str, Path]) -> None:
+    for directory in (onnx_asr_dirs["tdt_a"], sherpa_dirs["tdt_a"]):
+        with pytest.raises(ManifestError, match="precision must be None, 'fp32' or 'int8'"):
+            Engine.load(directory, precision="fp16")
