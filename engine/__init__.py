@@ -14,6 +14,7 @@ from .errors import (
     EngineOverloadedError,
     ManifestError,
     ModelDirectoryError,
+    ModelDownloadError,
     ParakeetRuntimeError,
 )
 from .model.manifest import Manifest, load_manifest
@@ -48,6 +49,7 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "ModelDirectoryError",
+    "ModelDownloadError",
     "ParakeetRuntimeError",
     "PreparedAudio",
     "Segment",
