@@ -427,6 +427,9 @@ from parakeet_runtime.engine import Engine
 from tests.parity import assert_identical
 job = json.loads(sys.argv[1])
 for directory, expected in job:
+    for reference in expected.values():  # JSON made the reference's tuples lists
+        for key in ("chars", "words", "segments"):
+            reference[key] = [tuple(item) for item in reference[key]]
     engine = Engine.load(directory)
     clips = list(expected)
     results = engine.transcribe(clips)

@@ -107,6 +107,8 @@ def is_sherpa_onnx_directory(directory: Path) -> bool:
 
 @dataclass(frozen=True)
 class SherpaFiles:
+    """The three graph files of one variant (fp32 or int8)."""
+
     encoder: str
     decoder: str
     joiner: str
