@@ -4,6 +4,7 @@ is one search: the same tokens (and confidence steps) as decoding all the frames
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ def _pieces(rng: np.random.Generator, length: int, count: int) -> list[tuple[int
     """``count`` consecutive (start, end) pieces covering ``0..length`` (some may be empty)."""
     cuts = sorted(rng.integers(0, length + 1, size=count - 1).tolist())
     bounds = [0, *cuts, length]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
+    return list(itertools.pairwise(bounds))
 
 
 @pytest.mark.parametrize(("durations", "max_symbols", "blank_bias", "duration_bias"), CASES)
