@@ -41,6 +41,16 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from concurrency import load_nemo, machine  # noqa: E402
 
+from parakeet_runtime.engine import PreparedAudio  # noqa: E402
+from parakeet_runtime.engine.requests.prepare import Prepared  # noqa: E402
+
+
+def one_pass(prepared: Prepared) -> PreparedAudio:
+    """The benchmark times one-pass inputs only (its clips are far below the long-form threshold)."""
+    if not isinstance(prepared, PreparedAudio):
+        raise SystemExit("a benchmark clip was planned as a long (chunked) input; use shorter clips")
+    return prepared
+
 RATE = 16000
 
 
@@ -97,7 +107,7 @@ def _engine_runner(model_dir: str, threads: int | None) -> Any:
     def run(paths: list[Path]) -> dict[str, float]:
         """``engine.transcribe(paths)``, step by step, with timers (the steps of ``Inference.run``)."""
         t0 = time.perf_counter()
-        prepared = [engine.prepare(p) for p in paths]
+        prepared = [one_pass(engine.prepare(p)) for p in paths]
         t1 = time.perf_counter()
         order = sorted(range(len(prepared)), key=lambda i: prepared[i].valid_frames)
         encoder = decoding = 0.0

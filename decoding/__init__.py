@@ -16,7 +16,7 @@ from .confidence import (
     token_confidence,
     word_confidence,
 )
-from .tdt import DecodedToken, StepModel, TdtConfig, TdtResult, tdt_greedy_decode
+from .tdt import DecodedToken, StepModel, TdtCarry, TdtConfig, TdtResult, tdt_greedy_decode
 from .tdt_batch import BatchResult, BatchStepModel, tdt_greedy_decode_batch
 from .timestamps import (
     SegmentSpan,
@@ -54,6 +54,7 @@ __all__ = [
     "SegmentSpan",
     "StepConfidence",
     "StepModel",
+    "TdtCarry",
     "TdtConfig",
     "TdtResult",
     "TimestampConfig",

@@ -101,13 +101,30 @@ class StepModel(Protocol[StateT]):
 
 
 @dataclass(frozen=True)
+class TdtCarry(Generic[StateT]):
+    """Where a search over one piece of an utterance's frames stopped: what the search of the next piece
+    (the frames right after it) starts from, so that decoding piece by piece is one continuous search."""
+
+    predictor_output: FloatArray
+    """The projected predictor output after the last emitted label (or after the start of the sequence)."""
+    state: StateT
+    """The predictor state that goes with it."""
+    skip: int
+    """Frames of the next piece the search steps over before its first decision: the part of the last
+    decision's duration that ran past the end of this piece (0 when it ended exactly there)."""
+
+
+@dataclass(frozen=True)
 class TdtResult(Generic[StateT]):
-    """The result of decoding one utterance."""
+    """The result of decoding one utterance (or one piece of it)."""
 
     tokens: tuple[DecodedToken, ...]
     """Emitted labels in order."""
     state: StateT
     """Predictor state after the last emitted label."""
+    carry: TdtCarry[StateT] | None = None
+    """Where the search stopped, to continue it over the frames that follow (:func:`tdt_greedy_decode`
+    always sets it)."""
     steps: tuple[StepConfidence, ...] | None = None
     """With confidence on: the confidence of each decision the search read, in order (only the emitted
     labels' when ``exclude_blank``); ``None`` when off."""
@@ -118,18 +135,23 @@ def tdt_greedy_decode(
     length: int,
     model: StepModel[StateT],
     config: TdtConfig,
-    state: StateT | None = None,
+    carry: TdtCarry[StateT] | None = None,
     lookahead: int = 1,
     confidence: ConfidenceOptions | None = None,
 ) -> TdtResult[StateT]:
-    """Greedy TDT search over one utterance.
+    """Greedy TDT search over one utterance, or over one piece of it.
+
+    Decoding the frames of an utterance in consecutive pieces, each piece starting from the ``carry`` of the
+    one before it, gives the same tokens as one search over all of them (token frames count from the start
+    of each piece).
 
     Args:
         encoder_frames: projected encoder output, shape ``(T, joint_hidden)``, float32.
         length: number of valid frames (``<= T``).
         model: predictor and joint step functions.
         config: blank id, durations and ``max_symbols``.
-        state: predictor state to start from; ``None`` starts from the model's initial state.
+        carry: where the search of the previous piece of the same utterance stopped (its result's
+            ``carry``); ``None`` starts an utterance (the model's start-of-sequence output and state).
         lookahead: frames whose joint one call computes while looking for a non-blank label (the
             predictor output does not change between blanks, so a run of blanks can use them); the
             tokens do not depend on it.
@@ -137,24 +159,26 @@ def tdt_greedy_decode(
             recorded and nothing is computed.
 
     Returns:
-        The emitted tokens (id, frame, duration), the final predictor state and, with ``confidence``,
-        the recorded steps.
+        The emitted tokens (id, frame, duration), the final predictor state, the carry for the frames
+        that follow and, with ``confidence``, the recorded steps.
     """
+    if carry is not None and carry.skip < 0:
+        raise ValueError(f"a carry's skip must be >= 0, got {carry.skip}")
     if length < 0 or length > encoder_frames.shape[0]:
         raise ValueError(f"length {length} is outside [0, {encoder_frames.shape[0]}]")
     if lookahead < 1:
         raise ValueError(f"lookahead must be >= 1, got {lookahead}")
     reader = JointReader.of(config.blank_id, config.durations)
 
-    if state is None:
+    if carry is None:
         predictor_output, current_state = model.start()
     else:
-        predictor_output, current_state = model.predict(config.blank_id, state)
+        predictor_output, current_state = carry.predictor_output, carry.state
 
     tokens: list[DecodedToken] = []
     last_emit_frame = -1
     emitted_at_last_frame = 0
-    time = 0
+    time = 0 if carry is None else carry.skip
     # The label and the duration that the joint gives at frames window_start... with the current predictor
     # output: up to ``lookahead`` frames, read from ``joint_frames`` or from what ``predict_joint`` brings.
     window: tuple[IntArray, IntArray] | None = None
@@ -220,5 +244,8 @@ def tdt_greedy_decode(
     if steps is not None:
         flush()
     return TdtResult(
-        tokens=tuple(tokens), state=current_state, steps=None if steps is None else tuple(steps)
+        tokens=tuple(tokens),
+        state=current_state,
+        carry=TdtCarry(predictor_output, current_state, max(time - length, 0)),
+        steps=None if steps is None else tuple(steps),
     )

@@ -18,10 +18,10 @@ from .errors import (
     ParakeetRuntimeError,
 )
 from .model.manifest import Manifest, load_manifest
-from .options import BatchingOptions, SessionOptions
+from .options import BatchingOptions, LongFormOptions, SessionOptions
 from .requests.audio import Audio, AudioInput, load_audio
-from .requests.prepare import PreparedAudio
-from .results import Segment, TimedText, Token, Transcript, Word
+from .requests.prepare import LongAudio, PreparedAudio
+from .results import Segment, TimedText, Token, Transcript, TranscriptUpdate, Word
 
 
 def _package_version() -> str:
@@ -46,6 +46,8 @@ __all__ = [
     "Engine",
     "EngineClosedError",
     "EngineOverloadedError",
+    "LongAudio",
+    "LongFormOptions",
     "Manifest",
     "ManifestError",
     "ModelDirectoryError",
@@ -57,6 +59,7 @@ __all__ = [
     "TimedText",
     "Token",
     "Transcript",
+    "TranscriptUpdate",
     "Word",
     "__version__",
     "default_model_dir",

@@ -9,29 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import overload
+from typing import Any, overload
 
-from parakeet_runtime.decoding import TdtConfig
+from parakeet_runtime.decoding import DecodedToken, StepConfidence, TdtCarry, TdtConfig
 
 from .model.features import FeatureExtractor
 from .model.layouts import load_other_layout, resolve_model_dir
 from .model.manifest import Manifest, load_manifest
 from .model.onnx_model import OnnxTdtModel
 from .model.tokenizer import Tokenizer
-from .options import BatchingOptions, ConfidenceOptions, SessionOptions
+from .options import BatchingOptions, ConfidenceOptions, LongFormOptions, SessionOptions
 from .requests.audio import AudioInput
-from .requests.inference import Inference
-from .requests.prepare import PreparedAudio, Preparer
+from .requests.inference import Inference, Outcome
+from .requests.longform import ChunkGroup, ChunkOutcome, Window, group_size, groups
+from .requests.prepare import LongAudio, Prepared, PreparedAudio, Preparer
 from .requests.runner import Runner, make_runner
 from .requests.transcripts import TranscriptBuilder, timestamp_config
-from .results import Transcript
+from .results import Transcript, TranscriptUpdate
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +87,7 @@ class Engine:
         confidence: ConfidenceOptions | None = None,
         precision: str | None = None,
         hub_cache_dir: str | os.PathLike[str] | None = None,
+        long_form: LongFormOptions | None = None,
     ) -> Engine:
         """Load a model directory written by ``convert-model``, or one in onnx-asr's or sherpa-onnx's NeMo
         TDT layout (see ``model/onnx_asr.py``, ``model/sherpa_onnx.py``), or a Hugging Face hub name of
@@ -105,6 +108,8 @@ class Engine:
                 project's own directories (their manifest names their graphs).
             hub_cache_dir: where a hub name is downloaded (default: ``huggingface_hub``'s cache,
                 ``HF_HUB_CACHE``); ``HF_HUB_OFFLINE=1`` reads only the cache.
+            long_form: how inputs of any length are transcribed (default: :class:`LongFormOptions`: one pass
+                while it fits a memory budget derived from this machine, else chunks).
 
         Raises:
             ModelDirectoryError: the directory or one of its files is missing.
@@ -149,7 +154,7 @@ class Engine:
             inference=inference,
             batching=batching,
             runner=runner,
-            preparer=Preparer(features, manifest.encoder),
+            preparer=Preparer(features, manifest.encoder, long_form or LongFormOptions()),
         )
         # The runner holds only the inference object, never the engine: stop it when the engine is
         # garbage-collected without close().
@@ -196,7 +201,7 @@ class Engine:
             AudioFileNotFoundError: a path that does not exist.
             AudioDecodeError: an input that is not decodable audio (for a list: the first such input;
                 nothing is transcribed).
-            AudioTooLongError: audio longer than the exported encoder takes in one pass.
+            AudioTooLongError: audio longer than ``LongFormOptions.max_audio_seconds``.
             EngineClosedError: the engine was closed.
             EngineOverloadedError: the batcher's queue is full.
         """
@@ -211,8 +216,67 @@ class Engine:
         with runner.arriving():
             with runner.preparing():
                 one = self.prepare(audio, sample_rate=sample_rate)
-            (future,) = runner.submit_many([one])
-        return future.result()
+            if isinstance(one, LongAudio):
+                future = None
+            else:
+                (future,) = runner.submit_many([one])
+        if future is None:
+            assert isinstance(one, LongAudio)
+            return self._run_long(one)
+        return _transcript(future.result())
+
+    def transcribe_iter(
+        self,
+        audio: AudioInput,
+        *,
+        sample_rate: int | None = None,
+        progress: Callable[[float, float], None] | None = None,
+    ) -> Iterator[TranscriptUpdate]:
+        """Transcribe one input, yielding words and segments as they become final: after each group of chunks
+        of a long input (one update for an input transcribed in one pass). The last update carries the whole
+        transcript (the same as :meth:`transcribe` gives).
+
+        Args:
+            audio, sample_rate: as :meth:`transcribe` (one input).
+            progress: called with (seconds transcribed, seconds in all) after each update is computed.
+
+        Raises:
+            As :meth:`transcribe`, when the input is prepared (before the first update) or while it runs.
+        """
+        runner = self.runner
+        runner.check_open()
+        with runner.arriving():
+            with runner.preparing():
+                one = self.prepare(audio, sample_rate=sample_rate)
+            future = None if isinstance(one, LongAudio) else runner.submit_many([one])[0]
+        if future is not None:
+            transcript = _transcript(future.result())
+            if progress is not None:
+                progress(transcript.duration, transcript.duration)
+            yield TranscriptUpdate(transcript.words, transcript.segments, transcript.duration, transcript.duration,
+                                   transcript)
+            return
+        assert isinstance(one, LongAudio)
+        words_sent = segments_sent = 0
+        tokens: list[DecodedToken] = []
+        steps: list[StepConfidence] = []
+        seconds_per_frame = self.manifest.encoder.subsampling_factor * self.manifest.features.window_stride
+        outcomes = self._long_outcomes(one)
+        try:
+            for outcome, last in _with_last(outcomes):
+                tokens += outcome.tokens
+                steps += outcome.steps or ()
+                partial = self._long_transcript(one, tokens, steps if outcome.steps is not None else None)
+                words = partial.words if last else partial.words[:-1]
+                segments = partial.segments if last else partial.segments[:-1]
+                processed = one.duration if last else min(outcome.frames * seconds_per_frame, one.duration)
+                if progress is not None:
+                    progress(processed, one.duration)
+                yield TranscriptUpdate(words[words_sent:], segments[segments_sent:], processed, one.duration,
+                                       partial if last else None)
+                words_sent, segments_sent = max(len(words), words_sent), max(len(segments), segments_sent)
+        finally:
+            outcomes.close()
 
     @overload
     async def transcribe_async(self, audio: AudioInput, *, sample_rate: int | None = None) -> Transcript: ...
@@ -238,58 +302,148 @@ class Engine:
             prepared = [await loop.run_in_executor(None, self._prepare_in_slot, item, sample_rate) for item in audio]
             return await self._run_list_async(prepared)
 
-        def prepare_and_submit() -> Future[Transcript]:  # an executor thread: it may block for a slot
-            (future,) = runner.submit_many([self._prepare_in_slot(audio, sample_rate)])
+        def prepare_and_submit() -> Future[Outcome] | LongAudio:  # an executor thread: it may block for a slot
+            one = self._prepare_in_slot(audio, sample_rate)
+            if isinstance(one, LongAudio):
+                return one
+            (future,) = runner.submit_many([one])
             return future
 
         with runner.arriving():
-            future = await loop.run_in_executor(None, prepare_and_submit)
-        return await asyncio.wrap_future(future)
+            submitted = await loop.run_in_executor(None, prepare_and_submit)
+        if isinstance(submitted, LongAudio):
+            return await loop.run_in_executor(None, self._run_long, submitted)
+        return _transcript(await asyncio.wrap_future(submitted))
 
-    def prepare(self, source: AudioInput, *, sample_rate: int | None = None) -> PreparedAudio:
+    def prepare(self, source: AudioInput, *, sample_rate: int | None = None) -> Prepared:
         """Decode, resample and featurise one input (the part of a request that may fail on bad input);
-        ``sample_rate`` as in :meth:`transcribe`.
+        ``sample_rate`` as in :meth:`transcribe`. An input too long for one pass comes back as a
+        ``LongAudio`` (its samples and the windows of its chunks), whose features are computed as it runs.
 
         Raises:
             AudioDecodeError, AudioFileNotFoundError, AudioTooLongError: as :meth:`transcribe`.
         """
         return self.preparer(source, sample_rate)
 
-    def _prepare_in_slot(self, source: AudioInput, sample_rate: int | None) -> PreparedAudio:
+    def _prepare_in_slot(self, source: AudioInput, sample_rate: int | None) -> Prepared:
         with self.runner.preparing():
             return self.prepare(source, sample_rate=sample_rate)
 
-    def _list_chunks(self, prepared: Sequence[PreparedAudio]) -> list[list[int]]:
-        """Indices of a list's requests, sorted by length, in chunks the worker takes as one batch."""
-        order = sorted(range(len(prepared)), key=lambda i: prepared[i].valid_frames)
+    def _list_chunks(self, prepared: Sequence[Prepared]) -> list[list[int]]:
+        """Indices of a list's one-pass requests, sorted by length, in chunks the worker takes as one batch
+        (long inputs run on their own, after them)."""
+        order = sorted((i for i, p in enumerate(prepared) if isinstance(p, PreparedAudio)),
+                       key=lambda i: prepared[i].valid_frames)
         size = self.batching.max_batch_size
         return [order[start : start + size] for start in range(0, len(order), size)]
 
-    def _run_list(self, prepared: Sequence[PreparedAudio]) -> list[Transcript]:
-        futures: dict[int, Future[Transcript]] = {}
+    def _run_list(self, prepared: Sequence[Prepared]) -> list[Transcript]:
+        futures: dict[int, Future[Outcome]] = {}
         chunks = self._list_chunks(prepared)
         try:
             for number, chunk in enumerate(chunks):
                 if number >= LIST_CHUNKS_IN_FLIGHT:
                     concurrent.futures.wait([futures[i] for i in chunks[number - LIST_CHUNKS_IN_FLIGHT]])
-                futures.update(zip(chunk, self.runner.submit_many([prepared[i] for i in chunk]), strict=True))
-            return [futures[i].result() for i in range(len(prepared))]
+                futures.update(zip(chunk, self.runner.submit_many([_one_pass(prepared[i]) for i in chunk]),
+                                   strict=True))
+            long = {i: self._run_long(p) for i, p in enumerate(prepared) if isinstance(p, LongAudio)}
+            return [long[i] if i in long else _transcript(futures[i].result()) for i in range(len(prepared))]
         finally:
             for future in futures.values():
                 future.cancel()  # a no-op for finished ones; drops the rest after an error
 
-    async def _run_list_async(self, prepared: Sequence[PreparedAudio]) -> list[Transcript]:
+    async def _run_list_async(self, prepared: Sequence[Prepared]) -> list[Transcript]:
         loop = asyncio.get_running_loop()
-        futures: dict[int, Future[Transcript]] = {}
+        futures: dict[int, Future[Outcome]] = {}
         chunks = self._list_chunks(prepared)
         try:
             for number, chunk in enumerate(chunks):
                 if number >= LIST_CHUNKS_IN_FLIGHT:
                     earlier = [asyncio.wrap_future(futures[i]) for i in chunks[number - LIST_CHUNKS_IN_FLIGHT]]
                     await asyncio.wait(earlier)
-                submitted = await loop.run_in_executor(None, self.runner.submit_many, [prepared[i] for i in chunk])
+                submitted = await loop.run_in_executor(None, self.runner.submit_many,
+                                                       [_one_pass(prepared[i]) for i in chunk])
                 futures.update(zip(chunk, submitted, strict=True))
-            return [await asyncio.wrap_future(futures[i]) for i in range(len(prepared))]
+            long = {i: await loop.run_in_executor(None, self._run_long, p)
+                    for i, p in enumerate(prepared) if isinstance(p, LongAudio)}
+            return [long[i] if i in long else _transcript(await asyncio.wrap_future(futures[i]))
+                    for i in range(len(prepared))]
         finally:
             for future in futures.values():
                 future.cancel()
+
+    # --- long inputs -------------------------------------------------------------------------------
+
+    def _run_long(self, long: LongAudio) -> Transcript:
+        """Transcribe a long input chunk group by chunk group (blocks; runs the groups on the runner)."""
+        tokens: list[DecodedToken] = []
+        steps: list[StepConfidence] | None = None
+        for outcome in self._long_outcomes(long):
+            tokens += outcome.tokens
+            if outcome.steps is not None:
+                steps = (steps or []) + list(outcome.steps)
+        return self._long_transcript(long, tokens, steps)
+
+    def _long_transcript(self, long: LongAudio, tokens: Sequence[DecodedToken],
+                         steps: Sequence[StepConfidence] | None) -> Transcript:
+        transcript = self.inference.transcripts(tokens, long.duration, steps)
+        return dataclasses.replace(transcript, strategy="chunked")
+
+    def _long_outcomes(self, long: LongAudio) -> Generator[ChunkOutcome, None, None]:
+        """Submit a long input's windows in groups, each continuing the search where the one before stopped;
+        the next group's features are computed while the worker runs the current one."""
+        runner = self.runner
+        spec = self.manifest.features
+        size = group_size(self.preparer.geometry, spec.sample_rate, self.batching.max_batch_size,
+                          self.batching.max_batch_seconds)
+        batches = groups(long.windows, size)
+        carry: TdtCarry[Any] | None = None
+        features = self._window_features(long, batches[0])
+        future: Future[Outcome] | None = None
+        try:
+            for number, windows in enumerate(batches):
+                runner.check_open()
+                (future,) = runner.submit_many([ChunkGroup(features[0], features[1], tuple(windows), carry)])
+                if number + 1 < len(batches):
+                    features = self._window_features(long, batches[number + 1])
+                outcome = future.result()
+                if not isinstance(outcome, ChunkOutcome):
+                    raise TypeError(f"expected a ChunkOutcome, got {type(outcome).__name__}")
+                carry = outcome.carry
+                yield outcome
+        finally:
+            if future is not None:
+                future.cancel()
+
+    def _window_features(self, long: LongAudio, windows: Sequence[Window]) -> tuple[tuple[Any, ...], tuple[int, ...]]:
+        arrays, valid = [], []
+        for window in windows:
+            with self.runner.preparing():
+                features, frames = self.preparer.window_features(long, window)
+            arrays.append(features)
+            valid.append(frames)
+        return tuple(arrays), tuple(valid)
+
+
+def _transcript(outcome: Outcome) -> Transcript:
+    """The runner's outcome for a one-pass request."""
+    if not isinstance(outcome, Transcript):
+        raise TypeError(f"expected a Transcript, got {type(outcome).__name__}")
+    return outcome
+
+
+def _one_pass(prepared: Prepared) -> PreparedAudio:
+    if not isinstance(prepared, PreparedAudio):
+        raise TypeError("a long input cannot run in one pass")
+    return prepared
+
+
+def _with_last(items: Iterator[ChunkOutcome]) -> Iterator[tuple[ChunkOutcome, bool]]:
+    """``items`` with a flag that is true for the last one."""
+    previous: ChunkOutcome | None = None
+    for item in items:
+        if previous is not None:
+            yield previous, False
+        previous = item
+    if previous is not None:
+        yield previous, True

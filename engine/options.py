@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Literal
 
 from parakeet_runtime.decoding import ConfidenceOptions
 
-__all__ = ["BatchingOptions", "ConfidenceOptions", "SessionOptions"]
+__all__ = ["BatchingOptions", "ConfidenceOptions", "LongFormOptions", "SessionOptions"]
 """``ConfidenceOptions`` (``Engine.load(confidence=...)``) lives with the decoding functions that use it."""
 
 
@@ -81,3 +83,68 @@ class SessionOptions:
         if self.release_memory_above_seconds is not None and self.release_memory_above_seconds < 0:
             raise ValueError(
                 f"release_memory_above_seconds must be >= 0 or None, got {self.release_memory_above_seconds}")
+
+
+Strategy = Literal["auto", "one_pass", "chunked"]
+"""How a long input is transcribed: ``auto`` (one pass while it fits the memory budget, else chunks), or one
+of the two forced."""
+
+
+def default_memory_budget() -> int:
+    """A quarter of this machine's physical memory, at most 8 GiB and at least 1 GiB (1 GiB when the size
+    cannot be read)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        total = 0
+    return int(min(max(total // 4, 1 << 30), 8 << 30))
+
+
+@dataclass(frozen=True)
+class LongFormOptions:
+    """How inputs of any length are transcribed.
+
+    An input is encoded in one pass while the encoder's estimated memory for it fits ``memory_budget``
+    bytes (and, for directories whose encoder has a length limit, while it is within it); a directory whose
+    encoder has local attention needs memory in proportion to the length, so it goes much further in one
+    pass. Longer inputs are transcribed with NeMo's buffered algorithm: windows of ``left_context_seconds``
+    + ``chunk_seconds`` + ``right_context_seconds`` are encoded (a batch of windows at a time), only each
+    chunk's frames are kept, and one continuous TDT search runs over them, carrying the decoder's state
+    across chunk borders (no text is merged). ``Transcript.strategy`` says which ran.
+
+    The chunk defaults were chosen from measurement (benchmarks/README.md, "Long recordings"): the
+    contexts cost ``(left + right) / chunk`` more encoder work than one pass.
+    """
+
+    strategy: Strategy = "auto"
+    """``auto``; ``one_pass`` (never chunk: fails where the encoder cannot take the length); ``chunked``."""
+    memory_budget: int | None = None
+    """Bytes a one-pass encoding may use (estimated from the length, the attention heads and kind); ``None``:
+    :func:`default_memory_budget`."""
+    chunk_seconds: float = 60.0
+    """Audio per chunk (rounded down to whole encoder frames)."""
+    left_context_seconds: float = 8.0
+    """Audio before each chunk encoded with it (rounded down to whole encoder frames)."""
+    right_context_seconds: float = 4.0
+    """Audio after each chunk encoded with it (rounded down to whole encoder frames)."""
+    max_audio_seconds: float | None = None
+    """Longest input accepted (``AudioTooLongError`` beyond, checked from the declared length before
+    decoding); ``None``: no limit."""
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("auto", "one_pass", "chunked"):
+            raise ValueError(f"strategy must be 'auto', 'one_pass' or 'chunked', got {self.strategy!r}")
+        if self.memory_budget is not None and self.memory_budget < 1:
+            raise ValueError(f"memory_budget must be >= 1 byte or None, got {self.memory_budget}")
+        if not self.chunk_seconds > 0:
+            raise ValueError(f"chunk_seconds must be > 0, got {self.chunk_seconds}")
+        for name in ("left_context_seconds", "right_context_seconds"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_audio_seconds is not None and not self.max_audio_seconds > 0:
+            raise ValueError(f"max_audio_seconds must be > 0 or None, got {self.max_audio_seconds}")
+
+    @property
+    def budget(self) -> int:
+        """The memory budget in bytes (the default resolved)."""
+        return self.memory_budget if self.memory_budget is not None else default_memory_budget()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 
 @dataclass(frozen=True)
@@ -72,12 +72,16 @@ class Transcript:
     """Words in order."""
     segments: tuple[Segment, ...] = ()
     """Segments in order."""
+    strategy: Literal["one_pass", "chunked"] = "one_pass"
+    """How the input was transcribed: encoded in ``one_pass`` (NeMo's own results), or ``chunked`` (NeMo's
+    buffered algorithm for inputs beyond the one-pass memory budget; see ``LongFormOptions``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (``confidence`` keys only where confidence was computed)."""
         return {
             "text": self.text,
             "duration": self.duration,
+            "strategy": self.strategy,
             "segments": [_fields(s) for s in self.segments],
             "words": [_fields(w) for w in self.words],
             "tokens": [_fields(t) for t in self.tokens],
@@ -89,3 +93,19 @@ def _fields(item: Token | TimedText) -> dict[str, Any]:
     if fields.get("confidence") is None:
         fields.pop("confidence", None)
     return fields
+
+
+@dataclass(frozen=True)
+class TranscriptUpdate:
+    """One step of :meth:`Engine.transcribe_iter`: what became final since the previous update."""
+
+    words: tuple[Word, ...]
+    """Words that are final now and were not in an earlier update."""
+    segments: tuple[Segment, ...]
+    """Segments that are final now and were not in an earlier update."""
+    processed: float
+    """Seconds of audio transcribed so far."""
+    duration: float
+    """Length of the audio in seconds."""
+    transcript: Transcript | None = None
+    """The whole transcript, on the last update only (its words and segments are those of all updates)."""

@@ -245,6 +245,7 @@ def _write_directory(model: Any, staging: Path, facts: ExportFacts, spec: str, s
             d_model=int(model.encoder.d_model),
             joint_hidden=facts.joint_hidden,
             max_frames=inspect_model.max_encoder_frames(model),
+            attention_heads=inspect_model.attention_heads(model),
             external_data=facts.encoder_external_data,
         ),
         predictor=predictor,

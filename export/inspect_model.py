@@ -127,6 +127,12 @@ def max_encoder_frames(model: Any) -> int:
     return (length + 1) // 2 if type(pos_enc).__name__.startswith("RelPositional") else length
 
 
+def attention_heads(model: Any) -> int | None:
+    """Attention heads of the encoder's layers (``n_heads`` of its config), ``None`` when it does not say."""
+    heads = getattr(getattr(model, "cfg", None), "encoder", {}).get("n_heads", None)
+    return int(heads) if isinstance(heads, int) and heads > 0 else None
+
+
 LANGUAGE_KEYS = ("language", "languages", "lang", "langs", "target_lang", "target_langs")
 """Config keys that may say which languages a checkpoint transcribes (NeMo has no standard one)."""
 

@@ -180,3 +180,48 @@ def test_bad_arrays_are_typed(bad: np.ndarray) -> None:
 def test_bad_inputs_are_typed(bad: object) -> None:
     with pytest.raises(AudioDecodeError):
         load_audio(bad, RATE)  # type: ignore[arg-type]
+
+
+# --- block by block ---------------------------------------------------------------------------------------
+
+
+def test_a_long_stereo_file_is_read_block_by_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of a few seconds, mixed and resampled as they come: the same samples as reading everything at
+    once, without the file ever being one array at its source rate and channel count."""
+    import soxr
+
+    from parakeet_runtime.engine.requests import audio as audio_module
+
+    rate = 44100
+    seconds = 3 * audio_module.BLOCK_FRAMES / rate + 0.37  # four blocks, the last one partial
+    rng = np.random.default_rng(0)
+    stereo = (0.2 * rng.standard_normal((int(seconds * rate), 2))).astype(np.float32)
+    path = tmp_path / "long.flac"
+    soundfile.write(path, stereo, rate, subtype="PCM_24")
+    whole, _ = soundfile.read(path, dtype="float32", always_2d=True)
+    expected = soxr.resample(whole.mean(axis=1, dtype=np.float32), rate, RATE, quality="HQ")
+
+    reads: list[int] = []
+    original = soundfile.SoundFile.read
+
+    def counted(self: soundfile.SoundFile, frames: int = -1, **kwargs: object) -> np.ndarray:
+        assert 0 < frames <= audio_module.BLOCK_FRAMES, "read everything at once"
+        reads.append(frames)
+        block: np.ndarray = original(self, frames, **kwargs)
+        return block
+
+    monkeypatch.setattr(soundfile.SoundFile, "read", counted)
+    got = load_audio(path, RATE).samples
+    assert len(reads) == 4
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_an_undecodable_file_fails_in_its_first_block(tmp_path: Path) -> None:
+    """A valid header over garbage data: the first block read fails, with a typed error."""
+    path = tmp_path / "broken.flac"
+    soundfile.write(path, _tone(30.0, RATE), RATE, format="FLAC")
+    data = bytearray(path.read_bytes())
+    data[200:] = bytes(len(data) - 200)  # frames replaced by zeros
+    path.write_bytes(bytes(data))
+    with pytest.raises(AudioDecodeError):
+        load_audio(path, RATE)

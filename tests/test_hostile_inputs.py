@@ -3,6 +3,7 @@ the model takes, refused from its declared length before it is decoded or resamp
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +19,13 @@ from parakeet_runtime.engine import (
     AudioTooLongError,
     BatchingOptions,
     Engine,
+    LongAudio,
+    LongFormOptions,
+    PreparedAudio,
     load_audio,
     sample_audio_path,
 )
+from parakeet_runtime.engine.requests.prepare import Preparer
 
 RATE = 16000
 
@@ -148,12 +153,18 @@ def test_non_finite_samples_are_still_refused(bad: float) -> None:
 # --- declared length ------------------------------------------------------------------------------------
 
 
-def _encoder_limit_seconds(engine: Engine) -> float:
-    spec = engine.manifest.encoder
-    return spec.max_frames * spec.subsampling_factor * engine.manifest.features.window_stride
+LIMIT_SECONDS = 600.0
 
 
-def test_a_two_hour_flac_is_refused_before_decoding(engine: Engine, tmp_path: Path, no_resampling: None,
+@pytest.fixture(scope="module")
+def limited() -> Iterator[Engine]:
+    """An engine with a user-set length limit (without one, every length is transcribed)."""
+    options = LongFormOptions(max_audio_seconds=LIMIT_SECONDS)
+    with Engine.load(batching=BatchingOptions(enabled=False), long_form=options) as loaded:
+        yield loaded
+
+
+def test_a_two_hour_flac_is_refused_before_decoding(limited: Engine, tmp_path: Path, no_resampling: None,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "two-hours.flac"
     rate = 8000
@@ -167,41 +178,45 @@ def test_a_two_hour_flac_is_refused_before_decoding(engine: Engine, tmp_path: Pa
         raise AssertionError("decoded audio that should have been refused from its header")
 
     monkeypatch.setattr(soundfile.SoundFile, "read", no_decoding)
+    monkeypatch.setattr(soundfile.SoundFile, "blocks", no_decoding)
     for source in (path, path.read_bytes()):
         started = time.monotonic()
         with pytest.raises(AudioTooLongError, match=r"audio of 7200\.0 s is longer"):
-            engine.transcribe(source)
+            limited.transcribe(source)
         assert time.monotonic() - started < 1.0
 
 
-def test_a_long_array_is_refused_before_resampling(engine: Engine, no_resampling: None) -> None:
-    seconds = _encoder_limit_seconds(engine) + 60
+def test_a_long_array_is_refused_before_resampling(limited: Engine, no_resampling: None) -> None:
+    seconds = LIMIT_SECONDS + 60
     started = time.monotonic()
     with pytest.raises(AudioTooLongError):
-        engine.transcribe((np.zeros(int(seconds * 1000), dtype=np.float32), 1000))
+        limited.transcribe((np.zeros(int(seconds * 1000), dtype=np.float32), 1000))
     assert time.monotonic() - started < 1.0
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 44100])
-def test_the_early_check_never_refuses_what_the_exact_check_accepts(engine: Engine, rate: int) -> None:
-    """The longest audio the early check lets through is already too long for the exact check (on valid
-    feature frames after resampling); so the exact check alone decides for all shorter audio."""
-    preparer = engine.preparer
-    longest = int(preparer.max_seconds * rate)
-    audio = load_audio((np.zeros(longest, dtype=np.float32), rate), RATE, max_seconds=preparer.max_seconds)
-    encoder = engine.manifest.encoder
-    valid = engine.features.valid_frames(audio.samples.shape[0])
-    assert -(-valid // encoder.subsampling_factor) > encoder.max_frames
+def test_audio_at_the_exact_limit_is_accepted(limited: Engine, rate: int) -> None:
+    """The limit is on the declared length: ``LIMIT_SECONDS`` at any rate is accepted, one sample more is not."""
+    longest = int(LIMIT_SECONDS * rate)
+    audio = load_audio((np.zeros(longest, dtype=np.float32), rate), RATE, max_seconds=limited.preparer.max_seconds)
+    assert audio.duration == pytest.approx(LIMIT_SECONDS, abs=1e-3)
     with pytest.raises(AudioTooLongError):
-        load_audio((np.zeros(longest + 1, dtype=np.float32), rate), RATE, max_seconds=preparer.max_seconds)
+        limited.prepare((np.zeros(longest + 1, dtype=np.float32), rate))
 
 
-def test_audio_at_the_exact_limit_is_accepted(engine: Engine) -> None:
-    encoder = engine.manifest.encoder
+def test_one_pass_only_refuses_what_the_encoder_cannot_take(engine: Engine) -> None:
+    """``strategy="one_pass"`` never chunks: beyond an encoder's length limit (a directory whose graph has
+    one, e.g. a NeMo export with a constant position table) it refuses; ``auto`` chunks instead."""
+    encoder = dataclasses.replace(engine.manifest.encoder, max_frames=900)
+    one = Preparer(engine.features, encoder, LongFormOptions(strategy="one_pass", chunk_seconds=20))
+    auto = Preparer(engine.features, encoder, LongFormOptions(chunk_seconds=20))
+    frames = 900 * encoder.subsampling_factor
     hop = engine.manifest.features.hop_length
-    frames = encoder.max_frames * encoder.subsampling_factor
-    candidates = range(frames * hop, frames * hop + 4 * hop)
-    longest = next(n for n in candidates if engine.features.valid_frames(n + 1) > frames)
-    assert engine.prepare(np.zeros(longest, dtype=np.float32)).valid_frames == frames
-    with pytest.raises(AudioTooLongError):
-        engine.prepare(np.zeros(longest + 1, dtype=np.float32))
+    valid = engine.features.valid_frames
+    longest = next(n for n in range(frames * hop, frames * hop + 4 * hop) if valid(n + 1) > frames)
+    prepared = one(np.zeros(longest, dtype=np.float32))
+    assert isinstance(prepared, PreparedAudio) and prepared.valid_frames == frames
+    assert isinstance(auto(np.zeros(longest, dtype=np.float32)), PreparedAudio)
+    with pytest.raises(AudioTooLongError, match="one pass"):
+        one(np.zeros(longest + 1, dtype=np.float32))
+    assert isinstance(auto(np.zeros(longest + 1, dtype=np.float32)), LongAudio)

@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from parakeet_runtime.engine import BatchingOptions, Engine, EngineClosedError, Transcript, sample_audio_path
+from parakeet_runtime.engine import (
+    BatchingOptions,
+    Engine,
+    EngineClosedError,
+    PreparedAudio,
+    Transcript,
+    sample_audio_path,
+)
 from parakeet_runtime.engine.model.onnx_model import OnnxTdtModel
 
 GRAPH_METHODS = ("encode", "start", "predict", "predict_joint", "joint_frames", "start_rows", "predict_joint_rows",
@@ -102,6 +109,7 @@ def test_a_request_prepared_before_close_is_refused_after_it() -> None:
     for batching in (BatchingOptions(), BatchingOptions(enabled=False)):
         engine = Engine.load(batching=batching)
         prepared = engine.prepare(sample_audio_path())
+        assert isinstance(prepared, PreparedAudio)
         engine.close()
         with pytest.raises(EngineClosedError):
             engine.runner.submit_many([prepared])

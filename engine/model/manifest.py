@@ -68,6 +68,9 @@ class EncoderSpec:
     """Longest encoder output (frames) the exported positional encoding covers."""
     external_data: str | None = None
     """The single external weights file beside ``file`` (encoders over 2 GB), else ``None``."""
+    attention_heads: int | None = None
+    """Attention heads of each encoder layer (``None``: not recorded; the engine's memory estimate for long
+    inputs then assumes Parakeet's 8)."""
     precision: str = "fp32"
     """``fp32``, or ``int8`` (dynamic int8 quantisation of the encoder's MatMul weights)."""
     input_features: str = "features"
@@ -378,6 +381,7 @@ _RANGES: dict[type[Any], dict[str, _Check]] = {
         "d_model": _SIZE,
         "joint_hidden": _SIZE,
         "max_frames": _between(1, 1 << 31),
+        "attention_heads": _SIZE,
         "precision": _one_of("fp32", "int8"),
     },
     PredictorSpec: {"layers": _between(1, MAX_LAYERS), "hidden": _SIZE},

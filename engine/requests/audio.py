@@ -64,33 +64,100 @@ def _describe(source: object) -> str:
     return f"<{type(source).__name__}>"
 
 
-def _read_file(
-    source: str | os.PathLike[str] | bytes, max_seconds: float | None
-) -> tuple[npt.NDArray[np.float32], int]:
+BLOCK_FRAMES = 1 << 18
+"""Frames a file is read (and resampled) in at a time: about 6 s at 44.1 kHz. A long file never sits in memory
+at its source rate and channel count, and an undecodable one fails in its first block."""
+
+
+def _open_file(source: str | os.PathLike[str] | bytes) -> str | io.BytesIO:
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.exists(path):
             raise AudioFileNotFoundError(f"audio file not found: {path}")
         if os.path.isdir(path):
             raise AudioDecodeError(f"expected an audio file, found a directory: {path}")
-        handle: str | io.BytesIO = path
-    else:
-        handle = io.BytesIO(source)
+        return path
+    return io.BytesIO(source)
+
+
+class _Samples:
+    """Mono float32 blocks gathered into one array (grown geometrically when the header's length was short)."""
+
+    def __init__(self, expected: int) -> None:
+        self._data = np.empty(max(expected, 0), dtype=np.float32)
+        self._size = 0
+
+    def append(self, block: npt.NDArray[np.float32]) -> None:
+        needed = self._size + block.shape[0]
+        if needed > self._data.shape[0]:
+            grown = np.empty(max(needed, 2 * self._data.shape[0]), dtype=np.float32)
+            grown[: self._size] = self._data[: self._size]
+            self._data = grown
+        self._data[self._size : needed] = block
+        self._size = needed
+
+    def array(self) -> npt.NDArray[np.float32]:
+        return self._data[: self._size] if self._size == self._data.shape[0] else self._data[: self._size].copy()
+
+
+def _read_file(
+    source: str | os.PathLike[str] | bytes, target_rate: int, max_seconds: float | None
+) -> npt.NDArray[np.float32]:
+    """A file decoded block by block, each block mixed to mono, checked and resampled (soxr's streaming
+    resampler: the same samples as resampling all at once) to ``target_rate``."""
+    label = _describe(source)
+    handle = _open_file(source)
     try:
         with soundfile.SoundFile(handle) as audio_file:
-            rate = int(audio_file.samplerate)
-            _check_rate(rate, _describe(source))
+            rate = _check_rate(int(audio_file.samplerate), label)
+            declared = int(audio_file.frames)
             if max_seconds is not None:
-                _check_duration(audio_file.frames, rate, max_seconds, _describe(source))
-            data = audio_file.read(dtype="float32", always_2d=True)
+                _check_duration(declared, rate, max_seconds, label)
+            resampler = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32",
+                                                                              quality="HQ")
+            samples = _Samples(-(-declared * target_rate // rate) + 16)
+            read = 0
+            while True:
+                block = audio_file.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+                last = block.shape[0] < BLOCK_FRAMES
+                read += block.shape[0]
+                if max_seconds is not None:
+                    _check_duration(read, rate, max_seconds, label)  # a header that understates the length
+                mono = _checked(_mono(block, label, channels_last=True), label)
+                samples.append(mono if resampler is None else resampler.resample_chunk(mono, last=last))
+                if last:
+                    return samples.array()
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
         if isinstance(exc, (AudioDecodeError, AudioTooLongError)):
             raise
-        refusal = AudioDecodeError(f"cannot decode audio from {_describe(source)}: {_reason(exc)}")
+        refusal = AudioDecodeError(f"cannot decode audio from {label}: {_reason(exc)}")
         refusal.__cause__ = exc
-        data, rate = read_container(source, refusal)  # PyAV for MP4/M4A, WebM, AAC; else raises the refusal
-        return data, _check_rate(rate, _describe(source))
-    return data, rate
+        data, container_rate = read_container(source, refusal)  # PyAV for MP4/M4A, WebM, AAC; else raises
+        container_rate = _check_rate(container_rate, label)
+        if max_seconds is not None:
+            _check_duration(data.shape[0], container_rate, max_seconds, label)
+        return _resampled(_checked(_mono(data, label, channels_last=True), label), container_rate, target_rate)
+
+
+def _checked(data: npt.NDArray[np.float32], label: str) -> npt.NDArray[np.float32]:
+    """``data``, unless it holds NaN, infinity or samples beyond ±:data:`MAX_ABS_SAMPLE`."""
+    if data.shape[0] > 0:
+        peak = float(np.max(np.abs(data)))
+        if not np.isfinite(peak):
+            raise AudioDecodeError(f"{label}: samples contain NaN or infinity")
+        if peak > MAX_ABS_SAMPLE:
+            raise AudioDecodeError(
+                f"{label}: samples reach {peak:.3g}; expected float audio within [-1, 1] (at most "
+                f"±{MAX_ABS_SAMPLE:g} is accepted)"
+            )
+    return data
+
+
+def _resampled(data: npt.NDArray[np.float32], rate: int, target_rate: int) -> npt.NDArray[np.float32]:
+    if rate == target_rate or data.shape[0] == 0:
+        return data
+    resampled: npt.NDArray[np.float32] = soxr.resample(data, rate, target_rate, quality="HQ").astype(np.float32)
+    return resampled
 
 
 def _check_rate(rate: object, label: str) -> int:
@@ -189,30 +256,23 @@ def load_audio(
         AudioTooLongError: audio longer than ``max_seconds``.
     """
     label = _describe(source)
+    if isinstance(source, (str, os.PathLike, bytes)):
+        data = _read_file(source, target_rate, max_seconds)
+        return Audio(samples=np.ascontiguousarray(data, dtype=np.float32), sample_rate=target_rate)
     if isinstance(source, tuple):
         if len(source) != 2 or not isinstance(source[0], np.ndarray):
             raise AudioDecodeError("expected an (array, sample_rate) pair")
         array, rate = source[0], _check_rate(source[1], label)
-        data = _mono(_as_float(array, label), label, channels_last=False)
     elif isinstance(source, np.ndarray):
-        rate = _check_rate(target_rate if sample_rate is None else sample_rate, label)
-        data = _mono(_as_float(source, label), label, channels_last=False)
-    elif isinstance(source, (str, os.PathLike, bytes)):
-        file_data, rate = _read_file(source, max_seconds)
-        data = _mono(file_data, label, channels_last=True)
+        array, rate = source, _check_rate(target_rate if sample_rate is None else sample_rate, label)
     else:
         raise AudioDecodeError(f"unsupported audio input of type {type(source).__name__}")
     if max_seconds is not None:
-        _check_duration(data.shape[0], rate, max_seconds, label)
-    if data.shape[0] > 0:
-        peak = float(np.max(np.abs(data)))
-        if not np.isfinite(peak):
-            raise AudioDecodeError(f"{label}: samples contain NaN or infinity")
-        if peak > MAX_ABS_SAMPLE:
-            raise AudioDecodeError(
-                f"{label}: samples reach {peak:.3g}; expected float audio within [-1, 1] (at most "
-                f"±{MAX_ABS_SAMPLE:g} is accepted)"
-            )
-    if rate != target_rate and data.shape[0] > 0:
-        data = soxr.resample(data, rate, target_rate, quality="HQ").astype(np.float32, copy=False)
-    return Audio(samples=np.ascontiguousarray(data, dtype=np.float32), sample_rate=target_rate)
+        _check_duration(_length(array), rate, max_seconds, label)
+    data = _checked(_mono(_as_float(array, label), label, channels_last=False), label)
+    return Audio(samples=np.ascontiguousarray(_resampled(data, rate, target_rate)), sample_rate=target_rate)
+
+
+def _length(array: npt.NDArray[np.generic]) -> int:
+    """Samples per channel of an array as :func:`_mono` will read it (the longer axis of a 2-D array)."""
+    return int(array.shape[0]) if array.ndim != 2 else int(max(array.shape))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -13,7 +13,8 @@ from ..options import BatchingOptions
 
 
 def length_buckets(
-    order: Sequence[int], frames: Sequence[int], options: BatchingOptions, seconds_per_frame: float
+    order: Sequence[int], frames: Sequence[int] | Mapping[int, int], options: BatchingOptions,
+    seconds_per_frame: float,
 ) -> list[list[int]]:
     """Consecutive runs of ``order`` (indices sorted by ``frames``, shortest first) within the batch size,
     the padded-audio budget and the length ratio of ``options``."""

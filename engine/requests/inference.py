@@ -6,8 +6,10 @@ when batching is off); nothing else in the engine runs an encoder or a decoding 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +27,7 @@ from ..model.onnx_model import OnnxTdtModel
 from ..options import BatchingOptions
 from ..results import Transcript
 from .buckets import length_buckets, pad_features
+from .longform import ChunkGroup, ChunkOutcome
 from .prepare import PreparedAudio
 from .transcripts import TranscriptBuilder
 
@@ -33,6 +36,12 @@ JOINT_LOOKAHEAD = 6
 blanks keeps the predictor output), in the one-utterance and the batched search, and frames the step
 after an emitted label brings with it in the one-utterance search. A large joint (Parakeet v3's: 21 MB)
 is bound by reading its weights: six frames cost little more than one (A/B in benchmarks/README.md)."""
+
+
+Work: TypeAlias = PreparedAudio | ChunkGroup
+"""What the runner takes: a prepared input (encoded and decoded whole), or a group of a long input's windows."""
+Outcome: TypeAlias = Transcript | ChunkOutcome
+"""What the runner gives back for each: a transcript, or the group's tokens and carry."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,11 +58,17 @@ class Inference:
     pad_value: float
     """The feature value past an utterance's end in a padded batch."""
 
-    def run(self, prepared: Sequence[PreparedAudio]) -> list[Transcript]:
-        """Transcripts for ``prepared``, in order: sorted by length, encoded and decoded in padded batches."""
-        results: dict[int, Transcript] = {}
+    def run(self, work: Sequence[Work]) -> list[Outcome]:
+        """Outcomes for ``work``, in order: prepared inputs sorted by length, encoded and decoded in padded
+        batches; each group of windows encoded as one batch and decoded chunk after chunk."""
+        results: dict[int, Outcome] = {}
         todo = []
-        for index, item in enumerate(prepared):
+        prepared: dict[int, PreparedAudio] = {}
+        for index, item in enumerate(work):
+            if isinstance(item, ChunkGroup):
+                results[index] = self.decode_chunks(item)
+                continue
+            prepared[index] = item
             if item.features is None:
                 results[index] = Transcript(text="", duration=item.duration)
             else:
@@ -64,11 +79,39 @@ class Inference:
             frames, lengths = self.encode_batch(items)
             for index, transcript in zip(bucket, self.decode_batch(frames, lengths, items), strict=True):
                 results[index] = transcript
-        return [results[i] for i in range(len(prepared))]
+        return [results[i] for i in range(len(work))]
 
-    def buckets(self, order: list[int], prepared: Sequence[PreparedAudio]) -> list[list[int]]:
+    def buckets(
+        self, order: list[int], prepared: dict[int, PreparedAudio] | Sequence[PreparedAudio]
+    ) -> list[list[int]]:
         """Encoder batches: consecutive runs of ``order`` (indices sorted by length)."""
-        return length_buckets(order, [p.valid_frames for p in prepared], self.batching, self.seconds_per_feature_frame)
+        frames = {i: prepared[i].valid_frames for i in order}
+        return length_buckets(order, frames, self.batching, self.seconds_per_feature_frame)
+
+    def decode_chunks(self, group: ChunkGroup) -> ChunkOutcome:
+        """Encode a group's windows as one batch, then continue the utterance's search over each window's kept
+        frames in order (token frames and confidence steps at the utterance's frames)."""
+        batch, lengths = pad_features(list(group.features), list(group.valid_frames), self.pad_value)
+        frames, encoded = self.model.encode(batch, lengths)
+        confidence = self.transcripts.confidence
+        carry = group.carry
+        tokens: list[DecodedToken] = []
+        steps: list[StepConfidence] | None = None if confidence is None else []
+        end = group.windows[0].first_frame
+        for row, window in enumerate(group.windows):
+            available = max(int(encoded[row]) - window.skip, 0)
+            keep = available if window.keep is None else min(window.keep, available)
+            result = tdt_greedy_decode(frames[row, window.skip : window.skip + keep], keep, self.model,
+                                       self.tdt_config, carry=carry, lookahead=JOINT_LOOKAHEAD, confidence=confidence)
+            offset = window.first_frame
+            tokens += [dataclasses.replace(t, frame=t.frame + offset) for t in result.tokens]
+            if steps is not None and result.steps is not None:
+                steps += [dataclasses.replace(s, frame=s.frame + offset) for s in result.steps]
+            assert result.carry is not None
+            carry = result.carry
+            end = offset + keep
+        assert carry is not None
+        return ChunkOutcome(tuple(tokens), None if steps is None else tuple(steps), carry, end)
 
     def encode_batch(self, items: Sequence[PreparedAudio]) -> tuple[FloatArray, npt.NDArray[np.int64]]:
         """Pad the items' features into one batch and run the encoder (the benchmarks time this step)."""

@@ -1,20 +1,23 @@
-"""Turn one input into what the encoder needs: decoded audio, features, and a length check."""
+"""Turn one input into what the runner needs: decoded audio, then features for one pass, or a plan of
+windows for a chunked transcription (:mod:`.longform`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from parakeet_runtime.decoding import FloatArray
 
 from ..errors import AudioTooLongError
 from ..model.features import FeatureExtractor
 from ..model.manifest import EncoderSpec
+from ..options import LongFormOptions
 from .audio import AudioInput, load_audio
+from .longform import DEFAULT_HEADS, ChunkGeometry, StrategyName, Window, one_pass_bytes
 
 
 @dataclass(frozen=True)
 class PreparedAudio:
-    """One request after audio decoding and feature extraction: what the encoder needs."""
+    """One request after audio decoding and feature extraction: what the encoder needs for one pass."""
 
     duration: float
     """Length of the audio in seconds."""
@@ -25,11 +28,40 @@ class PreparedAudio:
 
 
 @dataclass(frozen=True, eq=False)
+class LongAudio:
+    """One request too long for one pass: its samples at the model's rate and the windows to encode."""
+
+    duration: float
+    samples: FloatArray
+    """Mono float32 at the model's rate."""
+    windows: tuple[Window, ...]
+
+    @property
+    def valid_frames(self) -> int:
+        """Sort key among a list's inputs (longer than any one-pass input)."""
+        return int(self.samples.shape[0])
+
+
+Prepared = PreparedAudio | LongAudio
+
+
+@dataclass(frozen=True, eq=False)
 class Preparer:
-    """Decodes, resamples and featurises inputs for one model. Read-only; safe to share."""
+    """Decodes, resamples and featurises inputs for one model, and chooses how each is transcribed.
+    Read-only; safe to share."""
 
     features: FeatureExtractor
     encoder: EncoderSpec
+    long_form: LongFormOptions = field(default_factory=LongFormOptions)
+
+    def __post_init__(self) -> None:
+        limit = self.encoder.max_frames
+        window_frames = self.geometry.window_samples // self.geometry.frame_samples + 1
+        if limit is not None and window_frames > limit:
+            raise ValueError(
+                f"a window of {self.geometry.window_samples / self.sample_rate:.1f} s (chunk and contexts) is longer "
+                f"than this model's encoder takes ({limit} frames); choose shorter LongFormOptions"
+            )
 
     @property
     def sample_rate(self) -> int:
@@ -37,43 +69,60 @@ class Preparer:
         return self.features.spec.sample_rate
 
     @property
-    def max_seconds(self) -> float:
-        """The longest audio the encoder might take, a little over its exact limit: audio longer than this is
-        refused from its declared length before it is decoded or resampled; shorter audio gets the exact
-        check on its feature frames (:meth:`_check_length`) after feature extraction.
+    def geometry(self) -> ChunkGeometry:
+        """The chunked transcription's windows, in samples."""
+        return ChunkGeometry.of(self.long_form, self.features.spec, self.encoder.subsampling_factor)
 
-        The exact limit is ``max_frames × subsampling_factor`` valid feature frames; the last sample count
-        within it at the model's rate is ``(frames + 1) × hop + n_fft - padding - 1``. One hop is added for
-        the rounding of resampling, so the early check never refuses audio the exact check accepts.
-        """
-        spec = self.features.spec
-        frames = self.encoder.max_frames * self.encoder.subsampling_factor
-        pad = ((spec.n_fft - spec.hop_length) // 2) * 2 if spec.exact_pad else (spec.n_fft // 2) * 2
-        samples = (frames + 1) * spec.hop_length + spec.n_fft - pad + spec.hop_length
-        return samples / spec.sample_rate
+    @property
+    def max_seconds(self) -> float | None:
+        """The user's limit on input length (``LongFormOptions.max_audio_seconds``), checked from the declared
+        length before anything is decoded; ``None``: any length."""
+        return self.long_form.max_audio_seconds
 
-    def __call__(self, source: AudioInput, sample_rate: int | None = None) -> PreparedAudio:
+    def strategy(self, num_samples: int) -> StrategyName:
+        """How an input of ``num_samples`` samples at the model's rate is transcribed."""
+        chosen = self.long_form.strategy
+        if chosen != "auto":
+            return chosen
+        feature_frames = self.features.valid_frames(num_samples)
+        encoder_frames = -(-feature_frames // self.encoder.subsampling_factor)
+        limit = self.encoder.max_frames
+        if limit is not None and encoder_frames > limit:
+            return "chunked"
+        estimate = one_pass_bytes(feature_frames, encoder_frames, heads=self.encoder.attention_heads or DEFAULT_HEADS,
+                                  n_mels=self.features.spec.n_mels, d_model=self.encoder.d_model)
+        return "one_pass" if estimate <= self.long_form.budget else "chunked"
+
+    def __call__(self, source: AudioInput, sample_rate: int | None = None) -> Prepared:
         """Prepare one input (``sample_rate``: the rate of a bare array; default the model's).
 
         Raises:
             AudioDecodeError, AudioFileNotFoundError: the input is not readable audio.
-            AudioTooLongError: longer than the exported encoder takes in one pass.
+            AudioTooLongError: longer than ``LongFormOptions.max_audio_seconds``, or, with the ``one_pass``
+                strategy, than the encoder takes in one pass.
         """
         audio = load_audio(source, self.sample_rate, sample_rate=sample_rate, max_seconds=self.max_seconds)
-        if audio.samples.shape[0] == 0:
+        num_samples = audio.samples.shape[0]
+        if num_samples == 0:
             return PreparedAudio(duration=0.0, features=None, valid_frames=0)
+        if self.strategy(num_samples) == "chunked":
+            return LongAudio(audio.duration, audio.samples, tuple(self.geometry.windows(num_samples)))
         features, valid = self.features(audio.samples)
         if valid == 0:
             return PreparedAudio(duration=audio.duration, features=None, valid_frames=0)
         self._check_length(valid, audio.duration)
         return PreparedAudio(duration=audio.duration, features=features, valid_frames=valid)
 
+    def window_features(self, long: LongAudio, window: Window) -> tuple[FloatArray, int]:
+        """Features of one window of a long input (normalised over the window, as NeMo's buffered inference)."""
+        return self.features(long.samples[window.start : window.end])
+
     def _check_length(self, valid_frames: int, duration: float) -> None:
         spec = self.encoder
         encoded = -(-valid_frames // spec.subsampling_factor)
-        if encoded > spec.max_frames:
+        if spec.max_frames is not None and encoded > spec.max_frames:
             limit = spec.max_frames * spec.subsampling_factor * self.features.spec.window_stride
             raise AudioTooLongError(
                 f"audio of {duration:.1f} s is longer than this model's encoder takes in one pass "
-                f"(about {limit:.0f} s); split it into shorter pieces"
+                f"(about {limit:.0f} s); use LongFormOptions(strategy='auto' or 'chunked')"
             )

@@ -15,9 +15,8 @@ from typing import Generic, Protocol, TypeVar
 
 from ..errors import EngineClosedError, EngineOverloadedError
 from ..options import BatchingOptions
-from ..results import Transcript
 from .batcher import DynamicBatcher
-from .prepare import PreparedAudio
+from .inference import Outcome, Work
 
 RequestT = TypeVar("RequestT")
 ResultT = TypeVar("ResultT")
@@ -35,7 +34,7 @@ class Runner(Protocol):
 
     def preparing(self) -> contextlib.AbstractContextManager[None]: ...
 
-    def submit_many(self, requests: Sequence[PreparedAudio]) -> list[Future[Transcript]]: ...
+    def submit_many(self, requests: Sequence[Work]) -> list[Future[Outcome]]: ...
 
     def close(self, timeout: float | None = 30.0, *, drain: bool = False) -> None: ...
 

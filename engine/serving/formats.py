@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..results import Transcript
+from ..results import TimedText, Transcript
 
 FORMATS = ("text", "json", "srt", "vtt", "jsonl")
 """Output formats; ``jsonl`` is one compact JSON object per input and line."""
@@ -48,25 +48,83 @@ def _clock(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
 
 
-def _cues(transcript: Transcript) -> list[tuple[float, float, str]]:
+CUE_SECONDS = 7.0
+"""Longest subtitle cue: a segment longer than this is split at word boundaries (a reader needs a few seconds
+per cue, not one cue for a minute of speech)."""
+CUE_CHARACTERS = 84
+"""Most characters in a cue: two lines of 42, the common subtitle guideline."""
+CUE_LINE = 42
+"""Characters per cue line; a longer cue text is broken into two lines at a space."""
+
+Cue = tuple[float, float, str]
+
+
+def split_cues(segment: TimedText, words: Sequence[TimedText], *, max_seconds: float = CUE_SECONDS,
+               max_characters: int = CUE_CHARACTERS) -> list[Cue]:
+    """``segment`` as subtitle cues: its words (those inside it) in runs of at most ``max_seconds`` and
+    ``max_characters``; one word longer than either is a cue on its own. No words: the segment itself."""
+    inside = [w for w in words
+              if w.text and segment.start_offset <= w.start_offset and w.end_offset <= segment.end_offset]
+    if not inside:
+        return [(segment.start, segment.end, segment.text)]
+    cues: list[Cue] = []
+    run: list[TimedText] = []
+    for word in inside:
+        if run and (word.end - run[0].start > max_seconds
+                    or len(" ".join(w.text for w in run)) + 1 + len(word.text) > max_characters):
+            cues.append((run[0].start, run[-1].end, " ".join(w.text for w in run)))
+            run = []
+        run.append(word)
+    cues.append((run[0].start, run[-1].end, " ".join(w.text for w in run)))
+    return cues
+
+
+def cues(transcript: Transcript) -> list[Cue]:
+    """Subtitle cues: each segment split by :func:`split_cues` (a transcript without segments: its words,
+    or its text as one cue)."""
     if transcript.segments:
-        return [(s.start, s.end, s.text) for s in transcript.segments]
+        return [cue for s in transcript.segments for cue in split_cues(s, transcript.words)]
+    if transcript.words:
+        first, last = transcript.words[0], transcript.words[-1]
+        whole = TimedText(transcript.text, first.start_offset, last.end_offset, first.start, last.end)
+        return split_cues(whole, transcript.words)
     return [(0.0, transcript.duration, transcript.text)] if transcript.text else []
 
 
+def _lines(text: str) -> str:
+    """A cue's text on two lines when it is longer than :data:`CUE_LINE` (broken at the space nearest the
+    middle)."""
+    if len(text) <= CUE_LINE or " " not in text:
+        return text
+    middle = len(text) // 2
+    spaces = [i for i, c in enumerate(text) if c == " "]
+    cut = min(spaces, key=lambda i: abs(i - middle))
+    return text[:cut] + "\n" + text[cut + 1 :]
+
+
+def srt_cue(number: int, cue: Cue) -> str:
+    """One SubRip cue block (numbered from 1)."""
+    start, end, text = cue
+    return f"{number}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{_lines(text)}\n"
+
+
+def vtt_cue(cue: Cue) -> str:
+    """One WebVTT cue block."""
+    start, end, text = cue
+    return f"{_clock(start, '.')} --> {_clock(end, '.')}\n{_lines(text)}\n"
+
+
+VTT_HEADER = "WEBVTT\n\n"
+
+
 def to_srt(transcript: Transcript) -> str:
-    """SubRip subtitles, one cue per segment."""
-    blocks = [
-        f"{i}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{text}\n"
-        for i, (start, end, text) in enumerate(_cues(transcript), start=1)
-    ]
-    return "\n".join(blocks)
+    """SubRip subtitles: cues of at most :data:`CUE_SECONDS` and :data:`CUE_CHARACTERS` within segments."""
+    return "\n".join(srt_cue(i, cue) for i, cue in enumerate(cues(transcript), start=1))
 
 
 def to_vtt(transcript: Transcript) -> str:
-    """WebVTT subtitles, one cue per segment."""
-    blocks = [f"{_clock(start, '.')} --> {_clock(end, '.')}\n{text}\n" for start, end, text in _cues(transcript)]
-    return "WEBVTT\n\n" + "\n".join(blocks)
+    """WebVTT subtitles: cues as :func:`to_srt`."""
+    return VTT_HEADER + "\n".join(vtt_cue(cue) for cue in cues(transcript))
 
 
 def render(transcripts: Sequence[tuple[str, Transcript]], fmt: str) -> str:

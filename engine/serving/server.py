@@ -382,7 +382,7 @@ async def _transcribe(request: Request, body: bytes, engine: Engine, opts: Serve
     return _render(transcript, response_format, granularities)
 
 
-def _check_declared_duration(audio: bytes, server_limit: float, model_limit: float) -> None:
+def _check_declared_duration(audio: bytes, server_limit: float, model_limit: float | None) -> None:
     """400 ``audio_too_long`` when the file's header declares more than ``server_limit`` seconds (or more than
     ``model_limit``, when that is lower), before anything is decoded. Only the header is read; a header
     soundfile cannot read (MP4/M4A, WebM, garbage) is left to the engine's normal decoding path, which checks
@@ -396,9 +396,9 @@ def _check_declared_duration(audio: bytes, server_limit: float, model_limit: flo
     if rate <= 0 or frames < 0:
         return  # an impossible header: the engine's decoder refuses it with its own message
     seconds = frames / rate
-    if seconds > model_limit and model_limit < server_limit:
-        raise _ApiError(400, f"audio of {seconds:.1f} s is longer than this model's encoder takes in one pass "
-                        f"(about {model_limit:.0f} s); split it into shorter pieces", param="file",
+    if model_limit is not None and seconds > model_limit and model_limit < server_limit:
+        raise _ApiError(400, f"audio of {seconds:.1f} s is longer than this engine accepts "
+                        f"({model_limit:g} s); split it into shorter pieces", param="file",
                         code="audio_too_long")
     if seconds > server_limit:
         raise _ApiError(400, _too_long_for_server(seconds, server_limit), param="file", code="audio_too_long")

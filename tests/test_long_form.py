@@ -1,0 +1,231 @@
+"""Inputs of any length: the plan of windows, the chunked search (one search across chunk borders), the choice
+between one pass and chunks, and the streaming call.
+
+How well chunked results agree with one pass is a property of the model (how much its encoder output depends on
+context far away); the figures for the models at hand are in benchmarks/README.md ("Long recordings"). What is
+exact, and tested here: a chunked transcription whose windows see the whole input equals one pass; and the
+search over the kept frames of many windows, given one pass's encoder frames, equals one pass's search.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import soundfile
+
+from parakeet_runtime.engine import (
+    AudioTooLongError,
+    BatchingOptions,
+    Engine,
+    LongAudio,
+    LongFormOptions,
+    PreparedAudio,
+    Transcript,
+    sample_audio_path,
+)
+from parakeet_runtime.engine.requests.longform import ChunkGroup, ChunkOutcome, plan_windows
+
+FRAME = 1280
+
+
+# --- the plan ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("total", [1, 1279, 1280, 1281, 12_800, 50_000, 1_000_003])
+@pytest.mark.parametrize(("chunk", "left", "right"), [(1280, 0, 0), (6400, 2560, 1280), (12_800, 0, 3840),
+                                                      (25_600, 12_800, 12_800)])
+def test_windows_cover_the_input_once(total: int, chunk: int, left: int, right: int) -> None:
+    windows = plan_windows(total, FRAME, chunk, left, right)
+    assert windows[0].start == 0 and windows[0].skip == 0 and windows[0].first_frame == 0
+    assert windows[-1].end == total and windows[-1].keep is None
+    expected_frame = 0
+    for window in windows:
+        assert window.first_frame == expected_frame  # chunks follow each other without gap or overlap
+        assert window.start == window.first_frame * FRAME - window.skip * FRAME >= 0
+        assert window.skip * FRAME <= left
+        assert window.end - window.start <= left + chunk + right
+        if window.keep is not None:
+            assert window.keep * FRAME == chunk
+            assert window.end == (window.first_frame + window.keep) * FRAME + right  # its full right context
+            expected_frame += window.keep
+    assert all(w.keep is not None for w in windows[:-1])
+
+
+def test_bad_geometry_is_refused() -> None:
+    with pytest.raises(ValueError, match="whole encoder frames"):
+        plan_windows(10_000, FRAME, 1000, 0, 0)
+    with pytest.raises(ValueError, match="whole encoder frames"):
+        plan_windows(10_000, FRAME, 1280, 100, 0)
+    for bad in ({"chunk_seconds": 0}, {"left_context_seconds": -1}, {"memory_budget": 0},
+                {"strategy": "fast"}, {"max_audio_seconds": 0}):
+        with pytest.raises(ValueError):
+            LongFormOptions(**bad)
+
+
+# --- exactness of the machinery ----------------------------------------------------------------------------
+
+
+def _speech(clips: dict[str, Path]) -> npt.NDArray[np.float32]:
+    parts = [soundfile.read(clips[name], dtype="float32")[0] for name in ("c3_multi", "c2_sentence", "c5_noisy")]
+    pause = np.zeros(4000, dtype=np.float32)
+    return np.concatenate([p for part in parts for p in (part, pause)]).astype(np.float32)
+
+
+MODELS = ["tdt_a", "tdt_b", "tdt_a_skip", "tdt_a_maxsym", "tdt_a_dur0"]
+
+
+def _same(a: Transcript, b: Transcript) -> None:
+    assert [(t.id, t.frame, t.duration) for t in a.tokens] == [(t.id, t.frame, t.duration) for t in b.tokens]
+    assert a.words == b.words and a.segments == b.segments and a.text == b.text
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_window_that_sees_everything_is_one_pass(converted: dict[str, Path], clips: dict[str, Path],
+                                                  model: str) -> None:
+    audio = _speech(clips)
+    one = Engine.load(converted[model], long_form=LongFormOptions(strategy="one_pass")).transcribe(audio)
+    options = LongFormOptions(strategy="chunked", chunk_seconds=3, left_context_seconds=0, right_context_seconds=60)
+    chunked = Engine.load(converted[model], long_form=options).transcribe(audio)
+    assert one.strategy == "one_pass" and chunked.strategy == "chunked"
+    assert len(one.tokens) > 5
+    _same(one, chunked)
+
+
+class _OnePassFrames:
+    """The engine's step model, whose ``encode`` gives each window the frames one pass gave its samples: the
+    chunked search then sees exactly one pass's encoder output, window by window."""
+
+    def __init__(self, model: Any, frames: npt.NDArray[np.float32], frame_samples: int) -> None:
+        self._model = model
+        self._frames = frames
+        self._frame_samples = frame_samples
+        self.windows: tuple[Any, ...] = ()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def encode(self, features: Any, lengths: Any) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        rows = []
+        counts = []
+        for window in self.windows:
+            start = window.first_frame - window.skip
+            end = min(self._frames.shape[0], -(-window.end // self._frame_samples))
+            rows.append(self._frames[start:end])
+            counts.append(end - start)
+        width = max(counts)
+        out = np.zeros((len(rows), width, self._frames.shape[1]), dtype=np.float32)
+        for i, row in enumerate(rows):
+            out[i, : row.shape[0]] = row
+        return out, np.asarray(counts, dtype=np.int64)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_search_runs_on_across_chunk_borders(converted: dict[str, Path], clips: dict[str, Path],
+                                                 model: str) -> None:
+    """Given one pass's encoder frames, the chunked search over many windows (groups of several, the carry
+    passed from group to group, durations running past chunk ends) gives one pass's tokens exactly."""
+    engine = Engine.load(converted[model], batching=BatchingOptions(enabled=False))
+    audio = _speech(clips)
+    prepared = engine.prepare(audio)
+    assert isinstance(prepared, PreparedAudio)
+    frames, lengths = engine.inference.encode_batch([prepared])
+    one = engine.inference.decode_batch(frames, lengths, [prepared])[0]
+    frame = engine.preparer.geometry.frame_samples  # samples per encoder frame: hop × subsampling
+    proxy = _OnePassFrames(engine.model, frames[0, : int(lengths[0])], frame)
+    inference = dataclasses.replace(engine.inference, model=proxy)  # type: ignore[arg-type]
+    for chunk_frames in (1, 3, 7, 40):
+        windows = plan_windows(audio.shape[0], frame, chunk_frames * frame, 2 * frame, frame)
+        tokens: list[Any] = []
+        carry = None
+        for start in range(0, len(windows), 3):
+            group = windows[start : start + 3]
+            proxy.windows = tuple(group)
+            features = tuple(np.zeros((1, 1), np.float32) for _ in group)
+            outcome = inference.decode_chunks(ChunkGroup(features, tuple(1 for _ in group), tuple(group), carry))
+            assert isinstance(outcome, ChunkOutcome)
+            tokens += outcome.tokens
+            carry = outcome.carry
+        chunked = engine.inference.transcripts(tokens, one.duration)
+        assert [(t.id, t.frame, t.duration) for t in chunked.tokens] == [
+            (t.id, t.frame, t.duration) for t in one.tokens], f"chunks of {chunk_frames} frames"
+        assert chunked.words == one.words
+    assert len(one.tokens) > 5
+
+
+# --- the engine's choice, the streaming call, every entry point ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def long_audio() -> npt.NDArray[np.float32]:
+    sample, rate = soundfile.read(sample_audio_path(), dtype="float32")
+    pause = np.zeros(rate // 2, dtype=np.float32)
+    return np.concatenate([np.concatenate([sample, pause])] * 14).astype(np.float32)  # about 70 s
+
+
+@pytest.fixture(scope="module")
+def chunked_engine() -> Iterator[Engine]:
+    options = LongFormOptions(chunk_seconds=10, left_context_seconds=4, right_context_seconds=2, memory_budget=1)
+    with Engine.load(long_form=options) as engine:
+        yield engine
+
+
+def test_the_engine_chooses_by_the_memory_budget(long_audio: npt.NDArray[np.float32]) -> None:
+    with Engine.load() as roomy:
+        assert isinstance(roomy.prepare(long_audio), PreparedAudio)
+        assert roomy.transcribe(long_audio).strategy == "one_pass"
+    with Engine.load(long_form=LongFormOptions(memory_budget=50 << 20)) as tight:
+        assert isinstance(tight.prepare(long_audio), LongAudio)
+        assert isinstance(tight.prepare(long_audio[:16000]), PreparedAudio)
+        assert tight.transcribe(long_audio).strategy == "chunked"
+    with Engine.load(long_form=LongFormOptions(max_audio_seconds=30)) as limited, pytest.raises(AudioTooLongError):
+        limited.transcribe(long_audio)
+
+
+def test_a_chunked_transcript_is_well_formed(chunked_engine: Engine, long_audio: npt.NDArray[np.float32]) -> None:
+    transcript = chunked_engine.transcribe(long_audio)
+    assert transcript.strategy == "chunked"
+    assert transcript.duration == pytest.approx(long_audio.shape[0] / 16000)
+    assert len(transcript.words) > 50
+    starts = [w.start for w in transcript.words]
+    assert starts == sorted(starts)
+    assert all(0 <= w.start <= w.end <= transcript.duration for w in transcript.words)
+    frames = [t.frame for t in transcript.tokens]
+    assert frames == sorted(frames)
+    assert transcript.words[-1].end > transcript.duration - 8  # words reach the last chunk
+
+
+def test_transcribe_iter_streams_what_transcribe_gives(chunked_engine: Engine,
+                                                       long_audio: npt.NDArray[np.float32]) -> None:
+    seen: list[tuple[float, float]] = []
+    updates = list(chunked_engine.transcribe_iter(long_audio, progress=lambda done, total: seen.append((done, total))))
+    whole = chunked_engine.transcribe(long_audio)
+    assert len(updates) >= 2  # 70 s in 10 s chunks, four windows a group
+    assert updates[-1].transcript == whole
+    assert all(u.transcript is None for u in updates[:-1])
+    assert tuple(w for u in updates for w in u.words) == whole.words
+    assert tuple(s for u in updates for s in u.segments) == whole.segments
+    assert sum(len(u.words) > 0 for u in updates[:-1]) >= 1  # words arrive before the end
+    done = [u.processed for u in updates]
+    assert done == sorted(done) and done[-1] == whole.duration and done[0] < whole.duration
+    assert seen == [(u.processed, u.duration) for u in updates]
+    # An input that runs in one pass: one update with everything.
+    short = list(chunked_engine.transcribe_iter(sample_audio_path()))
+    assert len(short) == 1 and short[0].transcript is not None and short[0].transcript.strategy == "one_pass"
+
+
+def test_every_entry_point_takes_long_inputs(chunked_engine: Engine, long_audio: npt.NDArray[np.float32]) -> None:
+    whole = chunked_engine.transcribe(long_audio)
+    listed = chunked_engine.transcribe([sample_audio_path(), long_audio, long_audio[:16000]])
+    assert listed[1] == whole
+    assert listed[0] == chunked_engine.transcribe(sample_audio_path())
+    assert asyncio.run(chunked_engine.transcribe_async(long_audio)) == whole
+    assert asyncio.run(chunked_engine.transcribe_async([long_audio, sample_audio_path()]))[0] == whole
+    with Engine.load(batching=BatchingOptions(enabled=False), long_form=chunked_engine.preparer.long_form) as inline:
+        assert inline.transcribe(long_audio) == whole
