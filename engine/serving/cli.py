@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import __version__
 from ..engine import Engine, default_model_dir, sample_audio_path
 from ..errors import ParakeetRuntimeError
+from ..model.layouts import layout_of, resolve_model_dir
 from ..model.manifest import load_manifest
 from ..options import BatchingOptions, ConfidenceOptions, SessionOptions
 from ..results import Transcript
@@ -203,8 +204,11 @@ def serve(args: argparse.Namespace) -> int:
                             api_key=args.api_key, cors_origins=tuple(args.cors_origin),
                             close_engine_on_shutdown=True)
     try:
-        # Fail fast, before binding the port, on a directory that cannot be a model.
-        load_manifest(model_dir)
+        # Fail fast, before binding the port, on a directory that cannot be a model (a hub name is downloaded
+        # here; onnx-asr and sherpa-onnx directories have no manifest).
+        model_dir = resolve_model_dir(model_dir)
+        if layout_of(model_dir) is None:
+            load_manifest(model_dir)
     except ParakeetRuntimeError as exc:
         print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
         return 2
