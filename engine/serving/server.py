@@ -18,8 +18,9 @@ Endpoints:
 
 Every request runs through ``Engine.transcribe_async`` (the dynamic batcher), so the event loop never
 blocks. Uploads are bounded in size (413), in audio duration (400 ``audio_too_long``, from the file's header
-before decoding: :attr:`ServerOptions.max_audio_s`) and in time (the whole body must arrive within
-:attr:`ServerOptions.body_timeout_s`, else 408), the number of requests in flight is bounded (503 with
+before decoding: :attr:`ServerOptions.max_audio_s`) and in time (the headers must arrive within
+:attr:`ServerOptions.header_timeout_s` under ``serve``, the whole body within :attr:`ServerOptions.body_timeout_s`,
+else 408), the number of requests in flight is bounded (503 with
 Retry-After; a request takes its slot only once its upload is complete, so slow uploads cannot hold slots),
 bad audio is a 400 in OpenAI's error shape, and a client that disconnects has its request cancelled (logged at
 DEBUG, never an ERROR traceback). An optional API key (``Authorization: Bearer KEY``, 401 otherwise; ``/health``
@@ -90,6 +91,12 @@ class ServerOptions:
     max_in_flight: int = 64
     """Most transcription requests being processed at once (their upload complete); more get 503 with
     Retry-After. A request takes its slot only after its body has arrived, so slow uploads hold none."""
+    header_timeout_s: float = 10.0
+    """``serve``: a request's headers must arrive within this many seconds of the connection being made (or of the
+    first byte of a later request on a kept-alive connection), else the connection is closed (with a 408 when part
+    of the headers came): a client trickling header bytes, or connecting and sending nothing, cannot hold a
+    connection (uvicorn has no such timeout; :mod:`.http11` adds it). A mounted app leaves this to its host
+    server."""
     body_timeout_s: float = 30.0
     """The whole request body must arrive within this many seconds of the request's headers, else 408 (and the
     connection is closed): a client sending 1 byte/s, or a Content-Length larger than what it sends, cannot hold
@@ -125,9 +132,10 @@ class ServerOptions:
                 raise ValueError(f"ServerOptions.{name} must be at least 1, got {getattr(self, name)}")
         if isinstance(self.max_audio_s, bool) or not (self.max_audio_s > 0 and math.isfinite(self.max_audio_s)):
             raise ValueError(f"ServerOptions.max_audio_s must be a positive number of seconds, got {self.max_audio_s}")
-        if not (self.body_timeout_s > 0 and math.isfinite(self.body_timeout_s)):
-            raise ValueError(f"ServerOptions.body_timeout_s must be a positive number of seconds, got "
-                             f"{self.body_timeout_s}")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"ServerOptions.{name} must be a positive number of seconds, got {value}")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("ServerOptions.api_key must not be empty (use None for no key)")
 
