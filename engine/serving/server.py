@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import io
 import logging
@@ -63,6 +64,7 @@ from ..errors import (
 )
 from ..results import TimedText, Transcript
 from .formats import round_time, to_srt, to_vtt
+from .memory import release_free_memory
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,11 @@ FIELDS = frozenset({"file", "model", "response_format", "timestamp_granularities
                     "language", "prompt", "temperature", "stream", "include[]", "include", "chunking_strategy"})
 """The form fields of OpenAI's transcription request; anything else is refused, as OpenAI does."""
 T = TypeVar("T")
+RELEASE_AFTER_BYTES = 1024 * 1024
+RELEASE_AFTER_S = 60.0
+"""After a request whose upload was at least this large, or whose audio was at least this long, or that failed in
+the engine, the free memory of the malloc heaps is returned to the system (:class:`_MemoryReleaser`)."""
+RELEASE_INTERVAL_S = 1.0
 
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _UNSAFE = re.compile(r"0x[0-9a-fA-F]+|object at|Traceback|File \"|(?:^|[\s'\"(=:])(?:~?/|[A-Za-z]:\\)\S")
@@ -179,6 +186,39 @@ class _State:
         self.in_flight = 0
 
 
+def _collect_and_release() -> bool:
+    # A failed request's exception, its traceback and the frames holding its audio and features form a reference
+    # cycle (an asyncio task holds the exception, the exception's traceback the frame holding the task): only the
+    # cycle collector frees them, and the heaps can give back nothing before that.
+    gc.collect()
+    return release_free_memory()
+
+
+class _MemoryReleaser:
+    """Returns freed memory to the system after large or failed requests (glibc keeps it in its heaps otherwise:
+    :func:`.memory.release_free_memory`), in a worker thread, at most once per :data:`RELEASE_INTERVAL_S`; a
+    request within the interval gets one trim at its end, so the last large request is always followed by one."""
+
+    def __init__(self) -> None:
+        self._pending = False
+        self._next_allowed = 0.0
+        self._running: set[asyncio.Future[bool]] = set()
+
+    def request(self) -> None:
+        if self._pending:
+            return
+        self._pending = True
+        loop = asyncio.get_running_loop()
+        loop.call_later(max(0.0, self._next_allowed - loop.time()), self._run, loop)
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._pending = False
+        self._next_allowed = loop.time() + RELEASE_INTERVAL_S
+        future = loop.run_in_executor(None, _collect_and_release)
+        self._running.add(future)  # keep a reference until it is done
+        future.add_done_callback(self._running.discard)
+
+
 def create_app(
     engine: Engine | Callable[[], Engine],
     options: ServerOptions | None = None,
@@ -192,6 +232,7 @@ def create_app(
     """
     opts = options or ServerOptions()
     state = _State()
+    releaser = _MemoryReleaser()
     if isinstance(engine, Engine):
         state.engine = engine
 
@@ -261,7 +302,7 @@ def create_app(
                                 headers={"Retry-After": str(opts.retry_after_s)})
             state.in_flight += 1
             taken = True
-            return await _transcribe(request, body, current, opts)
+            return await _transcribe(request, body, current, opts, releaser)
         except _ApiError as exc:
             return exc.response()
         except asyncio.CancelledError:
@@ -333,7 +374,8 @@ async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     return bytes(body)
 
 
-async def _transcribe(request: Request, body: bytes, engine: Engine, opts: ServerOptions) -> Response:
+async def _transcribe(request: Request, body: bytes, engine: Engine, opts: ServerOptions,
+                      releaser: _MemoryReleaser) -> Response:
     request._body = body  # let Starlette's form parser read the bounded body we already hold
     try:
         form = await request.form(max_files=1, max_fields=32, max_part_size=64 * 1024)
@@ -370,19 +412,25 @@ async def _transcribe(request: Request, body: bytes, engine: Engine, opts: Serve
     started = time.perf_counter()
     try:
         transcript = await _unless_disconnected(request, engine.transcribe_async(audio))
-    except AudioDecodeError as exc:
-        raise _ApiError(400, f"could not decode the audio file: {exc}", param="file", code="invalid_audio") from exc
-    except AudioTooLongError as exc:
-        raise _ApiError(400, str(exc), param="file", code="audio_too_long") from exc
-    except EngineOverloadedError as exc:
+    except (EngineOverloadedError, EngineClosedError) as exc:  # refused before any work: nothing to release
+        if isinstance(exc, EngineClosedError):
+            raise _shutting_down() from exc
         raise _ApiError(503, str(exc), kind="server_error", code="overloaded",
                         headers={"Retry-After": str(opts.retry_after_s)}) from exc
-    except EngineClosedError as exc:
-        raise _shutting_down() from exc
-    except ParakeetRuntimeError as exc:
-        logger.error("transcription failed: %s", exc)
-        raise _ApiError(500, "internal error while transcribing (details are in the server log)",
-                        kind="server_error", code="internal_error") from exc
+    except BaseException as exc:
+        releaser.request()  # it may have failed late (after decoding, resampling, features): return what it held
+        if isinstance(exc, AudioDecodeError):
+            raise _ApiError(400, f"could not decode the audio file: {exc}", param="file",
+                            code="invalid_audio") from exc
+        if isinstance(exc, AudioTooLongError):
+            raise _ApiError(400, str(exc), param="file", code="audio_too_long") from exc
+        if isinstance(exc, ParakeetRuntimeError):
+            logger.error("transcription failed: %s", exc)
+            raise _ApiError(500, "internal error while transcribing (details are in the server log)",
+                            kind="server_error", code="internal_error") from exc
+        raise
+    if len(audio) >= RELEASE_AFTER_BYTES or transcript.duration >= RELEASE_AFTER_S:
+        releaser.request()
     logger.debug("transcribed %.1f s of audio in %.3f s", transcript.duration, time.perf_counter() - started)
     if transcript.duration > opts.max_audio_s:  # a format whose header declares no length (MP4, WebM, ...)
         raise _ApiError(400, _too_long_for_server(transcript.duration, opts.max_audio_s), param="file",
