@@ -88,7 +88,7 @@ def _read_file(
             raise
         refusal = AudioDecodeError(f"cannot decode audio from {_describe(source)}: {_reason(exc)}")
         refusal.__cause__ = exc
-        data, rate = read_container(source, refusal)  # PyAV for MP4/M4A, WebM, AAC; else raises the refusal
+        data, rate = read_container(source, refusal, max_seconds)  # PyAV for MP4/M4A, WebM, AAC; else the refusal
         return data, _check_rate(rate, _describe(source))
     return data, rate
 

@@ -62,6 +62,7 @@ from ..errors import (
     EngineOverloadedError,
     ParakeetRuntimeError,
 )
+from ..requests.containers import declared_seconds
 from ..results import TimedText, Transcript
 from .formats import round_time, to_srt, to_vtt
 from .memory import release_free_memory
@@ -440,18 +441,23 @@ async def _transcribe(request: Request, body: bytes, engine: Engine, opts: Serve
 
 def _check_declared_duration(audio: bytes, server_limit: float, model_limit: float) -> None:
     """400 ``audio_too_long`` when the file's header declares more than ``server_limit`` seconds (or more than
-    ``model_limit``, when that is lower), before anything is decoded. Only the header is read; a header
-    soundfile cannot read (MP4/M4A, WebM, garbage) is left to the engine's normal decoding path, which checks
-    the model's limit itself."""
+    ``model_limit``, when that is lower), before anything is decoded. Only the header is read: soundfile's, else
+    a container's (MP4/M4A, WebM: :func:`~parakeet_runtime.engine.requests.containers.declared_seconds`). A file
+    whose header declares no length (ADTS, a live WebM, garbage) is left to the engine, whose decoder stops past
+    the model's limit; the decoded length is then held to the server's."""
     try:
         info = soundfile.info(io.BytesIO(audio))
         frames, rate = int(info.frames), int(info.samplerate)
     except Exception as exc:  # libsndfile's errors, and anything its header parsing raises
-        logger.debug("no readable header for the duration check (%s); left to the engine", type(exc).__name__)
-        return
-    if rate <= 0 or frames < 0:
-        return  # an impossible header: the engine's decoder refuses it with its own message
-    seconds = frames / rate
+        declared = declared_seconds(audio)
+        if declared is None:
+            logger.debug("no readable header for the duration check (%s); left to the engine", type(exc).__name__)
+            return
+        seconds = declared
+    else:
+        if rate <= 0 or frames < 0:
+            return  # an impossible header: the engine's decoder refuses it with its own message
+        seconds = frames / rate
     if seconds > model_limit and model_limit < server_limit:
         raise _ApiError(400, f"audio of {seconds:.1f} s is longer than this model's encoder takes in one pass "
                         f"(about {model_limit:.0f} s); split it into shorter pieces", param="file",
