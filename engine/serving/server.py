@@ -437,7 +437,7 @@ async def _transcribe(request: Request, body: bytes, engine: Engine, opts: Serve
     if len(audio) >= RELEASE_AFTER_BYTES or transcript.duration >= RELEASE_AFTER_S:
         releaser.request()
     logger.debug("transcribed %.1f s of audio in %.3f s", transcript.duration, time.perf_counter() - started)
-    if transcript.duration > opts.max_audio_s:  # a format whose header declares no length (MP4, WebM, ...)
+    if transcript.duration > opts.max_audio_s:  # a format whose header declares no length (ADTS, live WebM, ...)
         raise _ApiError(400, _too_long_for_server(transcript.duration, opts.max_audio_s), param="file",
                         code="audio_too_long")
     return _render(transcript, response_format, granularities)
