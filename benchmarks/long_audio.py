@@ -128,8 +128,6 @@ def child_nemo(nemo: str, path: str, local: bool) -> dict[str, Any]:
     if local:
         model.change_attention_model("rel_pos_local_attn", [128, 128])
         model.change_subsampling_conv_chunking_factor(1)
-    audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    del audio
     started = time.perf_counter()
     with torch.inference_mode():
         (hypothesis,) = model.transcribe([path], batch_size=1, verbose=False)

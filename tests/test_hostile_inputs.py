@@ -4,8 +4,10 @@ the model takes, refused from its declared length before it is decoded or resamp
 from __future__ import annotations
 
 import dataclasses
+import io
+import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +155,7 @@ def test_non_finite_samples_are_still_refused(bad: float) -> None:
 # --- declared length ------------------------------------------------------------------------------------
 
 
-LIMIT_SECONDS = 600.0
+LIMIT_SECONDS = 240.0
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +222,143 @@ def test_one_pass_only_refuses_what_the_encoder_cannot_take(engine: Engine) -> N
     with pytest.raises(AudioTooLongError, match="one pass"):
         one(np.zeros(longest + 1, dtype=np.float32))
     assert isinstance(auto(np.zeros(longest + 1, dtype=np.float32)), LongAudio)
+
+
+# --- containers (PyAV) ----------------------------------------------------------------------------------
+
+
+def _encode(fmt: str, codec: str, seconds: float) -> bytes:
+    """``seconds`` of 16 kHz mono silence, encoded and muxed by PyAV itself (ten-second blocks)."""
+    av = pytest.importorskip("av")
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=RATE)
+        stream.layout = "mono"
+        block = np.zeros((1, RATE * 10), dtype=np.float32)
+        for start in range(0, int(seconds * RATE), block.shape[1]):
+            frame = av.AudioFrame.from_ndarray(block, format="flt", layout="mono")
+            frame.sample_rate, frame.pts = RATE, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def long_containers() -> dict[str, bytes]:
+    """Ten minutes of silence as M4A (AAC), five as WebM (Opus), five as ADTS AAC (a format without a declared
+    length): each well past the limited engine's 240 s, each under 300 KB."""
+    return {"m4a": _encode("mp4", "aac", 600), "webm": _encode("webm", "libopus", 300),
+            "adts": _encode("adts", "aac", 300)}
+
+
+class _DecodeCounter:
+    """Counts the seconds PyAV decodes (by wrapping ``av.open``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        av = pytest.importorskip("av")
+        self.seconds = 0.0
+        real_open = av.open
+        counter = self
+
+        class Counting:
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.inner, name)
+
+            def __enter__(self) -> Counting:
+                self.inner.__enter__()
+                return self
+
+            def __exit__(self, *exc: object) -> Any:
+                return self.inner.__exit__(*exc)
+
+            def decode(self, *args: Any) -> Iterator[Any]:
+                for frame in self.inner.decode(*args):
+                    counter.seconds += frame.samples / frame.sample_rate
+                    yield frame
+
+        monkeypatch.setattr(av, "open", lambda *args, **kwargs: Counting(real_open(*args, **kwargs)))
+
+
+def _peak_rss_growth_mb(work: Callable[[], object]) -> float:
+    """How far the process's peak RSS rose above its RSS while ``work`` ran (Linux: VmHWM, reset first)."""
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+
+    def field(name: str) -> int:
+        return next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith(f"{name}:"))
+
+    start = field("VmRSS")
+    work()
+    return (field("VmHWM") - start) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak RSS is read from Linux's /proc")
+@pytest.mark.parametrize("kind", ["m4a", "webm"])
+def test_a_long_container_is_refused_from_its_header(limited: Engine, long_containers: dict[str, bytes], kind: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding all of it took 0.9 s and 109 MB of peak RSS (M4A, ten minutes) or 3.7 s and 255 MB (WebM, whose
+    Opus decodes at 48 kHz); refused from the declared length: nothing decoded, milliseconds, no memory."""
+    data = long_containers[kind]
+    counter = _DecodeCounter(monkeypatch)
+
+    def attempt() -> None:
+        with pytest.raises(AudioTooLongError, match=r"audio of (600|300)\.0 s is longer"):
+            limited.transcribe(data)
+
+    started = time.monotonic()
+    growth = _peak_rss_growth_mb(attempt)
+    elapsed = time.monotonic() - started
+    assert counter.seconds == 0.0
+    assert elapsed < 1.0, elapsed
+    assert growth < 20.0, growth
+
+
+def test_a_container_without_a_declared_length_stops_decoding_past_the_limit(
+        limited: Engine, long_containers: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """ADTS declares no length (FFmpeg's figure for it is a bitrate estimate, not used): its five minutes are
+    decoded only until they pass the engine's limit."""
+    from parakeet_runtime.engine.requests.containers import declared_seconds
+
+    data = long_containers["adts"]
+    assert declared_seconds(data) is None
+    counter = _DecodeCounter(monkeypatch)
+    limit = LIMIT_SECONDS
+    with pytest.raises(AudioTooLongError, match=r"audio of at least 240\.\d s is longer"):
+        limited.transcribe(data)
+    assert limit < counter.seconds < limit + 0.1  # one AAC frame (64 ms) past the limit, not five minutes
+
+
+def _lying_webm(data: bytes, declared_ms: float) -> bytes:
+    """``data`` (a WebM written by PyAV) with its segment Duration element (ID 0x4489, an 8-byte float, in ms)
+    rewritten to ``declared_ms``."""
+    at = data.index(b"\x44\x89\x88")
+    assert struct.unpack(">d", data[at + 3:at + 11])[0] == pytest.approx(300_000, abs=100)
+    return data[:at + 3] + struct.pack(">d", declared_ms) + data[at + 11:]
+
+
+def test_a_container_whose_header_lies_stops_decoding_past_the_limit(long_containers: dict[str, bytes],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from parakeet_runtime.engine.requests.containers import declared_seconds
+
+    lying = _lying_webm(long_containers["webm"], 1000.0)
+    assert declared_seconds(long_containers["webm"]) == pytest.approx(300, abs=0.1)
+    assert declared_seconds(lying) == 1.0  # five minutes inside, one second declared
+    counter = _DecodeCounter(monkeypatch)
+    started = time.monotonic()
+    with pytest.raises(AudioTooLongError, match=r"audio of at least 30\.0 s is longer"):
+        load_audio(lying, RATE, max_seconds=30)
+    assert 30 < counter.seconds < 30.1  # Opus frames are 20 ms
+    assert time.monotonic() - started < 1.0
+    assert load_audio(lying, RATE).duration == pytest.approx(300, abs=0.1)  # without a limit: all of it
+
+
+def test_a_container_within_the_limit_still_decodes(long_containers: dict[str, bytes]) -> None:
+    for kind, seconds in (("m4a", 600), ("webm", 300), ("adts", 300)):
+        audio = load_audio(long_containers[kind], RATE, max_seconds=seconds + 1)
+        assert audio.duration == pytest.approx(seconds, abs=0.1)
+        assert not np.any(audio.samples)

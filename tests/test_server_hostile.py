@@ -1,6 +1,6 @@
-"""The HTTP server against hostile and careless clients: slow uploads, lying Content-Length, idle connections,
-too many connections, shutdown with work in flight, missing or wrong API keys, browsers from other origins and
-clients that hang up. Loopback only (127.0.0.1); every wait is bounded.
+"""The HTTP server against hostile and careless clients: slow request headers, slow uploads, lying Content-Length,
+idle connections, too many connections, shutdown with work in flight, missing or wrong API keys, browsers from
+other origins and clients that hang up. Loopback only (127.0.0.1); every wait is bounded.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import socket
 import threading
 import time
@@ -21,10 +22,12 @@ import uvicorn
 
 from parakeet_runtime.engine import BatchingOptions, Engine, sample_audio_path
 from parakeet_runtime.engine.serving.cli import API_KEY_ENV, parse_args
+from parakeet_runtime.engine.serving.http11 import protocol_class, uvicorn_settings
 from parakeet_runtime.engine.serving.server import ServerOptions, create_app
 from tests.test_server import _free_port, _serve
 
 BODY_TIMEOUT_S = 3.0
+HEADER_TIMEOUT_S = 2.0
 KEEP_ALIVE_S = 1
 MAX_CONNECTIONS = 12
 MAX_IN_FLIGHT = 2
@@ -34,6 +37,7 @@ SLOW_CLIENTS = 8
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     process, url = _serve("--max-in-flight", str(MAX_IN_FLIGHT), "--body-timeout-s", str(BODY_TIMEOUT_S),
+                          "--header-timeout-s", str(HEADER_TIMEOUT_S),
                           "--keep-alive-s", str(KEEP_ALIVE_S), "--max-connections", str(MAX_CONNECTIONS))
     try:
         yield url
@@ -76,6 +80,135 @@ def _status_and_error(raw: bytes) -> tuple[int, dict[str, Any]]:
     head, _, body = raw.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     return status, json.loads(body)["error"]
+
+
+# --- slow request headers -------------------------------------------------------------------------------------
+
+
+def _closed_by_server(sock: socket.socket, deadline: float) -> tuple[bytes, float | None]:
+    """What the server sends, and when (monotonic) it closed the connection; ``None`` if still open at
+    ``deadline``."""
+    data = b""
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            return data, time.monotonic()
+        if not chunk:
+            return data, time.monotonic()
+        data += chunk
+    return data, None
+
+
+def test_slow_headers_cannot_hold_connections(server: str, reference: Engine) -> None:
+    """``--header-timeout-s 2``: eight sockets sending their request headers at 1 byte/s (never finishing the
+    header block) and two that connect and send nothing are all closed by the server within the header timeout
+    (plus a margin for a shared CPU); the trickling ones get a 408 in OpenAI's error shape first. A good request
+    is served meanwhile."""
+    stop = threading.Event()
+    host, port = _address(server)
+    opened = time.monotonic()
+    trickling = [socket.create_connection((host, port), timeout=10) for _ in range(SLOW_CLIENTS)]
+    silent = [socket.create_connection((host, port), timeout=10) for _ in range(2)]
+
+    def trickle() -> None:
+        while not stop.wait(1.0):
+            for sock in trickling:
+                with contextlib.suppress(OSError):  # the server closed it
+                    sock.sendall(b"a")
+
+    try:
+        for sock in trickling:
+            sock.sendall(f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {host}:{port}\r\nX-Slow: ".encode())
+        trickler = threading.Thread(target=trickle, daemon=True)
+        trickler.start()
+        good = httpx.post(f"{server}/v1/audio/transcriptions",
+                          files={"file": ("a.wav", sample_audio_path().read_bytes())}, data={"model": "p"},
+                          timeout=HEADER_TIMEOUT_S * 5)
+        assert good.status_code == 200, good.text
+        assert good.json()["text"] == reference.transcribe(sample_audio_path()).text
+        deadline = opened + HEADER_TIMEOUT_S + 4
+        trickled = [_closed_by_server(sock, deadline) for sock in trickling]
+        silenced = [_closed_by_server(sock, deadline) for sock in silent]
+    finally:
+        stop.set()
+        for sock in trickling + silent:
+            sock.close()
+    for _, closed in trickled + silenced:
+        assert closed is not None, "a slow-header connection was still open after the header timeout"
+        assert HEADER_TIMEOUT_S * 0.9 <= closed - opened < HEADER_TIMEOUT_S + 4
+    for raw, _ in trickled:
+        status, error = _status_and_error(raw)
+        assert status == 408 and b"connection: close" in raw.lower()
+        assert error == {"message": f"the request headers did not arrive within {HEADER_TIMEOUT_S:g} s",
+                         "type": "invalid_request_error", "param": None, "code": "request_timeout"}
+    assert [raw for raw, _ in silenced] == [b"", b""]  # nothing was asked, nothing is answered
+
+
+def _one_response(sock: socket.socket) -> bytes:
+    """One HTTP response with a Content-Length (head and body may come in separate packets)."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed mid-response: {raw!r}"
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.lower().split(b"\r\n")
+                  if line.startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed mid-response: {raw!r}"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def test_header_timeout_is_independent_of_keep_alive(reference: Engine) -> None:
+    """In-process uvicorn with a keep-alive (3 s) longer than the header timeout (1 s): a kept-alive connection
+    idle for longer than the header timeout still serves its next request (the idle time is keep-alive's), while
+    a request whose headers then trickle in is cut off one header timeout after its first byte (uvicorn's own
+    keep-alive timer stops at the first byte and would never fire)."""
+    options = ServerOptions(header_timeout_s=1.0, keep_alive_s=3)
+    with _ThreadedServer(create_app(reference, options), options) as running:
+        health = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{running.port}\r\n\r\n".encode()
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+            sock.sendall(health)
+            first = _one_response(sock)
+            time.sleep(1.6)  # idle beyond the header timeout, within keep-alive
+            sock.sendall(health)
+            second = _one_response(sock)
+            assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 200"), (first, second)
+            time.sleep(0.5)
+            started = time.monotonic()
+            for byte in b"GET /hea":
+                sock.sendall(bytes([byte]))
+                time.sleep(0.05)
+            raw, closed = _closed_by_server(sock, started + 5)
+    assert closed is not None and 0.9 <= closed - started < 3.0, closed and closed - started
+    status, error = _status_and_error(raw)
+    assert status == 408 and error["code"] == "request_timeout"
+
+
+def test_the_header_timeout_stops_once_the_headers_are_complete(reference: Engine) -> None:
+    """A body slower than the header timeout is the body timeout's business: the upload is answered 408 by the
+    app after ``body_timeout_s`` (in its body-timeout words), not cut off at ``header_timeout_s``."""
+    options = ServerOptions(header_timeout_s=0.5, body_timeout_s=1.5)
+    with _ThreadedServer(create_app(reference, options), options) as running, \
+            socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(_upload_head(running.url, 1000) + b"--zz\r\n")
+        raw, closed = _closed_by_server(sock, started + 10)
+    assert closed is not None and 1.5 * 0.9 <= closed - started < 6
+    status, error = _status_and_error(raw)
+    assert status == 408 and "request body did not arrive within 1.5 s" in error["message"]
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.nan, math.inf, True])
+def test_protocol_class_refuses_a_bad_timeout(bad: Any) -> None:
+    with pytest.raises(ValueError, match="header_timeout_s must be a positive number of seconds"):
+        protocol_class(bad)
 
 
 # --- slow and lying uploads -----------------------------------------------------------------------------------
@@ -212,8 +345,7 @@ class _ThreadedServer:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="info",
-                                timeout_keep_alive=options.keep_alive_s, limit_concurrency=options.max_connections,
-                                timeout_graceful_shutdown=options.shutdown_grace_s)
+                                **uvicorn_settings(options))
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -340,6 +472,7 @@ def test_api_key_flag_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("argv", [["--body-timeout-s", "0"], ["--body-timeout-s", "nan"], ["--keep-alive-s", "0"],
+                                  ["--header-timeout-s", "0"], ["--header-timeout-s", "inf"],
                                   ["--max-connections", "0"], ["--shutdown-grace-s", "0"], ["--api-key", " "]])
 def test_serve_flags_are_validated(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
@@ -347,7 +480,8 @@ def test_serve_flags_are_validated(argv: list[str], capsys: pytest.CaptureFixtur
     assert info.value.code == 2 and argv[0] in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("field", [{"body_timeout_s": 0.0}, {"keep_alive_s": 0}, {"max_connections": 0},
+@pytest.mark.parametrize("field", [{"body_timeout_s": 0.0}, {"header_timeout_s": 0.0}, {"header_timeout_s": math.nan},
+                                   {"keep_alive_s": 0}, {"max_connections": 0},
                                    {"shutdown_grace_s": -1}, {"api_key": ""}, {"max_in_flight": 0}])
 def test_server_options_are_validated(field: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(field))):
@@ -407,3 +541,10 @@ def test_client_hanging_up_mid_upload_logs_no_error(reference: Engine, caplog: p
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
     assert "Traceback" not in caplog.text
+
+
+def test_header_timeout_flag() -> None:
+    assert parse_args(["serve"]).header_timeout_s == ServerOptions().header_timeout_s == 10.0
+    assert parse_args(["serve", "--header-timeout-s", "2.5"]).header_timeout_s == 2.5
+    settings = uvicorn_settings(ServerOptions(header_timeout_s=2.5))
+    assert settings["http"].header_timeout_s == 2.5

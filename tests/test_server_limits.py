@@ -24,6 +24,7 @@ from parakeet_runtime.engine import BatchingOptions, Engine, sample_audio_path
 from parakeet_runtime.engine.serving.cli import parse_args
 from parakeet_runtime.engine.serving.server import ServerOptions, create_app
 
+from .test_hostile_inputs import _DecodeCounter, _encode
 from .test_server import _serve
 
 TWO_HOURS_S = 7200.0
@@ -132,6 +133,19 @@ def test_a_header_without_a_length_is_checked_after_decoding(engine: Engine, mon
     assert f"audio of {seconds:.1f} s is longer than this server accepts" in _error(response)["message"]
     garbage, _ = _post(create_app(engine, ServerOptions(max_audio_s=2)), b"not audio at all" * 64, "x.wav")
     assert garbage.status_code == 400 and garbage.json()["error"]["code"] == "invalid_audio", garbage.text
+
+
+def test_a_container_is_refused_from_its_header_too(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """M4A and WebM declare their length in their own headers (soundfile cannot read them): two minutes, within
+    the model's limit, are refused against the server's 60 s before a single frame is decoded (they used to be
+    decoded and transcribed in full, and then refused)."""
+    counter = _DecodeCounter(monkeypatch)
+    for fmt, codec in (("mp4", "aac"), ("webm", "libopus")):
+        response, elapsed = _post(create_app(engine, ServerOptions(max_audio_s=60)), _encode(fmt, codec, 120),
+                                  f"clip.{fmt}")
+        assert "audio of 120.0 s is longer than this server accepts (60 s per request)" in _error(response)["message"]
+        assert elapsed < 1.0, elapsed
+    assert counter.seconds == 0.0
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, math.nan, math.inf, True])

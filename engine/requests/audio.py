@@ -132,7 +132,7 @@ def _read_file(
             raise
         refusal = AudioDecodeError(f"cannot decode audio from {label}: {_reason(exc)}")
         refusal.__cause__ = exc
-        data, container_rate = read_container(source, refusal)  # PyAV for MP4/M4A, WebM, AAC; else raises
+        data, container_rate = read_container(source, refusal, max_seconds)  # PyAV (MP4/M4A, WebM, AAC)
         container_rate = _check_rate(container_rate, label)
         if max_seconds is not None:
             _check_duration(data.shape[0], container_rate, max_seconds, label)

@@ -3,17 +3,26 @@
 :func:`read_container` is the fallback ``audio.py`` calls when soundfile refuses an input. Only inputs
 whose first bytes say they are one of these containers go to PyAV; anything else gets soundfile's refusal
 unchanged. Without PyAV, the refusal names the ``av`` extra that would read it.
+
+Cost is bounded before the work: the length a container declares (MP4's track header, Matroska's segment
+duration; :func:`declared_seconds`) is held to the caller's ``max_seconds`` before anything is decoded, and so
+is the stream's sample rate (``MIN_SAMPLE_RATE``..``MAX_SAMPLE_RATE``). Decoding is incremental, and the decoded
+samples are counted as they come: a container whose header lies about its length, or declares none (ADTS, a
+WebM recorded live), is refused as soon as it has decoded past ``max_seconds``, never after decoding all of it.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import AudioDecodeError
+from ..errors import AudioDecodeError, AudioTooLongError
+from ..model.manifest import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 AV_EXTRA_HINT = "install PyAV to read it: pip install 'parakeet-runtime[av]'"
 
@@ -50,18 +59,67 @@ def _as_float(array: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
     raise AudioDecodeError(f"PyAV returned samples of dtype {array.dtype}")
 
 
+def _describe(source: str | os.PathLike[str] | bytes) -> str:
+    """How ``audio.py`` names an input in its errors."""
+    return f"{len(source)} bytes of encoded audio" if isinstance(source, bytes) else os.fspath(source)
+
+
+def _too_long(label: str, seconds: float, max_seconds: float, how: str) -> AudioTooLongError:
+    return AudioTooLongError(
+        f"{label}: audio of {how}{seconds:.1f} s is longer than this model's encoder takes in one pass "
+        f"(about {max_seconds:.0f} s); split it into shorter pieces"
+    )
+
+
+def _declared(container: Any, stream: Any, kind: str) -> float | None:
+    """The length in seconds the container's header declares, or ``None``. ADTS declares none (FFmpeg's figure
+    for it is an estimate from the bitrate, which can be wrong either way, so it is not used)."""
+    if kind == "AAC (ADTS)":
+        return None
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return float(container.duration) / 1_000_000  # AV_TIME_BASE
+    return None
+
+
+def declared_seconds(source: str | os.PathLike[str] | bytes) -> float | None:
+    """The length a known container declares in its header (nothing is decoded), or ``None``: not a known
+    container, no PyAV, unreadable, or no declared length (ADTS, a WebM written live). The header may lie; the
+    decoder counts what it decodes all the same (:func:`read_container`)."""
+    kind = container_kind(_head(source))
+    if kind is None:
+        return None
+    try:
+        import av
+    except ImportError:
+        return None
+    handle: str | io.BytesIO = os.fspath(source) if not isinstance(source, bytes) else io.BytesIO(source)
+    try:
+        with av.open(handle, mode="r") as container:
+            if not container.streams.audio:
+                return None
+            seconds = _declared(container, container.streams.audio[0], kind)
+    except (av.FFmpegError, ValueError, OverflowError):
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) else None
+
+
 def read_container(
-    source: str | os.PathLike[str] | bytes, refusal: AudioDecodeError
+    source: str | os.PathLike[str] | bytes, refusal: AudioDecodeError, max_seconds: float | None = None
 ) -> tuple[npt.NDArray[np.float32], int]:
     """Decode ``source``'s first audio stream with PyAV, as float32 of shape ``(n, channels)`` and its rate.
 
     Args:
         source: the path or encoded bytes that soundfile refused.
         refusal: soundfile's error; raised as it is for inputs that are not a known container.
+        max_seconds: the longest audio accepted: a longer declared length is refused before decoding, and
+            decoding stops as soon as more than this has been decoded.
 
     Raises:
         AudioDecodeError: not a known container (``refusal``), PyAV missing (the message names the extra),
-            or PyAV cannot decode it either.
+            a sample rate outside ``MIN_SAMPLE_RATE``..``MAX_SAMPLE_RATE``, or PyAV cannot decode it either.
+        AudioTooLongError: the container declares, or decodes to, more than ``max_seconds``.
     """
     kind = container_kind(_head(source))
     if kind is None:
@@ -70,23 +128,46 @@ def read_container(
         import av
     except ImportError:
         raise AudioDecodeError(f"{refusal}; it is an {kind} container: {AV_EXTRA_HINT}") from refusal
+    label = _describe(source)
     handle: str | io.BytesIO = os.fspath(source) if not isinstance(source, bytes) else io.BytesIO(source)
     chunks: list[npt.NDArray[np.float32]] = []
+    seconds = 0.0
     try:
         with av.open(handle, mode="r") as container:
             if not container.streams.audio:
                 raise AudioDecodeError(f"{refusal}; the {kind} container has no audio stream")
             stream = container.streams.audio[0]
             rate = int(stream.codec_context.sample_rate or 0)
+            _check_rate(rate, label, kind, allow_unknown=True)
+            if max_seconds is not None:
+                declared = _declared(container, stream, kind)
+                if declared is not None and declared > max_seconds:
+                    raise _too_long(label, declared, max_seconds, "")
             channels = 0
             for frame in container.decode(stream):
                 array = frame.to_ndarray()  # planar: (channels, n); packed: (1, n * channels)
                 channels = len(frame.layout.channels)
                 samples = array.T if frame.format.is_planar else array.reshape(-1, channels)
+                rate = _check_rate(int(frame.sample_rate) or rate, label, kind, allow_unknown=False)
+                seconds += samples.shape[0] / rate
+                if max_seconds is not None and seconds > max_seconds:
+                    raise _too_long(label, seconds, max_seconds, "at least ")
                 chunks.append(_as_float(samples))
-                rate = int(frame.sample_rate) or rate
     except av.FFmpegError as exc:
         raise AudioDecodeError(f"{refusal}; PyAV cannot decode the {kind} container either: {exc}") from exc
     if not chunks:
         return np.zeros((0, max(channels, 1)), dtype=np.float32), rate
     return np.concatenate(chunks, axis=0), rate
+
+
+def _check_rate(rate: int, label: str, kind: str, *, allow_unknown: bool) -> int:
+    """``rate``, or an error before anything (more) is decoded; 0 (not declared) passes when ``allow_unknown``
+    (the decoded frames then say)."""
+    if rate == 0 and allow_unknown:
+        return rate
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioDecodeError(
+            f"{label}: sample rate must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz, found {rate} (the "
+            f"{kind} container's audio stream)"
+        )
+    return rate

@@ -87,6 +87,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        "audio_too_long (default: 3600, or the model's own limit when lower)")
     serve.add_argument("--max-in-flight", type=int, default=64,
                        help="requests in flight before 503 (default: 64)")
+    serve.add_argument("--header-timeout-s", type=float, default=10.0, metavar="S",
+                       help="a request's headers must arrive within S seconds of connecting (or of a kept-alive "
+                       "connection's next request starting), else the connection is closed (default: 10)")
     serve.add_argument("--body-timeout-s", type=float, default=30.0, metavar="S",
                        help="the whole request body must arrive within S seconds, else 408 (default: 30)")
     serve.add_argument("--keep-alive-s", type=int, default=5, metavar="S",
@@ -107,8 +110,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
     if args.command == "serve":
-        if not (args.body_timeout_s > 0 and math.isfinite(args.body_timeout_s)):
-            parser.error("--body-timeout-s must be a positive number of seconds")
+        for flag in ("header_timeout_s", "body_timeout_s"):
+            if not (getattr(args, flag) > 0 and math.isfinite(getattr(args, flag))):
+                parser.error(f"--{flag.replace('_', '-')} must be a positive number of seconds")
         if not (args.max_audio_s > 0 and math.isfinite(args.max_audio_s)):
             parser.error("--max-audio-s must be a positive number of seconds")
         for flag in ("keep_alive_s", "shutdown_grace_s", "max_connections"):
@@ -184,6 +188,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
+        from .http11 import uvicorn_settings
         from .server import ServerOptions, create_app
     except ImportError as exc:
         print(f"parakeet-runtime: error: serve needs the server extra "
@@ -198,7 +203,7 @@ def serve(args: argparse.Namespace) -> int:
                            confidence=ConfidenceOptions() if args.confidence else None)
 
     options = ServerOptions(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_audio_s=args.max_audio_s,
-                            max_in_flight=args.max_in_flight,
+                            max_in_flight=args.max_in_flight, header_timeout_s=args.header_timeout_s,
                             body_timeout_s=args.body_timeout_s, keep_alive_s=args.keep_alive_s,
                             max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace_s,
                             api_key=args.api_key, cors_origins=tuple(args.cors_origin),
@@ -214,8 +219,7 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     limit_malloc_arenas()  # before uvicorn and the engine start their threads
     uvicorn.run(create_app(load, options), host=args.host, port=args.port, log_level=args.log_level,
-                timeout_keep_alive=options.keep_alive_s, limit_concurrency=options.max_connections,
-                timeout_graceful_shutdown=options.shutdown_grace_s)
+                **uvicorn_settings(options))
     return 0
 
 

@@ -18,8 +18,9 @@ Endpoints:
 
 Every request runs through ``Engine.transcribe_async`` (the dynamic batcher), so the event loop never
 blocks. Uploads are bounded in size (413), in audio duration (400 ``audio_too_long``, from the file's header
-before decoding: :attr:`ServerOptions.max_audio_s`) and in time (the whole body must arrive within
-:attr:`ServerOptions.body_timeout_s`, else 408), the number of requests in flight is bounded (503 with
+before decoding: :attr:`ServerOptions.max_audio_s`) and in time (the headers must arrive within
+:attr:`ServerOptions.header_timeout_s` under ``serve``, the whole body within :attr:`ServerOptions.body_timeout_s`,
+else 408), the number of requests in flight is bounded (503 with
 Retry-After; a request takes its slot only once its upload is complete, so slow uploads cannot hold slots),
 bad audio is a 400 in OpenAI's error shape, and a client that disconnects has its request cancelled (logged at
 DEBUG, never an ERROR traceback). An optional API key (``Authorization: Bearer KEY``, 401 otherwise; ``/health``
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import io
 import logging
@@ -60,8 +62,10 @@ from ..errors import (
     EngineOverloadedError,
     ParakeetRuntimeError,
 )
+from ..requests.containers import declared_seconds
 from ..results import TimedText, Transcript
 from .formats import round_time, to_srt, to_vtt
+from .memory import release_free_memory
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +75,11 @@ FIELDS = frozenset({"file", "model", "response_format", "timestamp_granularities
                     "language", "prompt", "temperature", "stream", "include[]", "include", "chunking_strategy"})
 """The form fields of OpenAI's transcription request; anything else is refused, as OpenAI does."""
 T = TypeVar("T")
+RELEASE_AFTER_BYTES = 1024 * 1024
+RELEASE_AFTER_S = 60.0
+"""After a request whose upload was at least this large, or whose audio was at least this long, or that failed in
+the engine, the free memory of the malloc heaps is returned to the system (:class:`_MemoryReleaser`)."""
+RELEASE_INTERVAL_S = 1.0
 
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _UNSAFE = re.compile(r"0x[0-9a-fA-F]+|object at|Traceback|File \"|(?:^|[\s'\"(=:])(?:~?/|[A-Za-z]:\\)\S")
@@ -90,6 +99,12 @@ class ServerOptions:
     max_in_flight: int = 64
     """Most transcription requests being processed at once (their upload complete); more get 503 with
     Retry-After. A request takes its slot only after its body has arrived, so slow uploads hold none."""
+    header_timeout_s: float = 10.0
+    """``serve``: a request's headers must arrive within this many seconds of the connection being made (or of the
+    first byte of a later request on a kept-alive connection), else the connection is closed (with a 408 when part
+    of the headers came): a client trickling header bytes, or connecting and sending nothing, cannot hold a
+    connection (uvicorn has no such timeout; :mod:`.http11` adds it). A mounted app leaves this to its host
+    server."""
     body_timeout_s: float = 30.0
     """The whole request body must arrive within this many seconds of the request's headers, else 408 (and the
     connection is closed): a client sending 1 byte/s, or a Content-Length larger than what it sends, cannot hold
@@ -125,9 +140,10 @@ class ServerOptions:
                 raise ValueError(f"ServerOptions.{name} must be at least 1, got {getattr(self, name)}")
         if isinstance(self.max_audio_s, bool) or not (self.max_audio_s > 0 and math.isfinite(self.max_audio_s)):
             raise ValueError(f"ServerOptions.max_audio_s must be a positive number of seconds, got {self.max_audio_s}")
-        if not (self.body_timeout_s > 0 and math.isfinite(self.body_timeout_s)):
-            raise ValueError(f"ServerOptions.body_timeout_s must be a positive number of seconds, got "
-                             f"{self.body_timeout_s}")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"ServerOptions.{name} must be a positive number of seconds, got {value}")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("ServerOptions.api_key must not be empty (use None for no key)")
 
@@ -171,6 +187,43 @@ class _State:
         self.in_flight = 0
 
 
+def _release(collect: bool) -> bool:
+    if collect:
+        # A failed request's exceptions hold tracebacks whose frames hold those exceptions (a handler's saved
+        # ``refusal``, a chained ``__cause__``): reference cycles that keep the request's upload, audio and features
+        # alive until the cycle collector happens to run a full collection.
+        gc.collect()
+    return release_free_memory()
+
+
+class _MemoryReleaser:
+    """Returns freed memory to the system after large or failed requests (glibc keeps part of it in its heaps
+    otherwise: :func:`.memory.release_free_memory`; after a failure, a cycle collection first), in a worker
+    thread, at most once per :data:`RELEASE_INTERVAL_S`; a request within the interval gets one release at its
+    end, so the last large or failed request is always followed by one."""
+
+    def __init__(self) -> None:
+        self._pending = False
+        self._collect = False
+        self._next_allowed = 0.0
+        self._running: set[asyncio.Future[bool]] = set()
+
+    def request(self, *, collect: bool = False) -> None:
+        self._collect = self._collect or collect
+        if self._pending:
+            return
+        self._pending = True
+        loop = asyncio.get_running_loop()
+        loop.call_later(max(0.0, self._next_allowed - loop.time()), self._run, loop)
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        collect, self._collect, self._pending = self._collect, False, False
+        self._next_allowed = loop.time() + RELEASE_INTERVAL_S
+        future = loop.run_in_executor(None, _release, collect)
+        self._running.add(future)  # keep a reference until it is done
+        future.add_done_callback(self._running.discard)
+
+
 def create_app(
     engine: Engine | Callable[[], Engine],
     options: ServerOptions | None = None,
@@ -184,6 +237,7 @@ def create_app(
     """
     opts = options or ServerOptions()
     state = _State()
+    releaser = _MemoryReleaser()
     if isinstance(engine, Engine):
         state.engine = engine
 
@@ -253,7 +307,7 @@ def create_app(
                                 headers={"Retry-After": str(opts.retry_after_s)})
             state.in_flight += 1
             taken = True
-            return await _transcribe(request, body, current, opts)
+            return await _transcribe(request, body, current, opts, releaser)
         except _ApiError as exc:
             return exc.response()
         except asyncio.CancelledError:
@@ -325,7 +379,8 @@ async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     return bytes(body)
 
 
-async def _transcribe(request: Request, body: bytes, engine: Engine, opts: ServerOptions) -> Response:
+async def _transcribe(request: Request, body: bytes, engine: Engine, opts: ServerOptions,
+                      releaser: _MemoryReleaser) -> Response:
     request._body = body  # let Starlette's form parser read the bounded body we already hold
     try:
         form = await request.form(max_files=1, max_fields=32, max_part_size=64 * 1024)
@@ -362,21 +417,27 @@ async def _transcribe(request: Request, body: bytes, engine: Engine, opts: Serve
     started = time.perf_counter()
     try:
         transcript = await _unless_disconnected(request, engine.transcribe_async(audio))
-    except AudioDecodeError as exc:
-        raise _ApiError(400, f"could not decode the audio file: {exc}", param="file", code="invalid_audio") from exc
-    except AudioTooLongError as exc:
-        raise _ApiError(400, str(exc), param="file", code="audio_too_long") from exc
-    except EngineOverloadedError as exc:
+    except (EngineOverloadedError, EngineClosedError) as exc:  # refused before any work: nothing to release
+        if isinstance(exc, EngineClosedError):
+            raise _shutting_down() from exc
         raise _ApiError(503, str(exc), kind="server_error", code="overloaded",
                         headers={"Retry-After": str(opts.retry_after_s)}) from exc
-    except EngineClosedError as exc:
-        raise _shutting_down() from exc
-    except ParakeetRuntimeError as exc:
-        logger.error("transcription failed: %s", exc)
-        raise _ApiError(500, "internal error while transcribing (details are in the server log)",
-                        kind="server_error", code="internal_error") from exc
+    except BaseException as exc:
+        releaser.request(collect=True)  # it may have failed late (after decoding and features): return what it held
+        if isinstance(exc, AudioDecodeError):
+            raise _ApiError(400, f"could not decode the audio file: {exc}", param="file",
+                            code="invalid_audio") from exc
+        if isinstance(exc, AudioTooLongError):
+            raise _ApiError(400, str(exc), param="file", code="audio_too_long") from exc
+        if isinstance(exc, ParakeetRuntimeError):
+            logger.error("transcription failed: %s", exc)
+            raise _ApiError(500, "internal error while transcribing (details are in the server log)",
+                            kind="server_error", code="internal_error") from exc
+        raise
+    if len(audio) >= RELEASE_AFTER_BYTES or transcript.duration >= RELEASE_AFTER_S:
+        releaser.request()
     logger.debug("transcribed %.1f s of audio in %.3f s", transcript.duration, time.perf_counter() - started)
-    if transcript.duration > opts.max_audio_s:  # a format whose header declares no length (MP4, WebM, ...)
+    if transcript.duration > opts.max_audio_s:  # a format whose header declares no length (ADTS, live WebM, ...)
         raise _ApiError(400, _too_long_for_server(transcript.duration, opts.max_audio_s), param="file",
                         code="audio_too_long")
     return _render(transcript, response_format, granularities)
@@ -384,18 +445,23 @@ async def _transcribe(request: Request, body: bytes, engine: Engine, opts: Serve
 
 def _check_declared_duration(audio: bytes, server_limit: float, model_limit: float | None) -> None:
     """400 ``audio_too_long`` when the file's header declares more than ``server_limit`` seconds (or more than
-    ``model_limit``, when that is lower), before anything is decoded. Only the header is read; a header
-    soundfile cannot read (MP4/M4A, WebM, garbage) is left to the engine's normal decoding path, which checks
-    the model's limit itself."""
+    ``model_limit``, when that is lower), before anything is decoded. Only the header is read: soundfile's, else
+    a container's (MP4/M4A, WebM: :func:`~parakeet_runtime.engine.requests.containers.declared_seconds`). A file
+    whose header declares no length (ADTS, a live WebM, garbage) is left to the engine, whose decoder stops past
+    the model's limit; the decoded length is then held to the server's."""
     try:
         info = soundfile.info(io.BytesIO(audio))
         frames, rate = int(info.frames), int(info.samplerate)
     except Exception as exc:  # libsndfile's errors, and anything its header parsing raises
-        logger.debug("no readable header for the duration check (%s); left to the engine", type(exc).__name__)
-        return
-    if rate <= 0 or frames < 0:
-        return  # an impossible header: the engine's decoder refuses it with its own message
-    seconds = frames / rate
+        declared = declared_seconds(audio)
+        if declared is None:
+            logger.debug("no readable header for the duration check (%s); left to the engine", type(exc).__name__)
+            return
+        seconds = declared
+    else:
+        if rate <= 0 or frames < 0:
+            return  # an impossible header: the engine's decoder refuses it with its own message
+        seconds = frames / rate
     if model_limit is not None and seconds > model_limit and model_limit < server_limit:
         raise _ApiError(400, f"audio of {seconds:.1f} s is longer than this engine accepts "
                         f"({model_limit:g} s); split it into shorter pieces", param="file",
@@ -450,11 +516,9 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     """Await ``work``; if the client disconnects first, cancel it (a queued request is then dropped)."""
     task = asyncio.ensure_future(work)
     try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=0.25)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.25)
+            if not task.done() and await request.is_disconnected():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -463,6 +527,13 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     except asyncio.CancelledError:
         task.cancel()  # this request is cancelled (the server shuts down): so is its transcription
         raise
+    try:
+        return task.result()
+    finally:
+        # A failure's traceback holds this frame: with ``task`` (which holds the exception) still in it, the two
+        # would form a reference cycle keeping the request's upload, audio and features alive until the cycle
+        # collector happens to run (+110 MB of RSS per failed 4-minute request of 44.1 kHz stereo).
+        del task
 
 
 def _confidence(item: TimedText) -> dict[str, float]:

@@ -1,0 +1,119 @@
+"""uvicorn's HTTP/1.1 protocol with a request-header timeout, and the uvicorn settings ``serve`` runs with.
+
+uvicorn bounds the idle time between requests (``timeout_keep_alive``) but not the time a client takes to send a
+request's headers: its keep-alive timer is cancelled by the first byte received, and a new connection has no
+timer at all. A client that opens a connection and sends nothing, or trickles header bytes at 1 byte/s without
+ever finishing the header block, holds the connection (and one of ``limit_concurrency``'s places) forever, so a
+few hundred such sockets lock everyone out.
+
+:class:`HeaderTimeoutProtocol` closes such a connection once :attr:`ServerOptions.header_timeout_s
+<parakeet_runtime.engine.serving.server.ServerOptions.header_timeout_s>` has passed since the connection was
+made, or since the first byte of a later request on a kept-alive connection (the idle time between requests
+stays uvicorn's keep-alive timeout, so the two are independent). A client that had sent part of its headers gets
+a 408 in OpenAI's error shape first; a silent one is closed without a response. Once a request's headers are
+complete the timer stops: the body is bounded by ``body_timeout_s`` in the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .server import ServerOptions
+
+logger = logging.getLogger(__name__)
+
+
+def _timeout_response(timeout_s: float) -> bytes:
+    body = json.dumps({"error": {"message": f"the request headers did not arrive within {timeout_s:g} s",
+                                 "type": "invalid_request_error", "param": None,
+                                 "code": "request_timeout"}}).encode()
+    head = ("HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            f"content-length: {len(body)}\r\n\r\n").encode()
+    return head + body
+
+
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol that closes connections whose request headers do not arrive in time.
+
+    The timeout is the class attribute :attr:`header_timeout_s`; :func:`protocol_class` makes a subclass with a
+    given value (uvicorn instantiates the protocol class itself, with its own arguments)."""
+
+    header_timeout_s: float = ServerOptions.header_timeout_s
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_bytes = 0
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _waiting_for_headers(self) -> bool:
+        return self.conn.their_state is h11.IDLE
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_timer is None and self._waiting_for_headers() and data:
+            self._arm_header_timer()  # the first byte of the next request on a kept-alive connection
+        self._header_bytes += len(data)
+        super().data_received(data)
+        if not self._waiting_for_headers():
+            self._cancel_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # may start a pipelined request, whose headers are then complete
+        if not self._waiting_for_headers() or self.transport.is_closing():
+            self._cancel_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or not self._waiting_for_headers():
+            return
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        if self._header_bytes:
+            logger.info("request headers from %s incomplete after %g s (%d bytes); answered 408 and closed",
+                        client, self.header_timeout_s, self._header_bytes)
+            # h11 cannot answer a request it has not parsed: the response is written as bytes, then the
+            # connection is closed (as a keep-alive timeout does).
+            self.transport.write(_timeout_response(self.header_timeout_s))
+        else:
+            logger.debug("no request from %s within %g s of connecting; closed", client, self.header_timeout_s)
+        with contextlib.suppress(h11.LocalProtocolError):
+            self.conn.send(h11.ConnectionClosed())
+        self.transport.close()
+
+
+def protocol_class(header_timeout_s: float) -> type[HeaderTimeoutProtocol]:
+    """A :class:`HeaderTimeoutProtocol` subclass with ``header_timeout_s``, for uvicorn's ``http=``."""
+    if isinstance(header_timeout_s, bool) or not (header_timeout_s > 0 and math.isfinite(header_timeout_s)):
+        raise ValueError(f"header_timeout_s must be a positive number of seconds, got {header_timeout_s}")
+    return type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,), {"header_timeout_s": float(header_timeout_s)})
+
+
+def uvicorn_settings(options: ServerOptions) -> dict[str, Any]:
+    """The keyword arguments of ``uvicorn.run`` / ``uvicorn.Config`` that enforce ``options``' connection limits
+    and timeouts (the protocol with the header timeout, keep-alive, connection limit, shutdown grace)."""
+    return {"http": protocol_class(options.header_timeout_s), "timeout_keep_alive": options.keep_alive_s,
+            "limit_concurrency": options.max_connections, "timeout_graceful_shutdown": options.shutdown_grace_s}
