@@ -84,6 +84,9 @@ class Preparer:
         chosen = self.long_form.strategy
         if chosen != "auto":
             return chosen
+        geometry = self.geometry
+        if num_samples <= geometry.chunk + geometry.right:
+            return "one_pass"  # a single window: chunking would encode the same samples
         feature_frames = self.features.valid_frames(num_samples)
         encoder_frames = -(-feature_frames // self.encoder.subsampling_factor)
         limit = self.encoder.max_frames
