@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from parakeet_runtime.engine import AudioTooLongError, Engine, ManifestError
+from parakeet_runtime.engine import AudioTooLongError, Engine, ManifestError, sample_audio_path
 from parakeet_runtime.engine.model.manifest import MANIFEST_NAME, load_manifest, parse_manifest
 from tests.conftest import HAVE_NEMO, load_nemo, nemo_transcripts
 from tests.fixtures.build import CLIP_NAMES
@@ -44,17 +44,17 @@ class Variant:
     model_dir: Path
 
 
-def _short_buffer_checkpoint(source: Path, out: Path) -> Path:
-    """``source`` restored with ``encoder.pos_emb_max_len = POS_EMB_MAX_LEN`` (the same weights; NeMo
-    sizes the position buffer from it), saved as ``out``."""
+def _short_buffer_checkpoint(source: Path, out: Path, max_len: int = POS_EMB_MAX_LEN) -> Path:
+    """``source`` restored with ``encoder.pos_emb_max_len = max_len`` (the same weights; NeMo sizes the
+    position buffer from it), saved as ``out``."""
     from nemo.collections.asr.models import ASRModel
     from omegaconf import open_dict
 
     cfg = ASRModel.restore_from(str(source), return_config=True, map_location="cpu")
     with open_dict(cfg):
-        cfg.encoder.pos_emb_max_len = POS_EMB_MAX_LEN
+        cfg.encoder.pos_emb_max_len = max_len
     model = ASRModel.restore_from(str(source), override_config_path=cfg, map_location="cpu")
-    assert tuple(model.encoder.pos_enc.pe.shape[:2]) == (1, 2 * POS_EMB_MAX_LEN - 1)
+    assert tuple(model.encoder.pos_enc.pe.shape[:2]) == (1, 2 * max_len - 1)
     model.save_to(str(out))
     return out
 
@@ -115,6 +115,11 @@ def test_the_manifest_sets_no_length_limit(variants: dict[str, Variant], variant
         assert engine.preparer.max_seconds == math.inf
         # The position tables stop at the buffer (K - 1 frames); beyond them the graph runs the MatMul.
         assert _table_frames(engine) == POS_EMB_MAX_LEN - 1
+        # The conversion's probe clip (the sample) is past the buffer already: no extra clip.
+        parity = engine.manifest.provenance.parity
+        assert parity is not None
+        assert [Path(probe.audio).name for probe in parity] == [sample_audio_path().name]
+        assert parity[0].identical and _encoded_frames(engine, sample_audio_path()) > POS_EMB_MAX_LEN
 
 
 @pytest.mark.parametrize("name", GEOMETRIES)
@@ -243,3 +248,37 @@ def test_a_manifest_with_a_limit_keeps_it(variants: dict[str, Variant], long_cli
         assert engine.transcribe(long_clips["c1_short"]).tokens
         with pytest.raises(AudioTooLongError, match="longer than"):
             engine.transcribe(long_clips["c2_sentence"])
+
+
+def test_the_conversion_probes_past_a_buffer_its_clips_fit_in(
+    nemo_paths: dict[str, Path], variants: dict[str, Variant], variant_engines: dict[str, Engine], tmp_path: Path
+) -> None:
+    """A buffer of 100 frames (8 s of tdt_a) holds the sample clip (4.8 s): the conversion's parity probe
+    adds the clip repeated past the buffer, and NeMo agrees on it."""
+    from nemo.collections.asr.models import ASRModel
+
+    from parakeet_runtime.export.convert import convert
+    from parakeet_runtime.export.probe import LONG_PROBE_NAME, past_the_buffer, position_buffer_frames
+
+    def restored(path: Path) -> Any:  # a fresh model: NeMo's transcribe extends the buffer
+        model = ASRModel.restore_from(str(path), map_location="cpu").eval()
+        assert position_buffer_frames(model) == model.cfg.encoder.pos_emb_max_len
+        return model
+
+    max_len = 100
+    nemo = _short_buffer_checkpoint(nemo_paths["tdt_a"], tmp_path / f"tdt_a-pe{max_len}.nemo", max_len)
+    report = convert(str(nemo), tmp_path / "converted")
+    assert [Path(probe.audio).name for probe in report.probes] == [sample_audio_path().name, LONG_PROBE_NAME]
+    assert all(probe.identical for probe in report.probes), report.probes
+    assert load_manifest(tmp_path / "converted").provenance.parity == report.probes
+
+    folder = tmp_path / "probe"
+    folder.mkdir()
+    with Engine.load(tmp_path / "converted") as engine:
+        sample = sample_audio_path()
+        assert _encoded_frames(engine, sample) <= max_len
+        long_clip = past_the_buffer(restored(nemo), engine, [sample], folder)
+        assert long_clip is not None and _encoded_frames(engine, long_clip) > max_len
+    # Past the buffer already (the short variant), or too long to be cheap (the fixture's 5000 frames).
+    for path in (variants["tdt_a"].nemo, nemo_paths["tdt_a"]):
+        assert past_the_buffer(restored(path), variant_engines["tdt_a"], [sample], folder) is None
