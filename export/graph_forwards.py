@@ -1,4 +1,5 @@
-"""Export-only forwards for three FastConformer modules: the same arithmetic as NeMo's, fewer tensor copies.
+"""Export-only forwards for four FastConformer modules: the same arithmetic as NeMo's, fewer tensor copies,
+no length limit.
 
 NeMo's modules are written for training in PyTorch, where a few redundant copies are cheap next to the
 backward pass. Traced into ONNX they become full passes over the largest tensors of the encoder:
@@ -20,6 +21,10 @@ backward pass. Traced into ONNX they become full passes over the largest tensors
   relative-position scores as an additive bias, the key padding mask and the softmax, head by head in
   cache) in NeMo's scaled-dot-product form ``ac/√d_k + bd/√d_k``, the position query pre-scaled. A limited
   context keeps the plain product, softmax and mask.
+* ``RelPositionalEncoding`` slices a sinusoid buffer of ``pos_emb_max_len`` frames, which NeMo's encoder
+  recomputes for longer inputs (``extend_pe``); traced as it is, the graph would hold the buffer and fail
+  past it. Here the rows within the buffer are its slice (the same numbers), and the rows past it are
+  computed in the graph with NeMo's formula (ONNX Runtime's float32 sin and cos): any length runs.
 * ``ConformerConvolution``'s pointwise convolutions (kernel 1) become matrix products on
   ``(batch, time, channels)``: ONNX Runtime runs them as MatMul (faster than its 1×1 Conv on CPU, and
   quantisable by ``--quantize int8``), with the same weights.
