@@ -222,7 +222,8 @@ def _rel_positions_forward(self: Any, x: torch.Tensor, cache_len: int = 0) -> tu
         x = x * self.xscale
     length = torch.as_tensor(x.size(1) + cache_len, device=x.device)  # traced: the graph's input length
     half = (self.pe.size(1) + 1) // 2  # K
-    beyond = torch.arange(typing.cast(int, torch.clamp(length - half, min=0)), device=x.device)  # a traced bound
+    # A 0-d tensor bound (torch's stubs want an int): traced, it becomes the graph's Range over the input length.
+    beyond = torch.arange(typing.cast(int, torch.clamp(length - half, min=0)), device=x.device)
     computed = _sinusoids(self, torch.cat([length - 1 - beyond, -half - beyond]))  # T-1 .. K, -K .. -(T-1)
     count = beyond.size(0)
     within = self.pe.index_select(1, torch.arange(half - length + count, half + length - 1 - count, device=x.device))
