@@ -1,4 +1,5 @@
-"""Export-only forwards for three FastConformer modules: the same arithmetic as NeMo's, fewer tensor copies.
+"""Export-only forwards for four FastConformer modules: the same arithmetic as NeMo's, fewer tensor copies,
+no length limit.
 
 NeMo's modules are written for training in PyTorch, where a few redundant copies are cheap next to the
 backward pass. Traced into ONNX they become full passes over the largest tensors of the encoder:
@@ -20,6 +21,10 @@ backward pass. Traced into ONNX they become full passes over the largest tensors
   relative-position scores as an additive bias, the key padding mask and the softmax, head by head in
   cache) in NeMo's scaled-dot-product form ``ac/√d_k + bd/√d_k``, the position query pre-scaled. A limited
   context keeps the plain product, softmax and mask.
+* ``RelPositionalEncoding`` slices a sinusoid buffer of ``pos_emb_max_len`` frames, which NeMo's encoder
+  recomputes for longer inputs (``extend_pe``); traced as it is, the graph would hold the buffer and fail
+  past it. Here the rows within the buffer are its slice (the same numbers), and the rows past it are
+  computed in the graph with NeMo's formula (ONNX Runtime's float32 sin and cos): any length runs.
 * ``ConformerConvolution``'s pointwise convolutions (kernel 1) become matrix products on
   ``(batch, time, channels)``: ONNX Runtime runs them as MatMul (faster than its 1×1 Conv on CPU, and
   quantisable by ``--quantize int8``), with the same weights.
@@ -33,7 +38,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import types
+import typing
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -172,6 +179,60 @@ def _rel_attention_forward(
     return self.linear_out(out)
 
 
+def computes_positions(pos_enc: Any) -> bool:
+    """Whether the export computes ``pos_enc``'s relative position embeddings for any input length
+    (:func:`_rel_positions_forward`): NeMo's ``RelPositionalEncoding`` with the buffer its ``extend_pe``
+    makes, ``(1, 2K - 1, d_model)`` with an even ``d_model``."""
+    from nemo.collections.asr.parts.submodules.multi_head_attention import RelPositionalEncoding
+
+    pe = getattr(pos_enc, "pe", None)
+    return (
+        type(pos_enc) is RelPositionalEncoding
+        and isinstance(pe, torch.Tensor)
+        and pe.dim() == 3
+        and pe.shape[0] == 1
+        and pe.shape[1] % 2 == 1
+        and pe.shape[2] == int(pos_enc.d_model)
+        and pe.shape[2] % 2 == 0
+    )
+
+
+def _sinusoids(pos_enc: Any, positions: torch.Tensor) -> torch.Tensor:
+    """NeMo's ``PositionalEncoding.create_pe`` rows for ``positions`` ``(n,)`` (float32): the sine of
+    ``position * div_term`` in the even columns, its cosine in the odd ones, ``(1, n, d_model)``."""
+    from nemo.collections.asr.parts.submodules.multi_head_attention import INF_VAL
+
+    d_model = int(pos_enc.d_model)
+    div_term = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * -(math.log(INF_VAL) / d_model))
+    angles = positions.to(torch.float32).unsqueeze(1) * div_term
+    rows = torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).reshape(-1, d_model)
+    return rows.unsqueeze(0).to(pos_enc.pe.dtype)
+
+
+def _rel_positions_forward(self: Any, x: torch.Tensor, cache_len: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """NeMo's ``RelPositionalEncoding.forward`` for inputs of any length.
+
+    NeMo's buffer ``pe`` holds positions ``K - 1`` down to ``-(K - 1)`` (row ``r``: position ``K - 1 - r``);
+    an input of ``T`` frames needs ``T - 1`` down to ``-(T - 1)``, and NeMo's encoder recomputes the buffer
+    (``extend_pe``) when it is too short. Here positions within the buffer are its rows (a slice, as
+    before), and those beyond it, ``T - 1 .. K`` and ``-K .. -(T - 1)`` (both empty up to ``T = K``), are
+    computed in the graph with NeMo's formula; no branch, so the graph takes any length.
+    """
+    if self.xscale:
+        x = x * self.xscale
+    length = torch.as_tensor(x.size(1) + cache_len, device=x.device)  # traced: the graph's input length
+    half = (self.pe.size(1) + 1) // 2  # K
+    # A 0-d tensor bound (torch's stubs want an int): traced, it becomes the graph's Range over the input length.
+    beyond = torch.arange(typing.cast(int, torch.clamp(length - half, min=0)), device=x.device)
+    computed = _sinusoids(self, torch.cat([length - 1 - beyond, -half - beyond]))  # T-1 .. K, -K .. -(T-1)
+    count = beyond.size(0)
+    within = self.pe.index_select(1, torch.arange(half - length + count, half + length - 1 - count, device=x.device))
+    pos_emb = torch.cat([computed[:, :count], within, computed[:, count:]], dim=1)
+    if self.dropout_emb:
+        pos_emb = self.dropout_emb(pos_emb)
+    return self.dropout(x), pos_emb
+
+
 def _is_pointwise(conv: Any) -> bool:
     return (
         isinstance(conv, nn.Conv1d)
@@ -210,6 +271,8 @@ def _patches(encoder: nn.Module) -> Iterator[tuple[nn.Module, Callable[..., Any]
         kind = type(module)
         if masked_conv is not None and kind is masked_conv:
             yield module, _masked_conv_forward
+        elif kind is multi_head_attention.RelPositionalEncoding and computes_positions(module):
+            yield module, _rel_positions_forward
         elif kind is multi_head_attention.RelPositionMultiHeadAttention:
             yield module, functools.partial(_rel_attention_forward, key_padding_only=full_context)
         elif (

@@ -117,9 +117,14 @@ def tokenizer_spec(model: Any) -> TokenizerSpec:
     )
 
 
-def max_encoder_frames(model: Any) -> int:
-    """Longest encoder output covered by the exported positional encoding."""
+def max_encoder_frames(model: Any) -> int | None:
+    """Longest encoder output covered by the exported positional encoding; ``None``: any length (NeMo's
+    relative positional encoding, whose embeddings the export computes for the input's length)."""
+    from .graph_forwards import computes_positions
+
     pos_enc = getattr(model.encoder, "pos_enc", None)
+    if computes_positions(pos_enc):
+        return None
     pe = getattr(pos_enc, "pe", None)
     if pe is None:
         return int(getattr(model.encoder, "max_audio_length", 5000))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from parakeet_runtime.engine import Engine, load_audio
+from parakeet_runtime.engine import Engine, LongFormOptions, load_audio
 from parakeet_runtime.engine.model.manifest import ParityProbe
 
 from .errors import ParityError
@@ -19,6 +20,11 @@ logger = logging.getLogger(__name__)
 
 ProbeResult = ParityProbe
 """Comparison of one probe clip (the manifest's record of it)."""
+
+LONG_PROBE_SECONDS = 120.0
+"""Longest clip :func:`past_the_buffer` makes: past NeMo's position buffer only where that is cheap (not for
+Parakeet's 5000 frames, 400 s)."""
+LONG_PROBE_NAME = "past-the-position-buffer.wav"
 
 
 @contextlib.contextmanager
@@ -72,15 +78,56 @@ def _torch_outputs(model: Any, samples: np.ndarray) -> tuple[np.ndarray, int, np
     return feats[0].numpy(), int(feat_len[0]), projected[0].numpy()
 
 
+def position_buffer_frames(model: Any) -> int | None:
+    """Encoder frames NeMo's relative position buffer covers, where the export computes the embeddings
+    past it (:func:`.graph_forwards.computes_positions`); else ``None``."""
+    from .graph_forwards import computes_positions
+
+    pos_enc: Any = getattr(model.encoder, "pos_enc", None)
+    return (int(pos_enc.pe.shape[1]) + 1) // 2 if computes_positions(pos_enc) else None
+
+
+def past_the_buffer(model: Any, engine: Engine, probes: Sequence[Path], folder: Path) -> Path | None:
+    """A probe clip longer than NeMo's position buffer, written into ``folder``: the probe clips end to end
+    (at the model's rate, float32), repeated as needed. ``None`` when a probe clip already is longer, when
+    the export keeps NeMo's buffer as the limit, or when the clip would last over :data:`LONG_PROBE_SECONDS`."""
+    import soundfile
+
+    frames = position_buffer_frames(model)
+    if frames is None or not probes:
+        return None
+    spec = engine.manifest
+    if (frames + 1) * spec.encoder.subsampling_factor * spec.features.window_stride > LONG_PROBE_SECONDS:
+        return None
+
+    def encoded(samples: int) -> int:
+        return -(-engine.features.valid_frames(samples) // spec.encoder.subsampling_factor)
+
+    clips = [load_audio(path, engine.sample_rate).samples for path in probes]
+    total = sum(clip.shape[0] for clip in clips)
+    if total == 0 or max(encoded(clip.shape[0]) for clip in clips) > frames:
+        return None
+    repeats = 1
+    while encoded(repeats * total) <= frames:
+        repeats += 1
+    path = folder / LONG_PROBE_NAME
+    soundfile.write(str(path), np.concatenate(clips * repeats), engine.sample_rate, subtype="FLOAT")
+    return path
+
+
 def check_parity(model: Any, model_dir: Path, probes: list[Path]) -> list[ParityProbe]:
-    """Compare NeMo and the converted directory on each probe clip.
+    """Compare NeMo and the converted directory on each probe clip, and on one clip past NeMo's position
+    buffer where that is cheap (:func:`past_the_buffer`).
 
     Raises:
         ParityError: token ids, frames or durations differ on any clip.
     """
     results = []
-    with Engine.load(model_dir, providers=["CPUExecutionProvider"]) as engine:
-        for path in probes:
+    one_pass = LongFormOptions(strategy="one_pass")  # NeMo's transcribe encodes every clip in one pass
+    with Engine.load(model_dir, providers=["CPUExecutionProvider"], long_form=one_pass) as engine, \
+            tempfile.TemporaryDirectory(prefix="parakeet-probe-") as scratch:
+        long_clip = past_the_buffer(model, engine, probes, Path(scratch))
+        for path in [*probes, *([long_clip] if long_clip is not None else [])]:
             audio = load_audio(path, engine.sample_rate)
             ours = engine.transcribe(audio.samples)
             ids, frames, durations = nemo_reference(model, path)

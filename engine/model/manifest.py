@@ -64,8 +64,9 @@ class EncoderSpec:
     subsampling_factor: int
     d_model: int
     joint_hidden: int
-    max_frames: int
-    """Longest encoder output (frames) the exported positional encoding covers."""
+    max_frames: int | None = None
+    """Longest encoder output (frames) the exported positional encoding covers; ``None`` (``null`` or absent):
+    the graph takes any length (its relative position embeddings are computed for the input's length)."""
     external_data: str | None = None
     """The single external weights file beside ``file`` (encoders over 2 GB), else ``None``."""
     attention_heads: int | None = None

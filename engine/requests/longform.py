@@ -87,14 +87,24 @@ class ChunkGeometry:
     right: int
 
     @classmethod
-    def of(cls, options: LongFormOptions, features: FeatureSpec, subsampling_factor: int) -> ChunkGeometry:
+    def of(cls, options: LongFormOptions, features: FeatureSpec, subsampling_factor: int,
+           max_frames: int | None = None) -> ChunkGeometry:
+        """The options' geometry in samples; for an encoder that takes at most ``max_frames`` frames, the
+        chunk and contexts scaled down together until a window fits (a chunk keeps at least one frame)."""
         frame = features.hop_length * subsampling_factor
 
         def whole_frames(seconds: float) -> int:
             return int(seconds * features.sample_rate) // frame * frame
 
-        return cls(frame, max(whole_frames(options.chunk_seconds), frame),
-                   whole_frames(options.left_context_seconds), whole_frames(options.right_context_seconds))
+        chunk = max(whole_frames(options.chunk_seconds), frame)
+        left, right = whole_frames(options.left_context_seconds), whole_frames(options.right_context_seconds)
+        # A window of w samples encodes to at most w / frame + 1 frames.
+        room = None if max_frames is None else (max_frames - 1) * frame
+        if room is not None and left + chunk + right > room:
+            scale = max(room, frame) / (left + chunk + right)
+            left, right = int(left * scale) // frame * frame, int(right * scale) // frame * frame
+            chunk = max(max(room, frame) - left - right, frame) // frame * frame
+        return cls(frame, chunk, left, right)
 
     def windows(self, total: int) -> list[Window]:
         return plan_windows(total, self.frame_samples, self.chunk, self.left, self.right)

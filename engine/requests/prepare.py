@@ -54,15 +54,6 @@ class Preparer:
     encoder: EncoderSpec
     long_form: LongFormOptions = field(default_factory=LongFormOptions)
 
-    def __post_init__(self) -> None:
-        limit = self.encoder.max_frames
-        window_frames = self.geometry.window_samples // self.geometry.frame_samples + 1
-        if limit is not None and window_frames > limit:
-            raise ValueError(
-                f"a window of {self.geometry.window_samples / self.sample_rate:.1f} s (chunk and contexts) is longer "
-                f"than this model's encoder takes ({limit} frames); choose shorter LongFormOptions"
-            )
-
     @property
     def sample_rate(self) -> int:
         """The rate the model expects."""
@@ -71,7 +62,8 @@ class Preparer:
     @property
     def geometry(self) -> ChunkGeometry:
         """The chunked transcription's windows, in samples."""
-        return ChunkGeometry.of(self.long_form, self.features.spec, self.encoder.subsampling_factor)
+        return ChunkGeometry.of(self.long_form, self.features.spec, self.encoder.subsampling_factor,
+                                self.encoder.max_frames)
 
     @property
     def max_seconds(self) -> float | None:
