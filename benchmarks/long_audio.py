@@ -6,8 +6,9 @@ at a few gains, with pauses of 0.3-1.5 s between pieces), and each system transc
 
 * ``engine``: ``Engine.transcribe(path)`` with the default ``LongFormOptions`` (one pass while it fits the
   memory budget, else chunks), and ``engine-chunked`` with chunks forced;
-* ``nemo``: NeMo's ``transcribe`` on the same file, with full attention up to ``--nemo-full-max`` seconds
-  and, beyond, NeMo's long-form recipe (``change_attention_model("rel_pos_local_attn", [128, 128])`` and
+* ``nemo``: NeMo's ``transcribe`` on the same recording (as 16 kHz mono: NeMo takes no stereo), with full
+  attention up to ``--nemo-full-max`` seconds and, beyond, NeMo's long-form recipe
+  (``change_attention_model("rel_pos_local_attn", [128, 128])`` and
   ``change_subsampling_conv_chunking_factor(1)``).
 
 The engine's words are checked: start times non-decreasing and inside the file; and compared with the pieces
@@ -73,7 +74,8 @@ def _pieces(paths: list[Path]) -> list[np.ndarray]:
 
 
 def make_recording(pieces: list[np.ndarray], seconds: float, path: Path, seed: int = 0) -> list[int]:
-    """A 44.1 kHz stereo FLAC of about ``seconds`` from ``pieces`` and pauses; returns the piece order."""
+    """A 44.1 kHz stereo FLAC of about ``seconds`` from ``pieces`` and pauses, and the same recording as a
+    16 kHz mono WAV beside it (``.16k.wav``: NeMo's ``transcribe`` takes mono only); returns the piece order."""
     rng = np.random.default_rng(seed)
     order: list[int] = []
     chunks: list[np.ndarray] = []
@@ -85,6 +87,7 @@ def make_recording(pieces: list[np.ndarray], seconds: float, path: Path, seed: i
         order.append(index)
         total += pieces[index].shape[0] + pause.shape[0]
     mono = np.concatenate(chunks)
+    soundfile.write(path.with_suffix(".16k.wav"), mono, 16000, subtype="PCM_16")
     with soundfile.SoundFile(path, "w", samplerate=FILE_RATE, channels=2, format="FLAC", subtype="PCM_16") as out:
         block = 16000 * 60
         stream = soxr.ResampleStream(16000, FILE_RATE, 1, dtype="float32")
@@ -251,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 systems.append(("engine-chunked", ["engine", args.model or "-", str(path), "chunked"]))
             if args.nemo and seconds <= args.nemo_max:
                 local = "1" if seconds > args.nemo_full_max else "0"
-                systems.append(("nemo", ["nemo", args.nemo, str(path), local]))
+                systems.append(("nemo", ["nemo", args.nemo, str(path.with_suffix(".16k.wav")), local]))
             for system, child in systems:
                 result = _run_child(child, args.timeout)
                 row: dict[str, Any] = {"length_s": seconds, "system": system, **result}

@@ -23,8 +23,8 @@ from typing import BinaryIO
 
 from ..engine import Engine
 from ..errors import EngineClosedError, ParakeetRuntimeError
-from ..results import Transcript
-from .formats import EXTENSIONS, render
+from ..results import Transcript, TranscriptUpdate
+from .formats import EXTENSIONS, VTT_HEADER, render, split_cues, srt_cue, vtt_cue
 from .inputs import BatchInput
 from .progress import Progress
 
@@ -32,6 +32,11 @@ COMBINED_JSONL = "transcripts.jsonl"
 """The combined JSON-lines file ``--format jsonl`` writes in the output directory."""
 WORKERS_PER_BATCH = 2
 """Pool threads per ``max_batch_size``: a full batch waits for its results while the next one is prepared."""
+REDRAW_SECONDS = 0.5
+"""How often the progress bar is redrawn while inputs are in progress (a long file reports chunk by chunk)."""
+PARTIAL_FORMATS = ("text", "srt", "vtt")
+"""Formats written as a long input's segments arrive (to a ``.partial`` file beside the output, replaced by
+the complete output at the end); JSON is written whole, at the end."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,55 @@ def write_outputs(plan: OutputPlan, item: BatchInput, transcript: Transcript) ->
         write_atomic(paths[fmt], render([(item.name, transcript)], fmt))
 
 
+class PartialWriter:
+    """Appends a long input's final segments, as :meth:`Engine.transcribe_iter` delivers them, to a
+    ``.partial`` file beside each text, SRT and VTT output; the complete output replaces it at the end. Each
+    input's updates come from one thread."""
+
+    def __init__(self, plan: OutputPlan) -> None:
+        self.plan = plan
+
+    def partial_path(self, path: Path) -> Path:
+        return path.with_name(f"{path.name}.partial")
+
+    def update(self, item: BatchInput, update: TranscriptUpdate, state: dict[str, object]) -> None:
+        """Append ``update``'s segments (split into cues) for ``item``; ``state`` is the input's own dict."""
+        if update.transcript is not None:
+            return  # the whole transcript: the complete outputs are written next
+        words = state.setdefault("words", [])
+        assert isinstance(words, list)
+        words += update.words
+        if not update.segments:
+            return
+        cue_number = int(str(state.get("cues", 0)))
+        for fmt, path in self.plan.paths(item).items():
+            if fmt not in PARTIAL_FORMATS:
+                continue
+            partial = self.partial_path(path)
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not partial.exists() or not state.get("started")
+            with open(partial, "w" if fresh else "a", encoding="utf-8") as handle:
+                if fresh and fmt == "vtt":
+                    handle.write(VTT_HEADER)
+                number = cue_number
+                for segment in update.segments:
+                    if fmt == "text":
+                        handle.write(segment.text + "\n")
+                        continue
+                    for cue in split_cues(segment, words):
+                        number += 1
+                        block = srt_cue(number, cue) if fmt == "srt" else vtt_cue(cue)
+                        handle.write(("" if number == 1 else "\n") + block)
+        state["started"] = True
+        state["cues"] = cue_number + sum(len(split_cues(s, words)) for s in update.segments)
+
+    def discard(self, item: BatchInput) -> None:
+        """Remove ``item``'s partial files (after its complete outputs are written, or after a failure)."""
+        for path in self.plan.paths(item).values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.partial_path(path))
+
+
 def write_combined(plan: OutputPlan, inputs: Sequence[BatchInput]) -> int:
     """Write ``transcripts.jsonl``: one line per input whose JSON output exists, in input order, built from
     those files (so inputs skipped on a resumed run are in it too). Returns the number of lines."""
@@ -151,9 +205,14 @@ def transcribe_inputs(
     progress: Progress,
     stdin: BinaryIO | None = None,
     workers: int | None = None,
+    on_update: Callable[[BatchInput, TranscriptUpdate, dict[str, object]], None] | None = None,
 ) -> BatchSummary:
     """Transcribe ``inputs`` from a thread pool through ``engine`` (load it with batching on), calling
     ``on_result`` in this thread for each, in the order they finish.
+
+    Each input runs through :meth:`Engine.transcribe_iter`: a long input reports its progress to ``progress``
+    chunk by chunk and, with ``on_update``, hands each update to it (in its worker thread, with a dict that
+    is the input's own).
 
     An input for which ``skip`` is true is counted as skipped. A failed input (reading, decoding,
     ``on_result`` raising ``OSError``) is reported through ``progress.write`` and counted. On
@@ -181,16 +240,33 @@ def transcribe_inputs(
             else:
                 yield item, stdin.read()
 
+    def transcribe(item: BatchInput, source: Path | bytes) -> Transcript:
+        state: dict[str, object] = {}
+        try:
+            for update in engine.transcribe_iter(
+                    source, progress=lambda done, total: progress.partial(item.index, done, total)):
+                if on_update is not None:
+                    on_update(item, update, state)
+                if update.transcript is not None:
+                    return update.transcript
+        finally:
+            progress.finish(item.index)
+        raise RuntimeError("transcribe_iter ended without a transcript")
+
     try:
         queued = sources()
         while True:
             for item, source in queued:
-                pending[pool.submit(engine.transcribe, source)] = item
+                pending[pool.submit(transcribe, item, source)] = item
                 if len(pending) >= 2 * workers:
                     break
             if not pending:
                 break
-            done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            done, _ = concurrent.futures.wait(pending, timeout=REDRAW_SECONDS,
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            if not done:
+                progress.draw()
+                continue
             for future in done:
                 item = pending.pop(future)
                 try:

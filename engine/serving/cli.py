@@ -15,9 +15,9 @@ from ..engine import Engine, default_model_dir, sample_audio_path
 from ..errors import ParakeetRuntimeError
 from ..model.layouts import layout_of, resolve_model_dir
 from ..model.manifest import load_manifest
-from ..options import BatchingOptions, ConfidenceOptions, SessionOptions
+from ..options import BatchingOptions, ConfidenceOptions, LongFormOptions, SessionOptions
 from ..results import Transcript
-from .batch import OutputPlan, transcribe_inputs, write_combined, write_outputs
+from .batch import OutputPlan, PartialWriter, transcribe_inputs, write_combined, write_outputs
 from .formats import FORMATS, render
 from .inputs import BatchInput, collect_inputs
 from .memory import limit_malloc_arenas
@@ -67,6 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                             help="BatchingOptions.max_batch_size (default: 16)")
     transcribe.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     transcribe.add_argument("--confidence", action="store_true", help=CONFIDENCE_HELP)
+    _long_form_arguments(transcribe)
     transcribe.add_argument("-v", "--verbose", action="store_true", help="show library logs")
 
     serve = commands.add_parser(
@@ -79,6 +80,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     serve.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     serve.add_argument("--confidence", action="store_true", help=CONFIDENCE_HELP)
+    _long_form_arguments(serve)
     serve.add_argument("--max-batch-size", type=int, default=16, help="dynamic batch size (default: 16)")
     serve.add_argument("--max-wait-ms", type=float, default=5.0, help="batching window (default: 5 ms)")
     serve.add_argument("--max-upload-mb", type=float, default=25.0, help="largest upload (default: 25 MB)")
@@ -133,6 +135,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _long_form_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strategy", choices=("auto", "one_pass", "chunked"), default="auto",
+                        help="long inputs: one pass while it fits the memory budget, else chunks (auto); or forced")
+    parser.add_argument("--chunk-s", type=float, default=LongFormOptions.chunk_seconds, metavar="S",
+                        help=f"chunk length of a chunked transcription (default: {LongFormOptions.chunk_seconds:g})")
+
+
+def _long_form(args: argparse.Namespace) -> LongFormOptions:
+    """``LongFormOptions`` from ``--strategy`` and ``--chunk-s`` (``ValueError`` for a bad value)."""
+    return LongFormOptions(strategy=args.strategy, chunk_seconds=args.chunk_s)
+
+
 def run(args: argparse.Namespace) -> int:
     """``transcribe``: 0 when every input was transcribed (or skipped), 1 when one failed, 2 when the model
     or the input list is unusable, 130 when interrupted (SIGINT)."""
@@ -145,19 +159,26 @@ def run(args: argparse.Namespace) -> int:
             session=SessionOptions(threads=args.threads),
             batching=BatchingOptions(max_batch_size=args.batch_size),
             confidence=ConfidenceOptions() if args.confidence else None,
+            long_form=_long_form(args),
         )
-    except ParakeetRuntimeError as exc:
+    except (ParakeetRuntimeError, ValueError) as exc:
         print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
         return 2
-    progress = Progress(len(inputs), sys.stderr, enabled=len(inputs) > 1 and sys.stderr.isatty())
+    progress = Progress(len(inputs), sys.stderr, enabled=sys.stderr.isatty())
     with engine:
         if args.output_dir is None:
             return _print_transcripts(engine, inputs, args.format[0], progress)
         plan = OutputPlan(args.output_dir, tuple(args.format))
+        partials = PartialWriter(plan)
+
+        def finished(item: BatchInput, transcript: Transcript) -> None:
+            write_outputs(plan, item, transcript)
+            partials.discard(item)
+
         summary = transcribe_inputs(
-            engine, inputs, on_result=lambda item, transcript: write_outputs(plan, item, transcript),
+            engine, inputs, on_result=finished,
             skip=lambda item: not args.overwrite and plan.complete(item), progress=progress,
-            stdin=sys.stdin.buffer,
+            stdin=sys.stdin.buffer, on_update=partials.update,
         )
         if "jsonl" in plan.formats and not summary.interrupted:
             write_combined(plan, inputs)
@@ -198,9 +219,15 @@ def serve(args: argparse.Namespace) -> int:
     batching = BatchingOptions(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                                max_queue=max(args.max_in_flight, args.max_batch_size) * 2)
 
+    try:
+        long_form = _long_form(args)
+    except ValueError as exc:
+        print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
+        return 2
+
     def load() -> Engine:
         return Engine.load(model_dir, session=SessionOptions(threads=args.threads), batching=batching,
-                           confidence=ConfidenceOptions() if args.confidence else None)
+                           confidence=ConfidenceOptions() if args.confidence else None, long_form=long_form)
 
     options = ServerOptions(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_audio_s=args.max_audio_s,
                             max_in_flight=args.max_in_flight, header_timeout_s=args.header_timeout_s,
