@@ -47,13 +47,42 @@ def check_supported(model: Any, name: str) -> None:
         raise ConversionError(f"{name}: unsupported encoder {type(model.encoder).__name__}")
     attention = getattr(model.encoder, "self_attention_model", "rel_pos")
     if attention == "rel_pos_local_attn":
-        context = list(getattr(model.encoder, "att_context_size", []) or [])
-        raise ConversionError(
-            f"{name} uses local attention (rel_pos_local_attn, context {context}), which convert-model does not "
-            "support yet; convert the checkpoint with its full attention (rel_pos) instead"
-        )
-    if attention not in ("rel_pos", "abs_pos"):
+        local_context(model, name)  # refuses what the export cannot reproduce
+    elif attention not in ("rel_pos", "abs_pos"):
         raise ConversionError(f"{name} uses {attention} attention, which convert-model does not support yet")
+
+
+def local_context(model: Any, name: str) -> tuple[int, int] | None:
+    """``(left, right)`` of a local-attention (``rel_pos_local_attn``) encoder, ``None`` for full attention.
+
+    Raises:
+        ConversionError: local attention the export does not reproduce: global tokens, a context that is not
+            two non-negative sizes with ``max(left, right) >= 2`` (NeMo's own banded attention fails below
+            that), or layers whose context differs from the encoder's.
+    """
+    encoder = model.encoder
+    if getattr(encoder, "self_attention_model", "rel_pos") != "rel_pos_local_attn":
+        return None
+    context = [int(size) for size in (getattr(encoder, "att_context_size", None) or [])]
+    if len(context) != 2 or min(context) < 0 or max(context) < 2:
+        raise ConversionError(
+            f"{name} uses local attention with context {context}; convert-model needs [left, right], both 0 or "
+            "more and the larger at least 2"
+        )
+    if int(getattr(encoder, "global_tokens", 0) or 0) > 0:
+        raise ConversionError(
+            f"{name} uses local attention with {encoder.global_tokens} global tokens, which convert-model does not "
+            "support; convert it with global_tokens 0"
+        )
+    for module in encoder.modules():
+        if type(module).__name__ == "RelPositionMultiHeadAttentionLongformer":
+            layer_context = [int(size) for size in module.att_context_size]
+            if layer_context != context or int(getattr(module, "global_tokens", 0) or 0) > 0:
+                raise ConversionError(
+                    f"{name}: an attention layer has local context {layer_context} (global tokens "
+                    f"{module.global_tokens}), the encoder {context}; convert-model needs one context throughout"
+                )
+    return context[0], context[1]
 
 
 def feature_spec(model: Any) -> tuple[FeatureSpec, dict[str, np.ndarray]]:
@@ -117,8 +146,11 @@ def tokenizer_spec(model: Any) -> TokenizerSpec:
     )
 
 
-def max_encoder_frames(model: Any) -> int:
-    """Longest encoder output covered by the exported positional encoding."""
+def max_encoder_frames(model: Any) -> int | None:
+    """Longest encoder output covered by the exported positional encoding; ``None``: no limit (local
+    attention's positional encoding has a fixed size, whatever the input's length)."""
+    if getattr(model.encoder, "self_attention_model", "rel_pos") == "rel_pos_local_attn":
+        return None
     pos_enc = getattr(model.encoder, "pos_enc", None)
     pe = getattr(pos_enc, "pe", None)
     if pe is None:
