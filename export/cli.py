@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from parakeet_runtime.engine import __version__
 
 from .errors import ConversionError, ParityError
-from .inspect_model import parse_languages
+from .inspect_model import parse_context, parse_languages
 from .position_table import DEFAULT_FRAMES
 from .quantize import DEFAULT_WEIGHTS, WEIGHT_SCHEMES
 
@@ -59,6 +59,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="ISO 639-1 codes of the languages the model transcribes, comma-separated (e.g. en,de), "
                         "recorded in the manifest; default: what the checkpoint's config says, or the known "
                         "languages of NVIDIA's Parakeet TDT checkpoints of that name")
+    parser.add_argument("--attention", choices=("local",), default=None,
+                        help="switch the checkpoint's encoder to local attention before exporting it (NeMo's "
+                        "rel_pos_local_attn, as NVIDIA's long-form recipe does; needs --context): memory grows "
+                        "linearly with the audio's length instead of quadratically, and the directory takes audio "
+                        "of any length; the parity check compares against the switched NeMo model")
+    parser.add_argument("--context", default=None, metavar="LEFT,RIGHT",
+                        help="local attention context in encoder frames on each side, e.g. 128,128 (with "
+                        "--attention local)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs (and tracebacks)")
     parser.add_argument("--version", action="version", version=f"%(prog)s (parakeet-runtime) {__version__}")
     args = parser.parse_args(argv)
@@ -69,6 +77,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--position-table-frames must be 0 or more")
     if args.int8_weights is not None and args.quantize != "int8":
         parser.error("--int8-weights needs --quantize int8")
+    if args.context is not None and args.attention != "local":
+        parser.error("--context needs --attention local")
+    args.local_attention = None
+    if args.attention == "local":
+        if args.context is None:
+            parser.error("--attention local needs --context LEFT,RIGHT (encoder frames, e.g. 128,128)")
+        try:
+            args.local_attention = parse_context(args.context)
+        except ConversionError as exc:
+            parser.error(f"--context: {exc}")
     if args.languages is not None:
         try:
             args.languages = list(parse_languages(args.languages))
@@ -134,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
                              verify=not args.skip_verify, quantize=args.quantize,
                              int8_weights=args.int8_weights or DEFAULT_WEIGHTS,
                              position_table_frames=args.position_table_frames, languages=args.languages,
-                             on_step=on_step)
+                             local_attention=args.local_attention, on_step=on_step)
     except ParityError as exc:
         print(f"convert-model: parity check failed: {_one_line(str(exc))}", file=sys.stderr)
         return 3
@@ -184,6 +202,10 @@ def _print_summary(args: argparse.Namespace, report: ConversionReport) -> None:
         print(f"  encoder quantised to {quantization.precision} ({quantization.weights} weights): token agreement "
               f"with fp32 {'not measured' if agreement is None else f'{agreement:.4f}'} "
               f"({quantization.identical_clips}/{quantization.clips} probe clips identical)")
+    attention = m.encoder.attention
+    if attention.context is not None:
+        print(f"  local attention, context {attention.context[0]},{attention.context[1]} encoder frames: "
+              "no length limit")
     languages = ", ".join(m.languages) if m.languages else "not recorded (set them with --languages)"
     print(f"  model name {m.model_name}, languages: {languages}")
 

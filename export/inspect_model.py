@@ -85,6 +85,55 @@ def local_context(model: Any, name: str) -> tuple[int, int] | None:
     return context[0], context[1]
 
 
+def check_local_context(context: tuple[int, int]) -> None:
+    """Refuse a local attention context NeMo cannot run: two sizes, each 0 or more, the larger at least 2.
+
+    Raises:
+        ConversionError: any other context.
+    """
+    sizes = list(context)
+    if len(sizes) != 2 or not all(isinstance(size, int) and size >= 0 for size in sizes) or max(sizes) < 2:
+        raise ConversionError(
+            f"local attention context {sizes} is not supported: give [left, right] encoder frames, both 0 or more "
+            "and the larger at least 2 (NeMo's banded attention needs it), e.g. 128,128"
+        )
+
+
+def parse_context(text: str) -> tuple[int, int]:
+    """``"128,128"`` -> ``(128, 128)``: a local attention context, checked by :func:`check_local_context`.
+
+    Raises:
+        ConversionError: not two comma-separated integers, or a context NeMo cannot run.
+    """
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != 2 or not all(re.fullmatch(r"[+-]?[0-9]+", part) for part in parts):
+        raise ConversionError(f"{text!r} is not LEFT,RIGHT: two integers (encoder frames), e.g. 128,128")
+    context = (int(parts[0]), int(parts[1]))
+    check_local_context(context)
+    return context
+
+
+def use_local_attention(model: Any, context: tuple[int, int], name: str) -> None:
+    """Switch a loaded model to local attention in place, as NVIDIA's long-form recipe does: NeMo's
+    ``change_attention_model("rel_pos_local_attn", [left, right])`` and ``change_subsampling_conv_chunking_factor(1)``;
+    the model is in eval mode afterwards (NeMo builds the new attention layers in training mode).
+
+    Raises:
+        ConversionError: a bad context, or a model NeMo cannot switch.
+    """
+    check_local_context(context)
+    if not hasattr(model, "change_attention_model") or not hasattr(model.encoder, "change_attention_model"):
+        raise ConversionError(f"{name}: its encoder ({type(model.encoder).__name__}) cannot switch to local attention")
+    try:
+        model.change_attention_model("rel_pos_local_attn", [int(context[0]), int(context[1])])
+        model.change_subsampling_conv_chunking_factor(1)
+    except Exception as exc:  # NeMo raises ValueError, AttributeError, ... for a model it cannot switch
+        raise ConversionError(
+            f"{name}: NeMo cannot switch it to local attention {list(context)}: {type(exc).__name__}: {exc}"
+        ) from exc
+    model.eval()
+
+
 def feature_spec(model: Any) -> tuple[FeatureSpec, dict[str, np.ndarray]]:
     """Feature settings and NeMo's exact window and filterbank arrays."""
     f = model.preprocessor.featurizer

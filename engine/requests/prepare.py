@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from parakeet_runtime.decoding import FloatArray
@@ -47,6 +48,8 @@ class Preparer:
         the rounding of resampling, so the early check never refuses audio the exact check accepts.
         """
         spec = self.features.spec
+        if self.encoder.max_frames is None:
+            return math.inf  # the graph takes any length
         frames = self.encoder.max_frames * self.encoder.subsampling_factor
         pad = ((spec.n_fft - spec.hop_length) // 2) * 2 if spec.exact_pad else (spec.n_fft // 2) * 2
         samples = (frames + 1) * spec.hop_length + spec.n_fft - pad + spec.hop_length
@@ -71,7 +74,7 @@ class Preparer:
     def _check_length(self, valid_frames: int, duration: float) -> None:
         spec = self.encoder
         encoded = -(-valid_frames // spec.subsampling_factor)
-        if encoded > spec.max_frames:
+        if spec.max_frames is not None and encoded > spec.max_frames:
             limit = spec.max_frames * spec.subsampling_factor * self.features.spec.window_stride
             raise AudioTooLongError(
                 f"audio of {duration:.1f} s is longer than this model's encoder takes in one pass "
