@@ -223,6 +223,29 @@ def local_position_rows(p: torch.Tensor, left: int, right: int) -> torch.Tensor:
     return columns[:, :, w - left : w + right + 1]
 
 
+def _position_rows(module: Any, pos_emb: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    """``(1, heads, 1, left + right + 1, d_k)``: :func:`local_position_rows` of ``module``'s projection of
+    ``pos_emb``."""
+    p = module.linear_pos(pos_emb).view(pos_emb.size(0), -1, module.h, module.d_k).transpose(1, 2)
+    return local_position_rows(p, left, right).unsqueeze(2)
+
+
+def _local_position_constant(encoder: nn.Module, module: Any) -> torch.Tensor | None:
+    """The position rows of local attention layer ``module`` from the encoder's ``LocalAttRelPositionalEncoding``
+    (its embeddings do not depend on the input: NeMo's ``pos_emb`` is always the first ``left + right + 1``
+    rows of its buffer), computed once outside the trace; ``None`` when the encoder's encoding is not that."""
+    from nemo.collections.asr.parts.submodules.multi_head_attention import LocalAttRelPositionalEncoding
+
+    pos_enc = getattr(encoder, "pos_enc", None)
+    pe = getattr(pos_enc, "pe", None)
+    left, right = (int(size) for size in module.att_context_size)
+    if type(pos_enc) is not LocalAttRelPositionalEncoding or pe is None or pe.shape[1] < left + right + 1:
+        return None
+    with torch.inference_mode():
+        rows = _position_rows(module, pe[:, : left + right + 1], left, right)
+    return rows.clone()  # a plain tensor: the trace holds it as a constant
+
+
 def _local_attention_forward(
     self: Any,
     query: torch.Tensor,
@@ -231,6 +254,8 @@ def _local_attention_forward(
     pad_mask: torch.Tensor | None,
     pos_emb: torch.Tensor,
     cache: torch.Tensor | None = None,
+    *,
+    rows: torch.Tensor | None = None,
 ) -> Any:
     """NeMo's ``RelPositionMultiHeadAttentionLongformer`` without global tokens, for any ``T``.
 
@@ -240,6 +265,9 @@ def _local_attention_forward(
     (:func:`local_position_rows`), divided by ``√d_k``; keys outside ``[i - left, i + right]``, before the
     start, after the end or padded get ``MASK_VALUE``: their weights are exactly 0 as in NeMo, for every valid
     query. Rows of padded queries are not zeroed (they never reach a valid frame; see the module docstring).
+
+    ``rows``: the position rows precomputed from NeMo's (fixed) ``pos_emb`` (:func:`_local_position_constant`),
+    so that the graph holds them as a constant; ``None``: computed here from ``pos_emb``.
     """
     left, right = (int(size) for size in self.att_context_size)
     positions = left + right + 1
@@ -249,8 +277,8 @@ def _local_attention_forward(
     q, k, v = self.forward_qkv(query, key, value)  # (batch, heads, T, d_k)
     time = q.shape[2]
     chunks = (time + chunk - 1) // chunk
-    p = self.linear_pos(pos_emb).view(pos_emb.size(0), -1, self.h, self.d_k).transpose(1, 2)
-    rows = local_position_rows(p, left, right).unsqueeze(2)  # (1, heads, 1, positions, d_k)
+    if rows is None:
+        rows = _position_rows(self, pos_emb, left, right)  # (1, heads, 1, positions, d_k)
     q_with_bias_u = _chunked(q + self.pos_bias_u.unsqueeze(1), chunk, chunks)  # (batch, heads, chunks, c, d_k)
     q_with_bias_v = _chunked(q + self.pos_bias_v.unsqueeze(1), chunk, chunks)
     keys = _windows(k, chunk, left, right, chunks)  # (batch, heads, chunks, c + left + right, d_k)
@@ -312,7 +340,7 @@ def _patches(encoder: nn.Module) -> Iterator[tuple[nn.Module, Callable[..., Any]
         elif kind is multi_head_attention.RelPositionMultiHeadAttention:
             yield module, functools.partial(_rel_attention_forward, key_padding_only=full_context)
         elif kind is multi_head_attention.RelPositionMultiHeadAttentionLongformer:
-            yield module, _local_attention_forward
+            yield module, functools.partial(_local_attention_forward, rows=_local_position_constant(encoder, module))
         elif (
             kind is conformer_modules.ConformerConvolution
             and _is_pointwise(module.pointwise_conv1)
