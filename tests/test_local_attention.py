@@ -178,14 +178,14 @@ def test_transcripts_identical_to_nemo(name: str, variants: dict[str, Variant], 
     variant = variants[name]
     paths = tuple(str(clips[clip]) for clip in CLIP_NAMES)
     expected = nemo_transcripts(str(variant.nemo), paths)
-    assert sum(len(result["ids"]) for result in expected.values()) > 100  # the clips say something
+    assert sum(len(result["ids"]) for result in expected.values()) > 50  # the clips say something
     with Engine.load(variant.directory) as engine:
         for path in paths:
             assert_identical(engine.transcribe(path), expected[path])
 
 
 def test_five_minutes_identical_to_nemo(variants: dict[str, Variant], long_clip: Path) -> None:
-    """Five minutes in one encoder pass (7500 encoder frames of tdt_b: hundreds of windows)."""
+    """Five minutes in one encoder pass (7500 encoder frames of tdt_b: 469 windows of 16 frames)."""
     from parakeet_runtime.engine import Engine
 
     variant = variants["tdt_b"]
@@ -193,17 +193,38 @@ def test_five_minutes_identical_to_nemo(variants: dict[str, Variant], long_clip:
     with Engine.load(variant.directory) as engine:
         result = engine.transcribe(long_clip)
     assert result.duration == pytest.approx(300.0)
-    assert len(expected["ids"]) > 500
+    assert len(expected["ids"]) > 50 and max(expected["frames"]) > 3000  # tokens past 3 minutes (64 ms frames)
     assert_identical(result, expected)
 
 
+def test_five_minutes_encoder_frames_match_nemo(variants: dict[str, Variant], long_clip: Path) -> None:
+    """The projected encoder frames of five minutes (3750 frames of tdt_a, 469 chunks of 8) against NeMo's
+    encoder on the switched model (NeMo's greedy search over them, with timestamps, takes minutes on a busy
+    CPU; the transcripts of tdt_a are compared on the 61 s clip above)."""
+    import soundfile
+
+    from parakeet_runtime.engine import Engine
+    from parakeet_runtime.export.probe import _torch_outputs
+    from tests.conftest import load_nemo
+
+    samples, _ = soundfile.read(str(long_clip), dtype="float32")
+    _, valid, expected = _torch_outputs(load_nemo(str(variants["tdt_a"].nemo)), samples)
+    with Engine.load(variants["tdt_a"].directory) as engine:
+        features, our_valid = engine.features(samples)
+        projected, lengths = engine.model.encode(features[None], np.array([our_valid], dtype=np.int64))
+    frames = int(lengths[0])
+    assert our_valid == valid and frames == 3750 and expected.shape[0] >= frames
+    np.testing.assert_allclose(projected[0, :frames], expected[:frames], rtol=0, atol=1e-4)
+
+
 def test_local_attention_changes_the_transcript(variants: dict[str, Variant], clips: dict[str, Path],
-                                                 reference: Any) -> None:
+                                                 nemo_paths: dict[str, Path]) -> None:
     """The variant is really another model than the full-attention checkpoint (or the parity above would
     not show that the local attention is reproduced)."""
-    path = str(clips["c4_long"])
+    path = str(clips["c3_multi"])
     local = nemo_transcripts(str(variants["tdt_a"].nemo), (path,))[path]
-    assert local["ids"] != reference("tdt_a")[path]["ids"]
+    full = nemo_transcripts(str(nemo_paths["tdt_a"]), (path,))[path]
+    assert local["ids"] != full["ids"]
 
 
 # --- errors ----------------------------------------------------------------------------------------------------
