@@ -150,6 +150,7 @@ def test_non_finite_samples_are_still_refused(bad: float) -> None:
 
 def _encoder_limit_seconds(engine: Engine) -> float:
     spec = engine.manifest.encoder
+    assert spec.max_frames is not None  # this model's encoder has a length limit
     return spec.max_frames * spec.subsampling_factor * engine.manifest.features.window_stride
 
 
@@ -191,6 +192,7 @@ def test_the_early_check_never_refuses_what_the_exact_check_accepts(engine: Engi
     audio = load_audio((np.zeros(longest, dtype=np.float32), rate), RATE, max_seconds=preparer.max_seconds)
     encoder = engine.manifest.encoder
     valid = engine.features.valid_frames(audio.samples.shape[0])
+    assert encoder.max_frames is not None
     assert -(-valid // encoder.subsampling_factor) > encoder.max_frames
     with pytest.raises(AudioTooLongError):
         load_audio((np.zeros(longest + 1, dtype=np.float32), rate), RATE, max_seconds=preparer.max_seconds)
@@ -199,6 +201,7 @@ def test_the_early_check_never_refuses_what_the_exact_check_accepts(engine: Engi
 def test_audio_at_the_exact_limit_is_accepted(engine: Engine) -> None:
     encoder = engine.manifest.encoder
     hop = engine.manifest.features.hop_length
+    assert encoder.max_frames is not None
     frames = encoder.max_frames * encoder.subsampling_factor
     candidates = range(frames * hop, frames * hop + 4 * hop)
     longest = next(n for n in candidates if engine.features.valid_frames(n + 1) > frames)
