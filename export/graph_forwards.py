@@ -20,6 +20,13 @@ backward pass. Traced into ONNX they become full passes over the largest tensors
   relative-position scores as an additive bias, the key padding mask and the softmax, head by head in
   cache) in NeMo's scaled-dot-product form ``ac/√d_k + bd/√d_k``, the position query pre-scaled. A limited
   context keeps the plain product, softmax and mask.
+* NeMo's local attention (``RelPositionMultiHeadAttentionLongformer``, ``rel_pos_local_attn``) builds its
+  banded scores with ``as_strided`` views and in-place copies whose sizes the trace bakes in at the export
+  input's length. Here the queries are split into chunks of ``max(left, right)`` frames, each chunk's keys
+  and values are its window of neighbours (fixed padding, reshapes, slices and a concatenation), and the
+  relative-position term is placed in the window with NeMo's own skew trick: a graph for any length, in
+  ``O(T·(left + right))`` memory, with NeMo's scores (its position columns for asymmetric contexts included)
+  on every valid query. Global tokens are not exported (``inspect_model`` refuses them).
 * ``ConformerConvolution``'s pointwise convolutions (kernel 1) become matrix products on
   ``(batch, time, channels)``: ONNX Runtime runs them as MatMul (faster than its 1×1 Conv on CPU, and
   quantisable by ``--quantize int8``), with the same weights.
