@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from parakeet_runtime.engine import ParakeetRuntimeError, __version__
 
 from .errors import ConversionError, ParityError
-from .inspect_model import parse_languages
+from .inspect_model import parse_context, parse_languages
 from .position_table import DEFAULT_FRAMES
 from .quantize import DEFAULT_WEIGHTS, WEIGHT_SCHEMES
 
@@ -69,6 +69,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layout", choices=("onnx-asr",), default=None,
                         help="write OUT_DIR in onnx-asr's NeMo TDT layout (onnx_asr.load_model('nemo-conformer-tdt', "
                         "OUT_DIR)) instead of this project's; SOURCE may also be a converted model directory")
+    parser.add_argument("--attention", choices=("local",), default=None,
+                        help="switch the checkpoint's encoder to local attention before exporting it (NeMo's "
+                        "rel_pos_local_attn, as NVIDIA's long-form recipe does; needs --context): memory grows "
+                        "linearly with the audio's length instead of quadratically, and the directory takes audio "
+                        "of any length; the parity check compares against the switched NeMo model")
+    parser.add_argument("--context", default=None, metavar="LEFT,RIGHT",
+                        help="local attention context in encoder frames on each side, e.g. 128,128 (with "
+                        "--attention local)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs (and tracebacks)")
     parser.add_argument("--version", action="version", version=f"%(prog)s (parakeet-runtime) {__version__}")
     args = parser.parse_args(argv)
@@ -82,12 +90,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.from_layout is not None:
         if args.layout is not None:
             parser.error("--from and --layout go one way each; convert in two steps")
-        if args.quantize is not None or args.position_table_frames != DEFAULT_FRAMES:
-            parser.error("--from keeps the source's graphs: --quantize and --position-table-frames do not apply")
+        if args.quantize is not None or args.position_table_frames != DEFAULT_FRAMES or args.attention is not None:
+            parser.error("--from keeps the source's graphs: --quantize, --position-table-frames and --attention "
+                         "do not apply")
         if not Path(args.source).is_dir():
             parser.error(f"--from {args.from_layout}: {args.source} is not a directory")
     elif args.precision is not None:
         parser.error("--precision needs --from")
+    if args.context is not None and args.attention != "local":
+        parser.error("--context needs --attention local")
+    args.local_attention = None
+    if args.attention == "local":
+        if args.context is None:
+            parser.error("--attention local needs --context LEFT,RIGHT (encoder frames, e.g. 128,128)")
+        try:
+            args.local_attention = parse_context(args.context)
+        except ConversionError as exc:
+            parser.error(f"--context: {exc}")
     if args.languages is not None:
         try:
             args.languages = list(parse_languages(args.languages))
@@ -157,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
                              verify=not args.skip_verify, quantize=args.quantize,
                              int8_weights=args.int8_weights or DEFAULT_WEIGHTS,
                              position_table_frames=args.position_table_frames, languages=args.languages,
-                             on_step=on_step)
+                             local_attention=args.local_attention, on_step=on_step)
     except ParityError as exc:
         print(f"convert-model: parity check failed: {_one_line(str(exc))}", file=sys.stderr)
         return 3
@@ -271,6 +290,10 @@ def _print_summary(args: argparse.Namespace, report: ConversionReport) -> None:
         print(f"  encoder quantised to {quantization.precision} ({quantization.weights} weights): token agreement "
               f"with fp32 {'not measured' if agreement is None else f'{agreement:.4f}'} "
               f"({quantization.identical_clips}/{quantization.clips} probe clips identical)")
+    attention = m.encoder.attention
+    if attention.context is not None:
+        print(f"  local attention, context {attention.context[0]},{attention.context[1]} encoder frames: "
+              "no length limit")
     languages = ", ".join(m.languages) if m.languages else "not recorded (set them with --languages)"
     print(f"  model name {m.model_name}, languages: {languages}")
 

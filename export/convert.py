@@ -23,6 +23,7 @@ from parakeet_runtime.engine import ParakeetRuntimeError, sample_audio_path
 from parakeet_runtime.engine.model.manifest import (
     MANIFEST_NAME,
     DecodingMethod,
+    EncoderAttention,
     EncoderSpec,
     JointSpec,
     Manifest,
@@ -99,6 +100,7 @@ def convert(
     int8_weights: str = DEFAULT_WEIGHTS,
     position_table_frames: int = DEFAULT_FRAMES,
     languages: Sequence[str] | None = None,
+    local_attention: tuple[int, int] | None = None,
     on_step: Callable[[int, str], None] | None = None,
 ) -> ConversionReport:
     """Convert ``source`` (a ``.nemo`` path or a pretrained name) into ``out_dir``.
@@ -121,6 +123,10 @@ def convert(
             of up to this many encoder frames (0: none; see :mod:`parakeet_runtime.export.position_table`).
         languages: ISO 639-1 codes to record in the manifest, overriding what the checkpoint says (``None``:
             from the checkpoint's config, or the known languages of a published Parakeet checkpoint).
+        local_attention: ``(left, right)``: switch the loaded checkpoint to local attention with that context
+            first (NeMo's ``change_attention_model("rel_pos_local_attn", [left, right])`` and
+            ``change_subsampling_conv_chunking_factor(1)``, as NVIDIA's long-form recipe does); the parity
+            check then compares against the switched NeMo model. ``None``: the checkpoint's own attention.
         on_step: called with (step index, step name) as the conversion proceeds.
 
     Raises:
@@ -135,6 +141,8 @@ def convert(
     if position_table_frames < 0:
         raise ConversionError(f"position_table_frames must be 0 or more, not {position_table_frames}")
     codes = None if languages is None else inspect_model.parse_languages(",".join(languages))
+    if local_attention is not None:
+        inspect_model.check_local_context(local_attention)
     if target.exists() and not overwrite:
         raise ConversionError(f"{target} already exists (pass --overwrite to replace it)")
 
@@ -142,6 +150,8 @@ def convert(
     resolved = resolve(source)
     report_step(1, STEPS[1])
     model, resolved = load_model(resolved)
+    if local_attention is not None:
+        inspect_model.use_local_attention(model, local_attention, source)
     inspect_model.check_supported(model, source)
     name = model_slug(resolved.spec)
     codes = codes if codes is not None else inspect_model.model_languages(model, name)
@@ -228,6 +238,11 @@ def _export(model: Any, scratch: Path, staging: Path, position_table_frames: int
         raise ConversionError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
 
 
+def _attention(model: Any, name: str) -> EncoderAttention:
+    context = inspect_model.local_context(model, name)
+    return EncoderAttention() if context is None else EncoderAttention(kind="local", context=context)
+
+
 def _write_directory(model: Any, staging: Path, facts: ExportFacts, spec: str, sha256: str, name: str,
                      languages: tuple[str, ...]) -> Manifest:
     features, arrays = inspect_model.feature_spec(model)
@@ -247,6 +262,7 @@ def _write_directory(model: Any, staging: Path, facts: ExportFacts, spec: str, s
             max_frames=inspect_model.max_encoder_frames(model),
             attention_heads=inspect_model.attention_heads(model),
             external_data=facts.encoder_external_data,
+            attention=_attention(model, spec),
         ),
         predictor=predictor,
         joint=joint,

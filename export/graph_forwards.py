@@ -25,6 +25,13 @@ backward pass. Traced into ONNX they become full passes over the largest tensors
   recomputes for longer inputs (``extend_pe``); traced as it is, the graph would hold the buffer and fail
   past it. Here the rows within the buffer are its slice (the same numbers), and the rows past it are
   computed in the graph with NeMo's formula (ONNX Runtime's float32 sin and cos): any length runs.
+* NeMo's local attention (``RelPositionMultiHeadAttentionLongformer``, ``rel_pos_local_attn``) builds its
+  banded scores with ``as_strided`` views and in-place copies whose sizes the trace bakes in at the export
+  input's length. Here the queries are split into chunks of ``max(left, right)`` frames, each chunk's keys
+  and values are its window of neighbours (fixed padding, reshapes, slices and a concatenation), and the
+  relative-position term is placed in the window with NeMo's own skew trick: a graph for any length, in
+  ``O(T·(left + right))`` memory, with NeMo's scores (its position columns for asymmetric contexts included)
+  on every valid query. Global tokens are not exported (``inspect_model`` refuses them).
 * ``ConformerConvolution``'s pointwise convolutions (kernel 1) become matrix products on
   ``(batch, time, channels)``: ONNX Runtime runs them as MatMul (faster than its 1×1 Conv on CPU, and
   quantisable by ``--quantize int8``), with the same weights.
@@ -231,6 +238,131 @@ def _rel_positions_forward(self: Any, x: torch.Tensor, cache_len: int = 0) -> tu
     if self.dropout_emb:
         pos_emb = self.dropout_emb(pos_emb)
     return self.dropout(x), pos_emb
+def _windows(x: torch.Tensor, chunk: int, left: int, right: int, chunks: Any) -> torch.Tensor:
+    """``(batch, heads, T, d)`` -> ``(batch, heads, chunks, chunk + left + right, d)``: window ``n`` holds rows
+    ``n·chunk - left`` to ``(n + 1)·chunk + right - 1`` of ``x`` (zeros outside ``0 .. T-1``).
+
+    Built from fixed-size padding, a reshape into blocks of ``chunk`` rows and a concatenation of each block
+    with the head of the next one or two (``left + right <= 2·chunk``): no strided views, any ``T``.
+    """
+    batch, heads, _, depth = x.shape
+    padded = functional.pad(x, (0, 0, left, 3 * chunk))  # at least (chunks + 2)·chunk rows
+    blocks = padded[:, :, : (chunks + 2) * chunk].reshape(batch, heads, chunks + 2, chunk, depth)
+    parts = [blocks[:, :, :chunks]]
+    extra = left + right
+    if extra > 0:
+        parts.append(blocks[:, :, 1 : chunks + 1, : min(chunk, extra)])
+    if extra > chunk:
+        parts.append(blocks[:, :, 2 : chunks + 2, : extra - chunk])
+    return torch.cat(parts, dim=3)
+
+
+def _chunked(x: torch.Tensor, chunk: int, chunks: Any) -> torch.Tensor:
+    """``(batch, heads, T, d)`` -> ``(batch, heads, chunks, chunk, d)``, zero rows after ``T``."""
+    batch, heads, _, depth = x.shape
+    padded = functional.pad(x, (0, 0, 0, chunk))
+    return padded[:, :, : chunks * chunk].reshape(batch, heads, chunks, chunk, depth)
+
+
+def band_to_window(band: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``(..., chunk, K)`` band scores (column ``m`` of row ``r``: key ``r + m`` of the window) ->
+    ``(..., chunk, chunk + K - 1)`` window scores, zero outside the band (NeMo's ``_skew2`` trick: pad each
+    row by ``chunk`` zeros, flatten, drop the last ``chunk`` elements, read rows one element shorter)."""
+    *lead, rows, positions = band.shape
+    padded = functional.pad(band, (0, chunk))
+    flat = padded.reshape(*lead, rows * (positions + chunk))[..., : rows * (positions + chunk - 1)]
+    return flat.reshape(*lead, rows, positions + chunk - 1)
+
+
+def local_position_rows(p: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    """The projected position embedding NeMo adds at each relative offset ``-left .. right`` of the band.
+
+    ``p``: ``(1, heads, left + right + 1, d_k)``, NeMo's projected embeddings of relative positions
+    ``left .. -right``. NeMo adds them to its ``2w + 1`` diagonal columns (``w = max(left, right)``) as
+    ``[p[:left], zeros(2w - left - right), p[left:]]``: only for symmetric contexts does every column get its
+    own offset's row; otherwise some columns get another offset's row or none, and that is reproduced here.
+    Returns ``(1, heads, left + right + 1, d_k)``: the rows of the band's columns (zeros where NeMo adds none).
+    """
+    w = max(left, right)
+    zeros = p.new_zeros(p.shape[0], p.shape[1], 2 * w - left - right, p.shape[3])
+    columns = torch.cat([p[:, :, :left], zeros, p[:, :, left:]], dim=2)
+    return columns[:, :, w - left : w + right + 1]
+
+
+def _position_rows(module: Any, pos_emb: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    """``(1, heads, 1, left + right + 1, d_k)``: :func:`local_position_rows` of ``module``'s projection of
+    ``pos_emb``."""
+    p = module.linear_pos(pos_emb).view(pos_emb.size(0), -1, module.h, module.d_k).transpose(1, 2)
+    return local_position_rows(p, left, right).unsqueeze(2)
+
+
+def _local_position_constant(encoder: nn.Module, module: Any) -> torch.Tensor | None:
+    """The position rows of local attention layer ``module`` from the encoder's ``LocalAttRelPositionalEncoding``
+    (its embeddings do not depend on the input: NeMo's ``pos_emb`` is always the first ``left + right + 1``
+    rows of its buffer), computed once outside the trace; ``None`` when the encoder's encoding is not that."""
+    from nemo.collections.asr.parts.submodules.multi_head_attention import LocalAttRelPositionalEncoding
+
+    pos_enc = getattr(encoder, "pos_enc", None)
+    pe = getattr(pos_enc, "pe", None)
+    left, right = (int(size) for size in module.att_context_size)
+    if type(pos_enc) is not LocalAttRelPositionalEncoding or pe is None or pe.shape[1] < left + right + 1:
+        return None
+    with torch.inference_mode():
+        rows = _position_rows(module, pe[:, : left + right + 1], left, right)
+    return rows.clone()  # a plain tensor: the trace holds it as a constant
+
+
+def _local_attention_forward(
+    self: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    pad_mask: torch.Tensor | None,
+    pos_emb: torch.Tensor,
+    cache: torch.Tensor | None = None,
+    *,
+    rows: torch.Tensor | None = None,
+) -> Any:
+    """NeMo's ``RelPositionMultiHeadAttentionLongformer`` without global tokens, for any ``T``.
+
+    Queries are split into chunks of ``c = max(left, right)`` frames; each chunk attends to its window of
+    ``c + left + right`` keys (its own frames and its neighbours'), so memory is ``O(T·(c + left + right))``.
+    The scores are NeMo's: ``(q+u)·k`` plus ``(q+v)·p`` for the position row NeMo adds at that offset
+    (:func:`local_position_rows`), divided by ``√d_k``; keys outside ``[i - left, i + right]``, before the
+    start, after the end or padded get ``MASK_VALUE``: their weights are exactly 0 as in NeMo, for every valid
+    query. Rows of padded queries are not zeroed (they never reach a valid frame; see the module docstring).
+
+    ``rows``: the position rows precomputed from NeMo's (fixed) ``pos_emb`` (:func:`_local_position_constant`),
+    so that the graph holds them as a constant; ``None``: computed here from ``pos_emb``.
+    """
+    left, right = (int(size) for size in self.att_context_size)
+    positions = left + right + 1
+    if cache is not None or self.global_tokens > 0 or pos_emb.shape[1] != positions:
+        return type(self).forward(self, query, key, value, pad_mask, pos_emb, cache)
+    chunk = max(left, right)
+    q, k, v = self.forward_qkv(query, key, value)  # (batch, heads, T, d_k)
+    time = q.shape[2]
+    chunks = (time + chunk - 1) // chunk
+    if rows is None:
+        rows = _position_rows(self, pos_emb, left, right)  # (1, heads, 1, positions, d_k)
+    q_with_bias_u = _chunked(q + self.pos_bias_u.unsqueeze(1), chunk, chunks)  # (batch, heads, chunks, c, d_k)
+    q_with_bias_v = _chunked(q + self.pos_bias_v.unsqueeze(1), chunk, chunks)
+    keys = _windows(k, chunk, left, right, chunks)  # (batch, heads, chunks, c + left + right, d_k)
+    matrix_ac = torch.matmul(q_with_bias_u, keys.transpose(-2, -1))
+    # The constant position rows as the first operand: int8 quantisation (MatMuls with a constant second
+    # operand) leaves this product in float, as it leaves the full attention's position projections.
+    matrix_bd = torch.matmul(rows, q_with_bias_v.transpose(-2, -1)).transpose(-2, -1)  # (..., c, positions)
+    scores = (matrix_ac + band_to_window(matrix_bd, chunk)) / self.s_d_k
+    valid = torch.ones_like(query[:, :, :1]) if pad_mask is None else (~pad_mask).to(query.dtype).unsqueeze(-1)
+    key_valid = _windows(valid.unsqueeze(1), chunk, left, right, chunks)[..., 0]  # (batch, 1, chunks, window)
+    in_band = band_to_window(torch.ones(chunk, positions, dtype=query.dtype, device=query.device), chunk)
+    allowed = (key_valid.unsqueeze(3) * in_band) > 0.5  # (batch, 1, chunks, c, window)
+    scores = scores.masked_fill(~allowed, MASK_VALUE)
+    attn = torch.softmax(scores, dim=-1)
+    out = torch.matmul(attn, _windows(v, chunk, left, right, chunks))  # (batch, heads, chunks, c, d_k)
+    batch = out.shape[0]
+    out = out.reshape(batch, self.h, chunks * chunk, self.d_k)[:, :, :time]
+    return self.linear_out(out.transpose(1, 2).reshape(batch, time, self.h * self.d_k))
 
 
 def _is_pointwise(conv: Any) -> bool:
@@ -275,6 +407,8 @@ def _patches(encoder: nn.Module) -> Iterator[tuple[nn.Module, Callable[..., Any]
             yield module, _rel_positions_forward
         elif kind is multi_head_attention.RelPositionMultiHeadAttention:
             yield module, functools.partial(_rel_attention_forward, key_padding_only=full_context)
+        elif kind is multi_head_attention.RelPositionMultiHeadAttentionLongformer:
+            yield module, functools.partial(_local_attention_forward, rows=_local_position_constant(encoder, module))
         elif (
             kind is conformer_modules.ConformerConvolution
             and _is_pointwise(module.pointwise_conv1)

@@ -47,13 +47,91 @@ def check_supported(model: Any, name: str) -> None:
         raise ConversionError(f"{name}: unsupported encoder {type(model.encoder).__name__}")
     attention = getattr(model.encoder, "self_attention_model", "rel_pos")
     if attention == "rel_pos_local_attn":
-        context = list(getattr(model.encoder, "att_context_size", []) or [])
-        raise ConversionError(
-            f"{name} uses local attention (rel_pos_local_attn, context {context}), which convert-model does not "
-            "support yet; convert the checkpoint with its full attention (rel_pos) instead"
-        )
-    if attention not in ("rel_pos", "abs_pos"):
+        local_context(model, name)  # refuses what the export cannot reproduce
+    elif attention not in ("rel_pos", "abs_pos"):
         raise ConversionError(f"{name} uses {attention} attention, which convert-model does not support yet")
+
+
+def local_context(model: Any, name: str) -> tuple[int, int] | None:
+    """``(left, right)`` of a local-attention (``rel_pos_local_attn``) encoder, ``None`` for full attention.
+
+    Raises:
+        ConversionError: local attention the export does not reproduce: global tokens, a context that is not
+            two non-negative sizes with ``max(left, right) >= 2`` (NeMo's own banded attention fails below
+            that), or layers whose context differs from the encoder's.
+    """
+    encoder = model.encoder
+    if getattr(encoder, "self_attention_model", "rel_pos") != "rel_pos_local_attn":
+        return None
+    context = [int(size) for size in (getattr(encoder, "att_context_size", None) or [])]
+    if len(context) != 2 or min(context) < 0 or max(context) < 2:
+        raise ConversionError(
+            f"{name} uses local attention with context {context}; convert-model needs [left, right], both 0 or "
+            "more and the larger at least 2"
+        )
+    if int(getattr(encoder, "global_tokens", 0) or 0) > 0:
+        raise ConversionError(
+            f"{name} uses local attention with {encoder.global_tokens} global tokens, which convert-model does not "
+            "support; convert it with global_tokens 0"
+        )
+    for module in encoder.modules():
+        if type(module).__name__ == "RelPositionMultiHeadAttentionLongformer":
+            layer_context = [int(size) for size in module.att_context_size]
+            if layer_context != context or int(getattr(module, "global_tokens", 0) or 0) > 0:
+                raise ConversionError(
+                    f"{name}: an attention layer has local context {layer_context} (global tokens "
+                    f"{module.global_tokens}), the encoder {context}; convert-model needs one context throughout"
+                )
+    return context[0], context[1]
+
+
+def check_local_context(context: tuple[int, int]) -> None:
+    """Refuse a local attention context NeMo cannot run: two sizes, each 0 or more, the larger at least 2.
+
+    Raises:
+        ConversionError: any other context.
+    """
+    sizes = list(context)
+    if len(sizes) != 2 or not all(isinstance(size, int) and size >= 0 for size in sizes) or max(sizes) < 2:
+        raise ConversionError(
+            f"local attention context {sizes} is not supported: give [left, right] encoder frames, both 0 or more "
+            "and the larger at least 2 (NeMo's banded attention needs it), e.g. 128,128"
+        )
+
+
+def parse_context(text: str) -> tuple[int, int]:
+    """``"128,128"`` -> ``(128, 128)``: a local attention context, checked by :func:`check_local_context`.
+
+    Raises:
+        ConversionError: not two comma-separated integers, or a context NeMo cannot run.
+    """
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != 2 or not all(re.fullmatch(r"[+-]?[0-9]+", part) for part in parts):
+        raise ConversionError(f"{text!r} is not LEFT,RIGHT: two integers (encoder frames), e.g. 128,128")
+    context = (int(parts[0]), int(parts[1]))
+    check_local_context(context)
+    return context
+
+
+def use_local_attention(model: Any, context: tuple[int, int], name: str) -> None:
+    """Switch a loaded model to local attention in place, as NVIDIA's long-form recipe does: NeMo's
+    ``change_attention_model("rel_pos_local_attn", [left, right])`` and ``change_subsampling_conv_chunking_factor(1)``;
+    the model is in eval mode afterwards (NeMo builds the new attention layers in training mode).
+
+    Raises:
+        ConversionError: a bad context, or a model NeMo cannot switch.
+    """
+    check_local_context(context)
+    if not hasattr(model, "change_attention_model") or not hasattr(model.encoder, "change_attention_model"):
+        raise ConversionError(f"{name}: its encoder ({type(model.encoder).__name__}) cannot switch to local attention")
+    try:
+        model.change_attention_model("rel_pos_local_attn", [int(context[0]), int(context[1])])
+        model.change_subsampling_conv_chunking_factor(1)
+    except Exception as exc:  # NeMo raises ValueError, AttributeError, ... for a model it cannot switch
+        raise ConversionError(
+            f"{name}: NeMo cannot switch it to local attention {list(context)}: {type(exc).__name__}: {exc}"
+        ) from exc
+    model.eval()
 
 
 def feature_spec(model: Any) -> tuple[FeatureSpec, dict[str, np.ndarray]]:
@@ -118,10 +196,13 @@ def tokenizer_spec(model: Any) -> TokenizerSpec:
 
 
 def max_encoder_frames(model: Any) -> int | None:
-    """Longest encoder output covered by the exported positional encoding; ``None``: any length (NeMo's
-    relative positional encoding, whose embeddings the export computes for the input's length)."""
+    """Longest encoder output covered by the exported positional encoding; ``None``: any length (local
+    attention, whose positional encoding has a fixed size; or NeMo's relative positional encoding, whose
+    embeddings the export computes for the input's length)."""
     from .graph_forwards import computes_positions
 
+    if getattr(model.encoder, "self_attention_model", "rel_pos") == "rel_pos_local_attn":
+        return None
     pos_enc = getattr(model.encoder, "pos_enc", None)
     if computes_positions(pos_enc):
         return None

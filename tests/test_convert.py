@@ -429,8 +429,8 @@ def test_unexpected_failure_is_one_line(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 @pytest.fixture(scope="session")
-def local_attention_nemo(nemo_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained fixture-geometry model with NeMo's long-form local attention, saved as a .nemo."""
+def global_tokens_nemo(nemo_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained fixture-geometry model with NeMo's local attention and global tokens, saved as a .nemo."""
     from nemo.collections.asr.models import EncDecRNNTBPEModel
     from omegaconf import OmegaConf
 
@@ -439,18 +439,21 @@ def local_attention_nemo(nemo_paths: dict[str, Path], tmp_path_factory: pytest.T
     cfg = model_config(GEOMETRY_B, str(nemo_paths["tdt_b"].parent / "tokenizer_tdt_b"))
     cfg["encoder"]["self_attention_model"] = "rel_pos_local_attn"
     cfg["encoder"]["att_context_size"] = [16, 16]
-    path = tmp_path_factory.mktemp("local-attention") / "local_attention.nemo"
+    cfg["encoder"]["global_tokens"] = 2
+    path = tmp_path_factory.mktemp("global-tokens") / "global_tokens.nemo"
     EncDecRNNTBPEModel(cfg=OmegaConf.create(cfg)).save_to(str(path))
     return path
 
 
-def test_local_attention_checkpoint_is_refused(tmp_path: Path, local_attention_nemo: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_local_attention_with_global_tokens_is_refused(tmp_path: Path, global_tokens_nemo: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Local attention converts (tests/test_local_attention.py); its global tokens do not: one line, nothing
+    written."""
     out = tmp_path / "out"
-    code, stdout, err = _run_cli([str(local_attention_nemo), str(out)], capsys)
+    code, stdout, err = _run_cli([str(global_tokens_nemo), str(out)], capsys)
     assert code == 2 and stdout == ""
     line = _error_line(err)
-    assert "uses local attention (rel_pos_local_attn" in line and "does not support yet" in line
+    assert "uses local attention with 2 global tokens, which convert-model does not support" in line
     _assert_nothing_written(out)
 
 

@@ -84,9 +84,8 @@ def test_no_position_tables(tmp_path: Path, nemo_paths: dict[str, Path]) -> None
 
 def test_local_attention_gets_no_position_tables(tmp_path: Path, nemo_paths: dict[str, Path]) -> None:
     """Local attention (NeMo's long-form setting) has its own position encoding, whose rows the tables
-    would get wrong: none are made, and the attention is not fused. (Its outputs are not compared with
-    NeMo's: NeMo's local attention traces with the export input's length baked in, so such a model fails
-    the converter's parity probe whatever the tables do.)"""
+    would get wrong: none are made, and the attention is not fused. (Its outputs against NeMo's:
+    tests/test_local_attention.py.)"""
     model = _model("GEOMETRY_A", None, nemo_paths["tdt_b"].parent / "tokenizer_tdt_b")
     model.change_attention_model("rel_pos_local_attn", [8, 8])
     model.eval()

@@ -56,6 +56,26 @@ class FeatureSpec:
     """``.npz`` with the exact ``window`` (win_length,) and ``filterbank`` (n_mels, n_fft//2+1)."""
 
 
+MAX_ATTENTION_CONTEXT = 1 << 20
+"""Upper bound of a local attention context (encoder frames each side)."""
+
+
+@dataclass(frozen=True)
+class EncoderAttention:
+    """The encoder's self-attention: ``full`` (every frame sees every frame) or ``local`` (each frame sees
+    ``context[0]`` frames before it and ``context[1]`` after it; NeMo's ``rel_pos_local_attn``)."""
+
+    kind: str = "full"
+    """``full`` or ``local``."""
+    context: tuple[int, int] | None = None
+    """``(left, right)`` encoder frames for ``local``; ``None`` for ``full``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``encoder.attention`` object: ``{"kind": "full"}`` or ``{"kind": "local",
+        "context": [left, right]}``."""
+        return {"kind": self.kind} if self.context is None else {"kind": self.kind, "context": list(self.context)}
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """The encoder graph: features in, projected encoder frames out."""
@@ -78,6 +98,8 @@ class EncoderSpec:
     input_lengths: str = "feature_lengths"
     output_frames: str = "encoder_projected"
     output_lengths: str = "encoded_lengths"
+    attention: EncoderAttention = field(default_factory=EncoderAttention)
+    """The graph's self-attention (manifests without it: ``full``)."""
 
 
 @dataclass(frozen=True)
@@ -312,6 +334,7 @@ class Manifest:
     def to_json(self) -> str:
         """Serialise, with the format name and schema version first."""
         body = asdict(self)
+        body["encoder"]["attention"] = self.encoder.attention.to_dict()
         body["provenance"] = self.provenance.to_dict()
         del body["digests"]
         if self.digests:
@@ -474,6 +497,44 @@ def _typed(value: object, where: str, cls: type[_T0]) -> _T0:
     return cls(**kwargs)
 
 
+def _attention(value: object) -> EncoderAttention:
+    """The ``encoder.attention`` object: ``{"kind": "full"}`` or ``{"kind": "local", "context": [left, right]}``
+    (each 0 or more, the larger at least 1)."""
+    if not isinstance(value, Mapping):
+        raise ManifestError(f"manifest: encoder.attention must be an object, found {value!r:.80}")
+    unknown = sorted(str(key) for key in set(value) - {"kind", "context"})
+    if unknown:
+        raise ManifestError(f"manifest: encoder.attention has unknown fields {unknown} (schema {SCHEMA_VERSION})")
+    kind = value.get("kind")
+    context = value.get("context")
+    if kind == "full":
+        if context is not None:
+            raise ManifestError(f"manifest: encoder.attention.context must be absent for full attention, found "
+                                f"{context!r:.80}")
+        return EncoderAttention()
+    if kind != "local":
+        raise ManifestError(f"manifest: encoder.attention.kind must be one of 'full', 'local', found {kind!r:.80}")
+    if (
+        not isinstance(context, list)
+        or len(context) != 2
+        or not all(type(size) is int and 0 <= size <= MAX_ATTENTION_CONTEXT for size in context)
+        or max(context) < 1
+    ):
+        raise ManifestError(
+            "manifest: encoder.attention.context must be [left, right] encoder frames (integers from 0 to "
+            f"{MAX_ATTENTION_CONTEXT}, not both 0) for local attention, found {context!r:.80}"
+        )
+    return EncoderAttention(kind="local", context=(context[0], context[1]))
+
+
+def _encoder(value: object) -> EncoderSpec:
+    """The ``encoder`` section; its ``attention`` object is optional (older manifests: full attention)."""
+    if not isinstance(value, Mapping) or "attention" not in value:
+        return _typed(value, "encoder", EncoderSpec)
+    flat = {key: item for key, item in value.items() if key != "attention"}
+    return replace(_typed(flat, "encoder", EncoderSpec), attention=_attention(value["attention"]))
+
+
 _TOP_LEVEL = frozenset(
     {"format", "schema_version", "features", "encoder", "predictor", "joint", "decoding", "tokenizer", "model_name",
      "description", "languages", "provenance", "step", "files"}
@@ -508,7 +569,7 @@ def parse_manifest(raw: Mapping[str, Any]) -> Manifest:
         raise ManifestError(f"manifest: unknown fields {unknown} (schema {SCHEMA_VERSION})")
     manifest = Manifest(
         features=_typed(raw.get("features"), "features", FeatureSpec),
-        encoder=_typed(raw.get("encoder"), "encoder", EncoderSpec),
+        encoder=_encoder(raw.get("encoder")),
         predictor=_typed(raw.get("predictor"), "predictor", PredictorSpec),
         joint=_typed(raw.get("joint"), "joint", JointSpec),
         decoding=_typed(raw.get("decoding"), "decoding", DecodingSpec),

@@ -84,8 +84,12 @@ class Preparer:
         limit = self.encoder.max_frames
         if limit is not None and encoder_frames > limit:
             return "chunked"
+        attention = self.encoder.attention
+        # Local attention's export scores each chunk of max(left, right) queries against its window of keys.
+        keys = None if attention.context is None else sum(attention.context) + max(attention.context)
         estimate = one_pass_bytes(feature_frames, encoder_frames, heads=self.encoder.attention_heads or DEFAULT_HEADS,
-                                  n_mels=self.features.spec.n_mels, d_model=self.encoder.d_model)
+                                  n_mels=self.features.spec.n_mels, d_model=self.encoder.d_model,
+                                  attention_keys=keys)
         return "one_pass" if estimate <= self.long_form.budget else "chunked"
 
     def __call__(self, source: AudioInput, sample_rate: int | None = None) -> Prepared:
