@@ -18,6 +18,7 @@ from parakeet_runtime.engine import (
     AudioFileNotFoundError,
     AudioTooLongError,
     Engine,
+    LongFormOptions,
     ManifestError,
     ModelDirectoryError,
     ParakeetRuntimeError,
@@ -91,12 +92,12 @@ def test_silence(engine: Engine, seconds: float) -> None:
     assert result.duration == pytest.approx(seconds)
 
 
-def test_too_long_audio_is_a_typed_error(engine: Engine) -> None:
-    spec = engine.manifest.encoder
-    assert spec.max_frames is not None  # the demo model's manifest records a limit
-    limit_s = spec.max_frames * spec.subsampling_factor * engine.manifest.features.window_stride
-    with pytest.raises(AudioTooLongError, match="longer than"):
-        engine.transcribe(np.zeros(int((limit_s + 5) * engine.sample_rate), dtype=np.float32))
+def test_too_long_audio_is_a_typed_error() -> None:
+    """No length limit but the user's: ``LongFormOptions.max_audio_seconds``, a typed error before decoding."""
+    with Engine.load(long_form=LongFormOptions(max_audio_seconds=30)) as limited:
+        with pytest.raises(AudioTooLongError, match="longer than"):
+            limited.transcribe(np.zeros(int(35 * limited.sample_rate), dtype=np.float32))
+        assert limited.transcribe(np.zeros(int(30 * limited.sample_rate), dtype=np.float32)).duration == 30.0
 
 
 def test_bad_inputs_are_typed_and_the_engine_keeps_working(engine: Engine, tmp_path: Path) -> None:

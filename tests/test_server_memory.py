@@ -62,7 +62,7 @@ def test_memory_is_returned_after_a_large_and_a_late_failing_request() -> None:
     limit = 240.0  # one pass for the demo model
     good = _wav(limit - 10)
     late = _wav(limit, broken_end=True)  # refused when its last block is read
-    process, url = _serve("--max-upload-mb", "64")
+    process, url = _serve("--max-upload-mb", "128")
     try:
         pid = process.proc.pid
         with httpx.Client(base_url=url, timeout=120) as client:
@@ -128,7 +128,10 @@ def test_the_release_follows_large_and_failed_requests_only(monkeypatch: pytest.
             await asyncio.sleep(1.3)
             assert len(calls) == 2, calls  # the first at once, the others coalesced at the interval's end
             await post(_wav(12))  # a large upload (2 MB) of short audio
-            await asyncio.sleep(0.5)
+            for _ in range(50):  # the release runs in a worker thread after the response (slow on a busy machine)
+                if len(calls) == 3:
+                    break
+                await asyncio.sleep(0.1)
         return statuses
 
     try:
