@@ -183,8 +183,8 @@ def transcribe_dataset(
     num_cpus: float = 1.0,
     threads: int | None = None,
     confidence: ConfidenceOptions | None = None,
-    max_restarts: int = 4,
-    max_task_retries: int = 4,
+    max_restarts: int | None = None,
+    max_task_retries: int | None = None,
 ) -> Dataset:
     """Map ``dataset`` to one with the transcript of each row's ``column`` (lazily, as Ray Data does).
 
@@ -195,15 +195,17 @@ def transcribe_dataset(
         model: a model directory written by ``convert-model`` (a relative one is taken from the current
             directory when it exists there); ``None``: the bundled demo model.
         column: the input column.
-        concurrency: actors in the pool (``map_batches``' ``concurrency``): a number, or ``(min, max)`` for an
+        concurrency: actors in the pool (``ray.data.ActorPoolStrategy``): a number, or ``(min, max)`` for an
             autoscaling pool. Each actor loads the model once.
         batch_size: rows per ``map_batches`` batch, and the engine's ``max_batch_size``.
         num_cpus: CPUs each actor reserves.
         threads: ONNX Runtime intra-op threads per actor (default: ONNX Runtime's; ``num_cpus`` is a good value
             when several actors share a node).
         confidence: give words, segments and tokens NeMo's confidence scores.
-        max_restarts: how often Ray restarts an actor that died (its process killed, its node lost).
-        max_task_retries: how often a batch whose actor died is retried (on the restarted actor or another).
+        max_restarts: how often Ray restarts an actor that died (its process killed, its node lost); ``None``:
+            Ray Data's default for actor pools, without limit.
+        max_task_retries: how often a batch whose actor died is retried (on the restarted actor or another);
+            ``None``: Ray Data's default for actor pools, without limit.
 
     Returns:
         The dataset with :data:`RESULT_COLUMNS` added (see :data:`RESULT_SCHEMA`); rows keep their other
@@ -215,15 +217,20 @@ def transcribe_dataset(
         model = Path(model).resolve()
     spec = EngineSpec(model=None if model is None else os.fspath(model), threads=threads, max_batch_size=batch_size,
                       confidence=confidence)
+    retries = {name: value for name, value in (("max_restarts", max_restarts), ("max_task_retries", max_task_retries))
+               if value is not None}  # Ray Data's actor pools default to -1 (no limit) for both
+    if isinstance(concurrency, int):
+        pool = ray.data.ActorPoolStrategy(size=concurrency)
+    else:
+        pool = ray.data.ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
     return dataset.map_batches(
         Transcriber,
         fn_constructor_args=(spec, column),
         batch_size=batch_size,
         batch_format="pyarrow",
-        concurrency=concurrency,
+        compute=pool,
         num_cpus=num_cpus,
-        max_restarts=max_restarts,
-        max_task_retries=max_task_retries,
+        **retries,
     )
 
 

@@ -151,6 +151,9 @@ class ParakeetDeployment:
         batch_handler: Any = self.run_batch  # @serve.batch's setters
         batch_handler.set_max_batch_size(max(1, math.floor(options.max_batch_seconds)))
         batch_handler.set_batch_wait_timeout_s(options.batch_wait_timeout_s)
+        self.batches = 0
+        self.requests = 0
+        self.largest = 0
         logger.info("replica loaded %s (pid %d)", self.engine.model_dir, os.getpid())
 
     async def __serve_build_asgi_app__(self) -> Starlette:
@@ -161,11 +164,16 @@ class ParakeetDeployment:
     @serve.batch(max_batch_size=int(MAX_BATCH_SECONDS), batch_wait_timeout_s=0.005, batch_size_fn=audio_seconds)
     async def run_batch(self, items: list[_Item]) -> list[Transcript]:
         """One Serve batch: the requests' graphs run together (in a worker thread, off the event loop)."""
+        self.batches += 1
+        self.requests += len(items)
+        self.largest = max(self.largest, len(items))
         return await asyncio.to_thread(self.engine.inference.run, [item.prepared for item in items])
 
-    def pid(self) -> int:
-        """The replica's process id (tests kill it)."""
-        return os.getpid()
+    def stats(self) -> dict[str, int]:
+        """This replica's process id and its Serve batches so far: ``{"pid", "batches", "requests", "largest"}``
+        (``largest``: most requests in one batch). Call it through a handle:
+        ``serve.get_app_handle(name).stats.remote().result()``."""
+        return {"pid": os.getpid(), "batches": self.batches, "requests": self.requests, "largest": self.largest}
 
 
 def app(
