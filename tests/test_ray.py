@@ -318,6 +318,42 @@ def _run_clients(url: str, clips: list[Path], load: ServeLoad, *, clients: int, 
         list(pool.map(client_loop, range(clients)))
 
 
+def test_cli_serve_on_ray(cluster: Cluster, files: list[Path], expected: dict[str, Transcript]) -> None:
+    """``serve --ray``: the API answers through Serve's proxy on --port; SIGTERM stops it (exit 0) and, as it
+    was Serve's only application, Serve with it."""
+    import httpx
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "parakeet_runtime.engine.serving.cli", "serve", "--ray", cluster.address,
+               "--port", str(port), "--threads", "1", "--replicas", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ | ENV)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "serve --ray did not come up"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            time.sleep(0.5)
+        load = ServeLoad()
+        _run_clients(url, files[:3], load, clients=3, requests=2, retries=0)
+        assert load.failures == [] and load.statuses == [200] * 6
+        for clip, result in load.results:
+            assert result == _verbose(expected[str(files[clip])])
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-3000:]
+        assert "parakeet-runtime: stopped" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{url}/health", timeout=5)
+
+
 @pytest.fixture(scope="module")
 def served(cluster: Cluster) -> Iterator[str]:
     """The Serve application with two replicas behind Serve's HTTP proxy; yields its URL."""

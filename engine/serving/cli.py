@@ -38,6 +38,8 @@ DEMO_NOTE = (
 )
 
 API_KEY_ENV = "PARAKEET_API_KEY"
+RAY_APP_NAME = "parakeet"
+"""The Serve application ``serve --ray`` runs (replacing one of that name on the cluster)."""
 CONFIDENCE_HELP = ("give tokens, words and segments NeMo's confidence scores (NeMo's default measure: tsallis "
                    "entropy, alpha 0.33, min over a word's tokens) in the JSON outputs")
 THREADS_HELP = ("ONNX Runtime intra-op threads for the encoder and the large step graphs (default: ONNX Runtime's, "
@@ -322,7 +324,7 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
     try:
         ray_serve.start(http_options={"host": args.host, "port": args.port,
                                       "keep_alive_timeout_s": args.keep_alive_s}, proxy_location="HeadOnly")
-        ray_serve.run(application, name="parakeet", route_prefix="/")
+        ray_serve.run(application, name=RAY_APP_NAME, route_prefix="/")
         print(f"parakeet-runtime: serving on http://{args.host}:{args.port} through Ray Serve "
               f"({args.ray}); Ctrl-C stops", file=sys.stderr)
         with contextlib.suppress(KeyboardInterrupt):
@@ -330,9 +332,12 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
                 pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-        with contextlib.suppress(Exception):
-            ray_serve.delete("parakeet")
+        with contextlib.suppress(Exception):  # best effort: the cluster may be gone already
+            ray_serve.delete(RAY_APP_NAME)
+            if not ray_serve.status().applications:  # Serve ran this app only: stop its proxy and controller
+                ray_serve.shutdown()
         ray.shutdown()
+    print("parakeet-runtime: stopped", file=sys.stderr)
     return 0
 
 
