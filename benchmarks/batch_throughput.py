@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import soundfile
 
-from parakeet_runtime.engine import BatchingOptions, Engine, sample_audio_path
+from parakeet_runtime.engine import AudioInput, BatchingOptions, Engine, sample_audio_path
 from parakeet_runtime.engine.serving.batch import OutputPlan, transcribe_inputs, write_outputs
 from parakeet_runtime.engine.serving.inputs import collect_inputs
 from parakeet_runtime.engine.serving.progress import Progress
@@ -51,8 +51,9 @@ def make_files(folder: Path, count: int, seed: int = 20) -> float:
 
 
 def time_engine_list(engine: Engine, paths: list[Path]) -> float:
+    sources: list[AudioInput] = list(paths)
     started = time.perf_counter()
-    results = engine.transcribe(list(paths))
+    results = engine.transcribe(sources)
     elapsed = time.perf_counter() - started
     assert len(results) == len(paths)
     return elapsed
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         times: dict[str, list[float]] = {"engine.transcribe(list)": [], "batch mode (in-process)": [],
                                          "batch mode (CLI, end to end)": []}
         with Engine.load(batching=BatchingOptions(max_batch_size=args.batch_size)) as engine:
-            engine.transcribe(paths[:32])  # warm-up
+            time_engine_list(engine, paths[:32])  # warm-up
             for run in range(args.runs):
                 times["engine.transcribe(list)"].append(time_engine_list(engine, paths))
                 times["batch mode (in-process)"].append(

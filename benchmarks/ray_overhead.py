@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import soundfile
 
-from parakeet_runtime.engine import Engine, SessionOptions
+from parakeet_runtime.engine import AudioInput, Engine, SessionOptions
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -69,9 +69,10 @@ def offline(paths: list[Path], audio_s: float) -> list[dict[str, Any]]:
     started = time.perf_counter()
     with Engine.load() as engine:
         load_s = time.perf_counter() - started
-        engine.transcribe(paths[:16])  # warm-up
+        sources: list[AudioInput] = list(paths)
+        engine.transcribe(sources[:16])  # warm-up
         started = time.perf_counter()
-        expected = {str(path): t.text for path, t in zip(paths, engine.transcribe(list(paths)), strict=True)}
+        expected = {str(path): t.text for path, t in zip(paths, engine.transcribe(sources), strict=True)}
         wall = time.perf_counter() - started
     results.append({"system": "in-process engine.transcribe(list)", "workers": 1, "wall_s": wall,
                     "load_s": load_s, "files_per_s": len(paths) / wall, "audio_s_per_s": audio_s / wall,
@@ -130,7 +131,7 @@ def online(paths: list[Path], clients: int, requests: int) -> list[dict[str, Any
             print(f"{results[-1]['system']}: {results[-1]['requests_per_s']:.1f} req/s", flush=True)
             serve.delete("parakeet")
     finally:
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]
     return results
 
 

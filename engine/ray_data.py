@@ -217,8 +217,8 @@ def transcribe_dataset(
         model = Path(model).resolve()
     spec = EngineSpec(model=None if model is None else os.fspath(model), threads=threads, max_batch_size=batch_size,
                       confidence=confidence)
-    retries = {name: value for name, value in (("max_restarts", max_restarts), ("max_task_retries", max_task_retries))
-               if value is not None}  # Ray Data's actor pools default to -1 (no limit) for both
+    limits = {"max_restarts": max_restarts, "max_task_retries": max_task_retries}
+    retries: dict[str, Any] = {name: value for name, value in limits.items() if value is not None}  # default: -1
     if isinstance(concurrency, int):
         pool = ray.data.ActorPoolStrategy(size=concurrency)
     else:

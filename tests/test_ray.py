@@ -281,17 +281,16 @@ def _verbose(transcript: Transcript) -> dict[str, Any]:
 
 def _run_clients(url: str, clips: list[Path], load: ServeLoad, *, clients: int, requests: int, retries: int,
                  on_response: Any = None) -> None:
-    import httpx
     import openai
 
     def client_loop(number: int) -> None:
-        def record(response: httpx.Response) -> None:
+        def record(response: Any) -> None:  # an httpx (or, for newer openai, httpx2) response
             with load.lock:
                 load.statuses.append(response.status_code)
             if on_response is not None:
                 on_response()
 
-        http = httpx.Client(event_hooks={"response": [record]}, timeout=120)
+        http = openai.DefaultHttpxClient(event_hooks={"response": [record]}, timeout=120)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=retries, http_client=http)
         try:
             for request in range(requests):
@@ -367,7 +366,7 @@ def served(cluster: Cluster) -> Iterator[str]:
                   route_prefix="/")
         yield f"http://127.0.0.1:{port}"
     finally:
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]
 
 
 def _replica_pids() -> set[int]:
@@ -438,7 +437,8 @@ def test_serve_recovers_from_a_killed_replica(served: str, files: list[Path],
     deadline = time.monotonic() + 120
     while True:
         status = serve.status().applications[APP_NAME]
-        running = status.deployments[DEPLOYMENT_NAME].replica_states.get("RUNNING", 0)
+        states = status.deployments[DEPLOYMENT_NAME].replica_states
+        running = sum(count for state, count in states.items() if state == "RUNNING")
         if status.status == "RUNNING" and running == 2:
             break
         assert time.monotonic() < deadline, f"Serve did not recover: {status}"

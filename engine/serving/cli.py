@@ -335,7 +335,7 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
         with contextlib.suppress(Exception):  # best effort: the cluster may be gone already
             ray_serve.delete(RAY_APP_NAME)
             if not ray_serve.status().applications:  # Serve ran this app only: stop its proxy and controller
-                ray_serve.shutdown()
+                ray_serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
     print("parakeet-runtime: stopped", file=sys.stderr)
     return 0
