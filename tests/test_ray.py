@@ -259,6 +259,24 @@ def test_cli_transcribe_on_ray(cluster: Cluster, files: list[Path], expected: di
     assert "0 ok, 1 failed, 12 skipped" in again.stderr
 
 
+def test_cli_ray_flags_are_checked_before_connecting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Flag combinations that cannot work fail at once (argparse: exit 2), as does standard input with --ray."""
+    from parakeet_runtime.engine.serving.cli import main
+
+    for argv, message in [
+        (["transcribe", "--ray", "auto", "x.wav"], "--ray needs --output-dir"),
+        (["transcribe", "--ray-actors", "2", "x.wav"], "--ray-actors needs --ray"),
+        (["serve", "--replicas", "2"], "--replicas and --max-replicas need --ray"),
+        (["serve", "--ray", "--replicas", "3", "--max-replicas", "2"], "--max-replicas at least --replicas"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert main(["transcribe", "--ray", "auto", "-", "--output-dir", str(tmp_path)]) == 2
+    assert "--ray cannot read standard input" in capsys.readouterr().err
+
+
 # --- Ray Serve --------------------------------------------------------------------------------------------
 
 
