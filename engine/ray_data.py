@@ -83,6 +83,11 @@ class EngineSpec:
                            batching=BatchingOptions(max_batch_size=self.max_batch_size), confidence=self.confidence)
 
 
+class MissingColumnError(ParakeetRuntimeError, ValueError):
+    """The dataset has no column of the name :func:`transcribe_dataset` was given (raised in the actors, so the
+    job fails with it: no row could be transcribed)."""
+
+
 def error_text(exc: Exception) -> str:
     """A row's ``error``: the error's type and message, e.g. ``AudioDecodeError: x.wav: ...``."""
     return f"{type(exc).__name__}: {exc}"
@@ -103,14 +108,13 @@ class Transcriber:
                              f"{type(source).__name__}")
         try:
             return self.engine.transcribe(Path(source) if isinstance(source, str) else source)
-        except ParakeetRuntimeError as exc:  # bad input: this row's error, never the job's
-            return exc
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # one bad row is that row's error, never the job's
             return exc
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.column not in batch.column_names:
-            raise KeyError(f"the dataset has no column {self.column!r} (it has {', '.join(batch.column_names)})")
+            raise MissingColumnError(f"the dataset has no column {self.column!r} to transcribe; its columns: "
+                                     f"{', '.join(batch.column_names)} (pass column=...)")
         sources = batch.column(self.column).to_pylist()
         outcomes = list(self.pool.map(self._one, sources))
         results = result_columns(outcomes)

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -41,8 +41,16 @@ from parakeet_runtime.engine.serving.formats import render, round_time
 ray = pytest.importorskip(
     "ray", reason="ray is not installed: pip install 'parakeet-runtime[ray]' (the dev extra installs it in CI)")
 
-from parakeet_runtime.engine.ray_data import transcribe_dataset, transcript_from_row  # noqa: E402
-from parakeet_runtime.engine.ray_serve import DEPLOYMENT_NAME, app  # noqa: E402
+from parakeet_runtime.engine.ray_data import (  # noqa: E402
+    RESULT_SCHEMA,
+    EngineSpec,
+    MissingColumnError,
+    Transcriber,
+    transcribe_dataset,
+    transcript_from_row,
+)
+from parakeet_runtime.engine.ray_serve import DEPLOYMENT_NAME, ServeRunner, app, audio_seconds  # noqa: E402
+from parakeet_runtime.engine.requests.prepare import PreparedAudio  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -172,6 +180,28 @@ def _rows(dataset: Any) -> Iterator[dict[str, Any]]:
 
 
 # --- Ray Data ---------------------------------------------------------------------------------------------
+
+
+def test_transcriber_batch_in_this_process(files: list[Path], expected: dict[str, Transcript]) -> None:
+    """The callable class on its own (no cluster): paths or bytes in, the engine's transcripts out with the
+    result schema; a value of the wrong type is that row's error; a missing column is a typed error."""
+    import pyarrow as pa
+
+    transcriber = Transcriber(EngineSpec(model=None, threads=1, max_batch_size=4), "audio")
+    chosen = files[:5]
+    batch = pa.table({"audio": [path.read_bytes() for path in chosen], "keep": list(range(5))})
+    result = transcriber(batch)
+    assert result.column_names == ["audio", "keep", *RESULT_SCHEMA.names]
+    assert result.schema.field("words").type == RESULT_SCHEMA.field("words").type
+    rows = result.to_pylist()
+    assert [row["keep"] for row in rows] == list(range(5))
+    assert [transcript_from_row(row) for row in rows] == [expected[str(path)] for path in chosen]
+    wrong = Transcriber(EngineSpec(model=None, threads=1), "path")(pa.table({"path": [7]})).to_pylist()
+    assert wrong[0]["error"] == "TypeError: a 'path' value must be a path (string) or audio bytes, not int"
+    with pytest.raises(ValueError, match="the row was not transcribed: TypeError"):
+        transcript_from_row(wrong[0])
+    with pytest.raises(MissingColumnError, match="no column 'audio' to transcribe; its columns: path"):
+        transcriber(pa.table({"path": [str(chosen[0])]}))
 
 
 def test_ray_data_on_two_nodes_matches_the_engine(cluster: Cluster, files: list[Path],
@@ -333,6 +363,27 @@ def _run_clients(url: str, clips: list[Path], load: ServeLoad, *, clients: int, 
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=clients) as pool:
         list(pool.map(client_loop, range(clients)))
+
+
+def test_serve_batches_are_sized_by_audio_seconds() -> None:
+    """``batch_size_fn`` counts whole seconds of audio, at least 1 per request and at most the batch's limit
+    (a request longer than ``max_batch_seconds`` runs alone instead of failing Serve's size check)."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    try:
+        runner = ServeRunner(cast(Any, None), loop, 2.5)
+        items = [runner.item(PreparedAudio(duration=seconds, features=None, valid_frames=0))
+                 for seconds in (0.2, 1.0, 1.2, 4.8)]
+    finally:
+        loop.close()
+    assert [item.weight for item in items] == [1, 1, 2, 2]
+    assert audio_seconds(items) == 6
+    assert audio_seconds(items[:2]) == 2
+    with pytest.raises(ValueError, match="max_batch_seconds must be at least 1"):
+        app(None, max_batch_seconds=0.5)
+    with pytest.raises(ValueError, match="num_replicas or autoscaling_config"):
+        app(None, num_replicas=2, autoscaling_config={"min_replicas": 1, "max_replicas": 2})
 
 
 def test_cli_serve_on_ray(cluster: Cluster, files: list[Path], expected: dict[str, Transcript]) -> None:
