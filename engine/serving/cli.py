@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..engine import Engine, default_model_dir, sample_audio_path
@@ -210,8 +210,8 @@ def _run_on_ray(args: argparse.Namespace, inputs: list[BatchInput]) -> int:
         print("parakeet-runtime: error: --ray cannot read standard input ('-'): give files the cluster's nodes "
               "can read", file=sys.stderr)
         return 2
-    ray.init(address=args.ray, logging_level=logging.INFO if args.verbose else logging.WARNING,
-             log_to_driver=args.verbose)
+    if not _connect(ray, args.ray, args.verbose):
+        return 2
     try:
         nodes = ray.nodes()  # type: ignore[no-untyped-call]
         actors = args.ray_actors or max(1, sum(1 for node in nodes if node.get("Alive")))
@@ -231,6 +231,17 @@ def _run_on_ray(args: argparse.Namespace, inputs: list[BatchInput]) -> int:
     if summary.interrupted:
         return 130
     return 1 if summary.failed else 0
+
+
+def _connect(ray: Any, address: str, verbose: bool) -> bool:
+    """Connect this process to the Ray cluster at ``address`` as a driver; False (and the reason on stderr)
+    when there is none there."""
+    try:
+        ray.init(address=address, logging_level=logging.INFO if verbose else logging.WARNING, log_to_driver=verbose)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        print(f"parakeet-runtime: error: cannot connect to the Ray cluster at {address}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _print_transcripts(engine: Engine, inputs: list[BatchInput], fmt: str, progress: Progress) -> int:
@@ -318,7 +329,8 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
                       confidence=ConfidenceOptions() if args.confidence else None,
                       batch_wait_timeout_s=args.max_wait_ms / 1000, max_batch_size=args.max_batch_size,
                       server=_server_options(args))
-    ray.init(address=args.ray, logging_level=logging.INFO if args.verbose else logging.WARNING)
+    if not _connect(ray, args.ray, args.verbose):
+        return 2
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
     try:
