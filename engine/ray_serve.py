@@ -2,8 +2,8 @@
 replicas each run the same ASGI app as ``parakeet-runtime serve`` (``engine/serving/server.py``, through
 ``serve.ingress``), with batching across requests by ``@serve.batch``.
 
-Needs the ``ray`` and ``server`` extras (``pip install 'parakeet-runtime[ray,server]'``); nothing else in the
-package imports Ray.
+Needs the ``ray`` extra (``pip install 'parakeet-runtime[ray]'``, which brings the ``server`` extra); nothing
+else in the package imports Ray.
 
 >>> from ray import serve                                                   # doctest: +SKIP
 >>> from parakeet_runtime.engine.ray_serve import app                       # doctest: +SKIP

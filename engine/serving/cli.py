@@ -313,8 +313,8 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
 
         from ..ray_serve import app
     except ImportError as exc:
-        print(f"parakeet-runtime: error: serve --ray needs the ray and server extras "
-              f"(pip install 'parakeet-runtime[ray,server]'): {exc}", file=sys.stderr)
+        print(f"parakeet-runtime: error: serve --ray needs the ray extra (pip install 'parakeet-runtime[ray]'): "
+              f"{exc}", file=sys.stderr)
         return 2
     try:
         load_manifest(args.model if args.model is not None else default_model_dir())
