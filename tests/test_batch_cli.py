@@ -12,9 +12,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,42 +203,65 @@ def test_resume_skips_complete_outputs_and_redoes_partial_ones(tmp_path: Path, e
 
 
 def test_sigint_then_resume(tmp_path: Path, expected: list[Transcript]) -> None:
-    """SIGINT mid-run leaves only whole outputs (exit 130); the resumed run completes the rest, each once."""
+    """1,000 files with the progress bar drawn (stderr a terminal): SIGINT mid-run leaves only whole outputs
+    (exit 130); the resumed run completes the rest, each once, and ``transcripts.jsonl`` lists every input once."""
     source = tmp_path / "in"
-    count = 200
+    count = 1000
     for number in range(count):
-        write_clip(source / f"clip{number:03d}.wav", number % 2)
+        write_clip(source / f"clip{number:04d}.wav", number % 2)
     out = tmp_path / "out"
     command = [*CLI, str(source), "--output-dir", str(out), *format_args(("text", "json", "jsonl"))]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while len(list(out.glob("*.json"))) < 5 and proc.poll() is None and time.monotonic() < deadline:
+    terminal, child_end = pty.openpty()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=child_end, text=True)
+    os.close(child_end)
+    drawn: list[bytes] = []
+    reader = threading.Thread(target=_drain, args=(terminal, drawn), daemon=True)  # the bar must not block
+    reader.start()
+    deadline = time.monotonic() + 300
+    while len(list(out.glob("*.json"))) < 50 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    proc.communicate(timeout=120)
+    reader.join(timeout=30)
+    os.close(terminal)
+    err = b"".join(drawn).decode(errors="replace")
+    assert proc.returncode == 130, err[-3000:]
     assert "(interrupted)" in err
+    bar = [line for line in err.split("\r") if "/1000 files, " in line]
+    assert bar and "files/s" in bar[-1] and "h audio/s" in bar[-1], err[-3000:]
     assert not leftovers(out)
     done = sorted(out.glob("*.json"))
-    assert 5 <= len(done) < count, "the run was not interrupted midway"
+    assert 50 <= len(done) < count, "the run was not interrupted midway"
     for path in done:  # every file present is whole
-        number = int(path.name[4:7])
+        number = int(path.name[4:8])
         assert json.loads(path.read_text())["text"] == expected[number % 2].text
         assert (out / path.name.replace(".json", ".txt")).read_text() == expected[number % 2].text + "\n"
     assert not (out / COMBINED_JSONL).exists()  # built only by a run that finishes
 
-    resumed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{count - len(done)} ok, 0 failed, {len(done)} skipped" in resumed.stderr
     assert not leftovers(out)
     for number in range(count):
-        name = f"clip{number:03d}.wav"
+        name = f"clip{number:04d}.wav"
         assert json.loads((out / f"{name}.json").read_text())["text"] == expected[number % 2].text
         assert (out / f"{name}.txt").read_text() == expected[number % 2].text + "\n"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [COMBINED_JSONL] + [f"clip{n:03d}.wav.{ext}" for n in range(count) for ext in ("json", "txt")])
+        [COMBINED_JSONL] + [f"clip{n:04d}.wav.{ext}" for n in range(count) for ext in ("json", "txt")])
     files = [json.loads(line)["file"] for line in (out / COMBINED_JSONL).read_text().splitlines()]
-    assert files == [str(source / f"clip{n:03d}.wav") for n in range(count)]
+    assert files == [str(source / f"clip{n:04d}.wav") for n in range(count)]
+
+
+def _drain(fd: int, into: list[bytes]) -> None:
+    """Read a pseudo-terminal until its other end closes."""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            return
+        if not chunk:
+            return
+        into.append(chunk)
 
 
 def test_write_atomic_leaves_the_old_file_when_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""The inference path imports neither torch nor NeMo, and the package installs under one namespace."""
+"""The inference path imports neither torch, NeMo nor Ray, and the package installs under one namespace."""
 
 from __future__ import annotations
 
@@ -13,17 +13,19 @@ PROBE = textwrap.dedent(
     import sys
     from parakeet_runtime.engine import Engine, sample_audio_path
     from parakeet_runtime.engine.serving.cli import main
+    from parakeet_runtime.engine.serving.server import create_app
     engine = Engine.load()
     result = engine.transcribe(sample_audio_path())
     assert result.text, "empty transcript"
     heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "nemo", "onnx", "lightning",
-                                                                  "pytorch_lightning", "omegaconf", "tensorrt"})
+                                                                  "pytorch_lightning", "omegaconf", "tensorrt",
+                                                                  "ray", "pyarrow"})
     print("HEAVY=" + ",".join(heavy))
     """
 )
 
 
-def test_inference_path_imports_no_torch_or_nemo() -> None:
+def test_inference_path_imports_no_torch_nemo_or_ray() -> None:
     proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120, cwd="/")
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY=\n" in proc.stdout, proc.stdout

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..engine import Engine, default_model_dir, sample_audio_path
@@ -23,6 +27,9 @@ from .inputs import BatchInput, collect_inputs
 from .memory import limit_malloc_arenas
 from .progress import Progress
 
+if TYPE_CHECKING:
+    from .server import ServerOptions
+
 DEMO_NOTE = (
     "Without --model the bundled demo model is used: a small model trained on synthetic (espeak-ng) speech "
     "with a 360-word vocabulary, useful to check the installation, not for real transcription. "
@@ -32,6 +39,8 @@ DEMO_NOTE = (
 )
 
 API_KEY_ENV = "PARAKEET_API_KEY"
+RAY_APP_NAME = "parakeet"
+"""The Serve application ``serve --ray`` runs (replacing one of that name on the cluster)."""
 CONFIDENCE_HELP = ("give tokens, words and segments NeMo's confidence scores (NeMo's default measure: tsallis "
                    "entropy, alpha 0.33, min over a word's tokens) in the JSON outputs")
 THREADS_HELP = ("ONNX Runtime intra-op threads for the encoder and the large step graphs (default: ONNX Runtime's, "
@@ -68,6 +77,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     transcribe.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     transcribe.add_argument("--confidence", action="store_true", help=CONFIDENCE_HELP)
     _long_form_arguments(transcribe)
+    transcribe.add_argument("--ray", default=None, metavar="ADDRESS",
+                            help="transcribe on a Ray cluster ('auto': the local one; needs the ray extra): "
+                            "Ray Data actors load the model on the nodes, which must read the inputs (give "
+                            "paths on shared storage); outputs are written here as without --ray")
+    transcribe.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                            help="with --ray: actors, each loading the model once (default: one per node)")
     transcribe.add_argument("-v", "--verbose", action="store_true", help="show library logs")
 
     serve = commands.add_parser(
@@ -106,6 +121,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                        help="allow browser calls from ORIGIN ('*': any) (repeatable; default: none)")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    serve.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                       help="serve through Ray Serve on a Ray cluster (default address: auto, the local one; "
+                       "needs the ray extra): replicas behind Serve's HTTP proxy on --host/--port, requests "
+                       "batched across connections")
+    serve.add_argument("--replicas", type=int, default=1, metavar="N",
+                       help="with --ray: replicas, each loading the model once (default: 1)")
+    serve.add_argument("--max-replicas", type=int, default=None, metavar="N",
+                       help="with --ray: autoscale between --replicas and N replicas on requests in flight")
     serve.add_argument("-v", "--verbose", action="store_true", help="show library logs")
 
     args = parser.parse_args(argv)
@@ -124,6 +147,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error("--max-in-flight must be at least 1")
         if args.api_key is not None and not args.api_key.strip():
             parser.error("--api-key must not be empty")
+        if args.replicas < 1 or (args.max_replicas is not None and args.max_replicas < args.replicas):
+            parser.error("--replicas must be at least 1 and --max-replicas at least --replicas")
+        if args.ray is None and (args.replicas != 1 or args.max_replicas is not None):
+            parser.error("--replicas and --max-replicas need --ray")
     if args.command == "transcribe":
         args.format = list(dict.fromkeys(args.format or ["text"]))
         if args.batch_size < 1:
@@ -132,6 +159,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error("several --format values need --output-dir")
         if args.overwrite and args.output_dir is None:
             parser.error("--overwrite needs --output-dir")
+        if args.ray_actors is not None and (args.ray is None or args.ray_actors < 1):
+            parser.error("--ray-actors needs --ray and must be at least 1")
+        if args.ray is not None and args.output_dir is None:
+            parser.error("--ray needs --output-dir")
     return args
 
 
@@ -154,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         arguments = args.inputs if args.inputs or args.manifest else [str(sample_audio_path())]
         inputs = collect_inputs(arguments, args.manifest, unique=args.output_dir is not None)
+        if args.ray is not None:
+            load_manifest(args.model if args.model is not None else default_model_dir())  # fail fast, here
+            return _run_on_ray(args, inputs)
         engine = Engine.load(
             args.model if args.model is not None else default_model_dir(),
             session=SessionOptions(threads=args.threads),
@@ -188,6 +222,54 @@ def run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _run_on_ray(args: argparse.Namespace, inputs: list[BatchInput]) -> int:
+    """``transcribe --ray``: the batch mode with the transcription on a Ray cluster (Ray Data)."""
+    try:
+        import ray
+
+        from ..ray_data import transcribe_inputs_on_ray
+    except ImportError as exc:
+        print(f"parakeet-runtime: error: --ray needs the ray extra (pip install 'parakeet-runtime[ray]'): {exc}",
+              file=sys.stderr)
+        return 2
+    if any(item.path is None for item in inputs):
+        print("parakeet-runtime: error: --ray cannot read standard input ('-'): give files the cluster's nodes "
+              "can read", file=sys.stderr)
+        return 2
+    if not _connect(ray, args.ray, args.verbose):
+        return 2
+    try:
+        nodes = ray.nodes()  # type: ignore[no-untyped-call]
+        actors = args.ray_actors or max(1, sum(1 for node in nodes if node.get("Alive")))
+        plan = OutputPlan(args.output_dir, tuple(args.format))
+        progress = Progress(len(inputs), sys.stderr, enabled=len(inputs) > 1 and sys.stderr.isatty())
+        summary = transcribe_inputs_on_ray(
+            inputs, args.model, on_result=lambda item, transcript: write_outputs(plan, item, transcript),
+            skip=lambda item: not args.overwrite and plan.complete(item), progress=progress, concurrency=actors,
+            batch_size=args.batch_size, threads=args.threads,
+            confidence=ConfidenceOptions() if args.confidence else None,
+        )
+        if "jsonl" in plan.formats and not summary.interrupted:
+            write_combined(plan, inputs)
+    finally:
+        ray.shutdown()
+    print(f"parakeet-runtime: {summary.line()}", file=sys.stderr)
+    if summary.interrupted:
+        return 130
+    return 1 if summary.failed else 0
+
+
+def _connect(ray: Any, address: str, verbose: bool) -> bool:
+    """Connect this process to the Ray cluster at ``address`` as a driver; False (and the reason on stderr)
+    when there is none there."""
+    try:
+        ray.init(address=address, logging_level=logging.INFO if verbose else logging.WARNING, log_to_driver=verbose)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        print(f"parakeet-runtime: error: cannot connect to the Ray cluster at {address}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def _print_transcripts(engine: Engine, inputs: list[BatchInput], fmt: str, progress: Progress) -> int:
     """Today's behaviour without --output-dir: every transcript on stdout, in input order, at the end."""
     results: dict[int, Transcript] = {}
@@ -206,6 +288,8 @@ def _print_transcripts(engine: Engine, inputs: list[BatchInput], fmt: str, progr
 
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.ray is not None:
+        return _serve_on_ray(args)
     try:
         import uvicorn
 
@@ -229,12 +313,7 @@ def serve(args: argparse.Namespace) -> int:
         return Engine.load(model_dir, session=SessionOptions(threads=args.threads), batching=batching,
                            confidence=ConfidenceOptions() if args.confidence else None, long_form=long_form)
 
-    options = ServerOptions(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_audio_s=args.max_audio_s,
-                            max_in_flight=args.max_in_flight, header_timeout_s=args.header_timeout_s,
-                            body_timeout_s=args.body_timeout_s, keep_alive_s=args.keep_alive_s,
-                            max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace_s,
-                            api_key=args.api_key, cors_origins=tuple(args.cors_origin),
-                            close_engine_on_shutdown=True)
+    options = _server_options(args)
     try:
         # Fail fast, before binding the port, on a directory that cannot be a model (a hub name is downloaded
         # here; onnx-asr and sherpa-onnx directories have no manifest).
@@ -247,6 +326,65 @@ def serve(args: argparse.Namespace) -> int:
     limit_malloc_arenas()  # before uvicorn and the engine start their threads
     uvicorn.run(create_app(load, options), host=args.host, port=args.port, log_level=args.log_level,
                 **uvicorn_settings(options))
+    return 0
+
+
+def _server_options(args: argparse.Namespace) -> ServerOptions:
+    from .server import ServerOptions
+
+    return ServerOptions(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_audio_s=args.max_audio_s,
+                         max_in_flight=args.max_in_flight, header_timeout_s=args.header_timeout_s,
+                         body_timeout_s=args.body_timeout_s, keep_alive_s=args.keep_alive_s,
+                         max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace_s,
+                         api_key=args.api_key, cors_origins=tuple(args.cors_origin),
+                         close_engine_on_shutdown=True)
+
+
+def _serve_on_ray(args: argparse.Namespace) -> int:
+    """``serve --ray``: the same HTTP API as a Ray Serve application, until SIGINT/SIGTERM."""
+    try:
+        import ray
+        from ray import serve as ray_serve
+
+        from ..ray_serve import app
+    except ImportError as exc:
+        print(f"parakeet-runtime: error: serve --ray needs the ray extra (pip install 'parakeet-runtime[ray]'): "
+              f"{exc}", file=sys.stderr)
+        return 2
+    try:
+        load_manifest(args.model if args.model is not None else default_model_dir())
+    except ParakeetRuntimeError as exc:
+        print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
+        return 2
+    autoscaling = None if args.max_replicas is None else {
+        "min_replicas": args.replicas, "max_replicas": args.max_replicas,
+        "target_ongoing_requests": args.max_batch_size}
+    application = app(args.model, num_replicas=args.replicas if autoscaling is None else None,
+                      autoscaling_config=autoscaling, max_ongoing_requests=args.max_in_flight, threads=args.threads,
+                      confidence=ConfidenceOptions() if args.confidence else None,
+                      batch_wait_timeout_s=args.max_wait_ms / 1000, max_batch_size=args.max_batch_size,
+                      server=_server_options(args))
+    if not _connect(ray, args.ray, args.verbose):
+        return 2
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
+    try:
+        ray_serve.start(http_options={"host": args.host, "port": args.port,
+                                      "keep_alive_timeout_s": args.keep_alive_s}, proxy_location="HeadOnly")
+        ray_serve.run(application, name=RAY_APP_NAME, route_prefix="/")
+        print(f"parakeet-runtime: serving on http://{args.host}:{args.port} through Ray Serve "
+              f"({args.ray}); Ctrl-C stops", file=sys.stderr)
+        with contextlib.suppress(KeyboardInterrupt):
+            while not stop.wait(1.0):
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        with contextlib.suppress(Exception):  # best effort: the cluster may be gone already
+            ray_serve.delete(RAY_APP_NAME)
+            if not ray_serve.status().applications:  # Serve ran this app only: stop its proxy and controller
+                ray_serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
+    print("parakeet-runtime: stopped", file=sys.stderr)
     return 0
 
 
