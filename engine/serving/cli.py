@@ -294,7 +294,7 @@ def serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from .http11 import uvicorn_settings
-        from .server import ServerOptions, create_app
+        from .server import create_app
     except ImportError as exc:
         print(f"parakeet-runtime: error: serve needs the server extra "
               f"(pip install 'parakeet-runtime[server]'): {exc}", file=sys.stderr)
