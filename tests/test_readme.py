@@ -438,7 +438,9 @@ def test_readme_has_blocks_of_every_kind() -> None:
     langs = {block.lang for block in BLOCKS}
     assert {"python", "bash"} <= langs
     assert any(block.has("synopsis") for block in BLOCKS)
-    assert sum(1 for block in BLOCKS if block.has("skip")) <= 3, "few blocks may be skipped"
+    # Skipped: the test command itself, two that need internet (hub downloads), one that needs a Ray cluster
+    # (tests/test_ray.py runs those calls on a local cluster).
+    assert sum(1 for block in BLOCKS if block.has("skip")) <= 4, "few blocks may be skipped"
 
 
 # --- the options table -----------------------------------------------------------------------------------
