@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -229,3 +230,45 @@ def test_every_entry_point_takes_long_inputs(chunked_engine: Engine, long_audio:
     assert asyncio.run(chunked_engine.transcribe_async([long_audio, sample_audio_path()]))[0] == whole
     with Engine.load(batching=BatchingOptions(enabled=False), long_form=chunked_engine.preparer.long_form) as inline:
         assert inline.transcribe(long_audio) == whole
+
+
+# --- the CLI on a long file ----------------------------------------------------------------------------------
+
+
+def test_the_cli_writes_a_long_file_as_it_goes(chunked_engine: Engine, long_audio: npt.NDArray[np.float32],
+                                                tmp_path: Path) -> None:
+    """Each update's segments are appended to NAME.partial (text, SRT, VTT) while the file runs; at the end the
+    complete outputs replace them, and what was written as it went is the start of the complete file."""
+    from parakeet_runtime.engine.serving.batch import OutputPlan, PartialWriter
+    from parakeet_runtime.engine.serving.cli import main
+    from parakeet_runtime.engine.serving.formats import to_srt, to_vtt
+    from parakeet_runtime.engine.serving.inputs import collect_inputs
+
+    path = tmp_path / "meeting.wav"
+    soundfile.write(path, long_audio, 16000)
+    plan = OutputPlan(tmp_path / "partial", ("text", "srt", "vtt", "json"))
+    (item,) = collect_inputs([str(path)], [], unique=True)
+    writer = PartialWriter(plan)
+    state: dict[str, object] = {}
+    whole = None
+    for update in chunked_engine.transcribe_iter(path):
+        writer.update(item, update, state)
+        whole = update.transcript or whole
+    assert whole is not None and whole.strategy == "chunked" and len(whole.segments) >= 1
+    paths = plan.paths(item)
+    written = {fmt: writer.partial_path(paths[fmt]) for fmt in ("srt", "vtt", "text")}
+    if len(whole.segments) > 1:  # segments became final before the end: they were written as they came
+        assert to_srt(whole).startswith(written["srt"].read_text(encoding="utf-8").rstrip("\n"))
+        assert to_vtt(whole).startswith(written["vtt"].read_text(encoding="utf-8").rstrip("\n"))
+    assert not (tmp_path / "partial" / "meeting.wav.json").exists()  # JSON only at the end
+
+    out = tmp_path / "out"
+    code = main(["transcribe", str(path), "--output-dir", str(out), "--format", "srt", "--format", "json",
+                 "--strategy", "chunked", "--chunk-s", "10"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["meeting.wav.json", "meeting.wav.srt"]  # no .partial left
+    options = LongFormOptions(strategy="chunked", chunk_seconds=10)
+    with Engine.load(long_form=options) as engine:
+        expected = engine.transcribe(path)
+    assert (out / "meeting.wav.srt").read_text(encoding="utf-8") == to_srt(expected)
+    assert json.loads((out / "meeting.wav.json").read_text(encoding="utf-8"))["strategy"] == "chunked"
