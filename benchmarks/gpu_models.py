@@ -7,7 +7,8 @@ Writes under ``<out>/<shape>/``: ``model.nemo`` (random weights, :mod:`parakeet_
 graphs: ONNX Runtime's fused attention, for the CUDA provider), ``portable`` (``convert-model --target
 tensorrt``: NeMo's parity check runs on it here) and ``fp16`` (``portable`` with its encoder converted to
 float16 by ONNX Runtime's ``convert_float_to_float16``, inputs and outputs kept float32, for the CUDA
-provider at fp16). Cached: an existing output is reused. Prints the directories as JSON.
+provider at fp16). Cached: an existing output is reused. Writes the paths as JSON into ``--json`` (default
+``<out>/<shape>-models.json``; NeMo prints on stdout), the input of ``gpu_parity.py`` and ``gpu_rtfx.py``.
 """
 
 from __future__ import annotations
@@ -71,11 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "parakeet-gpu")
     parser.add_argument("--shape", default="v2", choices=sorted(SHAPES))
     parser.add_argument("--clip", type=Path, default=REPO / "engine" / "data" / "sample.wav")
+    parser.add_argument("--json", type=Path, default=None, help="where to write the paths (see above)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for name in ("nemo_logger", "nemo", "lightning", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    print(json.dumps(prepare(args.shape, args.out, args.clip), indent=2))
+    paths = prepare(args.shape, args.out, args.clip)
+    target = args.json or args.out / f"{args.shape}-models.json"
+    target.write_text(json.dumps(paths, indent=2) + "\n")
+    logger.info("wrote %s", target)
     return 0
 
 

@@ -37,10 +37,10 @@ def nemo_tokens(nemo: str, clips: list[Path], device: str) -> list[list[int]]:
 
 
 def engine_tokens(model_dir: str, clips: list[Path], device: str) -> list[list[int]]:
-    from parakeet_runtime.engine import BatchingOptions, Engine
+    from parakeet_runtime.engine import AudioInput, BatchingOptions, Engine
 
     with Engine.load(model_dir, device=device, batching=BatchingOptions(max_batch_size=len(clips))) as engine:
-        return [[t.id for t in result.tokens] for result in engine.transcribe(clips)]
+        return [[t.id for t in result.tokens] for result in engine.transcribe(list[AudioInput](clips))]
 
 
 def agreement(ours: list[list[int]], reference: list[list[int]]) -> dict[str, Any]:

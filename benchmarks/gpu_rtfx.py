@@ -83,13 +83,13 @@ def _nemo(nemo: str, device: str) -> Callable[[list[Path]], None]:
 
 
 def _engine(model_dir: str, device: str, batch: int, clip_s: float) -> Callable[[list[Path]], None]:
-    from parakeet_runtime.engine import BatchingOptions, Engine
+    from parakeet_runtime.engine import AudioInput, BatchingOptions, Engine
 
     batching = BatchingOptions(max_batch_size=batch, max_batch_seconds=batch * clip_s + 1.0)
     engine = Engine.load(model_dir, device=device, batching=batching)
 
     def run(paths: list[Path]) -> None:
-        engine.transcribe(paths)
+        engine.transcribe(list[AudioInput](paths))
 
     return run
 
@@ -119,6 +119,18 @@ def measure(run: Callable[[list[Path]], None], paths: list[Path], runs: int) -> 
     return {"audio_s": audio, "seconds": times, "median_s": median, "rtfx": audio / median}
 
 
+def _release() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, required=True, help="gpu_models.py's JSON output")
@@ -130,24 +142,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     models = json.loads(args.models.read_text())
-    clips = speech_clips(args.out.parent / "gpu-clips", [args.clip_s] * max(args.batches))
-    results = []
-    for name, make in contenders(models, args.device):
-        for batch in args.batches:
-            case: dict[str, Any] = {"system": name, "batch": batch}
-            try:
-                case.update(measure(make(batch, args.clip_s), clips[:batch], args.runs))
-                print(f"{name} batch {batch}: RTFx {case['rtfx']:.1f}", flush=True)
-            except Exception as exc:  # reported; the other contenders still run
-                case["error"] = f"{type(exc).__name__}: {exc}"[:500]
-                print(f"{name} batch {batch}: failed ({case['error'][:200]})", flush=True)
-            results.append(case)
+    largest = max(args.batches)
+    clips = speech_clips(args.out.parent / "gpu-clips", [args.clip_s] * largest)
+    results: list[dict[str, Any]] = []
     report = {
         "device": args.device, "gpu": gpu_name(), "models": models, "clip_s": args.clip_s, "runs": args.runs,
         "machine": {"cpu_cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    for name, make in contenders(models, args.device):
+        try:
+            run = make(largest, args.clip_s)  # one model per contender; every batch fits one engine batch
+        except Exception as exc:  # reported; the other contenders still run
+            results.append({"system": name, "error": f"load: {type(exc).__name__}: {exc}"[:500]})
+            print(f"{name}: cannot load ({results[-1]['error'][:200]})", flush=True)
+            continue
+        # Largest first: TensorRT's provider rebuilds an engine when a shape leaves the range it has seen.
+        for batch in sorted(args.batches, reverse=True):
+            case: dict[str, Any] = {"system": name, "batch": batch}
+            try:
+                case.update(measure(run, clips[:batch], args.runs))
+                print(f"{name} batch {batch}: RTFx {case['rtfx']:.1f}", flush=True)
+            except Exception as exc:  # reported; the other contenders still run
+                case["error"] = f"{type(exc).__name__}: {exc}"[:500]
+                print(f"{name} batch {batch}: failed ({case['error'][:200]})", flush=True)
+            results.append(case)
+            args.out.write_text(json.dumps(report, indent=2) + "\n")  # kept if a time limit stops the run
+        del run
+        _release()
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     return 0 if all("rtfx" in case for case in results if case["system"].startswith(("nemo", "ort-"))) else 1
 

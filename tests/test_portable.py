@@ -276,7 +276,7 @@ def test_argmax_step_is_off_on_the_cpu_and_refused_with_confidence() -> None:
 
 
 def _cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(devices.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
 
 
 @pytest.mark.parametrize("device", ["cuda", "tensorrt"])
@@ -321,12 +321,12 @@ class _Session:
 
 
 def test_a_session_that_fell_back_to_the_cpu_is_an_error() -> None:
-    devices.check_sessions("cuda", [_Session(["CUDAExecutionProvider", "CPUExecutionProvider"])])  # type: ignore[list-item]
+    devices.check_sessions("cuda", [_Session(["CUDAExecutionProvider", "CPUExecutionProvider"])])
     with pytest.raises(DeviceUnavailableError, match="does not fall back"):
-        devices.check_sessions("cuda", [_Session(["CPUExecutionProvider"])])  # type: ignore[list-item]
+        devices.check_sessions("cuda", [_Session(["CPUExecutionProvider"])])
     with pytest.raises(DeviceUnavailableError):
         devices.check_sessions(
-            "tensorrt", [_Session(["CUDAExecutionProvider", "CPUExecutionProvider"])]  # type: ignore[list-item]
+            "tensorrt", [_Session(["CUDAExecutionProvider", "CPUExecutionProvider"])]
         )
 
 
