@@ -82,6 +82,7 @@ class Engine:
         model_dir: str | os.PathLike[str] | None = None,
         *,
         providers: Sequence[Provider] | None = None,
+        device: str | None = None,
         session: SessionOptions | None = None,
         batching: BatchingOptions | None = None,
         verify: bool = False,
@@ -89,7 +90,6 @@ class Engine:
         precision: str | None = None,
         hub_cache_dir: str | os.PathLike[str] | None = None,
         long_form: LongFormOptions | None = None,
-        device: str | None = None,
         argmax_step: bool | None = None,
     ) -> Engine:
         """Load a model directory written by ``convert-model``, or one in onnx-asr's or sherpa-onnx's NeMo
@@ -101,6 +101,10 @@ class Engine:
             providers: ONNX Runtime execution providers, in order of preference: names, or ``(name,
                 options)`` pairs (default: CUDA if this onnxruntime build has it, then CPU). The low-level
                 form of ``device``: given as they are, unchecked (ONNX Runtime may fall back to the CPU).
+            device: ``"cpu"``, ``"cuda"`` (ONNX Runtime's CUDA execution provider) or ``"tensorrt"`` (its
+                TensorRT provider, fp16, the CUDA provider for the rest); picks the providers, so not with
+                ``providers``; the graphs must then run on that device's provider (no silent fall-back to the
+                CPU). Default ``None``: ``providers`` as given (or their default). See ``model/devices.py``.
             session: ONNX Runtime threading (default: :class:`SessionOptions`).
             batching: dynamic batching (default: :class:`BatchingOptions`, enabled).
             verify: check every file against the SHA-256 the manifest records (reads every byte once;
@@ -114,10 +118,6 @@ class Engine:
                 ``HF_HUB_CACHE``); ``HF_HUB_OFFLINE=1`` reads only the cache.
             long_form: how inputs of any length are transcribed (default: :class:`LongFormOptions`: one pass
                 while it fits a memory budget derived from this machine, else chunks).
-            device: ``"cpu"``, ``"cuda"`` (ONNX Runtime's CUDA execution provider) or ``"tensorrt"`` (its
-                TensorRT provider, fp16, the CUDA provider for the rest); picks the providers, so not with
-                ``providers``; the graphs must then run on that device's provider (no silent fall-back to the
-                CPU). Default ``None``: ``providers`` as given (or their default). See ``model/devices.py``.
             argmax_step: the decoding step and the joint return the argmax label and duration instead of
                 logits, so that a step on a GPU copies two integers per row back (same tokens, durations and
                 timestamps; no confidence). Default ``None``: on for ``device="cuda"`` or ``"tensorrt"`` when
@@ -129,6 +129,10 @@ class Engine:
                 repository, or no ``huggingface_hub``).
             ManifestError: the manifest or a model file is invalid, a file it names lies outside the
                 directory, or differs from the size (or, with ``verify``, the hash) the manifest records.
+            DeviceUnavailableError: ``device`` needs an execution provider this onnxruntime build lacks, or
+                one that could not start (no GPU).
+            ValueError: an unknown ``device``; ``device`` with ``providers``; ``argmax_step=True`` with
+                ``confidence`` or with another runtime's layout.
         """
         directory = (  # a hub name (owner/name) is downloaded into the hub cache
             resolve_model_dir(model_dir, cache_dir=hub_cache_dir, precision=precision)
