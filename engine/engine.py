@@ -21,6 +21,7 @@ from typing import Any, overload
 
 from parakeet_runtime.decoding import DecodedToken, StepConfidence, TdtCarry, TdtConfig
 
+from .model.devices import Provider, check_sessions, choose_providers
 from .model.features import FeatureExtractor
 from .model.layouts import load_other_layout, resolve_model_dir
 from .model.manifest import Manifest, load_manifest
@@ -80,7 +81,8 @@ class Engine:
         cls,
         model_dir: str | os.PathLike[str] | None = None,
         *,
-        providers: Sequence[str] | None = None,
+        providers: Sequence[Provider] | None = None,
+        device: str | None = None,
         session: SessionOptions | None = None,
         batching: BatchingOptions | None = None,
         verify: bool = False,
@@ -88,6 +90,7 @@ class Engine:
         precision: str | None = None,
         hub_cache_dir: str | os.PathLike[str] | None = None,
         long_form: LongFormOptions | None = None,
+        argmax_step: bool | None = None,
     ) -> Engine:
         """Load a model directory written by ``convert-model``, or one in onnx-asr's or sherpa-onnx's NeMo
         TDT layout (see ``model/onnx_asr.py``, ``model/sherpa_onnx.py``), or a Hugging Face hub name of
@@ -95,8 +98,13 @@ class Engine:
 
         Args:
             model_dir: the directory; ``None`` loads the bundled demo model.
-            providers: ONNX Runtime execution providers, in order of preference (default: CUDA if
-                this onnxruntime build has it, then CPU).
+            providers: ONNX Runtime execution providers, in order of preference: names, or ``(name,
+                options)`` pairs (default: CUDA if this onnxruntime build has it, then CPU). The low-level
+                form of ``device``: given as they are, unchecked (ONNX Runtime may fall back to the CPU).
+            device: ``"cpu"``, ``"cuda"`` (ONNX Runtime's CUDA execution provider) or ``"tensorrt"`` (its
+                TensorRT provider, fp16, the CUDA provider for the rest); picks the providers, so not with
+                ``providers``; the graphs must then run on that device's provider (no silent fall-back to the
+                CPU). Default ``None``: ``providers`` as given (or their default). See ``model/devices.py``.
             session: ONNX Runtime threading (default: :class:`SessionOptions`).
             batching: dynamic batching (default: :class:`BatchingOptions`, enabled).
             verify: check every file against the SHA-256 the manifest records (reads every byte once;
@@ -110,6 +118,10 @@ class Engine:
                 ``HF_HUB_CACHE``); ``HF_HUB_OFFLINE=1`` reads only the cache.
             long_form: how inputs of any length are transcribed (default: :class:`LongFormOptions`: one pass
                 while it fits a memory budget derived from this machine, else chunks).
+            argmax_step: the decoding step and the joint return the argmax label and duration instead of
+                logits, so that a step on a GPU copies two integers per row back (same tokens, durations and
+                timestamps; no confidence). Default ``None``: on for ``device="cuda"`` or ``"tensorrt"`` when
+                no confidence is asked for, else off. Only for this project's model directories.
 
         Raises:
             ModelDirectoryError: the directory or one of its files is missing.
@@ -117,12 +129,19 @@ class Engine:
                 repository, or no ``huggingface_hub``).
             ManifestError: the manifest or a model file is invalid, a file it names lies outside the
                 directory, or differs from the size (or, with ``verify``, the hash) the manifest records.
+            DeviceUnavailableError: ``device`` needs an execution provider this onnxruntime build lacks, or
+                one that could not start (no GPU).
+            ValueError: an unknown ``device``; ``device`` with ``providers``; ``argmax_step=True`` with
+                ``confidence`` or with another runtime's layout.
         """
         directory = (  # a hub name (owner/name) is downloaded into the hub cache
             resolve_model_dir(model_dir, cache_dir=hub_cache_dir, precision=precision)
             if model_dir is not None else default_model_dir()
         )
         batching = batching or BatchingOptions()
+        providers, checked_device = choose_providers(device, providers, directory)
+        if argmax_step and confidence is not None:
+            raise ValueError("argmax_step=True gives no logits, so no confidence: leave it off with confidence")
         layout = load_other_layout(  # onnx-asr's or sherpa-onnx's layout (no manifest.json); None for ours
             directory, providers=providers, session=session or SessionOptions(), precision=precision
         )
@@ -133,6 +152,15 @@ class Engine:
             features = FeatureExtractor.load(manifest.features, directory)
             tokenizer = Tokenizer.load(manifest.tokenizer, directory, manifest.decoding.vocab_size)
             model = OnnxTdtModel.load(manifest, directory, providers=providers, session=session or SessionOptions())
+        argmax = argmax_step if argmax_step is not None else (
+            checked_device not in (None, "cpu") and confidence is None and layout is None
+        )
+        if argmax:
+            if layout is not None:
+                raise ValueError("argmax_step=True needs this project's model directory, not another layout's")
+            model = model.with_argmax_heads(directory, providers=providers, session=session or SessionOptions())
+        if checked_device is not None:
+            check_sessions(checked_device, [model.encoder_session, model.predictor_session, model.joint_session])
         decoding = manifest.decoding
         inference = Inference(
             model=model,

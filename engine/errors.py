@@ -38,3 +38,9 @@ class EngineOverloadedError(ParakeetRuntimeError, RuntimeError):
 class ModelDownloadError(ModelDirectoryError):
     """A hub model name could not be fetched: no network (or ``HF_HUB_OFFLINE``) and not in the cache,
     no such repository, or ``huggingface_hub`` (the ``hub`` extra) is not installed."""
+
+
+class DeviceUnavailableError(ParakeetRuntimeError, RuntimeError):
+    """The device asked for (``Engine.load(device="cuda" | "tensorrt")``) cannot run here: this onnxruntime
+    build lacks its execution provider, or the provider could not start (no GPU, no CUDA or TensorRT
+    libraries). The engine never falls back to the CPU silently."""

@@ -19,6 +19,7 @@ from parakeet_runtime.engine import ParakeetRuntimeError, __version__
 
 from .errors import ConversionError, ParityError
 from .inspect_model import parse_context, parse_languages
+from .portable import TARGETS
 from .position_table import DEFAULT_FRAMES
 from .quantize import DEFAULT_WEIGHTS, WEIGHT_SCHEMES
 
@@ -77,6 +78,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--context", default=None, metavar="LEFT,RIGHT",
                         help="local attention context in encoder frames on each side, e.g. 128,128 (with "
                         "--attention local)")
+    parser.add_argument("--target", choices=TARGETS, default=None,
+                        help="tensorrt: a portable encoder graph (standard ONNX operators only, no ONNX Runtime "
+                        "contrib ops, fp16-safe masking, no position tables) that TensorRT parses, checked against "
+                        "TensorRT's operator list; fp16 TensorRT engines too where tensorrt and a GPU are present "
+                        "(else Engine.load(device='tensorrt') builds them at the first load)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs (and tracebacks)")
     parser.add_argument("--version", action="version", version=f"%(prog)s (parakeet-runtime) {__version__}")
     args = parser.parse_args(argv)
@@ -97,6 +103,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--from {args.from_layout}: {args.source} is not a directory")
     elif args.precision is not None:
         parser.error("--precision needs --from")
+    if args.target is not None:
+        if args.quantize is not None:
+            parser.error("--target tensorrt takes an fp32 encoder (TensorRT builds fp16 engines); drop --quantize")
+        if args.position_table_frames != DEFAULT_FRAMES:
+            parser.error("--target tensorrt exports no position tables; drop --position-table-frames")
+        if args.from_layout is not None or args.layout is not None:
+            parser.error("--target tensorrt exports from a NeMo checkpoint; it does not go with --from or --layout")
     if args.context is not None and args.attention != "local":
         parser.error("--context needs --attention local")
     args.local_attention = None
@@ -176,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
                              verify=not args.skip_verify, quantize=args.quantize,
                              int8_weights=args.int8_weights or DEFAULT_WEIGHTS,
                              position_table_frames=args.position_table_frames, languages=args.languages,
-                             local_attention=args.local_attention, on_step=on_step)
+                             local_attention=args.local_attention, on_step=on_step, target=args.target)
     except ParityError as exc:
         print(f"convert-model: parity check failed: {_one_line(str(exc))}", file=sys.stderr)
         return 3
@@ -284,6 +297,10 @@ def _print_summary(args: argparse.Namespace, report: ConversionReport) -> None:
                   f"{export.position_table_frames} encoder frames)" if export.position_table_layers
                   else "no position tables")
         print(f"  encoder: fused attention in {export.fused_attention_layers} layers, {tables}")
+    if m.encoder.target != "default":
+        built = (f"; TensorRT {m.encoder.tensorrt_version} fp16 engine built on {m.encoder.tensorrt_gpu}"
+                 if m.encoder.tensorrt_version else "; no TensorRT engines (built at the first load on a GPU)")
+        print(f"  encoder target {m.encoder.target}: standard ONNX operators, checked against TensorRT's list{built}")
     quantization = m.provenance.quantization
     if quantization is not None:
         agreement = quantization.token_agreement_with_fp32

@@ -37,6 +37,7 @@ from parakeet_runtime.engine.model.manifest import (
 
 from . import inspect_model
 from .errors import ConversionError
+from .portable import PORTABLE, TARGETS, check_portable
 from .position_table import DEFAULT_FRAMES
 from .probe import check_parity
 from .quantize import DEFAULT_WEIGHTS, weight_scheme
@@ -102,6 +103,7 @@ def convert(
     languages: Sequence[str] | None = None,
     local_attention: tuple[int, int] | None = None,
     on_step: Callable[[int, str], None] | None = None,
+    target: str | None = None,
 ) -> ConversionReport:
     """Convert ``source`` (a ``.nemo`` path or a pretrained name) into ``out_dir``.
 
@@ -128,6 +130,10 @@ def convert(
             ``change_subsampling_conv_chunking_factor(1)``, as NVIDIA's long-form recipe does); the parity
             check then compares against the switched NeMo model. ``None``: the checkpoint's own attention.
         on_step: called with (step index, step name) as the conversion proceeds.
+        target: ``"tensorrt"``: a portable encoder graph (standard ONNX operators only, fp16-safe constants,
+            no position tables; checked, see :mod:`parakeet_runtime.export.portable`), recorded as
+            ``encoder.target: "portable"``, and fp16 TensorRT engines where ``tensorrt`` and a GPU are present.
+            ``None``: the default graphs. Not with ``quantize`` (TensorRT does not parse dynamic int8).
 
     Raises:
         ConversionError: bad source, unsupported model, failed export or check, or (``ParityError``) a parity
@@ -135,16 +141,23 @@ def convert(
     """
     started = time.monotonic()
     report_step = on_step or (lambda index, name: None)
-    target = Path(out_dir)
+    out_path = Path(out_dir)
     if quantize is not None:
         weight_scheme(int8_weights)  # an unknown scheme fails before the export, not after it
     if position_table_frames < 0:
         raise ConversionError(f"position_table_frames must be 0 or more, not {position_table_frames}")
+    if target is not None:
+        if target not in TARGETS:
+            raise ConversionError(f"unknown target {target!r:.40} (supported: {', '.join(TARGETS)})")
+        if quantize is not None:
+            raise ConversionError(f"target {target!r} takes an fp32 encoder: TensorRT does not parse ONNX "
+                                  "Runtime's dynamic int8 operators (its engines are fp16)")
+        position_table_frames = 0  # the tables' If nodes and weights buy nothing on a GPU
     codes = None if languages is None else inspect_model.parse_languages(",".join(languages))
     if local_attention is not None:
         inspect_model.check_local_context(local_attention)
-    if target.exists() and not overwrite:
-        raise ConversionError(f"{target} already exists (pass --overwrite to replace it)")
+    if out_path.exists() and not overwrite:
+        raise ConversionError(f"{out_path} already exists (pass --overwrite to replace it)")
 
     report_step(0, STEPS[0])
     resolved = resolve(source)
@@ -156,20 +169,25 @@ def convert(
     name = model_slug(resolved.spec)
     codes = codes if codes is not None else inspect_model.model_languages(model, name)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
     try:
         with tempfile.TemporaryDirectory(prefix="parakeet-export-") as scratch:
             report_step(2, STEPS[2])
-            facts = _export(model, Path(scratch), staging, position_table_frames)
+            facts = _export(model, Path(scratch), staging, position_table_frames, portable=target is not None)
         report_step(3, STEPS[3])
-        manifest = _write_directory(model, staging, facts, resolved.spec, resolved.sha256, name, codes)
+        manifest = _write_directory(model, staging, facts, resolved.spec, resolved.sha256, name, codes,
+                                    portable=target is not None)
+        if target is not None:
+            check_portable(staging / manifest.encoder.file, manifest.encoder)
         probes: tuple[ParityProbe, ...] = ()
         if verify:
             report_step(4, STEPS[4])
             probes = _verify(model, staging, [sample_audio_path(), *probe_audio])
             manifest = replace(manifest, provenance=replace(manifest.provenance, parity=probes))
             (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        if target is not None:
+            manifest = _with_tensorrt_engines(staging, manifest)
         if quantize is not None:
             staging = _quantized(staging, manifest, quantize, int8_weights, [sample_audio_path(), *probe_audio])
             manifest = load_manifest(staging)
@@ -179,13 +197,13 @@ def convert(
         staging.chmod(0o755)
         for item in staging.iterdir():
             item.chmod(0o644)  # temporary files (the external data among them) are created owner-only
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        if out_path.exists():
+            shutil.rmtree(out_path)
+        staging.rename(out_path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return ConversionReport(target, manifest, probes, time.monotonic() - started)
+    return ConversionReport(out_path, manifest, probes, time.monotonic() - started)
 
 
 def _verify(model: Any, staging: Path, clips: Sequence[Path]) -> tuple[ParityProbe, ...]:
@@ -227,11 +245,29 @@ def _quantized(staging: Path, manifest: Manifest, precision: str, weights: str, 
     return target
 
 
-def _export(model: Any, scratch: Path, staging: Path, position_table_frames: int) -> ExportFacts:
+def _with_tensorrt_engines(staging: Path, manifest: Manifest) -> Manifest:
+    """Build TensorRT engines where TensorRT and a GPU are present (:func:`.portable.build_tensorrt_engines`);
+    the manifest records TensorRT's version and the GPU."""
+    from .portable import build_tensorrt_engines, engine_frames
+
+    features = manifest.features
+    frames = engine_frames(manifest.encoder.max_frames, manifest.encoder.subsampling_factor, 600.0,
+                           features.sample_rate / features.hop_length)
+    built = build_tensorrt_engines(staging, manifest.encoder, features.n_mels, frames)
+    if built is None:
+        return manifest
+    manifest = replace(manifest, encoder=replace(manifest.encoder, tensorrt_version=built.version,
+                                                  tensorrt_gpu=built.gpu))
+    (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    return manifest
+
+
+def _export(model: Any, scratch: Path, staging: Path, position_table_frames: int, *, portable: bool = False
+            ) -> ExportFacts:
     from .onnx_export import export_graphs
 
     try:
-        return export_graphs(model, scratch, staging, position_table_frames=position_table_frames)
+        return export_graphs(model, scratch, staging, position_table_frames=position_table_frames, portable=portable)
     except ConversionError:
         raise
     except Exception as exc:
@@ -244,7 +280,7 @@ def _attention(model: Any, name: str) -> EncoderAttention:
 
 
 def _write_directory(model: Any, staging: Path, facts: ExportFacts, spec: str, sha256: str, name: str,
-                     languages: tuple[str, ...]) -> Manifest:
+                     languages: tuple[str, ...], *, portable: bool = False) -> Manifest:
     features, arrays = inspect_model.feature_spec(model)
     np.savez(staging / features.arrays_file, **arrays)  # type: ignore[arg-type]
     decoding = inspect_model.decoding_spec(model)
@@ -263,6 +299,7 @@ def _write_directory(model: Any, staging: Path, facts: ExportFacts, spec: str, s
             attention_heads=inspect_model.attention_heads(model),
             external_data=facts.encoder_external_data,
             attention=_attention(model, spec),
+            target=PORTABLE if portable else "default",
         ),
         predictor=predictor,
         joint=joint,

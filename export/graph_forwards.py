@@ -152,6 +152,7 @@ def _rel_attention_forward(
     cache: torch.Tensor | None = None,
     *,
     key_padding_only: bool = False,
+    portable: bool = False,
 ) -> Any:
     if cache is not None or pos_emb.shape[1] != 2 * query.shape[1] - 1:
         return type(self).forward(self, query, key, value, mask, pos_emb, cache)
@@ -168,9 +169,11 @@ def _rel_attention_forward(
         q_with_bias_v = ((q + self.pos_bias_v) * scale).transpose(1, 2)
         matrix_bd = rel_shift(torch.matmul(q_with_bias_v, p.transpose(-2, -1)), query.shape[1])
         key_valid = torch.ones_like(matrix_bd[:, 0, 0, :]) if mask is None else ~mask[:, 0, :]
-        out = _KeyPaddedAttention.apply(  # type: ignore[no-untyped-call]
-            q_with_bias_u, self.linear_k(key), self.linear_v(value), key_valid, matrix_bd, self.h, scale
-        )
+        qkv = (q_with_bias_u, self.linear_k(key), self.linear_v(value))
+        if portable:  # the same arithmetic traced as standard ONNX operators (MatMul, Add, Softmax)
+            out = _KeyPaddedAttention.forward(None, *qkv, key_valid, matrix_bd, self.h, scale)
+        else:
+            out = _KeyPaddedAttention.apply(*qkv, key_valid, matrix_bd, self.h, scale)  # type: ignore[no-untyped-call]
         return self.linear_out(out)
     q, k, v = self.forward_qkv(query, key, value)
     q = q.transpose(1, 2)
@@ -392,7 +395,7 @@ def _convolution_forward(self: Any, x: torch.Tensor, pad_mask: torch.Tensor | No
     return _pointwise(self.pointwise_conv2, x.transpose(1, 2))
 
 
-def _patches(encoder: nn.Module) -> Iterator[tuple[nn.Module, Callable[..., Any]]]:
+def _patches(encoder: nn.Module, portable: bool) -> Iterator[tuple[nn.Module, Callable[..., Any]]]:
     from nemo.collections.asr.parts.submodules import conformer_modules, multi_head_attention, subsampling
 
     masked_conv = getattr(subsampling, "MaskedConvSequential", None)
@@ -406,7 +409,7 @@ def _patches(encoder: nn.Module) -> Iterator[tuple[nn.Module, Callable[..., Any]
         elif kind is multi_head_attention.RelPositionalEncoding and computes_positions(module):
             yield module, _rel_positions_forward
         elif kind is multi_head_attention.RelPositionMultiHeadAttention:
-            yield module, functools.partial(_rel_attention_forward, key_padding_only=full_context)
+            yield module, functools.partial(_rel_attention_forward, key_padding_only=full_context, portable=portable)
         elif kind is multi_head_attention.RelPositionMultiHeadAttentionLongformer:
             yield module, functools.partial(_local_attention_forward, rows=_local_position_constant(encoder, module))
         elif (
@@ -418,14 +421,16 @@ def _patches(encoder: nn.Module) -> Iterator[tuple[nn.Module, Callable[..., Any]
 
 
 @contextlib.contextmanager
-def export_forwards(encoder: nn.Module) -> Iterator[int]:
-    """Give the encoder's modules their export forwards for the duration of the block.
+def export_forwards(encoder: nn.Module, *, portable: bool = False) -> Iterator[int]:
+    """Give the encoder's modules their export forwards for the duration of the block; ``portable``: standard
+    ONNX operators only (the full-context attention as plain products and a softmax instead of ONNX Runtime's
+    contrib ``MultiHeadAttention``: :mod:`.portable`).
 
     Yields the number of modules patched; on exit every module is back to its class's ``forward``.
     """
     patched: list[nn.Module] = []
     try:
-        for module, forward in _patches(encoder):
+        for module, forward in _patches(encoder, portable):
             module.forward = types.MethodType(forward, module)
             patched.append(module)
         yield len(patched)

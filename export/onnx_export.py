@@ -318,13 +318,13 @@ def graph_specs(model: Any, modules: ExportModules) -> tuple[GraphSpec, GraphSpe
 
 
 def _export_graph(spec: GraphSpec, encoder: nn.Module, scratch: Path, out_dir: Path,
-                  transform: Callable[[Any], object] | None) -> str | None:
+                  transform: Callable[[Any], object] | None, *, portable: bool = False) -> str | None:
     """Trace ``spec`` into its own folder under ``scratch``, consolidate it into ``out_dir``; returns the
     external data file's name, if any."""
     folder = scratch / spec.file.removesuffix(".onnx")
     folder.mkdir(parents=True, exist_ok=True)
     logger.info("exporting %s", spec.file)
-    forwards = export_forwards(encoder) if spec.export_forwards else contextlib.nullcontext(0)
+    forwards = export_forwards(encoder, portable=portable) if spec.export_forwards else contextlib.nullcontext(0)
     with forwards as patched:
         logger.info("%s: %d modules with export forwards", spec.file, patched)
         _export(spec.module, spec.example_inputs, folder / spec.file, list(spec.input_names),
@@ -337,13 +337,14 @@ def _export_graph(spec: GraphSpec, encoder: nn.Module, scratch: Path, out_dir: P
 
 
 def export_graphs(
-    model: Any, scratch: Path, out_dir: Path, *, position_table_frames: int = DEFAULT_FRAMES
+    model: Any, scratch: Path, out_dir: Path, *, position_table_frames: int = DEFAULT_FRAMES, portable: bool = False
 ) -> ExportFacts:
     """Export the three graphs into ``out_dir``; returns facts the manifest needs.
 
     The graphs come from export-mode copies of the model's modules (:func:`prepare_for_export`): ``model``
     and NeMo's type checking are as they were afterwards. The encoder's position projections become table
     lookups for inputs of up to ``position_table_frames`` encoder frames (0: none; :mod:`.position_table`).
+    ``portable``: the encoder in standard ONNX operators only (``convert-model --target tensorrt``; :mod:`.portable`).
 
     Each graph is first written into its own folder under ``scratch`` (torch may scatter external
     data files there) and then consolidated into ``out_dir``.
@@ -357,7 +358,8 @@ def export_graphs(
             layers, frames = tabulate_positions(graph, modules.encoder, position_table_frames)
             exported.append(EncoderExport(fused, layers, frames))
 
-        encoder_data = _export_graph(encoder_spec, modules.encoder, scratch, out_dir, finish_encoder)
+        encoder_data = _export_graph(encoder_spec, modules.encoder, scratch, out_dir, finish_encoder,
+                                     portable=portable)
         for spec in (predictor_spec, joint_spec):  # (never near 2 GB; a data file would sit beside its graph)
             _export_graph(spec, modules.encoder, scratch, out_dir, None)
         return ExportFacts(

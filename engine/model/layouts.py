@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..options import SessionOptions
+from .devices import Provider
 from .hub import download, is_hub_name
 from .onnx_asr import LoadedLayout, is_onnx_asr_directory, load_onnx_asr
 from .sherpa_onnx import is_sherpa_onnx_directory, load_sherpa_onnx
@@ -46,7 +47,7 @@ def layout_of(directory: Path) -> str | None:
 
 
 def load_other_layout(
-    directory: Path, *, providers: Sequence[str] | None, session: SessionOptions, precision: str | None = None
+    directory: Path, *, providers: Sequence[Provider] | None, session: SessionOptions, precision: str | None = None
 ) -> LoadedLayout | None:
     """The model of a directory in onnx-asr's or sherpa-onnx's layout, or ``None`` for any other directory.
 

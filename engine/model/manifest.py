@@ -100,6 +100,13 @@ class EncoderSpec:
     output_lengths: str = "encoded_lengths"
     attention: EncoderAttention = field(default_factory=EncoderAttention)
     """The graph's self-attention (manifests without it: ``full``)."""
+    target: str = "default"
+    """``default`` (may use ONNX Runtime's contrib operators), or ``portable`` (``convert-model --target
+    tensorrt``: standard ONNX operators only, fp16-safe masking); written only when not ``default``."""
+    tensorrt_version: str | None = None
+    """The TensorRT release that built engines at conversion (``None``: none built then; written only when set)."""
+    tensorrt_gpu: str | None = None
+    """The GPU those engines were built on (TensorRT engines are specific to a GPU model)."""
 
 
 @dataclass(frozen=True)
@@ -335,6 +342,9 @@ class Manifest:
         """Serialise, with the format name and schema version first."""
         body = asdict(self)
         body["encoder"]["attention"] = self.encoder.attention.to_dict()
+        for key, default in (("target", "default"), ("tensorrt_version", None), ("tensorrt_gpu", None)):
+            if body["encoder"][key] == default:  # optional fields: older manifests stay as they were
+                del body["encoder"][key]
         body["provenance"] = self.provenance.to_dict()
         del body["digests"]
         if self.digests:
@@ -407,6 +417,7 @@ _RANGES: dict[type[Any], dict[str, _Check]] = {
         "max_frames": _between(1, 1 << 31),
         "attention_heads": _SIZE,
         "precision": _one_of("fp32", "int8"),
+        "target": _one_of("default", "portable"),
     },
     PredictorSpec: {"layers": _between(1, MAX_LAYERS), "hidden": _SIZE},
     JointSpec: {"num_outputs": _between(2, 2 * MAX_DIMENSION)},

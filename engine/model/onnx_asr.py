@@ -62,6 +62,7 @@ from parakeet_runtime.decoding import FloatArray
 from ..errors import ManifestError, ModelDirectoryError
 from ..options import SessionOptions
 from . import onnx_proto
+from .devices import Provider
 from .features import FeatureExtractor
 from .manifest import (
     DecodingSpec,
@@ -130,7 +131,7 @@ def is_onnx_asr_directory(directory: Path) -> bool:
 def load_onnx_asr(
     directory: Path,
     *,
-    providers: Sequence[str] | None,
+    providers: Sequence[Provider] | None,
     session: SessionOptions,
     precision: str | None = None,
 ) -> LoadedLayout:

@@ -5,6 +5,7 @@ Sessions are created once and only ever ``run``, which ONNX Runtime documents as
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from parakeet_runtime.decoding import FloatArray
 from ..errors import ManifestError
 from ..options import SessionOptions
 from .cpu import x86_without_int8_dot_products
+from .devices import ARGMAX_DURATION, ARGMAX_LABEL, Provider, argmax_graph, one_hot_logits
 from .manifest import Manifest
 
 logger = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ def session_options(threads: int | None, spinning: bool) -> ort.SessionOptions:
 
 
 def graph_session(
-    source: Path | bytes, providers: Sequence[str], threads: int | None, spinning: bool
+    source: Path | bytes, providers: Sequence[Provider], threads: int | None, spinning: bool
 ) -> ort.InferenceSession:
     """A session on a graph file, or on a serialised graph (``bytes``: graphs cut at load time).
 
@@ -91,7 +93,7 @@ STEP_GRAPH_THREADING_BYTES = 8_000_000
 
 
 def step_graph_session(
-    source: Path | bytes, providers: Sequence[str], threads: int | None, *, spin: bool
+    source: Path | bytes, providers: Sequence[Provider], threads: int | None, *, spin: bool
 ) -> ort.InferenceSession:
     """A per-step graph (the step graph or the predictor, the joint) runs once per decoding step. A
     small one (the fixtures', Parakeet v2's joint) is fastest on one thread: a thread pool costs more than
@@ -118,7 +120,7 @@ def _release_arena_options() -> ort.RunOptions:
 _RELEASE_ARENA = _release_arena_options()
 
 
-def _warn_if_int8_saturates(manifest: Manifest, providers: Sequence[str]) -> None:
+def _warn_if_int8_saturates(manifest: Manifest, providers: Sequence[Provider]) -> None:
     """Signed int8 weights (``convert-model --int8-weights int8``) are exact only with int8 dot products."""
     quantization = manifest.provenance.quantization
     weights = quantization.weights if quantization is not None else None
@@ -147,6 +149,17 @@ class EncoderProjection:
     output: str
 
 
+@dataclass(frozen=True)
+class ArgmaxHeads:
+    """The step and joint sessions return the argmax label and duration index (:func:`.devices.argmax_graph`)
+    instead of logits; the model rebuilds one-hot logits of ``width`` columns from them."""
+
+    num_labels: int
+    """Vocabulary plus blank: the label columns."""
+    width: int
+    """Label and duration columns of the joint's logits."""
+
+
 @dataclass(frozen=True, eq=False)
 class OnnxTdtModel:
     """The graphs of a TDT model. Immutable; every method is safe to call from many threads."""
@@ -161,6 +174,8 @@ class OnnxTdtModel:
     """Encoder runs on more feature frames than this (batch × padded width) release the arena's growth."""
     encoder_projection: EncoderProjection | None = None
     """Applied to the encoder's output when the encoder graph does not project its frames itself."""
+    argmax: ArgmaxHeads | None = None
+    """Set when the step graph and the joint return argmaxes, not logits (see :meth:`with_argmax_heads`)."""
     _start: tuple[FloatArray, FloatArray, FloatArray] = field(init=False, repr=False)
     """Predictor output, ``h`` and ``c`` after the start-of-sequence input, computed once (read-only)."""
 
@@ -177,7 +192,7 @@ class OnnxTdtModel:
 
     @classmethod
     def load(
-        cls, manifest: Manifest, model_dir: Path, *, providers: Sequence[str] | None, session: SessionOptions
+        cls, manifest: Manifest, model_dir: Path, *, providers: Sequence[Provider] | None, session: SessionOptions
     ) -> OnnxTdtModel:
         chosen = list(providers) if providers is not None else default_providers()
         logger.info("loading ONNX graphs from %s with providers %s", model_dir, chosen)
@@ -196,6 +211,38 @@ class OnnxTdtModel:
             predictor_session=step_graph_session(model_dir / predictor_file, chosen, session.threads, spin=True),
             joint_session=joint,
             release_above_frames=_frames(manifest, session.release_memory_above_seconds),
+        )
+
+    def with_argmax_heads(
+        self, model_dir: Path, *, providers: Sequence[Provider] | None, session: SessionOptions
+    ) -> OnnxTdtModel:
+        """This model with step and joint sessions whose graphs end in argmax heads (built in memory from the
+        directory's step graph, or predictor, and joint: :func:`.devices.argmax_graph`): each decoding step
+        copies two integers per row back instead of a row of logits, which matters when the graphs run on a
+        GPU. The search gets one-hot logits with the same argmaxes, so its tokens, durations and frames are
+        the same; they carry no confidence (the engine keeps the logits when confidence is asked for).
+
+        Raises:
+            ManifestError: a graph without the logits output the manifest names.
+        """
+        chosen = list(providers) if providers is not None else default_providers()
+        manifest = self.manifest
+        joint = manifest.joint
+        num_labels = manifest.decoding.blank_id + 1
+        joint_session = step_graph_session(
+            argmax_graph(model_dir / joint.file, joint.output_logits, num_labels, joint.file), chosen,
+            session.threads, spin=False,
+        )
+        predictor_session = self.predictor_session
+        if manifest.step is not None:
+            step = manifest.step
+            predictor_session = step_graph_session(
+                argmax_graph(model_dir / step.file, step.output_logits, num_labels, step.file), chosen,
+                session.threads, spin=True,
+            )
+        return dataclasses.replace(
+            self, predictor_session=predictor_session, joint_session=joint_session,
+            argmax=ArgmaxHeads(num_labels=num_labels, width=joint.num_outputs),
         )
 
     def encode(self, features: FloatArray, lengths: npt.NDArray[np.int64]) -> tuple[FloatArray, npt.NDArray[np.int64]]:
@@ -236,6 +283,12 @@ class OnnxTdtModel:
             rows = np.broadcast_to(output, (encoder_frames.shape[0], output.shape[-1]))
             return output, new_h, new_c, self.joint_rows(encoder_frames, rows)
         feeds[step.input_encoder] = np.ascontiguousarray(encoder_frames)
+        heads = self.argmax
+        if heads is not None:
+            output, new_h, new_c, label, duration = self.predictor_session.run(
+                [spec.output, spec.output_h, spec.output_c, ARGMAX_LABEL, ARGMAX_DURATION], feeds
+            )
+            return output, new_h, new_c, one_hot_logits(label, duration, heads.num_labels, heads.width)
         output, new_h, new_c, logits = self.predictor_session.run(
             [spec.output, spec.output_h, spec.output_c, step.output_logits], feeds
         )
@@ -298,6 +351,16 @@ class OnnxTdtModel:
 
     def joint_rows(self, encoder_frames: FloatArray, predictor_outputs: FloatArray) -> FloatArray:
         spec = self.manifest.joint
+        heads = self.argmax
+        if heads is not None:
+            label, duration = self.joint_session.run(
+                [ARGMAX_LABEL, ARGMAX_DURATION],
+                {
+                    spec.input_encoder: np.ascontiguousarray(encoder_frames),
+                    spec.input_predictor: np.ascontiguousarray(predictor_outputs),
+                },
+            )
+            return one_hot_logits(label, duration, heads.num_labels, heads.width)
         (logits,) = self.joint_session.run(
             [spec.output_logits],
             {

@@ -54,6 +54,7 @@ import onnxruntime as ort
 from ..errors import ManifestError, ModelDirectoryError
 from ..options import SessionOptions
 from . import onnx_proto
+from .devices import Provider
 from .manifest import (
     DecodingSpec,
     EncoderSpec,
@@ -300,7 +301,7 @@ def _durations(num_outputs: int, vocab_size: int, graph: str) -> tuple[int, ...]
 def load_sherpa_onnx(
     directory: Path,
     *,
-    providers: Sequence[str] | None,
+    providers: Sequence[Provider] | None,
     session: SessionOptions,
     precision: str | None = None,
 ) -> LoadedLayout:

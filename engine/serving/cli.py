@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..engine import Engine, default_model_dir, sample_audio_path
 from ..errors import ParakeetRuntimeError
+from ..model.devices import DEVICES, device_providers
 from ..model.layouts import layout_of, resolve_model_dir
 from ..model.manifest import load_manifest
 from ..options import BatchingOptions, ConfidenceOptions, LongFormOptions, SessionOptions
@@ -43,6 +44,9 @@ RAY_APP_NAME = "parakeet"
 """The Serve application ``serve --ray`` runs (replacing one of that name on the cluster)."""
 CONFIDENCE_HELP = ("give tokens, words and segments NeMo's confidence scores (NeMo's default measure: tsallis "
                    "entropy, alpha 0.33, min over a word's tokens) in the JSON outputs")
+DEVICE_HELP = ("where the graphs run: cpu, cuda (ONNX Runtime's CUDA provider, the gpu extra) or tensorrt (its "
+               "TensorRT provider, fp16); a device that cannot run here is an error, never a CPU fall-back "
+               "(default: ONNX Runtime's default providers, CUDA when installed, else the CPU)")
 THREADS_HELP = ("ONNX Runtime intra-op threads for the encoder and the large step graphs (default: ONNX Runtime's, "
                 "one per physical core)")
 
@@ -75,6 +79,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     transcribe.add_argument("--batch-size", type=int, default=16, metavar="N",
                             help="BatchingOptions.max_batch_size (default: 16)")
     transcribe.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    transcribe.add_argument("--device", choices=DEVICES, default=None, help=DEVICE_HELP)
     transcribe.add_argument("--confidence", action="store_true", help=CONFIDENCE_HELP)
     _long_form_arguments(transcribe)
     transcribe.add_argument("--ray", default=None, metavar="ADDRESS",
@@ -94,6 +99,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     serve.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    serve.add_argument("--device", choices=DEVICES, default=None, help=DEVICE_HELP)
     serve.add_argument("--confidence", action="store_true", help=CONFIDENCE_HELP)
     _long_form_arguments(serve)
     serve.add_argument("--max-batch-size", type=int, default=16, help="dynamic batch size (default: 16)")
@@ -194,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
             batching=BatchingOptions(max_batch_size=args.batch_size),
             confidence=ConfidenceOptions() if args.confidence else None,
             long_form=_long_form(args),
+            device=args.device,
         )
     except (ParakeetRuntimeError, ValueError) as exc:
         print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
@@ -311,7 +318,8 @@ def serve(args: argparse.Namespace) -> int:
 
     def load() -> Engine:
         return Engine.load(model_dir, session=SessionOptions(threads=args.threads), batching=batching,
-                           confidence=ConfidenceOptions() if args.confidence else None, long_form=long_form)
+                           confidence=ConfidenceOptions() if args.confidence else None, long_form=long_form,
+                           device=args.device)
 
     options = _server_options(args)
     try:
@@ -320,6 +328,8 @@ def serve(args: argparse.Namespace) -> int:
         model_dir = resolve_model_dir(model_dir)
         if layout_of(model_dir) is None:
             load_manifest(model_dir)
+        if args.device is not None:
+            device_providers(args.device, model_dir)  # this onnxruntime build has the device's providers
     except ParakeetRuntimeError as exc:
         print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
         return 2
