@@ -36,10 +36,15 @@ def test_demo_manifest_provenance_is_typed() -> None:
     assert provenance.versions.parakeet_runtime == raw["versions"]["parakeet-runtime"]
     assert provenance.parity is not None and len(provenance.parity) == len(raw["parity"])
     assert all(isinstance(p, ParityProbe) and p.identical for p in provenance.parity)
-    assert provenance.quantization is None and provenance.encoder_export is None  # not recorded back then
-    # The demo's sentence from before the field was typed describes the search the engine runs.
-    assert raw["decoding"].startswith("greedy TDT")
+    assert provenance.quantization is None
+    # Shipped without position tables (they would take the directory past its 20 MB).
+    assert provenance.encoder_export is not None and provenance.encoder_export.position_table_frames == 0
+    assert provenance.encoder_export.fused_attention_layers == raw["encoder_export"]["fused_attention_layers"] > 0
+    assert raw["decoding"] == {"search": "greedy_tdt", "batched": True, "joint_lookahead": True}
     assert provenance.decoding == DecodingMethod()
+    # The sentence manifests wrote before the field was typed describes the search the engine runs.
+    legacy = parse_provenance({**raw, "decoding": "greedy TDT (label looping), one utterance at a time"})
+    assert legacy.decoding == DecodingMethod()
 
 
 def test_round_trip_writes_the_same_keys() -> None:
