@@ -38,3 +38,8 @@ class EngineOverloadedError(ParakeetRuntimeError, RuntimeError):
 class ModelDownloadError(ModelDirectoryError):
     """A hub model name could not be fetched: no network (or ``HF_HUB_OFFLINE``) and not in the cache,
     no such repository, or ``huggingface_hub`` (the ``hub`` extra) is not installed."""
+
+
+class BackendUnavailableError(ParakeetRuntimeError, RuntimeError):
+    """The requested encoder backend or precision cannot run here: the ``openvino`` extra is not installed,
+    the CPU has no bfloat16 instructions, or the directory's encoder is not one the backend takes."""

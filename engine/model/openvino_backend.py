@@ -1,0 +1,84 @@
+"""The encoder on OpenVINO (the optional extra ``parakeet-runtime[openvino]``), from the same ``encoder.onnx``.
+
+OpenVINO reads the exported ONNX graph as it is (the fused attention and the position ``If`` included) and
+compiles it for the CPU with dynamic batch and length, in ``fp32`` or, on CPUs with AVX-512 BF16 or AMX,
+``bf16``. Only the encoder runs here; the prediction network and the joint stay on ONNX Runtime (they
+are small per-step graphs that OpenVINO would not speed up, and their exactness decides every token).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, ManifestError
+from ..options import Precision
+from .cpu import cpu_name, this_cpu_has_bf16
+
+logger = logging.getLogger(__name__)
+
+_HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+
+class OpenVinoEncoder:
+    """A compiled encoder, run like an ONNX Runtime session (``run(output_names, feeds)``).
+
+    Thread-safe: each concurrent ``run`` takes an infer request of its own from a pool (created on demand,
+    returned after the run), and OpenVINO's compiled model is shared.
+    """
+
+    def __init__(self, path: Path, *, precision: Precision, threads: int | None,
+                 inputs: Sequence[str], outputs: Sequence[str]) -> None:
+        """Compile ``path`` for the CPU.
+
+        Raises:
+            BackendUnavailableError: OpenVINO is not installed, or ``bf16`` on a CPU without bfloat16.
+            ManifestError: OpenVINO cannot read or compile the graph, or it lacks a named input or output.
+        """
+        try:
+            import openvino
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "backend='openvino' needs OpenVINO: pip install 'parakeet-runtime[openvino]'") from exc
+        if precision == "bf16" and not this_cpu_has_bf16():
+            raise BackendUnavailableError(
+                f"precision='bf16' needs a CPU with AVX-512 BF16 or AMX; this one ({cpu_name()}) has neither "
+                "(use precision='fp32')")
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            core = openvino.Core()
+            self._compiled: Any = core.compile_model(core.read_model(str(path)), "CPU", config)
+        except Exception as exc:  # OpenVINO raises its own untyped exceptions here
+            raise ManifestError(f"{path.name}: OpenVINO cannot compile this graph ({exc})") from exc
+        present_in = {name for port in self._compiled.inputs for name in port.get_names()}
+        present_out = {name for port in self._compiled.outputs for name in port.get_names()}
+        for kind, names, present in (("input", inputs, present_in), ("output", outputs, present_out)):
+            for name in names:
+                if name not in present:
+                    raise ManifestError(f"{path.name}: the graph has no {kind} {name!r:.80}; its {kind}s: "
+                                        f"{', '.join(sorted(present))}")
+        self.precision = precision
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        logger.info("encoder %s compiled by OpenVINO %s for the CPU in %s", path.name, openvino.__version__,
+                    precision)
+
+    def run(self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray[Any, Any]],
+            run_options: object = None) -> list[np.ndarray[Any, Any]]:
+        """The outputs ``output_names`` for ``feeds`` (copies: later runs do not overwrite them);
+        ``run_options`` (ONNX Runtime's) is ignored."""
+        try:
+            request = self._requests.get_nowait()
+        except queue.Empty:
+            request = self._compiled.create_infer_request()
+        try:
+            results = request.infer(dict(feeds), share_inputs=False, share_outputs=False)
+            return [np.asarray(results[name]) for name in output_names]
+        finally:
+            self._requests.put(request)
