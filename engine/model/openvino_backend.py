@@ -2,7 +2,11 @@
 
 OpenVINO reads the exported ONNX graph as it is (the fused attention and the position ``If`` included) and
 compiles it for the CPU with dynamic batch and length, in ``fp32`` or, on CPUs with AVX-512 BF16 or AMX,
-``bf16``. Only the encoder runs here; the prediction network and the joint stay on ONNX Runtime (they
+``bf16``. One workaround: OpenVINO 2026.4's CPU plugin fuses the relative-position product of the exported
+attention (``q @ pos^T``, a MatMul of two activations feeding the attention's bias) into something that is
+wrong (max abs error ≈ 0.9 on encoder frames of magnitude 7, NaN at some lengths) beyond ≈ 200 encoder
+frames, or with padding in a batch; marking those products as model outputs keeps them unfused, and the
+encoder frames then match ONNX Runtime's to ≈ 4e-6 (tests/test_cpus.py). Only the encoder runs here; the prediction network and the joint stay on ONNX Runtime (they
 are small per-step graphs that OpenVINO would not speed up, and their exactness decides every token).
 """
 
@@ -54,7 +58,9 @@ class OpenVinoEncoder:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
             core = openvino.Core()
-            self._compiled: Any = core.compile_model(core.read_model(str(path)), "CPU", config)
+            model = core.read_model(str(path))
+            _keep_position_products(model)
+            self._compiled: Any = core.compile_model(model, "CPU", config)
         except Exception as exc:  # OpenVINO raises its own untyped exceptions here
             raise ManifestError(f"{path.name}: OpenVINO cannot compile this graph ({exc})") from exc
         present_in = {name for port in self._compiled.inputs for name in port.get_names()}
@@ -78,7 +84,23 @@ class OpenVinoEncoder:
         except queue.Empty:
             request = self._compiled.create_infer_request()
         try:
-            results = request.infer(dict(feeds), share_inputs=False, share_outputs=False)
-            return [np.asarray(results[name]) for name in output_names]
+            results = request.infer(dict(feeds), share_inputs=False, share_outputs=True)
+            return [np.array(results[name], copy=True) for name in output_names]
         finally:
             self._requests.put(request)
+
+
+def _keep_position_products(model: Any) -> None:
+    """Mark each named MatMul of two activations (the exported attention's ``q @ pos^T`` products; the
+    weights' MatMuls have a constant input, and the MatMuls OpenVINO makes of the fused attention have no
+    tensor names) as an output of ``model``, so that the CPU plugin does not fuse it (see the module's
+    docstring)."""
+    products = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "MatMul" or not op.output(0).get_names():
+            continue
+        sources = {port.get_source_output().get_node().get_type_name() for port in op.inputs()}
+        if not sources & {"Constant", "Convert"}:
+            products.append(op.output(0))
+    if products:
+        model.add_outputs(products)
