@@ -137,10 +137,10 @@ def encoder_graph(manifest: Manifest, int8_weights: str) -> tuple[str, str | Non
         ManifestError: a forced scheme the directory does not hold.
     """
     encoder = manifest.encoder
-    if encoder.precision != "int8":
-        return encoder.file, None
     quantization = manifest.provenance.quantization
-    primary = quantization.weights if quantization is not None else None
+    if quantization is None:
+        return encoder.file, None
+    primary = quantization.weights
     graphs: dict[str | None, str] = {primary: encoder.file}
     if encoder.signed_int8_file is not None:
         graphs["int8"] = encoder.signed_int8_file
@@ -193,7 +193,8 @@ def encoder_session(
     _warn_if_int8_saturates(file, scheme, providers)
     encoder = graph_session(model_dir / file, providers, session.threads, session.spinning)
     _check_names(encoder, file, "encoder", *names)
-    return encoder
+    result: EncoderSession = encoder
+    return result
 
 
 def _frames(manifest: Manifest, seconds: float | None) -> int | None:

@@ -2,11 +2,13 @@
 
 OpenVINO reads the exported ONNX graph as it is (the fused attention and the position ``If`` included) and
 compiles it for the CPU with dynamic batch and length, in ``fp32`` or, on CPUs with AVX-512 BF16 or AMX,
-``bf16``. One workaround: OpenVINO 2026.4's CPU plugin fuses the relative-position product of the exported
-attention (``q @ pos^T``, a MatMul of two activations feeding the attention's bias) into something that is
-wrong (max abs error ≈ 0.9 on encoder frames of magnitude 7, NaN at some lengths) beyond ≈ 200 encoder
-frames, or with padding in a batch; marking those products as model outputs keeps them unfused, and the
-encoder frames then match ONNX Runtime's to ≈ 4e-6 (tests/test_cpus.py). Only the encoder runs here; the prediction network and the joint stay on ONNX Runtime (they
+``bf16``. One workaround: OpenVINO 2026.4's CPU plugin fuses the relative-position product of the
+exported attention (``q @ pos^T``, a MatMul of two activations feeding the attention's bias) into something
+that is wrong (max abs error ≈ 0.9 on encoder frames of magnitude 7, NaN at some lengths) beyond ≈ 200 encoder
+frames, or with padding in a batch; in bf16 the fused attention's bias gives NaN at some lengths. Marking
+those products and biases as model outputs keeps them unfused: the fp32 encoder frames then match ONNX
+Runtime's to ≈ 4e-6, bf16's to ≈ 0.05 (tests/test_cpus.py). Only the encoder runs here; the prediction
+network and the joint stay on ONNX Runtime (they
 are small per-step graphs that OpenVINO would not speed up, and their exactness decides every token).
 """
 
@@ -93,10 +95,13 @@ class OpenVinoEncoder:
 def _keep_position_products(model: Any) -> None:
     """Mark each named MatMul of two activations (the exported attention's ``q @ pos^T`` products; the
     weights' MatMuls have a constant input, and the MatMuls OpenVINO makes of the fused attention have no
-    tensor names) as an output of ``model``, so that the CPU plugin does not fuse it (see the module's
+    tensor names), and the bias input of each ``ScaledDotProductAttention`` (OpenVINO's form of the fused
+    attention), as outputs of ``model``, so that the CPU plugin does not fuse them (see the module's
     docstring)."""
     products = []
     for op in model.get_ordered_ops():
+        if op.get_type_name() == "ScaledDotProductAttention" and len(op.inputs()) > 3:
+            products.append(op.input(3).get_source_output())  # the bias: position scores + padding mask
         if op.get_type_name() != "MatMul" or not op.output(0).get_names():
             continue
         sources = {port.get_source_output().get_node().get_type_name() for port in op.inputs()}
