@@ -12,6 +12,11 @@ decoding (TDT search and timestamps).
     python benchmarks/rtfx.py --nemo ~/.cache/parakeet-bench/v2/model.nemo \\
         --fp32 ~/.cache/parakeet-bench/v2/fp32 --int8 ~/.cache/parakeet-bench/v2/int8
 
+When the int8 directory holds both weight graphs (``--int8-weights auto``), ``int8`` is the one the engine
+picks on this CPU and ``int8-uint8`` / ``int8-int8`` force each. With ``--openvino`` it also runs the fp32
+directory's encoder on OpenVINO: ``openvino-fp32``, and ``openvino-bf16`` where the CPU has AVX-512 BF16 or
+AMX (decoding stays on ONNX Runtime). The CPU's name and ISA extensions are in the results.
+
 With ``--onnx-asr DIR`` it also runs onnx-asr (``recognize`` on the same paths) on the fp32 directory's
 own graphs, rearranged into onnx-asr's layout by ``benchmarks/onnx_asr_layout.py`` (built on the fly when
 DIR does not exist yet).
@@ -22,6 +27,7 @@ Writes ``benchmarks/results/rtfx-<name>.json`` and a table in ``benchmarks/READM
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import resource
@@ -99,10 +105,12 @@ def _nemo_runner(nemo: str, threads: int | None) -> Any:
     return run
 
 
-def _engine_runner(model_dir: str, threads: int | None) -> Any:
+def _engine_runner(model_dir: str, threads: int | None, **session: Any) -> Any:
+    """The engine on ``model_dir``; ``session``: more ``SessionOptions`` fields (backend, precision, int8_weights)."""
     from parakeet_runtime.engine import BatchingOptions, Engine, SessionOptions
 
-    engine = Engine.load(model_dir, session=SessionOptions(threads=threads), batching=BatchingOptions(enabled=False))
+    engine = Engine.load(model_dir, session=SessionOptions(threads=threads, **session),
+                         batching=BatchingOptions(enabled=False))
 
     def run(paths: list[Path]) -> dict[str, float]:
         """``engine.transcribe(paths)``, step by step, with timers (the steps of ``Inference.run``)."""
@@ -141,7 +149,16 @@ def _onnx_asr_runner(layout_dir: str, threads: int | None) -> Any:
     return run
 
 
-RUNNERS = {"nemo": _nemo_runner, "fp32": _engine_runner, "int8": _engine_runner, "onnx-asr": _onnx_asr_runner}
+RUNNERS: dict[str, Any] = {
+    "nemo": _nemo_runner,
+    "fp32": _engine_runner,
+    "int8": _engine_runner,
+    "int8-uint8": functools.partial(_engine_runner, int8_weights="uint8"),
+    "int8-int8": functools.partial(_engine_runner, int8_weights="int8"),
+    "openvino-fp32": functools.partial(_engine_runner, backend="openvino"),
+    "openvino-bf16": functools.partial(_engine_runner, backend="openvino", precision="bf16"),
+    "onnx-asr": _onnx_asr_runner,
+}
 
 
 def _reset_peak_rss() -> bool:
@@ -223,8 +240,9 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
     name = report["meta"]["name"]
     start, end = f"<!-- rtfx-{name}:start -->", f"<!-- rtfx-{name}:end -->"
     meta = report["meta"]
-    lines = [start, f"Model `{name}` ({meta['model']}), {meta['machine']['cores']} cores ({meta['machine']['cpu']}), "
-             f"{meta['machine'].get('simd', '')}, threads {meta['threads'] or 'default'}, "
+    hardware = meta["machine"]
+    lines = [start, f"Model `{name}` ({meta['model']}), {hardware['cores']} cores ({hardware['cpu']}), "
+             f"{hardware.get('isa') or hardware.get('simd', '')}, threads {meta['threads'] or 'default'}, "
              f"median of {_runs(meta)}, {meta['date']}.", "",
              "| system | case | audio (s) | wall (s) | RTFx | × NeMo (per round) | features (s) | encoder (s) | "
              "decoding (s) | decoding share | load (s) | case peak RSS (MB) | process peak RSS (MB) |",
@@ -254,8 +272,24 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
 
 
 def _systems(args: argparse.Namespace) -> list[str]:
-    wanted = {"nemo": True, "fp32": True, "int8": bool(args.int8), "onnx-asr": bool(args.onnx_asr)}
+    from parakeet_runtime.engine import load_manifest
+    from parakeet_runtime.engine.model.cpu import this_cpu_has_bf16
+
+    both_schemes = bool(args.int8) and load_manifest(Path(args.int8)).encoder.signed_int8_file is not None
+    wanted = {"nemo": True, "fp32": True, "int8": bool(args.int8), "int8-uint8": both_schemes,
+              "int8-int8": both_schemes, "openvino-fp32": args.openvino,
+              "openvino-bf16": args.openvino and this_cpu_has_bf16(), "onnx-asr": bool(args.onnx_asr)}
     return [system for system, on in wanted.items() if on]
+
+
+def _source(system: str, args: argparse.Namespace) -> str:
+    if system == "nemo":
+        return str(args.nemo)
+    if system.startswith("int8"):
+        return str(args.int8)
+    if system == "onnx-asr":
+        return str(args.onnx_asr)
+    return str(args.fp32)  # fp32, openvino-*
 
 
 def _run_subprocess(system: str, args: argparse.Namespace, folder: str) -> dict[str, Any]:
@@ -266,6 +300,8 @@ def _run_subprocess(system: str, args: argparse.Namespace, folder: str) -> dict[
         command += ["--int8", args.int8]
     if args.onnx_asr:
         command += ["--onnx-asr", str(args.onnx_asr)]
+    if args.openvino:
+        command += ["--openvino"]
     if args.threads:
         command += ["--threads", str(args.threads)]
     if args.cases:
@@ -320,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fp32", required=True, help="convert-model directory (fp32)")
     parser.add_argument("--int8", help="convert-model --quantize int8 directory")
     parser.add_argument("--onnx-asr", type=Path, help="onnx-asr layout of the fp32 directory (made when missing)")
+    parser.add_argument("--openvino", action="store_true",
+                        help="also run the fp32 directory's encoder on OpenVINO (fp32, and bf16 where the CPU has it)")
     parser.add_argument("--name", default=None, help="label for the results (default: the .nemo file's folder)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1,
@@ -337,8 +375,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.system:
         clips = make_clips(args.clips_dir)
-        source = {"nemo": args.nemo, "fp32": args.fp32, "int8": args.int8, "onnx-asr": str(args.onnx_asr)}[args.system]
-        result = run_system(args.system, source, clips, args.runs, args.threads, args.cases)
+        result = run_system(args.system, _source(args.system, args), clips, args.runs, args.threads, args.cases)
         sys.stdout.write("RESULT " + json.dumps(result) + "\n")
         return 0
 
@@ -353,7 +390,10 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("rtfx").warning("round %d of %d", number + 1, args.rounds)
             rounds.append([_run_subprocess(system, args, folder) for system in _systems(args)])
     results = merge_rounds(rounds)
-    report = {"meta": {"name": name, "model": Path(args.nemo).name, "machine": machine(), "runs": args.runs,
+    from parakeet_runtime.engine.model.cpu import int8_weights_for_this_cpu, isa_summary
+
+    hardware = {**machine(), "isa": isa_summary(), "int8_weights_auto": int8_weights_for_this_cpu()}
+    report = {"meta": {"name": name, "model": Path(args.nemo).name, "machine": hardware, "runs": args.runs,
                        "rounds": args.rounds, "threads": args.threads, "cases": args.cases or "all",
                        "date": time.strftime("%Y-%m-%d")},
               "results": results}

@@ -44,3 +44,8 @@ class DeviceUnavailableError(ParakeetRuntimeError, RuntimeError):
     """The device asked for (``Engine.load(device="cuda" | "tensorrt")``) cannot run here: this onnxruntime
     build lacks its execution provider, or the provider could not start (no GPU, no CUDA or TensorRT
     libraries). The engine never falls back to the CPU silently."""
+
+
+class BackendUnavailableError(ParakeetRuntimeError, RuntimeError):
+    """The requested encoder backend or precision cannot run here: the ``openvino`` extra is not installed,
+    the CPU has no bfloat16 instructions, or the directory's encoder is not one the backend takes."""

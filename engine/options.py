@@ -8,7 +8,8 @@ from typing import Literal
 
 from parakeet_runtime.decoding import ConfidenceOptions
 
-__all__ = ["BatchingOptions", "ConfidenceOptions", "LongFormOptions", "SessionOptions"]
+__all__ = ["Backend", "BatchingOptions", "ConfidenceOptions", "Int8Weights", "LongFormOptions", "Precision",
+           "SessionOptions"]
 """``ConfidenceOptions`` (``Engine.load(confidence=...)``) lives with the decoding functions that use it."""
 
 
@@ -54,9 +55,17 @@ class BatchingOptions:
             raise ValueError(f"max_queue must be >= 1 or None, got {self.max_queue}")
 
 
+Int8Weights = Literal["auto", "uint8", "int7", "int8"]
+"""Which encoder graph of an int8 directory to load: ``auto`` picks from the CPU's flags."""
+Backend = Literal["onnxruntime", "openvino"]
+"""What runs the encoder on the CPU (decoding always runs on ONNX Runtime)."""
+Precision = Literal["fp32", "bf16"]
+"""The encoder's compute precision on the OpenVINO backend."""
+
+
 @dataclass(frozen=True)
 class SessionOptions:
-    """ONNX Runtime threading.
+    """Encoder backend, precision and threading.
 
     The default suits a server: with batching on, one worker runs the graphs and may use every core;
     spinning is off so idle intra-op threads do not burn the cores that feature extraction and the
@@ -76,8 +85,29 @@ class SessionOptions:
     of activations at Parakeet size (attention is quadratic in length); without this, the arena keeps
     them for the life of the engine and later batches of other shapes grow it further. Runs on shorter
     audio keep the warm arena, so short requests pay nothing. ``None``: never release."""
+    int8_weights: Int8Weights = "auto"
+    """For int8 directories holding both ``uint8`` and ``int8`` weight graphs (``convert-model --quantize
+    int8``'s default): ``auto`` loads the signed ``int8`` graph on CPUs with VNNI or AMX (exact and fastest
+    there) and the ``uint8`` graph elsewhere (exact everywhere; ONNX Runtime's u8×s8 kernels saturate
+    without VNNI); a scheme name forces that graph (``ManifestError`` at load if the directory lacks it)."""
+    backend: Backend = "onnxruntime"
+    """What runs the encoder: ``onnxruntime``, or ``openvino`` (the optional extra ``parakeet-runtime[openvino]``;
+    it reads the same ``encoder.onnx``, fp32 directories only, on the CPU). The prediction network and the
+    joint always run on ONNX Runtime."""
+    precision: Precision = "fp32"
+    """The OpenVINO encoder's inference precision: ``fp32``, or ``bf16`` on CPUs with AVX-512 BF16 or AMX
+    (elsewhere ``BackendUnavailableError`` at load). ONNX Runtime runs the graph's own precision: only
+    ``fp32`` is accepted with it."""
 
     def __post_init__(self) -> None:
+        if self.int8_weights not in ("auto", "uint8", "int7", "int8"):
+            raise ValueError(f"int8_weights must be 'auto', 'uint8', 'int7' or 'int8', got {self.int8_weights!r}")
+        if self.backend not in ("onnxruntime", "openvino"):
+            raise ValueError(f"backend must be 'onnxruntime' or 'openvino', got {self.backend!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.backend == "onnxruntime" and self.precision != "fp32":
+            raise ValueError(f"precision {self.precision!r} needs backend='openvino' (ONNX Runtime runs fp32 here)")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
         if self.release_memory_above_seconds is not None and self.release_memory_above_seconds < 0:

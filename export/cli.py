@@ -21,7 +21,7 @@ from .errors import ConversionError, ParityError
 from .inspect_model import parse_context, parse_languages
 from .portable import TARGETS
 from .position_table import DEFAULT_FRAMES
-from .quantize import DEFAULT_WEIGHTS, WEIGHT_SCHEMES
+from .quantize import DEFAULT_WEIGHTS, WEIGHT_CHOICES
 
 if TYPE_CHECKING:
     from .convert import ConversionReport
@@ -49,10 +49,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="quantise the encoder (dynamic int8 MatMul weights per output channel) after "
                         "the fp32 parity check; "
                         "the token agreement with fp32 is reported and recorded in the manifest")
-    parser.add_argument("--int8-weights", choices=tuple(WEIGHT_SCHEMES), default=None,
-                        help=f"how --quantize int8 stores the weights (default {DEFAULT_WEIGHTS}): uint8 gives the "
-                        "same tokens on every CPU; int7 too, with the faster u8 x s8 kernels and one bit less "
-                        "precision; int8 is exact and fastest only on CPUs with VNNI/AMX or ARM dot products")
+    parser.add_argument("--int8-weights", choices=WEIGHT_CHOICES, default=None,
+                        help=f"how --quantize int8 stores the weights (default {DEFAULT_WEIGHTS}): auto writes a "
+                        "uint8 and an int8 graph and the engine loads int8 on CPUs with VNNI/AMX, uint8 elsewhere; "
+                        "uint8 alone gives the same tokens on every CPU; int7 too, with the faster u8 x s8 kernels "
+                        "and one bit less precision; int8 alone is exact and fastest only on CPUs with VNNI/AMX "
+                        "or ARM dot products")
     parser.add_argument("--position-table-frames", type=int, default=DEFAULT_FRAMES, metavar="N",
                         help="precompute the encoder's relative-position projections for inputs of up to N encoder "
                         f"frames (default {DEFAULT_FRAMES}: 82 s at 80 ms per frame; 8 MB per layer at d_model "
@@ -307,6 +309,11 @@ def _print_summary(args: argparse.Namespace, report: ConversionReport) -> None:
         print(f"  encoder quantised to {quantization.precision} ({quantization.weights} weights): token agreement "
               f"with fp32 {'not measured' if agreement is None else f'{agreement:.4f}'} "
               f"({quantization.identical_clips}/{quantization.clips} probe clips identical)")
+        signed = quantization.signed_int8_token_agreement_with_fp32
+        if m.encoder.signed_int8_file is not None:
+            print(f"  and {m.encoder.signed_int8_file} (int8 weights, loaded on CPUs with VNNI/AMX): token agreement "
+                  f"{'not measured' if signed is None else f'{signed:.4f}'} "
+                  f"({quantization.signed_int8_identical_clips}/{quantization.clips} probe clips identical)")
     attention = m.encoder.attention
     if attention.context is not None:
         print(f"  local attention, context {attention.context[0]},{attention.context[1]} encoder frames: "

@@ -119,8 +119,9 @@ def convert(
         verify: run the parity check (disable only to debug a failing export).
         quantize: ``"int8"`` to quantise the encoder after the fp32 parity check passes; the token
             agreement with fp32 on the probe clips is recorded in the manifest.
-        int8_weights: how ``quantize="int8"`` stores the encoder's weights: ``"uint8"``, ``"int7"`` or
-            ``"int8"`` (see :mod:`parakeet_runtime.export.quantize`).
+        int8_weights: how ``quantize="int8"`` stores the encoder's weights: ``"auto"`` (a uint8 and an
+            int8 graph, chosen at load from the CPU), ``"uint8"``, ``"int7"`` or ``"int8"`` (see
+            :mod:`parakeet_runtime.export.quantize`).
         position_table_frames: the encoder's relative-position projections become table lookups for inputs
             of up to this many encoder frames (0: none; see :mod:`parakeet_runtime.export.position_table`).
         languages: ISO 639-1 codes to record in the manifest, overriding what the checkpoint says (``None``:
@@ -228,15 +229,20 @@ def _quantized(staging: Path, manifest: Manifest, precision: str, weights: str, 
     target = Path(tempfile.mkdtemp(prefix=staging.name + "q", dir=staging.parent))
     try:
         quantized = quantize_directory(staging, target, manifest, weights)
-        agreement = token_agreement(staging, target, clips)
-        logger.info("int8 token agreement with fp32: %.4f (%d/%d clips identical)", agreement.token_agreement,
-                    agreement.identical_clips, agreement.clips)
         recorded = quantized.provenance.quantization
         assert recorded is not None  # quantize_directory records the scheme
-        quantized = replace(quantized, provenance=replace(quantized.provenance, quantization=replace(
-            recorded, token_agreement_with_fp32=agreement.token_agreement,
-            identical_clips=agreement.identical_clips, clips=agreement.clips,
-        )))
+        agreement = token_agreement(staging, target, clips, int8_weights="uint8" if weights == "auto" else "auto")
+        logger.info("int8 token agreement with fp32 (%s weights): %.4f (%d/%d clips identical)", recorded.weights,
+                    agreement.token_agreement, agreement.identical_clips, agreement.clips)
+        recorded = replace(recorded, token_agreement_with_fp32=agreement.token_agreement,
+                           identical_clips=agreement.identical_clips, clips=agreement.clips)
+        if quantized.encoder.signed_int8_file is not None:
+            signed = token_agreement(staging, target, clips, int8_weights="int8")
+            logger.info("int8 token agreement with fp32 (int8 weights): %.4f (%d/%d clips identical)",
+                        signed.token_agreement, signed.identical_clips, signed.clips)
+            recorded = replace(recorded, signed_int8_token_agreement_with_fp32=signed.token_agreement,
+                               signed_int8_identical_clips=signed.identical_clips)
+        quantized = replace(quantized, provenance=replace(quantized.provenance, quantization=recorded))
         (target / MANIFEST_NAME).write_text(quantized.to_json(), encoding="utf-8")
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)

@@ -17,6 +17,12 @@ weights a zero point) per output channel, stored in one of three ways (:data:`WE
   ``sdot``), where it is the fastest and most precise; on an AVX2-only CPU pair sums can saturate, so the
   tokens there may differ from a VNNI CPU's.
 
+``auto`` (the default) writes two encoder graphs: ``uint8`` weights in the manifest's ``encoder.file`` and
+``int8`` weights in ``encoder.signed_int8_file``; the engine loads the signed one on CPUs with VNNI or AMX
+(exact there, and the fastest) and the uint8 one elsewhere (exact there); ``SessionOptions(int8_weights=...)``
+forces either. The price is a second int8 encoder: a quarter of the fp32 encoder's size on disk, where
+re-quantising at load would need the fp32 graph (four times the size) and minutes at Parakeet size.
+
 On the tiny fixture models, which scheme agrees best with fp32 flips with the build (a long clip's drift
 decides it; benchmarks/README.md, "int8 token agreement"). Convolutions, normalisation, the prediction
 network and the joint stay fp32: they are cheap, and the predictor and the joint decide every token (an
@@ -36,6 +42,7 @@ from .errors import ConversionError
 
 if TYPE_CHECKING:  # the CLI's argument parser reads the scheme table: this module stays light to import
     from parakeet_runtime.engine.model.manifest import Manifest
+    from parakeet_runtime.engine.options import Int8Weights
 
 logger = logging.getLogger(__name__)
 
@@ -95,37 +102,37 @@ WEIGHT_SCHEMES: dict[str, WeightScheme] = {
                      "sums can saturate on x86 CPUs without VNNI)"),
     )
 }
-DEFAULT_WEIGHTS = "uint8"
-"""Same tokens on every CPU, all 8 bits of weight precision."""
+AUTO_WEIGHTS = "auto"
+"""Both ``uint8`` and ``int8`` graphs in the directory; the engine picks one at load from the CPU's flags."""
+DEFAULT_WEIGHTS = AUTO_WEIGHTS
+WEIGHT_CHOICES = (AUTO_WEIGHTS, *WEIGHT_SCHEMES)
+"""What ``convert-model --int8-weights`` accepts."""
+
+
+def signed_int8_file(encoder_file: str) -> str:
+    """The name of the signed-weights encoder beside ``encoder_file`` (``encoder.onnx`` -> ``encoder.int8w.onnx``)."""
+    stem = encoder_file[: -len(".onnx")] if encoder_file.endswith(".onnx") else encoder_file
+    return f"{stem}.int8w.onnx"
 
 
 def weight_scheme(name: str) -> WeightScheme:
-    """The scheme called ``name``; :class:`ConversionError` for an unknown one."""
+    """The scheme called ``name`` (``auto``: the uint8 scheme of its first graph); :class:`ConversionError`
+    for an unknown one."""
     try:
-        return WEIGHT_SCHEMES[name]
+        return WEIGHT_SCHEMES["uint8" if name == AUTO_WEIGHTS else name]
     except KeyError:
         raise ConversionError(
-            f"unknown int8 weight scheme {name!r} (choose from: {', '.join(WEIGHT_SCHEMES)})"
+            f"unknown int8 weight scheme {name!r} (choose from: {', '.join(WEIGHT_CHOICES)})"
         ) from None
 
 
-def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest, weights: str = DEFAULT_WEIGHTS) -> Manifest:
-    """Write ``out_dir``: a copy of ``fp32_dir`` whose encoder is dynamically quantised to int8, its MatMul
-    weights stored as ``weights`` (a key of :data:`WEIGHT_SCHEMES`)."""
+def _quantize_encoder(source: Path, target: Path, scheme: WeightScheme) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from parakeet_runtime.engine.model.manifest import MANIFEST_NAME, Quantization
-
-    scheme = weight_scheme(weights)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    spec = manifest.encoder
-    for item in fp32_dir.iterdir():
-        if item.name not in (spec.file, spec.external_data, MANIFEST_NAME):
-            shutil.copy2(item, out_dir / item.name)
     try:
         quantize_dynamic(
-            model_input=str(fp32_dir / spec.file),
-            model_output=str(out_dir / spec.file),
+            model_input=str(source),
+            model_output=str(target),
             op_types_to_quantize=["MatMul"],
             weight_type=QuantType.QInt8 if scheme.signed else QuantType.QUInt8,
             per_channel=True,
@@ -134,26 +141,49 @@ def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest, weight
         )
     except Exception as exc:
         raise ConversionError(f"int8 quantisation failed: {type(exc).__name__}: {exc}") from exc
+
+
+def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest, weights: str = DEFAULT_WEIGHTS) -> Manifest:
+    """Write ``out_dir``: a copy of ``fp32_dir`` whose encoder is dynamically quantised to int8, its MatMul
+    weights stored as ``weights`` (a key of :data:`WEIGHT_SCHEMES`, or ``auto``: uint8 and int8 graphs)."""
+    from parakeet_runtime.engine.model.manifest import MANIFEST_NAME, Quantization
+
+    scheme = weight_scheme(weights)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = manifest.encoder
+    signed_file = signed_int8_file(spec.file) if weights == AUTO_WEIGHTS else None
+    for item in fp32_dir.iterdir():
+        if item.name not in (spec.file, spec.external_data, MANIFEST_NAME, signed_file):
+            shutil.copy2(item, out_dir / item.name)
+    _quantize_encoder(fp32_dir / spec.file, out_dir / spec.file, scheme)
+    method = f"onnxruntime quantize_dynamic of the encoder's MatMuls: {scheme.description}"
+    if signed_file is not None:
+        signed = WEIGHT_SCHEMES["int8"]
+        _quantize_encoder(fp32_dir / spec.file, out_dir / signed_file, signed)
+        method += f"; {signed_file}: {signed.description} (loaded on CPUs with VNNI or AMX)"
     quantized = replace(
         manifest,
         digests=(),  # the encoder changes; convert-model records the new directory's digests last
-        encoder=replace(spec, precision="int8", external_data=None),
+        encoder=replace(spec, precision="int8", external_data=None, signed_int8_file=signed_file),
         provenance=replace(manifest.provenance, quantization=Quantization(
-            precision="int8", weights=scheme.name,
-            method=f"onnxruntime quantize_dynamic of the encoder's MatMuls: {scheme.description}",
+            precision="int8", weights=scheme.name, method=method,
         )),
     )
     (out_dir / MANIFEST_NAME).write_text(quantized.to_json(), encoding="utf-8")
     return quantized
 
 
-def token_agreement(fp32_dir: Path, int8_dir: Path, clips: Sequence[Path]) -> Agreement:
-    """Decode ``clips`` with both directories and count where the tokens differ."""
-    from parakeet_runtime.engine import BatchingOptions, Engine
+def token_agreement(
+    fp32_dir: Path, int8_dir: Path, clips: Sequence[Path], *, int8_weights: Int8Weights = "auto"
+) -> Agreement:
+    """Decode ``clips`` with both directories and count where the tokens differ; ``int8_weights``: which of
+    the int8 directory's graphs (``auto``: the one the engine picks on this CPU)."""
+    from parakeet_runtime.engine import BatchingOptions, Engine, SessionOptions
 
     options = BatchingOptions(enabled=False)
+    session = SessionOptions(int8_weights=int8_weights)
     with Engine.load(fp32_dir, providers=["CPUExecutionProvider"], batching=options) as fp32, Engine.load(
-        int8_dir, providers=["CPUExecutionProvider"], batching=options
+        int8_dir, providers=["CPUExecutionProvider"], batching=options, session=session
     ) as int8:
         identical = edits = total = 0
         for clip in clips:

@@ -334,7 +334,8 @@ def test_device_and_providers_do_not_go_together() -> None:
     with pytest.raises(ValueError, match="not both"):
         Engine.load(device="cpu", providers=["CPUExecutionProvider"])
     engine = Engine.load(providers=[("CPUExecutionProvider", {})])  # the low-level form, options included
-    assert engine.model.encoder_session.get_providers() == ["CPUExecutionProvider"]
+    session = engine.model.encoder_session
+    assert isinstance(session, ort.InferenceSession) and session.get_providers() == ["CPUExecutionProvider"]
 
 
 def test_cli_device_flag(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -361,7 +362,8 @@ def test_cuda_gives_nemo_tokens(name: str, converted: dict[str, Path], clips: di
                                 reference: Any) -> None:
     engine = Engine.load(converted[name], device="cuda")
     assert engine.model.argmax is not None
-    assert engine.model.encoder_session.get_providers()[0] == "CUDAExecutionProvider"
+    session = engine.model.encoder_session
+    assert isinstance(session, ort.InferenceSession) and session.get_providers()[0] == "CUDAExecutionProvider"
     expected = reference(name)
     for clip, result in zip(clips.values(), engine.transcribe(list(clips.values())), strict=True):
         assert_identical(result, expected[str(clip)])

@@ -127,14 +127,20 @@ def choose_providers(
     return device_providers(device, model_dir), device
 
 
-def check_sessions(device: str, sessions: Sequence[ort.InferenceSession]) -> None:
+def check_sessions(device: str, sessions: Sequence[object]) -> None:
     """Every session runs on ``device``'s provider (first in its providers), not on a CPU fall-back.
 
     Raises:
-        DeviceUnavailableError: a session fell back (ONNX Runtime could not start the provider).
+        DeviceUnavailableError: a session fell back (ONNX Runtime could not start the provider), or is not an
+            ONNX Runtime session at all (the OpenVINO backend runs on the CPU).
     """
     wanted = _DEVICE_PROVIDER[device]
     for session in sessions:
+        if not isinstance(session, ort.InferenceSession):
+            raise DeviceUnavailableError(
+                f"device {device!r}: the encoder runs on another backend ({type(session).__name__}), which runs "
+                "on the CPU; use SessionOptions(backend='onnxruntime') with a GPU device"
+            )
         running = list(session.get_providers())
         if not running or running[0] != wanted:
             raise DeviceUnavailableError(

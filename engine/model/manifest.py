@@ -94,6 +94,10 @@ class EncoderSpec:
     inputs then assumes Parakeet's 8)."""
     precision: str = "fp32"
     """``fp32``, or ``int8`` (dynamic int8 quantisation of the encoder's MatMul weights)."""
+    signed_int8_file: str | None = None
+    """An int8 directory's second encoder graph, beside ``file``: the same quantisation with signed int8
+    weights (``file`` then holds uint8 weights). The engine loads it on CPUs with int8 dot products (VNNI,
+    AMX), where it is exact and fastest, and ``file`` elsewhere (``None``: one graph, no choice)."""
     input_features: str = "features"
     input_lengths: str = "feature_lengths"
     output_frames: str = "encoder_projected"
@@ -218,6 +222,10 @@ class Quantization:
     """Probe clips whose tokens are identical to fp32's."""
     clips: int | None = None
     """Probe clips compared."""
+    signed_int8_token_agreement_with_fp32: float | None = None
+    """The same for the encoder's ``signed_int8_file`` (``None``: no such graph, or not measured)."""
+    signed_int8_identical_clips: int | None = None
+    """Probe clips whose tokens with ``signed_int8_file`` are identical to fp32's."""
 
 
 @dataclass(frozen=True)
@@ -362,7 +370,8 @@ class Manifest:
             self.tokenizer.file,
             self.tokenizer.vocab_file,
         )
-        extra = tuple(name for name in (self.encoder.external_data, self.step.file if self.step else None) if name)
+        extra = tuple(name for name in (self.encoder.external_data, self.step.file if self.step else None,
+                                        self.encoder.signed_int8_file) if name)
         return (*names, *extra)
 
     def named_files(self) -> tuple[tuple[str, str], ...]:
@@ -376,6 +385,7 @@ class Manifest:
             ("tokenizer.file", self.tokenizer.file),
             ("tokenizer.vocab_file", self.tokenizer.vocab_file),
             ("step.file", self.step.file if self.step else None),
+            ("encoder.signed_int8_file", self.encoder.signed_int8_file),
         ]
         return tuple((label, name) for label, name in named if name is not None)
 

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -20,7 +20,7 @@ from parakeet_runtime.decoding import FloatArray
 
 from ..errors import ManifestError
 from ..options import SessionOptions
-from .cpu import x86_without_int8_dot_products
+from .cpu import int8_weights_for_this_cpu, x86_without_int8_dot_products
 from .devices import ARGMAX_DURATION, ARGMAX_LABEL, Provider, argmax_graph, one_hot_logits
 from .manifest import Manifest
 
@@ -120,16 +120,83 @@ def _release_arena_options() -> ort.RunOptions:
 _RELEASE_ARENA = _release_arena_options()
 
 
-def _warn_if_int8_saturates(manifest: Manifest, providers: Sequence[Provider]) -> None:
+def _warn_if_int8_saturates(file: str, weights: str | None, providers: Sequence[Provider]) -> None:
     """Signed int8 weights (``convert-model --int8-weights int8``) are exact only with int8 dot products."""
-    quantization = manifest.provenance.quantization
-    weights = quantization.weights if quantization is not None else None
     if weights == "int8" and providers[:1] == ["CPUExecutionProvider"] and x86_without_int8_dot_products():
         logger.warning(
             "%s has signed int8 weights, and this CPU has no VNNI: ONNX Runtime's int8 products saturate "
-            "here, so tokens may differ from a VNNI CPU's (convert with --int8-weights uint8 or int7 for "
-            "the same tokens on every CPU)", manifest.encoder.file,
+            "here, so tokens may differ from a VNNI CPU's (load the directory's uint8 graph, "
+            "SessionOptions(int8_weights='uint8'), or convert with --int8-weights uint8 or int7)", file,
         )
+
+
+def encoder_graph(manifest: Manifest, int8_weights: str) -> tuple[str, str | None]:
+    """Which encoder graph of the directory to load, and its int8 weight scheme (``None``: fp32, or not
+    recorded). ``int8_weights``: ``auto`` (the signed graph where this CPU has VNNI or AMX and the
+    directory has one, else ``encoder.file``) or a scheme name (that graph, or :class:`ManifestError`).
+
+    Raises:
+        ManifestError: a forced scheme the directory does not hold.
+    """
+    encoder = manifest.encoder
+    quantization = manifest.provenance.quantization
+    if quantization is None:
+        return encoder.file, None
+    primary = quantization.weights
+    graphs: dict[str | None, str] = {primary: encoder.file}
+    if encoder.signed_int8_file is not None:
+        graphs["int8"] = encoder.signed_int8_file
+    if int8_weights == "auto":
+        wanted = int8_weights_for_this_cpu()
+        scheme = wanted if wanted in graphs else primary
+    elif int8_weights in graphs:
+        scheme = int8_weights
+    else:
+        held = ", ".join(str(name) for name in graphs if name is not None) or "an unrecorded scheme"
+        raise ManifestError(f"int8_weights={int8_weights!r}: this directory's encoder has {held} weights only")
+    return graphs[scheme], scheme
+
+
+class EncoderSession(Protocol):
+    """What runs the encoder: an ONNX Runtime session, or another backend's adapter with its ``run``."""
+
+    def run(self, output_names: Sequence[str], input_feed: dict[str, Any], run_options: Any = None) -> Any: ...
+
+
+def encoder_session(
+    manifest: Manifest, model_dir: Path, providers: Sequence[Provider], session: SessionOptions
+) -> EncoderSession:
+    """The encoder of ``model_dir`` on ``session.backend``: ONNX Runtime (the int8 graph chosen by
+    :func:`encoder_graph`) or OpenVINO (fp32 directories).
+
+    Raises:
+        ManifestError: the graph does not load or lacks its manifest's names; a forced int8 scheme the
+            directory does not hold.
+        BackendUnavailableError: OpenVINO is not installed, ``bf16`` without CPU support, OpenVINO on an
+            int8 directory.
+    """
+    enc = manifest.encoder
+    names = ((enc.input_features, enc.input_lengths), (enc.output_frames, enc.output_lengths))
+    if session.backend == "openvino":
+        from ..errors import BackendUnavailableError
+        from .openvino_backend import OpenVinoEncoder
+
+        if enc.precision != "fp32":
+            raise BackendUnavailableError(
+                f"backend='openvino' runs fp32 encoders; this directory's is {enc.precision} (OpenVINO "
+                "compiles fp32 to bf16 itself: precision='bf16')")
+        logger.info("encoder %s on OpenVINO (%s); decoding on ONNX Runtime", enc.file, session.precision)
+        return OpenVinoEncoder(model_dir / enc.file, precision=session.precision, threads=session.threads,
+                               inputs=names[0], outputs=names[1])
+    file, scheme = encoder_graph(manifest, session.int8_weights)
+    if scheme is not None:
+        logger.info("int8 encoder %s: %s weights (int8_weights=%r, this CPU prefers %s)", file, scheme,
+                    session.int8_weights, int8_weights_for_this_cpu())
+    _warn_if_int8_saturates(file, scheme, providers)
+    encoder = graph_session(model_dir / file, providers, session.threads, session.spinning)
+    _check_names(encoder, file, "encoder", *names)
+    result: EncoderSession = encoder
+    return result
 
 
 def _frames(manifest: Manifest, seconds: float | None) -> int | None:
@@ -165,7 +232,7 @@ class OnnxTdtModel:
     """The graphs of a TDT model. Immutable; every method is safe to call from many threads."""
 
     manifest: Manifest
-    encoder_session: ort.InferenceSession
+    encoder_session: EncoderSession
     predictor_session: ort.InferenceSession
     """Runs the prediction network: the step graph (predictor and joint in one) when the directory has
     one, else the predictor graph."""
@@ -196,12 +263,8 @@ class OnnxTdtModel:
     ) -> OnnxTdtModel:
         chosen = list(providers) if providers is not None else default_providers()
         logger.info("loading ONNX graphs from %s with providers %s", model_dir, chosen)
-        _warn_if_int8_saturates(manifest, chosen)
         predictor_file = manifest.step.file if manifest.step else manifest.predictor.file
-        encoder = graph_session(model_dir / manifest.encoder.file, chosen, session.threads, session.spinning)
-        enc = manifest.encoder
-        _check_names(encoder, enc.file, "encoder", (enc.input_features, enc.input_lengths),
-                     (enc.output_frames, enc.output_lengths))
+        encoder = encoder_session(manifest, model_dir, chosen, session)
         joint = step_graph_session(model_dir / manifest.joint.file, chosen, session.threads, spin=False)
         spec = manifest.joint
         _check_names(joint, spec.file, "joint", (spec.input_encoder, spec.input_predictor), (spec.output_logits,))

@@ -81,6 +81,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     transcribe.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     transcribe.add_argument("--device", choices=DEVICES, default=None, help=DEVICE_HELP)
     transcribe.add_argument("--confidence", action="store_true", help=CONFIDENCE_HELP)
+    _backend_arguments(transcribe)
     _long_form_arguments(transcribe)
     transcribe.add_argument("--ray", default=None, metavar="ADDRESS",
                             help="transcribe on a Ray cluster ('auto': the local one; needs the ray extra): "
@@ -101,6 +102,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     serve.add_argument("--device", choices=DEVICES, default=None, help=DEVICE_HELP)
     serve.add_argument("--confidence", action="store_true", help=CONFIDENCE_HELP)
+    _backend_arguments(serve)
     _long_form_arguments(serve)
     serve.add_argument("--max-batch-size", type=int, default=16, help="dynamic batch size (default: 16)")
     serve.add_argument("--max-wait-ms", type=float, default=5.0, help="batching window (default: 5 ms)")
@@ -140,6 +142,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
+    if args.precision == "bf16" and args.backend != "openvino":
+        parser.error("--precision bf16 needs --backend openvino")
     if args.command == "serve":
         for flag in ("header_timeout_s", "body_timeout_s"):
             if not (getattr(args, flag) > 0 and math.isfinite(getattr(args, flag))):
@@ -172,6 +176,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _backend_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                        help="what runs the encoder on the CPU (default: onnxruntime); openvino needs the openvino "
+                        "extra and an fp32 model directory; decoding stays on ONNX Runtime")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="the encoder's compute precision (default: fp32); bf16 needs --backend openvino and a "
+                        "CPU with AVX-512 BF16 or AMX")
+
+
+def _session(args: argparse.Namespace) -> SessionOptions:
+    """``SessionOptions`` from ``--threads``, ``--backend`` and ``--precision``."""
+    return SessionOptions(threads=args.threads, backend=args.backend, precision=args.precision)
+
+
 def _long_form_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", choices=("auto", "one_pass", "chunked"), default="auto",
                         help="long inputs: one pass while it fits the memory budget, else chunks (auto); or forced")
@@ -196,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
             return _run_on_ray(args, inputs)
         engine = Engine.load(
             args.model if args.model is not None else default_model_dir(),
-            session=SessionOptions(threads=args.threads),
+            session=_session(args),
             batching=BatchingOptions(max_batch_size=args.batch_size),
             confidence=ConfidenceOptions() if args.confidence else None,
             long_form=_long_form(args),
@@ -317,7 +335,7 @@ def serve(args: argparse.Namespace) -> int:
         return 2
 
     def load() -> Engine:
-        return Engine.load(model_dir, session=SessionOptions(threads=args.threads), batching=batching,
+        return Engine.load(model_dir, session=_session(args), batching=batching,
                            confidence=ConfidenceOptions() if args.confidence else None, long_form=long_form,
                            device=args.device)
 

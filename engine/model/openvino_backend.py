@@ -1,0 +1,111 @@
+"""The encoder on OpenVINO (the optional extra ``parakeet-runtime[openvino]``), from the same ``encoder.onnx``.
+
+OpenVINO reads the exported ONNX graph as it is (the fused attention and the position ``If`` included) and
+compiles it for the CPU with dynamic batch and length, in ``fp32`` or, on CPUs with AVX-512 BF16 or AMX,
+``bf16``. One workaround: OpenVINO 2026.4's CPU plugin fuses the relative-position product of the
+exported attention (``q @ pos^T``, a MatMul of two activations feeding the attention's bias) into something
+that is wrong (max abs error ≈ 0.9 on encoder frames of magnitude 7, NaN at some lengths) beyond ≈ 200 encoder
+frames, or with padding in a batch; in bf16 the fused attention's bias gives NaN at some lengths. Marking
+those products and biases as model outputs keeps them unfused: the fp32 encoder frames then match ONNX
+Runtime's to ≈ 4e-6, bf16's to ≈ 0.05 (tests/test_cpus.py). Only the encoder runs here; the prediction
+network and the joint stay on ONNX Runtime (they
+are small per-step graphs that OpenVINO would not speed up, and their exactness decides every token).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, ManifestError
+from ..options import Precision
+from .cpu import cpu_name, this_cpu_has_bf16
+
+logger = logging.getLogger(__name__)
+
+_HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+
+class OpenVinoEncoder:
+    """A compiled encoder, run like an ONNX Runtime session (``run(output_names, feeds)``).
+
+    Thread-safe: each concurrent ``run`` takes an infer request of its own from a pool (created on demand,
+    returned after the run), and OpenVINO's compiled model is shared.
+    """
+
+    def __init__(self, path: Path, *, precision: Precision, threads: int | None,
+                 inputs: Sequence[str], outputs: Sequence[str]) -> None:
+        """Compile ``path`` for the CPU.
+
+        Raises:
+            BackendUnavailableError: OpenVINO is not installed, or ``bf16`` on a CPU without bfloat16.
+            ManifestError: OpenVINO cannot read or compile the graph, or it lacks a named input or output.
+        """
+        try:
+            import openvino
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "backend='openvino' needs OpenVINO: pip install 'parakeet-runtime[openvino]'") from exc
+        if precision == "bf16" and not this_cpu_has_bf16():
+            raise BackendUnavailableError(
+                f"precision='bf16' needs a CPU with AVX-512 BF16 or AMX; this one ({cpu_name()}) has neither "
+                "(use precision='fp32')")
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            core = openvino.Core()
+            model = core.read_model(str(path))
+            _keep_position_products(model)
+            self._compiled: Any = core.compile_model(model, "CPU", config)
+        except Exception as exc:  # OpenVINO raises its own untyped exceptions here
+            raise ManifestError(f"{path.name}: OpenVINO cannot compile this graph ({exc})") from exc
+        present_in = {name for port in self._compiled.inputs for name in port.get_names()}
+        present_out = {name for port in self._compiled.outputs for name in port.get_names()}
+        for kind, names, present in (("input", inputs, present_in), ("output", outputs, present_out)):
+            for name in names:
+                if name not in present:
+                    raise ManifestError(f"{path.name}: the graph has no {kind} {name!r:.80}; its {kind}s: "
+                                        f"{', '.join(sorted(present))}")
+        self.precision = precision
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        logger.info("encoder %s compiled by OpenVINO %s for the CPU in %s", path.name, openvino.__version__,
+                    precision)
+
+    def run(self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray[Any, Any]],
+            run_options: object = None) -> list[np.ndarray[Any, Any]]:
+        """The outputs ``output_names`` for ``feeds`` (copies: later runs do not overwrite them);
+        ``run_options`` (ONNX Runtime's) is ignored."""
+        try:
+            request = self._requests.get_nowait()
+        except queue.Empty:
+            request = self._compiled.create_infer_request()
+        try:
+            results = request.infer(dict(feeds), share_inputs=False, share_outputs=True)
+            return [np.array(results[name], copy=True) for name in output_names]
+        finally:
+            self._requests.put(request)
+
+
+def _keep_position_products(model: Any) -> None:
+    """Mark each named MatMul of two activations (the exported attention's ``q @ pos^T`` products; the
+    weights' MatMuls have a constant input, and the MatMuls OpenVINO makes of the fused attention have no
+    tensor names), and the bias input of each ``ScaledDotProductAttention`` (OpenVINO's form of the fused
+    attention), as outputs of ``model``, so that the CPU plugin does not fuse them (see the module's
+    docstring)."""
+    products = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "ScaledDotProductAttention" and len(op.inputs()) > 3:
+            products.append(op.input(3).get_source_output())  # the bias: position scores + padding mask
+        if op.get_type_name() != "MatMul" or not op.output(0).get_names():
+            continue
+        sources = {port.get_source_output().get_node().get_type_name() for port in op.inputs()}
+        if not sources & {"Constant", "Convert"}:
+            products.append(op.output(0))
+    if products:
+        model.add_outputs(products)
