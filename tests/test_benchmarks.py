@@ -26,19 +26,20 @@ def test_rtfx_on_a_tiny_parakeet_shaped_model(tmp_path: Path) -> None:
     _run([BENCH / "parakeet_models.py", "--out", tmp_path / "models", "--shapes", "tiny",
           "--int8-weights", "uint8", "int7"])
     shape = tmp_path / "models" / "tiny"
-    for directory, weights in (("int8", "uint8"), ("int8-int7", "int7")):
+    # The default scheme (``auto``) writes ``int8``; each other scheme asked for, ``int8-<scheme>``.
+    for directory, weights in (("int8-uint8", "uint8"), ("int8-int7", "int7")):
         manifest = json.loads((shape / directory / "manifest.json").read_text())
         assert manifest["encoder"]["precision"] == "int8"
         assert manifest["provenance"]["quantization"]["weights"] == weights
     readme = tmp_path / "README.md"
     shutil.copy(BENCH / "README.md", readme)
-    _run([BENCH / "rtfx.py", "--nemo", shape / "model.nemo", "--fp32", shape / "fp32", "--int8", shape / "int8",
+    _run([BENCH / "rtfx.py", "--nemo", shape / "model.nemo", "--fp32", shape / "fp32", "--int8", shape / "int8-uint8",
           "--onnx-asr", tmp_path / "onnx-asr", "--runs", "1", "--out-dir", tmp_path / "results", "--readme", readme,
           "--name", "tiny"])
     report = json.loads((tmp_path / "results" / "rtfx-tiny.json").read_text())
     assert [r["system"] for r in report["results"]] == ["nemo", "fp32", "int8", "onnx-asr"]
     assert (tmp_path / "onnx-asr" / "decoder_joint-model.onnx").is_file()
-    _run([BENCH / "profile_encoder.py", "--model", shape / "int8", "--name", "tiny", "--seconds", "5", "--runs", "1",
+    _run([BENCH / "profile_encoder.py", "--model", shape / "int8-uint8", "--name", "tiny", "--seconds", "5", "--runs", "1",
           "--results", tmp_path / "results", "--readme", readme])
     profile = json.loads((tmp_path / "results" / "profile-tiny.json").read_text())
     assert profile["precision"] == "int8" and profile["ops"] and abs(sum(o["share"] for o in profile["ops"]) - 1) < 1e-6
