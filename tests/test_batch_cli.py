@@ -212,7 +212,10 @@ def test_sigint_then_resume(tmp_path: Path, expected: list[Transcript]) -> None:
     out = tmp_path / "out"
     command = [*CLI, str(source), "--output-dir", str(out), *format_args(("text", "json", "jsonl"))]
     terminal, child_end = pty.openpty()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=child_end, text=True)
+    # SIGINT as a terminal's Ctrl-C delivers it: a test run in the background (``cmd &`` in a non-interactive
+    # shell) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler in the child.
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=child_end, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(child_end)
     drawn: list[bytes] = []
     reader = threading.Thread(target=_drain, args=(terminal, drawn), daemon=True)  # the bar must not block

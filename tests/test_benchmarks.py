@@ -39,8 +39,8 @@ def test_rtfx_on_a_tiny_parakeet_shaped_model(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "results" / "rtfx-tiny.json").read_text())
     assert [r["system"] for r in report["results"]] == ["nemo", "fp32", "int8", "onnx-asr"]
     assert (tmp_path / "onnx-asr" / "decoder_joint-model.onnx").is_file()
-    _run([BENCH / "profile_encoder.py", "--model", shape / "int8-uint8", "--name", "tiny", "--seconds", "5", "--runs", "1",
-          "--results", tmp_path / "results", "--readme", readme])
+    _run([BENCH / "profile_encoder.py", "--model", shape / "int8-uint8", "--name", "tiny", "--seconds", "5",
+          "--runs", "1", "--results", tmp_path / "results", "--readme", readme])
     profile = json.loads((tmp_path / "results" / "profile-tiny.json").read_text())
     assert profile["precision"] == "int8" and profile["ops"] and abs(sum(o["share"] for o in profile["ops"]) - 1) < 1e-6
     assert "<!-- profile-tiny:start -->" in readme.read_text()

@@ -136,12 +136,13 @@ def check_sessions(device: str, sessions: Sequence[object]) -> None:
     """
     wanted = _DEVICE_PROVIDER[device]
     for session in sessions:
-        if not isinstance(session, ort.InferenceSession):
+        get_providers = getattr(session, "get_providers", None)
+        if get_providers is None:
             raise DeviceUnavailableError(
                 f"device {device!r}: the encoder runs on another backend ({type(session).__name__}), which runs "
                 "on the CPU; use SessionOptions(backend='onnxruntime') with a GPU device"
             )
-        running = list(session.get_providers())
+        running = list(get_providers())
         if not running or running[0] != wanted:
             raise DeviceUnavailableError(
                 f"device {device!r}: ONNX Runtime could not start {wanted} (no GPU, or its CUDA/TensorRT "
