@@ -178,7 +178,8 @@ def test_transcripts_identical_to_nemo(name: str, variants: dict[str, Variant], 
     variant = variants[name]
     paths = tuple(str(clips[clip]) for clip in CLIP_NAMES)
     expected = nemo_transcripts(str(variant.nemo), paths)
-    assert sum(len(result["ids"]) for result in expected.values()) > 50  # the clips say something
+    # The clips say something (how much depends on the fixture build: 48 tokens in one clean build).
+    assert sum(len(result["ids"]) for result in expected.values()) >= 10
     with Engine.load(variant.directory) as engine:
         for path in paths:
             assert_identical(engine.transcribe(path), expected[path])
