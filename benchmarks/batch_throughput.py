@@ -33,6 +33,7 @@ from parakeet_runtime.engine.serving.progress import Progress
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from concurrency import machine  # noqa: E402
+from readme_block import write_block  # noqa: E402
 
 
 def make_files(folder: Path, count: int, seed: int = 20) -> float:
@@ -86,8 +87,7 @@ def time_cli(folder: Path, out: Path, formats: tuple[str, ...], batch_size: int)
 
 def write_table(report: dict[str, Any], readme: Path) -> None:
     meta = report["meta"]
-    start, end = "<!-- batch_throughput:start -->", "<!-- batch_throughput:end -->"
-    lines = [start,
+    lines = [
              f"{meta['files']} files, {meta['audio_s']:.0f} s of audio (0.5–4.8 s each), demo model, batch size "
              f"{meta['batch_size']}, formats {', '.join(meta['formats'])}; median of {meta['runs']} runs; "
              f"{meta['machine']['cores']} cores ({meta['cpu']}), {meta['date']}.",
@@ -97,15 +97,7 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
     for row in report["results"]:
         lines.append(f"| {row['how']} | {row['wall_s']:.2f} | {row['files_per_s']:.1f} | "
                      f"{row['audio_s_per_s']:.1f} | {row['ratio']:.2f}× |")
-    lines.append(end)
-    block = "\n".join(lines)
-    text = readme.read_text()
-    if start in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## Batch mode throughput\n\n" + block + "\n"
-    readme.write_text(text)
+    write_block(readme, "batch_throughput", lines, "Batch mode throughput")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from long_audio import _pieces, machine  # noqa: E402
+from readme_block import write_block  # noqa: E402
 
 SETTINGS = ((60.0, 8.0, 4.0), (30.0, 8.0, 4.0), (120.0, 8.0, 4.0), (60.0, 16.0, 8.0), (20.0, 5.0, 2.0))
 """(chunk, left context, right context) in seconds; the first is the default."""
@@ -61,7 +62,6 @@ def compare(one: Any, chunked: Any) -> dict[str, float]:
 
 
 def write_table(report: dict[str, Any], readme: Path, label: str) -> None:
-    start, end = f"<!-- chunk-agreement-{label}:start -->", f"<!-- chunk-agreement-{label}:end -->"
     lines = [f"Measured {report['date']} on {report['machine']}; model {report['model']}, "
              f"{report['seconds']:.0f} s of speech ({report['tokens_one_pass']} tokens in one pass, "
              f"{report['one_pass_s']:.1f} s).", "",
@@ -71,11 +71,7 @@ def write_table(report: dict[str, Any], readme: Path, label: str) -> None:
         lines.append(f"| {row['chunk_s']:g} / {row['left_s']:g} / {row['right_s']:g} s | "
                      f"{100 * row['token_agreement']:.1f}% | {100 * row['boundaries_within_one_frame']:.1f}% | "
                      f"{row['words_matched']}/{row['words_one_pass']} | {row['wall_s']:.1f} s |")
-    text = readme.read_text()
-    block = start + "\n" + "\n".join(lines) + "\n" + end
-    text = (text[: text.index(start)] + block + text[text.index(end) + len(end) :]) if start in text else \
-        text + f"\n{block}\n"
-    readme.write_text(text)
+    write_block(readme, f"chunk-agreement-{label}", lines, f"Chunked against one pass: {label}")
 
 
 def main(argv: list[str] | None = None) -> int:

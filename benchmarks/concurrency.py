@@ -28,6 +28,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from readme_block import write_block  # noqa: E402
+
 SYSTEMS = ("nemo-unguarded", "nemo-lock", "engine-unbatched", "engine-batched")
 
 
@@ -170,7 +174,6 @@ def _simd() -> str:
 
 def write_table(results: list[dict[str, Any]], meta: dict[str, Any], readme: Path) -> None:
     lines = [
-        "<!-- concurrency:start -->",
         f"Model `{meta['model']}`, clips {meta['clips']} ({meta['audio_per_request_s']:.1f} s of audio per request on "
         f"average), {meta['machine']['cores']} cores ({meta['machine']['cpu']}), {meta['date']}.",
         "",
@@ -184,16 +187,7 @@ def write_table(results: list[dict[str, Any]], meta: dict[str, Any], readme: Pat
             f"{tp:.1f} | {r['p50_s'] or float('nan'):.3f} | {r['p95_s'] or float('nan'):.3f} | "
             f"{r['peak_rss_mb']:.0f} |"
         )
-    lines.append("<!-- concurrency:end -->")
-    block = "\n".join(lines)
-    text = readme.read_text() if readme.is_file() else "# Benchmarks\n"
-    if "<!-- concurrency:start -->" in text:
-        head, rest = text.split("<!-- concurrency:start -->", 1)
-        tail = rest.split("<!-- concurrency:end -->", 1)[1]
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n## Concurrency\n\n" + block + "\n"
-    readme.write_text(text)
+    write_block(readme, "concurrency", lines, "Concurrency")
 
 
 def main(argv: list[str] | None = None) -> int:

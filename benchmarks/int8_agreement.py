@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from readme_block import write_block  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,22 +50,14 @@ def main(argv: list[str] | None = None) -> int:
                          "token_agreement": total.token_agreement, "per_clip": per_clip})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
-    lines = ["<!-- int8:start -->", f"Clips: {', '.join(c.name for c in args.clips)}; {time.strftime('%Y-%m-%d')}.",
+    lines = [f"Clips: {', '.join(c.name for c in args.clips)}; {time.strftime('%Y-%m-%d')}.",
              "", "| model | weights | identical clips | fp32 tokens | token agreement | edits per clip |",
              "|---|---|---:|---:|---:|---|"]
     for r in rows:
         edits = ", ".join(f"{c['clip'].removesuffix('.wav')} {c['edits']}/{c['tokens']}" for c in r["per_clip"])
         lines.append(f"| {r['model']} | {r['weights']} | {r['identical_clips']}/{r['clips']} | {r['tokens']} | "
                      f"{r['token_agreement']:.3f} | {edits} |")
-    lines.append("<!-- int8:end -->")
-    block = "\n".join(lines)
-    text = args.readme.read_text()
-    if "<!-- int8:start -->" in text:
-        head, rest = text.split("<!-- int8:start -->", 1)
-        text = head + block + rest.split("<!-- int8:end -->", 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## int8 token agreement with fp32\n\n" + block + "\n"
-    args.readme.write_text(text)
+    write_block(args.readme, "int8", lines, "int8 token agreement with fp32")
     return 0
 
 

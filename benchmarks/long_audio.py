@@ -39,6 +39,10 @@ import soxr
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from readme_block import write_block  # noqa: E402
+
 FILE_RATE = 44100
 GAINS = (1.0, 0.7, 0.5, 0.85)
 
@@ -160,7 +164,6 @@ def _run_child(args: list[str], timeout: float) -> dict[str, Any]:
 
 
 def write_table(report: dict[str, Any], readme: Path, label: str) -> None:
-    start, end = f"<!-- long-audio-{label}:start -->", f"<!-- long-audio-{label}:end -->"
     lines = [f"Measured {report['date']} on {report['machine']}; model: {report['model']}.", "",
              "| length | system | strategy | wall | RTFx | cost / audio s vs shortest | peak RSS | WER vs pieces |",
              "|---:|---|---|---:|---:|---:|---:|---:|"]
@@ -172,13 +175,7 @@ def write_table(report: dict[str, Any], readme: Path, label: str) -> None:
         lines.append(
             f"| {row['length_s']:.0f} s | {row['system']} | {row['strategy']} | {row['wall_s']:.1f} s | "
             f"{row['rtfx']:.0f} | {row['cost_ratio']:.2f}× | {row['peak_rss_mb']:.0f} MB | {wer_cell} |")
-    text = readme.read_text()
-    block = start + "\n" + "\n".join(lines) + "\n" + end
-    if start in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text += f"\n{block}\n"
-    readme.write_text(text)
+    write_block(readme, f"long-audio-{label}", lines, f"Long recordings: {label}")
 
 
 def plot(report: dict[str, Any], path: Path) -> bool:

@@ -36,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from batch_throughput import make_files  # noqa: E402
 from concurrency import machine  # noqa: E402
+from readme_block import write_block  # noqa: E402
 from server_load import _load  # noqa: E402
 
 
@@ -137,8 +138,7 @@ def online(paths: list[Path], clients: int, requests: int) -> list[dict[str, Any
 
 def write_table(report: dict[str, Any], readme: Path) -> None:
     meta = report["meta"]
-    start, end = "<!-- ray_overhead:start -->", "<!-- ray_overhead:end -->"
-    lines = [start,
+    lines = [
              f"{meta['files']} files, {meta['audio_s']:.0f} s of audio (0.5–4.8 s each), demo model; one machine, "
              f"{meta['machine']['cores']} cores ({meta['cpu']}), Ray {meta['ray']} (local instance, 2 CPUs), "
              f"{meta['date']}.",
@@ -159,15 +159,7 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
         lines.append(f"| {row['system']} | {row['errors']} | {row['requests_per_s']:.1f} | "
                      f"{row['throughput_audio_s_per_s']:.1f} | {row['p50_s']:.3f} | {row['p95_s']:.3f} | "
                      f"{row['requests_per_s'] / reference:.2f}× |")
-    lines.append(end)
-    block = "\n".join(lines)
-    text = readme.read_text()
-    if start in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## Ray\n\n" + block + "\n"
-    readme.write_text(text)
+    write_block(readme, "ray_overhead", lines, "Ray")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from concurrency import load_nemo, machine  # noqa: E402
+from readme_block import write_block  # noqa: E402
 
 from parakeet_runtime.engine import PreparedAudio  # noqa: E402
 from parakeet_runtime.engine.requests.prepare import Prepared  # noqa: E402
@@ -238,10 +239,9 @@ def cell_mb(case: dict[str, Any]) -> str:
 
 def write_table(report: dict[str, Any], readme: Path) -> None:
     name = report["meta"]["name"]
-    start, end = f"<!-- rtfx-{name}:start -->", f"<!-- rtfx-{name}:end -->"
     meta = report["meta"]
     hardware = meta["machine"]
-    lines = [start, f"Model `{name}` ({meta['model']}), {hardware['cores']} cores ({hardware['cpu']}), "
+    lines = [f"Model `{name}` ({meta['model']}), {hardware['cores']} cores ({hardware['cpu']}), "
              f"{hardware.get('isa') or hardware.get('simd', '')}, threads {meta['threads'] or 'default'}, "
              f"median of {_runs(meta)}, {meta['date']}.", "",
              "| system | case | audio (s) | wall (s) | RTFx | × NeMo (per round) | features (s) | encoder (s) | "
@@ -260,15 +260,7 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
                          f"{speedup(c)} | {cell('features_s')} | {cell('encoder_s')} | {cell('decoding_s')} | "
                          f"{share} | "
                          f"{result['load_s']:.1f} | {cell_mb(c)} | {result['peak_rss_mb']:.0f} |")
-    lines.append(end)
-    block = "\n".join(lines)
-    text = readme.read_text()
-    if start in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + f"\n\n## Speed: {name}\n\n" + block + "\n"
-    readme.write_text(text)
+    write_block(readme, f"rtfx-{name}", lines, f"Speed: {name}")
 
 
 def _systems(args: argparse.Namespace) -> list[str]:

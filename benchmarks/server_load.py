@@ -27,6 +27,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from concurrency import machine  # noqa: E402
+from readme_block import write_block  # noqa: E402
 
 
 def _free_port() -> int:
@@ -113,7 +114,6 @@ def _load(url: str, clips: list[tuple[bytes, float]], concurrency: int, requests
 
 def write_table(results: list[dict[str, Any]], meta: dict[str, Any], readme: Path) -> None:
     lines = [
-        "<!-- server_load:start -->",
         f"Model `{meta['model']}`, clips {meta['clips']}, loopback HTTP, {meta['machine']['cores']} cores "
         f"({meta['machine']['cpu']}), {meta['date']}.",
         "",
@@ -124,15 +124,7 @@ def write_table(results: list[dict[str, Any]], meta: dict[str, Any], readme: Pat
         lines.append(f"| {r['server']} | {r['concurrency']} | {r['requests']} | {r['errors']} | "
                      f"{r['requests_per_s']:.1f} | {r['throughput_audio_s_per_s']:.1f} | {r['p50_s']:.3f} | "
                      f"{r['p95_s']:.3f} | {r['p99_s']:.3f} |")
-    lines.append("<!-- server_load:end -->")
-    block = "\n".join(lines)
-    text = readme.read_text()
-    if "<!-- server_load:start -->" in text:
-        head, rest = text.split("<!-- server_load:start -->", 1)
-        text = head + block + rest.split("<!-- server_load:end -->", 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## HTTP server under load\n\n" + block + "\n"
-    readme.write_text(text)
+    write_block(readme, "server_load", lines, "HTTP server under load")
 
 
 def main(argv: list[str] | None = None) -> int:

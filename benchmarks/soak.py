@@ -48,11 +48,14 @@ import soundfile
 from parakeet_runtime.engine import BatchingOptions, Engine, sample_audio_path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from readme_block import write_block  # noqa: E402
+
 DEFAULT_OUT = HERE / "results" / "soak.json"
 CLIP_SECONDS = (1.0, 1.5, 2.0, 2.5, 3.0)
 CLIP_OFFSETS = (0.0, 0.9, 1.8)
 """Clips are ``CLIP_SECONDS`` long, cut at these offsets (seconds) of the sample where they fit."""
-START_MARK, END_MARK = "<!-- soak:start -->", "<!-- soak:end -->"
 
 
 @dataclass(frozen=True)
@@ -307,14 +310,7 @@ def summary(report: dict[str, Any]) -> str:
 
 
 def write_readme(readme: Path, report: dict[str, Any]) -> None:
-    block = f"{START_MARK}\n{summary(report)}\n\n{table(report)}\n{END_MARK}"
-    text = readme.read_text()
-    if START_MARK in text:
-        head, rest = text.split(START_MARK, 1)
-        text = head + block + rest.split(END_MARK, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## Soak\n\n" + block + "\n"
-    readme.write_text(text)
+    write_block(readme, "soak", [summary(report), "", table(report)], "Soak")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -241,17 +241,10 @@ class Engine:
                 with runner.preparing():
                     prepared.append(self.prepare(item, sample_rate=sample_rate))
             return self._run_list(prepared)
-        with runner.arriving():
-            with runner.preparing():
-                one = self.prepare(audio, sample_rate=sample_rate)
-            if isinstance(one, LongAudio):
-                future = None
-            else:
-                (future,) = runner.submit_many([one])
-        if future is None:
-            assert isinstance(one, LongAudio)
-            return self._run_long(one)
-        return _transcript(future.result())
+        submitted = self._submit(audio, sample_rate)
+        if isinstance(submitted, LongAudio):
+            return self._run_long(submitted)
+        return _transcript(submitted.result())
 
     def transcribe_iter(
         self,
@@ -271,40 +264,24 @@ class Engine:
         Raises:
             As :meth:`transcribe`, when the input is prepared (before the first update) or while it runs.
         """
+        self.runner.check_open()
+        submitted = self._submit(audio, sample_rate)
+        if isinstance(submitted, LongAudio):
+            yield from self._long_updates(submitted, progress)
+            return
+        transcript = _transcript(submitted.result())
+        if progress is not None:
+            progress(transcript.duration, transcript.duration)
+        yield TranscriptUpdate(transcript.words, transcript.segments, transcript.duration, transcript.duration,
+                               transcript)
+
+    def _submit(self, audio: AudioInput, sample_rate: int | None) -> Future[Outcome] | LongAudio:
+        """Prepare one input and submit it when it runs in one pass (a long input comes back to be run)."""
         runner = self.runner
-        runner.check_open()
         with runner.arriving():
             with runner.preparing():
                 one = self.prepare(audio, sample_rate=sample_rate)
-            future = None if isinstance(one, LongAudio) else runner.submit_many([one])[0]
-        if future is not None:
-            transcript = _transcript(future.result())
-            if progress is not None:
-                progress(transcript.duration, transcript.duration)
-            yield TranscriptUpdate(transcript.words, transcript.segments, transcript.duration, transcript.duration,
-                                   transcript)
-            return
-        assert isinstance(one, LongAudio)
-        words_sent = segments_sent = 0
-        tokens: list[DecodedToken] = []
-        steps: list[StepConfidence] = []
-        seconds_per_frame = self.manifest.encoder.subsampling_factor * self.manifest.features.window_stride
-        outcomes = self._long_outcomes(one)
-        try:
-            for outcome, last in _with_last(outcomes):
-                tokens += outcome.tokens
-                steps += outcome.steps or ()
-                partial = self._long_transcript(one, tokens, steps if outcome.steps is not None else None)
-                words = partial.words if last else partial.words[:-1]
-                segments = partial.segments if last else partial.segments[:-1]
-                processed = one.duration if last else min(outcome.frames * seconds_per_frame, one.duration)
-                if progress is not None:
-                    progress(processed, one.duration)
-                yield TranscriptUpdate(words[words_sent:], segments[segments_sent:], processed, one.duration,
-                                       partial if last else None)
-                words_sent, segments_sent = max(len(words), words_sent), max(len(segments), segments_sent)
-        finally:
-            outcomes.close()
+            return one if isinstance(one, LongAudio) else runner.submit_many([one])[0]
 
     @overload
     async def transcribe_async(self, audio: AudioInput, *, sample_rate: int | None = None) -> Transcript: ...
@@ -404,13 +381,35 @@ class Engine:
 
     def _run_long(self, long: LongAudio) -> Transcript:
         """Transcribe a long input chunk group by chunk group (blocks; runs the groups on the runner)."""
+        for update in self._long_updates(long, None):
+            if update.transcript is not None:
+                return update.transcript
+        raise RuntimeError("a long input ended without a transcript")
+
+    def _long_updates(self, one: LongAudio, progress: Callable[[float, float], None] | None,
+                      ) -> Iterator[TranscriptUpdate]:
+        """The updates of :meth:`transcribe_iter` for a long input: the words and segments that became final
+        with each chunk group; the last carries the whole transcript."""
+        words_sent = segments_sent = 0
         tokens: list[DecodedToken] = []
-        steps: list[StepConfidence] | None = None
-        for outcome in self._long_outcomes(long):
-            tokens += outcome.tokens
-            if outcome.steps is not None:
-                steps = (steps or []) + list(outcome.steps)
-        return self._long_transcript(long, tokens, steps)
+        steps: list[StepConfidence] = []
+        seconds_per_frame = self.manifest.encoder.subsampling_factor * self.manifest.features.window_stride
+        outcomes = self._long_outcomes(one)
+        try:
+            for outcome, last in _with_last(outcomes):
+                tokens += outcome.tokens
+                steps += outcome.steps or ()
+                partial = self._long_transcript(one, tokens, steps if outcome.steps is not None else None)
+                words = partial.words if last else partial.words[:-1]
+                segments = partial.segments if last else partial.segments[:-1]
+                processed = one.duration if last else min(outcome.frames * seconds_per_frame, one.duration)
+                if progress is not None:
+                    progress(processed, one.duration)
+                yield TranscriptUpdate(words[words_sent:], segments[segments_sent:], processed, one.duration,
+                                       partial if last else None)
+                words_sent, segments_sent = max(len(words), words_sent), max(len(segments), segments_sent)
+        finally:
+            outcomes.close()
 
     def _long_transcript(self, long: LongAudio, tokens: Sequence[DecodedToken],
                          steps: Sequence[StepConfidence] | None) -> Transcript:

@@ -19,7 +19,6 @@ has every row exactly once.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,11 +34,11 @@ from .engine import Engine
 from .errors import ParakeetRuntimeError
 from .options import BatchingOptions, ConfidenceOptions, SessionOptions
 from .results import TimedText, Token, Transcript
-from .serving.batch import BatchSummary
+from .serving.batch import BatchSummary, BatchTally
 from .serving.inputs import BatchInput
 from .serving.progress import Progress
 
-RESULT_COLUMNS = ("text", "words", "segments", "error", "duration", "tokens")
+RESULT_COLUMNS = ("text", "words", "segments", "error", "duration", "tokens", "strategy")
 """The columns :func:`transcribe_dataset` adds (replacing input columns of the same name)."""
 
 _TIMED = pa.struct([
@@ -58,11 +57,13 @@ RESULT_SCHEMA = pa.schema([
     ("error", pa.string()),
     ("duration", pa.float64()),
     ("tokens", pa.list_(_TOKEN)),
+    ("strategy", pa.string()),
 ])
 """Types of the result columns: ``text`` and ``duration`` are null and the lists empty where ``error`` is set;
-``error`` is null where the row was transcribed. Words, segments and tokens carry every field of
-:class:`~parakeet_runtime.engine.TimedText` and :class:`~parakeet_runtime.engine.Token` (``confidence`` null
-unless the engine computes it), so :func:`transcript_from_row` rebuilds the engine's exact transcript."""
+``error`` is null where the row was transcribed; ``strategy`` is the transcript's (``one_pass`` or
+``chunked``). Words, segments and tokens carry every field of :class:`~parakeet_runtime.engine.TimedText` and
+:class:`~parakeet_runtime.engine.Token` (``confidence`` null unless the engine computes it), so
+:func:`transcript_from_row` rebuilds the engine's exact transcript."""
 
 
 @dataclass(frozen=True)
@@ -151,11 +152,11 @@ def result_columns(outcomes: Sequence[Transcript | Exception]) -> dict[str, pa.A
             values: dict[str, Any] = {
                 "text": outcome.text, "words": [_timed(w) for w in outcome.words],
                 "segments": [_timed(s) for s in outcome.segments], "error": None, "duration": outcome.duration,
-                "tokens": [_token(t) for t in outcome.tokens],
+                "tokens": [_token(t) for t in outcome.tokens], "strategy": outcome.strategy,
             }
         else:
             values = {"text": None, "words": [], "segments": [], "error": error_text(outcome), "duration": None,
-                      "tokens": []}
+                      "tokens": [], "strategy": None}
         for name in RESULT_COLUMNS:
             rows[name].append(values[name])
     return {name: pa.array(rows[name], type=RESULT_SCHEMA.field(name).type) for name in RESULT_COLUMNS}
@@ -174,6 +175,7 @@ def transcript_from_row(row: dict[str, Any]) -> Transcript:
         tokens=tuple(Token(**token) for token in row["tokens"]),
         words=tuple(TimedText(**word) for word in row["words"]),
         segments=tuple(TimedText(**segment) for segment in row["segments"]),
+        strategy=row.get("strategy") or "one_pass",
     )
 
 
@@ -258,17 +260,14 @@ def transcribe_inputs_on_ray(
     Raises:
         ValueError: an input reads standard input (not supported on a cluster).
     """
-    started = time.monotonic()
-    ok = failed = skipped = 0
-    audio_seconds = 0.0
+    tally = BatchTally(progress)
     interrupted = False
     rows: list[dict[str, Any]] = []
     for item in inputs:
         if item.path is None:
             raise ValueError("--ray cannot read standard input ('-'): give files the cluster's nodes can read")
         if skip(item):
-            skipped += 1
-            progress.advance()
+            tally.skip()
         else:
             rows.append({"index": item.index, "path": os.path.abspath(item.path)})
     by_index = {item.index: item for item in inputs}
@@ -284,19 +283,14 @@ def transcribe_inputs_on_ray(
                     transcript = transcript_from_row(row)
                     on_result(item, transcript)
                 except (_RowError, OSError) as exc:
-                    failed += 1
-                    progress.write(f"parakeet-runtime: error: {item.name}: {exc}")
-                    progress.advance(failed=True)
+                    tally.fail(f"{item.name}: {exc}")
                     continue
-                ok += 1
-                audio_seconds += transcript.duration
-                progress.advance(audio_seconds=transcript.duration)
+                tally.succeed(transcript)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         progress.close()
-    return BatchSummary(ok=ok, failed=failed, skipped=skipped, audio_seconds=audio_seconds,
-                        wall_seconds=time.monotonic() - started, interrupted=interrupted)
+    return tally.summary(interrupted)
 
 
 def _rows(dataset: Dataset) -> Iterator[dict[str, Any]]:

@@ -20,13 +20,12 @@ graphs in one call (the engine then buckets it by length, as always). Results ar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import math
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +35,10 @@ from ray import serve
 from starlette.applications import Starlette
 
 from .engine import Engine
-from .errors import EngineClosedError
 from .options import BatchingOptions, ConfidenceOptions, SessionOptions
 from .requests.inference import Outcome, Work
 from .requests.prepare import PreparedAudio
+from .requests.runner import Unqueued
 from .serving.server import ServerOptions, create_app
 
 logger = logging.getLogger(__name__)
@@ -79,7 +78,7 @@ class ReplicaOptions:
     server: ServerOptions = dataclasses.field(default_factory=ServerOptions)
 
 
-class ServeRunner:
+class ServeRunner(Unqueued):
     """The engine's runner in a replica: every prepared request goes to the deployment's ``@serve.batch``
     method on the replica's event loop (the engine's :class:`~parakeet_runtime.engine.requests.runner.Runner`
     protocol)."""
@@ -91,22 +90,6 @@ class ServeRunner:
         self._closed = False
         self._lock = threading.Condition()
         self._pending: set[Future[Outcome]] = set()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def check_open(self) -> None:
-        if self._closed:
-            raise EngineClosedError("the engine is closed")
-
-    @contextlib.contextmanager
-    def arriving(self) -> Iterator[None]:
-        yield
-
-    @contextlib.contextmanager
-    def preparing(self) -> Iterator[None]:
-        yield
 
     def submit_many(self, requests: Sequence[Work]) -> list[Future[Outcome]]:
         """Queue ``requests`` in Serve's batch queue (from any thread but the event loop's)."""

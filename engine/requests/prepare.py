@@ -53,17 +53,17 @@ class Preparer:
     features: FeatureExtractor
     encoder: EncoderSpec
     long_form: LongFormOptions = field(default_factory=LongFormOptions)
+    geometry: ChunkGeometry = field(init=False)
+    """The chunked transcription's windows, in samples (from the options and the model, at construction)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "geometry", ChunkGeometry.of(
+            self.long_form, self.features.spec, self.encoder.subsampling_factor, self.encoder.max_frames))
 
     @property
     def sample_rate(self) -> int:
         """The rate the model expects."""
         return self.features.spec.sample_rate
-
-    @property
-    def geometry(self) -> ChunkGeometry:
-        """The chunked transcription's windows, in samples."""
-        return ChunkGeometry.of(self.long_form, self.features.spec, self.encoder.subsampling_factor,
-                                self.encoder.max_frames)
 
     @property
     def max_seconds(self) -> float | None:

@@ -39,19 +39,11 @@ class Runner(Protocol):
     def close(self, timeout: float | None = 30.0, *, drain: bool = False) -> None: ...
 
 
-class InlineRunner(Generic[RequestT, ResultT]):
-    """Runs each submission at once in the submitting thread (``BatchingOptions(enabled=False)``).
+class Unqueued:
+    """The admission side of a runner that runs each submission as it comes (the inline runner, a Ray Serve
+    replica's): nothing to coordinate before a submission, and a closed flag (``_closed``, set by the runner)."""
 
-    Concurrent calls run side by side in their own threads. ``max_queue`` bounds the submissions running at
-    once; ``close`` refuses new ones, and with ``drain`` waits for the running ones to finish.
-    """
-
-    def __init__(self, run_batch: Callable[[Sequence[RequestT]], list[ResultT]], options: BatchingOptions) -> None:
-        self._run_batch = run_batch
-        self._options = options
-        self._lock = threading.Condition()
-        self._closed = False
-        self._running = 0
+    _closed: bool = False
 
     @property
     def closed(self) -> bool:
@@ -71,6 +63,21 @@ class InlineRunner(Generic[RequestT, ResultT]):
     def preparing(self) -> Iterator[None]:
         """No preparation slots: there is no worker to starve."""
         yield
+
+
+class InlineRunner(Unqueued, Generic[RequestT, ResultT]):
+    """Runs each submission at once in the submitting thread (``BatchingOptions(enabled=False)``).
+
+    Concurrent calls run side by side in their own threads. ``max_queue`` bounds the submissions running at
+    once; ``close`` refuses new ones, and with ``drain`` waits for the running ones to finish.
+    """
+
+    def __init__(self, run_batch: Callable[[Sequence[RequestT]], list[ResultT]], options: BatchingOptions) -> None:
+        self._run_batch = run_batch
+        self._options = options
+        self._lock = threading.Condition()
+        self._closed = False
+        self._running = 0
 
     def submit_many(self, requests: Sequence[RequestT]) -> list[Future[ResultT]]:
         """Run ``requests`` now, in this thread, as one batch; the futures come back done.

@@ -63,6 +63,34 @@ class BatchSummary:
         return text + (" (interrupted)" if self.interrupted else "")
 
 
+class BatchTally:
+    """The counts of a batch run as its results arrive (in one thread), shown on its progress display."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.started = time.monotonic()
+        self.ok = self.failed = self.skipped = 0
+        self.audio_seconds = 0.0
+
+    def skip(self) -> None:
+        self.skipped += 1
+        self.progress.advance()
+
+    def fail(self, message: str) -> None:
+        self.failed += 1
+        self.progress.write(f"parakeet-runtime: error: {message}")
+        self.progress.advance(failed=True)
+
+    def succeed(self, transcript: Transcript) -> None:
+        self.ok += 1
+        self.audio_seconds += transcript.duration
+        self.progress.advance(audio_seconds=transcript.duration)
+
+    def summary(self, interrupted: bool) -> BatchSummary:
+        return BatchSummary(ok=self.ok, failed=self.failed, skipped=self.skipped, audio_seconds=self.audio_seconds,
+                            wall_seconds=time.monotonic() - self.started, interrupted=interrupted)
+
+
 @dataclass(frozen=True)
 class OutputPlan:
     """Which files an input's transcript goes to."""
@@ -219,20 +247,16 @@ def transcribe_inputs(
     ``KeyboardInterrupt`` the inputs not yet finished are dropped, the engine is closed (the batch in
     progress finishes) and the summary says ``interrupted``.
     """
-    started = time.monotonic()
-    ok = failed = skipped = 0
-    audio_seconds = 0.0
+    tally = BatchTally(progress)
     workers = workers or WORKERS_PER_BATCH * engine.batching.max_batch_size
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parakeet-cli")
     pending: dict[Future[Transcript], BatchInput] = {}
     interrupted = False
 
     def sources() -> Iterator[tuple[BatchInput, Path | bytes]]:
-        nonlocal skipped
         for item in inputs:
             if skip(item):
-                skipped += 1
-                progress.advance()
+                tally.skip()
             elif item.path is not None:
                 yield item, item.path
             elif stdin is None:
@@ -275,13 +299,9 @@ def transcribe_inputs(
                 except Exception as exc:  # one bad input must not stop the batch
                     if isinstance(exc, EngineClosedError):
                         raise
-                    failed += 1
-                    progress.write(f"parakeet-runtime: error: {_error_text(item, exc)}")
-                    progress.advance(failed=True)
+                    tally.fail(_error_text(item, exc))
                     continue
-                ok += 1
-                audio_seconds += transcript.duration
-                progress.advance(audio_seconds=transcript.duration)
+                tally.succeed(transcript)
     except KeyboardInterrupt:
         interrupted = True
         for future in pending:
@@ -290,5 +310,4 @@ def transcribe_inputs(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         progress.close()
-    return BatchSummary(ok=ok, failed=failed, skipped=skipped, audio_seconds=audio_seconds,
-                        wall_seconds=time.monotonic() - started, interrupted=interrupted)
+    return tally.summary(interrupted)
