@@ -16,11 +16,12 @@ import logging
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .corpus import SEEN_VOICES, UNSEEN_VOICES, Utterance, plan, read_manifest, synthesise, write_corpus
 from .text import sentences, word_sequences
-from .train import GEOMETRY, TrainOptions, build_model, train
+from .train import GEOMETRY, RECORDINGS_STAGE, TrainOptions, build_model, load_model, train
 
 logger = logging.getLogger("demo_model")
 
@@ -51,10 +52,30 @@ def make_corpora(out: Path, seed: int) -> tuple[Path, Path, Path]:
     return train_manifest, seen, unseen
 
 
+def _jsonable(value: object) -> object:
+    return value.__dict__ if hasattr(value, "__dict__") else list(value)  # type: ignore[call-overload]
+
+
+def run_stage(name: str, model, items: list[dict[str, object]], options: TrainOptions,  # type: ignore[no-untyped-def]
+              ) -> dict[str, object]:
+    """Train one stage in place; its options, time and loss log."""
+    t0 = time.time()
+    log = train(model, items, options)
+    seconds = time.time() - t0
+    logger.info("stage %s: trained in %.0f s", name, seconds)
+    return {"name": name, "options": options.__dict__, "train_seconds": seconds, "log": log}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(".demo-build"))
-    parser.add_argument("--minutes", type=float, default=TrainOptions.minutes, help="training time budget")
+    parser.add_argument("--minutes", type=float, default=TrainOptions.minutes,
+                        help="time budget of the first stage (single sentences)")
+    parser.add_argument("--recording-minutes", type=float, default=RECORDINGS_STAGE.minutes,
+                        help="time budget of the second stage (recordings: several sentences with pauses)")
+    parser.add_argument("--init", type=Path,
+                        help="a first-stage checkpoint (.nemo) to start the second stage from, instead of "
+                             "training the first stage (e.g. recipes/demo_model/stage1.nemo)")
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -76,20 +97,28 @@ def main(argv: list[str] | None = None) -> int:
     soundfile.write(args.out / "sample.wav", synthesise(SAMPLE), 16000, subtype="PCM_16")
     (args.out / "sample.txt").write_text(SAMPLE_TEXT + "\n", encoding="utf-8")
 
-    tok_dir = train_tokenizer([str(it["text"]) for it in items], GEOMETRY.vocab_size, args.out / "tokenizer")
-    model = build_model(str(tok_dir))
-    options = TrainOptions(minutes=args.minutes, seed=args.seed)
-    t1 = time.time()
-    log = train(model, items, options)
-    train_seconds = time.time() - t1
+    stages: list[dict[str, object]] = []
+    if args.init is None:
+        tok_dir = train_tokenizer([str(it["text"]) for it in items], GEOMETRY.vocab_size, args.out / "tokenizer")
+        model = build_model(str(tok_dir))
+        first = TrainOptions(minutes=args.minutes, seed=args.seed)
+        stages.append(run_stage("sentences", model, items, first))
+        model.save_to(str(args.out / "stage1.nemo"))
+    else:
+        model = load_model(str(args.init))
+        stages.append({"name": "sentences", "init": str(args.init)})
+    second = replace(RECORDINGS_STAGE, minutes=args.recording_minutes, seed=args.seed + 1)
+    if second.minutes > 0:
+        stages.append(run_stage("recordings", model, items, second))
     nemo_path = args.out / "demo.nemo"
     model.save_to(str(nemo_path))
     (args.out / "train_log.json").write_text(json.dumps({
-        "geometry": GEOMETRY.__dict__, "options": options.__dict__, "corpus_hours": hours,
-        "utterances": len(items), "train_seconds": train_seconds, "machine": platform.processor() or platform.machine(),
-        "parameters": sum(p.numel() for p in model.parameters()), "log": log,
-    }, indent=1, default=list), encoding="utf-8")
-    logger.info("trained in %.0f s; saved %s", train_seconds, nemo_path)
+        "geometry": GEOMETRY.__dict__, "corpus_hours": hours, "utterances": len(items),
+        "train_seconds": sum(float(str(st.get("train_seconds", 0.0))) for st in stages),
+        "machine": platform.processor() or platform.machine(),
+        "parameters": sum(p.numel() for p in model.parameters()), "stages": stages,
+    }, indent=1, default=_jsonable), encoding="utf-8")
+    logger.info("saved %s", nemo_path)
 
     from parakeet_runtime.export.convert import convert
 

@@ -6,7 +6,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import soundfile
@@ -14,6 +14,7 @@ import soundfile
 from tests.fixtures.nemo_config import Geometry, model_config
 
 from .corpus import SAMPLE_RATE
+from .recordings import RecordingPlan, compose, silence
 
 logger = logging.getLogger("demo_model")
 
@@ -60,8 +61,19 @@ class TrainOptions:
     corpus: alignments are easy to find on short inputs, so the transducer leaves its initial plateau
     sooner (a curriculum in the spirit of SortaGrad)."""
     short_seconds: float = 3.0
+    recordings: float = 0.0
+    """Fraction of the updates (after the short-utterance phase) on composed recordings: several sentences
+    of one voice with pauses (:mod:`.recordings`); the rest are single sentences."""
+    recording_plan: RecordingPlan = field(default_factory=RecordingPlan)
     seed: int = 1234
     log_every: int = 50
+
+
+RECORDINGS_STAGE = TrainOptions(minutes=50.0, max_lr=5e-4, warmup=0.05, ctc_weight=0.3, short_first=0.0,
+                                recordings=0.5)
+"""The second stage, started from the first stage's checkpoint: half the updates on recordings of 6-60 s
+(several sentences, pauses of 0.1-3 s, silence around them; 5% extra inputs without speech), half on
+single sentences so these are not forgotten; a lower peak learning rate, and a fresh (lighter) CTC head."""
 
 
 def demo_config(tokenizer_dir: str) -> dict[str, Any]:
@@ -87,6 +99,13 @@ def build_model(tokenizer_dir: str):  # type: ignore[no-untyped-def]
     from omegaconf import OmegaConf
 
     return EncDecRNNTBPEModel(cfg=OmegaConf.create(demo_config(tokenizer_dir)))
+
+
+def load_model(path: str):  # type: ignore[no-untyped-def]
+    """A checkpoint of an earlier stage (its tokenizer comes with it)."""
+    from nemo.collections.asr.models import EncDecRNNTBPEModel
+
+    return EncDecRNNTBPEModel.restore_from(path, map_location="cpu")
 
 
 def _batches(lengths: list[int], batch_samples: int, rng: random.Random, max_length: int | None = None,
@@ -137,6 +156,11 @@ def train(model, items: list[dict[str, Any]], options: TrainOptions) -> list[dic
     model.train()
     batch_samples = int(options.batch_seconds * SAMPLE_RATE)
     short_samples = int(options.short_seconds * SAMPLE_RATE)
+    plan = options.recording_plan
+    by_voice: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        by_voice.setdefault(str(it.get("voice", "")), []).append(i)
+    voices = sorted(by_voice)
     queue: list[list[int]] = []
     log: list[dict[str, float]] = []
     start = time.time()
@@ -150,18 +174,33 @@ def train(model, items: list[dict[str, Any]], options: TrainOptions) -> list[dic
         short_phase = elapsed < options.short_first * budget
         if short_phase != in_short_phase:
             queue, in_short_phase = [], short_phase
-        if not queue:
-            queue = _batches(lengths, batch_samples, rng, short_samples if short_phase else None)
-        idx = queue.pop()
-        size = len(idx)
-        signal = torch.zeros(size, max(lengths[i] for i in idx))
-        for row, i in enumerate(idx):
-            signal[row, : lengths[i]] = torch.from_numpy(audio[i])
-        target_lengths = torch.tensor([len(labels[i]) for i in idx])
-        targets = torch.full((size, int(target_lengths.max())), blank, dtype=torch.long)
-        for row, i in enumerate(idx):
-            targets[row, : len(labels[i])] = torch.tensor(labels[i])
-        feats, feat_len = model.preprocessor(input_signal=signal, length=torch.tensor([lengths[i] for i in idx]))
+        clips: list[Any] = []
+        targets_list: list[list[int]] = []
+        if not short_phase and rng.random() < options.recordings:
+            seconds = rng.uniform(*plan.seconds)
+            for _ in range(max(1, int(options.batch_seconds // seconds))):
+                clip, ids = compose(rng, audio, labels, by_voice[rng.choice(voices)], seconds, plan)
+                clips.append(clip)
+                targets_list.append(ids)
+        else:
+            if not queue:
+                queue = _batches(lengths, batch_samples, rng, short_samples if short_phase else None)
+            idx = queue.pop()
+            clips = [audio[i] for i in idx]
+            targets_list = [labels[i] for i in idx]
+        if not short_phase and rng.random() < plan.silence:
+            clips.append(silence(rng, plan, max(len(c) for c in clips) / SAMPLE_RATE))
+            targets_list.append([])
+        size = len(clips)
+        clip_lengths = [len(c) for c in clips]
+        signal = torch.zeros(size, max(clip_lengths))
+        for row, clip in enumerate(clips):
+            signal[row, : len(clip)] = torch.from_numpy(clip)
+        target_lengths = torch.tensor([len(t) for t in targets_list])
+        targets = torch.full((size, max(1, int(target_lengths.max()))), blank, dtype=torch.long)
+        for row, ids in enumerate(targets_list):
+            targets[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        feats, feat_len = model.preprocessor(input_signal=signal, length=torch.tensor(clip_lengths))
         if not short_phase:  # no SpecAugment while the curriculum is on short utterances
             feats = model.spec_augmentation(input_spec=feats, length=feat_len)
         enc, enc_len = model.encoder(audio_signal=feats, length=feat_len)
