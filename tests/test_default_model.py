@@ -84,3 +84,21 @@ def test_a_recording_of_several_sentences_with_pauses(demo: Engine) -> None:
     # Every sentence is there (the old model dropped what followed a pause); a word may be misheard.
     assert len(words) == len(expected), words
     assert sum(a != b for a, b in zip(words, expected, strict=True)) <= 2, words
+
+
+@pytest.mark.nemo
+@pytest.mark.skipif(not HAVE_NEMO, reason="needs NeMo (the export extra)")
+def test_five_minutes_in_one_pass_identical_to_nemo(tmp_path: Path) -> None:
+    """Full attention over five minutes of speech (the sample and pauses, 50 times): NeMo's tokens, durations,
+    frames, words and segments, and every sentence in them."""
+    from parakeet_runtime.engine import LongFormOptions
+
+    sample, rate = soundfile.read(sample_audio_path(), dtype="int16")
+    pauses = [np.zeros(int(rate * (1.0 + 0.1 * (i % 7))), np.int16) for i in range(50)]
+    path = tmp_path / "five_minutes.wav"
+    soundfile.write(path, np.concatenate([part for pause in pauses for part in (sample, pause)]), rate)
+    with Engine.load(long_form=LongFormOptions(strategy="one_pass")) as engine:
+        result = engine.transcribe(path)
+    assert result.duration > 300 and result.strategy == "one_pass"
+    assert_identical(result, nemo_transcripts(str(DEMO_NEMO), (str(path),))[str(path)])
+    assert len(result.words) > 0.9 * 50 * len(SAMPLE_TEXT.read_text(encoding="utf-8").split())
