@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -49,20 +48,11 @@ GAINS = (1.0, 0.7, 0.5, 0.85)
 
 def machine() -> str:
     """The CPU's model name and the ISA extensions that matter here (from /proc/cpuinfo)."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name in ("", platform.machine()):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16") if f in flags]
     import os
 
-    return f"{name}, {os.cpu_count()} CPUs ({', '.join(isa) or 'no AVX2'})"
+    from parakeet_runtime.engine.model.cpu import cpu_name, isa_summary
+
+    return f"{cpu_name()}, {os.cpu_count()} CPUs ({', '.join(isa_summary().split())})"
 
 
 def _pieces(paths: list[Path]) -> list[np.ndarray]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from parakeet_runtime.decoding import ConfidenceOptions
 
@@ -100,12 +100,10 @@ class SessionOptions:
     ``fp32`` is accepted with it."""
 
     def __post_init__(self) -> None:
-        if self.int8_weights not in ("auto", "uint8", "int7", "int8"):
-            raise ValueError(f"int8_weights must be 'auto', 'uint8', 'int7' or 'int8', got {self.int8_weights!r}")
-        if self.backend not in ("onnxruntime", "openvino"):
-            raise ValueError(f"backend must be 'onnxruntime' or 'openvino', got {self.backend!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        for name, allowed in (("int8_weights", Int8Weights), ("backend", Backend), ("precision", Precision)):
+            value = getattr(self, name)
+            if value not in get_args(allowed):
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, get_args(allowed)))}, got {value!r}")
         if self.backend == "onnxruntime" and self.precision != "fp32":
             raise ValueError(f"precision {self.precision!r} needs backend='openvino' (ONNX Runtime runs fp32 here)")
         if self.threads is not None and self.threads < 1:

@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from .. import __version__
 from ..engine import Engine, default_model_dir, sample_audio_path
@@ -20,7 +20,7 @@ from ..errors import ParakeetRuntimeError
 from ..model.devices import DEVICES, device_providers
 from ..model.layouts import layout_of, resolve_model_dir
 from ..model.manifest import load_manifest
-from ..options import BatchingOptions, ConfidenceOptions, LongFormOptions, SessionOptions
+from ..options import Backend, BatchingOptions, ConfidenceOptions, LongFormOptions, Precision, SessionOptions
 from ..results import Transcript
 from .batch import OutputPlan, PartialWriter, transcribe_inputs, write_combined, write_outputs
 from .formats import FORMATS, render
@@ -177,10 +177,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _backend_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=("onnxruntime", "openvino"), default="onnxruntime",
+    parser.add_argument("--backend", choices=get_args(Backend), default="onnxruntime",
                         help="what runs the encoder on the CPU (default: onnxruntime); openvino needs the openvino "
                         "extra and an fp32 model directory; decoding stays on ONNX Runtime")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    parser.add_argument("--precision", choices=get_args(Precision), default="fp32",
                         help="the encoder's compute precision (default: fp32); bf16 needs --backend openvino and a "
                         "CPU with AVX-512 BF16 or AMX")
 

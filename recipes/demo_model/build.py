@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from parakeet_runtime.engine.model.cpu import cpu_name
 
 from .corpus import SEEN_VOICES, UNSEEN_VOICES, Utterance, plan, read_manifest, synthesise, write_corpus
 from .text import sentences, word_sequences
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "train_log.json").write_text(json.dumps({
         "geometry": GEOMETRY.__dict__, "corpus_hours": hours, "utterances": len(items),
         "train_seconds": sum(float(str(st.get("train_seconds", 0.0))) for st in stages),
-        "machine": platform.processor() or platform.machine(),
+        "machine": cpu_name(),
         "parameters": sum(p.numel() for p in model.parameters()), "stages": stages,
     }, indent=1, default=_jsonable), encoding="utf-8")
     logger.info("saved %s", nemo_path)
