@@ -13,7 +13,9 @@ decoding (TDT search and timestamps).
         --fp32 ~/.cache/parakeet-bench/v2/fp32 --int8 ~/.cache/parakeet-bench/v2/int8
 
 When the int8 directory holds both weight graphs (``--int8-weights auto``), ``int8`` is the one the engine
-picks on this CPU and ``int8-uint8`` / ``int8-int8`` force each. With ``--openvino`` it also runs the fp32
+picks on this CPU and ``int8-uint8`` / ``int8-int8`` force each. The int8 systems and ``openvino-bf16`` decode
+with int8 decoding weights (``SessionOptions.decoder_weights="auto"``); ``--fp32-decoding`` adds
+``int8-fp32-decoding``, the int8 encoder with fp32 decoding weights, to show what the decoding weights change. With ``--openvino`` it also runs the fp32
 directory's encoder on OpenVINO: ``openvino-fp32``, and ``openvino-bf16`` where the CPU has AVX-512 BF16 or
 AMX (decoding stays on ONNX Runtime). The CPU's name and ISA extensions are in the results.
 
@@ -156,6 +158,7 @@ RUNNERS: dict[str, Any] = {
     "int8": _engine_runner,
     "int8-uint8": functools.partial(_engine_runner, int8_weights="uint8"),
     "int8-int8": functools.partial(_engine_runner, int8_weights="int8"),
+    "int8-fp32-decoding": functools.partial(_engine_runner, decoder_weights="fp32"),
     "openvino-fp32": functools.partial(_engine_runner, backend="openvino"),
     "openvino-bf16": functools.partial(_engine_runner, backend="openvino", precision="bf16"),
     "onnx-asr": _onnx_asr_runner,
@@ -270,7 +273,8 @@ def _systems(args: argparse.Namespace) -> list[str]:
     both_schemes = bool(args.int8) and load_manifest(Path(args.int8)).encoder.signed_int8_file is not None
     wanted = {"nemo": True, "fp32": True, "int8": bool(args.int8), "int8-uint8": both_schemes,
               "int8-int8": both_schemes, "openvino-fp32": args.openvino,
-              "openvino-bf16": args.openvino and this_cpu_has_bf16(), "onnx-asr": bool(args.onnx_asr)}
+              "openvino-bf16": args.openvino and this_cpu_has_bf16(), "onnx-asr": bool(args.onnx_asr),
+              "int8-fp32-decoding": bool(args.int8) and args.fp32_decoding}
     return [system for system, on in wanted.items() if on]
 
 
@@ -350,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnx-asr", type=Path, help="onnx-asr layout of the fp32 directory (made when missing)")
     parser.add_argument("--openvino", action="store_true",
                         help="also run the fp32 directory's encoder on OpenVINO (fp32, and bf16 where the CPU has it)")
+    parser.add_argument("--fp32-decoding", action="store_true",
+                        help="also run the int8 directory with fp32 decoding weights (int8-fp32-decoding), beside its "
+                             "default int8 decoding weights")
     parser.add_argument("--name", default=None, help="label for the results (default: the .nemo file's folder)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1,

@@ -8,8 +8,8 @@ from typing import Literal, get_args
 
 from parakeet_runtime.decoding import ConfidenceOptions
 
-__all__ = ["Backend", "BatchingOptions", "ConfidenceOptions", "Int8Weights", "LongFormOptions", "Precision",
-           "SessionOptions"]
+__all__ = ["Backend", "BatchingOptions", "ConfidenceOptions", "DecoderWeights", "Int8Weights", "LongFormOptions",
+           "Precision", "SessionOptions"]
 """``ConfidenceOptions`` (``Engine.load(confidence=...)``) lives with the decoding functions that use it."""
 
 
@@ -61,6 +61,8 @@ Backend = Literal["onnxruntime", "openvino"]
 """What runs the encoder on the CPU (decoding always runs on ONNX Runtime)."""
 Precision = Literal["fp32", "bf16"]
 """The encoder's compute precision on the OpenVINO backend."""
+DecoderWeights = Literal["auto", "fp32", "int8"]
+"""The weights the decoding step reads (prediction network and joint): ``auto`` matches the encoder's."""
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,18 @@ class SessionOptions:
     (elsewhere ``BackendUnavailableError`` at load). ONNX Runtime runs the graph's own precision: only
     ``fp32`` is accepted with it."""
 
+    decoder_weights: DecoderWeights = "auto"
+    """What the decoding step's matrix products read (prediction network and joint, once per emitted token:
+    for Parakeet v3 about 42 MB of fp32 weights a step, so the step is bound by memory traffic). ``fp32``:
+    the directory's graphs, NeMo's arithmetic. ``int8``: rewritten at load with 8-bit weights in blocks of
+    32 and int8 products (a quarter of the traffic; ``model.decoder_weights``), not NeMo's arithmetic, so
+    tokens can differ where two labels' scores nearly tie (agreement measured in benchmarks/README.md).
+    ``auto``: ``int8`` where the encoder's own results already are not NeMo's (an int8 directory, OpenVINO
+    ``bf16``) and the graphs run on the CPU; ``fp32`` otherwise, so the exact path stays exact."""
+
     def __post_init__(self) -> None:
-        for name, allowed in (("int8_weights", Int8Weights), ("backend", Backend), ("precision", Precision)):
+        for name, allowed in (("int8_weights", Int8Weights), ("backend", Backend), ("precision", Precision),
+                              ("decoder_weights", DecoderWeights)):
             value = getattr(self, name)
             if value not in get_args(allowed):
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, get_args(allowed)))}, got {value!r}")

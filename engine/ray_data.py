@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,7 +32,7 @@ from ray.data import Dataset
 
 from .engine import Engine
 from .errors import ParakeetRuntimeError
-from .options import BatchingOptions, ConfidenceOptions, SessionOptions
+from .options import BatchingOptions, ConfidenceOptions, LongFormOptions, SessionOptions
 from .results import TimedText, Token, Transcript
 from .serving.batch import BatchSummary, BatchTally
 from .serving.inputs import BatchInput
@@ -78,10 +78,17 @@ class EngineSpec:
     """``BatchingOptions.max_batch_size``."""
     confidence: ConfidenceOptions | None = None
     """``Engine.load(confidence=...)``."""
+    session: SessionOptions | None = None
+    """``Engine.load(session=...)`` (default: ``SessionOptions()``); ``threads``, when set, replaces its threads."""
+    long_form: LongFormOptions | None = None
+    """``Engine.load(long_form=...)`` (default: ``LongFormOptions()``)."""
 
     def load(self) -> Engine:
-        return Engine.load(self.model, session=SessionOptions(threads=self.threads),
-                           batching=BatchingOptions(max_batch_size=self.max_batch_size), confidence=self.confidence)
+        session = self.session or SessionOptions()
+        if self.threads is not None:
+            session = replace(session, threads=self.threads)
+        return Engine.load(self.model, session=session, batching=BatchingOptions(max_batch_size=self.max_batch_size),
+                           confidence=self.confidence, long_form=self.long_form)
 
 
 class MissingColumnError(ParakeetRuntimeError, ValueError):
@@ -191,6 +198,8 @@ def transcribe_dataset(
     confidence: ConfidenceOptions | None = None,
     max_restarts: int | None = None,
     max_task_retries: int | None = None,
+    session: SessionOptions | None = None,
+    long_form: LongFormOptions | None = None,
 ) -> Dataset:
     """Map ``dataset`` to one with the transcript of each row's ``column`` (lazily, as Ray Data does).
 
@@ -212,6 +221,9 @@ def transcribe_dataset(
             Ray Data's default for actor pools, without limit.
         max_task_retries: how often a batch whose actor died is retried (on the restarted actor or another);
             ``None``: Ray Data's default for actor pools, without limit.
+        session: each actor's ``SessionOptions`` (backend, precision, decoder weights; ``threads`` above, when
+            given, replaces its threads).
+        long_form: each actor's ``LongFormOptions`` (strategy, chunk length).
 
     Returns:
         The dataset with :data:`RESULT_COLUMNS` added (see :data:`RESULT_SCHEMA`); rows keep their other
@@ -222,7 +234,7 @@ def transcribe_dataset(
     if model is not None and not Path(model).is_absolute() and Path(model).exists():
         model = Path(model).resolve()
     spec = EngineSpec(model=None if model is None else os.fspath(model), threads=threads, max_batch_size=batch_size,
-                      confidence=confidence)
+                      confidence=confidence, session=session, long_form=long_form)
     limits = {"max_restarts": max_restarts, "max_task_retries": max_task_retries}
     retries: dict[str, Any] = {name: value for name, value in limits.items() if value is not None}  # default: -1
     if isinstance(concurrency, int):
@@ -251,6 +263,8 @@ def transcribe_inputs_on_ray(
     batch_size: int,
     threads: int | None = None,
     confidence: ConfidenceOptions | None = None,
+    session: SessionOptions | None = None,
+    long_form: LongFormOptions | None = None,
 ) -> BatchSummary:
     """``parakeet-runtime transcribe --ray``: the batch mode's :func:`~.serving.batch.transcribe_inputs` with the
     transcription done by :func:`transcribe_dataset` on a Ray cluster (already connected). Inputs are sent as
@@ -274,7 +288,8 @@ def transcribe_inputs_on_ray(
     try:
         if rows:
             results = transcribe_dataset(ray.data.from_items(rows), model, concurrency=concurrency,
-                                         batch_size=batch_size, threads=threads, confidence=confidence)
+                                         batch_size=batch_size, threads=threads, confidence=confidence,
+                                         session=session, long_form=long_form)
             for row in _rows(results):
                 item = by_index[int(row["index"])]
                 try:

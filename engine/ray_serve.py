@@ -35,7 +35,7 @@ from ray import serve
 from starlette.applications import Starlette
 
 from .engine import Engine
-from .options import BatchingOptions, ConfidenceOptions, SessionOptions
+from .options import BatchingOptions, ConfidenceOptions, LongFormOptions, SessionOptions
 from .requests.inference import Outcome, Work
 from .requests.prepare import PreparedAudio
 from .requests.runner import Unqueued
@@ -76,6 +76,13 @@ class ReplicaOptions:
     max_batch_size: int = 16
     """The engine's encoder batches (``BatchingOptions.max_batch_size``) within one Serve batch."""
     server: ServerOptions = dataclasses.field(default_factory=ServerOptions)
+    session: SessionOptions | None = None
+    """``Engine.load(session=...)`` (default: ``SessionOptions()``); ``threads``, when set, replaces its threads."""
+    long_form: LongFormOptions | None = None
+
+    def session_options(self) -> SessionOptions:
+        session = self.session or SessionOptions()
+        return session if self.threads is None else dataclasses.replace(session, threads=self.threads)
 
 
 class ServeRunner(Unqueued):
@@ -131,9 +138,9 @@ class ParakeetDeployment:
     def __init__(self, options: ReplicaOptions) -> None:
         self.config = options
         # Batching off: the engine's own batcher is not used; Serve's batch queue takes its place.
-        self.engine = Engine.load(options.model, session=SessionOptions(threads=options.threads),
+        self.engine = Engine.load(options.model, session=options.session_options(),
                                   batching=BatchingOptions(enabled=False, max_batch_size=options.max_batch_size),
-                                  confidence=options.confidence)
+                                  confidence=options.confidence, long_form=options.long_form)
         batch_handler: Any = self.run_batch  # @serve.batch's setters
         batch_handler.set_max_batch_size(max(1, math.floor(options.max_batch_seconds)))
         batch_handler.set_batch_wait_timeout_s(options.batch_wait_timeout_s)
@@ -176,6 +183,8 @@ def app(
     batch_wait_timeout_s: float = 0.005,
     max_batch_size: int = 16,
     server: ServerOptions | None = None,
+    session: SessionOptions | None = None,
+    long_form: LongFormOptions | None = None,
 ) -> serve.Application:
     """The Serve application; run it with ``serve.run(app(...), route_prefix="/")``.
 
@@ -196,6 +205,9 @@ def app(
         batch_wait_timeout_s: how long a batch waits for more requests after its first.
         max_batch_size: most requests in one encoder batch within a Serve batch (``BatchingOptions``).
         server: the HTTP app's limits (``ServerOptions``; its ``max_in_flight`` is per replica).
+        session: each replica's ``SessionOptions`` (backend, precision, decoder weights; ``threads``, when
+            given, replaces its threads).
+        long_form: each replica's ``LongFormOptions`` (strategy, chunk length).
 
     Raises:
         ValueError: a bad option.
@@ -213,7 +225,7 @@ def app(
     options = ReplicaOptions(
         model=None if model is None else os.fspath(model), threads=threads, confidence=confidence,
         max_batch_seconds=max_batch_seconds, batch_wait_timeout_s=batch_wait_timeout_s,
-        max_batch_size=max_batch_size, server=server or ServerOptions(),
+        max_batch_size=max_batch_size, server=server or ServerOptions(), session=session, long_form=long_form,
     )
     deployment_options: dict[str, Any] = {
         "max_ongoing_requests": max_ongoing_requests,

@@ -62,6 +62,7 @@ from parakeet_runtime.decoding import FloatArray
 from ..errors import ManifestError, ModelDirectoryError
 from ..options import SessionOptions
 from . import onnx_proto
+from .decoder_weights import JointColumns
 from .devices import Provider
 from .features import FeatureExtractor
 from .manifest import (
@@ -74,7 +75,7 @@ from .manifest import (
     Provenance,
     TokenizerSpec,
 )
-from .onnx_model import EncoderProjection, OnnxTdtModel, default_providers, graph_session, step_graph_session
+from .onnx_model import EncoderProjection, OnnxTdtModel, decoding_sessions, default_providers, graph_session
 from .tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -168,8 +169,9 @@ def load_onnx_asr(
     except Exception as exc:  # onnxruntime raises its own untyped exceptions here
         raise ManifestError(f"{decoder_joint_file}: the joint's encoder projection does not run ({exc})") from exc
     joint_hidden = int(projected.shape[-1])
-    predictor = step_graph_session(parts.predictor, chosen, threads, spin=True)
-    joint = step_graph_session(parts.joint, chosen, threads, spin=False)
+    decoding = decoding_sessions((parts.predictor, "prediction network"), (parts.joint, "joint"),
+                                 JointColumns(labels=blank_id + 1, width=parts.num_outputs), chosen, session,
+                                 "int8" if ".int8." in encoder_file else "fp32")
 
     vocab_size = blank_id
     durations = _durations(config, parts.num_outputs, vocab_size, decoder_joint_file)
@@ -207,8 +209,8 @@ def load_onnx_asr(
         provenance=Provenance(source=str(directory)),
     )
     model = OnnxTdtModel(
-        manifest=manifest, encoder_session=encoder, predictor_session=predictor, joint_session=joint,
-        encoder_projection=projection,
+        manifest=manifest, encoder_session=encoder, predictor_session=decoding.predictor,
+        joint_session=decoding.joint, encoder_projection=projection, decoder_weights=decoding.weights,
     )
     logger.info("loaded onnx-asr layout %s (%s, %s)", directory, encoder_file, decoder_joint_file)
     return LoadedLayout(manifest=manifest, features=features, tokenizer=vocab_tokenizer(pieces), model=model)

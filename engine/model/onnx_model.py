@@ -19,9 +19,10 @@ import onnxruntime as ort
 from parakeet_runtime.decoding import FloatArray
 
 from ..errors import ManifestError
-from ..options import SessionOptions
+from ..options import DecoderWeights, SessionOptions
 from .cpu import int8_weights_for_this_cpu, x86_without_int8_dot_products
-from .devices import ARGMAX_DURATION, ARGMAX_LABEL, Provider, argmax_graph, one_hot_logits
+from .decoder_weights import JointColumns, int8_decoding_graph
+from .devices import ARGMAX_DURATION, ARGMAX_LABEL, Provider, argmax_graph, one_hot_logits, provider_name
 from .manifest import Manifest
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,64 @@ def step_graph_session(
     size = len(source) if isinstance(source, bytes) else (source.stat().st_size if source.is_file() else 0)
     large = size >= STEP_GRAPH_THREADING_BYTES
     return graph_session(source, providers, threads if large else 1, spin and large)
+
+
+def chosen_decoder_weights(
+    session: SessionOptions, providers: Sequence[Provider], encoder_precision: str
+) -> DecoderWeights:
+    """``session.decoder_weights`` resolved: ``auto`` is ``int8`` where the encoder's results already are not
+    NeMo's (an int8 encoder graph, OpenVINO ``bf16``) and the graphs run on the CPU, else ``fp32``."""
+    if session.decoder_weights != "auto":
+        return session.decoder_weights
+    reduced = encoder_precision != "fp32" or (session.backend == "openvino" and session.precision != "fp32")
+    on_cpu = [provider_name(p) for p in providers[:1]] == ["CPUExecutionProvider"]
+    return "int8" if reduced and on_cpu else "fp32"
+
+
+def decoding_graph(source: Path | bytes, name: str, weights: DecoderWeights, joint: JointColumns) -> Path | bytes:
+    """A decoding graph (step graph, predictor, joint) as ``weights`` asks: ``source`` itself for ``fp32``
+    (and for graphs with nothing to rewrite), else its int8 rewrite (:mod:`.decoder_weights`) in memory, the
+    joint's best labels and durations scored in fp32 (``joint``: its columns)."""
+    if weights != "int8":
+        return source
+    rewritten = int8_decoding_graph(source, name, joint)
+    if rewritten is None:
+        logger.info("%s: no fp32 products to give int8 weights; left as it is", name)
+        return source
+    logger.info("%s: int8 decoding weights (%d products, %d LSTM steps, %d joint output layers with fp32 best "
+                "labels; %.1f MB of fp32 weights read per step before)", name, rewritten.products, rewritten.lstms,
+                rewritten.exact_top, rewritten.fp32_bytes / 1e6)
+    return rewritten.data
+
+
+def joint_columns(manifest: Manifest) -> JointColumns:
+    """The joint's label columns (vocabulary and blank) and all its columns, from the manifest."""
+    return JointColumns(labels=manifest.decoding.blank_id + 1, width=manifest.joint.num_outputs)
+
+
+@dataclass(frozen=True, eq=False)
+class DecodingSessions:
+    """The sessions a search runs every step: the predictor (or the step graph) and the joint."""
+
+    predictor: ort.InferenceSession
+    joint: ort.InferenceSession
+    weights: DecoderWeights
+
+
+def decoding_sessions(
+    predictor: tuple[Path | bytes, str], joint: tuple[Path | bytes, str], columns: JointColumns,
+    providers: Sequence[Provider], session: SessionOptions, encoder_precision: str,
+) -> DecodingSessions:
+    """Sessions on the predictor (or step graph) and joint graphs, each ``(source, name)``, with the decoder
+    weights :func:`chosen_decoder_weights` picks (every layout loads its decoding graphs through here);
+    ``columns``: the joint's label and total columns."""
+    weights = chosen_decoder_weights(session, providers, encoder_precision)
+    return DecodingSessions(
+        predictor=step_graph_session(decoding_graph(*predictor, weights, columns), providers, session.threads,
+                                     spin=True),
+        joint=step_graph_session(decoding_graph(*joint, weights, columns), providers, session.threads, spin=False),
+        weights=weights,
+    )
 
 
 def _release_arena_options() -> ort.RunOptions:
@@ -243,6 +302,8 @@ class OnnxTdtModel:
     """Applied to the encoder's output when the encoder graph does not project its frames itself."""
     argmax: ArgmaxHeads | None = None
     """Set when the step graph and the joint return argmaxes, not logits (see :meth:`with_argmax_heads`)."""
+    decoder_weights: DecoderWeights = "fp32"
+    """What the decoding graphs' products read (``SessionOptions.decoder_weights``, resolved)."""
     _start: tuple[FloatArray, FloatArray, FloatArray] = field(init=False, repr=False)
     """Predictor output, ``h`` and ``c`` after the start-of-sequence input, computed once (read-only)."""
 
@@ -265,15 +326,19 @@ class OnnxTdtModel:
         logger.info("loading ONNX graphs from %s with providers %s", model_dir, chosen)
         predictor_file = manifest.step.file if manifest.step else manifest.predictor.file
         encoder = encoder_session(manifest, model_dir, chosen, session)
-        joint = step_graph_session(model_dir / manifest.joint.file, chosen, session.threads, spin=False)
+        decoding = decoding_sessions((model_dir / predictor_file, predictor_file),
+                                     (model_dir / manifest.joint.file, manifest.joint.file), joint_columns(manifest),
+                                     chosen, session, manifest.encoder.precision)
         spec = manifest.joint
-        _check_names(joint, spec.file, "joint", (spec.input_encoder, spec.input_predictor), (spec.output_logits,))
+        _check_names(decoding.joint, spec.file, "joint", (spec.input_encoder, spec.input_predictor),
+                     (spec.output_logits,))
         return cls(
             manifest=manifest,
             encoder_session=encoder,
-            predictor_session=step_graph_session(model_dir / predictor_file, chosen, session.threads, spin=True),
-            joint_session=joint,
+            predictor_session=decoding.predictor,
+            joint_session=decoding.joint,
             release_above_frames=_frames(manifest, session.release_memory_above_seconds),
+            decoder_weights=decoding.weights,
         )
 
     def with_argmax_heads(
@@ -292,16 +357,19 @@ class OnnxTdtModel:
         manifest = self.manifest
         joint = manifest.joint
         num_labels = manifest.decoding.blank_id + 1
+        weights, columns = self.decoder_weights, joint_columns(manifest)
         joint_session = step_graph_session(
-            argmax_graph(model_dir / joint.file, joint.output_logits, num_labels, joint.file), chosen,
-            session.threads, spin=False,
+            decoding_graph(argmax_graph(model_dir / joint.file, joint.output_logits, num_labels, joint.file),
+                           joint.file, weights, columns),
+            chosen, session.threads, spin=False,
         )
         predictor_session = self.predictor_session
         if manifest.step is not None:
             step = manifest.step
             predictor_session = step_graph_session(
-                argmax_graph(model_dir / step.file, step.output_logits, num_labels, step.file), chosen,
-                session.threads, spin=True,
+                decoding_graph(argmax_graph(model_dir / step.file, step.output_logits, num_labels, step.file),
+                               step.file, weights, columns),
+                chosen, session.threads, spin=True,
             )
         return dataclasses.replace(
             self, predictor_session=predictor_session, joint_session=joint_session,

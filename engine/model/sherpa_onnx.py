@@ -54,6 +54,7 @@ import onnxruntime as ort
 from ..errors import ManifestError, ModelDirectoryError
 from ..options import SessionOptions
 from . import onnx_proto
+from .decoder_weights import JointColumns
 from .devices import Provider
 from .manifest import (
     DecodingSpec,
@@ -82,7 +83,7 @@ from .onnx_asr import (
     read_vocab,
     vocab_tokenizer,
 )
-from .onnx_model import EncoderProjection, OnnxTdtModel, default_providers, graph_session, step_graph_session
+from .onnx_model import EncoderProjection, OnnxTdtModel, decoding_sessions, default_providers, graph_session
 
 logger = logging.getLogger(__name__)
 
@@ -344,8 +345,9 @@ def load_sherpa_onnx(
         (projected,) = projection.session.run(None, {projection.input: np.zeros((1, parts.d_model, 1), np.float32)})
     except Exception as exc:  # onnxruntime raises its own untyped exceptions here
         raise ManifestError(f"{files.joiner}: the joint's encoder projection does not run ({exc})") from exc
-    predictor = step_graph_session(parts.predictor, chosen, threads, spin=True)
-    joint = step_graph_session(parts.joint, chosen, threads, spin=False)
+    decoding = decoding_sessions((parts.predictor, "prediction network"), (parts.joint, "joint"),
+                                 JointColumns(labels=blank_id + 1, width=parts.num_outputs), chosen, session,
+                                 "int8" if ".int8." in files.encoder else "fp32")
     durations = _durations(parts.num_outputs, vocab_size, files.joiner)
 
     features_spec, features = parakeet_features(n_mels)
@@ -381,8 +383,8 @@ def load_sherpa_onnx(
         provenance=Provenance(source=str(directory)),
     )
     model = OnnxTdtModel(
-        manifest=manifest, encoder_session=encoder, predictor_session=predictor, joint_session=joint,
-        encoder_projection=projection,
+        manifest=manifest, encoder_session=encoder, predictor_session=decoding.predictor,
+        joint_session=decoding.joint, encoder_projection=projection, decoder_weights=decoding.weights,
     )
     logger.info("loaded sherpa-onnx layout %s (%s, %s, %s)", directory, files.encoder, files.decoder, files.joiner)
     return LoadedLayout(manifest=manifest, features=features, tokenizer=vocab_tokenizer(pieces), model=model)

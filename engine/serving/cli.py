@@ -20,7 +20,15 @@ from ..errors import ParakeetRuntimeError
 from ..model.devices import DEVICES, device_providers
 from ..model.layouts import layout_of, resolve_model_dir
 from ..model.manifest import load_manifest
-from ..options import Backend, BatchingOptions, ConfidenceOptions, LongFormOptions, Precision, SessionOptions
+from ..options import (
+    Backend,
+    BatchingOptions,
+    ConfidenceOptions,
+    DecoderWeights,
+    LongFormOptions,
+    Precision,
+    SessionOptions,
+)
 from ..results import Transcript
 from .batch import OutputPlan, PartialWriter, transcribe_inputs, write_combined, write_outputs
 from .formats import FORMATS, render
@@ -183,11 +191,16 @@ def _backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=get_args(Precision), default="fp32",
                         help="the encoder's compute precision (default: fp32); bf16 needs --backend openvino and a "
                         "CPU with AVX-512 BF16 or AMX")
+    parser.add_argument("--decoder-weights", choices=get_args(DecoderWeights), default="auto",
+                        help="what the decoding step's products read: fp32 (NeMo's arithmetic), int8 (a quarter of "
+                        "the memory traffic; tokens can differ), auto (default: int8 where the encoder is int8 or "
+                        "bf16, on the CPU)")
 
 
 def _session(args: argparse.Namespace) -> SessionOptions:
-    """``SessionOptions`` from ``--threads``, ``--backend`` and ``--precision``."""
-    return SessionOptions(threads=args.threads, backend=args.backend, precision=args.precision)
+    """``SessionOptions`` from ``--threads``, ``--backend``, ``--precision`` and ``--decoder-weights``."""
+    return SessionOptions(threads=args.threads, backend=args.backend, precision=args.precision,
+                          decoder_weights=args.decoder_weights)
 
 
 def _long_form_arguments(parser: argparse.ArgumentParser) -> None:
@@ -261,6 +274,11 @@ def _run_on_ray(args: argparse.Namespace, inputs: list[BatchInput]) -> int:
         print("parakeet-runtime: error: --ray cannot read standard input ('-'): give files the cluster's nodes "
               "can read", file=sys.stderr)
         return 2
+    try:
+        session, long_form = _session(args), _long_form(args)
+    except ValueError as exc:
+        print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
+        return 2
     if not _connect(ray, args.ray, args.verbose):
         return 2
     try:
@@ -271,8 +289,8 @@ def _run_on_ray(args: argparse.Namespace, inputs: list[BatchInput]) -> int:
         summary = transcribe_inputs_on_ray(
             inputs, args.model, on_result=lambda item, transcript: write_outputs(plan, item, transcript),
             skip=lambda item: not args.overwrite and plan.complete(item), progress=progress, concurrency=actors,
-            batch_size=args.batch_size, threads=args.threads,
-            confidence=ConfidenceOptions() if args.confidence else None,
+            batch_size=args.batch_size, confidence=ConfidenceOptions() if args.confidence else None,
+            session=session, long_form=long_form,
         )
         if "jsonl" in plan.formats and not summary.interrupted:
             write_combined(plan, inputs)
@@ -387,11 +405,16 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
     autoscaling = None if args.max_replicas is None else {
         "min_replicas": args.replicas, "max_replicas": args.max_replicas,
         "target_ongoing_requests": args.max_batch_size}
+    try:
+        session, long_form = _session(args), _long_form(args)
+    except ValueError as exc:
+        print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
+        return 2
     application = app(args.model, num_replicas=args.replicas if autoscaling is None else None,
-                      autoscaling_config=autoscaling, max_ongoing_requests=args.max_in_flight, threads=args.threads,
+                      autoscaling_config=autoscaling, max_ongoing_requests=args.max_in_flight,
                       confidence=ConfidenceOptions() if args.confidence else None,
                       batch_wait_timeout_s=args.max_wait_ms / 1000, max_batch_size=args.max_batch_size,
-                      server=_server_options(args))
+                      server=_server_options(args), session=session, long_form=long_form)
     if not _connect(ray, args.ray, args.verbose):
         return 2
     stop = threading.Event()

@@ -1,0 +1,397 @@
+"""int8 weights for the decoding graphs (prediction network and joint), made at load time.
+
+Every decoding step reads all of the prediction network's and the joint's weights for one row of
+activations: for Parakeet v3 that is about 42 MB of fp32 per emitted token (the LSTM's 2 × 13 MB minus the
+first layer's input side, which the export turned into a table lookup; the joint's 8,198-row output
+layer, 21 MB), so a step is bound by memory traffic, not arithmetic. This module rewrites those graphs so
+that their matrix products read int8 weights instead: ONNX Runtime's ``MatMulNBits`` (8 bits, one scale and
+zero point per block of :data:`BLOCK_SIZE` weights of an output row) at ``accuracy_level`` 4, which also
+quantises the activations per block and multiplies in int8. A quarter of the bytes per step.
+
+What it rewrites, in any graph (the engine's step graph and predictor, other runtimes' layouts):
+
+- ``MatMul`` by a 2-D float initializer, ``Gemm`` by one (``alpha = beta = 1``, ``transA = 0``; the bias
+  becomes an ``Add``);
+- a single-step ``LSTM`` (forward, default activations, no peepholes or clipping, initial states given):
+  written out as one product of ``[x, h]`` by ``[W, R]`` and the cell's elementwise operations. The step
+  graphs run it on one label per step; a ``Squeeze`` of the sequence axis makes a longer sequence an error,
+  never a silently wrong result.
+
+The joint's output layer (the product whose width is the joint's: labels and durations) keeps its argmaxes
+exact in practice: the int8 product ranks the labels, the :data:`EXACT_TOP` best of them (bias included) are
+scored again in fp32 from their own weight rows (a few kB per step), and the duration columns come from an
+fp32 product of their few rows. The label the search picks is then fp32's whenever fp32's best label is among
+int8's best :data:`EXACT_TOP` (its error is a fraction of a percent of the logits' range); the other label
+columns keep their int8 values (confidence scores read them: close, not equal, to fp32's).
+
+The prediction network's products have no such check: its int8 state drifts from fp32's step by step, so
+tokens may differ where two labels' scores nearly tie. The engine uses this rewrite only where asked
+(``SessionOptions.decoder_weights``), and its token agreement with fp32 is measured
+(``benchmarks/precision_agreement.py``). Nothing is written to the model directory; the rewritten graph lives
+in memory for the session.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import onnx_proto
+
+logger = logging.getLogger(__name__)
+
+BLOCK_SIZE = 32
+"""Weights per quantisation block along the reduction axis (one float scale and one zero point each)."""
+_ACCURACY_LEVEL = 4
+"""``MatMulNBits`` accuracy level 4: int8 activations and int8 products (levels 0–1 dequantise the
+weights to fp32 on every run, which is slower than the fp32 product itself on CPU)."""
+_MS_DOMAIN = "com.microsoft"
+_UINT8 = 2
+"""``TensorProto.DataType.UINT8``."""
+EXACT_TOP = 8
+"""Labels of the joint's int8 logits scored again in fp32 at every step (see the module's docstring)."""
+_LSTM_ATTRIBUTES = frozenset({"hidden_size", "direction", "layout"})
+"""LSTM attributes this rewrite understands; any other (activations, clip, input_forget) leaves the node."""
+
+
+@dataclass(frozen=True)
+class JointColumns:
+    """The joint's logits: ``labels`` label columns (vocabulary and blank) first, then durations, ``width`` in all."""
+
+    labels: int
+    width: int
+
+
+@dataclass(frozen=True)
+class Rewritten:
+    """A decoding graph with int8 products: its bytes and what was rewritten."""
+
+    data: bytes
+    products: int
+    """``MatMul`` and ``Gemm`` nodes now reading int8 weights."""
+    lstms: int
+    """Single-step ``LSTM`` nodes written out over an int8 product."""
+    fp32_bytes: int
+    """Bytes of fp32 weights the rewritten products read before."""
+    exact_top: int
+    """Joint output layers whose best labels and durations are scored in fp32 (0 or 1)."""
+
+
+def quantize_blocks(weights: npt.NDArray[np.float32], block_size: int = BLOCK_SIZE) -> tuple[
+        npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
+    """Asymmetric uint8 quantisation of an ``(N, K)`` matrix (``N`` outputs, ``K`` reduction) in blocks of
+    ``block_size`` along ``K`` (zero-padded at the end): ``MatMulNBits``' ``B`` ``(N, blocks, block_size)``,
+    ``scales`` ``(N · blocks,)`` and ``zero_points`` ``(N · blocks,)``. Every block's range includes 0, so a
+    zero weight (and the padding) is exact."""
+    rows, depth = weights.shape
+    blocks = -(-depth // block_size)
+    padded = np.zeros((rows, blocks * block_size), dtype=np.float32)
+    padded[:, :depth] = weights
+    grouped = padded.reshape(rows, blocks, block_size)
+    low = np.minimum(grouped.min(axis=-1), 0.0)
+    high = np.maximum(grouped.max(axis=-1), 0.0)
+    scale = ((high - low) / 255.0).astype(np.float32)
+    scale[scale == 0.0] = 1.0
+    zero = np.clip(np.rint(-low / scale), 0, 255)
+    quantized = np.clip(np.rint(grouped / scale[..., None]) + zero[..., None], 0, 255).astype(np.uint8)
+    return quantized, scale.reshape(-1), zero.astype(np.uint8).reshape(-1)
+
+
+def dequantize_blocks(quantized: npt.NDArray[np.uint8], scales: npt.NDArray[np.float32],
+                      zero_points: npt.NDArray[np.uint8], depth: int) -> npt.NDArray[np.float32]:
+    """The ``(N, K)`` matrix that :func:`quantize_blocks`' output stands for (tests, error bounds)."""
+    rows, blocks, block_size = quantized.shape
+    values = (quantized.astype(np.float32) - zero_points.reshape(rows, blocks, 1)) * scales.reshape(rows, blocks, 1)
+    result: npt.NDArray[np.float32] = values.reshape(rows, blocks * block_size)[:, :depth]
+    return result
+
+
+def _array(tensor: Any) -> npt.NDArray[np.float32] | None:
+    """A float initializer's values (``None``: not float, or stored outside the graph)."""
+    if tensor.data_type != onnx_proto.FLOAT or len(tensor.external_data) > 0:
+        return None
+    shape = tuple(int(d) for d in tensor.dims)
+    if tensor.raw_data:
+        return np.frombuffer(tensor.raw_data, dtype="<f4").reshape(shape).astype(np.float32)
+    return np.asarray(tensor.float_data, dtype=np.float32).reshape(shape)
+
+
+def _tensor(name: str, array: npt.NDArray[Any], data_type: int) -> Any:
+    return onnx_proto.TensorProto(name=name, data_type=data_type, dims=list(array.shape),
+                                  raw_data=np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes())
+
+
+def _attributes(node: Any) -> dict[str, Any]:
+    return {a.name: a for a in node.attribute}
+
+
+class _Builder:
+    """Collects the replacement nodes and initializers of one graph (names prefixed, so none collide)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.initializers: list[Any] = []
+        self.counter = 0
+        self.fp32_bytes = 0
+        self.exact_top = 0
+
+    def name(self, base: str) -> str:
+        self.counter += 1
+        return f"int8_decoding/{self.counter}/{base}"
+
+    def product(self, source: str, matrix: npt.NDArray[np.float32], output: str) -> Any:
+        """``MatMulNBits`` of ``source`` ``(..., K)`` by an ``(N, K)`` matrix into ``output``."""
+        quantized, scales, zeros = quantize_blocks(matrix, BLOCK_SIZE)
+        rows, depth = matrix.shape
+        names = [self.name("B"), self.name("scales"), self.name("zero_points")]
+        self.initializers += [_tensor(names[0], quantized, _UINT8), _tensor(names[1], scales, onnx_proto.FLOAT),
+                              _tensor(names[2], zeros, _UINT8)]
+        self.fp32_bytes += matrix.nbytes
+        made = onnx_proto.node("MatMulNBits", [source, *names], [output], K=depth, N=rows, bits=8,
+                               block_size=BLOCK_SIZE, accuracy_level=_ACCURACY_LEVEL)
+        made.domain = _MS_DOMAIN
+        return made
+
+    def constant(self, base: str, array: npt.NDArray[Any], data_type: int) -> str:
+        name = self.name(base)
+        self.initializers.append(_tensor(name, array, data_type))
+        return name
+
+    def node(self, op_type: str, inputs: list[str], base: str) -> tuple[Any, str]:
+        output = self.name(base)
+        return onnx_proto.node(op_type, inputs, [output]), output
+
+    def joint_product(self, source: str, matrix: npt.NDArray[np.float32], bias: npt.NDArray[np.float32] | None,
+                      output: str, labels: int) -> list[Any]:
+        """The joint's output layer ``source @ matrix.T`` (``matrix`` ``(width, K)``, ``bias`` added by the graph
+        after it): int8 label columns with the best :data:`EXACT_TOP` of them (ranked with ``bias``) scored
+        again in fp32, and fp32 duration columns."""
+        approximate = self.name("approximate")
+        nodes = [self.product(source, matrix[:labels], approximate)]
+        ranked = approximate
+        if bias is not None:
+            ranked = self.name("ranked")
+            nodes.append(onnx_proto.node("Add", [approximate, self.constant("bias", bias[:labels], onnx_proto.FLOAT)],
+                                         [ranked]))
+        top = min(EXACT_TOP, labels)
+        best = [self.name("best_values"), self.name("best")]
+        nodes.append(onnx_proto.node("TopK", [ranked, self.constant("k", np.array([top], np.int64), onnx_proto.INT64)],
+                                     best, axis=-1, largest=1, sorted=0))
+        rows = self.constant("label_rows", np.ascontiguousarray(matrix[:labels]), onnx_proto.FLOAT)
+        picked, picked_name = self.node("Gather", [rows, best[1]], "picked_rows")  # (..., top, K)
+        nodes.append(picked)
+        nodes += self.squeeze_axis("Unsqueeze", source, self.name("frame"), -2)
+        frame = nodes[-1].output[0]
+        product, product_name = self.node("Mul", [frame, picked_name], "products")
+        axes = self.constant("axes", np.array([-1], np.int64), onnx_proto.INT64)
+        exact_name = self.name("exact")
+        if onnx_proto.opset(self.model) >= 13:
+            exact = onnx_proto.node("ReduceSum", [product_name, axes], [exact_name], keepdims=0)
+        else:
+            exact = onnx_proto.node("ReduceSum", [product_name], [exact_name], axes=[-1], keepdims=0)
+        scored_name = self.name("labels")
+        scored = onnx_proto.node("ScatterElements", [approximate, best[1], exact_name], [scored_name], axis=-1)
+        nodes += [product, exact, scored]
+        durations_name = self.name("durations")
+        durations = self.constant("duration_rows", np.ascontiguousarray(matrix[labels:].T), onnx_proto.FLOAT)
+        nodes.append(onnx_proto.node("MatMul", [source, durations], [durations_name]))
+        nodes.append(onnx_proto.node("Concat", [scored_name, durations_name], [output], axis=-1))
+        self.exact_top += 1
+        return nodes
+
+    def squeeze_axis(self, op_type: str, source: str, target: str, axis: int) -> list[Any]:
+        nodes, initializers = onnx_proto.squeeze_nodes(self.model, op_type, source, target, [axis])
+        self.initializers += initializers
+        return nodes
+
+    def squeeze(self, op_type: str, source: str, target: str) -> list[Any]:
+        nodes, initializers = onnx_proto.squeeze_nodes(self.model, op_type, source, target, [0])
+        self.initializers += initializers
+        return nodes
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What a rewriter may look at besides its node."""
+
+    weights: dict[str, Any]
+    """Initializers by name."""
+    consumers: dict[str, list[Any]]
+    """Nodes reading each tensor."""
+    joint: JointColumns | None
+
+
+def _bias_after(output: str, width: int, context: _Context) -> npt.NDArray[np.float32] | None:
+    """The constant ``(width,)`` bias an ``Add`` adds to ``output`` when that ``Add`` is its only reader."""
+    readers = context.consumers.get(output, [])
+    if len(readers) != 1 or readers[0].op_type != "Add":
+        return None
+    others = [n for n in readers[0].input if n != output]
+    if len(others) != 1 or others[0] not in context.weights:
+        return None
+    bias = _array(context.weights[others[0]])
+    return bias.reshape(-1) if bias is not None and bias.size == width else None
+
+
+def _product(source: str, rows: npt.NDArray[np.float32], output: str, bias: npt.NDArray[np.float32] | None,
+             context: _Context, builder: _Builder) -> list[Any]:
+    """``source @ rows.T`` into ``output``: the joint's output layer when ``rows`` is as wide as the joint."""
+    joint = context.joint
+    if joint is not None and rows.shape[0] == joint.width and 0 < joint.labels < joint.width:
+        return builder.joint_product(source, rows, bias, output, joint.labels)
+    return [builder.product(source, rows, output)]
+
+
+def _rewrite_matmul(node: Any, context: _Context, builder: _Builder) -> list[Any] | None:
+    weights = context.weights
+    if len(node.input) != 2 or node.input[1] not in weights:
+        return None
+    matrix = _array(weights[node.input[1]])
+    if matrix is None or matrix.ndim != 2:
+        return None
+    bias = _bias_after(node.output[0], matrix.shape[1], context)
+    return _product(node.input[0], np.ascontiguousarray(matrix.T), node.output[0], bias, context, builder)
+
+
+def _rewrite_gemm(node: Any, context: _Context, builder: _Builder) -> list[Any] | None:
+    weights = context.weights
+    attributes = _attributes(node)
+    if any(attributes[k].f != 1.0 for k in ("alpha", "beta") if k in attributes):
+        return None
+    if "transA" in attributes and attributes["transA"].i != 0:
+        return None
+    if len(node.input) < 2 or node.input[1] not in weights:
+        return None
+    matrix = _array(weights[node.input[1]])
+    if matrix is None or matrix.ndim != 2:
+        return None
+    transposed = "transB" in attributes and attributes["transB"].i != 0
+    rows = np.ascontiguousarray(matrix if transposed else matrix.T)
+    if len(node.input) < 3 or not node.input[2]:
+        return _product(node.input[0], rows, node.output[0], None, context, builder)
+    bias = _array(weights[node.input[2]]) if node.input[2] in weights else None
+    if bias is not None:
+        bias = bias.reshape(-1) if bias.size == rows.shape[0] else None
+    product = builder.name("product")
+    add = onnx_proto.node("Add", [product, node.input[2]], [node.output[0]])
+    return [*_product(node.input[0], rows, product, bias, context, builder), add]
+
+
+def _rewrite_lstm(node: Any, context: _Context, builder: _Builder) -> list[Any] | None:
+    """A one-step forward LSTM (ONNX gate order i, o, f, c) over one int8 product of ``[x, h]``."""
+    weights = context.weights
+    attributes = _attributes(node)
+    if set(attributes) - _LSTM_ATTRIBUTES:
+        return None
+    if "direction" in attributes and attributes["direction"].s not in (b"forward", b""):
+        return None
+    if "layout" in attributes and attributes["layout"].i != 0:
+        return None
+    inputs = list(node.input) + [""] * (8 - len(node.input))
+    x, w_name, r_name, b_name, sequence_lens, initial_h, initial_c, peepholes = inputs[:8]
+    if sequence_lens or peepholes or not initial_h or not initial_c or w_name not in weights or r_name not in weights:
+        return None
+    w, r = _array(weights[w_name]), _array(weights[r_name])
+    bias = _array(weights[b_name]) if b_name in weights else None
+    if w is None or r is None or w.ndim != 3 or r.ndim != 3 or w.shape[0] != 1 or r.shape[0] != 1:
+        return None
+    if b_name and bias is None:
+        return None
+    hidden = r.shape[2]
+    if r.shape[1] != 4 * hidden or w.shape[1] != 4 * hidden:
+        return None
+    nodes: list[Any] = []
+    x0, h0, c0 = builder.name("x"), builder.name("h"), builder.name("c")
+    nodes += builder.squeeze("Squeeze", x, x0)  # fails at run time on more than one step
+    nodes += builder.squeeze("Squeeze", initial_h, h0)
+    nodes += builder.squeeze("Squeeze", initial_c, c0)
+    joined = builder.name("xh")
+    concat = onnx_proto.node("Concat", [x0, h0], [joined], axis=1)
+    nodes.append(concat)
+    gates = builder.name("gates")
+    nodes.append(builder.product(joined, np.concatenate([w[0], r[0]], axis=1), gates))
+    if bias is not None:
+        summed = bias.reshape(2, 4 * hidden).sum(axis=0).astype(np.float32)
+        biased = builder.name("gates_biased")
+        nodes.append(onnx_proto.node("Add", [gates, builder.constant("bias", summed, onnx_proto.FLOAT)], [biased]))
+        gates = biased
+    axis = builder.constant("axis", np.array([1], dtype=np.int64), onnx_proto.INT64)
+    parts = []
+    for index, activation in enumerate(("Sigmoid", "Sigmoid", "Sigmoid", "Tanh")):  # i, o, f, c
+        start = builder.constant("start", np.array([index * hidden], dtype=np.int64), onnx_proto.INT64)
+        end = builder.constant("end", np.array([(index + 1) * hidden], dtype=np.int64), onnx_proto.INT64)
+        sliced, sliced_name = builder.node("Slice", [gates, start, end, axis], "gate")
+        activated, activated_name = builder.node(activation, [sliced_name], "activated")
+        nodes += [sliced, activated]
+        parts.append(activated_name)
+    i_gate, o_gate, f_gate, candidate = parts
+    kept, kept_name = builder.node("Mul", [f_gate, c0], "kept")
+    added, added_name = builder.node("Mul", [i_gate, candidate], "added")
+    cell, cell_name = builder.node("Add", [kept_name, added_name], "cell")
+    squashed, squashed_name = builder.node("Tanh", [cell_name], "squashed")
+    hidden_out, hidden_name = builder.node("Mul", [o_gate, squashed_name], "hidden")
+    nodes += [kept, added, cell, squashed, hidden_out]
+    outputs = list(node.output) + [""] * (3 - len(node.output))
+    y, y_h, y_c = outputs[:3]
+    state_h = y_h or builder.name("y_h")
+    nodes += builder.squeeze("Unsqueeze", hidden_name, state_h)
+    if y:
+        nodes += builder.squeeze("Unsqueeze", state_h, y)
+    if y_c:
+        nodes += builder.squeeze("Unsqueeze", cell_name, y_c)
+    return nodes
+
+
+def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | None = None) -> Rewritten | None:
+    """``source`` with int8 products (see the module's docstring), or ``None`` when nothing in it is
+    rewritten (no constant weights in the shapes above, or a graph this module cannot parse). ``joint``: the
+    joint's columns, so that its output layer (the product as wide as the joint) keeps fp32's best label
+    and duration (``None``: every product plain int8)."""
+    try:
+        model = onnx_proto.read_model(source) if isinstance(source, Path) else onnx_proto.parse_model(source, name)
+    except Exception as exc:  # a graph the engine cannot parse here is left to ONNX Runtime as it is
+        logger.warning("%s: decoding weights stay fp32 (%s)", name, exc)
+        return None
+    graph = model.graph
+    consumers: dict[str, list[Any]] = {}
+    for item in graph.node:
+        for used in item.input:
+            consumers.setdefault(used, []).append(item)
+    context = _Context(weights={t.name: t for t in graph.initializer}, consumers=consumers, joint=joint)
+    builder = _Builder(model)
+    rewriters = {"MatMul": _rewrite_matmul, "Gemm": _rewrite_gemm, "LSTM": _rewrite_lstm}
+    nodes: list[Any] = []
+    products = lstms = 0
+    for item in graph.node:
+        rewrite = rewriters.get(item.op_type) if item.domain in ("", "ai.onnx") else None
+        replaced = rewrite(item, context, builder) if rewrite is not None else None
+        if replaced is None:
+            nodes.append(item)
+            continue
+        nodes += replaced
+        if item.op_type == "LSTM":
+            lstms += 1
+        else:
+            products += 1
+    if products + lstms == 0:
+        return None
+    still_read = {n for item in nodes for n in item.input}
+    outputs = {v.name for v in graph.output}
+    kept = [t for t in graph.initializer if t.name in still_read or t.name in outputs]
+    dropped = {t.name for t in graph.initializer} - {t.name for t in kept}
+    inputs = [v for v in graph.input if v.name not in dropped]  # graphs of IR < 4 list initializers as inputs
+    del graph.input[:]
+    graph.input.extend(inputs)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend([*kept, *builder.initializers])
+    if not any(o.domain == _MS_DOMAIN for o in model.opset_import):
+        model.opset_import.add(domain=_MS_DOMAIN, version=1)
+    return Rewritten(data=onnx_proto.serialize(model), products=products, lstms=lstms,
+                     fp32_bytes=builder.fp32_bytes, exact_top=builder.exact_top)

@@ -1,0 +1,310 @@
+"""int8 weights for the decoding graphs (``SessionOptions.decoder_weights``): the load-time rewrite of
+``engine/model/decoder_weights.py`` on small graphs built here (each rewritten product against the fp32 one and
+against numpy), the choice ``auto`` makes, and the engine on the trained fixtures and layouts with it.
+
+Token agreement on the fixtures is printed (``-s``) and checked against floors that do not depend on the CPU's
+int8 kernels; the measured tables are in benchmarks/README.md ("Token agreement with fp32").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from parakeet_runtime.engine import BatchingOptions, Engine, SessionOptions
+from parakeet_runtime.engine.model.cpu import cpu_name, isa_summary
+from parakeet_runtime.engine.model.decoder_weights import (
+    BLOCK_SIZE,
+    EXACT_TOP,
+    JointColumns,
+    dequantize_blocks,
+    int8_decoding_graph,
+    quantize_blocks,
+)
+from parakeet_runtime.engine.model.onnx_model import chosen_decoder_weights
+from parakeet_runtime.engine.serving.cli import parse_args
+from parakeet_runtime.export.quantize import _edit_distance, quantize_directory
+
+CPU = ["CPUExecutionProvider"]
+rng = np.random.default_rng(7)
+
+
+def _session(data: bytes) -> ort.InferenceSession:
+    return ort.InferenceSession(data, providers=CPU)
+
+
+def _model(nodes: list[Any], inputs: list[Any], outputs: list[Any], initializers: list[Any]) -> bytes:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    data: bytes = model.SerializeToString()
+    return data
+
+
+def _float(name: str, dims: list[Any]) -> Any:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+
+
+def _ops(data: bytes) -> list[str]:
+    return [n.op_type for n in onnx.load_from_string(data).graph.node]
+
+
+# --- the quantiser --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("depth", [BLOCK_SIZE * 3, 45, 7])
+def test_blocks_round_trip_within_half_a_step(depth: int) -> None:
+    weights = (rng.standard_normal((11, depth)) * 0.1).astype(np.float32)
+    weights[0] = 0.0  # an all-zero row: scale 1, exact
+    weights[1, :5] = 0.0
+    quantized, scales, zeros = quantize_blocks(weights)
+    blocks = -(-depth // BLOCK_SIZE)
+    assert quantized.shape == (11, blocks, BLOCK_SIZE) and quantized.dtype == np.uint8
+    assert scales.shape == zeros.shape == (11 * blocks,)
+    restored = dequantize_blocks(quantized, scales, zeros, depth)
+    step = np.repeat(scales.reshape(11, blocks), BLOCK_SIZE, axis=1)[:, :depth]
+    assert np.all(np.abs(restored - weights) <= step / 2 + 1e-7)
+    assert np.all(restored[0] == 0.0) and np.all(restored[1, :5] == 0.0)  # zeros stay zeros
+
+
+# --- the rewrite, node by node ---------------------------------------------------------------------------------
+
+def _close(a: np.ndarray, b: np.ndarray, tolerance: float = 0.03) -> None:
+    """int8 activations and weights: within a few percent of the output's range."""
+    assert a.shape == b.shape
+    assert float(np.abs(a - b).max()) <= tolerance * float(np.abs(b).max()), float(np.abs(a - b).max())
+
+
+@pytest.mark.parametrize("depth", [64, 45])
+def test_matmul_by_a_constant(depth: int) -> None:
+    weights = (rng.standard_normal((depth, 50)) * 0.2).astype(np.float32)
+    data = _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [_float("x", ["rows", 1, depth])],
+                  [_float("y", ["rows", 1, 50])], [numpy_helper.from_array(weights, "w")])
+    rewritten = int8_decoding_graph(data, "matmul")
+    assert rewritten is not None and (rewritten.products, rewritten.lstms) == (1, 0)
+    assert rewritten.fp32_bytes == weights.nbytes
+    assert _ops(rewritten.data) == ["MatMulNBits"]
+    x = np.abs(rng.standard_normal((3, 1, depth))).astype(np.float32)  # ReLU output, as in the joint
+    (y,) = _session(rewritten.data).run(None, {"x": x})
+    _close(y, x @ weights)
+
+
+@pytest.mark.parametrize("transposed", [True, False])
+def test_gemm_with_bias(transposed: bool) -> None:
+    weights = (rng.standard_normal((40, 64)) * 0.2).astype(np.float32)  # (N, K) when transposed
+    bias = rng.standard_normal(40).astype(np.float32)
+    stored = weights if transposed else np.ascontiguousarray(weights.T)
+    data = _model([helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=int(transposed))], [_float("x", [2, 64])],
+                  [_float("y", [2, 40])], [numpy_helper.from_array(stored, "w"), numpy_helper.from_array(bias, "b")])
+    rewritten = int8_decoding_graph(data, "gemm")
+    assert rewritten is not None and rewritten.products == 1
+    assert _ops(rewritten.data) == ["MatMulNBits", "Add"]
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    (y,) = _session(rewritten.data).run(None, {"x": x})
+    _close(y, x @ weights.T + bias)
+
+
+def test_gemm_it_cannot_rewrite_is_kept() -> None:
+    weights = rng.standard_normal((64, 40)).astype(np.float32)
+    data = _model([helper.make_node("Gemm", ["x", "w"], ["y"], alpha=0.5)], [_float("x", [2, 64])],
+                  [_float("y", [2, 40])], [numpy_helper.from_array(weights, "w")])
+    assert int8_decoding_graph(data, "scaled gemm") is None
+    moving = _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [_float("x", [2, 64]), _float("w", [64, 40])],
+                    [_float("y", [2, 40])], [])
+    assert int8_decoding_graph(moving, "no constant") is None  # weights that are an input are not touched
+
+
+def _near_ties(labels: int, durations: int, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Joint output weights ``(depth, labels + durations)`` whose labels 3 and 4 nearly tie (their difference
+    far below int8's resolution, its sign different from row to row), a bias, and 64 ReLU-like rows."""
+    weights = (rng.standard_normal((depth, labels + durations)) * 0.1).astype(np.float32)
+    weights[:, 3] += 0.3  # labels 3 and 4 well ahead of the others
+    weights[:, 4] = weights[:, 3] + (rng.standard_normal(depth) * 2e-5).astype(np.float32)
+    bias = (rng.standard_normal(labels + durations) * 0.01).astype(np.float32)
+    bias[4] = bias[3]
+    rows = np.abs(rng.standard_normal((64, depth))).astype(np.float32)
+    return weights, bias, rows
+
+
+@pytest.mark.parametrize("layer", ["matmul_add", "gemm"])
+def test_joint_output_keeps_fp32_best_label_and_duration(layer: str) -> None:
+    labels, durations, depth = 40, 5, 96
+    weights, bias, rows = _near_ties(labels, durations, depth)
+    if layer == "matmul_add":
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Add", ["b", "p"], ["y"])]
+        stored = weights
+    else:
+        nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)]
+        stored = np.ascontiguousarray(weights.T)
+    data = _model(nodes, [_float("x", ["rows", depth])], [_float("y", ["rows", labels + durations])],
+                  [numpy_helper.from_array(stored, "w"), numpy_helper.from_array(bias, "b")])
+    exact = rows @ weights + bias
+    columns = JointColumns(labels=labels, width=labels + durations)
+    rewritten = int8_decoding_graph(data, "joint", columns)
+    plain = int8_decoding_graph(data, "joint")
+    assert rewritten is not None and plain is not None and (rewritten.exact_top, plain.exact_top) == (1, 0)
+    (scored,) = _session(rewritten.data).run(None, {"x": rows})
+    (approximate,) = _session(plain.data).run(None, {"x": rows})
+    best = exact[:, :labels].argmax(axis=1)
+    assert set(best) == {3, 4}  # the near tie goes both ways
+    # Rows whose two labels differ by less than fp32's rounding of a sum of 96 products go either way in any fp32
+    # product (summation order); the others must come out as fp32 has them.
+    exact64 = rows.astype(np.float64) @ weights.astype(np.float64)
+    decided = np.abs(exact64[:, 3] - exact64[:, 4]) > 1e-5
+    assert decided.sum() >= 48
+    np.testing.assert_array_equal(scored[decided, :labels].argmax(axis=1), best[decided])
+    np.testing.assert_array_equal(scored[:, labels:].argmax(axis=1), exact[:, labels:].argmax(axis=1))
+    np.testing.assert_allclose(scored[np.arange(64), best], exact[np.arange(64), best], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scored[:, labels:], exact[:, labels:], rtol=1e-5, atol=1e-5)
+    _close(scored, exact)  # the other label columns: int8's values
+    # Without the fp32 scoring, int8 cannot tell the two labels apart: the check above is not vacuous.
+    assert (approximate[decided, :labels].argmax(axis=1) != best[decided]).any()
+    assert EXACT_TOP < labels
+
+
+def _lstm(hidden: int, inputs: int, steps: int | str, **attributes: Any) -> tuple[bytes, dict[str, np.ndarray]]:
+    w = (rng.standard_normal((1, 4 * hidden, inputs)) * 0.3).astype(np.float32)
+    r = (rng.standard_normal((1, 4 * hidden, hidden)) * 0.3).astype(np.float32)
+    b = (rng.standard_normal((1, 8 * hidden)) * 0.3).astype(np.float32)
+    node = helper.make_node("LSTM", ["x", "W", "R", "B", "", "h0", "c0"], ["y", "y_h", "y_c"], hidden_size=hidden,
+                            **attributes)
+    data = _model([node], [_float("x", [steps, "batch", inputs]), _float("h0", [1, "batch", hidden]),
+                           _float("c0", [1, "batch", hidden])],
+                  [_float("y", [steps, 1, "batch", hidden]), _float("y_h", [1, "batch", hidden]),
+                   _float("y_c", [1, "batch", hidden])],
+                  [numpy_helper.from_array(w, "W"), numpy_helper.from_array(r, "R"), numpy_helper.from_array(b, "B")])
+    return data, {"W": w, "R": r, "B": b}
+
+
+def _lstm_step(x: np.ndarray, h: np.ndarray, c: np.ndarray, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """ONNX's LSTM, one step, gates i, o, f, c."""
+    hidden = h.shape[-1]
+    bias = weights["B"][0, :4 * hidden] + weights["B"][0, 4 * hidden:]
+    gates = x @ weights["W"][0].T + h @ weights["R"][0].T + bias
+    i, o, f, g = (gates[:, k * hidden:(k + 1) * hidden] for k in range(4))
+
+    def sigmoid(v: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-v))
+
+    cell = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+    return sigmoid(o) * np.tanh(cell), cell
+
+
+def test_single_step_lstm_is_written_out() -> None:
+    data, weights = _lstm(hidden=32, inputs=48, steps=1)
+    rewritten = int8_decoding_graph(data, "lstm")
+    assert rewritten is not None and (rewritten.products, rewritten.lstms) == (0, 1)
+    assert "LSTM" not in _ops(rewritten.data) and _ops(rewritten.data).count("MatMulNBits") == 1
+    x = rng.standard_normal((1, 3, 48)).astype(np.float32)
+    h0 = rng.standard_normal((1, 3, 32)).astype(np.float32)
+    c0 = rng.standard_normal((1, 3, 32)).astype(np.float32)
+    feeds = {"x": x, "h0": h0, "c0": c0}
+    y, y_h, y_c = _session(rewritten.data).run(None, feeds)
+    original = _session(data).run(None, feeds)
+    assert y.shape == original[0].shape and y_h.shape == original[1].shape and y_c.shape == original[2].shape
+    h, c = _lstm_step(x[0], h0[0], c0[0], weights)
+    np.testing.assert_allclose(original[1][0], h, atol=1e-5)  # the reference step is ONNX's LSTM
+    _close(y_h[0], h)
+    _close(y_c[0], c)
+    np.testing.assert_array_equal(y[0], y_h)
+
+
+def test_lstm_over_more_steps_fails_instead_of_being_wrong() -> None:
+    static, _ = _lstm(hidden=16, inputs=16, steps=2)
+    rewritten = int8_decoding_graph(static, "lstm")
+    assert rewritten is not None
+    with pytest.raises(Exception, match="(?i)squeeze|dimension"):  # two steps in the graph: refused at load
+        _session(rewritten.data)
+    dynamic, _ = _lstm(hidden=16, inputs=16, steps="steps")
+    rewritten = int8_decoding_graph(dynamic, "lstm")
+    assert rewritten is not None
+    session = _session(rewritten.data)
+    feeds = {"x": np.zeros((2, 1, 16), np.float32), "h0": np.zeros((1, 1, 16), np.float32),
+             "c0": np.zeros((1, 1, 16), np.float32)}
+    with pytest.raises(Exception, match="(?i)squeeze|dimension"):  # a run with two steps fails
+        session.run(None, feeds)
+
+
+def test_lstm_it_cannot_write_out_is_kept() -> None:
+    clipped, _ = _lstm(hidden=16, inputs=16, steps=1, clip=3.0)
+    assert int8_decoding_graph(clipped, "clipped lstm") is None
+    reverse, _ = _lstm(hidden=16, inputs=16, steps=1, direction="reverse")
+    assert int8_decoding_graph(reverse, "reverse lstm") is None
+
+
+def test_not_onnx_is_left_alone(caplog: pytest.LogCaptureFixture) -> None:
+    assert int8_decoding_graph(b"not a graph", "junk") is None
+    assert "stay fp32" in caplog.text
+
+
+# --- the choice ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("session", "providers", "encoder", "expected"), [
+    (SessionOptions(), CPU, "fp32", "fp32"),                        # the exact path stays exact
+    (SessionOptions(), CPU, "int8", "int8"),                        # int8 encoder: int8 decoding
+    (SessionOptions(backend="openvino", precision="bf16"), CPU, "fp32", "int8"),
+    (SessionOptions(backend="openvino"), CPU, "fp32", "fp32"),
+    (SessionOptions(), ["CUDAExecutionProvider", *CPU], "int8", "fp32"),  # GPUs: not this rewrite
+    (SessionOptions(), [("CUDAExecutionProvider", {}), *CPU], "fp16", "fp32"),
+    (SessionOptions(decoder_weights="int8"), CPU, "fp32", "int8"),  # asked for
+    (SessionOptions(decoder_weights="fp32"), CPU, "int8", "fp32"),
+])
+def test_auto_follows_the_encoder(session: SessionOptions, providers: list[Any], encoder: str, expected: str) -> None:
+    assert chosen_decoder_weights(session, providers, encoder) == expected
+
+
+def test_option_and_cli_values(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match="decoder_weights must be"):
+        SessionOptions(decoder_weights="int4")  # type: ignore[arg-type]
+    for command in (["transcribe"], ["serve"]):
+        assert parse_args(command).decoder_weights == "auto"
+        assert parse_args([*command, "--decoder-weights", "int8"]).decoder_weights == "int8"
+        with pytest.raises(SystemExit):
+            parse_args([*command, "--decoder-weights", "bf16"])
+    capsys.readouterr()
+
+
+# --- the engine -------------------------------------------------------------------------------------------------
+
+def _tokens(engine: Engine, audio: list[Path]) -> list[list[int]]:
+    return [[t.id for t in engine.transcribe(clip).tokens] for clip in audio]
+
+
+@pytest.mark.parametrize("name", ["tdt_a", "tdt_b"])
+def test_engine_with_int8_decoding(name: str, converted: dict[str, Path], clips: dict[str, Path]) -> None:
+    """fp32 encoder, int8 decoding, against the fp32 engine on the trained fixtures; batched decoding gives
+    the one-at-a-time tokens (the rewritten graphs take any number of rows)."""
+    audio = list(clips.values())
+    off = BatchingOptions(enabled=False)
+    with Engine.load(converted[name], batching=off) as fp32:
+        assert fp32.model.decoder_weights == "fp32"
+        reference = _tokens(fp32, audio)
+    with Engine.load(converted[name], batching=off, session=SessionOptions(decoder_weights="int8")) as int8:
+        assert int8.model.decoder_weights == "int8"
+        tokens = _tokens(int8, audio)
+        batched = [[t.id for t in r.tokens] for r in int8.transcribe([str(a) for a in audio])]
+    assert batched == tokens
+    identical = sum(a == b for a, b in zip(reference, tokens, strict=True))
+    edits = sum(_edit_distance(a, b) for a, b in zip(reference, tokens, strict=True))
+    total = sum(map(len, reference))
+    print(f"{name} int8 decoding on {cpu_name()} ({isa_summary()}): {identical}/{len(audio)} clips identical, "
+          f"token agreement {1 - edits / total:.4f}")
+    assert total > 0 and identical >= len(audio) // 2
+
+
+def test_int8_directory_decodes_in_int8_by_default(converted: dict[str, Path], clips: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    from parakeet_runtime.engine import load_manifest
+
+    int8_dir = tmp_path / "int8"
+    quantize_directory(converted["tdt_b"], int8_dir, load_manifest(converted["tdt_b"]), "uint8")
+    with Engine.load(int8_dir) as engine:
+        assert engine.model.decoder_weights == "int8"
+        assert engine.transcribe(str(clips["c2_sentence"])).text
+    with Engine.load(int8_dir, session=SessionOptions(decoder_weights="fp32")) as engine:
+        assert engine.model.decoder_weights == "fp32"
