@@ -15,9 +15,10 @@ decoding (TDT search and timestamps).
 When the int8 directory holds both weight graphs (``--int8-weights auto``), ``int8`` is the one the engine
 picks on this CPU and ``int8-uint8`` / ``int8-int8`` force each. The int8 systems and ``openvino-bf16`` decode
 with int8 decoding weights (``SessionOptions.decoder_weights="auto"``); ``--fp32-decoding`` adds
-``int8-fp32-decoding``, the int8 encoder with fp32 decoding weights, to show what the decoding weights change. With ``--openvino`` it also runs the fp32
-directory's encoder on OpenVINO: ``openvino-fp32``, and ``openvino-bf16`` where the CPU has AVX-512 BF16 or
-AMX (decoding stays on ONNX Runtime). The CPU's name and ISA extensions are in the results.
+``int8-fp32-decoding``, the int8 encoder with fp32 decoding weights, to show what the decoding weights
+change. With ``--openvino`` it also runs the fp32 directory's encoder on OpenVINO: ``openvino-fp32``, and
+``openvino-bf16`` where the CPU has AVX-512 BF16 or AMX (decoding stays on ONNX Runtime).
+The CPU's name and ISA extensions are in the results.
 
 With ``--onnx-asr DIR`` it also runs onnx-asr (``recognize`` on the same paths) on the fp32 directory's
 own graphs, rearranged into onnx-asr's layout by ``benchmarks/onnx_asr_layout.py`` (built on the fly when

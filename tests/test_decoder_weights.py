@@ -164,7 +164,7 @@ def test_joint_output_keeps_fp32_best_label_and_duration(layer: str) -> None:
     _close(scored, exact)  # the other label columns: int8's values
     # Without the fp32 scoring, int8 cannot tell the two labels apart: the check above is not vacuous.
     assert (approximate[decided, :labels].argmax(axis=1) != best[decided]).any()
-    assert EXACT_TOP < labels
+    assert labels > EXACT_TOP
 
 
 def _lstm(hidden: int, inputs: int, steps: int | str, **attributes: Any) -> tuple[bytes, dict[str, np.ndarray]]:
@@ -189,7 +189,8 @@ def _lstm_step(x: np.ndarray, h: np.ndarray, c: np.ndarray, weights: dict[str, n
     i, o, f, g = (gates[:, k * hidden:(k + 1) * hidden] for k in range(4))
 
     def sigmoid(v: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-v))
+        result: np.ndarray = 1.0 / (1.0 + np.exp(-v))
+        return result
 
     cell = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
     return sigmoid(o) * np.tanh(cell), cell
@@ -218,7 +219,7 @@ def test_lstm_over_more_steps_fails_instead_of_being_wrong() -> None:
     static, _ = _lstm(hidden=16, inputs=16, steps=2)
     rewritten = int8_decoding_graph(static, "lstm")
     assert rewritten is not None
-    with pytest.raises(Exception, match="(?i)squeeze|dimension"):  # two steps in the graph: refused at load
+    with pytest.raises(Exception, match=r"(?i)squeeze|dimension"):  # two steps in the graph: refused at load
         _session(rewritten.data)
     dynamic, _ = _lstm(hidden=16, inputs=16, steps="steps")
     rewritten = int8_decoding_graph(dynamic, "lstm")
@@ -226,7 +227,7 @@ def test_lstm_over_more_steps_fails_instead_of_being_wrong() -> None:
     session = _session(rewritten.data)
     feeds = {"x": np.zeros((2, 1, 16), np.float32), "h0": np.zeros((1, 1, 16), np.float32),
              "c0": np.zeros((1, 1, 16), np.float32)}
-    with pytest.raises(Exception, match="(?i)squeeze|dimension"):  # a run with two steps fails
+    with pytest.raises(Exception, match=r"(?i)squeeze|dimension"):  # a run with two steps fails
         session.run(None, feeds)
 
 

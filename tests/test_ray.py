@@ -289,6 +289,52 @@ def test_cli_transcribe_on_ray(cluster: Cluster, files: list[Path], expected: di
     assert "0 ok, 1 failed, 12 skipped" in again.stderr
 
 
+def test_actors_and_replicas_load_the_session_and_long_form_options() -> None:
+    """``EngineSpec`` and ``ReplicaOptions`` carry ``SessionOptions`` and ``LongFormOptions`` to the actors and
+    replicas (``threads``, when given, replaces the session's)."""
+    from parakeet_runtime.engine import LongFormOptions, SessionOptions
+    from parakeet_runtime.engine.ray_serve import ReplicaOptions
+
+    session = SessionOptions(decoder_weights="int8", threads=2)
+    spec = EngineSpec(model=None, threads=1, session=session,
+                      long_form=LongFormOptions(strategy="chunked", chunk_seconds=2.0))
+    with spec.load() as engine:
+        assert engine.model.decoder_weights == "int8"
+        transcript = engine.transcribe(str(sample_audio_path()))
+        assert transcript.strategy == "chunked" and transcript.text
+    replica = ReplicaOptions(model=None, threads=1, session=session)
+    assert replica.session_options() == SessionOptions(decoder_weights="int8", threads=1)
+    assert ReplicaOptions(model=None).session_options() == SessionOptions()
+
+
+def test_cli_transcribe_on_ray_forwards_the_engine_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``transcribe --ray`` hands ``--backend/--precision/--decoder-weights/--threads`` and ``--strategy/--chunk-s``
+    to the actors (the cluster call itself is replaced here; the cluster tests run the real one)."""
+    from parakeet_runtime.engine import ray_data
+    from parakeet_runtime.engine.serving import cli
+
+    seen: dict[str, Any] = {}
+
+    def fake(inputs: Any, model: Any, **options: Any) -> Any:
+        seen.update(options)
+        from parakeet_runtime.engine.serving.batch import BatchTally
+        return BatchTally(options["progress"]).summary(False)
+
+    monkeypatch.setattr(ray_data, "transcribe_inputs_on_ray", fake)
+    monkeypatch.setattr(cli, "_connect", lambda *args: True)
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}])
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    clip = tmp_path / "a.wav"
+    clip.write_bytes(sample_audio_path().read_bytes())
+    code = cli.main(["transcribe", "--ray", "auto", str(clip), "--output-dir", str(tmp_path / "out"), "--threads", "1",
+                     "--decoder-weights", "int8", "--strategy", "chunked", "--chunk-s", "30"])
+    assert code == 0
+    assert seen["session"].threads == 1 and seen["session"].decoder_weights == "int8"
+    assert (seen["long_form"].strategy, seen["long_form"].chunk_seconds) == ("chunked", 30.0)
+    assert cli.main(["transcribe", "--ray", "auto", str(clip), "--output-dir", str(tmp_path / "out"),
+                     "--chunk-s", "0"]) == 2  # a bad value: refused before connecting
+
+
 def test_cli_ray_flags_are_checked_before_connecting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Flag combinations that cannot work fail at once (argparse: exit 2), as does standard input with --ray."""
     from parakeet_runtime.engine.serving.cli import main

@@ -5,7 +5,8 @@ activations: for Parakeet v3 that is about 42 MB of fp32 per emitted token (the 
 first layer's input side, which the export turned into a table lookup; the joint's 8,198-row output
 layer, 21 MB), so a step is bound by memory traffic, not arithmetic. This module rewrites those graphs so
 that their matrix products read int8 weights instead: ONNX Runtime's ``MatMulNBits`` (8 bits, one scale and
-zero point per block of :data:`BLOCK_SIZE` weights of an output row) at ``accuracy_level`` 4, which also
+zero point per block of :data:`BLOCK_SIZE` weights of an output row; :data:`JOINT_BLOCK_SIZE` for the
+joint's output layer) at ``accuracy_level`` 4, which also
 quantises the activations per block and multiplies in int8. A quarter of the bytes per step.
 
 What it rewrites, in any graph (the engine's step graph and predictor, other runtimes' layouts):
@@ -53,6 +54,9 @@ weights to fp32 on every run, which is slower than the fp32 product itself on CP
 _MS_DOMAIN = "com.microsoft"
 _UINT8 = 2
 """``TensorProto.DataType.UINT8``."""
+JOINT_BLOCK_SIZE = 128
+"""Blocks of the joint's output layer: coarser (and faster) than the prediction network's, since only the
+ranking of its labels is read from int8, and its best labels are scored again in fp32."""
 EXACT_TOP = 8
 """Labels of the joint's int8 logits scored again in fp32 at every step (see the module's docstring)."""
 _LSTM_ATTRIBUTES = frozenset({"hidden_size", "direction", "layout"})
@@ -144,16 +148,19 @@ class _Builder:
         self.counter += 1
         return f"int8_decoding/{self.counter}/{base}"
 
-    def product(self, source: str, matrix: npt.NDArray[np.float32], output: str) -> Any:
-        """``MatMulNBits`` of ``source`` ``(..., K)`` by an ``(N, K)`` matrix into ``output``."""
-        quantized, scales, zeros = quantize_blocks(matrix, BLOCK_SIZE)
+    def product(self, source: str, matrix: npt.NDArray[np.float32], output: str,
+                block_size: int | None = None) -> Any:
+        """``MatMulNBits`` of ``source`` ``(..., K)`` by an ``(N, K)`` matrix into ``output`` (blocks of
+        ``block_size``, default :data:`BLOCK_SIZE`)."""
+        block_size = block_size or BLOCK_SIZE
+        quantized, scales, zeros = quantize_blocks(matrix, block_size)
         rows, depth = matrix.shape
         names = [self.name("B"), self.name("scales"), self.name("zero_points")]
         self.initializers += [_tensor(names[0], quantized, _UINT8), _tensor(names[1], scales, onnx_proto.FLOAT),
                               _tensor(names[2], zeros, _UINT8)]
         self.fp32_bytes += matrix.nbytes
         made = onnx_proto.node("MatMulNBits", [source, *names], [output], K=depth, N=rows, bits=8,
-                               block_size=BLOCK_SIZE, accuracy_level=_ACCURACY_LEVEL)
+                               block_size=block_size, accuracy_level=_ACCURACY_LEVEL)
         made.domain = _MS_DOMAIN
         return made
 
@@ -172,7 +179,7 @@ class _Builder:
         after it): int8 label columns with the best :data:`EXACT_TOP` of them (ranked with ``bias``) scored
         again in fp32, and fp32 duration columns."""
         approximate = self.name("approximate")
-        nodes = [self.product(source, matrix[:labels], approximate)]
+        nodes = [self.product(source, matrix[:labels], approximate, JOINT_BLOCK_SIZE)]
         ranked = approximate
         if bias is not None:
             ranked = self.name("ranked")
