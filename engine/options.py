@@ -108,7 +108,8 @@ class SessionOptions:
     32 and int8 products (a quarter of the traffic; ``model.decoder_weights``), not NeMo's arithmetic, so
     tokens can differ where two labels' scores nearly tie (agreement measured in benchmarks/README.md).
     ``auto``: ``int8`` where the encoder's own results already are not NeMo's (an int8 directory, OpenVINO
-    ``bf16``) and the graphs run on the CPU; ``fp32`` otherwise, so the exact path stays exact."""
+    ``bf16``), the graphs run on the CPU and it has int8 dot products (VNNI, AMX, or not x86: on AVX2-only x86
+    the int8 products can saturate); ``fp32`` otherwise, so the exact path stays exact."""
 
     def __post_init__(self) -> None:
         for name, allowed in (("int8_weights", Int8Weights), ("backend", Backend), ("precision", Precision),

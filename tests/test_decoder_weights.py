@@ -18,7 +18,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from parakeet_runtime.engine import BatchingOptions, Engine, SessionOptions
-from parakeet_runtime.engine.model.cpu import cpu_name, isa_summary
+from parakeet_runtime.engine.model import onnx_model
+from parakeet_runtime.engine.model.cpu import cpu_name, isa_summary, x86_without_int8_dot_products
 from parakeet_runtime.engine.model.decoder_weights import (
     BLOCK_SIZE,
     EXACT_TOP,
@@ -255,8 +256,20 @@ def test_not_onnx_is_left_alone(caplog: pytest.LogCaptureFixture) -> None:
     (SessionOptions(decoder_weights="int8"), CPU, "fp32", "int8"),  # asked for
     (SessionOptions(decoder_weights="fp32"), CPU, "int8", "fp32"),
 ])
-def test_auto_follows_the_encoder(session: SessionOptions, providers: list[Any], encoder: str, expected: str) -> None:
+def test_auto_follows_the_encoder(session: SessionOptions, providers: list[Any], encoder: str, expected: str,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(onnx_model, "x86_without_int8_dot_products", lambda: False)
     assert chosen_decoder_weights(session, providers, encoder) == expected
+
+
+def test_auto_keeps_fp32_where_int8_products_saturate(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """An x86 CPU without VNNI or AMX (AVX2 only): ``auto`` stays fp32; ``int8`` forced is obeyed, with a warning."""
+    monkeypatch.setattr(onnx_model, "x86_without_int8_dot_products", lambda: True)
+    assert chosen_decoder_weights(SessionOptions(), CPU, "int8") == "fp32"
+    assert not caplog.records
+    assert chosen_decoder_weights(SessionOptions(decoder_weights="int8"), CPU, "fp32") == "int8"
+    assert "may saturate" in caplog.text
 
 
 def test_option_and_cli_values(capsys: pytest.CaptureFixture[str]) -> None:
@@ -304,8 +317,8 @@ def test_int8_directory_decodes_in_int8_by_default(converted: dict[str, Path], c
 
     int8_dir = tmp_path / "int8"
     quantize_directory(converted["tdt_b"], int8_dir, load_manifest(converted["tdt_b"]), "uint8")
-    with Engine.load(int8_dir) as engine:
-        assert engine.model.decoder_weights == "int8"
+    with Engine.load(int8_dir) as engine:  # auto: int8 decoding where the CPU's int8 products are exact
+        assert engine.model.decoder_weights == ("fp32" if x86_without_int8_dot_products() else "int8")
         assert engine.transcribe(str(clips["c2_sentence"])).text
     with Engine.load(int8_dir, session=SessionOptions(decoder_weights="fp32")) as engine:
         assert engine.model.decoder_weights == "fp32"

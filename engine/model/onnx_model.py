@@ -114,12 +114,18 @@ def chosen_decoder_weights(
     session: SessionOptions, providers: Sequence[Provider], encoder_precision: str
 ) -> DecoderWeights:
     """``session.decoder_weights`` resolved: ``auto`` is ``int8`` where the encoder's results already are not
-    NeMo's (an int8 encoder graph, OpenVINO ``bf16``) and the graphs run on the CPU, else ``fp32``."""
+    NeMo's (an int8 encoder graph, OpenVINO ``bf16``), the graphs run on the CPU and the CPU has int8 dot
+    products (not an x86 CPU without VNNI or AMX, whose int8 kernels add pairs of products in saturating 16-bit
+    lanes: there a forced ``int8`` logs a warning), else ``fp32``."""
+    on_cpu = [provider_name(p) for p in providers[:1]] == ["CPUExecutionProvider"]
+    saturating = on_cpu and x86_without_int8_dot_products()
     if session.decoder_weights != "auto":
+        if session.decoder_weights == "int8" and saturating:
+            logger.warning("decoder_weights='int8' on a CPU without VNNI or AMX: ONNX Runtime's int8 products may "
+                           "saturate here, so decoding may differ more from fp32 than on a VNNI CPU")
         return session.decoder_weights
     reduced = encoder_precision != "fp32" or (session.backend == "openvino" and session.precision != "fp32")
-    on_cpu = [provider_name(p) for p in providers[:1]] == ["CPUExecutionProvider"]
-    return "int8" if reduced and on_cpu else "fp32"
+    return "int8" if reduced and on_cpu and not saturating else "fp32"
 
 
 def decoding_graph(source: Path | bytes, name: str, weights: DecoderWeights, joint: JointColumns) -> Path | bytes:

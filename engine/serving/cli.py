@@ -194,7 +194,7 @@ def _backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder-weights", choices=get_args(DecoderWeights), default="auto",
                         help="what the decoding step's products read: fp32 (NeMo's arithmetic), int8 (a quarter of "
                         "the memory traffic; tokens can differ), auto (default: int8 where the encoder is int8 or "
-                        "bf16, on the CPU)")
+                        "bf16 and the CPU has VNNI/AMX)")
 
 
 def _session(args: argparse.Namespace) -> SessionOptions:
