@@ -322,3 +322,17 @@ def test_int8_directory_decodes_in_int8_by_default(converted: dict[str, Path], c
         assert engine.transcribe(str(clips["c2_sentence"])).text
     with Engine.load(int8_dir, session=SessionOptions(decoder_weights="fp32")) as engine:
         assert engine.model.decoder_weights == "fp32"
+
+
+def test_a_rewrite_that_does_not_load_falls_back_to_fp32(converted: dict[str, Path], clips: dict[str, Path],
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Should ONNX Runtime refuse a rewritten graph, the engine keeps that graph's fp32 weights and says so."""
+    from parakeet_runtime.engine.model.decoder_weights import Rewritten
+
+    monkeypatch.setattr(onnx_model, "int8_decoding_graph",
+                        lambda source, name, joint: Rewritten(b"not onnx", 1, 0, 4, 0))
+    with Engine.load(converted["tdt_b"], session=SessionOptions(decoder_weights="int8")) as engine:
+        assert engine.model.decoder_weights == "fp32"
+        assert engine.transcribe(str(clips["c2_sentence"])).text
+    assert "its int8 rewrite does not load" in caplog.text

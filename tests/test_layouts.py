@@ -679,3 +679,31 @@ def test_unknown_precision_is_refused(onnx_asr_dirs: dict[str, Path], sherpa_dir
     for directory in (onnx_asr_dirs["tdt_a"], sherpa_dirs["tdt_a"]):
         with pytest.raises(ManifestError, match="precision must be None, 'fp32' or 'int8'"):
             Engine.load(directory, precision="fp16")
+
+
+# --- int8 decoding weights on other runtimes' layouts -------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["onnx-asr", "sherpa-onnx"])
+def test_int8_decoding_weights_on_other_layouts(layout: str, onnx_asr_dirs: dict[str, Path],
+                                                sherpa_dirs: dict[str, Path], clips: dict[str, Path],
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """The decoding graphs cut from another runtime's layout take the int8 rewrite too (their LSTMs and the
+    joint's products), and decode close to their fp32 selves (the fixture drifts on its long clip)."""
+    import logging
+
+    directory = (onnx_asr_dirs if layout == "onnx-asr" else sherpa_dirs)["tdt_a_skip"]
+    audio = [clips[name] for name in CLIP_NAMES]
+    with Engine.load(directory) as fp32:
+        assert fp32.model.decoder_weights == "fp32"
+        reference = [[t.id for t in fp32.transcribe(clip).tokens] for clip in audio]
+    with caplog.at_level(logging.INFO, logger="parakeet_runtime.engine.model.onnx_model"):
+        int8 = Engine.load(directory, session=SessionOptions(decoder_weights="int8"))
+    with int8:
+        assert int8.model.decoder_weights == "int8"
+        tokens = [[t.id for t in int8.transcribe(clip).tokens] for clip in audio]
+    rewrites = [r.getMessage() for r in caplog.records if "int8 decoding weights" in r.getMessage()]
+    assert any("0 LSTM steps" not in m for m in rewrites), rewrites  # the prediction network's LSTMs
+    assert any("1 joint output layers" in m for m in rewrites), rewrites
+    identical = sum(a == b for a, b in zip(reference, tokens, strict=True))
+    print(f"{layout} tdt_a_skip int8 decoding: {identical}/{len(audio)} clips identical")
+    assert identical >= len(audio) // 2

@@ -156,6 +156,7 @@ class DecodingSessions:
     predictor: ort.InferenceSession
     joint: ort.InferenceSession
     weights: DecoderWeights
+    """``int8`` when at least one of the two graphs runs its int8 rewrite."""
 
 
 def decoding_sessions(
@@ -166,12 +167,18 @@ def decoding_sessions(
     weights :func:`chosen_decoder_weights` picks (every layout loads its decoding graphs through here);
     ``columns``: the joint's label and total columns."""
     weights = chosen_decoder_weights(session, providers, encoder_precision)
-    return DecodingSessions(
-        predictor=step_graph_session(decoding_graph(*predictor, weights, columns), providers, session.threads,
-                                     spin=True),
-        joint=step_graph_session(decoding_graph(*joint, weights, columns), providers, session.threads, spin=False),
-        weights=weights,
-    )
+    sessions, rewritten = [], False
+    for (source, name), spin in ((predictor, True), (joint, False)):
+        graph = decoding_graph(source, name, weights, columns)
+        try:
+            sessions.append(step_graph_session(graph, providers, session.threads, spin=spin))
+            rewritten |= graph is not source
+        except ManifestError as exc:
+            if graph is source:
+                raise
+            logger.warning("%s: its int8 rewrite does not load (%s); this graph keeps its fp32 weights", name, exc)
+            sessions.append(step_graph_session(source, providers, session.threads, spin=spin))
+    return DecodingSessions(predictor=sessions[0], joint=sessions[1], weights="int8" if rewritten else "fp32")
 
 
 def _release_arena_options() -> ort.RunOptions:
@@ -309,7 +316,8 @@ class OnnxTdtModel:
     argmax: ArgmaxHeads | None = None
     """Set when the step graph and the joint return argmaxes, not logits (see :meth:`with_argmax_heads`)."""
     decoder_weights: DecoderWeights = "fp32"
-    """What the decoding graphs' products read (``SessionOptions.decoder_weights``, resolved)."""
+    """``int8`` when the decoding graphs run the engine's int8 rewrite (``SessionOptions.decoder_weights``
+    resolved); ``fp32`` otherwise, also where the graphs had no fp32 products to rewrite."""
     _start: tuple[FloatArray, FloatArray, FloatArray] = field(init=False, repr=False)
     """Predictor output, ``h`` and ``c`` after the start-of-sequence input, computed once (read-only)."""
 
