@@ -248,6 +248,29 @@ def test_openvino_bf16_agreement(name: str, converted: dict[str, Path], clips: d
     assert agreement.identical_clips >= BF16_MIN_IDENTICAL, agreement
 
 
+@pytest.mark.parametrize(("sizes", "precision", "unfused"), [
+    ([128] * 24, "fp32", False),     # Parakeet's heads in fp32: fused (measured, benchmarks/README.md)
+    ([128] * 24, "bf16", True),      # bf16: NaN in a padded batch without the workaround, at any size
+    ([24, 24], "fp32", True),        # the fixtures' heads: wrong beyond ~200 frames when fused
+    ([36] * 6, "fp32", True),        # the demo model's
+    ([128, None], "fp32", True),     # a size not known statically
+    ([], "fp32", True),              # no fused attention found
+])
+def test_openvino_position_workaround_choice(sizes: list[int | None], precision: str, unfused: bool) -> None:
+    assert openvino_backend.needs_unfused_positions(sizes, precision) is unfused  # type: ignore[arg-type]
+
+
+def test_openvino_reads_the_head_sizes(converted: dict[str, Path]) -> None:
+    _openvino()
+    import openvino
+
+    model = openvino.Core().read_model(str(converted["tdt_a"] / "encoder.onnx"))
+    sizes = openvino_backend.head_sizes(model)
+    manifest = load_manifest(converted["tdt_a"])
+    heads = manifest.encoder.attention_heads
+    assert heads is not None and sizes == [manifest.encoder.d_model // heads] * len(sizes) and sizes
+
+
 def test_openvino_errors(converted: dict[str, Path], auto_dirs: dict[str, Path],
                          monkeypatch: pytest.MonkeyPatch) -> None:
     _openvino()

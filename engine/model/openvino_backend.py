@@ -7,7 +7,12 @@ exported attention (``q @ pos^T``, a MatMul of two activations feeding the atten
 that is wrong (max abs error ≈ 0.9 on encoder frames of magnitude 7, NaN at some lengths) beyond ≈ 200 encoder
 frames, or with padding in a batch; in bf16 the fused attention's bias gives NaN at some lengths. Marking
 those products and biases as model outputs keeps them unfused: the fp32 encoder frames then match ONNX
-Runtime's to ≈ 4e-6, bf16's to ≈ 0.05 (tests/test_cpus.py). Only the encoder runs here; the prediction
+Runtime's to ≈ 4e-6, bf16's to ≈ 0.05 (tests/test_cpus.py). The fp32 fault was seen with heads of 24 and
+36 dimensions (the fixtures, the demo model); with Parakeet's 128 the fused fp32 graph matches ONNX Runtime
+to ≈ 7e-5 up to 750 encoder frames and in padded batches, runs up to 1.7× faster on long inputs and peaks
+1.4–1.8 GB lower (benchmarks/README.md, "OpenVINO"), so fp32 encoders whose heads all have
+:data:`FUSED_FP32_MIN_HEAD_SIZE` dimensions or more are compiled as they are; bf16 keeps the workaround at
+every size (NaN in a padded batch of the Parakeet shape without it). Only the encoder runs here; the prediction
 network and the joint stay on ONNX Runtime (they
 are small per-step graphs that OpenVINO would not speed up, and their exactness decides every token).
 """
@@ -61,7 +66,12 @@ class OpenVinoEncoder:
         try:
             core = openvino.Core()
             model = core.read_model(str(path))
-            _keep_position_products(model)
+            sizes = head_sizes(model)
+            if needs_unfused_positions(sizes, precision):
+                _keep_position_products(model)
+            else:
+                logger.info("%s: attention heads of %s dimensions in fp32: compiled without the position-product "
+                            "workaround", path.name, sorted({s for s in sizes if s is not None}))
             self._compiled: Any = core.compile_model(model, "CPU", config)
         except Exception as exc:  # OpenVINO raises its own untyped exceptions here
             raise ManifestError(f"{path.name}: OpenVINO cannot compile this graph ({exc})") from exc
@@ -90,6 +100,31 @@ class OpenVinoEncoder:
             return [np.array(results[name], copy=True) for name in output_names]
         finally:
             self._requests.put(request)
+
+
+FUSED_FP32_MIN_HEAD_SIZE = 128
+"""Smallest attention head size for which the fp32 graph is compiled without the workaround (measured at 128;
+smaller heads unverified, so they keep it)."""
+
+
+def head_sizes(model: Any) -> list[int | None]:
+    """The head size of each ``ScaledDotProductAttention`` of an OpenVINO model (``None`` where not static)."""
+    sizes: list[int | None] = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "ScaledDotProductAttention":
+            continue
+        shape = op.input(0).get_partial_shape()
+        last = shape[shape.rank.get_length() - 1] if shape.rank.is_static else None
+        sizes.append(last.get_length() if last is not None and last.is_static else None)
+    return sizes
+
+
+def needs_unfused_positions(sizes: Sequence[int | None], precision: Precision) -> bool:
+    """Whether to keep the position products unfused: always in bf16, and in fp32 unless every attention's
+    head size is known and at least :data:`FUSED_FP32_MIN_HEAD_SIZE` (no attention found: keep them)."""
+    if precision != "fp32" or not sizes:
+        return True
+    return any(size is None or size < FUSED_FP32_MIN_HEAD_SIZE for size in sizes)
 
 
 def _keep_position_products(model: Any) -> None:
