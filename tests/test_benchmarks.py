@@ -111,3 +111,25 @@ def test_rtfx_rounds_pool_runs_and_keep_each_rounds_ratio() -> None:
     assert case["speedup_vs_nemo"] == 14.5 / 9.5
     assert case["speedup_vs_nemo_per_round"] == [13.0 / 8.5, 16.0 / 10.5]
     assert case["peak_rss_mb"] == 3000.0 and fp32["peak_rss_mb"] == 3000.0 and nemo["peak_rss_mb"] == 5100.0
+
+
+def test_precision_agreement_script(tmp_path: Path, converted: dict[str, Path], clips: dict[str, Path]) -> None:
+    """benchmarks/precision_agreement.py on a fixture: every configuration asked for gets a row (or says why it did
+    not run), the fp32 reference agrees with itself through OpenVINO fp32 where that runs, and the README block
+    is written."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n")
+    out = tmp_path / "agreement.json"
+    chosen = [clips["c1_short"], clips["c2_sentence"], clips["c3_multi"]]
+    _run([BENCH / "precision_agreement.py", "--model", converted["tdt_b"], "--clips", *chosen, "--join", "5",
+          "--name", "tiny", "--threads", "1", "--readme", readme, "--out", out,
+          "--configs", "fp32, int8 decoding", "ORT int8 uint8, int8 decoding", "OpenVINO fp32"])
+    report = json.loads(out.read_text())
+    assert report["inputs"] > len(chosen) and report["fp32_tokens"] > 0
+    rows = {row["config"]: row for row in report["rows"]}
+    assert set(rows) == {"fp32, int8 decoding", "ORT int8 uint8, int8 decoding", "OpenVINO fp32"}
+    for row in rows.values():
+        assert "not_run" in row or 0.0 <= row["token_agreement"] <= 1.0
+    if "not_run" not in rows["OpenVINO fp32"]:
+        assert rows["OpenVINO fp32"]["token_agreement"] == 1.0
+    assert "<!-- agreement-tiny:start -->" in readme.read_text()
