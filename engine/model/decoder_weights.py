@@ -6,8 +6,8 @@ first layer's input side, which the export turned into a table lookup; the joint
 layer, 21 MB), so a step is bound by memory traffic, not arithmetic. This module rewrites those graphs so
 that their matrix products read int8 weights instead: ONNX Runtime's ``MatMulNBits`` (8 bits, one scale and
 zero point per block of :data:`BLOCK_SIZE` weights of an output row; :data:`JOINT_BLOCK_SIZE` for the
-joint's output layer) at ``accuracy_level`` 4, which also
-quantises the activations per block and multiplies in int8. A quarter of the bytes per step.
+joint's output layer) at ``accuracy_level`` 4, which also quantises the activations per block and multiplies
+in int8. A quarter of the bytes per step.
 
 What it rewrites, in any graph (the engine's step graph and predictor, other runtimes' layouts):
 
@@ -22,7 +22,7 @@ The joint's output layer (the product whose width is the joint's: labels and dur
 exact in practice: the int8 product ranks the labels, the :data:`EXACT_TOP` best of them (bias included) are
 scored again in fp32 from their own weight rows (a few kB per step), and the duration columns come from an
 fp32 product of their few rows. The label the search picks is then fp32's whenever fp32's best label is among
-int8's best :data:`EXACT_TOP` (its error is a fraction of a percent of the logits' range); the other label
+int8's best :data:`EXACT_TOP` (the int8 error is a fraction of a percent of the logits' range); the other label
 columns keep their int8 values (confidence scores read them: close, not equal, to fp32's).
 
 The prediction network's products have no such check: its int8 state drifts from fp32's step by step, so
