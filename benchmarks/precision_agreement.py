@@ -58,16 +58,6 @@ CONFIGS = (
 )
 
 
-def edit_distance(a: list[int], b: list[int]) -> int:
-    previous = list(range(len(b) + 1))
-    for i, x in enumerate(a, start=1):
-        current = [i]
-        for j, y in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
-        previous = current
-    return previous[-1]
-
-
 def read_inputs(clips: list[Path], sample_rate: int, join_seconds: float | None) -> list[np.ndarray]:
     """The clips at ``sample_rate`` (mono), then (``join_seconds``) consecutive clips joined with pauses into
     recordings of at least that long (a short remainder joins the last one)."""
@@ -103,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from parakeet_runtime.engine.errors import ParakeetRuntimeError
     from parakeet_runtime.engine.model.cpu import cpu_name, isa_summary
     from parakeet_runtime.engine.requests.audio import AudioInput
-    from parakeet_runtime.export.quantize import quantize_directory
+    from parakeet_runtime.export.quantize import _edit_distance, quantize_directory
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="an fp32 model directory")
@@ -145,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 logger.info("%s: not run (%s)", config.name, exc)
                 rows.append({"config": config.name, "session": config.session, "not_run": str(exc)})
                 continue
-            edits = sum(edit_distance(a, b) for a, b in zip(reference, hypothesis, strict=True))
+            edits = sum(_edit_distance(a, b) for a, b in zip(reference, hypothesis, strict=True))
             row = {"config": config.name, "session": config.session, "tokens": total,
                    "token_agreement": max(0.0, 1 - edits / total) if total else 1.0, "token_edits": edits,
                    "identical_inputs": sum(a == b for a, b in zip(reference, hypothesis, strict=True)),

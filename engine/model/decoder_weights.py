@@ -192,7 +192,7 @@ class _Builder:
         rows = self.constant("label_rows", np.ascontiguousarray(matrix[:labels]), onnx_proto.FLOAT)
         picked, picked_name = self.node("Gather", [rows, best[1]], "picked_rows")  # (..., top, K)
         nodes.append(picked)
-        nodes += self.squeeze_axis("Unsqueeze", source, self.name("frame"), -2)
+        nodes += self.squeeze("Unsqueeze", source, self.name("frame"), -2)
         frame = nodes[-1].output[0]
         product, product_name = self.node("Mul", [frame, picked_name], "products")
         axes = self.constant("axes", np.array([-1], np.int64), onnx_proto.INT64)
@@ -211,13 +211,9 @@ class _Builder:
         self.exact_top += 1
         return nodes
 
-    def squeeze_axis(self, op_type: str, source: str, target: str, axis: int) -> list[Any]:
+    def squeeze(self, op_type: str, source: str, target: str, axis: int = 0) -> list[Any]:
+        """``Squeeze``/``Unsqueeze`` of ``source`` at ``axis`` into ``target`` in the graph's opset."""
         nodes, initializers = onnx_proto.squeeze_nodes(self.model, op_type, source, target, [axis])
-        self.initializers += initializers
-        return nodes
-
-    def squeeze(self, op_type: str, source: str, target: str) -> list[Any]:
-        nodes, initializers = onnx_proto.squeeze_nodes(self.model, op_type, source, target, [0])
         self.initializers += initializers
         return nodes
 
