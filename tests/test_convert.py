@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import FIXTURE_DIR, HAVE_NEMO
 from tests.fixtures.build import VERSION
+from tests.int8_checks import FRAME_ERROR_BOUND, encoder_frame_errors
 
 pytestmark = [pytest.mark.nemo, pytest.mark.skipif(not HAVE_NEMO, reason="needs NeMo (the export extra)")]
 
@@ -244,10 +245,13 @@ def test_int8_quantization(model_name: str, tmp_path: Path, nemo_paths: dict[str
     with Engine.load(out, batching=BatchingOptions(enabled=False)) as engine:
         result = engine.transcribe(clips["c2_sentence"])
         assert result.text
+    # The encoder frames the engine picks on this CPU stay near fp32's. Tokens: dynamic int8 on a tiny model
+    # decodes most clips identically, but how many drift changes with every fixture build (tests/int8_checks.py,
+    # benchmarks/README.md "int8 token agreement"), so only a total collapse fails here.
+    errors = encoder_frame_errors(converted[model_name], out, list(clips.values()))
+    assert max(errors) <= FRAME_ERROR_BOUND, errors
     agreement = token_agreement(converted[model_name], out, list(clips.values()))
-    # Dynamic int8 on a tiny model: most clips decode identically, but a long clip can drift, and whether
-    # it does changes with every fixture build (benchmarks/README.md, "int8 token agreement").
-    assert agreement.identical_clips >= agreement.clips // 2, agreement
+    assert agreement.identical_clips >= 1, agreement
 
 
 def _integer_products_exact(weight: Any) -> bool:

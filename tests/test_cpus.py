@@ -37,8 +37,10 @@ from parakeet_runtime.engine.model.cpu import (
     this_cpu_has_bf16,
 )
 from parakeet_runtime.engine.model.onnx_model import encoder_graph
+from parakeet_runtime.engine.options import Int8Weights
 from parakeet_runtime.engine.serving.cli import parse_args
 from parakeet_runtime.export.quantize import Agreement, _edit_distance, quantize_directory, token_agreement
+from tests.int8_checks import BF16_FRAME_ERROR_BOUND, FRAME_ERROR_BOUND, encoder_frame_errors
 
 EPYC_AVX2 = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx fma avx2 bmi2 sha_ni\n"
 EPYC_ZEN4 = ("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512bw avx512_bf16 "
@@ -149,17 +151,22 @@ def test_this_machine_loads_its_preferred_scheme(auto_dirs: dict[str, Path], cap
 @pytest.mark.parametrize("name", ["tdt_a", "tdt_b"])
 def test_int8_scheme_agreement_with_fp32(name: str, auto_dirs: dict[str, Path], converted: dict[str, Path],
                                          clips: dict[str, Path]) -> None:
-    """Tokens of each weight graph against the fp32 directory's on the trained fixtures (measured on this
-    CPU, printed; see benchmarks/README.md). The tiny fixture models drift on the 61 s clip under any int8
-    scheme (token agreement 0.46-0.67 here, set by that one clip), so the floor counts identical clips: at
-    least half, as test_convert's int8 test (3-5 of 6 here, on an AMD EPYC Zen 4)."""
+    """Each weight graph against the fp32 directory on the trained fixtures. The encoder frames stay within
+    ``FRAME_ERROR_BOUND`` of fp32's for every graph this CPU runs exactly (uint8 everywhere; signed int8 where
+    the CPU has int8 dot products, so that ``auto`` picks it). Tokens are measured and printed (see
+    benchmarks/README.md), not held to a floor: how far the tiny fixture models drift under the same frame error
+    changes with every fixture build (tests/int8_checks.py)."""
+    exact = ["uint8"] + (["int8"] if int8_weights_for_this_cpu() == "int8" else [])
     for scheme in ("uint8", "int8"):
-        agreement = token_agreement(converted[name], auto_dirs[name], list(clips.values()),
-                                    int8_weights="uint8" if scheme == "uint8" else "int8")
-        print(f"{name} {scheme} on {cpu_name()} ({isa_summary()}): {agreement}, "
-              f"token agreement {agreement.token_agreement:.4f}")
+        weights: Int8Weights = "uint8" if scheme == "uint8" else "int8"
+        errors = encoder_frame_errors(converted[name], auto_dirs[name], list(clips.values()), int8_weights=weights)
+        agreement = token_agreement(converted[name], auto_dirs[name], list(clips.values()), int8_weights=weights)
+        print(f"{name} {scheme} on {cpu_name()} ({isa_summary()}): frame errors "
+              f"{', '.join(f'{e:.4f}' for e in errors)}; {agreement}, token agreement {agreement.token_agreement:.4f}")
         assert agreement.clips == len(clips) and agreement.reference_tokens > 0
-        assert agreement.identical_clips >= agreement.clips // 2, (scheme, agreement)
+        if scheme in exact:
+            assert max(errors) <= FRAME_ERROR_BOUND, (scheme, errors)
+            assert agreement.identical_clips >= 1, (scheme, agreement)
 
 
 # --- OpenVINO -----------------------------------------------------------------------------------------------
@@ -229,23 +236,23 @@ def test_openvino_is_thread_safe(converted: dict[str, Path], clips: dict[str, Pa
     assert together == alone
 
 
-BF16_MIN_IDENTICAL = 3
-"""Of the 6 fixture clips. Measured on an AMD EPYC Zen 4 (AVX-512 BF16): 4 of 6 identical for both fixtures
-(token agreement 0.49 and 0.66, set by the 61 s clip, which drifts as under int8; benchmarks/README.md)."""
-
-
 @pytest.mark.parametrize("name", ["tdt_a", "tdt_b"])
 def test_openvino_bf16_agreement(name: str, converted: dict[str, Path], clips: dict[str, Path]) -> None:
+    """bf16 encoder frames within ``BF16_FRAME_ERROR_BOUND`` of fp32's; tokens measured and printed (4 of 6
+    clips identical on both fixtures on an AMD EPYC Zen 4 and an Intel Xeon with AMX; how many drift changes
+    with the fixture build, tests/int8_checks.py), only a total collapse fails."""
     _openvino()
     if not this_cpu_has_bf16():
         pytest.skip(f"this CPU ({cpu_name()}; {isa_summary()}) has neither AVX-512 BF16 nor AMX")
     audio = list(clips.values())
+    bf16 = SessionOptions(backend="openvino", precision="bf16")
+    errors = encoder_frame_errors(converted[name], converted[name], audio, session=bf16)
     reference = _tokens(converted[name], SessionOptions(), audio)
-    agreement = _agreement(reference, _tokens(converted[name], SessionOptions(backend="openvino", precision="bf16"),
-                                              audio))
-    print(f"{name} openvino bf16 on {cpu_name()} ({isa_summary()}): {agreement}, "
-          f"token agreement {agreement.token_agreement:.4f}")
-    assert agreement.identical_clips >= BF16_MIN_IDENTICAL, agreement
+    agreement = _agreement(reference, _tokens(converted[name], bf16, audio))
+    print(f"{name} openvino bf16 on {cpu_name()} ({isa_summary()}): frame errors "
+          f"{', '.join(f'{e:.4f}' for e in errors)}; {agreement}, token agreement {agreement.token_agreement:.4f}")
+    assert max(errors) <= BF16_FRAME_ERROR_BOUND, errors
+    assert agreement.identical_clips >= 1, agreement
 
 
 @pytest.mark.parametrize(("sizes", "precision", "unfused"), [
