@@ -32,6 +32,7 @@ from ray.data import Dataset
 
 from .engine import Engine
 from .errors import ParakeetRuntimeError
+from .model.devices import gpus_per_engine
 from .options import BatchingOptions, ConfidenceOptions, LongFormOptions, SessionOptions
 from .results import TimedText, Token, Transcript
 from .serving.batch import BatchSummary, BatchTally
@@ -82,13 +83,15 @@ class EngineSpec:
     """``Engine.load(session=...)`` (default: ``SessionOptions()``); ``threads``, when set, replaces its threads."""
     long_form: LongFormOptions | None = None
     """``Engine.load(long_form=...)`` (default: ``LongFormOptions()``)."""
+    device: str | None = None
+    """``Engine.load(device=...)``: ``"cpu"``, ``"cuda"`` or ``"tensorrt"`` (default: the default providers)."""
 
     def load(self) -> Engine:
         session = self.session or SessionOptions()
         if self.threads is not None:
             session = replace(session, threads=self.threads)
         return Engine.load(self.model, session=session, batching=BatchingOptions(max_batch_size=self.max_batch_size),
-                           confidence=self.confidence, long_form=self.long_form)
+                           confidence=self.confidence, long_form=self.long_form, device=self.device)
 
 
 class MissingColumnError(ParakeetRuntimeError, ValueError):
@@ -200,6 +203,7 @@ def transcribe_dataset(
     max_task_retries: int | None = None,
     session: SessionOptions | None = None,
     long_form: LongFormOptions | None = None,
+    device: str | None = None,
 ) -> Dataset:
     """Map ``dataset`` to one with the transcript of each row's ``column`` (lazily, as Ray Data does).
 
@@ -224,6 +228,8 @@ def transcribe_dataset(
         session: each actor's ``SessionOptions`` (backend, precision, decoder weights; ``threads`` above, when
             given, replaces its threads).
         long_form: each actor's ``LongFormOptions`` (strategy, chunk length).
+        device: each actor's ``Engine.load(device=...)``; ``"cuda"`` and ``"tensorrt"`` also reserve one GPU
+            per actor (``map_batches(num_gpus=1)``), so Ray places the actors on nodes with a free GPU.
 
     Returns:
         The dataset with :data:`RESULT_COLUMNS` added (see :data:`RESULT_SCHEMA`); rows keep their other
@@ -234,7 +240,8 @@ def transcribe_dataset(
     if model is not None and not Path(model).is_absolute() and Path(model).exists():
         model = Path(model).resolve()
     spec = EngineSpec(model=None if model is None else os.fspath(model), threads=threads, max_batch_size=batch_size,
-                      confidence=confidence, session=session, long_form=long_form)
+                      confidence=confidence, session=session, long_form=long_form, device=device)
+    gpus = gpus_per_engine(device)  # an unknown device is refused here, before any actor starts
     limits = {"max_restarts": max_restarts, "max_task_retries": max_task_retries}
     retries: dict[str, Any] = {name: value for name, value in limits.items() if value is not None}  # default: -1
     if isinstance(concurrency, int):
@@ -248,6 +255,7 @@ def transcribe_dataset(
         batch_format="pyarrow",
         compute=pool,
         num_cpus=num_cpus,
+        num_gpus=gpus,
         **retries,
     )
 
@@ -265,6 +273,7 @@ def transcribe_inputs_on_ray(
     confidence: ConfidenceOptions | None = None,
     session: SessionOptions | None = None,
     long_form: LongFormOptions | None = None,
+    device: str | None = None,
 ) -> BatchSummary:
     """``parakeet-runtime transcribe --ray``: the batch mode's :func:`~.serving.batch.transcribe_inputs` with the
     transcription done by :func:`transcribe_dataset` on a Ray cluster (already connected). Inputs are sent as
@@ -289,7 +298,7 @@ def transcribe_inputs_on_ray(
         if rows:
             results = transcribe_dataset(ray.data.from_items(rows), model, concurrency=concurrency,
                                          batch_size=batch_size, threads=threads, confidence=confidence,
-                                         session=session, long_form=long_form)
+                                         session=session, long_form=long_form, device=device)
             for row in _rows(results):
                 item = by_index[int(row["index"])]
                 try:

@@ -35,6 +35,7 @@ from ray import serve
 from starlette.applications import Starlette
 
 from .engine import Engine
+from .model.devices import gpus_per_engine
 from .options import BatchingOptions, ConfidenceOptions, LongFormOptions, SessionOptions
 from .requests.inference import Outcome, Work
 from .requests.prepare import PreparedAudio
@@ -79,6 +80,8 @@ class ReplicaOptions:
     session: SessionOptions | None = None
     """``Engine.load(session=...)`` (default: ``SessionOptions()``); ``threads``, when set, replaces its threads."""
     long_form: LongFormOptions | None = None
+    device: str | None = None
+    """``Engine.load(device=...)`` (default: the default providers)."""
 
     def session_options(self) -> SessionOptions:
         session = self.session or SessionOptions()
@@ -140,7 +143,8 @@ class ParakeetDeployment:
         # Batching off: the engine's own batcher is not used; Serve's batch queue takes its place.
         self.engine = Engine.load(options.model, session=options.session_options(),
                                   batching=BatchingOptions(enabled=False, max_batch_size=options.max_batch_size),
-                                  confidence=options.confidence, long_form=options.long_form)
+                                  confidence=options.confidence, long_form=options.long_form,
+                                  device=options.device)
         batch_handler: Any = self.run_batch  # @serve.batch's setters
         batch_handler.set_max_batch_size(max(1, math.floor(options.max_batch_seconds)))
         batch_handler.set_batch_wait_timeout_s(options.batch_wait_timeout_s)
@@ -185,6 +189,7 @@ def app(
     server: ServerOptions | None = None,
     session: SessionOptions | None = None,
     long_form: LongFormOptions | None = None,
+    device: str | None = None,
 ) -> serve.Application:
     """The Serve application; run it with ``serve.run(app(...), route_prefix="/")``.
 
@@ -208,10 +213,13 @@ def app(
         session: each replica's ``SessionOptions`` (backend, precision, decoder weights; ``threads``, when
             given, replaces its threads).
         long_form: each replica's ``LongFormOptions`` (strategy, chunk length).
+        device: each replica's ``Engine.load(device=...)``; ``"cuda"`` and ``"tensorrt"`` also reserve one GPU
+            per replica (``ray_actor_options={"num_gpus": 1}``).
 
     Raises:
         ValueError: a bad option.
     """
+    gpus = gpus_per_engine(device)
     if num_replicas is not None and autoscaling_config is not None:
         raise ValueError("give num_replicas or autoscaling_config, not both")
     if num_replicas is not None and num_replicas < 1:
@@ -226,11 +234,12 @@ def app(
         model=None if model is None else os.fspath(model), threads=threads, confidence=confidence,
         max_batch_seconds=max_batch_seconds, batch_wait_timeout_s=batch_wait_timeout_s,
         max_batch_size=max_batch_size, server=server or ServerOptions(), session=session, long_form=long_form,
+        device=device,
     )
     deployment_options: dict[str, Any] = {
         "max_ongoing_requests": max_ongoing_requests,
         "max_queued_requests": max_queued_requests,
-        "ray_actor_options": {"num_cpus": num_cpus},
+        "ray_actor_options": {"num_cpus": num_cpus, "num_gpus": gpus},
     }
     if autoscaling_config is not None:
         deployment_options["autoscaling_config"] = autoscaling_config

@@ -307,6 +307,43 @@ def test_actors_and_replicas_load_the_session_and_long_form_options() -> None:
     assert ReplicaOptions(model=None).session_options() == SessionOptions()
 
 
+def test_actors_and_replicas_load_on_the_device_and_reserve_its_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``device`` reaches ``Engine.load`` in the actors and replicas; a GPU device reserves one GPU per actor or
+    replica (so Ray schedules them onto GPU nodes); an unknown device is refused before anything starts."""
+    from parakeet_runtime.engine import ray_data, ray_serve
+    from parakeet_runtime.engine.model.devices import gpus_per_engine
+
+    with EngineSpec(model=None, threads=1, device="cpu").load() as engine:
+        assert engine.transcribe(str(sample_audio_path())).text
+    assert [gpus_per_engine(d) for d in (None, "cpu", "cuda", "tensorrt")] == [0.0, 0.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="unknown device"):
+        gpus_per_engine("tpu")
+    loads: list[dict[str, Any]] = []
+    monkeypatch.setattr(Engine, "load", lambda *args, **kwargs: loads.append(kwargs))
+    EngineSpec(model=None, device="cuda").load()
+    assert loads[-1]["device"] == "cuda"
+
+    mapped: dict[str, Any] = {}
+
+    class FakeDataset:
+        def map_batches(self, fn: Any, **options: Any) -> None:
+            mapped.update(options)
+
+    ray_data.transcribe_dataset(cast(Any, FakeDataset()), None, device="tensorrt")
+    assert mapped["num_gpus"] == 1.0 and mapped["fn_constructor_args"][0].device == "tensorrt"
+    ray_data.transcribe_dataset(cast(Any, FakeDataset()), None)
+    assert mapped["num_gpus"] == 0.0
+    with pytest.raises(ValueError, match="unknown device"):
+        ray_data.transcribe_dataset(cast(Any, FakeDataset()), None, device="gpu")
+
+    application = ray_serve.app(None, device="cuda")
+    deployment = application._bound_deployment  # what Serve would deploy
+    assert (deployment.ray_actor_options or {})["num_gpus"] == 1.0
+    assert application._bound_deployment.init_args[0].device == "cuda"
+    with pytest.raises(ValueError, match="unknown device"):
+        ray_serve.app(None, device="gpu")
+
+
 def test_cli_transcribe_on_ray_forwards_the_engine_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``transcribe --ray`` hands ``--backend/--precision/--decoder-weights/--threads`` and ``--strategy/--chunk-s``
     to the actors (the cluster call itself is replaced here; the cluster tests run the real one)."""
@@ -331,6 +368,10 @@ def test_cli_transcribe_on_ray_forwards_the_engine_flags(tmp_path: Path, monkeyp
     assert code == 0
     assert seen["session"].threads == 1 and seen["session"].decoder_weights == "int8"
     assert (seen["long_form"].strategy, seen["long_form"].chunk_seconds) == ("chunked", 30.0)
+    assert seen["device"] is None
+    assert cli.main(["transcribe", "--ray", "auto", str(clip), "--output-dir", str(tmp_path / "out2"),
+                     "--device", "cpu"]) == 0
+    assert seen["device"] == "cpu"
     assert cli.main(["transcribe", "--ray", "auto", str(clip), "--output-dir", str(tmp_path / "out"),
                      "--chunk-s", "0"]) == 2  # a bad value: refused before connecting
 

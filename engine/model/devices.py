@@ -40,6 +40,20 @@ Provider: TypeAlias = str | tuple[str, dict[str, Any]]
 DEVICES = ("cpu", "cuda", "tensorrt")
 """The devices ``Engine.load(device=...)`` and ``--device`` take."""
 
+
+
+def gpus_per_engine(device: str | None) -> float:
+    """GPUs a Ray actor or replica holding one engine on ``device`` reserves: one for ``"cuda"`` and
+    ``"tensorrt"``, none otherwise (unknown names are refused where the device is chosen).
+
+    Raises:
+        ValueError: ``device`` is not one of :data:`DEVICES` (nor ``None``).
+    """
+    if device is not None and device not in DEVICES:
+        raise ValueError(f"unknown device {device!r:.40}; expected one of {', '.join(DEVICES)}")
+    return 1.0 if device in ("cuda", "tensorrt") else 0.0
+
+
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 _DEVICE_PROVIDER = {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT}

@@ -290,7 +290,7 @@ def _run_on_ray(args: argparse.Namespace, inputs: list[BatchInput]) -> int:
             inputs, args.model, on_result=lambda item, transcript: write_outputs(plan, item, transcript),
             skip=lambda item: not args.overwrite and plan.complete(item), progress=progress, concurrency=actors,
             batch_size=args.batch_size, confidence=ConfidenceOptions() if args.confidence else None,
-            session=session, long_form=long_form,
+            session=session, long_form=long_form, device=args.device,
         )
         if "jsonl" in plan.formats and not summary.interrupted:
             write_combined(plan, inputs)
@@ -414,7 +414,7 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
                       autoscaling_config=autoscaling, max_ongoing_requests=args.max_in_flight,
                       confidence=ConfidenceOptions() if args.confidence else None,
                       batch_wait_timeout_s=args.max_wait_ms / 1000, max_batch_size=args.max_batch_size,
-                      server=_server_options(args), session=session, long_form=long_form)
+                      server=_server_options(args), session=session, long_form=long_form, device=args.device)
     if not _connect(ray, args.ray, args.verbose):
         return 2
     stop = threading.Event()
