@@ -58,6 +58,24 @@ CONFIGS = (
 )
 
 
+def join_groups(seconds: list[float], join_seconds: float) -> list[list[int]]:
+    """Indices of consecutive clips (``seconds`` long) joined with pauses into recordings of at least
+    ``join_seconds``; a short remainder joins the last one."""
+    groups: list[list[int]] = [[]]
+    total = 0.0
+    for index, length in enumerate(seconds):
+        groups[-1].append(index)
+        total += length + PAUSE_SECONDS
+        if total >= join_seconds:
+            groups.append([])
+            total = 0.0
+    remainder = groups.pop()
+    if not groups:
+        return [remainder] if remainder else []
+    groups[-1] += remainder
+    return groups
+
+
 def read_inputs(clips: list[Path], sample_rate: int, join_seconds: float | None) -> list[np.ndarray]:
     """The clips at ``sample_rate`` (mono), then (``join_seconds``) consecutive clips joined with pauses into
     recordings of at least that long (a short remainder joins the last one)."""
@@ -68,18 +86,8 @@ def read_inputs(clips: list[Path], sample_rate: int, join_seconds: float | None)
     if join_seconds is None:
         return inputs
     pause = np.zeros(int(PAUSE_SECONDS * sample_rate), np.float32)
-    groups: list[list[np.ndarray]] = [[]]
-    total = 0.0
-    for array in arrays:
-        groups[-1].append(array)
-        total += len(array) / sample_rate + PAUSE_SECONDS
-        if total >= join_seconds:
-            groups.append([])
-            total = 0.0
-    if not groups[-1]:
-        groups.pop()
-    elif len(groups) > 1:
-        groups[-2] += groups.pop()
+    groups = [[arrays[i] for i in group]
+              for group in join_groups([len(a) / sample_rate for a in arrays], join_seconds)]
     for group in groups:
         parts: list[np.ndarray] = []
         for array in group:

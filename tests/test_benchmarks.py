@@ -113,6 +113,19 @@ def test_rtfx_rounds_pool_runs_and_keep_each_rounds_ratio() -> None:
     assert case["peak_rss_mb"] == 3000.0 and fp32["peak_rss_mb"] == 3000.0 and nemo["peak_rss_mb"] == 5100.0
 
 
+def test_precision_agreement_joins_clips_into_recordings() -> None:
+    """Consecutive clips up to the length asked; a short remainder joins the last recording (a remainder after
+    a recording that reached the length on its last clip once raised IndexError)."""
+    sys.path.insert(0, str(BENCH))
+    from precision_agreement import PAUSE_SECONDS, join_groups
+
+    assert join_groups([], 60) == []
+    assert join_groups([10, 10], 60) == [[0, 1]]
+    assert join_groups([0.5, 1, 3, 9, 61, 9], 60) == [[0, 1, 2, 3, 4, 5]]
+    assert join_groups([30, 30, 30, 30, 5], 60 + 2 * PAUSE_SECONDS) == [[0, 1], [2, 3, 4]]
+    assert join_groups([70, 70], 60) == [[0], [1]]
+
+
 def test_precision_agreement_script(tmp_path: Path, converted: dict[str, Path], clips: dict[str, Path]) -> None:
     """benchmarks/precision_agreement.py on a fixture: every configuration asked for gets a row (or says why it did
     not run), the fp32 reference agrees with itself through OpenVINO fp32 where that runs, and the README block
