@@ -24,6 +24,7 @@ from parakeet_runtime.engine.model.cpu import cpu_name, isa_summary, x86_without
 from parakeet_runtime.engine.model.decoder_weights import (
     BLOCK_SIZE,
     EXACT_TOP,
+    RANKING_LIMIT_SATURATING,
     JointColumns,
     dequantize_blocks,
     int8_decoding_graph,
@@ -133,8 +134,10 @@ def _near_ties(labels: int, durations: int, depth: int) -> tuple[np.ndarray, np.
     return weights, bias, rows
 
 
+@pytest.mark.parametrize("ranking_limit", [None, RANKING_LIMIT_SATURATING])
 @pytest.mark.parametrize("layer", ["matmul_add", "gemm"])
-def test_joint_output_keeps_fp32_best_label_and_duration(layer: str) -> None:
+def test_joint_output_keeps_fp32_best_label_and_duration(layer: str, ranking_limit: int | None) -> None:
+    """The ranking weights in this CPU's range (``None``) and in the 7-bit range AVX2-only CPUs get."""
     labels, durations, depth = 40, 5, 96
     weights, bias, rows = _near_ties(labels, durations, depth)
     if layer == "matmul_add":
@@ -147,8 +150,9 @@ def test_joint_output_keeps_fp32_best_label_and_duration(layer: str) -> None:
                   [numpy_helper.from_array(stored, "w"), numpy_helper.from_array(bias, "b")])
     exact = rows @ weights + bias
     columns = JointColumns(labels=labels, width=labels + durations)
-    rewritten = int8_decoding_graph(data, "joint", columns)
+    rewritten = int8_decoding_graph(data, "joint", columns, ranking_limit=ranking_limit)
     plain = int8_decoding_graph(data, "joint")
+    assert rewritten is not None and _ops(rewritten.data).count("DynamicQuantizeMatMul") == 1
     assert rewritten is not None and plain is not None and (rewritten.exact_top, plain.exact_top) == (1, 0)
     (scored,) = _session(rewritten.data).run(None, {"x": rows})
     (approximate,) = _session(plain.data).run(None, {"x": rows})
@@ -341,3 +345,31 @@ def test_a_rewrite_that_does_not_load_falls_back_to_fp32(converted: dict[str, Pa
         assert engine.model.decoder_weights == "fp32"
         assert engine.transcribe(str(clips["c2_sentence"])).text
     assert "its int8 rewrite does not load" in caplog.text
+
+
+def test_ranking_weights_follow_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The joint's ranking weights span ±127 where u8×s8 products are exact, ±64 on AVX2-only x86 (no pair of
+    products can saturate a 16-bit lane there); a range outside [1, 127] is refused."""
+    from parakeet_runtime.engine.model import decoder_weights
+
+    labels, durations, depth = 40, 5, 96
+    weights = _near_ties(labels, durations, depth)[0]
+    data = _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [_float("x", ["rows", depth])],
+                  [_float("y", ["rows", labels + durations])], [numpy_helper.from_array(weights, "w")])
+    columns = JointColumns(labels=labels, width=labels + durations)
+
+    def ranking_range() -> int:
+        rewritten = int8_decoding_graph(data, "joint", columns)
+        assert rewritten is not None
+        graph = onnx.load_from_string(rewritten.data).graph
+        node = next(n for n in graph.node if n.op_type == "DynamicQuantizeMatMul")
+        tensor = next(t for t in graph.initializer if t.name == node.input[1])
+        assert tensor.data_type == TensorProto.INT8
+        return int(np.abs(numpy_helper.to_array(tensor).astype(np.int64)).max())
+
+    for saturating, expected in ((False, 127), (True, RANKING_LIMIT_SATURATING)):
+        monkeypatch.setattr(decoder_weights, "x86_without_int8_dot_products", lambda s=saturating: s)
+        assert ranking_range() == expected
+    for bad in (0, 128):
+        with pytest.raises(ValueError, match="ranking_limit"):
+            int8_decoding_graph(data, "joint", columns, ranking_limit=bad)

@@ -44,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import onnx_proto
+from .cpu import x86_without_int8_dot_products
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ _UINT8 = 2
 """``TensorProto.DataType.UINT8``."""
 _INT8 = 3
 """``TensorProto.DataType.INT8``."""
+RANKING_LIMIT = 127
+"""Range of the joint's int8 ranking weights where ONNX Runtime's u8×s8 products are exact."""
+RANKING_LIMIT_SATURATING = 64
+"""The range on x86 CPUs without VNNI or AMX: 2 × 255 × 64 fits the 16-bit lanes their kernels add pairs in."""
 EXACT_TOP = 8
 """Labels of the joint's int8 logits scored again in fp32 at every step (see the module's docstring)."""
 _LSTM_ATTRIBUTES = frozenset({"hidden_size", "direction", "layout"})
@@ -137,8 +142,9 @@ def _attributes(node: Any) -> dict[str, Any]:
 class _Builder:
     """Collects the replacement nodes and initializers of one graph (names prefixed, so none collide)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, ranking_limit: int) -> None:
         self.model = model
+        self.ranking_limit = ranking_limit
         self.initializers: list[Any] = []
         self.counter = 0
         self.fp32_bytes = 0
@@ -169,10 +175,12 @@ class _Builder:
         weights with one scale per output row (symmetric), activations quantised per run. For the joint's
         output layer, whose int8 values only rank the labels: at the joint's lookahead of several frames ONNX
         Runtime's quantised GEMM is faster than ``MatMulNBits`` (v3's 6 × 640 × 8,192 on an AMX Xeon: 129 µs
-        against 207 µs, 424 µs in fp32)."""
-        scales = (np.abs(matrix).max(axis=1) / 127.0).astype(np.float32)
+        against 207 µs, 424 µs in fp32). Weights span ``±ranking_limit``: 127, or 64 on x86 CPUs without VNNI
+        or AMX, whose u8×s8 kernels add pairs of products in 16-bit lanes (2 × 255 × 64 cannot saturate)."""
+        limit = float(self.ranking_limit)
+        scales = (np.abs(matrix).max(axis=1) / limit).astype(np.float32)
         scales[scales == 0.0] = 1.0
-        quantized = np.clip(np.rint(matrix / scales[:, None]), -127, 127).astype(np.int8)
+        quantized = np.clip(np.rint(matrix / scales[:, None]), -limit, limit).astype(np.int8)
         names = [self.name("B"), self.name("scales")]
         self.initializers += [_tensor(names[0], np.ascontiguousarray(quantized.T), _INT8),
                               _tensor(names[1], scales, onnx_proto.FLOAT)]
@@ -367,11 +375,17 @@ def _rewrite_lstm(node: Any, context: _Context, builder: _Builder) -> list[Any] 
     return nodes
 
 
-def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | None = None) -> Rewritten | None:
+def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | None = None, *,
+                        ranking_limit: int | None = None) -> Rewritten | None:
     """``source`` with int8 products (see the module's docstring), or ``None`` when nothing in it is
     rewritten (no constant weights in the shapes above, or a graph this module cannot parse). ``joint``: the
     joint's columns, so that its output layer (the product as wide as the joint) keeps fp32's best label
-    and duration (``None``: every product plain int8)."""
+    and duration (``None``: every product plain int8). ``ranking_limit``: the int8 range of the joint's ranking
+    weights (default: 127, or 64 on x86 CPUs without VNNI or AMX; see ``_Builder.ranking_product``)."""
+    if ranking_limit is None:
+        ranking_limit = RANKING_LIMIT_SATURATING if x86_without_int8_dot_products() else RANKING_LIMIT
+    if not 1 <= ranking_limit <= 127:
+        raise ValueError(f"ranking_limit must be in [1, 127], got {ranking_limit}")
     try:
         model = onnx_proto.read_model(source) if isinstance(source, Path) else onnx_proto.parse_model(source, name)
     except Exception as exc:  # a graph the engine cannot parse here is left to ONNX Runtime as it is
@@ -383,7 +397,7 @@ def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | N
         for used in item.input:
             consumers.setdefault(used, []).append(item)
     context = _Context(weights={t.name: t for t in graph.initializer}, consumers=consumers, joint=joint)
-    builder = _Builder(model)
+    builder = _Builder(model, ranking_limit)
     rewriters = {"MatMul": _rewrite_matmul, "Gemm": _rewrite_gemm, "LSTM": _rewrite_lstm}
     nodes: list[Any] = []
     products = lstms = 0
