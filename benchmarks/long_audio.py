@@ -204,8 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lengths", nargs="+", type=float, default=[60, 300, 1800, 3600])
     parser.add_argument("--nemo", help="the .nemo of the same model, to run NeMo side by side")
     parser.add_argument("--nemo-full-max", type=float, default=600.0,
-                        help="longest input NeMo runs with full attention (beyond: local attention)")
-    parser.add_argument("--nemo-max", type=float, default=3600.0, help="longest input NeMo runs at all")
+                        help="longest length asked (--lengths) that NeMo runs with full attention (beyond: local "
+                        "attention)")
+    parser.add_argument("--nemo-max", type=float, default=3600.0,
+                        help="longest length asked (--lengths) that NeMo runs at all")
     parser.add_argument("--chunked", action="store_true", help="also run the engine with chunks forced")
     parser.add_argument("--label", default="demo")
     parser.add_argument("--readme", action="store_true")
@@ -239,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             systems: list[tuple[str, list[str]]] = [("engine", ["engine", args.model or "-", str(path), "auto"])]
             if args.chunked:
                 systems.append(("engine-chunked", ["engine", args.model or "-", str(path), "chunked"]))
-            if args.nemo and seconds <= args.nemo_max:
-                local = "1" if seconds > args.nemo_full_max else "0"
+            # The limits compare with the length asked: a recording comes out a few seconds longer (whole pieces).
+            if args.nemo and length <= args.nemo_max:
+                local = "1" if length > args.nemo_full_max else "0"
                 systems.append(("nemo", ["nemo", args.nemo, str(path.with_suffix(".16k.wav")), local]))
             for system, child in systems:
                 result = _run_child(child, args.timeout)

@@ -326,11 +326,13 @@ def test_confidence_identical_to_nemo(model_name: str, options: ConfidenceOption
                                    err_msg=clip)
         tokens_seen += len(nemo_tokens)
         words_seen += len(nemo_words)
-    assert tokens_seen > 50
+    # Not vacuous: the comparisons above ran on tokens. How many the fixtures emit on the six clips changes with
+    # each fixture build (trained again on every machine: tdt_b 47 to 78 tokens seen), hence a low floor.
+    assert tokens_seen >= 20
     if model_name == "tdt_a_maxsym":  # its transcripts can defeat NeMo's word grouping on most clips
         assert words_seen > 0 or not any(ok for _, ok in hyps)
     else:
-        assert words_seen > 10
+        assert words_seen >= 5  # not vacuous (the count changes with the fixture build, as tokens above)
 
 
 # --- outputs -----------------------------------------------------------------------------------------------------
