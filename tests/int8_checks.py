@@ -15,7 +15,6 @@ import numpy as np
 import soundfile
 
 from parakeet_runtime.engine import BatchingOptions, Engine, SessionOptions
-from parakeet_runtime.engine.options import Int8Weights
 
 FRAME_ERROR_BOUND = 0.03
 """Relative error bound of int8 encoder frames (Frobenius norm of the difference over fp32's, per clip): measured
@@ -27,15 +26,19 @@ BF16_FRAME_ERROR_BOUND = 0.1
 largest on its 61 s clip) on an Intel Xeon with AMX (2026-12-02)."""
 
 
+DEFAULT_SESSION = SessionOptions()
+"""ONNX Runtime, the weight graph ``auto`` picks on this CPU."""
+
+
 def encoder_frame_errors(fp32_dir: Path, int8_dir: Path, clips: Sequence[Path], *,
-                         int8_weights: Int8Weights = "auto", session: SessionOptions | None = None) -> list[float]:
+                         session: SessionOptions = DEFAULT_SESSION) -> list[float]:
     """Per clip, ``|int8 frames - fp32 frames| / |fp32 frames|`` over the valid encoder frames, both encoders
-    fed the same features; ``session`` (default: ONNX Runtime with ``int8_weights``) loads ``int8_dir``, which
+    fed the same features; ``session`` loads ``int8_dir`` (its ``int8_weights`` picks the weight graph), which
     may also be the fp32 directory run at another precision."""
     off = BatchingOptions(enabled=False)
     errors = []
     with Engine.load(fp32_dir, batching=off) as fp32, Engine.load(
-        int8_dir, batching=off, session=session or SessionOptions(int8_weights=int8_weights)
+        int8_dir, batching=off, session=session
     ) as int8:
         for clip in clips:
             audio, _ = soundfile.read(clip, dtype="float32")

@@ -156,11 +156,12 @@ def test_int8_scheme_agreement_with_fp32(name: str, auto_dirs: dict[str, Path], 
     the CPU has int8 dot products, so that ``auto`` picks it). Tokens are measured and printed (see
     benchmarks/README.md), not held to a floor: how far the tiny fixture models drift under the same frame error
     changes with every fixture build (tests/int8_checks.py)."""
+    schemes: tuple[Int8Weights, ...] = ("uint8", "int8")
     exact = ["uint8"] + (["int8"] if int8_weights_for_this_cpu() == "int8" else [])
-    for scheme in ("uint8", "int8"):
-        weights: Int8Weights = "uint8" if scheme == "uint8" else "int8"
-        errors = encoder_frame_errors(converted[name], auto_dirs[name], list(clips.values()), int8_weights=weights)
-        agreement = token_agreement(converted[name], auto_dirs[name], list(clips.values()), int8_weights=weights)
+    for scheme in schemes:
+        errors = encoder_frame_errors(converted[name], auto_dirs[name], list(clips.values()),
+                                      session=SessionOptions(int8_weights=scheme))
+        agreement = token_agreement(converted[name], auto_dirs[name], list(clips.values()), int8_weights=scheme)
         print(f"{name} {scheme} on {cpu_name()} ({isa_summary()}): frame errors "
               f"{', '.join(f'{e:.4f}' for e in errors)}; {agreement}, token agreement {agreement.token_agreement:.4f}")
         assert agreement.clips == len(clips) and agreement.reference_tokens > 0

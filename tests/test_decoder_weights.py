@@ -152,8 +152,8 @@ def test_joint_output_keeps_fp32_best_label_and_duration(layer: str, ranking_lim
     columns = JointColumns(labels=labels, width=labels + durations)
     rewritten = int8_decoding_graph(data, "joint", columns, ranking_limit=ranking_limit)
     plain = int8_decoding_graph(data, "joint")
-    assert rewritten is not None and _ops(rewritten.data).count("DynamicQuantizeMatMul") == 1
     assert rewritten is not None and plain is not None and (rewritten.exact_top, plain.exact_top) == (1, 0)
+    assert _ops(rewritten.data).count("DynamicQuantizeMatMul") == 1
     (scored,) = _session(rewritten.data).run(None, {"x": rows})
     (approximate,) = _session(plain.data).run(None, {"x": rows})
     best = exact[:, :labels].argmax(axis=1)

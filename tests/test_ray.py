@@ -339,7 +339,7 @@ def test_actors_and_replicas_load_on_the_device_and_reserve_its_gpu(monkeypatch:
     application = ray_serve.app(None, device="cuda")
     deployment = application._bound_deployment  # what Serve would deploy
     assert (deployment.ray_actor_options or {})["num_gpus"] == 1.0
-    assert application._bound_deployment.init_args[0].device == "cuda"
+    assert deployment.init_args[0].device == "cuda"
     with pytest.raises(ValueError, match="unknown device"):
         ray_serve.app(None, device="gpu")
 

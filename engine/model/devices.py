@@ -40,24 +40,30 @@ Provider: TypeAlias = str | tuple[str, dict[str, Any]]
 DEVICES = ("cpu", "cuda", "tensorrt")
 """The devices ``Engine.load(device=...)`` and ``--device`` take."""
 
-
-
-def gpus_per_engine(device: str | None) -> float:
-    """GPUs a Ray actor or replica holding one engine on ``device`` reserves: one for ``"cuda"`` and
-    ``"tensorrt"``, none otherwise (unknown names are refused where the device is chosen).
-
-    Raises:
-        ValueError: ``device`` is not one of :data:`DEVICES` (nor ``None``).
-    """
-    if device is not None and device not in DEVICES:
-        raise ValueError(f"unknown device {device!r:.40}; expected one of {', '.join(DEVICES)}")
-    return 1.0 if device in ("cuda", "tensorrt") else 0.0
-
-
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 _DEVICE_PROVIDER = {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT}
 """The provider that must run each device's graphs."""
+
+
+def _check_device(device: str) -> None:
+    """Raises ValueError: ``device`` is not one of :data:`DEVICES`."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r:.40}; expected one of {', '.join(DEVICES)}")
+
+
+def gpus_per_engine(device: str | None) -> float:
+    """GPUs a Ray actor or replica holding one engine on ``device`` reserves: one for a device whose graphs run
+    on a GPU provider (``"cuda"``, ``"tensorrt"``), none for ``"cpu"`` and ``None``.
+
+    Raises:
+        ValueError: ``device`` is not one of :data:`DEVICES` (nor ``None``).
+    """
+    if device is None:
+        return 0.0
+    _check_device(device)
+    return 0.0 if _DEVICE_PROVIDER[device] == CPU else 1.0
+
 
 _INSTALL_HINT = {
     "cuda": "pip install 'parakeet-runtime[gpu]' (onnxruntime-gpu instead of onnxruntime) on a machine with an "
@@ -97,8 +103,7 @@ def device_providers(device: str, model_dir: Path, available: Sequence[str] | No
         ValueError: an unknown device.
         DeviceUnavailableError: this onnxruntime build lacks the device's provider.
     """
-    if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r:.40}; expected one of {', '.join(DEVICES)}")
+    _check_device(device)
     have = list(ort.get_available_providers() if available is None else available)
     needed = [CUDA, TENSORRT] if device == "tensorrt" else [_DEVICE_PROVIDER[device]]
     missing = [name for name in needed if name not in have]
