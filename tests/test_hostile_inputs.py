@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
-import soxr
 
 from parakeet_runtime.engine import (
     AudioDecodeError,
@@ -27,6 +26,7 @@ from parakeet_runtime.engine import (
     load_audio,
     sample_audio_path,
 )
+from parakeet_runtime.engine.requests import audio as audio_module
 from parakeet_runtime.engine.requests.prepare import Preparer
 
 RATE = 16000
@@ -45,7 +45,8 @@ def no_resampling(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("resampled an input that should have been refused first")
 
-    monkeypatch.setattr(soxr, "resample", refuse)
+    monkeypatch.setattr(audio_module, "resample", refuse)
+    monkeypatch.setattr(audio_module, "PolyphaseStream", refuse)
 
 
 def _sample() -> np.ndarray:
@@ -362,3 +363,42 @@ def test_a_container_within_the_limit_still_decodes(long_containers: dict[str, b
         audio = load_audio(long_containers[kind], RATE, max_seconds=seconds + 1)
         assert audio.duration == pytest.approx(seconds, abs=0.1)
         assert not np.any(audio.samples)
+
+
+# --- FLAC headers that lie about the length ------------------------------------------------------------
+
+
+def _flac_declaring(total_samples: int) -> tuple[bytes, bytes]:
+    """The sample clip as FLAC, and the same file with STREAMINFO's total sample count set to ``total_samples``
+    (0 means "unknown" in FLAC: a stream written to a pipe)."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, _sample(), RATE, format="FLAC", subtype="PCM_16")
+    honest = buffer.getvalue()
+    assert honest[:4] == b"fLaC" and honest[4] & 0x7F == 0  # STREAMINFO first
+    lying = bytearray(honest)
+    lying[21] = (lying[21] & 0xF0) | ((total_samples >> 32) & 0x0F)  # the count's top 4 of 36 bits
+    lying[22:26] = (total_samples & 0xFFFFFFFF).to_bytes(4, "big")
+    return honest, bytes(lying)
+
+
+@pytest.mark.parametrize("total_samples", [(1 << 36) - 1, 0], ids=["claims-50-days", "unknown-length"])
+def test_a_flac_that_misstates_its_length_is_decoded_as_it_is(total_samples: int) -> None:
+    """libsndfile trusts FLAC's declared length (and reports 2^63 - 1 frames for an unknown one): the engine
+    reserves at most a bounded buffer from it and decodes what the file holds."""
+    honest, lying = _flac_declaring(total_samples)
+    assert soundfile.info(io.BytesIO(lying)).frames != soundfile.info(io.BytesIO(honest)).frames
+    expected = load_audio(honest, RATE).samples
+    np.testing.assert_array_equal(load_audio(lying, RATE).samples, expected)
+
+
+def test_an_unknown_length_is_not_a_length_to_refuse() -> None:
+    _, lying = _flac_declaring(0)
+    got = load_audio(lying, RATE, max_seconds=60.0)
+    assert got.duration == pytest.approx(_sample().shape[0] / RATE)
+    with pytest.raises(AudioTooLongError):
+        load_audio(lying, RATE, max_seconds=1.0)  # the blocks actually read still count
+
+
+def test_a_float64_array_beyond_float32_is_refused_for_its_magnitude() -> None:
+    with pytest.raises(AudioDecodeError, match="samples reach"):
+        load_audio(np.full(1600, 1e300), RATE)

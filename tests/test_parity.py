@@ -91,3 +91,38 @@ def test_features_and_encoder_match_torch(
         valid_frames = int(encoded_len[0])
         assert int(lengths[0]) == valid_frames
         np.testing.assert_allclose(frames[0, :valid_frames], projected[0, :valid_frames].numpy(), atol=1e-4, rtol=0)
+
+
+RESAMPLED_RATES = (8000, 22050, 44100, 48000)
+
+
+@pytest.fixture(scope="module")
+def resampled_clips(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
+    """Two fixture clips written at other sample rates (float WAV; made with a different resampler, soundfile's
+    own rates are what NeMo and the engine then read)."""
+    import soundfile
+    from scipy.signal import resample
+
+    folder = tmp_path_factory.mktemp("rates")
+    paths = []
+    for name in ("c2_sentence", "c3_multi"):
+        samples, rate = soundfile.read(clips[name], dtype="float32")
+        for target in RESAMPLED_RATES:
+            path = folder / f"{name}_{target}.wav"
+            soundfile.write(path, resample(samples, round(len(samples) * target / rate)).astype(np.float32), target,
+                            subtype="FLOAT")
+            paths.append(str(path))
+    return tuple(paths)
+
+
+@pytest.mark.parametrize("model_name", ["tdt_a", "tdt_b"])
+def test_files_at_other_sample_rates_identical_to_nemo(
+    model_name: str, engines: dict[str, Any], nemo_paths: dict[str, Path], resampled_clips: tuple[str, ...]
+) -> None:
+    """NeMo resamples a file that is not at the model's rate (lhotse: ``scipy.signal.resample_poly``); the
+    engine computes the same filter block by block, so tokens, durations and timestamps stay NeMo's."""
+    from tests.conftest import nemo_transcripts
+
+    expected = nemo_transcripts(str(nemo_paths[model_name]), resampled_clips)
+    for path in resampled_clips:
+        assert_identical(engines[model_name].transcribe(path), expected[path])

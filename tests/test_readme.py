@@ -48,9 +48,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import soxr
 
 from parakeet_runtime.engine import BatchingOptions, Engine, SessionOptions, sample_audio_path
+from parakeet_runtime.engine.requests.resample import resample
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -143,7 +143,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT, work, symlinks=True, ignore=COPY_IGNORE)
     samples, rate = soundfile.read(sample_audio_path(), dtype="float32")
     for name, target_rate in AUDIO_FILES.items():
-        audio = samples if target_rate == rate else soxr.resample(samples, rate, target_rate, quality="HQ")
+        audio = samples if target_rate == rate else resample(samples, rate, target_rate)
         soundfile.write(work / name, np.asarray(audio, dtype=np.float32), target_rate)
     (work / MODEL_NAME).symlink_to(Path("engine") / "default_model", target_is_directory=True)
     (work / "my_model.nemo").symlink_to(Path("recipes") / "demo_model" / "demo.nemo")

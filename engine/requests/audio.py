@@ -1,8 +1,8 @@
 """Audio input: files or arrays to mono float32 at the model's sample rate.
 
 Files are read with soundfile (WAV, FLAC, OGG/Vorbis, Opus, MP3 where libsndfile has it, ...).
-Integer PCM is scaled to [-1, 1); several channels are averaged; other sample rates are resampled
-with soxr's high-quality filter (what librosa, and so NeMo, uses by default).
+Integer PCM is scaled to [-1, 1); several channels are averaged; other sample rates are resampled with NeMo's
+own filter (``scipy.signal.resample_poly``'s, computed block by block: :mod:`.resample`).
 
 Hostile input is refused early with :class:`AudioDecodeError`: sample rates outside
 :data:`MIN_SAMPLE_RATE`..:data:`MAX_SAMPLE_RATE` (and rates that are not integers, ``True`` included)
@@ -21,13 +21,13 @@ from typing import TypeAlias
 import numpy as np
 import numpy.typing as npt
 import soundfile
-import soxr
 
 from parakeet_runtime.decoding import FloatArray
 
 from ..errors import AudioDecodeError, AudioFileNotFoundError, AudioTooLongError
 from ..model.manifest import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .containers import read_container
+from .resample import PolyphaseStream, resample
 
 MAX_CHANNELS = 8
 """An array axis this short (or shorter) and shorter than the other axis is the channel axis."""
@@ -67,6 +67,13 @@ def _describe(source: object) -> str:
 BLOCK_FRAMES = 1 << 18
 """Frames a file is read (and resampled) in at a time: about 6 s at 44.1 kHz. A long file never sits in memory
 at its source rate and channel count, and an undecodable one fails in its first block."""
+MAX_PREALLOCATED = 1 << 26
+"""Samples reserved at most from a file's declared length (256 MiB, 70 minutes at 16 kHz; pages are touched only
+as samples arrive): a FLAC header can declare any length (libsndfile trusts its STREAMINFO), so a longer file's
+buffer grows as it is read instead."""
+UNKNOWN_LENGTH = 1 << 62
+"""libsndfile reports ``SF_COUNT_MAX`` (2^63 - 1) frames for a stream of unknown length (a FLAC written to a
+pipe): any declared length from here on means "unknown", not a length to check or reserve."""
 
 
 def _open_file(source: str | os.PathLike[str] | bytes) -> str | io.BytesIO:
@@ -103,30 +110,33 @@ class _Samples:
 def _read_file(
     source: str | os.PathLike[str] | bytes, target_rate: int, max_seconds: float | None
 ) -> npt.NDArray[np.float32]:
-    """A file decoded block by block, each block mixed to mono, checked and resampled (soxr's streaming
-    resampler: the same samples as resampling all at once) to ``target_rate``."""
+    """A file decoded block by block, each block mixed to mono, checked and resampled (:class:`PolyphaseStream`:
+    the same samples as resampling all at once) to ``target_rate``."""
     label = _describe(source)
     handle = _open_file(source)
     try:
         with soundfile.SoundFile(handle) as audio_file:
             rate = _check_rate(int(audio_file.samplerate), label)
             declared = int(audio_file.frames)
-            if max_seconds is not None:
+            known = 0 <= declared < UNKNOWN_LENGTH
+            if max_seconds is not None and known:
                 _check_duration(declared, rate, max_seconds, label)
-            resampler = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32",
-                                                                              quality="HQ")
-            samples = _Samples(-(-declared * target_rate // rate) + 16)
+            resampler = None if rate == target_rate else PolyphaseStream(rate, target_rate)
+            expected = -(-declared * target_rate // rate) + 16 if known else BLOCK_FRAMES
+            samples = _Samples(min(expected, MAX_PREALLOCATED))
             read = 0
             while True:
-                block = audio_file.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+                block = _read_block(audio_file, BLOCK_FRAMES)
                 last = block.shape[0] < BLOCK_FRAMES
                 read += block.shape[0]
                 if max_seconds is not None:
                     _check_duration(read, rate, max_seconds, label)  # a header that understates the length
                 mono = _checked(_mono(block, label, channels_last=True), label)
-                samples.append(mono if resampler is None else resampler.resample_chunk(mono, last=last))
+                samples.append(mono if resampler is None else resampler.push(mono, last=last))
                 if last:
                     return samples.array()
+    except MemoryError as exc:
+        raise AudioDecodeError(f"{label}: not enough memory to decode this audio") from exc
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
         if isinstance(exc, (AudioDecodeError, AudioTooLongError)):
             raise
@@ -137,6 +147,27 @@ def _read_file(
         if max_seconds is not None:
             _check_duration(data.shape[0], container_rate, max_seconds, label)
         return _resampled(_checked(_mono(data, label, channels_last=True), label), container_rate, target_rate)
+
+
+def _read_block(audio_file: soundfile.SoundFile, frames: int) -> npt.NDArray[np.float32]:
+    """The next ``frames`` frames (fewer at the end) as float32 ``(frames, channels)``.
+
+    Read with libsndfile's own ``sf_readf_float`` on soundfile's handle (soundfile's private ``_snd``/``_ffi``):
+    soundfile's ``read`` asks libsndfile for the position before and after every read and clips the request to
+    the declared length, and for a FLAC whose header misstates its length (unknown, written to a pipe; or any
+    number a hostile file declares) that seek fails although the data reads fine. The samples are the same:
+    soundfile's ``read(dtype="float32")`` calls the same function."""
+    try:
+        from soundfile import _ffi, _snd
+    except ImportError:  # a soundfile without these internals: its public read
+        block: npt.NDArray[np.float32] = audio_file.read(frames, dtype="float32", always_2d=True)
+        return block
+    out = np.empty((frames, audio_file.channels), dtype=np.float32)
+    count = int(_snd.sf_readf_float(audio_file._file, _ffi.cast("float *", out.ctypes.data), frames))
+    error = int(_snd.sf_error(audio_file._file))
+    if error:
+        raise soundfile.LibsndfileError(error)
+    return out[:count]
 
 
 def _checked(data: npt.NDArray[np.float32], label: str) -> npt.NDArray[np.float32]:
@@ -156,8 +187,7 @@ def _checked(data: npt.NDArray[np.float32], label: str) -> npt.NDArray[np.float3
 def _resampled(data: npt.NDArray[np.float32], rate: int, target_rate: int) -> npt.NDArray[np.float32]:
     if rate == target_rate or data.shape[0] == 0:
         return data
-    resampled: npt.NDArray[np.float32] = soxr.resample(data, rate, target_rate, quality="HQ").astype(np.float32)
-    return resampled
+    return resample(data, rate, target_rate)
 
 
 def _check_rate(rate: object, label: str) -> int:
@@ -224,6 +254,8 @@ def _reason(exc: Exception) -> str:
 
 def _as_float(array: npt.NDArray[np.generic], label: str) -> npt.NDArray[np.float32]:
     if array.dtype.kind == "f":
+        if array.dtype.itemsize > 4 and array.size:  # refused before float32 would round it to infinity
+            _checked(np.abs(array, dtype=np.float64).reshape(-1), label)
         return np.asarray(array, dtype=np.float32)
     if array.dtype.kind == "i":
         scale = float(2 ** (8 * array.dtype.itemsize - 1))
