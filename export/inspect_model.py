@@ -13,6 +13,17 @@ from parakeet_runtime.engine.model.manifest import DecodingSpec, FeatureSpec, To
 from .errors import ConversionError
 
 
+def feature_normalization(normalize: object) -> str | None:
+    """NeMo's ``normalize`` setting as the manifest names it: ``per_feature``, ``all_features`` or ``none`` (NeMo
+    normalises nothing for a false value or any other string, ``"NA"`` included: ``normalize_batch`` returns the
+    features as they are); ``None`` for what the engine does not reproduce (fixed means and deviations)."""
+    if not normalize:
+        return "none"
+    if not isinstance(normalize, str) or ("fixed_mean" in normalize and "fixed_std" in normalize):
+        return None
+    return normalize if normalize in ("per_feature", "all_features") else "none"
+
+
 def check_supported(model: Any, name: str) -> None:
     """Raise a one-line :class:`ConversionError` for anything but a SentencePiece TDT transducer."""
     kind = type(model).__name__
@@ -30,11 +41,14 @@ def check_supported(model: Any, name: str) -> None:
     featurizer = model.preprocessor.featurizer
     if int(getattr(featurizer, "frame_splicing", 1)) != 1:
         raise ConversionError(f"{name}: frame splicing is not supported")
-    normalize = featurizer.normalize
-    if normalize not in ("per_feature", "all_features", None, ""):
-        raise ConversionError(f"{name}: unsupported feature normalisation {normalize!r}")
-    if type(model.tokenizer).__name__ != "SentencePieceTokenizer":
-        raise ConversionError(f"{name}: unsupported tokenizer {type(model.tokenizer).__name__} (needs SentencePiece)")
+    if feature_normalization(featurizer.normalize) is None:
+        raise ConversionError(f"{name}: unsupported feature normalisation {featurizer.normalize!r}")
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise ConversionError(f"{name}: a character-level model (a label list, no tokenizer) is not supported; "
+                              "convert-model needs a SentencePiece tokenizer (a BPE model such as Parakeet's)")
+    if type(tokenizer).__name__ != "SentencePieceTokenizer":
+        raise ConversionError(f"{name}: unsupported tokenizer {type(tokenizer).__name__} (needs SentencePiece)")
     if getattr(model.tokenizer, "legacy", False) and getattr(model.tokenizer, "special_token_to_id", None):
         raise ConversionError(f"{name}: SentencePiece tokenizers with added special tokens are not supported")
     decoder = model.decoder
@@ -156,7 +170,7 @@ def feature_spec(model: Any) -> tuple[FeatureSpec, dict[str, np.ndarray]]:
         log=bool(f.log),
         log_zero_guard_type=str(f.log_zero_guard_type),
         log_zero_guard_value=float(guard),
-        normalize=str(f.normalize or "none"),
+        normalize=feature_normalization(f.normalize) or "none",
         exact_pad=bool(f.exact_pad),
         pad_value=float(f.pad_value),
         window_stride=float(cfg["window_stride"]),

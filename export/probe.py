@@ -68,11 +68,17 @@ def nemo_reference(model: Any, path: Path) -> tuple[list[int], list[int], list[i
 def _torch_outputs(model: Any, samples: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     import torch
 
+    featurizer = model.preprocessor.featurizer
+    pad_to = featurizer.pad_to
     with model_state_kept(model), torch.inference_mode():
         model.eval()
         signal = torch.from_numpy(samples)[None]
         length = torch.tensor([samples.shape[0]])
-        feats, feat_len = model.preprocessor(input_signal=signal, length=length)
+        featurizer.pad_to = 0  # as NeMo's transcribe runs it (and the engine's features are): no padding to a multiple
+        try:
+            feats, feat_len = model.preprocessor(input_signal=signal, length=length)
+        finally:
+            featurizer.pad_to = pad_to
         encoded, _ = model.encoder(audio_signal=feats, length=feat_len)
         projected = model.joint.project_encoder(encoded.transpose(1, 2))
     return feats[0].numpy(), int(feat_len[0]), projected[0].numpy()

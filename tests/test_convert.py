@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import FIXTURE_DIR, HAVE_NEMO
-from tests.fixtures.build import VERSION
+from tests.fixtures.build import CLIP_NAMES, VERSION
 from tests.int8_checks import FRAME_ERROR_BOUND, encoder_frame_errors
 
 pytestmark = [pytest.mark.nemo, pytest.mark.skipif(not HAVE_NEMO, reason="needs NeMo (the export extra)")]
@@ -592,3 +592,69 @@ def test_bad_languages_flag_is_a_usage_error(tmp_path: Path, capsys: pytest.Capt
         _run_cli(["model.nemo", str(tmp_path / "out"), "--languages", "en,english"], capsys)
     assert exited.value.code == 2
     assert "--languages: language 'english' is not an ISO 639-1 code" in capsys.readouterr().err
+
+
+# --- checkpoints the tests' fixtures do not cover ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def odd_checkpoints(nemo_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Untrained fixture-geometry models: a character-level TDT model (a label list, no tokenizer) and a
+    SentencePiece one whose preprocessor pads features to a multiple of 16 frames (``pad_to``, which NeMo's
+    ``transcribe`` switches off while it runs)."""
+    import torch
+    from nemo.collections.asr.models import EncDecRNNTBPEModel, EncDecRNNTModel
+    from omegaconf import OmegaConf
+
+    from tests.fixtures.nemo_config import GEOMETRY_B, model_config
+
+    folder = tmp_path_factory.mktemp("odd-checkpoints")
+    cfg = model_config(GEOMETRY_B, str(nemo_paths["tdt_b"].parent / "tokenizer_tdt_b"))
+    cfg["preprocessor"]["pad_to"] = 16
+    torch.manual_seed(0)
+    out = {"pad_to": folder / "pad_to.nemo", "characters": folder / "characters.nemo"}
+    EncDecRNNTBPEModel(cfg=OmegaConf.create(cfg)).save_to(str(out["pad_to"]))
+    labels = list(" abcdefghijklmnopqrstuvwxyz'")
+    del cfg["tokenizer"]
+    cfg["labels"] = labels
+    cfg["decoder"]["vocab_size"] = len(labels)
+    cfg["joint"]["num_classes"] = len(labels)
+    cfg["joint"]["vocabulary"] = labels
+    EncDecRNNTModel(cfg=OmegaConf.create(cfg)).save_to(str(out["characters"]))
+    return out
+
+
+def test_a_checkpoint_padding_its_features_converts_with_parity(
+    tmp_path: Path, odd_checkpoints: dict[str, Path], clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``preprocessor.pad_to`` > 0 (features padded to a multiple of frames): NeMo's ``transcribe`` runs with it
+    off, and so do the engine and the conversion's parity check (which compared the encoder frames of padded
+    NeMo features with the engine's and crashed where the padding added an encoder frame)."""
+    out = tmp_path / "out"
+    probes = [arg for name in CLIP_NAMES for arg in ("--probe-audio", str(clips[name]))]
+    code, _, err = _run_cli([str(odd_checkpoints["pad_to"]), str(out), *probes], capsys)
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["provenance"]["parity"] and all(p["identical"] for p in manifest["provenance"]["parity"])
+
+
+def test_a_character_level_model_is_refused_in_one_line(
+    tmp_path: Path, odd_checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code, stdout, err = _run_cli([str(odd_checkpoints["characters"]), str(out)], capsys)
+    assert code == 2 and stdout == ""
+    assert "character-level model" in _error_line(err) and "SentencePiece" in _error_line(err)
+    _assert_nothing_written(out)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("per_feature", "per_feature"), ("all_features", "all_features"), (None, "none"), ("", "none"),
+    ("NA", "none"), ("none", "none"), ({"fixed_mean": [0.0], "fixed_std": [1.0]}, None),
+])
+def test_feature_normalisation_settings_read_as_nemo_applies_them(setting: object, expected: str | None) -> None:
+    """NeMo normalises per feature or over all features; any other string (``"NA"`` in some configs) and a false
+    value mean no normalisation; fixed means and deviations are not reproduced (refused)."""
+    from parakeet_runtime.export.inspect_model import feature_normalization
+
+    assert feature_normalization(setting) == expected
