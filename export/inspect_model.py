@@ -24,6 +24,13 @@ def feature_normalization(normalize: object) -> str | None:
     return normalize if normalize in ("per_feature", "all_features") else "none"
 
 
+def _normalization(normalize: object, name: str) -> str:
+    found = feature_normalization(normalize)
+    if found is None:
+        raise ConversionError(f"{name}: unsupported feature normalisation {normalize!r}")
+    return found
+
+
 def check_supported(model: Any, name: str) -> None:
     """Raise a one-line :class:`ConversionError` for anything but a SentencePiece TDT transducer."""
     kind = type(model).__name__
@@ -49,7 +56,7 @@ def check_supported(model: Any, name: str) -> None:
                               "convert-model needs a SentencePiece tokenizer (a BPE model such as Parakeet's)")
     if type(tokenizer).__name__ != "SentencePieceTokenizer":
         raise ConversionError(f"{name}: unsupported tokenizer {type(tokenizer).__name__} (needs SentencePiece)")
-    if getattr(model.tokenizer, "legacy", False) and getattr(model.tokenizer, "special_token_to_id", None):
+    if getattr(tokenizer, "legacy", False) and getattr(tokenizer, "special_token_to_id", None):
         raise ConversionError(f"{name}: SentencePiece tokenizers with added special tokens are not supported")
     decoder = model.decoder
     if type(decoder).__name__ != "RNNTDecoder" or not getattr(decoder, "blank_as_pad", False):
@@ -170,7 +177,7 @@ def feature_spec(model: Any) -> tuple[FeatureSpec, dict[str, np.ndarray]]:
         log=bool(f.log),
         log_zero_guard_type=str(f.log_zero_guard_type),
         log_zero_guard_value=float(guard),
-        normalize=feature_normalization(f.normalize) or "none",
+        normalize=_normalization(f.normalize, "this checkpoint"),
         exact_pad=bool(f.exact_pad),
         pad_value=float(f.pad_value),
         window_stride=float(cfg["window_stride"]),

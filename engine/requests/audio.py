@@ -22,6 +22,12 @@ import numpy as np
 import numpy.typing as npt
 import soundfile
 
+try:  # libsndfile's own read, through soundfile's handle (see _read_block)
+    from soundfile import _ffi as _sndfile_ffi
+    from soundfile import _snd as _sndfile
+except ImportError:  # a soundfile without these internals: its public read
+    _sndfile = _sndfile_ffi = None
+
 from parakeet_runtime.decoding import FloatArray
 
 from ..errors import AudioDecodeError, AudioFileNotFoundError, AudioTooLongError
@@ -124,13 +130,14 @@ def _read_file(
             resampler = None if rate == target_rate else PolyphaseStream(rate, target_rate)
             expected = -(-declared * target_rate // rate) + 16 if known else BLOCK_FRAMES
             samples = _Samples(min(expected, MAX_PREALLOCATED))
+            per_read = max(1, min(BLOCK_FRAMES, 2 * BLOCK_FRAMES // max(1, audio_file.channels)))
             read = 0
             while True:
-                block = _read_block(audio_file, BLOCK_FRAMES)
-                last = block.shape[0] < BLOCK_FRAMES
+                block = _read_block(audio_file, per_read)
+                last = block.shape[0] < per_read
                 read += block.shape[0]
                 if max_seconds is not None:
-                    _check_duration(read, rate, max_seconds, label)  # a header that understates the length
+                    _check_duration(read, rate, max_seconds, label)  # a header that could not say the length
                 mono = _checked(_mono(block, label, channels_last=True), label)
                 samples.append(mono if resampler is None else resampler.push(mono, last=last))
                 if last:
@@ -153,18 +160,18 @@ def _read_block(audio_file: soundfile.SoundFile, frames: int) -> npt.NDArray[np.
     """The next ``frames`` frames (fewer at the end) as float32 ``(frames, channels)``.
 
     Read with libsndfile's own ``sf_readf_float`` on soundfile's handle (soundfile's private ``_snd``/``_ffi``):
-    soundfile's ``read`` asks libsndfile for the position before and after every read and clips the request to
-    the declared length, and for a FLAC whose header misstates its length (unknown, written to a pipe; or any
-    number a hostile file declares) that seek fails although the data reads fine. The samples are the same:
-    soundfile's ``read(dtype="float32")`` calls the same function."""
-    try:
-        from soundfile import _ffi, _snd
-    except ImportError:  # a soundfile without these internals: its public read
+    soundfile's ``read`` asks libsndfile for the position before and after every read, and for a FLAC whose
+    header overstates its length (any number a hostile file declares) or leaves it unknown (written to a pipe)
+    that seek fails although the data reads fine. libsndfile itself still stops at a FLAC's declared length
+    when the header understates it, as soundfile (and so NeMo) does. The samples are soundfile's: its
+    ``read(dtype="float32")`` calls the same function."""
+    handle = getattr(audio_file, "_file", None)
+    if _sndfile is None or _sndfile_ffi is None or handle is None:
         block: npt.NDArray[np.float32] = audio_file.read(frames, dtype="float32", always_2d=True)
         return block
     out = np.empty((frames, audio_file.channels), dtype=np.float32)
-    count = int(_snd.sf_readf_float(audio_file._file, _ffi.cast("float *", out.ctypes.data), frames))
-    error = int(_snd.sf_error(audio_file._file))
+    count = int(_sndfile.sf_readf_float(handle, _sndfile_ffi.cast("float *", out.ctypes.data), frames))
+    error = int(_sndfile.sf_error(handle))
     if error:
         raise soundfile.LibsndfileError(error)
     return out[:count]
@@ -172,8 +179,14 @@ def _read_block(audio_file: soundfile.SoundFile, frames: int) -> npt.NDArray[np.
 
 def _checked(data: npt.NDArray[np.float32], label: str) -> npt.NDArray[np.float32]:
     """``data``, unless it holds NaN, infinity or samples beyond ±:data:`MAX_ABS_SAMPLE`."""
-    if data.shape[0] > 0:
-        peak = float(np.max(np.abs(data)))
+    _check_peak(data, label)
+    return data
+
+
+def _check_peak(data: npt.NDArray[np.generic], label: str) -> None:
+    """Refuse float samples holding NaN, infinity or values beyond ±:data:`MAX_ABS_SAMPLE`."""
+    if data.size > 0:
+        peak = max(abs(float(np.max(data))), abs(float(np.min(data))))  # NaN if any sample is NaN
         if not np.isfinite(peak):
             raise AudioDecodeError(f"{label}: samples contain NaN or infinity")
         if peak > MAX_ABS_SAMPLE:
@@ -181,7 +194,6 @@ def _checked(data: npt.NDArray[np.float32], label: str) -> npt.NDArray[np.float3
                 f"{label}: samples reach {peak:.3g}; expected float audio within [-1, 1] (at most "
                 f"±{MAX_ABS_SAMPLE:g} is accepted)"
             )
-    return data
 
 
 def _resampled(data: npt.NDArray[np.float32], rate: int, target_rate: int) -> npt.NDArray[np.float32]:
@@ -254,8 +266,8 @@ def _reason(exc: Exception) -> str:
 
 def _as_float(array: npt.NDArray[np.generic], label: str) -> npt.NDArray[np.float32]:
     if array.dtype.kind == "f":
-        if array.dtype.itemsize > 4 and array.size:  # refused before float32 would round it to infinity
-            _checked(np.abs(array, dtype=np.float64).reshape(-1), label)
+        if array.dtype.itemsize > 4:  # refused before float32 would round it to infinity
+            _check_peak(array, label)
         return np.asarray(array, dtype=np.float32)
     if array.dtype.kind == "i":
         scale = float(2 ** (8 * array.dtype.itemsize - 1))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,14 @@ _STRIDED_MIN_ROWS = 16
 """Below this many outputs per phase in a block, a gather of every window is cheaper than a product per phase."""
 _OUTPUTS_PER_PRODUCT = 1 << 16
 """Outputs computed at a time (bounds the temporary arrays of a block)."""
+_DESIGN_CHUNK = 1 << 20
+"""Taps designed at a time (bounds the design's float64 temporaries for the long filters of odd rates)."""
+CACHED_MAX_TAPS: Final = 1 << 20
+"""Filters up to this many taps are designed once per rate pair and kept (every common rate: 44.1 kHz → 16 kHz
+has 8,821); longer ones (odd rates such as 88,199 Hz: 16000/88199, 1.76 M taps; 383,999 Hz: 7.7 M) are designed
+for each stream and dropped with it, so that inputs at odd rates cannot fill memory with filters."""
+_INPUT_CHUNK = 1 << 20
+"""Samples :func:`resample` feeds its stream at a time (the stream keeps float64 copies of what it is given)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,9 +46,10 @@ class PolyphaseFilter:
     up: int
     down: int
     half_length: int
-    phases: npt.NDArray[np.float64]
+    phases: npt.NDArray[np.float32]
     """``(up, taps)``: ``phases[p, j]`` is tap ``p + j · up`` of the filter (0 past its end), in reverse
-    order of ``j``, so that a phase's output is its row times the input window in time order."""
+    order of ``j``, so that a phase's output is its row times the input window in time order (float32: the
+    taps are float32 values, as ``resample_poly``'s are for float32 signals)."""
 
     @property
     def taps(self) -> int:
@@ -55,26 +65,42 @@ class PolyphaseFilter:
         return (output * self.down + self.half_length) // self.up
 
 
-@functools.lru_cache(maxsize=16)
 def polyphase_filter(source_rate: int, target_rate: int) -> PolyphaseFilter:
-    """``scipy.signal.resample_poly``'s default filter for the ratio, split into phases (cached per pair)."""
+    """``scipy.signal.resample_poly``'s default filter for the ratio, split into phases (kept per rate pair up
+    to :data:`CACHED_MAX_TAPS` taps)."""
     if source_rate < 1 or target_rate < 1:
         raise ValueError(f"sample rates must be positive, got {source_rate} and {target_rate}")
     common = math.gcd(source_rate, target_rate)
     up, down = target_rate // common, source_rate // common
+    if 2 * HALF_LENGTH_FACTOR * max(up, down) + 1 <= CACHED_MAX_TAPS:
+        return _cached_filter(up, down)
+    return _design(up, down)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_filter(up: int, down: int) -> PolyphaseFilter:
+    return _design(up, down)
+
+
+def _design(up: int, down: int) -> PolyphaseFilter:
+    """SciPy's ``firwin(20 · max + 1, 1 / max, window=('kaiser', 5.0))`` for ``max = max(up, down)``, rounded to
+    float32 and scaled by ``up`` as ``resample_poly`` does, designed :data:`_DESIGN_CHUNK` taps at a time."""
     widest = max(up, down)
     half_length = HALF_LENGTH_FACTOR * widest
     taps = 2 * half_length + 1
     cutoff = 1.0 / widest
-    m = np.arange(taps, dtype=np.float64) - 0.5 * (taps - 1)
-    h = cutoff * np.sinc(cutoff * m)
-    h *= np.kaiser(taps, KAISER_BETA)
+    centre = 0.5 * (taps - 1)
+    h = np.empty(taps, dtype=np.float64)
+    for start in range(0, taps, _DESIGN_CHUNK):
+        m = np.arange(start, min(taps, start + _DESIGN_CHUNK), dtype=np.float64) - centre
+        window = np.i0(KAISER_BETA * np.sqrt(np.maximum(0.0, 1.0 - (m / centre) ** 2))) / np.i0(KAISER_BETA)
+        h[start : start + m.shape[0]] = cutoff * np.sinc(cutoff * m) * window
     h /= np.sum(h)
-    h32 = h.astype(np.float32)  # resample_poly rounds the taps to the signal's dtype, then scales them
-    h32 *= np.float32(up)
     per_phase = (taps - 1) // up + 1
-    padded = np.zeros(per_phase * up, dtype=np.float64)
-    padded[:taps] = h32
+    padded = np.zeros(per_phase * up, dtype=np.float32)
+    padded[:taps] = h  # rounded to float32 as resample_poly rounds the taps to a float32 signal's dtype
+    del h
+    padded *= np.float32(up)
     phases = np.ascontiguousarray(padded.reshape(per_phase, up).T[:, ::-1])
     phases.setflags(write=False)
     return PolyphaseFilter(up=up, down=down, half_length=half_length, phases=phases)
@@ -93,9 +119,17 @@ class PolyphaseStream:
         self._start = -taps  # the input index of _buffer[0]
         self._received = 0
         self._emitted = 0
+        self._finished = False
 
     def push(self, block: npt.NDArray[np.float32], *, last: bool = False) -> npt.NDArray[np.float32]:
-        """The outputs that ``block`` (the next input samples) completes; with ``last``, every remaining one."""
+        """The outputs that ``block`` (the next input samples) completes; with ``last``, every remaining one.
+
+        Raises:
+            RuntimeError: the stream was already given its last block.
+        """
+        if self._finished:
+            raise RuntimeError("this resampling stream has had its last block")
+        self._finished = last
         filt = self._filter
         self._buffer = np.concatenate((self._buffer, np.asarray(block, dtype=np.float64)))
         self._received += int(block.shape[0])
@@ -122,10 +156,11 @@ class PolyphaseStream:
         return max(0, -(-(self._received * filt.up - filt.half_length) // filt.down))
 
     def _compute(self, begin: int, end: int) -> npt.NDArray[np.float32]:
+        """Outputs ``begin .. end - 1`` as float32, :data:`_OUTPUTS_PER_PRODUCT` at a time."""
         out = np.empty(max(end - begin, 0), dtype=np.float32)
         for first in range(begin, end, _OUTPUTS_PER_PRODUCT):
-            last = min(end, first + _OUTPUTS_PER_PRODUCT)
-            out[first - begin : last - begin] = self._outputs(first, last)
+            stop = min(end, first + _OUTPUTS_PER_PRODUCT)
+            out[first - begin : stop - begin] = self._outputs(first, stop)
         return out
 
     def _outputs(self, begin: int, end: int) -> npt.NDArray[np.float64]:
@@ -135,29 +170,36 @@ class PolyphaseStream:
         count = end - begin
         rows = count // up
         result = np.empty(count, dtype=np.float64)
+        buffer = self._buffer
+        lowest = (begin * down + filt.half_length) // up - taps + 1 - self._start
+        highest = ((end - 1) * down + filt.half_length) // up - self._start
+        if lowest < 0 or highest >= buffer.shape[0]:  # the index arithmetic above is wrong: never read outside
+            raise RuntimeError(f"resampler windows {lowest}..{highest} outside its buffer of {buffer.shape[0]}")
         if rows >= _STRIDED_MIN_ROWS:
-            buffer = self._buffer
             for offset in range(up):
-                output = begin + offset
-                position = output * down + filt.half_length
+                position = (begin + offset) * down + filt.half_length
                 first_input = position // up - taps + 1 - self._start
                 n = (count - offset - 1) // up + 1
                 windows = np.lib.stride_tricks.as_strided(
                     buffer[first_input:], shape=(n, taps), strides=(down * buffer.itemsize, buffer.itemsize),
                     writeable=False)
-                result[offset::up] = windows @ filt.phases[position % up]
+                result[offset::up] = windows @ filt.phases[position % up].astype(np.float64)
             return result
         outputs = np.arange(begin, end, dtype=np.int64)
         positions = outputs * down + filt.half_length
         starts = positions // up - taps + 1 - self._start
-        windows = self._buffer[starts[:, None] + np.arange(taps, dtype=np.int64)[None, :]]
-        gathered: npt.NDArray[np.float64] = np.einsum("kj,kj->k", windows, filt.phases[positions % up])
+        windows = buffer[starts[:, None] + np.arange(taps, dtype=np.int64)[None, :]]
+        gathered: npt.NDArray[np.float64] = np.einsum("kj,kj->k", windows, filt.phases[positions % up],
+                                                      dtype=np.float64)
         return gathered
 
 
 def resample(samples: npt.NDArray[np.float32], source_rate: int, target_rate: int) -> npt.NDArray[np.float32]:
     """``samples`` (mono float32) at ``target_rate``: ``scipy.signal.resample_poly``'s result, to float32
-    rounding."""
+    rounding (``samples`` itself when the rates are equal)."""
     if source_rate == target_rate:
         return samples
-    return PolyphaseStream(source_rate, target_rate).push(samples, last=True)
+    stream = PolyphaseStream(source_rate, target_rate)
+    parts = [stream.push(samples[start : start + _INPUT_CHUNK], last=start + _INPUT_CHUNK >= samples.shape[0])
+             for start in range(0, samples.shape[0], _INPUT_CHUNK)]
+    return np.concatenate(parts) if parts else stream.push(samples, last=True)
