@@ -21,6 +21,7 @@ from typing import Any, overload
 
 from parakeet_runtime.decoding import DecodedToken, StepConfidence, TdtCarry, TdtConfig
 
+from .errors import ParakeetRuntimeError
 from .model.devices import Provider, check_sessions, choose_providers
 from .model.features import FeatureExtractor
 from .model.layouts import load_other_layout, resolve_model_dir
@@ -236,10 +237,7 @@ class Engine:
         runner = self.runner
         runner.check_open()
         if isinstance(audio, list):
-            prepared = []
-            for item in audio:
-                with runner.preparing():
-                    prepared.append(self.prepare(item, sample_rate=sample_rate))
+            prepared = [self._prepare_list_item(index, item, sample_rate) for index, item in enumerate(audio)]
             return self._run_list(prepared)
         submitted = self._submit(audio, sample_rate)
         if isinstance(submitted, LongAudio):
@@ -304,7 +302,8 @@ class Engine:
         runner.check_open()
         loop = asyncio.get_running_loop()
         if isinstance(audio, list):
-            prepared = [await loop.run_in_executor(None, self._prepare_in_slot, item, sample_rate) for item in audio]
+            prepared = [await loop.run_in_executor(None, self._prepare_list_item, index, item, sample_rate)
+                        for index, item in enumerate(audio)]
             return await self._run_list_async(prepared)
 
         def prepare_and_submit() -> Future[Outcome] | LongAudio:  # an executor thread: it may block for a slot
@@ -333,6 +332,16 @@ class Engine:
     def _prepare_in_slot(self, source: AudioInput, sample_rate: int | None) -> Prepared:
         with self.runner.preparing():
             return self.prepare(source, sample_rate=sample_rate)
+
+    def _prepare_list_item(self, index: int, source: AudioInput, sample_rate: int | None) -> Prepared:
+        """Item ``index`` of a list input, prepared; an input that is not a path (whose error names it) gets its
+        position in the list named in its error."""
+        try:
+            return self._prepare_in_slot(source, sample_rate)
+        except ParakeetRuntimeError as exc:
+            if not isinstance(source, (str, os.PathLike)) and exc.args and isinstance(exc.args[0], str):
+                exc.args = (f"list item {index}: {exc.args[0]}", *exc.args[1:])
+            raise
 
     def _list_chunks(self, prepared: Sequence[Prepared]) -> list[list[int]]:
         """Indices of a list's one-pass requests, sorted by length, in chunks the worker takes as one batch

@@ -77,6 +77,20 @@ def test_list_in_list_out(engine: Engine) -> None:
     assert engine.transcribe([]) == []
 
 
+def test_a_bad_array_in_a_list_is_named_by_its_position(engine: Engine) -> None:
+    """A path names itself in its error; an array has no name, so the error says where it is in the list
+    (sync and async alike)."""
+    import asyncio
+
+    inputs = [sample_audio_path(), np.zeros(1600, dtype=np.float32), np.full(100, np.nan, dtype=np.float32)]
+    with pytest.raises(AudioDecodeError, match=r"^list item 2: .*NaN"):
+        engine.transcribe(inputs)
+    with pytest.raises(AudioDecodeError, match=r"^list item 2: .*NaN"):
+        asyncio.run(engine.transcribe_async(inputs))
+    with pytest.raises(AudioFileNotFoundError, match=r"^audio file not found: .*missing\.wav"):
+        engine.transcribe([sample_audio_path(), "missing.wav"])
+
+
 @pytest.mark.parametrize("n", [0, 1, 100, 159, 160, 161, 799, 1280, 4001])
 def test_empty_and_very_short_audio(engine: Engine, n: int) -> None:
     rng = np.random.default_rng(n)
