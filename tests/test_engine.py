@@ -16,6 +16,7 @@ import soundfile
 from parakeet_runtime.engine import (
     AudioDecodeError,
     AudioFileNotFoundError,
+    AudioInput,
     AudioTooLongError,
     Engine,
     LongFormOptions,
@@ -82,7 +83,8 @@ def test_a_bad_array_in_a_list_is_named_by_its_position(engine: Engine) -> None:
     (sync and async alike)."""
     import asyncio
 
-    inputs = [sample_audio_path(), np.zeros(1600, dtype=np.float32), np.full(100, np.nan, dtype=np.float32)]
+    inputs: list[AudioInput] = [sample_audio_path(), np.zeros(1600, dtype=np.float32),
+                                np.full(100, np.nan, dtype=np.float32)]
     with pytest.raises(AudioDecodeError, match=r"^list item 2: .*NaN"):
         engine.transcribe(inputs)
     with pytest.raises(AudioDecodeError, match=r"^list item 2: .*NaN"):
