@@ -19,6 +19,7 @@ from parakeet_runtime.engine import ParakeetRuntimeError, __version__
 
 from .errors import ConversionError, ParityError
 from .inspect_model import parse_context, parse_languages
+from .output_dir import check_output_dir, staging_dir
 from .portable import TARGETS
 from .position_table import DEFAULT_FRAMES
 from .quantize import DEFAULT_WEIGHTS, WEIGHT_CHOICES
@@ -247,16 +248,17 @@ def _run_from_layout(args: argparse.Namespace) -> int:
 def _run_layout(args: argparse.Namespace, model_dir: Path, converted: ConversionReport | None = None) -> int:
     """``--layout onnx-asr``: rewrite a model directory (given, or just converted into OUT_DIR) in place."""
     import shutil
-    import tempfile
 
     from .layouts import write_onnx_asr_layout
 
     target = Path(args.out_dir)
-    if converted is None and target.exists() and not args.overwrite:
-        print(f"convert-model: error: {target} already exists (pass --overwrite to replace it)", file=sys.stderr)
+    try:
+        if converted is None:  # a converted directory's OUT_DIR was checked against its source already
+            check_output_dir(model_dir, target, overwrite=args.overwrite)
+        staging = staging_dir(target)
+    except ConversionError as exc:
+        print(f"convert-model: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         write_onnx_asr_layout(model_dir, staging)
         if converted is not None:  # the directory of this project's layout was only a step

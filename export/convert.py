@@ -37,6 +37,7 @@ from parakeet_runtime.engine.model.manifest import (
 
 from . import inspect_model
 from .errors import ConversionError
+from .output_dir import check_output_dir, staging_dir
 from .portable import PORTABLE, TARGETS, check_portable
 from .position_table import DEFAULT_FRAMES
 from .probe import check_parity
@@ -157,8 +158,7 @@ def convert(
     codes = None if languages is None else inspect_model.parse_languages(",".join(languages))
     if local_attention is not None:
         inspect_model.check_local_context(local_attention)
-    if out_path.exists() and not overwrite:
-        raise ConversionError(f"{out_path} already exists (pass --overwrite to replace it)")
+    check_output_dir(source, out_path, overwrite=overwrite)
 
     report_step(0, STEPS[0])
     resolved = resolve(source)
@@ -170,8 +170,7 @@ def convert(
     name = model_slug(resolved.spec)
     codes = codes if codes is not None else inspect_model.model_languages(model, name)
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
+    staging = staging_dir(out_path)
     try:
         with tempfile.TemporaryDirectory(prefix="parakeet-export-") as scratch:
             report_step(2, STEPS[2])

@@ -22,7 +22,6 @@ import logging
 import os
 import platform
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
@@ -54,6 +53,7 @@ from parakeet_runtime.engine.model.sherpa_onnx import graph_files as sherpa_file
 from parakeet_runtime.engine.options import SessionOptions
 
 from .errors import ConversionError
+from .output_dir import check_output_dir, staging_dir
 from .step_graph import write_step_graph
 
 logger = logging.getLogger(__name__)
@@ -191,8 +191,7 @@ def convert_from_layout(
     if found != layout:
         what = f"in {found}'s layout" if found else f"not in {layout}'s layout"
         raise ConversionError(f"{source_dir} is {what}")
-    if target.exists() and not overwrite:
-        raise ConversionError(f"{target} already exists (pass --overwrite to replace it)")
+    check_output_dir(source_dir, target, overwrite=overwrite)
     try:
         loaded = load_other_layout(source_dir, providers=["CPUExecutionProvider"], session=SessionOptions(),
                                    precision=precision)
@@ -205,8 +204,7 @@ def convert_from_layout(
     fold_projection(encoder, projection, m.encoder.output_frames, encoder_file)
     location = _external_location(encoder, encoder_file)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging = staging_dir(target)
     try:
         (staging / "encoder.onnx").write_bytes(onnx_proto.serialize(encoder))
         if location is not None:

@@ -154,6 +154,15 @@ def test_bad_input_lists(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         main(["transcribe", "--format", "json", "--format", "srt"])  # several formats need --output-dir
 
 
+def test_an_unusable_output_dir_stops_before_any_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file where the directory should be, or below one: one line and exit 2, before the model loads."""
+    (tmp_path / "afile").write_text("")
+    for directory in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        assert transcribe("--output-dir", str(directory)) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--output-dir {directory}" in err, err
+
+
 # --- failures, resume, interruption ------------------------------------------------------------------------
 
 

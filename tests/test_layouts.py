@@ -634,6 +634,8 @@ def test_layout_onnx_asr_is_read_by_onnx_asr_with_this_engines_tokens(
         assert [round(s / seconds_per_frame) for s in result.timestamps] == [t.frame for t in ours.tokens]
         compared += len(ours.tokens)
     assert compared > 0
+    with pytest.raises(ManifestError, match="is not read back; load the directory it was written from"):
+        Engine.load(tmp_path / "onnx-asr")  # its joint is this project's, not NeMo's export: a clear refusal
 
 
 def test_sherpa_onnx_durations_come_from_the_joiners_size_or_are_refused() -> None:

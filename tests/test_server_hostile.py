@@ -548,3 +548,49 @@ def test_header_timeout_flag() -> None:
     assert parse_args(["serve", "--header-timeout-s", "2.5"]).header_timeout_s == 2.5
     settings = uvicorn_settings(ServerOptions(header_timeout_s=2.5))
     assert settings["http"].header_timeout_s == 2.5
+
+
+def test_unknown_routes_and_methods_answer_openai_style_json() -> None:
+    engine = Engine.load(batching=BatchingOptions(enabled=False))
+    app = create_app(engine, ServerOptions())
+
+    async def go() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return [await client.get("/nope"), await client.get("/v1/audio/transcriptions"),
+                    await client.delete("/health")]
+
+    try:
+        missing, wrong_method, wrong_method_2 = asyncio.run(go())
+    finally:
+        engine.close()
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert wrong_method.headers["allow"] == "POST"
+    assert wrong_method_2.status_code == 405 and "GET" in wrong_method_2.headers["allow"]
+
+
+def test_a_flac_of_unknown_length_is_transcribed() -> None:
+    """A FLAC written to a pipe declares no length (libsndfile reports 2^63 - 1 frames): the server's header
+    check leaves it to the engine instead of refusing it as too long."""
+    import io
+
+    import soundfile
+
+    from tests.test_hostile_inputs import _flac_declaring
+
+    honest, unknown = _flac_declaring(0)
+    assert soundfile.info(io.BytesIO(unknown)).frames > 2**62
+    engine = Engine.load(batching=BatchingOptions(enabled=False))
+    app = create_app(engine, ServerOptions())
+
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return await client.post("/v1/audio/transcriptions", files={"file": ("a.flac", unknown)})
+
+    try:
+        response = asyncio.run(go())
+        expected = engine.transcribe(honest).text
+    finally:
+        engine.close()
+    assert response.status_code == 200, response.text
+    assert response.json()["text"] == expected and expected.strip()

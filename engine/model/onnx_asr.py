@@ -444,6 +444,12 @@ def split_decoder_joint(path: Path) -> DecoderJointParts:
             f"{path.name}: expected NeMo's decoder_joint inputs {sorted(wanted_in)} and outputs {sorted(wanted_out)}, "
             f"found {sorted(inputs)} and {sorted(outputs)}"
         )
+    if len(onnx_proto.static_dims(outputs["outputs"])) == 2:
+        raise ManifestError(
+            f"{path.name}: its logits are not NeMo's (batch, frames, labels, outputs): a decoder_joint written by "
+            "convert-model --layout onnx-asr (for onnx-asr) is not read back; load the directory it was written "
+            "from instead"
+        )
     predictor_inputs = {"targets", "input_states_1", "input_states_2"}
     encoder_side, predictor_side = onnx_proto.combine_inputs(model, {"encoder_outputs"}, predictor_inputs, path.name)
     f32 = onnx_proto.FLOAT

@@ -222,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         arguments = args.inputs if args.inputs or args.manifest else [str(sample_audio_path())]
         inputs = collect_inputs(arguments, args.manifest, unique=args.output_dir is not None)
+        if args.output_dir is not None:
+            _check_output_dir(args.output_dir)
         if args.ray is not None:
             load_manifest(args.model if args.model is not None else default_model_dir())  # fail fast, here
             return _run_on_ray(args, inputs)
@@ -258,6 +260,20 @@ def run(args: argparse.Namespace) -> int:
     if summary.interrupted:
         return 130
     return 1 if summary.failed else 0
+
+
+def _check_output_dir(directory: Path) -> None:
+    """``--output-dir`` created (with its parents) and writable, before any input is read.
+
+    Raises:
+        ValueError: it cannot be: a file in the way, no permission, a read-only file system.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--output-dir {directory}: {exc.strerror or exc}") from exc
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"--output-dir {directory}: not writable")
 
 
 def _run_on_ray(args: argparse.Namespace, inputs: list[BatchInput]) -> int:

@@ -62,6 +62,7 @@ from ..errors import (
     EngineOverloadedError,
     ParakeetRuntimeError,
 )
+from ..requests.audio import UNKNOWN_LENGTH
 from ..requests.containers import declared_seconds
 from ..results import TimedText, Transcript
 from .formats import round_time, to_srt, to_vtt
@@ -336,7 +337,19 @@ def create_app(
     if opts.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(opts.cors_origins),
                                      allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"]))
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                     exception_handlers={404: _unrouted, 405: _unrouted})
+
+
+async def _unrouted(request: Request, exc: Exception) -> Response:
+    """404 and 405 as OpenAI-style JSON errors (Starlette's own are plain text), with 405's ``Allow``."""
+    status = int(getattr(exc, "status_code", 404))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if status == 405:
+        return _ApiError(405, f"method {request.method[:16]} is not allowed here", code="method_not_allowed",
+                         headers=headers).response()
+    return _ApiError(404, "no such endpoint (this server serves the transcriptions and models endpoints)",
+                     code="not_found", headers=headers).response()
 
 
 def _model_id(engine: Engine, opts: ServerOptions) -> str:
@@ -461,6 +474,8 @@ def _check_declared_duration(audio: bytes, server_limit: float, model_limit: flo
     else:
         if rate <= 0 or frames < 0:
             return  # an impossible header: the engine's decoder refuses it with its own message
+        if frames >= UNKNOWN_LENGTH:
+            return  # a stream of unknown length (a FLAC written to a pipe): left to the engine, as above
         seconds = frames / rate
     if model_limit is not None and seconds > model_limit and model_limit < server_limit:
         raise _ApiError(400, f"audio of {seconds:.1f} s is longer than this engine accepts "

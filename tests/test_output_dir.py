@@ -1,0 +1,66 @@
+"""convert-model never writes over, into or around its own source, and says so in one line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from parakeet_runtime.engine import default_model_dir
+from parakeet_runtime.export.cli import main
+from parakeet_runtime.export.errors import ConversionError
+from parakeet_runtime.export.output_dir import check_output_dir, staging_dir
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    """A copy of the bundled model directory inside ``tmp_path/parent``."""
+    copy = tmp_path / "parent" / "model"
+    shutil.copytree(default_model_dir(), copy)
+    return copy
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("where", ["itself", "its parent", "inside it"])
+def test_layout_output_that_would_reach_the_source_is_refused(where: str, model: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``--layout onnx-asr m m --overwrite`` used to replace the model with its onnx-asr copy, and
+    ``... m parent --overwrite`` deleted the parent folder and everything in it."""
+    out = {"itself": model, "its parent": model.parent, "inside it": model / "inside" / "deeper"}[where]
+    before = _files(model.parent)
+    code = main(["--layout", "onnx-asr", str(model), str(out), "--overwrite"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "source" in err, err
+    assert _files(model.parent) == before
+
+
+def test_a_checkpoint_in_the_output_folder_is_not_replaced(tmp_path: Path) -> None:
+    nemo = tmp_path / "models" / "model.nemo"
+    nemo.parent.mkdir()
+    nemo.write_bytes(b"not read: the output is refused first")
+    with pytest.raises(ConversionError, match="would replace the source"):
+        check_output_dir(nemo, nemo.parent, overwrite=True)
+    with pytest.raises(ConversionError, match="is a file"):
+        check_output_dir(nemo, nemo, overwrite=True)
+    assert check_output_dir("nvidia/parakeet-tdt-0.6b-v2", tmp_path / "out", overwrite=False) == tmp_path / "out"
+    assert nemo.is_file()
+
+
+@pytest.mark.parametrize("out", ["afile", "afile/sub"])
+def test_output_paths_that_cannot_be_directories_are_one_line(out: str, model: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("")
+    code = main(["--layout", "onnx-asr", str(model), str(tmp_path / out), "--overwrite"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert (tmp_path / "afile").read_text() == ""
+
+
+def test_staging_beside_an_unwritable_place_is_a_conversion_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ConversionError, match="cannot write"):
+        staging_dir(tmp_path / "afile" / "model")
