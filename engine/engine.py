@@ -12,6 +12,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
+import threading
 import weakref
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future
@@ -306,18 +307,28 @@ class Engine:
                         for index, item in enumerate(audio)]
             return await self._run_list_async(prepared)
 
-        def prepare_and_submit() -> Future[Outcome] | LongAudio:  # an executor thread: it may block for a slot
+        abandoned = threading.Event()  # set when the awaiting task is cancelled: the threads stop at the next step
+
+        def prepare_and_submit() -> Future[Outcome] | LongAudio | None:  # an executor thread: may wait for a slot
             one = self._prepare_in_slot(audio, sample_rate)
+            if abandoned.is_set():
+                return None  # its caller left while it was decoded: nothing goes to the worker
             if isinstance(one, LongAudio):
                 return one
             (future,) = runner.submit_many([one])
             return future
 
-        with runner.arriving():
-            submitted = await loop.run_in_executor(None, prepare_and_submit)
-        if isinstance(submitted, LongAudio):
-            return await loop.run_in_executor(None, self._run_long, submitted)
-        return _transcript(await asyncio.wrap_future(submitted))
+        try:
+            with runner.arriving():
+                submitted = await loop.run_in_executor(None, prepare_and_submit)
+            if submitted is None:
+                raise asyncio.CancelledError
+            if isinstance(submitted, LongAudio):
+                return await loop.run_in_executor(None, self._run_long, submitted, abandoned)
+            return _transcript(await asyncio.wrap_future(submitted))
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
 
     def prepare(self, source: AudioInput, *, sample_rate: int | None = None) -> Prepared:
         """Decode, resample and featurise one input (the part of a request that may fail on bad input);
@@ -388,11 +399,15 @@ class Engine:
 
     # --- long inputs -------------------------------------------------------------------------------
 
-    def _run_long(self, long: LongAudio) -> Transcript:
-        """Transcribe a long input chunk group by chunk group (blocks; runs the groups on the runner)."""
+    def _run_long(self, long: LongAudio, abandoned: threading.Event | None = None) -> Transcript:
+        """Transcribe a long input chunk group by chunk group (blocks; runs the groups on the runner). With
+        ``abandoned`` set (its caller is gone), it stops before the next group and raises
+        :class:`concurrent.futures.CancelledError`."""
         for update in self._long_updates(long, None):
             if update.transcript is not None:
                 return update.transcript
+            if abandoned is not None and abandoned.is_set():
+                raise concurrent.futures.CancelledError("the caller of a long transcription left")
         raise RuntimeError("a long input ended without a transcript")
 
     def _long_updates(self, one: LongAudio, progress: Callable[[float, float], None] | None,

@@ -232,6 +232,41 @@ def test_every_entry_point_takes_long_inputs(chunked_engine: Engine, long_audio:
         assert inline.transcribe(long_audio) == whole
 
 
+def test_a_cancelled_async_long_request_stops_between_chunk_groups(long_audio: npt.NDArray[np.float32],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server's client that disconnects cancels its ``transcribe_async``; the executor thread running the long
+    input then stops before its next chunk group instead of transcribing the rest for nobody."""
+    import threading
+    import time
+
+    options = LongFormOptions(chunk_seconds=5, left_context_seconds=2, right_context_seconds=1, memory_budget=1)
+    with Engine.load(long_form=options, batching=BatchingOptions(max_batch_size=1)) as engine:
+        calls: list[float] = []
+        first = threading.Event()
+        original = Engine._window_features
+
+        def slow(self: Engine, long: Any, windows: Any) -> Any:
+            calls.append(time.monotonic())
+            first.set()
+            time.sleep(0.3)
+            return original(self, long, windows)
+
+        monkeypatch.setattr(Engine, "_window_features", slow)
+
+        async def cancel_early() -> None:
+            task = asyncio.ensure_future(engine.transcribe_async(long_audio))
+            await asyncio.get_running_loop().run_in_executor(None, first.wait, 10.0)
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(cancel_early())
+        time.sleep(1.5)  # what an abandoned thread would still do shows here
+        groups = -(-long_audio.shape[0] // (5 * 16000))
+        assert groups >= 12 and 1 <= len(calls) <= 3, (groups, len(calls))
+
+
 # --- the CLI on a long file ----------------------------------------------------------------------------------
 
 
