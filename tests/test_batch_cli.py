@@ -211,6 +211,30 @@ def test_resume_skips_complete_outputs_and_redoes_partial_ones(tmp_path: Path, e
     assert (out / "c0.wav.txt").stat().st_ino != before[out / "c0.wav.txt"]
 
 
+def test_sigterm_stops_the_batch_as_ctrl_c_does(tmp_path: Path, expected: list[Transcript]) -> None:
+    """A service manager's SIGTERM: whole outputs only, the summary printed, exit 130 (the process used to die
+    of the signal with no summary)."""
+    source = tmp_path / "in"
+    count = 400
+    for number in range(count):
+        write_clip(source / f"clip{number:04d}.wav", number % 2)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*CLI, str(source), "--output-dir", str(out), *format_args(("json",))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while len(list(out.glob("*.json"))) < 20 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "(interrupted)" in err
+    assert not leftovers(out)
+    done = sorted(out.glob("*.json"))
+    assert 20 <= len(done) < count, "the run was not interrupted midway"
+    for path in done:
+        assert json.loads(path.read_text())["text"] == expected[int(path.name[4:8]) % 2].text
+
+
 def test_sigint_then_resume(tmp_path: Path, expected: list[Transcript]) -> None:
     """1,000 files with the progress bar drawn (stderr a terminal): SIGINT mid-run leaves only whole outputs
     (exit 130); the resumed run completes the rest, each once, and ``transcripts.jsonl`` lists every input once."""

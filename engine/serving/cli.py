@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -217,7 +217,7 @@ def _long_form(args: argparse.Namespace) -> LongFormOptions:
 
 def run(args: argparse.Namespace) -> int:
     """``transcribe``: 0 when every input was transcribed (or skipped), 1 when one failed, 2 when the model
-    or the input list is unusable, 130 when interrupted (SIGINT)."""
+    or the input list is unusable, 130 when interrupted (SIGINT or SIGTERM)."""
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         arguments = args.inputs if args.inputs or args.manifest else [str(sample_audio_path())]
@@ -459,11 +459,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    with _sigterm_as_interrupt():
+        try:
+            return run(args)
+        except KeyboardInterrupt:  # before the batch started (loading the model, listing inputs)
+            print("parakeet-runtime: interrupted", file=sys.stderr)
+            return 130
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """``transcribe``: SIGTERM stops the batch as Ctrl-C does (the finished outputs kept, the summary printed,
+    exit 130), instead of killing the process mid-write. The previous handler comes back afterwards."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        return run(args)
-    except KeyboardInterrupt:  # before the batch started (loading the model, listing inputs)
-        print("parakeet-runtime: interrupted", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
