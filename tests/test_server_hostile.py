@@ -594,3 +594,21 @@ def test_a_flac_of_unknown_length_is_transcribed() -> None:
         engine.close()
     assert response.status_code == 200, response.text
     assert response.json()["text"] == expected and expected.strip()
+
+
+def test_two_file_parts_are_refused_for_what_they_are() -> None:
+    engine = Engine.load(batching=BatchingOptions(enabled=False))
+    app = create_app(engine, ServerOptions())
+    clip = sample_audio_path().read_bytes()
+
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return await client.post("/v1/audio/transcriptions",
+                                     files=[("file", ("a.wav", clip)), ("file", ("b.wav", clip))])
+
+    try:
+        response = asyncio.run(go())
+    finally:
+        engine.close()
+    assert response.status_code == 400
+    assert "more than one file part" in response.json()["error"]["message"]

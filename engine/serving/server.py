@@ -399,6 +399,9 @@ async def _transcribe(request: Request, body: bytes, engine: Engine, opts: Serve
         form = await request.form(max_files=1, max_fields=32, max_part_size=64 * 1024)
     except Exception as exc:  # starlette raises its own parse errors
         logger.debug("unreadable form: %s", exc)
+        if "too many files" in str(exc).lower():  # max_files=1: a second file part
+            raise _ApiError(400, "one audio file per request: the form has more than one file part",
+                            param="file") from exc
         raise _ApiError(400, "expected a multipart form with a 'file' field (an audio file)", param="file") from exc
     try:
         upload = form.get("file")
