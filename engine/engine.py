@@ -316,6 +316,8 @@ class Engine:
             if isinstance(one, LongAudio):
                 return one
             (future,) = runner.submit_many([one])
+            if abandoned.is_set():  # the caller left between the check above and the submission
+                future.cancel()
             return future
 
         try:
@@ -381,6 +383,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         futures: dict[int, Future[Outcome]] = {}
         chunks = self._list_chunks(prepared)
+        abandoned = threading.Event()  # set when the awaiting task is cancelled: a long input stops there
         try:
             for number, chunk in enumerate(chunks):
                 if number >= LIST_CHUNKS_IN_FLIGHT:
@@ -389,10 +392,13 @@ class Engine:
                 submitted = await loop.run_in_executor(None, self.runner.submit_many,
                                                        [_one_pass(prepared[i]) for i in chunk])
                 futures.update(zip(chunk, submitted, strict=True))
-            long = {i: await loop.run_in_executor(None, self._run_long, p)
+            long = {i: await loop.run_in_executor(None, self._run_long, p, abandoned)
                     for i, p in enumerate(prepared) if isinstance(p, LongAudio)}
             return [long[i] if i in long else _transcript(await asyncio.wrap_future(futures[i]))
                     for i in range(len(prepared))]
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
         finally:
             for future in futures.values():
                 future.cancel()

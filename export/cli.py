@@ -225,10 +225,11 @@ def _run_from_layout(args: argparse.Namespace) -> int:
             done = convert_from_layout(args.from_layout, args.source, args.out_dir, overwrite=args.overwrite,
                                        precision=args.precision, probe_audio=args.probe_audio,
                                        verify=not args.skip_verify, languages=args.languages or ())
-    except ConversionError as exc:
+    except (ConversionError, OSError) as exc:
         if args.verbose:
             logger.error("conversion failed", exc_info=exc)
-        print(f"convert-model: error: {_one_line(str(exc))}", file=sys.stderr)
+        reason = f"cannot write {args.out_dir}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
+        print(f"convert-model: error: {_one_line(reason)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("convert-model: interrupted; nothing was written", file=sys.stderr)
@@ -251,10 +252,10 @@ def _run_layout(args: argparse.Namespace, model_dir: Path, converted: Conversion
 
     from .layouts import write_onnx_asr_layout
 
-    target = Path(args.out_dir)
     try:
-        if converted is None:  # a converted directory's OUT_DIR was checked against its source already
-            check_output_dir(model_dir, target, overwrite=args.overwrite)
+        # A converted directory's OUT_DIR was checked against its source already (convert() returns it absolute).
+        target = converted.out_dir if converted is not None else check_output_dir(model_dir, args.out_dir,
+                                                                                   overwrite=args.overwrite)
         staging = staging_dir(target)
     except ConversionError as exc:
         print(f"convert-model: error: {_one_line(str(exc))}", file=sys.stderr)
@@ -266,9 +267,10 @@ def _run_layout(args: argparse.Namespace, model_dir: Path, converted: Conversion
         elif target.exists():
             shutil.rmtree(target)
         staging.rename(target)
-    except (ConversionError, ParakeetRuntimeError) as exc:
+    except (ConversionError, ParakeetRuntimeError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        print(f"convert-model: error: {_one_line(str(exc))}", file=sys.stderr)
+        reason = f"cannot write {target}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
+        print(f"convert-model: error: {_one_line(reason)}", file=sys.stderr)
         return 2
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

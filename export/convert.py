@@ -158,7 +158,7 @@ def convert(
     codes = None if languages is None else inspect_model.parse_languages(",".join(languages))
     if local_attention is not None:
         inspect_model.check_local_context(local_attention)
-    check_output_dir(source, out_path, overwrite=overwrite)
+    out_path = check_output_dir(source, out_path, overwrite=overwrite)
 
     report_step(0, STEPS[0])
     resolved = resolve(source)

@@ -191,7 +191,7 @@ def convert_from_layout(
     if found != layout:
         what = f"in {found}'s layout" if found else f"not in {layout}'s layout"
         raise ConversionError(f"{source_dir} is {what}")
-    check_output_dir(source_dir, target, overwrite=overwrite)
+    target = check_output_dir(source_dir, target, overwrite=overwrite)
     try:
         loaded = load_other_layout(source_dir, providers=["CPUExecutionProvider"], session=SessionOptions(),
                                    precision=precision)

@@ -1,9 +1,11 @@
 """Where a conversion writes: checked before any work, and a staging folder beside it.
 
 Every conversion writes into a staging folder next to ``OUT_DIR`` and renames it into place at the end,
-replacing ``OUT_DIR`` with ``--overwrite``. That replacement must never reach the source: an ``OUT_DIR`` that is
-the source, contains it (``convert-model model.nemo .`` from the checkpoint's folder) or lies inside it is
-refused, as is an ``OUT_DIR`` that is a file, before anything is loaded or deleted.
+replacing ``OUT_DIR`` with ``--overwrite``. That replacement must never reach the source or the caller's own
+folder: an ``OUT_DIR`` that is the source, contains it (``convert-model model.nemo .`` from the checkpoint's
+folder), lies inside it, contains the current directory (``.``, ``..``), is a file or a symbolic link is refused
+before anything is loaded or deleted. Paths are compared after ``~`` is expanded and ``.``/``..`` and links are
+resolved, and by device and inode where both exist (a case-insensitive file system, a bind mount).
 """
 
 from __future__ import annotations
@@ -17,29 +19,65 @@ from .errors import ConversionError
 
 def check_output_dir(source: str | os.PathLike[str] | None, out_dir: str | os.PathLike[str], *,
                      overwrite: bool) -> Path:
-    """``out_dir`` as a path, once it is safe to write (``source``: the checkpoint or directory converted, or a
-    pretrained name, which has no path to protect).
+    """``out_dir`` as an absolute path, once nothing but ``out_dir`` itself can be replaced by writing there
+    (``source``: the checkpoint or directory converted, or a pretrained name, which has no local path).
 
     Raises:
-        ConversionError: ``out_dir`` exists and ``overwrite`` is off, is a file, is the source, contains it or
-            lies inside it.
+        ConversionError: ``out_dir`` exists and ``overwrite`` is off; is a file or a symbolic link; is the
+            source, contains it or lies inside it; contains the current directory; or cannot be examined.
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConversionError(f"{out} is a file, not a directory: give a directory for the model")
-    if source is not None and Path(source).exists():
-        origin, target = Path(source).resolve(), out.resolve()
-        if origin == target or target in origin.parents:
-            raise ConversionError(f"{out} would replace the source {source} itself: write the model elsewhere")
-        if origin.is_dir() and origin in target.parents:
-            raise ConversionError(f"{out} is inside the source directory {source}: write the model elsewhere")
-    if out.exists() and not overwrite:
-        raise ConversionError(f"{out} already exists (pass --overwrite to replace it)")
+    written = os.fspath(out_dir)
+    out = Path(os.path.abspath(os.path.expanduser(written or ".")))
+    try:
+        if out.is_symlink():
+            raise ConversionError(f"{written} is a symbolic link: give the directory it points to instead")
+        exists = out.exists()
+        if exists and not out.is_dir():
+            raise ConversionError(f"{written} is a file, not a directory: give a directory for the model")
+        target = out.resolve()
+        if source is not None:
+            origin_path = Path(os.path.expanduser(os.fspath(source)))
+            if origin_path.exists():
+                origin = origin_path.resolve()
+                if _same_or_within(origin, target):
+                    raise ConversionError(f"{written} would replace the source {source} itself: write the model "
+                                          "elsewhere")
+                if origin.is_dir() and _same_or_within(target, origin) and target != origin:
+                    raise ConversionError(f"{written} is inside the source directory {source}: write the model "
+                                          "elsewhere")
+        if exists and _same_or_within(Path.cwd().resolve(), target):
+            raise ConversionError(f"{written} is, or contains, the current directory: write the model into a "
+                                  "directory of its own")
+        if exists and not overwrite:
+            raise ConversionError(f"{written} already exists (pass --overwrite to replace it)")
+    except OSError as exc:
+        raise ConversionError(f"cannot use {written} as the output directory: {exc.strerror or exc}") from exc
     return out
 
 
+def _same_or_within(path: Path, folder: Path) -> bool:
+    """``path`` is ``folder`` or lies inside it (both resolved); also by device and inode, so that another
+    spelling of the same folder (letter case, a bind mount) counts."""
+    candidates = [path, *path.parents]
+    if folder in candidates:
+        return True
+    try:
+        wanted = folder.stat()
+    except OSError:
+        return False
+    for candidate in candidates:
+        try:
+            found = candidate.stat()
+        except OSError:
+            continue
+        if (found.st_dev, found.st_ino) == (wanted.st_dev, wanted.st_ino):
+            return True
+    return False
+
+
 def staging_dir(out_dir: Path) -> Path:
-    """A new, empty, owner-only folder beside ``out_dir`` (its parents created), renamed into place at the end.
+    """A new, empty, owner-only folder beside ``out_dir`` (an absolute path, from :func:`check_output_dir`;
+    its parents are created), renamed into place at the end.
 
     Raises:
         ConversionError: the folder cannot be created there (no permission, a file in the way, read-only).

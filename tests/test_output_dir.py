@@ -64,3 +64,44 @@ def test_staging_beside_an_unwritable_place_is_a_conversion_error(tmp_path: Path
     (tmp_path / "afile").write_text("")
     with pytest.raises(ConversionError, match="cannot write"):
         staging_dir(tmp_path / "afile" / "model")
+
+
+@pytest.mark.parametrize("out", [".", "sub/..", ""])
+def test_the_current_directory_is_never_an_output(out: str, model: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """``.`` put the staging folder inside OUT_DIR, and ``--overwrite`` emptied the folder before failing."""
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    (work / "precious").write_text("keep me")
+    monkeypatch.chdir(work)
+    code = main(["--layout", "onnx-asr", str(model), out, "--overwrite"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "current directory" in err, err
+    assert (work / "precious").read_text() == "keep me"
+
+
+def test_a_home_relative_source_is_protected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "m.nemo").write_bytes(b"checkpoint")
+    with pytest.raises(ConversionError, match="would replace the source"):
+        check_output_dir("~/models/m.nemo", tmp_path / "models", overwrite=True)
+
+
+def test_a_symbolic_link_as_output_is_refused(model: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "data").write_text("keep me")
+    link = tmp_path / "link"
+    link.symlink_to(elsewhere, target_is_directory=True)
+    code = main(["--layout", "onnx-asr", str(model), str(link), "--overwrite"])
+    err = capsys.readouterr().err
+    assert code == 2 and "symbolic link" in err, err
+    assert (elsewhere / "data").read_text() == "keep me"
+
+
+def test_an_absolute_output_is_returned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert check_output_dir(None, "out", overwrite=False) == tmp_path / "out"
