@@ -198,6 +198,9 @@ def convert(
         for item in staging.iterdir():
             item.chmod(0o644)  # temporary files (the external data among them) are created owner-only
         if out_path.exists():
+            if not overwrite:
+                raise ConversionError(f"{out_path} appeared while converting; left as it is (pass --overwrite "
+                                      "to replace it)")
             shutil.rmtree(out_path)
         staging.rename(out_path)
     except BaseException:

@@ -257,6 +257,9 @@ def convert_from_layout(
         for item in staging.iterdir():
             item.chmod(0o644)  # mkdtemp's directory is owner-only
         if target.exists():
+            if not overwrite:
+                raise ConversionError(f"{target} appeared while converting; left as it is (pass --overwrite to "
+                                      "replace it)")
             shutil.rmtree(target)
         staging.rename(target)
     except BaseException:

@@ -212,7 +212,7 @@ def test_resume_skips_complete_outputs_and_redoes_partial_ones(tmp_path: Path, e
 
 
 def test_sigterm_stops_the_batch_as_ctrl_c_does(tmp_path: Path, expected: list[Transcript]) -> None:
-    """A service manager's SIGTERM: whole outputs only, the summary printed, exit 130 (the process used to die
+    """A service manager's SIGTERM: whole outputs only, the summary printed, exit 143 (the process used to die
     of the signal with no summary)."""
     source = tmp_path / "in"
     count = 400
@@ -226,7 +226,7 @@ def test_sigterm_stops_the_batch_as_ctrl_c_does(tmp_path: Path, expected: list[T
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
+    assert proc.returncode == 143, err[-3000:]
     assert "(interrupted)" in err
     assert not leftovers(out)
     done = sorted(out.glob("*.json"))

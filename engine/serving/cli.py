@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, get_args
 
 from .. import __version__
@@ -217,7 +218,7 @@ def _long_form(args: argparse.Namespace) -> LongFormOptions:
 
 def run(args: argparse.Namespace) -> int:
     """``transcribe``: 0 when every input was transcribed (or skipped), 1 when one failed, 2 when the model
-    or the input list is unusable, 130 when interrupted (SIGINT or SIGTERM)."""
+    or the input list is unusable, 130 when interrupted (SIGINT; ``main`` makes it 143 for SIGTERM)."""
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         arguments = args.inputs if args.inputs or args.manifest else [str(sample_audio_path())]
@@ -459,28 +460,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "serve":
         return serve(args)
-    with _sigterm_as_interrupt():
+    with _sigterm_as_interrupt() as terminated:
         try:
-            return run(args)
+            code = run(args)
         except KeyboardInterrupt:  # before the batch started (loading the model, listing inputs)
             print("parakeet-runtime: interrupted", file=sys.stderr)
-            return 130
+            code = 130
+    return 128 + signal.SIGTERM if code == 130 and terminated.is_set() else code
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """``transcribe``: SIGTERM stops the batch as Ctrl-C does (the finished outputs kept, the summary printed,
-    exit 130), instead of killing the process mid-write. The previous handler comes back afterwards."""
+def _sigterm_as_interrupt() -> Iterator[threading.Event]:
+    """``transcribe``: SIGTERM stops the batch as Ctrl-C does (the finished outputs kept, the summary printed),
+    instead of killing the process mid-write; the event yielded says it came (exit 143 then, as convert-model).
+    The previous handler comes back afterwards."""
+    terminated = threading.Event()
 
-    def interrupt(signum: int, frame: object) -> None:
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        terminated.set()
         raise KeyboardInterrupt
 
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
+        yield terminated
         return
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        yield
+        yield terminated
     finally:
         signal.signal(signal.SIGTERM, previous)
 
