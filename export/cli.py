@@ -7,19 +7,18 @@ import contextlib
 import logging
 import signal
 import sys
-import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from parakeet_runtime.engine import ParakeetRuntimeError, __version__
+from parakeet_runtime.engine.serving.signals import sigterm_raises
 
 from .errors import ConversionError, ParityError
 from .inspect_model import parse_context, parse_languages
-from .output_dir import check_output_dir, staging_dir
+from .output_dir import check_output_dir, move_into_place, staging_dir
 from .portable import TARGETS
 from .position_table import DEFAULT_FRAMES
 from .quantize import DEFAULT_WEIGHTS, WEIGHT_CHOICES
@@ -142,23 +141,10 @@ def _quiet_nemo() -> None:
         pass
 
 
-@contextlib.contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
-    """While converting, turn SIGTERM into ``SystemExit`` so that a terminated conversion removes its
-    staging directory (``convert`` cleans up on any exception; the default SIGTERM action would skip
-    that). The previous handler comes back afterwards (``main`` may run inside a longer-lived process)."""
-
-    def terminate(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def _sigterm_as_exit() -> contextlib.AbstractContextManager[object]:
+    """While converting, turn SIGTERM into ``SystemExit(143)`` so that a terminated conversion removes its
+    staging directory (``convert`` cleans up on any exception; the default SIGTERM action would skip that)."""
+    return sigterm_raises(lambda: SystemExit(128 + signal.SIGTERM))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -262,11 +248,8 @@ def _run_layout(args: argparse.Namespace, model_dir: Path, converted: Conversion
         return 2
     try:
         write_onnx_asr_layout(model_dir, staging)
-        if converted is not None:  # the directory of this project's layout was only a step
-            shutil.rmtree(model_dir)
-        elif target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        # A converted directory (this project's layout, only a step) is replaced whatever --overwrite says.
+        move_into_place(staging, target, overwrite=converted is not None or args.overwrite)
     except (ConversionError, ParakeetRuntimeError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         reason = f"cannot write {target}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)

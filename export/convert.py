@@ -37,7 +37,7 @@ from parakeet_runtime.engine.model.manifest import (
 
 from . import inspect_model
 from .errors import ConversionError
-from .output_dir import check_output_dir, staging_dir
+from .output_dir import check_output_dir, move_into_place, staging_dir
 from .portable import PORTABLE, TARGETS, check_portable
 from .position_table import DEFAULT_FRAMES
 from .probe import check_parity
@@ -197,12 +197,7 @@ def convert(
         staging.chmod(0o755)
         for item in staging.iterdir():
             item.chmod(0o644)  # temporary files (the external data among them) are created owner-only
-        if out_path.exists():
-            if not overwrite:
-                raise ConversionError(f"{out_path} appeared while converting; left as it is (pass --overwrite "
-                                      "to replace it)")
-            shutil.rmtree(out_path)
-        staging.rename(out_path)
+        move_into_place(staging, out_path, overwrite=overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -53,7 +53,7 @@ from parakeet_runtime.engine.model.sherpa_onnx import graph_files as sherpa_file
 from parakeet_runtime.engine.options import SessionOptions
 
 from .errors import ConversionError
-from .output_dir import check_output_dir, staging_dir
+from .output_dir import check_output_dir, move_into_place, staging_dir
 from .step_graph import write_step_graph
 
 logger = logging.getLogger(__name__)
@@ -256,12 +256,7 @@ def convert_from_layout(
         staging.chmod(0o755)
         for item in staging.iterdir():
             item.chmod(0o644)  # mkdtemp's directory is owner-only
-        if target.exists():
-            if not overwrite:
-                raise ConversionError(f"{target} appeared while converting; left as it is (pass --overwrite to "
-                                      "replace it)")
-            shutil.rmtree(target)
-        staging.rename(target)
+        move_into_place(staging, target, overwrite=overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -11,6 +11,7 @@ resolved, and by device and inode where both exist (a case-insensitive file syst
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -87,3 +88,18 @@ def staging_dir(out_dir: Path) -> Path:
         return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     except OSError as exc:
         raise ConversionError(f"cannot write {out_dir}: {exc.strerror or exc}") from exc
+
+
+def move_into_place(staging: Path, out_dir: Path, *, overwrite: bool) -> None:
+    """Rename the finished ``staging`` folder to ``out_dir``, replacing an ``out_dir`` that exists only with
+    ``overwrite`` (it was checked before the work; one that appeared meanwhile is left as it is).
+
+    Raises:
+        ConversionError: ``out_dir`` appeared while converting and ``overwrite`` is off.
+    """
+    if out_dir.exists():
+        if not overwrite:
+            raise ConversionError(f"{out_dir} appeared while converting; left as it is (pass --overwrite to "
+                                  "replace it)")
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)

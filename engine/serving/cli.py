@@ -10,9 +10,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, get_args
 
 from .. import __version__
@@ -36,6 +35,7 @@ from .formats import FORMATS, render
 from .inputs import BatchInput, collect_inputs
 from .memory import limit_malloc_arenas
 from .progress import Progress
+from .signals import sigterm_raises
 
 if TYPE_CHECKING:
     from .server import ServerOptions
@@ -460,34 +460,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "serve":
         return serve(args)
-    with _sigterm_as_interrupt() as terminated:
+    # SIGTERM stops a batch as Ctrl-C does (the finished outputs kept, the summary printed), instead of killing
+    # the process mid-write; the exit code then says which it was (143, as convert-model).
+    with sigterm_raises(KeyboardInterrupt) as terminated:
         try:
             code = run(args)
         except KeyboardInterrupt:  # before the batch started (loading the model, listing inputs)
             print("parakeet-runtime: interrupted", file=sys.stderr)
             code = 130
     return 128 + signal.SIGTERM if code == 130 and terminated.is_set() else code
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[threading.Event]:
-    """``transcribe``: SIGTERM stops the batch as Ctrl-C does (the finished outputs kept, the summary printed),
-    instead of killing the process mid-write; the event yielded says it came (exit 143 then, as convert-model).
-    The previous handler comes back afterwards."""
-    terminated = threading.Event()
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        terminated.set()
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield terminated
-        return
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield terminated
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
