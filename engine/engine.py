@@ -335,7 +335,7 @@ class Engine:
     def prepare(self, source: AudioInput, *, sample_rate: int | None = None) -> Prepared:
         """Decode, resample and featurise one input (the part of a request that may fail on bad input);
         ``sample_rate`` as in :meth:`transcribe`. An input too long for one pass comes back as a
-        ``LongAudio`` (its samples and the windows of its chunks), whose features are computed as it runs.
+        ``LongAudio`` (its features, normalised over the whole input as one pass's, and the windows of its chunks).
 
         Raises:
             AudioDecodeError, AudioFileNotFoundError, AudioTooLongError: as :meth:`transcribe`.

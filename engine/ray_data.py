@@ -38,6 +38,7 @@ from .results import TimedText, Token, Transcript
 from .serving.batch import BatchSummary, BatchTally
 from .serving.inputs import BatchInput
 from .serving.progress import Progress
+from .serving.signals import interruptions_deferred
 
 RESULT_COLUMNS = ("text", "words", "segments", "error", "duration", "tokens", "strategy")
 """The columns :func:`transcribe_dataset` adds (replacing input columns of the same name)."""
@@ -301,15 +302,16 @@ def transcribe_inputs_on_ray(
                                          session=session, long_form=long_form, device=device)
             for row in _rows(results):
                 item = by_index[int(row["index"])]
-                try:
-                    if row["error"] is not None:
-                        raise _RowError(row["error"])
-                    transcript = transcript_from_row(row)
-                    on_result(item, transcript)
-                except (_RowError, OSError) as exc:
-                    tally.fail(f"{item.name}: {exc}")
-                    continue
-                tally.succeed(transcript)
+                with interruptions_deferred():  # outputs written are outputs counted
+                    try:
+                        if row["error"] is not None:
+                            raise _RowError(row["error"])
+                        transcript = transcript_from_row(row)
+                        on_result(item, transcript)
+                    except (_RowError, OSError) as exc:
+                        tally.fail(f"{item.name}: {exc}")
+                        continue
+                    tally.succeed(transcript)
     except KeyboardInterrupt:
         interrupted = True
     finally:

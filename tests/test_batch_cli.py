@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
@@ -27,11 +27,12 @@ import soundfile
 
 from parakeet_runtime.engine import AudioDecodeError, Engine, Transcript, load_audio, sample_audio_path
 from parakeet_runtime.engine.requests.containers import AV_EXTRA_HINT, container_kind
-from parakeet_runtime.engine.serving.batch import COMBINED_JSONL, OutputPlan, write_atomic
+from parakeet_runtime.engine.serving.batch import COMBINED_JSONL, OutputPlan, transcribe_inputs, write_atomic
 from parakeet_runtime.engine.serving.cli import main
 from parakeet_runtime.engine.serving.formats import render
-from parakeet_runtime.engine.serving.inputs import InputListError, collect_inputs, read_manifest
+from parakeet_runtime.engine.serving.inputs import BatchInput, InputListError, collect_inputs, read_manifest
 from parakeet_runtime.engine.serving.progress import Progress
+from parakeet_runtime.engine.serving.signals import interruptions_deferred, sigterm_raises
 
 ALL_FORMATS = ("text", "json", "srt", "vtt", "jsonl")
 FILE_FORMATS = {"text": "txt", "json": "json", "srt": "srt", "vtt": "vtt"}
@@ -233,6 +234,41 @@ def test_sigterm_stops_the_batch_as_ctrl_c_does(tmp_path: Path, expected: list[T
     assert 20 <= len(done) < count, "the run was not interrupted midway"
     for path in done:
         assert json.loads(path.read_text())["text"] == expected[int(path.name[4:8]) % 2].text
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_an_interruption_during_a_deferred_step_comes_after_it(number: int) -> None:
+    """Ctrl-C (or SIGTERM, raised as Ctrl-C by the CLIs) inside the deferred block is delivered when the block
+    ends, so the block is never cut in two; the handlers in place before come back."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    steps: list[str] = []
+    with sigterm_raises(KeyboardInterrupt) as terminated, pytest.raises(KeyboardInterrupt):
+        with interruptions_deferred():
+            signal.raise_signal(number)
+            steps.append("after the signal")
+        steps.append("after the block")
+    assert steps == ["after the signal"]
+    assert terminated.is_set() == (number == signal.SIGTERM)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_an_interrupted_batch_counts_every_output_it_wrote(tmp_path: Path) -> None:
+    """Ctrl-C arriving just as an input's outputs are written: that input is counted (the summary's "ok" is the
+    number of outputs written; it used to be one short when the interruption fell between the two)."""
+    written: list[str] = []
+    inputs = [BatchInput(index=i, name=f"c{i}", path=sample_audio_path(), output_name=PurePosixPath(f"c{i}"))
+              for i in range(6)]
+
+    def on_result(item: BatchInput, transcript: Transcript) -> None:
+        written.append(item.name)
+        if len(written) == 3:
+            signal.raise_signal(signal.SIGINT)  # as if Ctrl-C came right after the outputs were written
+
+    with Engine.load() as engine:
+        summary = transcribe_inputs(engine, inputs, on_result=on_result,
+                                    progress=Progress(len(inputs), io.StringIO(), enabled=False), workers=1)
+    assert summary.interrupted
+    assert summary.ok == len(written) == 3
 
 
 def test_sigint_then_resume(tmp_path: Path, expected: list[Transcript]) -> None:

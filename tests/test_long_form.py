@@ -99,6 +99,51 @@ def test_a_window_that_sees_everything_is_one_pass(converted: dict[str, Path], c
     _same(one, chunked)
 
 
+FEATURE_VARIANTS: dict[str, dict[str, Any]] = {
+    "model": {}, "exact_pad": {"exact_pad": True}, "no_preemphasis": {"preemph": None},
+    "all_features": {"normalize": "all_features"}, "no_normalisation": {"normalize": "none"},
+    "magnitude": {"mag_power": 1.0, "log_zero_guard_type": "clamp"},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(FEATURE_VARIANTS))
+@pytest.mark.parametrize("block_frames", [1, 7, 500])
+def test_long_features_are_one_pass_features(converted: dict[str, Path], variant: str, block_frames: int) -> None:
+    """A long input's features, computed block by block and normalised in groups of rows, are bit-identical to
+    the features of the whole signal at once (blocks far smaller than a real one, so edges are everywhere)."""
+    extractor = Engine.load(converted["tdt_a"]).preparer.features
+    extractor = dataclasses.replace(extractor, spec=dataclasses.replace(extractor.spec, **FEATURE_VARIANTS[variant]))
+    rng = np.random.default_rng(block_frames)
+    signal = (0.1 * rng.standard_normal(2 * 16_000 + 77)).astype(np.float32)
+    signal[8000:20_000] = 0.0  # digital silence inside: rows whose statistics are ill-conditioned
+    whole, valid = extractor(signal)
+    blocks, blocks_valid = extractor.long_features(signal, block_frames=block_frames)
+    assert blocks_valid == valid and blocks.shape == whole.shape
+    np.testing.assert_array_equal(blocks, whole)
+
+
+@pytest.mark.parametrize("model", ["tdt_a", "tdt_b"])
+def test_windows_get_one_pass_features(converted: dict[str, Path], clips: dict[str, Path], model: str) -> None:
+    """Every window of a chunked input is given one pass's features of its samples (normalised over the whole
+    input, not over the window as NeMo's buffered script does), and the padding frame a window alone has."""
+    options = LongFormOptions(strategy="chunked", chunk_seconds=2, left_context_seconds=1, right_context_seconds=1)
+    engine = Engine.load(converted[model], long_form=options)
+    audio = _speech(clips)
+    prepared = engine.prepare(audio)
+    assert isinstance(prepared, LongAudio) and len(prepared.windows) > 3
+    whole, valid = engine.preparer.features(audio)
+    assert prepared.feature_frames == valid
+    np.testing.assert_array_equal(prepared.features, whole)
+    spec = engine.manifest.features
+    for window in prepared.windows:
+        features, frames = engine.preparer.window_features(prepared, window)
+        alone, alone_frames = engine.preparer.features(audio[window.start : window.end])
+        assert frames == alone_frames and features.shape == alone.shape
+        first = window.start // spec.hop_length
+        np.testing.assert_array_equal(features[:, :frames], whole[:, first : first + frames])
+        assert np.all(features[:, frames:] == spec.pad_value)
+
+
 class _OnePassFrames:
     """The engine's step model, whose ``encode`` gives each window the frames one pass gave its samples: the
     chunked search then sees exactly one pass's encoder output, window by window."""

@@ -20,6 +20,11 @@ from .manifest import FeatureSpec
 
 NORMALIZE_EPS = 1e-5
 """NeMo's ``CONSTANT`` added to the standard deviation."""
+LONG_BLOCK_FRAMES = 6_000
+"""Feature frames :meth:`FeatureExtractor.long_features` computes at once (a minute at a 10 ms stride: about
+70 MB of float64 intermediates at a 512-point FFT)."""
+NORMALIZE_ROWS = 8
+"""Feature rows a long signal's normalisation works on at once (its temporary copies are that many rows)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,6 +75,56 @@ class FeatureExtractor:
             ``(features, valid)``: features of shape ``(n_mels, frames)`` (float32) and the number of
             valid frames; frames past ``valid`` hold ``pad_value``.
         """
+        mel, valid = self._log_mel(samples)
+        mel = _normalize(mel, valid, self.spec.normalize)
+        mel[:, valid:] = self.spec.pad_value
+        return np.ascontiguousarray(mel, dtype=np.float32), valid
+
+    def long_features(self, samples: FloatArray, *, block_frames: int = LONG_BLOCK_FRAMES) -> tuple[FloatArray, int]:
+        """:meth:`__call__`'s features of a signal of any length, in bounded working memory: the log-mel
+        frames are computed ``block_frames`` at a time (each block from its samples and enough samples
+        around them that none of its frames sees the block's edges, so every frame is the one ``__call__``
+        computes), then normalised over the whole signal in place, :data:`NORMALIZE_ROWS` rows at a time.
+        Beyond the float32 result, memory holds one block's float64 intermediates.
+
+        Raises:
+            ValueError: an empty signal, or ``block_frames < 1``.
+        """
+        if block_frames < 1:
+            raise ValueError(f"block_frames must be >= 1, got {block_frames}")
+        spec = self.spec
+        num_samples = samples.shape[0]
+        hop = spec.hop_length
+        total = self._stft_frames(num_samples)
+        if total <= 2 * block_frames:
+            return self(samples)
+        # A frame reads at most n_fft samples on either side of its start (padding, pre-emphasis and NeMo's
+        # masking after exact padding included): a margin of whole hops beyond that keeps edges away.
+        margin = (2 * spec.n_fft // hop + 2) * hop
+        mel = np.empty((spec.n_mels, total), dtype=np.float32)
+        for first in range(0, total, block_frames):
+            last = min(first + block_frames, total)
+            start = max(0, first * hop - margin)
+            block, _ = self._log_mel(samples[start : min(num_samples, last * hop + margin)])
+            offset = start // hop
+            mel[:, first:last] = block[:, first - offset : last - offset]
+        valid = self.valid_frames(num_samples)
+        _normalize_in_place(mel, valid, spec.normalize)
+        mel[:, valid:] = spec.pad_value
+        return mel, valid
+
+    def _stft_frames(self, num_samples: int) -> int:
+        """Frames the STFT gives for ``num_samples`` samples (valid frames and the padding after them)."""
+        spec = self.spec
+        padded = num_samples + (((spec.n_fft - spec.hop_length) // 2) * 2 if spec.exact_pad else (spec.n_fft // 2) * 2)
+        return 1 + (padded - spec.n_fft) // spec.hop_length
+
+    def _log_mel(self, samples: FloatArray) -> tuple[FloatArray, int]:
+        """Log-mel frames of one signal before normalisation (float32, every STFT frame) and the valid count.
+
+        Raises:
+            ValueError: an empty signal.
+        """
         spec = self.spec
         num_samples = samples.shape[0]
         if num_samples == 0:
@@ -100,10 +155,7 @@ class FeatureExtractor:
         if spec.log:
             guard = np.float32(spec.log_zero_guard_value)
             mel = np.log(mel + guard) if spec.log_zero_guard_type == "add" else np.log(np.maximum(mel, guard))
-
-        mel = _normalize(mel, valid, spec.normalize)
-        mel[:, valid:] = spec.pad_value
-        return np.ascontiguousarray(mel, dtype=np.float32), valid
+        return mel, valid
 
 
 def _npz_array(archive: zipfile.ZipFile, label: str, key: str, shape: tuple[int, ...]) -> FloatArray:
@@ -194,6 +246,33 @@ def per_feature_statistics(mel: FloatArray, valid: int) -> tuple[FloatArray, Flo
         std[np.isnan(std)] = zero
         std += np.float32(NORMALIZE_EPS)
     return mean, std
+
+
+def _normalize_in_place(mel: FloatArray, valid: int, kind: str) -> None:
+    """:func:`_normalize` of a long signal's features, written into ``mel`` and computed a few rows at a time
+    (the statistics' temporary copies stay small). Per-feature: each row's statistics are its own, so the
+    values are :func:`_normalize`'s exactly. All features: the float32 mean is formed in the same order; the
+    float64 sum of squares is added up in groups of rows (its float32 result can differ in the last place)."""
+    rows = range(0, mel.shape[0], NORMALIZE_ROWS)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if kind == "per_feature":
+            for first in rows:
+                part = mel[first : first + NORMALIZE_ROWS]
+                mean, std = per_feature_statistics(part, valid)
+                part -= mean[:, None]
+                part /= std[:, None]
+        elif kind == "all_features":
+            total = np.float32(0.0)
+            for first in rows:
+                for row_sum in torch_float32_sum(mel[first : first + NORMALIZE_ROWS, :valid]):
+                    total = np.float32(total + row_sum)
+            size = mel.shape[0] * valid
+            overall_mean = np.float32(total / np.float32(size))
+            squares = sum(float(np.sum((mel[first : first + NORMALIZE_ROWS, :valid].astype(np.float64)
+                                        - float(overall_mean)) ** 2)) for first in rows)
+            overall_std = np.float32(np.float32(np.sqrt(squares / max(0.0, size - 1.0))) + np.float32(NORMALIZE_EPS))
+            mel -= overall_mean
+            mel /= overall_std
 
 
 def _normalize_all_features(mel: FloatArray, valid: int) -> FloatArray:

@@ -9,8 +9,11 @@ takes for a group of windows (:class:`ChunkGroup`): encoded as one batch, decode
 
 Differences from NeMo's script, on purpose: the last window keeps every valid encoder frame (NeMo's rounds the
 last chunk down to whole frames and can leave the final partial frame undecoded), so a chunked transcript covers
-the same frames as one pass; features are computed per window with the model's own normalisation, as NeMo's
-script does (per-feature normalisation over the window).
+the same frames as one pass; and each window is given one pass's features of its samples, normalised over the
+whole input (NeMo's script computes each buffer's features alone, normalised over the buffer, so a window with
+more silence or louder speech than the rest is scaled differently from one pass: with the whole input's
+statistics the chunks agree more with one pass, benchmarks/README.md). The features of the whole input are
+computed once, block by block (:meth:`..model.features.FeatureExtractor.long_features`).
 """
 
 from __future__ import annotations

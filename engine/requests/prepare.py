@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from parakeet_runtime.decoding import FloatArray
 
 from ..errors import AudioTooLongError
@@ -29,17 +31,21 @@ class PreparedAudio:
 
 @dataclass(frozen=True, eq=False)
 class LongAudio:
-    """One request too long for one pass: its samples at the model's rate and the windows to encode."""
+    """One request too long for one pass: its features (normalised over the whole input, as one pass's) and
+    the windows to encode."""
 
     duration: float
-    samples: FloatArray
-    """Mono float32 at the model's rate."""
+    features: FloatArray
+    """``(n_mels, frames)`` float32: one pass's features of the whole input (frames past ``feature_frames``
+    hold the padding value)."""
+    feature_frames: int
+    """Valid feature frames of the whole input."""
     windows: tuple[Window, ...]
 
     @property
     def valid_frames(self) -> int:
-        """Sort key among a list's inputs (longer than any one-pass input)."""
-        return int(self.samples.shape[0])
+        """Sort key among a list's inputs (as a one-pass input's)."""
+        return self.feature_frames
 
 
 Prepared = PreparedAudio | LongAudio
@@ -105,7 +111,8 @@ class Preparer:
         if num_samples == 0:
             return PreparedAudio(duration=0.0, features=None, valid_frames=0)
         if self.strategy(num_samples) == "chunked":
-            return LongAudio(audio.duration, audio.samples, tuple(self.geometry.windows(num_samples)))
+            features, valid = self.features.long_features(audio.samples)
+            return LongAudio(audio.duration, features, valid, tuple(self.geometry.windows(num_samples)))
         features, valid = self.features(audio.samples)
         if valid == 0:
             return PreparedAudio(duration=audio.duration, features=None, valid_frames=0)
@@ -113,8 +120,17 @@ class Preparer:
         return PreparedAudio(duration=audio.duration, features=features, valid_frames=valid)
 
     def window_features(self, long: LongAudio, window: Window) -> tuple[FloatArray, int]:
-        """Features of one window of a long input (normalised over the window, as NeMo's buffered inference)."""
-        return self.features(long.samples[window.start : window.end])
+        """Features of one window of a long input: one pass's features of the window's samples (normalised
+        over the whole input; NeMo's buffered script normalises each window over itself, which agrees less
+        with one pass: benchmarks/README.md), then the padding frame the window alone would have."""
+        spec = self.features.spec
+        first = window.start // spec.hop_length
+        valid = self.features.valid_frames(window.end - window.start)
+        if window.start % spec.hop_length or first + valid > long.feature_frames:
+            raise ValueError(f"window {window} does not lie on the input's {long.feature_frames} feature frames")
+        features = np.full((spec.n_mels, valid + 1), spec.pad_value, dtype=np.float32)
+        features[:, :valid] = long.features[:, first : first + valid]
+        return features, valid
 
     def _check_length(self, valid_frames: int, duration: float) -> None:
         spec = self.encoder

@@ -27,6 +27,7 @@ from ..results import Transcript, TranscriptUpdate
 from .formats import EXTENSIONS, VTT_HEADER, render, split_cues, srt_cue, vtt_cue
 from .inputs import BatchInput
 from .progress import Progress
+from .signals import interruptions_deferred
 
 COMBINED_JSONL = "transcripts.jsonl"
 """The combined JSON-lines file ``--format jsonl`` writes in the output directory."""
@@ -293,15 +294,16 @@ def transcribe_inputs(
                 continue
             for future in done:
                 item = pending.pop(future)
-                try:
-                    transcript = future.result()
-                    on_result(item, transcript)
-                except Exception as exc:  # one bad input must not stop the batch
-                    if isinstance(exc, EngineClosedError):
-                        raise
-                    tally.fail(_error_text(item, exc))
-                    continue
-                tally.succeed(transcript)
+                with interruptions_deferred():  # outputs written are outputs counted
+                    try:
+                        transcript = future.result()
+                        on_result(item, transcript)
+                    except Exception as exc:  # one bad input must not stop the batch
+                        if isinstance(exc, EngineClosedError):
+                            raise
+                        tally.fail(_error_text(item, exc))
+                        continue
+                    tally.succeed(transcript)
     except KeyboardInterrupt:
         interrupted = True
         for future in pending:
