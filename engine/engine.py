@@ -30,7 +30,7 @@ from .model.manifest import Manifest, load_manifest
 from .model.onnx_model import OnnxTdtModel
 from .model.tokenizer import Tokenizer
 from .options import BatchingOptions, ConfidenceOptions, LongFormOptions, SessionOptions
-from .requests.audio import AudioInput
+from .requests.audio import AudioInput, check_sample_rate_argument
 from .requests.inference import Inference, Outcome
 from .requests.longform import ChunkGroup, ChunkOutcome, Window, group_size, groups
 from .requests.prepare import LongAudio, Prepared, PreparedAudio, Preparer
@@ -225,7 +225,8 @@ class Engine:
             audio: a path, encoded file bytes, a float/int PCM array (``(n,)`` or ``(n, channels)``),
                 or an ``(array, sample_rate)`` pair; or a list of these.
             sample_rate: the rate of bare arrays. Default: the model's rate (16 kHz for Parakeet) — a bare
-                array at another rate must say so, or it is misread. Files and pairs carry their own rate.
+                array at another rate must say so, or it is misread. Files and pairs carry their own rate (an
+                invalid ``sample_rate`` is refused even so).
 
         Raises:
             AudioFileNotFoundError: a path that does not exist.
@@ -237,6 +238,7 @@ class Engine:
         """
         runner = self.runner
         runner.check_open()
+        check_sample_rate_argument(sample_rate)
         if isinstance(audio, list):
             prepared = [self._prepare_list_item(index, item, sample_rate) for index, item in enumerate(audio)]
             return self._run_list(prepared)
@@ -264,6 +266,7 @@ class Engine:
             As :meth:`transcribe`, when the input is prepared (before the first update) or while it runs.
         """
         self.runner.check_open()
+        check_sample_rate_argument(sample_rate)
         submitted = self._submit(audio, sample_rate)
         if isinstance(submitted, LongAudio):
             yield from self._long_updates(submitted, progress)
@@ -301,6 +304,7 @@ class Engine:
         """
         runner = self.runner
         runner.check_open()
+        check_sample_rate_argument(sample_rate)
         loop = asyncio.get_running_loop()
         if isinstance(audio, list):
             prepared = [await loop.run_in_executor(None, self._prepare_list_item, index, item, sample_rate)

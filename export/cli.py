@@ -248,6 +248,7 @@ def _run_layout(args: argparse.Namespace, model_dir: Path, converted: Conversion
         return 2
     try:
         write_onnx_asr_layout(model_dir, staging)
+        staging.chmod(0o755)  # mkdtemp's directory is owner-only (the files are the umask's, or hard links)
         # A converted directory (this project's layout, only a step) is replaced whatever --overwrite says.
         move_into_place(staging, target, overwrite=converted is not None or args.overwrite)
     except (ConversionError, ParakeetRuntimeError, OSError) as exc:

@@ -11,7 +11,8 @@ extra). The result is checked against the source directory: the same transcripts
 ``convert-model --layout onnx-asr SRC OUT`` (:func:`write_onnx_asr_layout`) goes the other way: it writes
 a model directory of this project as onnx-asr's NeMo TDT layout (``onnx_asr.load_model("nemo-conformer-tdt",
 OUT)``), reusing the same graphs (the encoder renamed and transposed, the predictor and the joint merged
-into one ``decoder_joint`` graph with NeMo's names).
+into one ``decoder_joint`` graph with NeMo's names, its metadata naming where the joint begins so that this
+engine loads the result too).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from parakeet_runtime.engine.model.onnx_asr import (
     _PROJECTED,
     DECODER_JOINT_FILE,
     ENCODER_FILE,
+    WRITTEN_ENCODER_FRAME,
+    WRITTEN_PREDICTOR_OUTPUT,
     split_decoder_joint,
 )
 from parakeet_runtime.engine.model.onnx_asr import _graph_files as onnx_asr_files
@@ -378,6 +381,9 @@ def write_onnx_asr_layout(model_dir: str | os.PathLike[str], out_dir: str | os.P
         )
         decoder_joint = helper.make_model(merged, opset_imports=predictor.opset_import)
         decoder_joint.ir_version = predictor.ir_version
+        # Where the joint begins, so that this engine can cut the graph again (its joint is not NeMo's export).
+        helper.set_model_props(decoder_joint, {WRITTEN_ENCODER_FRAME: "j_" + j.input_encoder,
+                                               WRITTEN_PREDICTOR_OUTPUT: "j_" + j.input_predictor})
         onnx.checker.check_model(decoder_joint)
         onnx.save(decoder_joint, str(out / DECODER_JOINT_FILE.format(suffix="")))
     except (OSError, ValueError, onnx.checker.ValidationError) as exc:

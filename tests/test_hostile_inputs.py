@@ -3,6 +3,7 @@ the model takes, refused from its declared length before it is decoded or resamp
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import struct
@@ -99,6 +100,19 @@ def test_a_file_is_always_frames_by_channels(tmp_path: Path) -> None:
 def test_a_bad_keyword_rate_is_refused_before_resampling(engine: Engine, no_resampling: None, rate: Any) -> None:
     with pytest.raises(AudioDecodeError, match="sample rate"):
         engine.transcribe(np.zeros(1600, dtype=np.float32), sample_rate=rate)
+
+
+@pytest.mark.parametrize("rate", [0, True, 16000.0, 10**12])
+def test_a_bad_keyword_rate_is_the_arguments_fault_for_every_call(engine: Engine, rate: Any) -> None:
+    """A bad ``sample_rate=`` is named as the argument (a list's error used to blame its first item), also with a
+    list of files (where it was silently ignored), for every entry point."""
+    audio: list[Any] = [np.zeros(1600, dtype=np.float32), sample_audio_path()]
+    for call in (lambda: engine.transcribe(audio, sample_rate=rate),
+                 lambda: engine.transcribe([sample_audio_path()], sample_rate=rate),
+                 lambda: list(engine.transcribe_iter(sample_audio_path(), sample_rate=rate)),
+                 lambda: asyncio.run(engine.transcribe_async(audio, sample_rate=rate))):
+        with pytest.raises(AudioDecodeError, match=r"^sample_rate argument: sample rate must be"):
+            call()
 
 
 @pytest.mark.parametrize("rate", [0, 1, True, 44100.0, "16000", 384_001])

@@ -622,6 +622,7 @@ def test_layout_onnx_asr_is_read_by_onnx_asr_with_this_engines_tokens(
     source = converted_from_layouts["sherpa-onnx"]
     proc = _convert_model("--layout", "onnx-asr", source, tmp_path / "onnx-asr")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "onnx-asr").stat().st_mode & 0o777 == 0o755  # not the staging folder's owner-only mode
     theirs = onnx_asr.load_model("nemo-conformer-tdt", tmp_path / "onnx-asr").with_timestamps()
     engine = Engine.load(source)
     seconds_per_frame = engine.manifest.encoder.subsampling_factor * engine.manifest.features.window_stride
@@ -634,8 +635,23 @@ def test_layout_onnx_asr_is_read_by_onnx_asr_with_this_engines_tokens(
         assert [round(s / seconds_per_frame) for s in result.timestamps] == [t.frame for t in ours.tokens]
         compared += len(ours.tokens)
     assert compared > 0
-    with pytest.raises(ManifestError, match="is not read back; load the directory it was written from"):
-        Engine.load(tmp_path / "onnx-asr")  # its joint is this project's, not NeMo's export: a clear refusal
+
+    # This engine reads the directory back (its joint takes projected frames, unlike NeMo's export; the graph's
+    # metadata says where to cut it): the same tokens, frames and durations as the directory it was written from.
+    written = Engine.load(tmp_path / "onnx-asr")
+    for clip_name in CLIP_NAMES:
+        again, ours = written.transcribe(clips[clip_name]), engine.transcribe(clips[clip_name])
+        assert [(t.id, t.frame, t.duration) for t in again.tokens] == [(t.id, t.frame, t.duration) for t in ours.tokens]
+        assert again.text == ours.text
+
+    import onnx
+
+    decoder_joint = tmp_path / "onnx-asr" / "decoder_joint-model.onnx"
+    graph = onnx.load(str(decoder_joint))
+    del graph.metadata_props[:]  # as written before the metadata: refused in one clear line
+    onnx.save(graph, str(decoder_joint))
+    with pytest.raises(ManifestError, match="does not say where its joint begins"):
+        Engine.load(tmp_path / "onnx-asr")
 
 
 def test_sherpa_onnx_durations_come_from_the_joiners_size_or_are_refused() -> None:

@@ -19,7 +19,10 @@ joint as separate steps (the decoding loop reuses one predictor output over many
 ``decoder_joint`` graph is cut, at load, where the joint adds the two projections, into three graphs:
 the encoder projection (run once per utterance after the encoder), the predictor (label and state in,
 projected output and state out) and the rest of the joint (projected frame and projected predictor output
-in, logits out). The graph is cut with protobuf alone (``model/onnx_proto.py``), so a runtime-only install
+in, logits out). A directory written by ``convert-model --layout onnx-asr`` differs: its encoder gives projected
+frames and its ``decoder_joint`` takes them, returning ``(batch, outputs)`` logits; the graph's metadata names the
+two tensors where its joint begins, and it is cut there (the projection is then a transpose). The graph is cut
+with protobuf alone (``model/onnx_proto.py``), so a runtime-only install
 (onnxruntime, numpy) loads the layout: the ``onnx`` package is not needed.
 
 What the layout does not carry is taken from Parakeet's documented settings, and stated here:
@@ -110,6 +113,13 @@ _PREDICTOR_OUTPUT = "predictor_output"
 _ENCODER_FRAME = "encoder_frame"
 _LOGITS = "logits"
 _PROJECTED = "encoder_projected"
+
+WRITTEN_ENCODER_FRAME = "parakeet_runtime.encoder_frame"
+"""Metadata key of a ``decoder_joint`` written by ``convert-model --layout onnx-asr``: the tensor that holds one
+projected encoder frame ``(batch, joint_hidden)`` (that graph's joint takes projected frames, NeMo's does not)."""
+WRITTEN_PREDICTOR_OUTPUT = "parakeet_runtime.predictor_output"
+"""Metadata key of such a graph: the tensor that holds the projected prediction network output ``(batch,
+joint_hidden)``, where the predictor ends and the joint begins."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -445,11 +455,15 @@ def split_decoder_joint(path: Path) -> DecoderJointParts:
             f"found {sorted(inputs)} and {sorted(outputs)}"
         )
     if len(onnx_proto.static_dims(outputs["outputs"])) == 2:
-        raise ManifestError(
-            f"{path.name}: its logits are not NeMo's (batch, frames, labels, outputs): a decoder_joint written by "
-            "convert-model --layout onnx-asr (for onnx-asr) is not read back; load the directory it was written "
-            "from instead"
-        )
+        cut = onnx_proto.metadata(model)
+        if WRITTEN_ENCODER_FRAME not in cut or WRITTEN_PREDICTOR_OUTPUT not in cut:
+            raise ManifestError(
+                f"{path.name}: its logits are not NeMo's (batch, frames, labels, outputs), and it does not say "
+                "where its joint begins (a decoder_joint written by an earlier convert-model --layout onnx-asr): "
+                "load the directory it was written from, or write it again"
+            )
+        return _split_written(model, path.name, inputs, outputs, cut[WRITTEN_ENCODER_FRAME],
+                              cut[WRITTEN_PREDICTOR_OUTPUT])
     predictor_inputs = {"targets", "input_states_1", "input_states_2"}
     encoder_side, predictor_side = onnx_proto.combine_inputs(model, {"encoder_outputs"}, predictor_inputs, path.name)
     f32 = onnx_proto.FLOAT
@@ -480,6 +494,49 @@ def split_decoder_joint(path: Path) -> DecoderJointParts:
         layers=layers, hidden=hidden, num_outputs=num_outputs,
     )
 
+
+
+def _split_written(model: Any, name: str, inputs: dict[str, Any], outputs: dict[str, Any], encoder_frame: str,
+                   predictor_output: str) -> DecoderJointParts:
+    """:func:`split_decoder_joint` for a graph written by ``convert-model --layout onnx-asr``: its encoder frames
+    are projected already (``encoder_outputs`` ``(batch, joint_hidden, 1)``; the encoder graph beside it
+    projects them), its logits are ``(batch, outputs)``, and its metadata names the two tensors where the joint
+    begins."""
+    f32 = onnx_proto.FLOAT
+    sizes = (onnx_proto.static_dims(inputs["encoder_outputs"])[1], onnx_proto.static_dims(inputs["input_states_1"])[0],
+             onnx_proto.static_dims(inputs["input_states_1"])[-1], onnx_proto.static_dims(outputs["outputs"])[-1])
+    if any(size is None for size in sizes):
+        raise ManifestError(f"{name}: graph sizes are not static (joint_hidden, state layers and size, outputs): "
+                            f"{sizes}")
+    joint_hidden, layers, hidden, num_outputs = (int(s) for s in sizes if s is not None)
+    projection = onnx_proto.extract(model, ["encoder_outputs"], [encoder_frame], name)
+    for part in (projection.graph.node, projection.graph.initializer, projection.graph.input, projection.graph.output):
+        del part[:]
+    onnx_proto.rewire(projection, [], [onnx_proto.node("Transpose", ["encoder_outputs"], [_PROJECTED], perm=[0, 2, 1])],
+                      [], [onnx_proto.value_info("encoder_outputs", f32, ["batch", joint_hidden, "frames"])],
+                      [onnx_proto.value_info(_PROJECTED, f32, ["batch", "frames", joint_hidden])])
+    predictor = onnx_proto.extract(model, ["targets", "input_states_1", "input_states_2"],
+                                   [predictor_output, "output_states_1", "output_states_2"], name)
+    head, initializers = labels_head(predictor, "targets", onnx_proto.elem_type(inputs["targets"]))
+    onnx_proto.rewire(
+        predictor, head, [onnx_proto.node("Identity", [predictor_output], [_PREDICTOR_OUTPUT])], initializers,
+        [onnx_proto.value_info(_LABELS, onnx_proto.INT64, ["batch"])],
+        [onnx_proto.value_info(_PREDICTOR_OUTPUT, f32, ["batch", None])],
+    )
+    joint = onnx_proto.extract(model, [encoder_frame, predictor_output], ["outputs"], name)
+    onnx_proto.rewire(
+        joint,
+        [onnx_proto.node("Identity", [_ENCODER_FRAME], [encoder_frame]),
+         onnx_proto.node("Identity", [_PREDICTOR_OUTPUT], [predictor_output])],
+        [onnx_proto.node("Identity", ["outputs"], [_LOGITS])], [],
+        [onnx_proto.value_info(_ENCODER_FRAME, f32, ["rows", None]),
+         onnx_proto.value_info(_PREDICTOR_OUTPUT, f32, ["rows", None])],
+        [onnx_proto.value_info(_LOGITS, f32, ["rows", None])],
+    )
+    return DecoderJointParts(
+        projection=onnx_proto.serialize(projection), predictor=onnx_proto.serialize(predictor),
+        joint=onnx_proto.serialize(joint), d_model=joint_hidden, layers=layers, hidden=hidden, num_outputs=num_outputs,
+    )
 
 
 # --- features --------------------------------------------------------------------------------------

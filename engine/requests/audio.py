@@ -202,6 +202,17 @@ def _resampled(data: npt.NDArray[np.float32], rate: int, target_rate: int) -> np
     return resample(data, rate, target_rate)
 
 
+def check_sample_rate_argument(sample_rate: object) -> None:
+    """A ``sample_rate=`` argument that no input could use, refused before any input is read (for a list, not
+    reported as one of its items).
+
+    Raises:
+        AudioDecodeError: not an integer, or outside the rates the engine takes.
+    """
+    if sample_rate is not None:
+        _check_rate(sample_rate, "sample_rate argument")
+
+
 def _check_rate(rate: object, label: str) -> int:
     """``rate`` as an int, or a typed error before anything is resampled."""
     if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)):
