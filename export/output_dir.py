@@ -3,8 +3,9 @@
 Every conversion writes into a staging folder next to ``OUT_DIR`` and renames it into place at the end,
 replacing ``OUT_DIR`` with ``--overwrite``. That replacement must never reach the source or the caller's own
 folder: an ``OUT_DIR`` that is the source, contains it (``convert-model model.nemo .`` from the checkpoint's
-folder), lies inside it, contains the current directory (``.``, ``..``), is a file or a symbolic link is refused
-before anything is loaded or deleted. Paths are compared after ``~`` is expanded and ``.``/``..`` and links are
+folder), lies inside it, contains the current directory (``.``, ``..``), the home folder or a model cache
+(Hugging Face's, where a pretrained name's checkpoint lies, and NeMo's), lies inside a model cache, is a file or
+a symbolic link is refused before anything is loaded or deleted. Paths are compared after ``~`` is expanded and ``.``/``..`` and links are
 resolved, and by device and inode where both exist (a case-insensitive file system, a bind mount).
 """
 
@@ -49,11 +50,38 @@ def check_output_dir(source: str | os.PathLike[str] | None, out_dir: str | os.Pa
         if exists and _same_or_within(Path.cwd().resolve(), target):
             raise ConversionError(f"{written} is, or contains, the current directory: write the model into a "
                                   "directory of its own")
+        for folder, what, cache in _protected_folders():
+            if _same_or_within(folder, target):
+                raise ConversionError(f"{written} is, or contains, {what} ({folder}): write the model into a "
+                                      "directory of its own")
+            if cache and _same_or_within(target, folder):
+                raise ConversionError(f"{written} is inside {what} ({folder}): write the model elsewhere")
         if exists and not overwrite:
             raise ConversionError(f"{written} already exists (pass --overwrite to replace it)")
     except OSError as exc:
         raise ConversionError(f"cannot use {written} as the output directory: {exc.strerror or exc}") from exc
     return out
+
+
+def _protected_folders() -> list[tuple[Path, str, bool]]:
+    """Folders an ``OUT_DIR`` must not contain (replacing it would delete them): the home folder and the model
+    caches (Hugging Face's, NeMo's), each with what it is and whether writing inside it is refused too (a
+    cache's)."""
+    home = Path.home()
+    hf_home = Path(os.environ.get("HF_HOME") or home / ".cache" / "huggingface")
+    candidates = [
+        (home, "your home folder", False),
+        (hf_home, "Hugging Face's folder", False),
+        (Path(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or hf_home / "hub"),
+         "the Hugging Face cache", True),
+        (Path(os.environ.get("NEMO_CACHE_DIR") or home / ".cache" / "torch" / "NeMo"), "NeMo's model cache", True),
+    ]
+    found = []
+    for folder, what, cache in candidates:
+        path = Path(os.path.expanduser(folder))
+        if path.is_dir():
+            found.append((path.resolve(), what, cache))
+    return found
 
 
 def _same_or_within(path: Path, folder: Path) -> bool:

@@ -50,6 +50,33 @@ def test_a_checkpoint_in_the_output_folder_is_not_replaced(tmp_path: Path) -> No
     assert nemo.is_file()
 
 
+@pytest.mark.parametrize(("out", "message"), [
+    ("home", "is, or contains, your home folder"),
+    (".", "is, or contains, your home folder"),
+    ("home/.cache", "is, or contains, Hugging Face.s folder"),
+    ("home/.cache/huggingface/hub/models--nvidia--x", "is inside the Hugging Face cache"),
+    ("nemo-cache/sub", "is inside NeMo's model cache"),
+])
+def test_output_folders_that_hold_a_home_or_a_model_cache_are_refused(
+        out: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``convert-model nvidia/parakeet-tdt-0.6b-v2 ~/.cache --overwrite`` would have deleted the Hugging Face
+    cache holding the checkpoint it converts (and ``~`` the home folder) when the work ended."""
+    home = tmp_path / "home"
+    (home / ".cache" / "huggingface" / "hub" / "models--nvidia--x").mkdir(parents=True)
+    (tmp_path / "nemo-cache").mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("HF_HOME", raising=False)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("NEMO_CACHE_DIR", str(tmp_path / "nemo-cache"))
+    monkeypatch.chdir(tmp_path / "nemo-cache")  # the current directory is not what is refused here
+    target = home / "x" / ".." if out == "." else tmp_path / out
+    with pytest.raises(ConversionError, match=message):
+        check_output_dir("nvidia/parakeet-tdt-0.6b-v2", target, overwrite=True)
+    assert check_output_dir("nvidia/parakeet-tdt-0.6b-v2", home / "models" / "x", overwrite=True).parent == (
+        home / "models")  # a folder of its own inside the home folder is fine
+
+
 @pytest.mark.parametrize("out", ["afile", "afile/sub"])
 def test_output_paths_that_cannot_be_directories_are_one_line(out: str, model: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
