@@ -5,8 +5,9 @@ replacing ``OUT_DIR`` with ``--overwrite``. That replacement must never reach th
 folder: an ``OUT_DIR`` that is the source, contains it (``convert-model model.nemo .`` from the checkpoint's
 folder), lies inside it, contains the current directory (``.``, ``..``), the home folder or a model cache
 (Hugging Face's, where a pretrained name's checkpoint lies, and NeMo's), lies inside a model cache, is a file or
-a symbolic link is refused before anything is loaded or deleted. Paths are compared after ``~`` is expanded and ``.``/``..`` and links are
-resolved, and by device and inode where both exist (a case-insensitive file system, a bind mount).
+a symbolic link is refused before anything is loaded or deleted. Paths are compared after ``~`` is expanded and
+``.``/``..`` and links are resolved, and by device and inode where both exist (a case-insensitive file system, a
+bind mount).
 """
 
 from __future__ import annotations
