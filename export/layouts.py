@@ -46,7 +46,9 @@ from parakeet_runtime.engine.model.onnx_asr import (
     _PROJECTED,
     DECODER_JOINT_FILE,
     ENCODER_FILE,
+    WRITTEN_D_MODEL,
     WRITTEN_ENCODER_FRAME,
+    WRITTEN_MAX_FRAMES,
     WRITTEN_PREDICTOR_OUTPUT,
     split_decoder_joint,
 )
@@ -382,8 +384,10 @@ def write_onnx_asr_layout(model_dir: str | os.PathLike[str], out_dir: str | os.P
         decoder_joint = helper.make_model(merged, opset_imports=predictor.opset_import)
         decoder_joint.ir_version = predictor.ir_version
         # Where the joint begins, so that this engine can cut the graph again (its joint is not NeMo's export).
-        helper.set_model_props(decoder_joint, {WRITTEN_ENCODER_FRAME: "j_" + j.input_encoder,
-                                               WRITTEN_PREDICTOR_OUTPUT: "j_" + j.input_predictor})
+        helper.set_model_props(decoder_joint, {
+            WRITTEN_ENCODER_FRAME: "j_" + j.input_encoder, WRITTEN_PREDICTOR_OUTPUT: "j_" + j.input_predictor,
+            WRITTEN_D_MODEL: str(spec.d_model), WRITTEN_MAX_FRAMES: str(spec.max_frames or "none"),
+        })
         onnx.checker.check_model(decoder_joint)
         onnx.save(decoder_joint, str(out / DECODER_JOINT_FILE.format(suffix="")))
     except (OSError, ValueError, onnx.checker.ValidationError) as exc:

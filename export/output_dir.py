@@ -69,13 +69,15 @@ def _protected_folders() -> list[tuple[Path, str, bool]]:
     caches (Hugging Face's, NeMo's), each with what it is and whether writing inside it is refused too (a
     cache's)."""
     home = Path.home()
-    hf_home = Path(os.environ.get("HF_HOME") or home / ".cache" / "huggingface")
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
+    hf_home = Path(os.environ.get("HF_HOME") or cache_home / "huggingface")
     candidates = [
         (home, "your home folder", False),
         (hf_home, "Hugging Face's folder", False),
         (Path(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or hf_home / "hub"),
          "the Hugging Face cache", True),
         (Path(os.environ.get("NEMO_CACHE_DIR") or home / ".cache" / "torch" / "NeMo"), "NeMo's model cache", True),
+        (cache_home, "the cache folder", False),
     ]
     found = []
     for folder, what, cache in candidates:

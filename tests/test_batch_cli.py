@@ -252,6 +252,14 @@ def test_an_interruption_during_a_deferred_step_comes_after_it(number: int) -> N
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
+def test_sigterm_held_with_ctrl_c_still_terminates() -> None:
+    """Both signals held: SIGTERM's handler runs too (first), so the run ends as terminated, not as Ctrl-C."""
+    with sigterm_raises(KeyboardInterrupt) as terminated, pytest.raises(KeyboardInterrupt), interruptions_deferred():
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)
+    assert terminated.is_set()
+
+
 def test_an_interrupted_batch_counts_every_output_it_wrote(tmp_path: Path) -> None:
     """Ctrl-C arriving just as an input's outputs are written: that input is counted (the summary's "ok" is the
     number of outputs written; it used to be one short when the interruption fell between the two)."""

@@ -639,6 +639,8 @@ def test_layout_onnx_asr_is_read_by_onnx_asr_with_this_engines_tokens(
     # This engine reads the directory back (its joint takes projected frames, unlike NeMo's export; the graph's
     # metadata says where to cut it): the same tokens, frames and durations as the directory it was written from.
     written = Engine.load(tmp_path / "onnx-asr")
+    for field in ("d_model", "joint_hidden", "max_frames", "subsampling_factor"):
+        assert getattr(written.manifest.encoder, field) == getattr(engine.manifest.encoder, field), field
     for clip_name in CLIP_NAMES:
         again, ours = written.transcribe(clips[clip_name]), engine.transcribe(clips[clip_name])
         assert [(t.id, t.frame, t.duration) for t in again.tokens] == [(t.id, t.frame, t.duration) for t in ours.tokens]

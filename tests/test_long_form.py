@@ -122,6 +122,18 @@ def test_long_features_are_one_pass_features(converted: dict[str, Path], variant
     np.testing.assert_array_equal(blocks, whole)
 
 
+@pytest.mark.parametrize("variant", sorted(FEATURE_VARIANTS))
+def test_a_signal_shorter_than_a_frame_has_no_valid_frame(converted: dict[str, Path], variant: str) -> None:
+    """Fewer samples than a hop: no valid frame under every normalisation (``all_features`` used to divide by
+    zero), and the engine gives an empty transcript."""
+    engine = Engine.load(converted["tdt_a"])
+    extractor = engine.preparer.features
+    extractor = dataclasses.replace(extractor, spec=dataclasses.replace(extractor.spec, **FEATURE_VARIANTS[variant]))
+    features, valid = extractor(np.full(100, 0.1, dtype=np.float32))
+    assert valid == 0 and features.shape[0] == extractor.spec.n_mels
+    assert engine.transcribe(np.full(100, 0.1, dtype=np.float32)).text == ""
+
+
 @pytest.mark.parametrize("model", ["tdt_a", "tdt_b"])
 def test_windows_get_one_pass_features(converted: dict[str, Path], clips: dict[str, Path], model: str) -> None:
     """Every window of a chunked input is given one pass's features of its samples (normalised over the whole

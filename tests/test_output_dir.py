@@ -77,6 +77,20 @@ def test_output_folders_that_hold_a_home_or_a_model_cache_are_refused(
         home / "models")  # a folder of its own inside the home folder is fine
 
 
+def test_the_hugging_face_cache_under_xdg_cache_home_is_protected(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub puts its cache in ``$XDG_CACHE_HOME/huggingface`` when ``HF_HOME`` is unset."""
+    xdg = tmp_path / "xdg"
+    (xdg / "huggingface" / "hub").mkdir(parents=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+    for name in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConversionError, match="Hugging Face"):
+        check_output_dir("nvidia/parakeet-tdt-0.6b-v2", xdg, overwrite=True)
+    with pytest.raises(ConversionError, match="is inside the Hugging Face cache"):
+        check_output_dir("nvidia/parakeet-tdt-0.6b-v2", xdg / "huggingface" / "hub" / "m", overwrite=True)
+
+
 @pytest.mark.parametrize("out", ["afile", "afile/sub"])
 def test_output_paths_that_cannot_be_directories_are_one_line(out: str, model: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:

@@ -142,6 +142,8 @@ class FeatureExtractor:
             half = spec.n_fft // 2
             x = np.pad(x, (half, half))
 
+        if x.shape[0] < spec.n_fft:  # too short for one STFT frame (exact padding pads less than n_fft)
+            return np.zeros((spec.n_mels, 0), dtype=np.float32), valid
         window = np.zeros(spec.n_fft, dtype=np.float64)
         left = (spec.n_fft - spec.win_length) // 2
         window[left : left + spec.win_length] = self.window
@@ -283,6 +285,8 @@ def _normalize_all_features(mel: FloatArray, valid: int) -> FloatArray:
     # for larger slices with several threads torch splits the sum between threads, and its own result
     # then depends on its thread count (by a float32 rounding of the mean, which matters only when the
     # features are nearly constant).
+    if valid == 0:
+        return mel  # no frame to normalise over (the caller returns an empty transcript)
     part = mel[:, :valid]
     with np.errstate(invalid="ignore", divide="ignore"):
         if valid == 1:  # a single strided column: one scalar cascade over it

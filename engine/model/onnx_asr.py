@@ -120,6 +120,11 @@ projected encoder frame ``(batch, joint_hidden)`` (that graph's joint takes proj
 WRITTEN_PREDICTOR_OUTPUT = "parakeet_runtime.predictor_output"
 """Metadata key of such a graph: the tensor that holds the projected prediction network output ``(batch,
 joint_hidden)``, where the predictor ends and the joint begins."""
+WRITTEN_D_MODEL = "parakeet_runtime.d_model"
+"""Metadata key of such a graph: the encoder's model dimension (its frames are projected, so the graph's
+``encoder_outputs`` width is the joint's)."""
+WRITTEN_MAX_FRAMES = "parakeet_runtime.max_frames"
+"""Metadata key of such a graph: the most encoder frames one pass takes, or ``none`` (any number)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,7 +180,8 @@ def load_onnx_asr(
         session=graph_session(parts.projection, chosen, threads, spinning), input="encoder_outputs", output=_PROJECTED
     )
     try:
-        (projected,) = projection.session.run(None, {"encoder_outputs": np.zeros((1, parts.d_model, 1), np.float32)})
+        width = parts.d_model if parts.frames_width is None else parts.frames_width
+        (projected,) = projection.session.run(None, {"encoder_outputs": np.zeros((1, width, 1), np.float32)})
     except Exception as exc:  # onnxruntime raises its own untyped exceptions here
         raise ManifestError(f"{decoder_joint_file}: the joint's encoder projection does not run ({exc})") from exc
     joint_hidden = int(projected.shape[-1])
@@ -191,7 +197,7 @@ def load_onnx_asr(
         features=features_spec,
         encoder=EncoderSpec(
             file=encoder_file, subsampling_factor=subsampling, d_model=parts.d_model, joint_hidden=joint_hidden,
-            max_frames=_max_frames(directory / encoder_file, parts.d_model),
+            max_frames=parts.max_frames if parts.written else _max_frames(directory / encoder_file, parts.d_model),
             external_data=encoder_file + ".data" if (directory / (encoder_file + ".data")).is_file() else None,
             precision="int8" if ".int8." in encoder_file else "fp32",
             input_features="audio_signal", input_lengths="length", output_frames="outputs",
@@ -394,6 +400,13 @@ class DecoderJointParts:
     layers: int
     hidden: int
     num_outputs: int
+    frames_width: int | None = None
+    """Width of the frames ``projection`` takes when it is not ``d_model`` (a graph written by this project: the
+    joint's width)."""
+    max_frames: int | None = None
+    """The encoder's limit recorded by a graph written by this project (``None``: any number of frames)."""
+    written: bool = False
+    """Written by ``convert-model --layout onnx-asr`` (``max_frames`` is recorded, not looked for)."""
 
 
 def labels_head(model: Any, targets: str, targets_type: int) -> tuple[list[Any], list[Any]]:
@@ -462,8 +475,7 @@ def split_decoder_joint(path: Path) -> DecoderJointParts:
                 "where its joint begins (a decoder_joint written by an earlier convert-model --layout onnx-asr): "
                 "load the directory it was written from, or write it again"
             )
-        return _split_written(model, path.name, inputs, outputs, cut[WRITTEN_ENCODER_FRAME],
-                              cut[WRITTEN_PREDICTOR_OUTPUT])
+        return _split_written(model, path.name, inputs, outputs, cut)
     predictor_inputs = {"targets", "input_states_1", "input_states_2"}
     encoder_side, predictor_side = onnx_proto.combine_inputs(model, {"encoder_outputs"}, predictor_inputs, path.name)
     f32 = onnx_proto.FLOAT
@@ -496,12 +508,21 @@ def split_decoder_joint(path: Path) -> DecoderJointParts:
 
 
 
-def _split_written(model: Any, name: str, inputs: dict[str, Any], outputs: dict[str, Any], encoder_frame: str,
-                   predictor_output: str) -> DecoderJointParts:
+def _split_written(model: Any, name: str, inputs: dict[str, Any], outputs: dict[str, Any],
+                   metadata: dict[str, str]) -> DecoderJointParts:
     """:func:`split_decoder_joint` for a graph written by ``convert-model --layout onnx-asr``: its encoder frames
     are projected already (``encoder_outputs`` ``(batch, joint_hidden, 1)``; the encoder graph beside it
     projects them), its logits are ``(batch, outputs)``, and its metadata names the two tensors where the joint
-    begins."""
+    begins, the encoder's model dimension and its frame limit."""
+    encoder_frame, predictor_output = metadata[WRITTEN_ENCODER_FRAME], metadata[WRITTEN_PREDICTOR_OUTPUT]
+    try:
+        d_model = int(metadata.get(WRITTEN_D_MODEL, ""))
+        limit = metadata.get(WRITTEN_MAX_FRAMES, "none")
+        max_frames = None if limit == "none" else int(limit)
+    except ValueError:
+        raise ManifestError(f"{name}: its metadata's d_model or max_frames is not a number") from None
+    if d_model < 1 or (max_frames is not None and max_frames < 1):
+        raise ManifestError(f"{name}: its metadata's d_model ({d_model}) or max_frames ({max_frames}) is not positive")
     f32 = onnx_proto.FLOAT
     sizes = (onnx_proto.static_dims(inputs["encoder_outputs"])[1], onnx_proto.static_dims(inputs["input_states_1"])[0],
              onnx_proto.static_dims(inputs["input_states_1"])[-1], onnx_proto.static_dims(outputs["outputs"])[-1])
@@ -535,7 +556,8 @@ def _split_written(model: Any, name: str, inputs: dict[str, Any], outputs: dict[
     )
     return DecoderJointParts(
         projection=onnx_proto.serialize(projection), predictor=onnx_proto.serialize(predictor),
-        joint=onnx_proto.serialize(joint), d_model=joint_hidden, layers=layers, hidden=hidden, num_outputs=num_outputs,
+        joint=onnx_proto.serialize(joint), d_model=d_model, layers=layers, hidden=hidden, num_outputs=num_outputs,
+        frames_width=joint_hidden, max_frames=max_frames, written=True,
     )
 
 

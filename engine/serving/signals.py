@@ -1,4 +1,5 @@
-"""SIGTERM turned into an exception while a command-line job runs, so that it ends as an interruption does."""
+"""Signals and command-line jobs: SIGTERM turned into an exception while a job runs, so that it ends as an
+interruption does; Ctrl-C and SIGTERM held back during a step that must not be cut in two."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -20,8 +22,8 @@ def sigterm_raises(make: Callable[[], BaseException]) -> Iterator[threading.Even
         terminated.set()
         raise make()
 
-    if threading.current_thread() is not threading.main_thread():
-        yield terminated
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is None:
+        yield terminated  # not the main thread, or a handler set outside Python (it could not be put back)
         return
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -30,21 +32,25 @@ def sigterm_raises(make: Callable[[], BaseException]) -> Iterator[threading.Even
         signal.signal(signal.SIGTERM, previous)
 
 
-DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+DEFERRED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+"""The signals :func:`interruptions_deferred` holds back, in the order they are delivered at its end (SIGTERM
+first: when both came, the run ends as terminated, whatever Ctrl-C's handler raises)."""
 
 
 @contextlib.contextmanager
 def interruptions_deferred() -> Iterator[None]:
     """Ctrl-C and SIGTERM held back while the block runs and delivered to their handlers when it ends: for a step
     that must not be cut in two (an input's outputs written and counted in the summary). Outside the main
-    thread nothing changes (only the main thread receives Python's signal handlers)."""
-    if threading.current_thread() is not threading.main_thread():
+    thread nothing changes (only the main thread receives Python's signal handlers); so too where a handler was
+    not set from Python (``signal.getsignal`` gives ``None``: it could not be put back)."""
+    if threading.current_thread() is not threading.main_thread() or any(
+            signal.getsignal(number) is None for number in DEFERRED_SIGNALS):
         yield
         return
-    held: list[int] = []
+    held: set[int] = set()
 
     def hold(signum: int, frame: FrameType | None) -> None:
-        held.append(signum)
+        held.add(signum)
 
     previous = {number: signal.signal(number, hold) for number in DEFERRED_SIGNALS}
     try:
@@ -52,9 +58,18 @@ def interruptions_deferred() -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-        for signum in dict.fromkeys(held):
-            handler = previous[signal.Signals(signum)]
-            if callable(handler):
-                handler(signum, None)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(signum)
+        _deliver([(number, previous[number]) for number in DEFERRED_SIGNALS if number in held])
+
+
+def _deliver(pending: list[tuple[int, Any]]) -> None:
+    """Call each held signal's handler in turn (each one even if one before raised); re-raise the first error."""
+    if not pending:
+        return
+    (number, handler), rest = pending[0], pending[1:]
+    try:
+        if callable(handler):
+            handler(number, None)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(number)
+    finally:
+        _deliver(rest)
