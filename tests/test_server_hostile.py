@@ -308,6 +308,25 @@ def test_slow_upload_does_not_hold_the_in_flight_slot(reference: Engine) -> None
 # --- idle and surplus connections -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("request_bytes", [
+    b"GARBAGE\r\n\r\n",
+    b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+    b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32) + b"\r\n\r\n",  # a TLS hello
+])
+def test_malformed_http_gets_a_json_400(server: str, request_bytes: bytes) -> None:
+    """Requests h11 cannot parse (garbage, a header line without a colon, a transfer coding it does not know, TLS bytes)
+    get a 400 with a body in OpenAI's error shape (uvicorn's own is plain text), and the connection is closed."""
+    host, port = _address(server)
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        raw = _read_response(sock, time.monotonic() + 10)
+    status, error = _status_and_error(raw)
+    assert status == 400 and b"connection: close" in raw.lower(), raw[:300]
+    assert error["type"] == "invalid_request_error" and error["code"] == "invalid_http_request"
+    assert error["message"].startswith("malformed HTTP request")
+
+
 def test_idle_keep_alive_connection_is_closed(server: str) -> None:
     host, port = _address(server)
     with socket.create_connection((host, port), timeout=10) as sock:

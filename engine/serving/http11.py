@@ -11,7 +11,8 @@ few hundred such sockets lock everyone out.
 made, or since the first byte of a later request on a kept-alive connection (the idle time between requests
 stays uvicorn's keep-alive timeout, so the two are independent). A client that had sent part of its headers gets
 a 408 in OpenAI's error shape first; a silent one is closed without a response. Once a request's headers are
-complete the timer stops: the body is bounded by ``body_timeout_s`` in the app.
+complete the timer stops: the body is bounded by ``body_timeout_s`` in the app. A request h11 cannot parse gets
+uvicorn's 400 with a body in OpenAI's error shape (uvicorn's own is plain text).
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ from .server import ServerOptions
 logger = logging.getLogger(__name__)
 
 
+def _error_body(message: str, code: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                 "code": code}}).encode()
+
+
 def _timeout_response(timeout_s: float) -> bytes:
-    body = json.dumps({"error": {"message": f"the request headers did not arrive within {timeout_s:g} s",
-                                 "type": "invalid_request_error", "param": None,
-                                 "code": "request_timeout"}}).encode()
+    body = _error_body(f"the request headers did not arrive within {timeout_s:g} s", "request_timeout")
     head = ("HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
             f"content-length: {len(body)}\r\n\r\n").encode()
     return head + body
@@ -86,6 +90,17 @@ class HeaderTimeoutProtocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """A request h11 cannot parse (malformed request line or headers, headers over h11's size limit, bad
+        chunked framing): uvicorn's 400, with a body in OpenAI's error shape instead of plain text."""
+        body = _error_body(f"malformed HTTP request ({msg.rstrip('.')})", "invalid_http_request")
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
+                   (b"content-length", str(len(body)).encode())]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
+                      h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
     def _header_timeout(self) -> None:
         self._header_timer = None
