@@ -61,9 +61,7 @@ class FeatureExtractor:
         """NeMo's ``get_seq_len``: frames that carry signal (the STFT returns one more)."""
         if num_samples == 0:
             return 0
-        spec = self.spec
-        pad = ((spec.n_fft - spec.hop_length) // 2) * 2 if spec.exact_pad else (spec.n_fft // 2) * 2
-        return max(0, (num_samples + pad - spec.n_fft) // spec.hop_length)
+        return max(0, self._stft_frames(num_samples) - 1)
 
     def __call__(self, samples: FloatArray) -> tuple[FloatArray, int]:
         """Features for one mono signal at the model's rate.
@@ -114,7 +112,8 @@ class FeatureExtractor:
         return mel, valid
 
     def _stft_frames(self, num_samples: int) -> int:
-        """Frames the STFT gives for ``num_samples`` samples (valid frames and the padding after them)."""
+        """Frames the STFT gives for ``num_samples`` samples (valid frames and the padding frame after them; at
+        most 0 for a signal too short for one)."""
         spec = self.spec
         padded = num_samples + (((spec.n_fft - spec.hop_length) // 2) * 2 if spec.exact_pad else (spec.n_fft // 2) * 2)
         return 1 + (padded - spec.n_fft) // spec.hop_length
@@ -255,52 +254,53 @@ def _normalize_in_place(mel: FloatArray, valid: int, kind: str) -> None:
     (the statistics' temporary copies stay small). Per-feature: each row's statistics are its own, so the
     values are :func:`_normalize`'s exactly. All features: the float32 mean is formed in the same order; the
     float64 sum of squares is added up in groups of rows (its float32 result can differ in the last place)."""
-    rows = range(0, mel.shape[0], NORMALIZE_ROWS)
     with np.errstate(invalid="ignore", divide="ignore"):
         if kind == "per_feature":
-            for first in rows:
+            for first in range(0, mel.shape[0], NORMALIZE_ROWS):
                 part = mel[first : first + NORMALIZE_ROWS]
                 mean, std = per_feature_statistics(part, valid)
                 part -= mean[:, None]
                 part /= std[:, None]
-        elif kind == "all_features":
-            total = np.float32(0.0)
-            for first in rows:
-                for row_sum in torch_float32_sum(mel[first : first + NORMALIZE_ROWS, :valid]):
-                    total = np.float32(total + row_sum)
-            size = mel.shape[0] * valid
-            overall_mean = np.float32(total / np.float32(size))
-            squares = sum(float(np.sum((mel[first : first + NORMALIZE_ROWS, :valid].astype(np.float64)
-                                        - float(overall_mean)) ** 2)) for first in rows)
-            overall_std = np.float32(np.float32(np.sqrt(squares / max(0.0, size - 1.0))) + np.float32(NORMALIZE_EPS))
+        elif kind == "all_features" and valid > 0:
+            overall_mean, overall_std = _all_features_statistics(mel, valid, NORMALIZE_ROWS)
             mel -= overall_mean
             mel /= overall_std
 
 
 def _normalize_all_features(mel: FloatArray, valid: int) -> FloatArray:
-    # x[:, :valid].mean() and .std() of the 2-D slice: torch sums the slice row by row (each row as in
-    # torch_float32_sum, the row sums added in order) and divides by its size in float32; the standard
-    # deviation is computed in float64 about that float32 mean and rounded to float32. This is torch's
-    # single-threaded order, which torch also takes for slices under 32768 elements (its grain size);
-    # for larger slices with several threads torch splits the sum between threads, and its own result
-    # then depends on its thread count (by a float32 rounding of the mean, which matters only when the
-    # features are nearly constant).
     if valid == 0:
         return mel  # no frame to normalise over (the caller returns an empty transcript)
-    part = mel[:, :valid]
     with np.errstate(invalid="ignore", divide="ignore"):
-        if valid == 1:  # a single strided column: one scalar cascade over it
-            total = _row_sum(part.reshape(1, -1, 1))[0, 0]
-        else:
-            total = np.float32(0.0)
-            for row_sum in torch_float32_sum(part):
-                total = np.float32(total + row_sum)
-        mean = np.float32(total / np.float32(part.size))
-        squares = float(np.sum((part.astype(np.float64) - float(mean)) ** 2))
-        std = np.float32(np.sqrt(squares / max(0.0, part.size - 1.0)))
-        std = np.float32(std + np.float32(NORMALIZE_EPS))
+        mean, std = _all_features_statistics(mel, valid, mel.shape[0])
         normalized: FloatArray = (mel - mean) / std
     return normalized
+
+
+def _all_features_statistics(mel: FloatArray, valid: int, rows_at_once: int) -> tuple[np.float32, np.float32]:
+    """The mean and the standard deviation (plus ``NORMALIZE_EPS``) of ``mel[:, :valid]`` (``valid >= 1``), as
+    NeMo's ``normalize_batch`` computes them with ``all_features``; the float64 squares are summed
+    ``rows_at_once`` rows at a time (all rows: NeMo's one sum; fewer bound the float64 copy, and the sum can then
+    differ in its last place).
+
+    x[:, :valid].mean() and .std() of the 2-D slice: torch sums the slice row by row (each row as in
+    torch_float32_sum, the row sums added in order) and divides by its size in float32; the standard deviation
+    is computed in float64 about that float32 mean and rounded to float32. This is torch's single-threaded
+    order, which torch also takes for slices under 32768 elements (its grain size); for larger slices with
+    several threads torch splits the sum between threads, and its own result then depends on its thread count
+    (by a float32 rounding of the mean, which matters only when the features are nearly constant)."""
+    groups = [mel[first : first + rows_at_once, :valid] for first in range(0, mel.shape[0], rows_at_once)]
+    size = mel.shape[0] * valid
+    if valid == 1:  # a single strided column: one scalar cascade over it
+        total = _row_sum(mel[:, :1].reshape(1, -1, 1))[0, 0]
+    else:
+        total = np.float32(0.0)
+        for group in groups:
+            for row_sum in torch_float32_sum(group):
+                total = np.float32(total + row_sum)
+    mean = np.float32(total / np.float32(size))
+    squares = sum(float(np.sum((group.astype(np.float64) - float(mean)) ** 2)) for group in groups)
+    std = np.float32(np.sqrt(squares / max(0.0, size - 1.0)))
+    return mean, np.float32(std + np.float32(NORMALIZE_EPS))
 
 
 TORCH_SUM_LANES = 8

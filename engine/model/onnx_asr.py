@@ -405,8 +405,12 @@ class DecoderJointParts:
     joint's width)."""
     max_frames: int | None = None
     """The encoder's limit recorded by a graph written by this project (``None``: any number of frames)."""
-    written: bool = False
-    """Written by ``convert-model --layout onnx-asr`` (``max_frames`` is recorded, not looked for)."""
+
+    @property
+    def written(self) -> bool:
+        """Written by ``convert-model --layout onnx-asr`` (its frames are projected already, and ``max_frames``
+        is recorded, not looked for in the encoder)."""
+        return self.frames_width is not None
 
 
 def labels_head(model: Any, targets: str, targets_type: int) -> tuple[list[Any], list[Any]]:
@@ -492,19 +496,27 @@ def split_decoder_joint(path: Path) -> DecoderJointParts:
     )
     joint = joint_part(model, encoder_side, predictor_side, "outputs", path.name)
 
-    d_model = onnx_proto.static_dims(inputs["encoder_outputs"])[1]
-    states = onnx_proto.static_dims(inputs["input_states_1"])
-    num_outputs = onnx_proto.static_dims(outputs["outputs"])[-1]
-    sizes = (d_model, states[0], states[-1], num_outputs)
-    if any(size is None for size in sizes):
-        raise ManifestError(
-            f"{path.name}: graph sizes are not static (d_model, state layers and size, outputs): {sizes}"
-        )
-    d_model, layers, hidden, num_outputs = (int(s) for s in sizes if s is not None)
+    d_model, layers, hidden, num_outputs = _graph_sizes(path.name, inputs, outputs, "d_model")
     return DecoderJointParts(
         projection=projection, predictor=onnx_proto.serialize(predictor), joint=joint, d_model=d_model,
         layers=layers, hidden=hidden, num_outputs=num_outputs,
     )
+
+
+def _graph_sizes(name: str, inputs: dict[str, Any], outputs: dict[str, Any], frames: str) -> tuple[int, int, int, int]:
+    """The ``decoder_joint`` graph's static sizes: the width of ``encoder_outputs`` (``frames`` says what it is,
+    for the error), the state's layers and size, and the logits' outputs.
+
+    Raises:
+        ManifestError: a size that is not static.
+    """
+    states = onnx_proto.static_dims(inputs["input_states_1"])
+    sizes = (onnx_proto.static_dims(inputs["encoder_outputs"])[1], states[0], states[-1],
+             onnx_proto.static_dims(outputs["outputs"])[-1])
+    if any(size is None for size in sizes):
+        raise ManifestError(f"{name}: graph sizes are not static ({frames}, state layers and size, outputs): {sizes}")
+    width, layers, hidden, num_outputs = (int(s) for s in sizes if s is not None)
+    return width, layers, hidden, num_outputs
 
 
 
@@ -524,12 +536,7 @@ def _split_written(model: Any, name: str, inputs: dict[str, Any], outputs: dict[
     if d_model < 1 or (max_frames is not None and max_frames < 1):
         raise ManifestError(f"{name}: its metadata's d_model ({d_model}) or max_frames ({max_frames}) is not positive")
     f32 = onnx_proto.FLOAT
-    sizes = (onnx_proto.static_dims(inputs["encoder_outputs"])[1], onnx_proto.static_dims(inputs["input_states_1"])[0],
-             onnx_proto.static_dims(inputs["input_states_1"])[-1], onnx_proto.static_dims(outputs["outputs"])[-1])
-    if any(size is None for size in sizes):
-        raise ManifestError(f"{name}: graph sizes are not static (joint_hidden, state layers and size, outputs): "
-                            f"{sizes}")
-    joint_hidden, layers, hidden, num_outputs = (int(s) for s in sizes if s is not None)
+    joint_hidden, layers, hidden, num_outputs = _graph_sizes(name, inputs, outputs, "joint_hidden")
     projection = onnx_proto.extract(model, ["encoder_outputs"], [encoder_frame], name)
     for part in (projection.graph.node, projection.graph.initializer, projection.graph.input, projection.graph.output):
         del part[:]
@@ -557,7 +564,7 @@ def _split_written(model: Any, name: str, inputs: dict[str, Any], outputs: dict[
     return DecoderJointParts(
         projection=onnx_proto.serialize(projection), predictor=onnx_proto.serialize(predictor),
         joint=onnx_proto.serialize(joint), d_model=d_model, layers=layers, hidden=hidden, num_outputs=num_outputs,
-        frames_width=joint_hidden, max_frames=max_frames, written=True,
+        frames_width=joint_hidden, max_frames=max_frames,
     )
 
 

@@ -11,6 +11,13 @@ from types import FrameType
 from typing import Any
 
 
+def _handlers_settable(*numbers: int) -> bool:
+    """Whether this thread may replace these signals' handlers and put them back: only the main thread sets
+    Python's handlers, and a handler set outside Python (``signal.getsignal`` gives ``None``) cannot be put back."""
+    return threading.current_thread() is threading.main_thread() and all(
+        signal.getsignal(number) is not None for number in numbers)
+
+
 @contextlib.contextmanager
 def sigterm_raises(make: Callable[[], BaseException]) -> Iterator[threading.Event]:
     """While the block runs, SIGTERM raises ``make()`` in the main thread (where the block's cleanup then runs);
@@ -22,8 +29,8 @@ def sigterm_raises(make: Callable[[], BaseException]) -> Iterator[threading.Even
         terminated.set()
         raise make()
 
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is None:
-        yield terminated  # not the main thread, or a handler set outside Python (it could not be put back)
+    if not _handlers_settable(signal.SIGTERM):
+        yield terminated
         return
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -43,8 +50,7 @@ def interruptions_deferred() -> Iterator[None]:
     that must not be cut in two (an input's outputs written and counted in the summary). Outside the main
     thread nothing changes (only the main thread receives Python's signal handlers); so too where a handler was
     not set from Python (``signal.getsignal`` gives ``None``: it could not be put back)."""
-    if threading.current_thread() is not threading.main_thread() or any(
-            signal.getsignal(number) is None for number in DEFERRED_SIGNALS):
+    if not _handlers_settable(*DEFERRED_SIGNALS):
         yield
         return
     held: set[int] = set()
