@@ -348,6 +348,9 @@ def test_connection_limit_gets_503_then_recovers(server: str) -> None:
         for sock in sockets:
             sock.close()
     assert refused.status_code == 503
+    assert refused.headers["content-type"] == "application/json" and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "overloaded"  # OpenAI's error shape (uvicorn's own 503 is plain text)
+    assert refused.headers["connection"] == "close"
     deadline = time.monotonic() + 10
     while (status := httpx.get(f"{server}/health", timeout=10).status_code) != 200 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -631,3 +634,34 @@ def test_two_file_parts_are_refused_for_what_they_are() -> None:
         engine.close()
     assert response.status_code == 400
     assert "more than one file part" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("connections", "tasks", "refused"),
+                         [(1, 1, False), (1, 2, False), (2, 1, True), (1, 3, True)])
+def test_connection_limit_counts_connections_and_running_requests(connections: int, tasks: int, refused: bool) -> None:
+    """uvicorn's ``limit_concurrency`` test as the protocol's app wrapper applies it (limit 2): the open
+    connections (this one included), or the running requests (this one's task included, so one more than
+    uvicorn's count before it adds the task)."""
+    from parakeet_runtime.engine.serving.http11 import _connection_limited
+
+    reached: list[str] = []
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["type"])
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    limited = _connection_limited(app, 2, set(range(connections)), set(range(tasks)), 7)
+    asyncio.run(limited({"type": "http"}, receive, send))
+    asyncio.run(limited({"type": "lifespan"}, receive, send))  # not an HTTP request: never refused
+    if refused:
+        assert reached == ["lifespan"] and sent[0]["status"] == 503
+        assert (b"retry-after", b"7") in sent[0]["headers"]
+        assert json.loads(sent[1]["body"])["error"]["code"] == "overloaded"
+    else:
+        assert reached == ["http", "lifespan"] and not sent

@@ -12,7 +12,9 @@ made, or since the first byte of a later request on a kept-alive connection (the
 stays uvicorn's keep-alive timeout, so the two are independent). A client that had sent part of its headers gets
 a 408 in OpenAI's error shape first; a silent one is closed without a response. Once a request's headers are
 complete the timer stops: the body is bounded by ``body_timeout_s`` in the app. A request h11 cannot parse gets
-uvicorn's 400 with a body in OpenAI's error shape (uvicorn's own is plain text).
+uvicorn's 400 with a body in OpenAI's error shape (uvicorn's own is plain text), and so does a request refused
+because ``limit_concurrency`` open connections (or requests) are reached: a 503 with ``Retry-After``
+(:func:`_connection_limited` applies uvicorn's test; uvicorn's own answer is plain text).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import contextlib
 import json
 import logging
 import math
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping, Sized
 from typing import Any
 
 import h11
@@ -35,6 +38,32 @@ logger = logging.getLogger(__name__)
 def _error_body(message: str, code: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
                                  "code": code}}).encode()
+
+
+_Asgi = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
+                 Coroutine[Any, Any, None]]
+
+
+def _connection_limited(app: _Asgi, limit: int, connections: Sized, tasks: Sized, retry_after_s: int) -> _Asgi:
+    """``app``, except that a request arriving while ``limit`` connections are open or ``limit`` requests are
+    running (uvicorn's ``limit_concurrency`` test, made when the request's task starts, so the request's own task
+    is counted) gets a 503 in OpenAI's error shape with ``Retry-After``, and its connection is closed."""
+    body = json.dumps({"error": {"message": "too many connections; retry later", "type": "server_error",
+                                 "param": None, "code": "overloaded"}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"retry-after", str(retry_after_s).encode()), (b"connection", b"close")]
+
+    async def limited(scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]],
+                      send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] == "http" and (len(connections) >= limit or len(tasks) > limit):
+            logger.warning("%d connections open, %d requests running (limit %d): answered 503", len(connections),
+                           len(tasks), limit)
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        await app(scope, receive, send)
+
+    return limited
 
 
 def _timeout_response(timeout_s: float) -> bytes:
@@ -51,11 +80,16 @@ class HeaderTimeoutProtocol(H11Protocol):
     given value (uvicorn instantiates the protocol class itself, with its own arguments)."""
 
     header_timeout_s: float = ServerOptions.header_timeout_s
+    retry_after_s: int = ServerOptions.retry_after_s
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
+        if self.limit_concurrency is not None:  # uvicorn's own test answers in plain text: see _connection_limited
+            self.app = _connection_limited(self.app, self.limit_concurrency, self.connections, self.tasks,
+                                           self.retry_after_s)
+            self.limit_concurrency = None
 
     def _arm_header_timer(self) -> None:
         self._cancel_header_timer()
@@ -120,15 +154,19 @@ class HeaderTimeoutProtocol(H11Protocol):
         self.transport.close()
 
 
-def protocol_class(header_timeout_s: float) -> type[HeaderTimeoutProtocol]:
-    """A :class:`HeaderTimeoutProtocol` subclass with ``header_timeout_s``, for uvicorn's ``http=``."""
+def protocol_class(header_timeout_s: float,
+                   retry_after_s: int = ServerOptions.retry_after_s) -> type[HeaderTimeoutProtocol]:
+    """A :class:`HeaderTimeoutProtocol` subclass with ``header_timeout_s`` and the ``Retry-After`` of its
+    connection-limit 503, for uvicorn's ``http=``."""
     if isinstance(header_timeout_s, bool) or not (header_timeout_s > 0 and math.isfinite(header_timeout_s)):
         raise ValueError(f"header_timeout_s must be a positive number of seconds, got {header_timeout_s}")
-    return type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,), {"header_timeout_s": float(header_timeout_s)})
+    return type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,),
+                {"header_timeout_s": float(header_timeout_s), "retry_after_s": int(retry_after_s)})
 
 
 def uvicorn_settings(options: ServerOptions) -> dict[str, Any]:
     """The keyword arguments of ``uvicorn.run`` / ``uvicorn.Config`` that enforce ``options``' connection limits
     and timeouts (the protocol with the header timeout, keep-alive, connection limit, shutdown grace)."""
-    return {"http": protocol_class(options.header_timeout_s), "timeout_keep_alive": options.keep_alive_s,
-            "limit_concurrency": options.max_connections, "timeout_graceful_shutdown": options.shutdown_grace_s}
+    return {"http": protocol_class(options.header_timeout_s, options.retry_after_s),
+            "timeout_keep_alive": options.keep_alive_s, "limit_concurrency": options.max_connections,
+            "timeout_graceful_shutdown": options.shutdown_grace_s}
