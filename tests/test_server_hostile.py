@@ -665,3 +665,18 @@ def test_connection_limit_counts_connections_and_running_requests(connections: i
         assert json.loads(sent[1]["body"])["error"]["code"] == "overloaded"
     else:
         assert reached == ["http", "lifespan"] and not sent
+
+
+@pytest.mark.parametrize("header_bytes", [20_000, 100_000])
+def test_oversized_headers_in_one_write_get_431(server: str, header_bytes: int) -> None:
+    """A request head over h11's 16 KiB limit sent in one write (h11 checks its limit only across reads) gets 431
+    in OpenAI's error shape and the connection is closed; the server keeps serving."""
+    host, port = _address(server)
+    head = (f"GET /health HTTP/1.1\r\nHost: {host}:{port}\r\nX-Filler: {'a' * header_bytes}\r\n\r\n").encode()
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(head)
+        raw = _read_response(sock, time.monotonic() + 10)
+    status, error = _status_and_error(raw)
+    assert status == 431 and b"connection: close" in raw.lower(), raw[:300]
+    assert error["code"] == "request_headers_too_large"
+    assert httpx.get(f"{server}/health", headers={"X-Filler": "a" * 8_000}, timeout=10).status_code == 200

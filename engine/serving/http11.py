@@ -14,7 +14,9 @@ a 408 in OpenAI's error shape first; a silent one is closed without a response. 
 complete the timer stops: the body is bounded by ``body_timeout_s`` in the app. A request h11 cannot parse gets
 uvicorn's 400 with a body in OpenAI's error shape (uvicorn's own is plain text), and so does a request refused
 because ``limit_concurrency`` open connections (or requests) are reached: a 503 with ``Retry-After``
-(:func:`_connection_limited` applies uvicorn's test; uvicorn's own answer is plain text).
+(:func:`_connection_limited` applies uvicorn's test; uvicorn's own answer is plain text). h11 bounds a request's
+head (request line and headers) only while it arrives over several reads: :func:`_head_limited` answers 431 to a
+head over the same limit that came in one read.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from .server import ServerOptions
 
 logger = logging.getLogger(__name__)
+
+_H11_HEAD_LIMIT = 16 * 1024
+"""h11's default ``max_incomplete_event_size`` (uvicorn's when ``h11_max_incomplete_event_size`` is not set)."""
 
 
 def _error_body(message: str, code: str) -> bytes:
@@ -66,6 +71,32 @@ def _connection_limited(app: _Asgi, limit: int, connections: Sized, tasks: Sized
     return limited
 
 
+def _head_size(scope: MutableMapping[str, Any]) -> int:
+    """About the bytes of the request line and headers that made ``scope`` (what h11's limit counts)."""
+    target = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + 1
+    return (len(scope.get("method", "")) + target + 12
+            + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ())) + 2)
+
+
+def _head_limited(app: _Asgi, limit: int) -> _Asgi:
+    """``app``, except that an HTTP request whose head is over ``limit`` bytes (h11's limit, which h11 applies only
+    to a head arriving over several reads) gets a 431 in OpenAI's error shape, and its connection is closed."""
+    body = _error_body(f"the request line and headers are over {limit} bytes", "request_headers_too_large")
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+
+    async def limited(scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]],
+                      send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] == "http" and (size := _head_size(scope)) > limit:
+            logger.info("request head of about %d bytes (limit %d): answered 431", size, limit)
+            await send({"type": "http.response.start", "status": 431, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        await app(scope, receive, send)
+
+    return limited
+
+
 def _timeout_response(timeout_s: float) -> bytes:
     body = _error_body(f"the request headers did not arrive within {timeout_s:g} s", "request_timeout")
     head = ("HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
@@ -86,6 +117,8 @@ class HeaderTimeoutProtocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
+        configured = self.config.h11_max_incomplete_event_size
+        self.app = _head_limited(self.app, _H11_HEAD_LIMIT if configured is None else configured)
         if self.limit_concurrency is not None:  # uvicorn's own test answers in plain text: see _connection_limited
             self.app = _connection_limited(self.app, self.limit_concurrency, self.connections, self.tasks,
                                            self.retry_after_s)
