@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -141,6 +142,11 @@ def default_memory_budget() -> int:
     return int(min(max(total // 4, 1 << 30), 8 << 30))
 
 
+MAX_WINDOW_SECONDS = 86_400.0
+"""Longest chunk or context :class:`LongFormOptions` takes (a day: anything longer is one pass in all but name, and
+infinity cannot be counted in frames)."""
+
+
 @dataclass(frozen=True)
 class LongFormOptions:
     """How inputs of any length are transcribed.
@@ -175,13 +181,13 @@ class LongFormOptions:
     def __post_init__(self) -> None:
         if self.strategy not in ("auto", "one_pass", "chunked"):
             raise ValueError(f"strategy must be 'auto', 'one_pass' or 'chunked', got {self.strategy!r}")
-        if self.memory_budget is not None and self.memory_budget < 1:
+        if self.memory_budget is not None and not (self.memory_budget >= 1 and math.isfinite(self.memory_budget)):
             raise ValueError(f"memory_budget must be >= 1 byte or None, got {self.memory_budget}")
-        if not self.chunk_seconds > 0:
-            raise ValueError(f"chunk_seconds must be > 0, got {self.chunk_seconds}")
+        if not 0 < self.chunk_seconds <= MAX_WINDOW_SECONDS:
+            raise ValueError(f"chunk_seconds must be > 0 and at most {MAX_WINDOW_SECONDS:g}, got {self.chunk_seconds}")
         for name in ("left_context_seconds", "right_context_seconds"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            if not 0 <= getattr(self, name) <= MAX_WINDOW_SECONDS:
+                raise ValueError(f"{name} must be >= 0 and at most {MAX_WINDOW_SECONDS:g}, got {getattr(self, name)}")
         if self.max_audio_seconds is not None and not self.max_audio_seconds > 0:
             raise ValueError(f"max_audio_seconds must be > 0 or None, got {self.max_audio_seconds}")
 

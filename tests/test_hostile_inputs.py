@@ -379,6 +379,88 @@ def test_a_container_within_the_limit_still_decodes(long_containers: dict[str, b
         assert not np.any(audio.samples)
 
 
+def _adts(signal: np.ndarray, rate: int) -> bytes:
+    """``signal`` (``(n,)`` or ``(n, channels)`` float32 at ``rate``) as ADTS AAC, encoded by PyAV."""
+    av = pytest.importorskip("av")
+    planar = np.ascontiguousarray((signal[:, None] if signal.ndim == 1 else signal).T, dtype=np.float32)
+    layout = "mono" if planar.shape[0] == 1 else "stereo"
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="adts") as out:
+        stream = out.add_stream("aac", rate=rate)
+        stream.layout = layout
+        frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=layout)
+        frame.sample_rate, frame.pts = rate, 0
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+def test_joined_adts_streams_with_other_channel_counts_are_mixed_frame_by_frame() -> None:
+    """``cat mono.aac stereo.aac``: each decoded frame's channels are averaged as it comes (joining the frames
+    first failed with numpy's ValueError, not a typed error)."""
+    speech = _sample()
+    mono, stereo = _adts(speech, RATE), _adts(np.stack([speech, speech], axis=1), RATE)
+    joined = load_audio(mono + stereo, RATE)
+    parts = load_audio(mono, RATE).duration + load_audio(stereo, RATE).duration
+    assert joined.duration == pytest.approx(parts, abs=1e-6)
+    assert np.all(np.isfinite(joined.samples)) and np.max(np.abs(joined.samples)) > 0.05
+
+
+def test_joined_adts_streams_at_other_rates_are_refused() -> None:
+    """Joined ADTS streams at 16 and 44.1 kHz: every sample was taken to be at the last frame's rate, which squashed
+    the first stream (a wrong transcript, no error); now a typed refusal naming both rates."""
+    pytest.importorskip("av")
+    speech = _sample()
+    faster = np.interp(np.arange(0, speech.shape[0], RATE / 44100), np.arange(speech.shape[0]), speech)
+    joined = _adts(speech, RATE) + _adts(faster.astype(np.float32), 44100)
+    with pytest.raises(AudioDecodeError, match=r"sample rate changes from 16000 to 44100 Hz"):
+        load_audio(joined, RATE)
+
+
+def test_a_container_is_decoded_in_bounded_blocks(long_containers: dict[str, bytes]) -> None:
+    """Ten minutes of M4A are handed on in blocks of about :data:`CONTAINER_BLOCK` samples (all of it, joined before
+    being mixed and resampled, held the source samples twice), and the result is the whole decode's."""
+    from parakeet_runtime.engine.requests.containers import CONTAINER_BLOCK, container_blocks
+
+    refusal = AudioDecodeError("not a file libsndfile reads")
+    sizes = [block.shape[0] for block, rate in container_blocks(long_containers["m4a"], refusal)]
+    assert sum(sizes) / RATE == pytest.approx(600, abs=0.1) and len(sizes) > 100
+    assert max(sizes) < CONTAINER_BLOCK + 2048  # one AAC frame (1,024 samples) past the block at most
+
+
+def test_a_stereo_container_at_another_rate_equals_decoding_it_whole() -> None:
+    """The block-by-block mix and resampling of a container give the samples of mixing and resampling its whole
+    decode at once (what the engine did before it streamed containers)."""
+    av = pytest.importorskip("av")
+    from parakeet_runtime.engine.requests.resample import resample
+
+    rng = np.random.default_rng(3)
+    speech = _sample()
+    at = np.arange(0, 20 * 44100) / 44100 * RATE
+    left = np.interp(at, np.arange(speech.shape[0]), speech, period=speech.shape[0])
+    data = _adts(np.stack([left, 0.3 * rng.standard_normal(left.shape[0])], axis=1).astype(np.float32), 44100)
+    frames = []
+    with av.open(io.BytesIO(data)) as container:
+        for frame in container.decode(container.streams.audio[0]):
+            frames.append(frame.to_ndarray().T)
+    whole = resample(np.concatenate(frames).mean(axis=1, dtype=np.float32), 44100, RATE)
+    streamed = load_audio(data, RATE).samples
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, atol=1e-6)
+
+
+@pytest.mark.parametrize("trailer", [b"TAG" + bytes(125), b"\x00"], ids=["id3v1-tag", "one-zero-byte"])
+def test_bytes_after_a_flac_stream_are_ignored(trailer: bytes) -> None:
+    """A FLAC followed by an ID3v1 tag or any byte: the decoder ran on past the declared length into them and
+    failed ("flac decoder lost sync"); soundfile (and NeMo) stop at the declared length, and now so does the engine."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, _sample(), RATE, format="FLAC", subtype="PCM_16")
+    clean = load_audio(buffer.getvalue(), RATE).samples
+    tagged = load_audio(buffer.getvalue() + trailer, RATE).samples
+    np.testing.assert_array_equal(tagged, clean)
+    assert clean.shape[0] == _sample().shape[0]
+
+
 # --- FLAC headers that lie about the length ------------------------------------------------------------
 
 

@@ -65,7 +65,11 @@ def test_bad_geometry_is_refused() -> None:
     with pytest.raises(ValueError, match="whole encoder frames"):
         plan_windows(10_000, FRAME, 1280, 100, 0)
     for bad in ({"chunk_seconds": 0}, {"left_context_seconds": -1}, {"memory_budget": 0},
-                {"strategy": "fast"}, {"max_audio_seconds": 0}):
+                {"strategy": "fast"}, {"max_audio_seconds": 0},
+                # infinite or enormous windows raised OverflowError at load; a NaN budget chose chunks always
+                {"chunk_seconds": float("inf")}, {"left_context_seconds": 1e308},
+                {"right_context_seconds": float("nan")},
+                {"memory_budget": float("nan")}, {"memory_budget": float("inf")}, {"max_audio_seconds": float("nan")}):
         with pytest.raises(ValueError):
             LongFormOptions(**bad)
 

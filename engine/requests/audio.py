@@ -32,7 +32,7 @@ from parakeet_runtime.decoding import FloatArray
 
 from ..errors import AudioDecodeError, AudioFileNotFoundError, AudioTooLongError
 from ..model.manifest import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from .containers import read_container
+from .containers import container_blocks
 from .resample import PolyphaseStream, resample
 
 MAX_CHANNELS = 8
@@ -133,8 +133,11 @@ def _read_file(
             per_read = max(1, min(BLOCK_FRAMES, 2 * BLOCK_FRAMES // max(1, audio_file.channels)))
             read = 0
             while True:
-                block = _read_block(audio_file, per_read)
-                last = block.shape[0] < per_read
+                # never past the declared length: a decoder reading on into bytes after the audio (an ID3 tag
+                # after a FLAC stream) fails there, where soundfile (and so NeMo) stops at the declared length
+                wanted = min(per_read, declared - read) if known else per_read
+                block = _read_block(audio_file, wanted)
+                last = block.shape[0] < wanted or (known and read + block.shape[0] >= declared)
                 read += block.shape[0]
                 if max_seconds is not None:
                     _check_duration(read, rate, max_seconds, label)  # a header that could not say the length
@@ -149,11 +152,28 @@ def _read_file(
             raise
         refusal = AudioDecodeError(f"cannot decode audio from {label}: {_reason(exc)}")
         refusal.__cause__ = exc
-        data, container_rate = read_container(source, refusal, max_seconds)  # PyAV (MP4/M4A, WebM, AAC)
-        container_rate = _check_rate(container_rate, label)
-        if max_seconds is not None:
-            _check_duration(data.shape[0], container_rate, max_seconds, label)
-        return _resampled(_checked(_mono(data, label, channels_last=True), label), container_rate, target_rate)
+        return _read_container(source, refusal, target_rate, max_seconds, label)  # PyAV (MP4/M4A, WebM, AAC)
+
+
+def _read_container(source: str | os.PathLike[str] | bytes, refusal: AudioDecodeError, target_rate: int,
+                    max_seconds: float | None, label: str) -> npt.NDArray[np.float32]:
+    """A container soundfile refused, decoded by PyAV in mono blocks (:func:`container_blocks`, which counts the
+    length against ``max_seconds``), each checked and resampled as it comes, as :func:`_read_file` does."""
+    samples = _Samples(BLOCK_FRAMES)
+    resampler: PolyphaseStream | None = None
+    rate: int | None = None
+    try:
+        for block, block_rate in container_blocks(source, refusal, max_seconds):
+            if rate is None:
+                rate = _check_rate(block_rate, label)
+                resampler = None if rate == target_rate else PolyphaseStream(rate, target_rate)
+            mono = _checked(block, label)
+            samples.append(mono if resampler is None else resampler.push(mono))
+        if resampler is not None:
+            samples.append(resampler.push(np.zeros(0, dtype=np.float32), last=True))
+    except MemoryError as exc:
+        raise AudioDecodeError(f"{label}: not enough memory to decode this audio") from exc
+    return samples.array()
 
 
 def _read_block(audio_file: soundfile.SoundFile, frames: int) -> npt.NDArray[np.float32]:

@@ -1,6 +1,6 @@
 """Containers libsndfile cannot read (MP4/M4A, Matroska/WebM, ADTS AAC), decoded with PyAV when installed.
 
-:func:`read_container` is the fallback ``audio.py`` calls when soundfile refuses an input. Only inputs
+:func:`container_blocks` is the fallback ``audio.py`` calls when soundfile refuses an input. Only inputs
 whose first bytes say they are one of these containers go to PyAV; anything else gets soundfile's refusal
 unchanged. Without PyAV, the refusal names the ``av`` extra that would read it.
 
@@ -8,7 +8,9 @@ Cost is bounded before the work: the length a container declares (MP4's track he
 duration; :func:`declared_seconds`) is held to the caller's ``max_seconds`` before anything is decoded, and so
 is the stream's sample rate (``MIN_SAMPLE_RATE``..``MAX_SAMPLE_RATE``). Decoding is incremental, and the decoded
 samples are counted as they come: a container whose header lies about its length, or declares none (ADTS, a
-WebM recorded live), is refused as soon as it has decoded past ``max_seconds``, never after decoding all of it.
+WebM recorded live), is refused as soon as it has decoded past ``max_seconds``, never after decoding all of it;
+and the samples are handed on in mono blocks, so a long container never sits in memory at its source rate and
+channel count.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -105,10 +108,18 @@ def declared_seconds(source: str | os.PathLike[str] | bytes) -> float | None:
     return seconds if seconds is not None and math.isfinite(seconds) else None
 
 
-def read_container(
+CONTAINER_BLOCK = 1 << 16
+"""Decoded samples (per channel) gathered before a block is handed on: codec frames are small (AAC's are 1,024
+samples), and each block costs a resampling step."""
+
+
+def container_blocks(
     source: str | os.PathLike[str] | bytes, refusal: AudioDecodeError, max_seconds: float | None = None
-) -> tuple[npt.NDArray[np.float32], int]:
-    """Decode ``source``'s first audio stream with PyAV, as float32 of shape ``(n, channels)`` and its rate.
+) -> Iterator[tuple[npt.NDArray[np.float32], int]]:
+    """Decode ``source``'s first audio stream with PyAV, block by block: mono float32 blocks (each decoded
+    frame's channels averaged, so a stream whose channel count changes is read frame by frame) and their rate.
+    Nothing is held beyond :data:`CONTAINER_BLOCK` samples at the source rate. A stream that decodes to
+    nothing yields one empty block at its declared rate.
 
     Args:
         source: the path or encoded bytes that soundfile refused.
@@ -118,7 +129,8 @@ def read_container(
 
     Raises:
         AudioDecodeError: not a known container (``refusal``), PyAV missing (the message names the extra),
-            a sample rate outside ``MIN_SAMPLE_RATE``..``MAX_SAMPLE_RATE``, or PyAV cannot decode it either.
+            a sample rate outside ``MIN_SAMPLE_RATE``..``MAX_SAMPLE_RATE`` or one that changes within the
+            stream (concatenated ADTS files), or PyAV cannot decode it either.
         AudioTooLongError: the container declares, or decodes to, more than ``max_seconds``.
     """
     kind = container_kind(_head(source))
@@ -130,34 +142,47 @@ def read_container(
         raise AudioDecodeError(f"{refusal}; it is an {kind} container: {AV_EXTRA_HINT}") from refusal
     label = _describe(source)
     handle: str | io.BytesIO = os.fspath(source) if not isinstance(source, bytes) else io.BytesIO(source)
-    chunks: list[npt.NDArray[np.float32]] = []
+    pending: list[npt.NDArray[np.float32]] = []
+    gathered = 0
     seconds = 0.0
+    stream_rate = 0
+    rate: int | None = None
+    yielded = False
     try:
         with av.open(handle, mode="r") as container:
             if not container.streams.audio:
                 raise AudioDecodeError(f"{refusal}; the {kind} container has no audio stream")
             stream = container.streams.audio[0]
-            rate = int(stream.codec_context.sample_rate or 0)
-            _check_rate(rate, label, kind, allow_unknown=True)
+            stream_rate = _check_rate(int(stream.codec_context.sample_rate or 0), label, kind, allow_unknown=True)
             if max_seconds is not None:
                 declared = _declared(container, stream, kind)
                 if declared is not None and declared > max_seconds:
                     raise _too_long(label, declared, max_seconds, "")
-            channels = 0
             for frame in container.decode(stream):
                 array = frame.to_ndarray()  # planar: (channels, n); packed: (1, n * channels)
-                channels = len(frame.layout.channels)
+                channels = max(len(frame.layout.channels), 1)
                 samples = array.T if frame.format.is_planar else array.reshape(-1, channels)
-                rate = _check_rate(int(frame.sample_rate) or rate, label, kind, allow_unknown=False)
+                frame_rate = _check_rate(int(frame.sample_rate) or stream_rate, label, kind, allow_unknown=False)
+                if rate is not None and frame_rate != rate:
+                    raise AudioDecodeError(
+                        f"{label}: the sample rate changes from {rate} to {frame_rate} Hz after {seconds:.2f} s "
+                        f"(joined {kind} streams?); convert it to one rate first")
+                rate = frame_rate
                 seconds += samples.shape[0] / rate
                 if max_seconds is not None and seconds > max_seconds:
                     raise _too_long(label, seconds, max_seconds, "at least ")
-                chunks.append(_as_float(samples))
+                floats = _as_float(samples)
+                pending.append(floats.mean(axis=1, dtype=np.float32) if floats.shape[1] > 1 else floats[:, 0])
+                gathered += samples.shape[0]
+                if gathered >= CONTAINER_BLOCK:
+                    yield np.concatenate(pending), rate
+                    yielded = True
+                    pending, gathered = [], 0
     except av.FFmpegError as exc:
         raise AudioDecodeError(f"{refusal}; PyAV cannot decode the {kind} container either: {exc}") from exc
-    if not chunks:
-        return np.zeros((0, max(channels, 1)), dtype=np.float32), rate
-    return np.concatenate(chunks, axis=0), rate
+    if pending or not yielded:
+        block = np.concatenate(pending) if pending else np.zeros(0, dtype=np.float32)
+        yield block, stream_rate if rate is None else rate
 
 
 def _check_rate(rate: int, label: str, kind: str, *, allow_unknown: bool) -> int:
