@@ -164,6 +164,7 @@ class Engine:
         if checked_device is not None:
             check_sessions(checked_device, [model.encoder_session, model.predictor_session, model.joint_session])
         decoding = manifest.decoding
+        long_form = long_form or LongFormOptions()
         inference = Inference(
             model=model,
             tdt_config=TdtConfig(
@@ -173,6 +174,7 @@ class Engine:
             batching=batching,
             seconds_per_feature_frame=manifest.features.hop_length / manifest.features.sample_rate,
             pad_value=manifest.features.pad_value,
+            memory_budget=long_form.budget,
         )
         runner = make_runner(inference.run, batching)
         engine = cls(
@@ -184,7 +186,7 @@ class Engine:
             inference=inference,
             batching=batching,
             runner=runner,
-            preparer=Preparer(features, manifest.encoder, long_form or LongFormOptions()),
+            preparer=Preparer(features, manifest.encoder, long_form),
         )
         # The runner holds only the inference object, never the engine: stop it when the engine is
         # garbage-collected without close().

@@ -368,3 +368,44 @@ def test_the_cli_writes_a_long_file_as_it_goes(chunked_engine: Engine, long_audi
         expected = engine.transcribe(path)
     assert (out / "meeting.wav.srt").read_text(encoding="utf-8") == to_srt(expected)
     assert json.loads((out / "meeting.wav.json").read_text(encoding="utf-8"))["strategy"] == "chunked"
+
+
+# --- the memory budget bounds a batch of one-pass inputs ----------------------------------------------------
+
+
+def test_buckets_keep_a_batch_within_the_memory_budget() -> None:
+    from parakeet_runtime.engine.requests.buckets import length_buckets
+
+    order, frames, memory = [0, 1, 2, 3, 4], [100, 100, 100, 100, 140], [40, 40, 40, 40, 90]
+    options = BatchingOptions()
+    assert length_buckets(order, frames, options, 0.01) == [order]
+    assert length_buckets(order, frames, options, 0.01, memory=memory, memory_budget=100) == [[0, 1], [2, 3], [4]]
+    assert length_buckets(order, frames, options, 0.01, memory=memory, memory_budget=80) == [[0, 1], [2, 3], [4]]
+    assert length_buckets(order, frames, options, 0.01, memory=memory, memory_budget=79) == [[0], [1], [2], [3], [4]]
+
+
+def test_concurrent_one_pass_inputs_are_batched_within_the_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inputs that each fit the budget in one pass were padded into one encoder batch whatever their sum (two
+    5-minute inputs of the v2 shape: 2 × 4.1 GB estimated against a 24 GB machine's 6.3 GB budget; four of 2.5
+    minutes, 4 × 1.6 GB, on an 8 GB machine's 2 GB); now a batch holds only as many as its estimate allows, and
+    the transcripts are the same."""
+    sample, _ = soundfile.read(sample_audio_path(), dtype="float32")
+    clip = np.tile(sample, 4).astype(np.float32)  # about 20 s: one window, so always one pass
+    with Engine.load(batching=BatchingOptions(enabled=False)) as unbounded:
+        expected = unbounded.transcribe([clip, clip, clip])
+        estimate = unbounded.preparer.encoder_bytes(clip.shape[0])
+        assert unbounded.prepare(clip).encoder_bytes == estimate > 0  # type: ignore[union-attr]
+    with Engine.load(batching=BatchingOptions(enabled=False),
+                     long_form=LongFormOptions(memory_budget=int(2.5 * estimate))) as bounded:
+        batches: list[int] = []
+        model_class = type(bounded.model)
+        encode = model_class.encode
+
+        def recording(self: Any, features: Any, lengths: Any) -> Any:
+            batches.append(int(features.shape[0]))
+            return encode(self, features, lengths)
+
+        monkeypatch.setattr(model_class, "encode", recording)
+        assert bounded.transcribe([clip, clip, clip]) == expected
+        assert batches == [2, 1]
+        assert bounded.transcribe(clip).strategy == "one_pass"

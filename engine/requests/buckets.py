@@ -14,10 +14,13 @@ from ..options import BatchingOptions
 
 def length_buckets(
     order: Sequence[int], frames: Sequence[int] | Mapping[int, int], options: BatchingOptions,
-    seconds_per_frame: float,
+    seconds_per_frame: float, *, memory: Sequence[int] | Mapping[int, int] | None = None,
+    memory_budget: int | None = None,
 ) -> list[list[int]]:
     """Consecutive runs of ``order`` (indices sorted by ``frames``, shortest first) within the batch size,
-    the padded-audio budget and the length ratio of ``options``."""
+    the padded-audio budget and the length ratio of ``options``, and, given each input's estimated one-pass
+    encoder memory ``memory``, within ``memory_budget`` (a padded batch costs its size times its longest
+    input's estimate; an input alone is never split off further: its strategy already chose one pass)."""
     buckets: list[list[int]] = []
     current: list[int] = []
     for index in order:
@@ -26,6 +29,8 @@ def length_buckets(
             len(current) >= options.max_batch_size
             or (len(current) + 1) * longest > options.max_batch_seconds
             or frames[index] > options.max_length_ratio * frames[current[0]]
+            or (memory is not None and memory_budget is not None
+                and (len(current) + 1) * memory[index] > memory_budget)
         ):
             buckets.append(current)
             current = []

@@ -57,6 +57,9 @@ class Inference:
     """Seconds per feature frame (hop length / sample rate): bounds a batch's padded audio."""
     pad_value: float
     """The feature value past an utterance's end in a padded batch."""
+    memory_budget: int | None = None
+    """Bytes one encoder batch of one-pass inputs may use (``LongFormOptions.budget``): inputs that each fit it
+    alone are batched only while the batch's estimate fits too. ``None``: no bound."""
 
     def run(self, work: Sequence[Work]) -> list[Outcome]:
         """Outcomes for ``work``, in order: prepared inputs sorted by length, encoded and decoded in padded
@@ -86,7 +89,9 @@ class Inference:
     ) -> list[list[int]]:
         """Encoder batches: consecutive runs of ``order`` (indices sorted by length)."""
         frames = {i: prepared[i].valid_frames for i in order}
-        return length_buckets(order, frames, self.batching, self.seconds_per_feature_frame)
+        memory = {i: prepared[i].encoder_bytes for i in order}
+        return length_buckets(order, frames, self.batching, self.seconds_per_feature_frame, memory=memory,
+                              memory_budget=self.memory_budget)
 
     def decode_chunks(self, group: ChunkGroup) -> ChunkOutcome:
         """Encode a group's windows as one batch, then continue the utterance's search over each window's kept

@@ -27,6 +27,9 @@ class PreparedAudio:
     """``(n_mels, frames)`` float32, or ``None`` when the audio has no complete feature frame."""
     valid_frames: int
     """Valid feature frames (0 for empty audio)."""
+    encoder_bytes: int = 0
+    """Estimated peak memory of encoding it in one pass (:meth:`Preparer.encoder_bytes`): the batcher keeps a
+    padded batch's within the memory budget (0: not estimated, no bound)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,18 +88,22 @@ class Preparer:
         geometry = self.geometry
         if num_samples <= geometry.chunk + geometry.right:
             return "one_pass"  # a single window: chunking would encode the same samples
-        feature_frames = self.features.valid_frames(num_samples)
-        encoder_frames = -(-feature_frames // self.encoder.subsampling_factor)
         limit = self.encoder.max_frames
-        if limit is not None and encoder_frames > limit:
+        if limit is not None and self._encoder_frames(num_samples) > limit:
             return "chunked"
+        return "one_pass" if self.encoder_bytes(num_samples) <= self.long_form.budget else "chunked"
+
+    def _encoder_frames(self, num_samples: int) -> int:
+        return -(-self.features.valid_frames(num_samples) // self.encoder.subsampling_factor)
+
+    def encoder_bytes(self, num_samples: int) -> int:
+        """Estimated peak memory of encoding ``num_samples`` samples in one pass (:func:`one_pass_bytes`)."""
         attention = self.encoder.attention
         # Local attention's export scores each chunk of max(left, right) queries against its window of keys.
         keys = None if attention.context is None else sum(attention.context) + max(attention.context)
-        estimate = one_pass_bytes(feature_frames, encoder_frames, heads=self.encoder.attention_heads or DEFAULT_HEADS,
-                                  n_mels=self.features.spec.n_mels, d_model=self.encoder.d_model,
-                                  attention_keys=keys)
-        return "one_pass" if estimate <= self.long_form.budget else "chunked"
+        return one_pass_bytes(self.features.valid_frames(num_samples), self._encoder_frames(num_samples),
+                              heads=self.encoder.attention_heads or DEFAULT_HEADS, n_mels=self.features.spec.n_mels,
+                              d_model=self.encoder.d_model, attention_keys=keys)
 
     def __call__(self, source: AudioInput, sample_rate: int | None = None) -> Prepared:
         """Prepare one input (``sample_rate``: the rate of a bare array; default the model's).
@@ -117,7 +124,8 @@ class Preparer:
         if valid == 0:
             return PreparedAudio(duration=audio.duration, features=None, valid_frames=0)
         self._check_length(valid, audio.duration)
-        return PreparedAudio(duration=audio.duration, features=features, valid_frames=valid)
+        return PreparedAudio(duration=audio.duration, features=features, valid_frames=valid,
+                             encoder_bytes=self.encoder_bytes(num_samples))
 
     def window_features(self, long: LongAudio, window: Window) -> tuple[FloatArray, int]:
         """Features of one window of a long input: one pass's features of the window's samples (normalised
