@@ -13,6 +13,7 @@ and samples beyond :data:`MAX_ABS_SAMPLE`; audio longer than the caller's limit
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from dataclasses import dataclass
@@ -163,12 +164,13 @@ def _read_container(source: str | os.PathLike[str] | bytes, refusal: AudioDecode
     resampler: PolyphaseStream | None = None
     rate: int | None = None
     try:
-        for block, block_rate in container_blocks(source, refusal, max_seconds):
-            if rate is None:
-                rate = _check_rate(block_rate, label)
-                resampler = None if rate == target_rate else PolyphaseStream(rate, target_rate)
-            mono = _checked(block, label)
-            samples.append(mono if resampler is None else resampler.push(mono))
+        with contextlib.closing(container_blocks(source, refusal, max_seconds)) as blocks:  # closes PyAV's file
+            for block, block_rate in blocks:
+                if rate is None:
+                    rate = _check_rate(block_rate, label)
+                    resampler = None if rate == target_rate else PolyphaseStream(rate, target_rate)
+                mono = _checked(block, label)
+                samples.append(mono if resampler is None else resampler.push(mono))
         if resampler is not None:
             samples.append(resampler.push(np.zeros(0, dtype=np.float32), last=True))
     except MemoryError as exc:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np
@@ -115,7 +115,7 @@ samples), and each block costs a resampling step."""
 
 def container_blocks(
     source: str | os.PathLike[str] | bytes, refusal: AudioDecodeError, max_seconds: float | None = None
-) -> Iterator[tuple[npt.NDArray[np.float32], int]]:
+) -> Generator[tuple[npt.NDArray[np.float32], int], None, None]:
     """Decode ``source``'s first audio stream with PyAV, block by block: mono float32 blocks (each decoded
     frame's channels averaged, so a stream whose channel count changes is read frame by frame) and their rate.
     Nothing is held beyond :data:`CONTAINER_BLOCK` samples at the source rate. A stream that decodes to
