@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
+import shutil
 import signal
 import sys
 import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from parakeet_runtime.engine import ParakeetRuntimeError, __version__
 from parakeet_runtime.engine.serving.signals import sigterm_raises
@@ -165,16 +167,37 @@ def run(args: argparse.Namespace) -> int:
 
     from .convert import STEPS, convert
 
+    work: Path | None = None
+    out_dir = args.out_dir
+    if args.layout is not None:
+        # This project's layout is only a step: converted beside OUT_DIR and removed after, so a failure while
+        # writing onnx-asr's layout leaves OUT_DIR as it was (OUT_DIR is checked first: no conversion is wasted).
+        try:
+            target = check_output_dir(args.source, args.out_dir, overwrite=args.overwrite)
+            work = staging_dir(target)
+        except ConversionError as exc:
+            print(f"convert-model: error: {_one_line(str(exc))}", file=sys.stderr)
+            return 2
+        out_dir = str(work / "model")
+    try:
+        return _convert(args, convert, len(STEPS), out_dir)
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _convert(args: argparse.Namespace, convert: Any, steps: int, out_dir: str) -> int:
+    """The conversion of a checkpoint (or a pretrained name) into ``out_dir``, then ``--layout``'s rewrite."""
     started = time.monotonic()
 
     def on_step(index: int, name: str) -> None:
-        print(f"[{index + 1}/{len(STEPS)}] {name} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+        print(f"[{index + 1}/{steps}] {name} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
 
     try:
         with _sigterm_as_exit(), warnings.catch_warnings():
             if not args.verbose:  # library warnings (NeMo, torch) would break the one-line error contract
                 warnings.simplefilter("ignore")
-            report = convert(args.source, args.out_dir, overwrite=args.overwrite, probe_audio=args.probe_audio,
+            report = convert(args.source, out_dir, overwrite=args.overwrite, probe_audio=args.probe_audio,
                              verify=not args.skip_verify, quantize=args.quantize,
                              int8_weights=args.int8_weights or DEFAULT_WEIGHTS,
                              position_table_frames=args.position_table_frames, languages=args.languages,
@@ -233,15 +256,13 @@ def _run_from_layout(args: argparse.Namespace) -> int:
 
 
 def _run_layout(args: argparse.Namespace, model_dir: Path, converted: ConversionReport | None = None) -> int:
-    """``--layout onnx-asr``: rewrite a model directory (given, or just converted into OUT_DIR) in place."""
-    import shutil
-
+    """``--layout onnx-asr``: write a model directory (given, or just converted beside OUT_DIR) in onnx-asr's
+    layout into OUT_DIR."""
     from .layouts import write_onnx_asr_layout
 
     try:
-        # A converted directory's OUT_DIR was checked against its source already (convert() returns it absolute).
-        target = converted.out_dir if converted is not None else check_output_dir(model_dir, args.out_dir,
-                                                                                   overwrite=args.overwrite)
+        target = check_output_dir(args.source if converted is not None else model_dir, args.out_dir,
+                                  overwrite=args.overwrite)
         staging = staging_dir(target)
     except ConversionError as exc:
         print(f"convert-model: error: {_one_line(str(exc))}", file=sys.stderr)
@@ -249,8 +270,7 @@ def _run_layout(args: argparse.Namespace, model_dir: Path, converted: Conversion
     try:
         write_onnx_asr_layout(model_dir, staging)
         staging.chmod(0o755)  # mkdtemp's directory is owner-only (the files are the umask's, or hard links)
-        # A converted directory (this project's layout, only a step) is replaced whatever --overwrite says.
-        move_into_place(staging, target, overwrite=converted is not None or args.overwrite)
+        move_into_place(staging, target, overwrite=args.overwrite)
     except (ConversionError, ParakeetRuntimeError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         reason = f"cannot write {target}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
@@ -260,7 +280,7 @@ def _run_layout(args: argparse.Namespace, model_dir: Path, converted: Conversion
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if converted is not None:
-        _print_summary(args, converted)
+        _print_summary(args, dataclasses.replace(converted, out_dir=target))
     print(f"wrote {target} in onnx-asr's NeMo TDT layout (onnx_asr.load_model('nemo-conformer-tdt', '{target}'))")
     return 0
 

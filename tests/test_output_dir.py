@@ -146,3 +146,61 @@ def test_a_symbolic_link_as_output_is_refused(model: Path, tmp_path: Path,
 def test_an_absolute_output_is_returned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert check_output_dir(None, "out", overwrite=False) == tmp_path / "out"
+
+
+def _fake_convert(monkeypatch: pytest.MonkeyPatch, converted_into: list[Path]) -> None:
+    """``convert`` replaced by a copy of the bundled model directory into its OUT_DIR (no NeMo run)."""
+    import parakeet_runtime.export.convert as convert_module
+    from parakeet_runtime.engine.model.manifest import load_manifest
+
+    def fake(source: object, out_dir: str, **_: object) -> convert_module.ConversionReport:
+        out = Path(out_dir)
+        shutil.copytree(default_model_dir(), out)
+        converted_into.append(out)
+        return convert_module.ConversionReport(out_dir=out, manifest=load_manifest(out), probes=(), seconds=0.0)
+
+    monkeypatch.setattr(convert_module, "convert", fake)
+
+
+def test_layout_from_a_checkpoint_goes_through_a_folder_beside_out_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``convert-model --layout onnx-asr model.nemo OUT``: this project's layout is converted beside OUT and removed
+    after, OUT holds only onnx-asr's layout."""
+    pytest.importorskip("nemo")
+    converted_into: list[Path] = []
+    _fake_convert(monkeypatch, converted_into)
+    checkpoint = tmp_path / "model.nemo"
+    checkpoint.write_bytes(b"not read: convert is replaced")
+    out = tmp_path / "out" / "onnx-asr"
+    assert main(["--layout", "onnx-asr", str(checkpoint), str(out)]) == 0, capsys.readouterr().err
+    assert converted_into and converted_into[0].parent.parent == out.parent and not converted_into[0].exists()
+    assert (out / "encoder-model.onnx").is_file() and not (out / "manifest.json").exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["onnx-asr"]
+    assert f"-> {out}" in capsys.readouterr().out
+
+
+def test_a_failed_layout_after_converting_a_checkpoint_leaves_out_dir_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A failure while writing onnx-asr's layout used to leave OUT_DIR holding this project's layout (converted
+    there first); now OUT_DIR is untouched: absent, or its old contents with --overwrite."""
+    pytest.importorskip("nemo")
+    import parakeet_runtime.export.layouts as layouts
+
+    _fake_convert(monkeypatch, [])
+
+    def failing(model_dir: Path, out_dir: Path) -> None:
+        raise ConversionError("the layout could not be written")
+
+    monkeypatch.setattr(layouts, "write_onnx_asr_layout", failing)
+    checkpoint = tmp_path / "model.nemo"
+    checkpoint.write_bytes(b"not read: convert is replaced")
+    out = tmp_path / "out" / "onnx-asr"
+    assert main(["--layout", "onnx-asr", str(checkpoint), str(out)]) == 2
+    assert "the layout could not be written" in capsys.readouterr().err
+    assert not out.exists() and list(out.parent.iterdir()) == []
+    out.mkdir()
+    (out / "old.txt").write_text("kept")
+    assert main(["--layout", "onnx-asr", str(checkpoint), str(out), "--overwrite"]) == 2
+    assert _files(out.parent) == ["onnx-asr", "onnx-asr/old.txt"]
+    assert main(["--layout", "onnx-asr", str(checkpoint), str(out)]) == 2  # exists, no --overwrite: refused first
+    assert "exists" in capsys.readouterr().err
