@@ -161,10 +161,12 @@ def feature_spec(model: Any) -> tuple[FeatureSpec, dict[str, np.ndarray]]:
     guard = f.log_zero_guard_value
     if isinstance(guard, str):
         guard = float(np.finfo(np.float32).tiny if guard == "tiny" else np.finfo(np.float32).eps)
-    window = f.window.detach().cpu().numpy().astype(np.float32) if f.window is not None else None
-    if window is None:
-        window = np.ones(int(f.win_length), dtype=np.float32)
     cfg = model.cfg.preprocessor
+    if f.window is None:  # NeMo's own STFT fails on it too ('NoneType' object has no attribute 'to')
+        raise ConversionError(
+            f"its preprocessor's window {str(cfg.get('window', None))!r} gives NeMo no window function (it has "
+            "hann, hamming, blackman, bartlett): NeMo cannot compute this model's features either")
+    window = f.window.detach().cpu().numpy().astype(np.float32)
     spec = FeatureSpec(
         sample_rate=int(f.sample_rate),
         n_fft=int(f.n_fft),

@@ -658,3 +658,19 @@ def test_feature_normalisation_settings_read_as_nemo_applies_them(setting: objec
     from parakeet_runtime.export.inspect_model import feature_normalization
 
     assert feature_normalization(setting) == expected
+
+
+@pytest.mark.parametrize("window", ["ones", "none"])
+def test_a_preprocessor_without_a_window_function_is_refused_in_one_line(window: str) -> None:
+    """A window name NeMo has no function for leaves its featurizer's window ``None``, and NeMo's own STFT fails on
+    it; the export used to substitute ones, convert, then fail in NeMo's parity check with an AttributeError."""
+    from types import SimpleNamespace
+
+    from parakeet_runtime.export.errors import ConversionError
+    from parakeet_runtime.export.inspect_model import feature_spec
+
+    featurizer = SimpleNamespace(window=None, log_zero_guard_value=1e-5, win_length=400)
+    model = SimpleNamespace(preprocessor=SimpleNamespace(featurizer=featurizer),
+                            cfg=SimpleNamespace(preprocessor={"window": window, "window_stride": 0.01}))
+    with pytest.raises(ConversionError, match=f"window '{window}' gives NeMo no window function"):
+        feature_spec(model)
