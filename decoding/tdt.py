@@ -47,6 +47,8 @@ class TdtConfig:
             raise ValueError("a TDT model needs at least one duration")
         if any(d < 0 for d in self.durations):
             raise ValueError(f"durations must be non-negative, got {self.durations}")
+        if not any(d > 0 for d in self.durations):  # every label would stay on its frame
+            raise ValueError(f"durations must include a positive one, got {self.durations}")
         if self.max_symbols is not None and self.max_symbols < 1:
             raise ValueError(f"max_symbols must be >= 1 or None, got {self.max_symbols}")
 

@@ -328,3 +328,14 @@ def test_punctuation_is_pinned_to_the_previous_token() -> None:
     assert [(s.start_offset, s.end_offset) for s in spans] == [(2, 5), (5, 5), (12, 13)]
     first = token_spans(tokens[:1], ["."], ["."], frozenset({"."}))
     assert (first[0].start_offset, first[0].end_offset) == (2, 5)
+
+
+@pytest.mark.parametrize(("durations", "max_symbols", "message"), [
+    ((), None, "at least one duration"), ((0, -1), None, "non-negative"), ((0, 0, 0), 10, "a positive one"),
+    ((0, 1), 0, "max_symbols"),
+])
+def test_impossible_configs_are_refused(durations: tuple[int, ...], max_symbols: int | None, message: str) -> None:
+    """Durations with no positive one keep every label on its frame (with a large ``max_symbols`` the search ran on
+    without end): refused with the others."""
+    with pytest.raises(ValueError, match=message):
+        TdtConfig(3, durations, max_symbols)

@@ -147,6 +147,8 @@ BAD_FIELDS: list[tuple[str, Callable[[Raw], object], str]] = [
     ("negative duration", lambda m: m["decoding"].update(durations=[-1, 0, 1, 2, 3]), r"decoding\.durations"),
     ("float duration", lambda m: m["decoding"].update(durations=[0, 1.5, 2, 3, 4]), r"decoding\.durations"),
     ("no durations", lambda m: m["decoding"].update(durations=[]), r"decoding\.durations"),
+    ("no positive duration", lambda m: m["decoding"].update(durations=[0, 0, 0, 0, 0]),
+     r"decoding\.durations.*positive"),
     ("zero max_symbols", lambda m: m["decoding"].update(max_symbols=0), r"decoding\.max_symbols"),
     ("huge layers", lambda m: m["predictor"].update(layers=10**9), r"predictor\.layers"),
     ("empty input name", lambda m: m["encoder"].update(input_features=""), r"encoder\.input_features"),

@@ -13,6 +13,7 @@ per-feature normalisation) with 80 mel bins, which the layout states in ``featur
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,95 @@ def test_mel_count_disagreeing_with_the_encoder_is_refused(onnx_asr_dirs: dict[s
         Engine.load(directory)
 
 
+def test_subsampling_factor_disagreeing_with_the_encoder_is_refused(onnx_asr_dirs: dict[str, Path],
+                                                                    tmp_path: Path) -> None:
+    """config.json's subsampling_factor was trusted: 4 on an encoder that subsamples by 8 halved every time."""
+    directory = _copy(onnx_asr_dirs["tdt_a"], tmp_path / "subsampling")
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "subsampling_factor": 4}))
+    with pytest.raises(ManifestError, match=r"subsampling_factor is 4, but encoder-model\.onnx subsamples by 8"):
+        Engine.load(directory)
+
+
+def _strided_encoder(path: Path, n_mels: int, width: int, factor: int) -> None:
+    """A stand-in encoder in NeMo's export signature: a strided convolution to ``width`` channels."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.zeros((width, n_mels, factor), np.float32), "weight")
+    step = numpy_helper.from_array(np.array(factor, np.int64), "factor")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["audio_signal", "weight"], ["outputs"], strides=[factor]),
+         helper.make_node("Div", ["length", "factor"], ["encoded_lengths"])],
+        "encoder",
+        [helper.make_tensor_value_info("audio_signal", TensorProto.FLOAT, ["batch", n_mels, "frames"]),
+         helper.make_tensor_value_info("length", TensorProto.INT64, ["batch"])],
+        [helper.make_tensor_value_info("outputs", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("encoded_lengths", TensorProto.INT64, None)],
+        [weight, step])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_an_encoder_and_a_joint_of_different_models_are_refused(onnx_asr_dirs: dict[str, Path],
+                                                                 sherpa_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """An encoder whose frames are narrower than the joint's input loaded, then every transcription failed with
+    onnxruntime's own error; now the load is refused, in both layouts."""
+    directory = _copy(onnx_asr_dirs["tdt_a"], tmp_path / "mixed")
+    _strided_encoder(directory / "encoder-model.onnx", 80, 40, 8)
+    with pytest.raises(ManifestError, match=r"encoder-model\.onnx outputs frames of 40 values, but "
+                                            r"decoder_joint-model\.onnx takes \d+: the two graphs come from"):
+        Engine.load(directory)
+    sherpa = _sherpa_copy(sherpa_dirs["tdt_a"], tmp_path / "mixed-sherpa")
+    _strided_encoder(sherpa / "encoder.onnx", 80, 40, 8)
+    with pytest.raises(ManifestError, match=r"encoder\.onnx outputs frames of 40 values, but joiner\.onnx takes"):
+        Engine.load(sherpa)
+
+
+def test_durations_without_a_positive_one_are_refused(onnx_asr_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """``durations: [0, 0, 0, 0, 0]`` loaded, and with a large max_tokens_per_step the search never ended."""
+    directory = _copy(onnx_asr_dirs["tdt_a"], tmp_path / "zero-durations")
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "durations": [0, 0, 0, 0, 0],
+                                                       "max_tokens_per_step": 10**9}))
+    with pytest.raises(ManifestError, match="one of them positive"):
+        Engine.load(directory)
+
+
+def test_a_byte_order_mark_in_the_vocabulary_is_read_past(onnx_asr_dirs: dict[str, Path],
+                                                          layout_engines: dict[str, Engine], clips: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    directory = _copy(onnx_asr_dirs["tdt_a"], tmp_path / "bom")
+    (directory / "vocab.txt").write_bytes(b"\xef\xbb\xbf" + (directory / "vocab.txt").read_bytes())
+    clip = clips[CLIP_NAMES[0]]
+    assert Engine.load(directory).transcribe(clip) == layout_engines["tdt_a"].transcribe(clip)
+
+
+def test_a_directory_that_cannot_be_entered_is_a_typed_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Looking for another layout's files in a directory without search permission raised PermissionError from
+    ``Path.exists`` (tests run as root, for whom permissions do not apply: the error is simulated)."""
+    from parakeet_runtime.engine.model import layouts
+
+    def denied(directory: Path) -> bool:
+        raise PermissionError(13, "Permission denied", str(directory / "manifest.json"))
+
+    monkeypatch.setattr(layouts, "is_sherpa_onnx_directory", denied)
+    with pytest.raises(ModelDirectoryError, match=r"cannot read the model directory .*: Permission denied"):
+        Engine.load(tmp_path)
+
+
+def test_commands_check_every_layout_before_starting_workers(onnx_asr_dirs: dict[str, Path],
+                                                             sherpa_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """``transcribe --ray`` and ``serve --ray`` refused other layouts ("no manifest.json") before starting Ray;
+    they now check a directory as ``serve`` does."""
+    from parakeet_runtime.engine import default_model_dir
+    from parakeet_runtime.engine.model.layouts import check_model_dir
+
+    for directory in (onnx_asr_dirs["tdt_a"], sherpa_dirs["tdt_a"], default_model_dir()):
+        assert check_model_dir(directory) == directory
+    with pytest.raises(ModelDirectoryError, match=r"no manifest\.json"):
+        check_model_dir(tmp_path)
+
+
 def test_vocab_without_blank_is_refused(onnx_asr_dirs: dict[str, Path], tmp_path: Path) -> None:
     directory = _copy(onnx_asr_dirs["tdt_a"], tmp_path / "vocab")
     lines = (directory / "vocab.txt").read_text().splitlines()
@@ -304,6 +394,18 @@ def test_sherpa_onnx_int8_variant(sherpa_dirs: dict[str, Path], sherpa_engines: 
     assert len(int8.transcribe(clip).tokens) > 0
     with pytest.raises(ModelDirectoryError, match=r"encoder\.onnx"):
         Engine.load(tmp_path / "int8", precision="fp32")
+
+
+def test_an_incomplete_fp32_set_beside_int8_is_said_as_a_warning(sherpa_dirs: dict[str, Path], tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """fp32 encoder and decoder but no fp32 joiner: the int8 set loads (its transcripts differ from fp32's), and
+    that was said only at INFO."""
+    directory = _sherpa_copy(sherpa_dirs["tdt_a"], tmp_path / "mixed", fp32=False)
+    for name in ("encoder.onnx", "decoder.onnx"):
+        shutil.copyfile(sherpa_dirs["tdt_a"] / name, directory / name)
+    with caplog.at_level(logging.WARNING, logger="parakeet_runtime.engine.model.sherpa_onnx"):
+        assert Engine.load(directory).manifest.joint.file == "joiner.int8.onnx"
+    assert any("no joiner.onnx" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
 
 @pytest.mark.parametrize(
@@ -727,3 +829,27 @@ def test_int8_decoding_weights_on_other_layouts(layout: str, onnx_asr_dirs: dict
     identical = sum(a == b for a, b in zip(reference, tokens, strict=True))
     print(f"{layout} tdt_a_skip int8 decoding: {identical}/{len(audio)} clips identical")
     assert identical >= len(audio) // 2
+
+
+def test_what_a_directory_lacks_is_named(onnx_asr_dirs: dict[str, Path], sherpa_dirs: dict[str, Path],
+                                         tmp_path: Path) -> None:
+    """A directory with part of another layout said only "no manifest.json"; a file said "model directory not
+    found"."""
+    onnx_asr = _copy(onnx_asr_dirs["tdt_a"], tmp_path / "no-vocab")
+    (onnx_asr / "vocab.txt").unlink()
+    with pytest.raises(ModelDirectoryError, match=r"no manifest\.json; it holds encoder-model\.onnx, "
+                                                  r"decoder_joint-model\.onnx of onnx-asr's layout, which also "
+                                                  r"needs vocab\.txt"):
+        Engine.load(onnx_asr)
+    sherpa = _sherpa_copy(sherpa_dirs["tdt_a"], tmp_path / "no-tokens")
+    (sherpa / "tokens.txt").unlink()
+    with pytest.raises(ModelDirectoryError, match=r"sherpa-onnx's layout, which also needs tokens\.txt"):
+        Engine.load(sherpa)
+    with pytest.raises(ModelDirectoryError, match=r"encoder\.onnx is a file: give the model directory"):
+        Engine.load(sherpa / "encoder.onnx")
+    checkpoint = tmp_path / "model.nemo"
+    checkpoint.write_bytes(b"")
+    with pytest.raises(ModelDirectoryError, match=r"is a NeMo checkpoint: convert it"):
+        Engine.load(checkpoint)
+    with pytest.raises(ModelDirectoryError, match=r"no manifest\.json$"):
+        Engine.load(tmp_path / "no-vocab" / ".." / "no-tokens" / "..")

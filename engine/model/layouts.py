@@ -12,9 +12,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import ModelDirectoryError
 from ..options import SessionOptions
+from . import onnx_asr, sherpa_onnx
 from .devices import Provider
 from .hub import download, is_hub_name
+from .manifest import load_manifest
 from .onnx_asr import LoadedLayout, is_onnx_asr_directory, load_onnx_asr
 from .sherpa_onnx import is_sherpa_onnx_directory, load_sherpa_onnx
 
@@ -38,12 +41,50 @@ def resolve_model_dir(
 
 
 def layout_of(directory: Path) -> str | None:
-    """``"sherpa-onnx"``, ``"onnx-asr"``, or ``None`` (this project's layout, or none)."""
-    if is_sherpa_onnx_directory(directory):
-        return "sherpa-onnx"
-    if is_onnx_asr_directory(directory):
-        return "onnx-asr"
+    """``"sherpa-onnx"``, ``"onnx-asr"``, or ``None`` (this project's layout, or none).
+
+    Raises:
+        ModelDirectoryError: the directory cannot be examined (no permission to enter it).
+    """
+    try:
+        if is_sherpa_onnx_directory(directory):
+            return "sherpa-onnx"
+        if is_onnx_asr_directory(directory):
+            return "onnx-asr"
+    except OSError as exc:  # Path.exists() raises PermissionError on a directory that cannot be entered
+        raise ModelDirectoryError(f"cannot read the model directory {directory}: {exc.strerror or exc}") from exc
     return None
+
+
+def partial_layout_hint(directory: Path) -> str:
+    """For a directory with no ``manifest.json`` that holds some of another layout's files: which of that layout's
+    files are missing (``""`` when it holds none of them)."""
+    layouts = (("onnx-asr", (onnx_asr.ENCODER_FILE, onnx_asr.DECODER_JOINT_FILE, onnx_asr.VOCAB_FILE)),
+               ("sherpa-onnx", (sherpa_onnx.ENCODER_FILE, sherpa_onnx.DECODER_FILE, sherpa_onnx.JOINER_FILE,
+                                sherpa_onnx.TOKENS_FILE)))
+    for name, files in layouts:
+        try:
+            present = [f for f in files if any((directory / f.format(suffix=s)).is_file() for s in ("", ".int8"))]
+        except OSError:
+            return ""
+        if present and len(present) < len(files):
+            missing = [f.format(suffix="") for f in files if f not in present]
+            return (f"; it holds {', '.join(f.format(suffix='') for f in present)} of {name}'s layout, which also "
+                    f"needs {' and '.join(missing)}")
+    return ""
+
+
+def check_model_dir(model_dir: str | os.PathLike[str]) -> Path:
+    """``model_dir`` resolved (a hub name downloaded) and checked to be a model directory of this project's
+    layout (its manifest valid) or of another runtime's: what a command checks before it starts its workers.
+
+    Raises:
+        ModelDownloadError, ModelDirectoryError, ManifestError: as :func:`resolve_model_dir` and the manifest.
+    """
+    directory = resolve_model_dir(model_dir)
+    if layout_of(directory) is None:
+        load_manifest(directory)
+    return directory
 
 
 def load_other_layout(

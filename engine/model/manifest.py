@@ -434,8 +434,8 @@ _RANGES: dict[type[Any], dict[str, _Check]] = {
     DecodingSpec: {
         "vocab_size": _SIZE,
         "blank_id": _between(0, MAX_DIMENSION),
-        "durations": ((lambda v: 0 < len(v) <= 64 and all(0 <= d <= MAX_DIMENSION for d in v)),
-                      f"a non-empty list of at most 64 durations between 0 and {MAX_DIMENSION}"),
+        "durations": ((lambda v: 0 < len(v) <= 64 and all(0 <= d <= MAX_DIMENSION for d in v) and any(v)),
+                      f"a non-empty list of at most 64 durations between 0 and {MAX_DIMENSION}, one of them positive"),
         "max_symbols": _between(1, MAX_DIMENSION),
     },
     TokenizerSpec: {"segment_gap_threshold": _between(0, 1 << 31)},
@@ -807,6 +807,11 @@ def load_manifest(model_dir: Path, *, verify: bool = False) -> Manifest:
         ManifestError: the manifest is not valid JSON, fails validation, names a file outside the directory
             or not a plain file, or a file differs from the size or hash it records.
     """
+    if model_dir.is_file():
+        if model_dir.suffix == ".nemo":
+            raise ModelDirectoryError(f"{model_dir} is a NeMo checkpoint: convert it into a model directory first "
+                                      f"(`convert-model {model_dir} OUT_DIR`; the export extra)")
+        raise ModelDirectoryError(f"{model_dir} is a file: give the model directory that holds it")
     if not model_dir.is_dir():
         raise ModelDirectoryError(
             f"model directory not found: {model_dir} (make one from a NeMo checkpoint with convert-model, e.g. "
@@ -815,7 +820,10 @@ def load_manifest(model_dir: Path, *, verify: bool = False) -> Manifest:
         )
     path = model_dir / MANIFEST_NAME
     if not path.is_file():
-        raise ModelDirectoryError(f"{model_dir} is not a parakeet-runtime model directory: no {MANIFEST_NAME}")
+        from .layouts import partial_layout_hint  # imported here: layouts.py imports this module
+
+        raise ModelDirectoryError(f"{model_dir} is not a parakeet-runtime model directory: no {MANIFEST_NAME}"
+                                  f"{partial_layout_hint(model_dir)}")
     try:
         size = path.stat().st_size
         if size > MAX_MANIFEST_BYTES:

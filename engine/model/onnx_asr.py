@@ -175,12 +175,14 @@ def load_onnx_asr(
         raise ManifestError(f"{encoder_file}: expected inputs audio_signal and length, found {sorted(encoder_inputs)}")
     n_mels = _mel_count(encoder_file, encoder_inputs["audio_signal"], config)
 
+    measured, encoder_width = measure_encoder(encoder, n_mels, encoder_file)
     parts = split_decoder_joint(directory / decoder_joint_file)
     projection = EncoderProjection(
         session=graph_session(parts.projection, chosen, threads, spinning), input="encoder_outputs", output=_PROJECTED
     )
     try:
         width = parts.d_model if parts.frames_width is None else parts.frames_width
+        check_frame_width(encoder_width, width, encoder_file, decoder_joint_file)
         (projected,) = projection.session.run(None, {"encoder_outputs": np.zeros((1, width, 1), np.float32)})
     except Exception as exc:  # onnxruntime raises its own untyped exceptions here
         raise ManifestError(f"{decoder_joint_file}: the joint's encoder projection does not run ({exc})") from exc
@@ -192,7 +194,7 @@ def load_onnx_asr(
     vocab_size = blank_id
     durations = _durations(config, parts.num_outputs, vocab_size, decoder_joint_file)
     features_spec, features = parakeet_features(n_mels)
-    subsampling = _subsampling(config, encoder, n_mels, encoder_file)
+    subsampling = _subsampling(config, measured, encoder_file)
     manifest = Manifest(
         features=features_spec,
         encoder=EncoderSpec(
@@ -242,8 +244,12 @@ def _graph_files(directory: Path, precision: str | None) -> tuple[str, str]:
     for suffix in suffixes:
         names = (ENCODER_FILE.format(suffix=suffix), DECODER_JOINT_FILE.format(suffix=suffix))
         if all((directory / name).is_file() for name in names):
+            fp32 = [ENCODER_FILE.format(suffix=""), DECODER_JOINT_FILE.format(suffix="")]
+            if precision is None and suffix and any((directory / name).is_file() for name in fp32):
+                logger.warning("%s: the fp32 graphs are incomplete (%s and %s are needed): loading the int8 graphs "
+                               "instead; pass precision='int8' to choose them", directory, *fp32)
             return names
-    wanted = ", ".join(ENCODER_FILE.format(suffix=s) + " and " + DECODER_JOINT_FILE.format(suffix=s) for s in suffixes)
+    wanted = " or ".join(f"{ENCODER_FILE.format(suffix=s)} and {DECODER_JOINT_FILE.format(suffix=s)}" for s in suffixes)
     raise ModelDirectoryError(f"{directory}: an onnx-asr NeMo directory needs {wanted}")
 
 
@@ -277,7 +283,7 @@ def read_vocab(path: Path) -> tuple[list[str], int]:
         ManifestError: a malformed line, ids that are not ``0..n-1`` in order, or no ``<blk>`` last.
     """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark some editors write
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path.name}: not readable ({exc})") from exc
     pieces = []
@@ -315,10 +321,12 @@ def _durations(config: dict[str, Any], num_outputs: int, vocab_size: int, graph:
     raw = config.get("durations")
     if raw is None:
         durations = DEFAULT_DURATIONS
-    elif isinstance(raw, list) and raw and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
+    elif (isinstance(raw, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw)
+          and any(d > 0 for d in raw)):
         durations = tuple(raw)
-    else:
-        raise ManifestError(f"{CONFIG_FILE}: durations must be a list of non-negative integers, found {raw!r}")
+    else:  # no positive duration: every label would stay on its frame (up to max_tokens_per_step each)
+        raise ManifestError(f"{CONFIG_FILE}: durations must be a list of non-negative integers, one of them "
+                            f"positive, found {raw!r}")
     expected = vocab_size + 1 + len(durations)
     if num_outputs != expected:
         source = f"{CONFIG_FILE}'s durations" if raw is not None else f"Parakeet's durations {list(durations)}"
@@ -329,19 +337,42 @@ def _durations(config: dict[str, Any], num_outputs: int, vocab_size: int, graph:
     return durations
 
 
-def _subsampling(config: dict[str, Any], encoder: ort.InferenceSession, n_mels: int, graph: str) -> int:
-    if "subsampling_factor" in config:
-        return _int(config, "subsampling_factor", 0)
+def measure_encoder(encoder: ort.InferenceSession, n_mels: int, graph: str) -> tuple[int, int]:
+    """The encoder's subsampling factor and the width of its output frames, measured by running it once on
+    zero features (NeMo's export: ``outputs`` ``(batch, width, frames)`` and ``encoded_lengths``).
+
+    Raises:
+        ManifestError: it does not run, or its lengths give no whole subsampling factor.
+    """
     frames = 256  # divisible by every FastConformer subsampling factor (4, 8, 16)
     features = np.zeros((1, n_mels, frames), dtype=np.float32)
     try:
-        _, lengths = encoder.run(None, {"audio_signal": features, "length": np.array([frames], dtype=np.int64)})
+        outputs, lengths = encoder.run(["outputs", "encoded_lengths"],
+                                       {"audio_signal": features, "length": np.array([frames], dtype=np.int64)})
     except Exception as exc:  # onnxruntime raises its own untyped exceptions here
         raise ManifestError(f"{graph}: the encoder does not run on {n_mels} mel bins ({exc})") from exc
     encoded = int(np.asarray(lengths).reshape(-1)[0])
     if encoded <= 0 or frames % encoded:
         raise ManifestError(f"{graph}: {frames} feature frames encode to {encoded} frames; cannot infer subsampling")
-    return frames // encoded
+    width = int(outputs.shape[1]) if np.ndim(outputs) == 3 else 0
+    return frames // encoded, width
+
+
+def check_frame_width(width: int, expected: int, encoder_graph: str, joint_graph: str) -> None:
+    """Refuse an encoder whose frames are not as wide as the joint's encoder input (graphs of two models)."""
+    if width != expected:
+        raise ManifestError(f"{encoder_graph} outputs frames of {width} values, but {joint_graph} takes {expected}: "
+                            "the two graphs come from different models")
+
+
+def _subsampling(config: dict[str, Any], measured: int, graph: str) -> int:
+    """The measured factor; a ``subsampling_factor`` in the config must agree with it (it decides every time)."""
+    if "subsampling_factor" in config:
+        declared = _int(config, "subsampling_factor", 0)
+        if declared != measured:
+            raise ManifestError(f"{CONFIG_FILE}: subsampling_factor is {declared}, but {graph} subsamples by "
+                                f"{measured}")
+    return measured
 
 
 def _max_frames(path: Path, d_model: int) -> int:
@@ -703,7 +734,7 @@ def sentencepiece_model(pieces: Sequence[str]) -> bytes:
     return bytes(body)
 
 
-def vocab_tokenizer(pieces: Sequence[str]) -> Tokenizer:
+def vocab_tokenizer(pieces: Sequence[str], vocab_file: str = VOCAB_FILE) -> Tokenizer:
     """The engine's :class:`Tokenizer` over ``vocab.txt``'s pieces (no ``tokenizer.model`` in the layout).
 
     Raises:
@@ -713,6 +744,6 @@ def vocab_tokenizer(pieces: Sequence[str]) -> Tokenizer:
     try:
         processor.LoadFromSerializedProto(sentencepiece_model(pieces))
     except (RuntimeError, OSError) as exc:
-        raise ManifestError(f"{VOCAB_FILE}: SentencePiece cannot use these pieces ({exc})") from exc
+        raise ManifestError(f"{vocab_file}: SentencePiece cannot use these pieces ({exc})") from exc
     texts = tuple(processor.decode_pieces([piece]) for piece in pieces)
     return Tokenizer(processor=processor, pieces=tuple(pieces), texts=texts)

@@ -74,9 +74,11 @@ from .onnx_asr import (
     DEFAULT_DURATIONS,
     DEFAULT_MAX_SYMBOLS,
     LoadedLayout,
+    check_frame_width,
     joint_part,
     labels_head,
     max_frames_of,
+    measure_encoder,
     parakeet_features,
     projection_part,
     punctuation_from_vocab,
@@ -130,11 +132,22 @@ def graph_files(directory: Path, precision: str | None) -> SherpaFiles:
     for suffix in suffixes:
         files = SherpaFiles(*(f.format(suffix=suffix) for f in (ENCODER_FILE, DECODER_FILE, JOINER_FILE)))
         if all((directory / name).is_file() for name in (files.encoder, files.decoder, files.joiner)):
+            if precision is None and suffix:
+                _warn_partial_fp32(directory, [f.format(suffix="") for f in (ENCODER_FILE, DECODER_FILE, JOINER_FILE)])
             return files
     wanted = " or ".join(
         ", ".join(f.format(suffix=s) for f in (ENCODER_FILE, DECODER_FILE, JOINER_FILE)) for s in suffixes
     )
     raise ModelDirectoryError(f"{directory}: a sherpa-onnx NeMo transducer directory needs {wanted}")
+
+
+def _warn_partial_fp32(directory: Path, fp32_files: list[str]) -> None:
+    """Say (as a warning: transcripts differ from fp32's) that an incomplete fp32 set made the int8 one load."""
+    present = [name for name in fp32_files if (directory / name).is_file()]
+    if present:
+        missing = [name for name in fp32_files if name not in present]
+        logger.warning("%s: the fp32 graphs are incomplete (no %s): loading the int8 graphs instead; pass "
+                       "precision='int8' to choose them, or add the missing files", directory, " or ".join(missing))
 
 
 def _meta_int(metadata: dict[str, str], key: str, graph: str) -> int | None:
@@ -180,17 +193,7 @@ def _mel_count(encoder: ort.InferenceSession, metadata: dict[str, str], graph: s
     return mels
 
 
-def _subsampling(encoder: ort.InferenceSession, metadata: dict[str, str], n_mels: int, graph: str) -> int:
-    frames = 256  # divisible by every FastConformer subsampling factor (4, 8, 16)
-    features = np.zeros((1, n_mels, frames), dtype=np.float32)
-    try:
-        _, lengths = encoder.run(None, {"audio_signal": features, "length": np.array([frames], dtype=np.int64)})
-    except Exception as exc:  # onnxruntime raises its own untyped exceptions here
-        raise ManifestError(f"{graph}: the encoder does not run on {n_mels} mel bins ({exc})") from exc
-    encoded = int(np.asarray(lengths).reshape(-1)[0])
-    if encoded <= 0 or frames % encoded:
-        raise ManifestError(f"{graph}: {frames} feature frames encode to {encoded} frames; cannot infer subsampling")
-    measured = frames // encoded
+def _subsampling(measured: int, metadata: dict[str, str], graph: str) -> int:
     declared = _meta_int(metadata, "subsampling_factor", graph)
     if declared is not None and declared != measured:
         raise ManifestError(f"{graph}: metadata subsampling_factor is {declared}, but the encoder subsamples by "
@@ -329,7 +332,8 @@ def load_sherpa_onnx(
     metadata = dict(encoder.get_modelmeta().custom_metadata_map)
     n_mels = _mel_count(encoder, metadata, files.encoder)
     _check_metadata(metadata, files.encoder, vocab_size, n_mels)
-    subsampling = _subsampling(encoder, metadata, n_mels, files.encoder)
+    measured, encoder_width = measure_encoder(encoder, n_mels, files.encoder)
+    subsampling = _subsampling(measured, metadata, files.encoder)
 
     parts = build_parts(directory / files.decoder, directory / files.joiner)
     for key, value in (("pred_rnn_layers", parts.layers), ("pred_hidden", parts.hidden)):
@@ -337,6 +341,7 @@ def load_sherpa_onnx(
         if declared is not None and declared != value:
             raise ManifestError(f"{files.encoder}: metadata {key} is {declared}, but {files.decoder}'s state has "
                                 f"{value}")
+    check_frame_width(encoder_width, parts.d_model, files.encoder, files.joiner)
     projection = EncoderProjection(
         session=graph_session(parts.projection, chosen, threads, spinning), input=parts.encoder_input,
         output=_PROJECTED,
@@ -387,5 +392,6 @@ def load_sherpa_onnx(
         joint_session=decoding.joint, encoder_projection=projection, decoder_weights=decoding.weights,
     )
     logger.info("loaded sherpa-onnx layout %s (%s, %s, %s)", directory, files.encoder, files.decoder, files.joiner)
-    return LoadedLayout(manifest=manifest, features=features, tokenizer=vocab_tokenizer(pieces), model=model)
+    return LoadedLayout(manifest=manifest, features=features, tokenizer=vocab_tokenizer(pieces, TOKENS_FILE),
+                        model=model)
 

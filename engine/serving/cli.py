@@ -18,8 +18,7 @@ from .. import __version__
 from ..engine import Engine, default_model_dir, sample_audio_path
 from ..errors import ParakeetRuntimeError
 from ..model.devices import DEVICES, device_providers
-from ..model.layouts import layout_of, resolve_model_dir
-from ..model.manifest import load_manifest
+from ..model.layouts import check_model_dir
 from ..options import (
     Backend,
     BatchingOptions,
@@ -226,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         if args.output_dir is not None:
             _check_output_dir(args.output_dir)
         if args.ray is not None:
-            load_manifest(args.model if args.model is not None else default_model_dir())  # fail fast, here
+            check_model_dir(args.model if args.model is not None else default_model_dir())  # fail fast, here
             return _run_on_ray(args, inputs)
         engine = Engine.load(
             args.model if args.model is not None else default_model_dir(),
@@ -378,9 +377,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         # Fail fast, before binding the port, on a directory that cannot be a model (a hub name is downloaded
         # here; onnx-asr and sherpa-onnx directories have no manifest).
-        model_dir = resolve_model_dir(model_dir)
-        if layout_of(model_dir) is None:
-            load_manifest(model_dir)
+        model_dir = check_model_dir(model_dir)
         if args.device is not None:
             device_providers(args.device, model_dir)  # this onnxruntime build has the device's providers
     except ParakeetRuntimeError as exc:
@@ -415,7 +412,7 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
               f"{exc}", file=sys.stderr)
         return 2
     try:
-        load_manifest(args.model if args.model is not None else default_model_dir())
+        check_model_dir(args.model if args.model is not None else default_model_dir())
     except ParakeetRuntimeError as exc:
         print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
         return 2
