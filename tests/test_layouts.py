@@ -165,6 +165,15 @@ def test_wrong_durations_are_refused(onnx_asr_dirs: dict[str, Path], tmp_path: P
         Engine.load(directory)
 
 
+def test_a_joint_without_duration_outputs_is_called_rnnt() -> None:
+    """A plain RNN-T export (labels and blank only) was told to "give the model's TDT durations"."""
+    from parakeet_runtime.engine.model.onnx_asr import _durations
+
+    with pytest.raises(ManifestError, match="no durations: an RNN-T model"):
+        _durations({}, 97, 96, "decoder_joint-model.onnx")
+    assert _durations({}, 102, 96, "decoder_joint-model.onnx") == (0, 1, 2, 3, 4)
+
+
 def test_mel_count_disagreeing_with_the_encoder_is_refused(onnx_asr_dirs: dict[str, Path], tmp_path: Path) -> None:
     directory = _copy(onnx_asr_dirs["tdt_a"], tmp_path / "mels")
     config = json.loads((directory / "config.json").read_text())

@@ -328,6 +328,9 @@ def _durations(config: dict[str, Any], num_outputs: int, vocab_size: int, graph:
         raise ManifestError(f"{CONFIG_FILE}: durations must be a list of non-negative integers, one of them "
                             f"positive, found {raw!r}")
     expected = vocab_size + 1 + len(durations)
+    if num_outputs == vocab_size + 1:
+        raise ManifestError(f"{graph}: the joint has {num_outputs} outputs, {VOCAB_FILE}'s pieces and the blank, "
+                            "and no durations: an RNN-T model; the engine runs TDT models")
     if num_outputs != expected:
         source = f"{CONFIG_FILE}'s durations" if raw is not None else f"Parakeet's durations {list(durations)}"
         raise ManifestError(
