@@ -89,7 +89,7 @@ def _declared(container: Any, stream: Any, kind: str) -> float | None:
 def declared_seconds(source: str | os.PathLike[str] | bytes) -> float | None:
     """The length a known container declares in its header (nothing is decoded), or ``None``: not a known
     container, no PyAV, unreadable, or no declared length (ADTS, a WebM written live). The header may lie; the
-    decoder counts what it decodes all the same (:func:`read_container`)."""
+    decoder counts what it decodes all the same (:func:`container_blocks`)."""
     kind = container_kind(_head(source))
     if kind is None:
         return None
