@@ -193,13 +193,14 @@ class Engine:
         weakref.finalize(engine, runner.close, 0)
         return engine
 
-    def close(self, *, drain: bool = False) -> None:
+    def close(self, *, drain: bool = False, timeout: float | None = 30.0) -> None:
         """Stop taking requests: every later call (single or list, sync or async) raises
         ``EngineClosedError``. The batch in progress always finishes. Requests already submitted and
-        waiting for the worker finish too with ``drain=True`` (``close`` waits for them, up to 30 s), and
-        otherwise fail with ``EngineClosedError``. With batching off, ``drain=True`` waits for the calls
-        running in other threads. Idempotent."""
-        self.runner.close(drain=drain)
+        waiting for the worker finish too with ``drain=True``, and otherwise fail with ``EngineClosedError``.
+        ``close`` waits up to ``timeout`` seconds (``None``: as long as it takes) for the worker to finish them
+        (the worker is a daemon thread: a process may exit without waiting). With batching off, ``drain=True``
+        waits for the calls running in other threads. Idempotent."""
+        self.runner.close(timeout, drain=drain)
 
     def __enter__(self) -> Engine:
         return self

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import uvicorn
 
-from parakeet_runtime.engine import BatchingOptions, Engine, sample_audio_path
+from parakeet_runtime.engine import BatchingOptions, Engine, EngineClosedError, sample_audio_path
 from parakeet_runtime.engine.serving.cli import API_KEY_ENV, parse_args
 from parakeet_runtime.engine.serving.http11 import protocol_class, uvicorn_settings
 from parakeet_runtime.engine.serving.server import ServerOptions, create_app
@@ -422,6 +422,40 @@ def test_work_outliving_the_shutdown_grace_gets_503_not_500(reference: Engine, m
     assert "Exception in ASGI application" not in caplog.text
 
 
+def test_shutdown_does_not_wait_for_the_batch_of_requests_already_answered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the grace period every request is answered 503, but closing the engine then waited (drain, up to 30 s)
+    for the batch it was running: the process outlived ``--shutdown-grace-s`` by up to 30 s."""
+    from parakeet_runtime.engine.model.onnx_model import OnnxTdtModel
+
+    engine = Engine.load()
+    encode = OnnxTdtModel.encode
+    entered = threading.Event()
+
+    def slow(self: OnnxTdtModel, features: Any, lengths: Any) -> Any:
+        entered.set()
+        time.sleep(8)
+        return encode(self, features, lengths)
+
+    monkeypatch.setattr(OnnxTdtModel, "encode", slow)
+    options = ServerOptions(shutdown_grace_s=1, close_engine_on_shutdown=True)
+    responses: list[httpx.Response] = []
+    running = _ThreadedServer(create_app(engine, options), options)
+    with running:
+        client = threading.Thread(target=lambda: responses.append(httpx.post(
+            f"{running.url}/v1/audio/transcriptions", files={"file": ("a.wav", sample_audio_path().read_bytes())},
+            data={"model": "p"}, timeout=30)))
+        client.start()
+        assert entered.wait(30)
+        started = time.monotonic()
+        running.server.should_exit = True
+        client.join(timeout=30)
+    stopped = time.monotonic() - started
+    assert responses and responses[0].status_code == 503
+    assert stopped < options.shutdown_grace_s + 4, stopped  # not the 8 s batch
+    with pytest.raises(EngineClosedError):
+        engine.transcribe(sample_audio_path())
+
+
 def test_work_finishing_within_the_grace_is_served(reference: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     real = Engine.transcribe_async
     entered = threading.Event()
@@ -680,3 +714,64 @@ def test_oversized_headers_in_one_write_get_431(server: str, header_bytes: int) 
     assert status == 431 and b"connection: close" in raw.lower(), raw[:300]
     assert error["code"] == "request_headers_too_large"
     assert httpx.get(f"{server}/health", headers={"X-Filler": "a" * 8_000}, timeout=10).status_code == 200
+
+
+# --- findings of a hostile-traffic probe (2026-12-02) ---------------------------------------------------------
+
+
+def test_a_trailing_slash_is_an_unknown_path_not_a_redirect(server: str) -> None:
+    """Starlette answered /health/ with a bodyless 307 to a URL built from the Host header."""
+    for method, path in (("GET", "/health/"), ("POST", "/v1/audio/transcriptions/"), ("GET", "/v1/models/")):
+        response = httpx.request(method, f"{server}{path}", headers={"Host": "evil.example:666"}, timeout=10)
+        assert response.status_code == 404, (path, response.status_code)
+        assert "location" not in response.headers and response.json()["error"]["code"] in ("not_found",
+                                                                                           "model_not_found")
+
+
+def test_content_length_with_transfer_encoding_is_refused_and_closed(server: str) -> None:
+    """A body framed as chunked whose Content-Length covers a second request: h11 read it as chunked and kept the
+    connection, so the rest was answered as another request (a request a proxy framing by Content-Length never
+    saw). Now one 400 and the connection is closed."""
+    host, port = _address(server)
+    smuggled = f"GET /v1/models HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
+    body = "0\r\n\r\n" + smuggled
+    request = (f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(body)}\r\n"
+               f"Transfer-Encoding: chunked\r\nContent-Type: multipart/form-data; boundary=x\r\n\r\n{body}").encode()
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(request)
+        raw = _read_response(sock, time.monotonic() + 10)
+    assert raw.count(b"HTTP/1.1 ") == 1, raw[:500]
+    status, error = _status_and_error(raw)
+    assert status == 400 and error["code"] == "invalid_http_request" and b"connection: close" in raw.lower()
+    assert httpx.get(f"{server}/health", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(("data", "param", "shown"), [
+    ({"language": "/etc"}, "language", "'/etc'"),
+    ({"temperature": "0x1"}, "temperature", "'0x1'"),
+    ({"0xdeadbeef": "1"}, "0xdeadbeef", "unrecognized request argument: '0xdeadbeef'"),
+    ({"timestamp_granularities": "char"}, "timestamp_granularities", "'char'"),
+])
+def test_errors_that_echo_the_clients_own_values_keep_their_reason(server: str, data: dict[str, str], param: str,
+                                                                   shown: str) -> None:
+    """The filter that keeps paths and addresses out of error bodies hid these reasons behind "the request could not
+    be processed" (and logged a warning for each), because the client's own value looked like a path or an
+    address."""
+    response = httpx.post(f"{server}/v1/audio/transcriptions", timeout=30,
+                          files={"file": ("a.wav", sample_audio_path().read_bytes())},
+                          data={"model": "p", "response_format": "verbose_json", **data})
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == param and shown in error["message"], error
+
+
+@pytest.mark.parametrize(("data", "files", "message"), [
+    ({"prompt": "x" * 100_000}, None, "unreadable multipart form: Part exceeded maximum size of 64KB"),
+    ({f"f{i}": "1" for i in range(40)}, None, "unreadable multipart form: Too many fields"),
+    ({"file": "text"}, [("file", ("a.wav", b"RIFF"))], "one 'file' field per request"),
+])
+def test_form_errors_say_what_is_wrong(server: str, data: dict[str, str], files: Any, message: str) -> None:
+    """A part over the size limit and too many fields were both "expected a multipart form with a 'file' field"; a
+    text part named 'file' beside the file part was silently ignored (or, after it, "missing the 'file' field")."""
+    files = files or [("file", ("a.wav", sample_audio_path().read_bytes()))]
+    response = httpx.post(f"{server}/v1/audio/transcriptions", files=files, data={"model": "p", **data}, timeout=30)
+    assert response.status_code == 400 and message in response.json()["error"]["message"], response.text

@@ -179,7 +179,8 @@ def container_blocks(
                     yielded = True
                     pending, gathered = [], 0
     except av.FFmpegError as exc:
-        raise AudioDecodeError(f"{refusal}; PyAV cannot decode the {kind} container either: {exc}") from exc
+        reason = str(getattr(exc, "strerror", None) or exc)  # FFmpeg's words, without its errno and file name
+        raise AudioDecodeError(f"{refusal}; PyAV cannot decode the {kind} container either: {reason}") from exc
     if pending or not yielded:
         block = np.concatenate(pending) if pending else np.zeros(0, dtype=np.float32)
         yield block, stream_rate if rate is None else rate

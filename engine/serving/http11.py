@@ -15,8 +15,9 @@ complete the timer stops: the body is bounded by ``body_timeout_s`` in the app. 
 uvicorn's 400 with a body in OpenAI's error shape (uvicorn's own is plain text), and so does a request refused
 because ``limit_concurrency`` open connections (or requests) are reached: a 503 with ``Retry-After``
 (:func:`_connection_limited` applies uvicorn's test; uvicorn's own answer is plain text). h11 bounds a request's
-head (request line and headers) only while it arrives over several reads: :func:`_head_limited` answers 431 to a
-head over the same limit that came in one read.
+head (request line and headers) only while it arrives over several reads: :func:`_head_checked` answers 431 to a
+head over the same limit that came in one read, and 400 to a request framed both by ``Content-Length`` and
+``Transfer-Encoding`` (a way to smuggle a second request past a proxy).
 """
 
 from __future__ import annotations
@@ -78,23 +79,43 @@ def _head_size(scope: MutableMapping[str, Any]) -> int:
             + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ())) + 2)
 
 
-def _head_limited(app: _Asgi, limit: int) -> _Asgi:
+def _closing_error(message: str, code: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The headers and body of an error in OpenAI's shape after which the connection is closed."""
+    body = _error_body(message, code)
+    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close")], body
+
+
+def _head_checked(app: _Asgi, limit: int) -> _Asgi:
     """``app``, except that an HTTP request whose head is over ``limit`` bytes (h11's limit, which h11 applies only
-    to a head arriving over several reads) gets a 431 in OpenAI's error shape, and its connection is closed."""
-    body = _error_body(f"the request line and headers are over {limit} bytes", "request_headers_too_large")
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close")]
+    to a head arriving over several reads) gets a 431, and one with both ``Content-Length`` and
+    ``Transfer-Encoding`` a 400 (h11 frames it as chunked and keeps the connection: what follows the chunked body
+    would be read as another request, which a proxy framing by ``Content-Length`` never saw; RFC 9112 section 6.3),
+    both in OpenAI's error shape, and the connection is closed."""
+    too_large = _closing_error(f"the request line and headers are over {limit} bytes",
+                               "request_headers_too_large")
+    ambiguous = _closing_error("malformed HTTP request (both Content-Length and Transfer-Encoding)",
+                               "invalid_http_request")
 
-    async def limited(scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]],
+    async def checked(scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]],
                       send: Callable[[Any], Awaitable[None]]) -> None:
-        if scope["type"] == "http" and (size := _head_size(scope)) > limit:
-            logger.info("request head of about %d bytes (limit %d): answered 431", size, limit)
-            await send({"type": "http.response.start", "status": 431, "headers": headers})
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+        refusal = None
+        if scope["type"] == "http":
+            names = {name.lower() for name, _ in scope.get("headers", ())}
+            if (size := _head_size(scope)) > limit:
+                logger.info("request head of about %d bytes (limit %d): answered 431", size, limit)
+                refusal = 431, too_large
+            elif b"content-length" in names and b"transfer-encoding" in names:
+                logger.info("request with both Content-Length and Transfer-Encoding: answered 400")
+                refusal = 400, ambiguous
+        if refusal is None:
+            await app(scope, receive, send)
             return
-        await app(scope, receive, send)
+        status, (headers, body) = refusal
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
-    return limited
+    return checked
 
 
 def _timeout_response(timeout_s: float) -> bytes:
@@ -118,7 +139,7 @@ class HeaderTimeoutProtocol(H11Protocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         configured = self.config.h11_max_incomplete_event_size
-        self.app = _head_limited(self.app, _H11_HEAD_LIMIT if configured is None else configured)
+        self.app = _head_checked(self.app, _H11_HEAD_LIMIT if configured is None else configured)
         if self.limit_concurrency is not None:  # uvicorn's own test answers in plain text: see _connection_limited
             self.app = _connection_limited(self.app, self.limit_concurrency, self.connections, self.tasks,
                                            self.retry_after_s)

@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 import soundfile
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
@@ -81,6 +82,9 @@ RELEASE_AFTER_S = 60.0
 """After a request whose upload was at least this large, or whose audio was at least this long, or that failed in
 the engine, the free memory of the malloc heaps is returned to the system (:class:`_MemoryReleaser`)."""
 RELEASE_INTERVAL_S = 1.0
+
+SHUTDOWN_CLOSE_S = 1.0
+"""How long the server's shutdown waits for the engine's worker after uvicorn's graceful shutdown."""
 
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _UNSAFE = re.compile(r"0x[0-9a-fA-F]+|object at|Traceback|File \"|(?:^|[\s'\"(=:])(?:~?/|[A-Za-z]:\\)\S")
@@ -151,7 +155,9 @@ class ServerOptions:
 
 class _ApiError(Exception):
     def __init__(self, status: int, message: str, *, kind: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
+                 code: str | None = None, headers: dict[str, str] | None = None, echoes_client: bool = False) -> None:
+        """``echoes_client``: the message is the server's own words around values the client sent (a field's
+        name or value): shown as it is (``_public`` would take ``language=/etc`` for a path and hide the reason)."""
         super().__init__(message)
         self.status = status
         self.message = message
@@ -159,10 +165,11 @@ class _ApiError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
+        self.echoes_client = echoes_client
 
     def response(self) -> JSONResponse:
-        body = {"error": {"message": _public(self.message), "type": self.kind, "param": self.param,
-                          "code": self.code}}
+        message = self.message if self.echoes_client else _public(self.message)
+        body = {"error": {"message": message, "type": self.kind, "param": self.param, "code": self.code}}
         return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
@@ -253,7 +260,10 @@ def create_app(
             yield
         finally:
             if opts.close_engine_on_shutdown and state.engine is not None:
-                await asyncio.to_thread(state.engine.close, drain=True)
+                # uvicorn's graceful shutdown is over: every request has been answered (200, or 503 after the
+                # grace period), so nothing waits for the engine's work; the batch it is running is not waited
+                # for beyond SHUTDOWN_CLOSE_S (it ran up to 30 s more, past --shutdown-grace-s).
+                await asyncio.to_thread(state.engine.close, drain=False, timeout=SHUTDOWN_CLOSE_S)
 
     def ready_engine() -> Engine:
         if state.engine is None:
@@ -337,8 +347,12 @@ def create_app(
     if opts.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(opts.cors_origins),
                                      allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"]))
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                     exception_handlers={404: _unrouted, 405: _unrouted})
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                    exception_handlers={404: _unrouted, 405: _unrouted})
+    # Starlette answers /health/ with a bodyless 307 to a URL built from the client's Host header (before the API
+    # key is checked): such paths get the 404 of any other unknown path
+    app.router.redirect_slashes = False
+    return app
 
 
 async def _unrouted(request: Request, exc: Exception) -> Response:
@@ -399,32 +413,39 @@ async def _transcribe(request: Request, body: bytes, engine: Engine, opts: Serve
         form = await request.form(max_files=1, max_fields=32, max_part_size=64 * 1024)
     except Exception as exc:  # starlette raises its own parse errors
         logger.debug("unreadable form: %s", exc)
-        if "too many files" in str(exc).lower():  # max_files=1: a second file part
+        detail = str(exc.detail) if isinstance(exc, HTTPException) else ""  # Starlette's own (fixed) sentences
+        if "too many files" in detail.lower():  # max_files=1: a second file part
             raise _ApiError(400, "one audio file per request: the form has more than one file part",
                             param="file") from exc
+        if detail:  # too many fields, a part over the size limit, no boundary, a part without a name, ...
+            raise _ApiError(400, f"unreadable multipart form: {detail.rstrip('.')} (the form takes a 'file' field, "
+                            "the audio, and OpenAI's short text fields)", param="file") from exc
         raise _ApiError(400, "expected a multipart form with a 'file' field (an audio file)", param="file") from exc
     try:
+        if len(form.getlist("file")) > 1:  # a text part named 'file' beside the file part: never one ignored
+            raise _ApiError(400, "one 'file' field per request: the form has more than one", param="file")
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise _ApiError(400, "missing the 'file' field (an audio file)", param="file")
         fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
         for key, _ in form.multi_items():
             if key not in FIELDS:
-                raise _ApiError(400, f"unrecognized request argument: {key[:64]!r}", param=key[:64])
+                raise _ApiError(400, f"unrecognized request argument: {key[:64]!r}", param=key[:64],
+                                echoes_client=True)
         _check_unsupported(fields, engine)
         response_format = fields.get("response_format") or "json"
         if response_format not in RESPONSE_FORMATS:
             raise _ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}",
                             param="response_format")
-        granularities = [str(g) for g in form.getlist("timestamp_granularities[]")]
-        granularities += [str(g) for g in form.getlist("timestamp_granularities")]
-        unknown = [g for g in granularities if g not in GRANULARITIES]
-        if unknown:
-            raise _ApiError(400, f"unknown timestamp granularity {unknown[0][:64]!r}; use word or segment",
-                            param="timestamp_granularities[]")
-        if granularities and response_format != "verbose_json":
-            raise _ApiError(400, "timestamp_granularities[] needs response_format=verbose_json",
-                            param="timestamp_granularities[]")
+        given = [(key, str(g)) for key in ("timestamp_granularities[]", "timestamp_granularities")
+                 for g in form.getlist(key)]
+        granularities = [g for _, g in given]
+        for key, value in given:
+            if value not in GRANULARITIES:
+                raise _ApiError(400, f"unknown timestamp granularity {value[:64]!r}; use word or segment", param=key,
+                                echoes_client=True)
+        if given and response_format != "verbose_json":
+            raise _ApiError(400, f"{given[0][0]} needs response_format=verbose_json", param=given[0][0])
         audio = await upload.read()
     finally:
         await form.close()
@@ -501,11 +522,11 @@ def _check_unsupported(fields: dict[str, str], engine: Engine) -> None:
         if not supported:
             raise _ApiError(400, f"language {language[:16]!r} cannot be honoured: this model does not declare the "
                             "languages it transcribes (its manifest lists none), so omit 'language'",
-                            param="language", code="unsupported_language")
+                            param="language", code="unsupported_language", echoes_client=True)
         if language.lower() not in supported:
             raise _ApiError(400, f"language {language[:16]!r} is not supported by this model; it transcribes: "
                             f"{', '.join(supported)} (ISO 639-1), or omit 'language'", param="language",
-                            code="unsupported_language")
+                            code="unsupported_language", echoes_client=True)
     if fields.get("prompt", "").strip():
         raise _ApiError(400, "prompt is not supported: this model does not take a text prompt; omit 'prompt'",
                         param="prompt", code="unsupported_parameter")
@@ -517,7 +538,8 @@ def _check_unsupported(fields: dict[str, str], engine: Engine) -> None:
             value = math.nan
         if value != 0.0:
             raise _ApiError(400, f"temperature {temperature[:16]!r} is not supported: greedy decoding only, so "
-                            "temperature must be 0 (or omitted)", param="temperature", code="unsupported_parameter")
+                            "temperature must be 0 (or omitted)", param="temperature", code="unsupported_parameter",
+                            echoes_client=True)
     if fields.get("stream", "").strip().lower() not in ("", "false", "0"):
         raise _ApiError(400, "stream is not supported: the transcript comes in one response; omit 'stream'",
                         param="stream", code="unsupported_parameter")
