@@ -363,21 +363,27 @@ class Engine:
                 exc.args = (f"list item {index}: {exc.args[0]}", *exc.args[1:])
             raise
 
-    def _list_chunks(self, prepared: Sequence[Prepared]) -> list[list[int]]:
+    def _list_chunks(self, prepared: Sequence[Prepared]) -> tuple[list[list[int]], int]:
         """Indices of a list's one-pass requests, sorted by length, in chunks the worker takes as one batch
-        (long inputs run on their own, after them)."""
+        (long inputs run on their own, after them), and how many chunks may be queued at once: within
+        ``max_queue`` together, so that an idle engine always takes a list (chunks of ``max_batch_size``,
+        :data:`LIST_CHUNKS_IN_FLIGHT` at once, refused every list of more than 16 under ``max_queue=31``)."""
         order = sorted((i for i, p in enumerate(prepared) if isinstance(p, PreparedAudio)),
                        key=lambda i: prepared[i].valid_frames)
-        size = self.batching.max_batch_size
-        return [order[start : start + size] for start in range(0, len(order), size)]
+        size, in_flight = self.batching.max_batch_size, LIST_CHUNKS_IN_FLIGHT
+        limit = self.batching.max_queue
+        if limit is not None and size * in_flight > limit:
+            in_flight = max(1, min(in_flight, limit // size))
+            size = min(size, max(1, limit // in_flight))
+        return [order[start : start + size] for start in range(0, len(order), size)], in_flight
 
     def _run_list(self, prepared: Sequence[Prepared]) -> list[Transcript]:
         futures: dict[int, Future[Outcome]] = {}
-        chunks = self._list_chunks(prepared)
+        chunks, in_flight = self._list_chunks(prepared)
         try:
             for number, chunk in enumerate(chunks):
-                if number >= LIST_CHUNKS_IN_FLIGHT:
-                    concurrent.futures.wait([futures[i] for i in chunks[number - LIST_CHUNKS_IN_FLIGHT]])
+                if number >= in_flight:
+                    concurrent.futures.wait([futures[i] for i in chunks[number - in_flight]])
                 futures.update(zip(chunk, self.runner.submit_many([_one_pass(prepared[i]) for i in chunk]),
                                    strict=True))
             long = {i: self._run_long(p) for i, p in enumerate(prepared) if isinstance(p, LongAudio)}
@@ -389,12 +395,12 @@ class Engine:
     async def _run_list_async(self, prepared: Sequence[Prepared]) -> list[Transcript]:
         loop = asyncio.get_running_loop()
         futures: dict[int, Future[Outcome]] = {}
-        chunks = self._list_chunks(prepared)
+        chunks, in_flight = self._list_chunks(prepared)
         abandoned = threading.Event()  # set when the awaiting task is cancelled: a long input stops there
         try:
             for number, chunk in enumerate(chunks):
-                if number >= LIST_CHUNKS_IN_FLIGHT:
-                    earlier = [asyncio.wrap_future(futures[i]) for i in chunks[number - LIST_CHUNKS_IN_FLIGHT]]
+                if number >= in_flight:
+                    earlier = [asyncio.wrap_future(futures[i]) for i in chunks[number - in_flight]]
                     await asyncio.wait(earlier)
                 submitted = await loop.run_in_executor(None, self.runner.submit_many,
                                                        [_one_pass(prepared[i]) for i in chunk])

@@ -31,6 +31,11 @@ class EngineClosedError(ParakeetRuntimeError, RuntimeError):
     """The engine was closed; requests still waiting when it closed get this error."""
 
 
+class EngineForkedError(EngineClosedError):
+    """The engine was loaded in another process, before a fork: its batching worker is not in this one (load an
+    engine in each process, or start processes with ``spawn``)."""
+
+
 class EngineOverloadedError(ParakeetRuntimeError, RuntimeError):
     """The batcher's queue is full (``BatchingOptions.max_queue``); retry later."""
 

@@ -300,3 +300,83 @@ def test_close_with_drain_finishes_waiting_requests() -> None:
     closer.join(10)
     assert not closer.is_alive()
     assert [f.result(timeout=5) for f in futures] == [i + 100 for i in range(7)]
+
+
+# --- findings of a concurrency probe (2026-12-02) -------------------------------------------------------------
+
+
+def test_a_close_that_times_out_still_stops_the_worker_after_its_batch() -> None:
+    """``close(timeout)`` shorter than the batch in progress removed the worker's stop marker with the waiting
+    requests: the worker then waited forever, holding the model (every engine dropped without ``close()`` is
+    closed with a timeout of 0: 60 of them held 60 threads and 1.8 GB)."""
+    started, release = threading.Event(), threading.Event()
+
+    def run(batch: Sequence[int]) -> list[int]:
+        started.set()
+        release.wait(10)
+        return list(batch)
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(run, BatchingOptions(max_batch_size=1, max_wait_ms=0))
+    first, waiting = batcher.submit(1), None
+    assert started.wait(10)
+    waiting = batcher.submit(2)
+    batcher.close(timeout=0.0)
+    with pytest.raises(EngineClosedError):
+        waiting.result(timeout=5)
+    release.set()
+    assert first.result(timeout=5) == 1
+    batcher._worker.join(5)
+    assert not batcher._worker.is_alive()
+
+
+def test_an_engine_dropped_without_close_releases_its_worker() -> None:
+    import gc
+
+    engine = Engine.load()
+    engine.transcribe(sample_audio_path())
+    worker = engine.runner._worker  # type: ignore[attr-defined]
+    del engine
+    gc.collect()
+    worker.join(10)
+    assert not worker.is_alive()
+
+
+def _transcribe_in_child(engine: Engine, results: Any) -> None:
+    try:
+        engine.transcribe(sample_audio_path())
+        results.put("ok")
+    except BaseException as exc:  # reported to the parent, whatever it is
+        results.put(type(exc).__name__)
+
+
+def test_an_engine_used_after_a_fork_raises_at_once() -> None:
+    """The batching worker thread does not survive a fork: a child's request waited forever for it (a
+    ``multiprocessing`` pool with the default start method on Linux, a pre-forking server)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    with Engine.load() as engine:
+        engine.transcribe(sample_audio_path())
+        results = context.Queue()
+        child = context.Process(target=_transcribe_in_child, args=(engine, results))
+        child.start()
+        child.join(30)
+        alive = child.is_alive()
+        if alive:
+            child.kill()
+        assert not alive, "the child hung"
+        assert results.get(timeout=5) == "EngineForkedError"
+        assert engine.transcribe(sample_audio_path()).text  # the parent's engine still serves
+
+
+@pytest.mark.parametrize("max_queue", [1, 4, 31])
+def test_an_idle_engine_takes_a_list_longer_than_max_queue(max_queue: int) -> None:
+    """A list was submitted in chunks of ``max_batch_size`` (16), two at once, each admitted whole or not at all:
+    every list of more than ``max_queue`` items failed with EngineOverloadedError on an idle engine (``max_queue``
+    below 32)."""
+    clip, _ = soundfile.read(sample_audio_path(), dtype="float32")
+    items = [clip[: 8000 + 977 * i] for i in range(40)]
+    with Engine.load(batching=BatchingOptions(max_queue=max_queue)) as engine:
+        listed = engine.transcribe(items)
+        assert listed == [engine.transcribe(item) for item in items]
+        assert asyncio.run(engine.transcribe_async(items)) == listed

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar, cast
 
-from ..errors import EngineClosedError, EngineOverloadedError
+from ..errors import EngineClosedError, EngineForkedError, EngineOverloadedError
 from ..options import BatchingOptions
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         # at once keeps the worker (the critical path, which needs the GIL for decoding) from being starved
         # by dozens of runnable request threads.
         self._prepare_slots = threading.BoundedSemaphore(options.max_concurrent_prepare or (os.cpu_count() or 1))
+        self._pid = os.getpid()
         self._worker = threading.Thread(target=self._loop, name=name, daemon=True)
         self._worker.start()
 
@@ -67,6 +68,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         The worker waits for batch-mates only while some request is on its way; a lone request (nothing
         else arriving or queued) runs at once instead of waiting out ``max_wait_ms``.
         """
+        self._check_process()
         with self._submit_lock:
             self._arriving += 1
         try:
@@ -81,13 +83,23 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
 
         Blocks: enter it only in a request thread or an executor thread, never on an event loop.
         """
+        self._check_process()
         with self._prepare_slots:
             yield
 
     def check_open(self) -> None:
-        """Raise ``EngineClosedError`` once the batcher is closed (callers check before preparing work)."""
+        """Raise ``EngineClosedError`` once the batcher is closed (callers check before preparing work), and
+        ``EngineForkedError`` in a process forked from the one that made it (its worker thread is not there)."""
+        self._check_process()
         if self._closed.is_set():
             raise EngineClosedError("the engine is closed")
+
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:  # checked before any lock: one held at the fork stays held in the child
+            raise EngineForkedError(
+                f"this engine was loaded in process {self._pid}, and its batching worker thread does not exist in "
+                f"this forked process {os.getpid()}: load the engine in each process (after the fork, e.g. in a "
+                "pool's initializer or a server worker's start-up), or use multiprocessing's 'spawn' start method")
 
     def submit(self, request: RequestT) -> Future[ResultT]:
         """Queue one request.
@@ -106,6 +118,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             EngineOverloadedError: fewer than ``len(requests)`` places are left under ``max_queue``.
         """
         futures: list[Future[ResultT]] = [Future() for _ in requests]
+        self._check_process()
         with self._submit_lock:
             self.check_open()
             limit = self._options.max_queue
@@ -123,6 +136,9 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         The batch in progress always finishes. Requests still waiting are run first when ``drain`` is
         true, and otherwise fail with ``EngineClosedError``. Waits up to ``timeout`` seconds for the worker.
         """
+        if os.getpid() != self._pid:  # a forked process: no worker here, and a lock held at the fork stays held
+            self._closed.set()
+            return
         with self._submit_lock:
             if self._closed.is_set():
                 return
@@ -200,12 +216,16 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             future.set_result(result)
 
     def _fail_waiting(self) -> None:
+        stop = False
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
+                if stop:  # the worker, still running its batch, has yet to see it: without it, it would wait
+                    self._queue.put(_STOP)  # forever on an empty queue (holding the model)
                 return
             if item is _STOP:
+                stop = True
                 continue
             _, future = cast("tuple[RequestT, Future[ResultT]]", item)
             if future.set_running_or_notify_cancel():
