@@ -380,3 +380,20 @@ def test_an_idle_engine_takes_a_list_longer_than_max_queue(max_queue: int) -> No
         listed = engine.transcribe(items)
         assert listed == [engine.transcribe(item) for item in items]
         assert asyncio.run(engine.transcribe_async(items)) == listed
+
+
+def test_without_batching_a_failing_request_does_not_fail_the_rest_of_its_list_chunk() -> None:
+    """The inline runner (batching off) gave a failed chunk's error to every request of the chunk; it retries
+    them one by one, as the batcher does."""
+    from parakeet_runtime.engine.requests.runner import InlineRunner
+
+    def run(batch: Sequence[int]) -> list[int]:
+        if 13 in batch:
+            raise ValueError("unlucky")
+        return [x * 2 for x in batch]
+
+    runner: InlineRunner[int, int] = InlineRunner(run, BatchingOptions(enabled=False))
+    futures = runner.submit_many(list(range(10, 17)))
+    with pytest.raises(ValueError, match="unlucky"):
+        futures[3].result(timeout=0)
+    assert [f.result(timeout=0) for i, f in enumerate(futures) if i != 3] == [20, 22, 24, 28, 30, 32]

@@ -31,6 +31,31 @@ ResultT = TypeVar("ResultT")
 _STOP = object()
 
 
+def settle(run_batch: Callable[[Sequence[RequestT]], list[ResultT]],
+           batch: Sequence[tuple[RequestT, Future[ResultT]]]) -> None:
+    """Run ``batch``'s requests as one batch and give each future its result; if the batch fails, run its
+    requests one by one, so that one request's failure is its own (each future gets its own result or error)."""
+    requests = [request for request, _ in batch]
+    try:
+        results = run_batch(requests)
+        if len(results) != len(batch):
+            raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} requests")
+    except Exception as exc:
+        if len(batch) == 1:
+            logger.warning("request failed: %s", exc)
+            batch[0][1].set_exception(exc)
+            return
+        logger.warning("a batch of %d failed; retrying its requests one by one", len(batch), exc_info=True)
+        for request, future in batch:
+            try:
+                future.set_result(run_batch([request])[0])
+            except Exception as one:
+                future.set_exception(one)
+        return
+    for (_, future), result in zip(batch, results, strict=True):
+        future.set_result(result)
+
+
 class DynamicBatcher(Generic[RequestT, ResultT]):
     """Coalesces concurrent requests into batches for ``run_batch``. Safe to share between threads."""
 
@@ -195,25 +220,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
                 return
 
     def _run(self, batch: list[tuple[RequestT, Future[ResultT]]]) -> None:
-        requests = [request for request, _ in batch]
-        try:
-            results = self._run_batch(requests)
-            if len(results) != len(batch):
-                raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} requests")
-        except Exception as exc:
-            if len(batch) == 1:
-                logger.warning("request failed: %s", exc)
-                batch[0][1].set_exception(exc)
-                return
-            logger.warning("a batch of %d failed; retrying its requests one by one", len(batch), exc_info=True)
-            for request, future in batch:
-                try:
-                    future.set_result(self._run_batch([request])[0])
-                except Exception as exc:
-                    future.set_exception(exc)
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            future.set_result(result)
+        settle(self._run_batch, batch)
 
     def _fail_waiting(self) -> None:
         stop = False

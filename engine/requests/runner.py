@@ -15,7 +15,7 @@ from typing import Generic, Protocol, TypeVar
 
 from ..errors import EngineClosedError, EngineOverloadedError
 from ..options import BatchingOptions
-from .batcher import DynamicBatcher
+from .batcher import DynamicBatcher, settle
 from .inference import Outcome, Work
 
 RequestT = TypeVar("RequestT")
@@ -97,14 +97,7 @@ class InlineRunner(Unqueued, Generic[RequestT, ResultT]):
         try:
             for future in futures:
                 future.set_running_or_notify_cancel()
-            try:
-                results = self._run_batch(requests)
-            except Exception as exc:
-                for future in futures:
-                    future.set_exception(exc)
-            else:
-                for future, result in zip(futures, results, strict=True):
-                    future.set_result(result)
+            settle(self._run_batch, list(zip(requests, futures, strict=True)))  # as the batcher: failures isolated
         finally:
             with self._lock:
                 self._running -= len(requests)
