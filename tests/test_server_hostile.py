@@ -385,6 +385,22 @@ class _ThreadedServer:
         assert not self.thread.is_alive(), "uvicorn did not stop"
 
 
+def _transcribe_during_shutdown(running: _ThreadedServer,
+                                entered: threading.Event) -> tuple[list[httpx.Response], float]:
+    """Post the sample clip and, once its handler has ``entered`` the engine, stop the server as SIGTERM does; the
+    responses once the client is done, and when (monotonic) the stop began."""
+    responses: list[httpx.Response] = []
+    client = threading.Thread(target=lambda: responses.append(httpx.post(
+        f"{running.url}/v1/audio/transcriptions", files={"file": ("a.wav", sample_audio_path().read_bytes())},
+        data={"model": "p"}, timeout=30)))
+    client.start()
+    assert entered.wait(30)
+    started = time.monotonic()
+    running.server.should_exit = True  # what SIGTERM does
+    client.join(timeout=30)
+    return responses, started
+
+
 def test_work_outliving_the_shutdown_grace_gets_503_not_500(reference: Engine, monkeypatch: pytest.MonkeyPatch,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     entered = threading.Event()
@@ -401,16 +417,8 @@ def test_work_outliving_the_shutdown_grace_gets_503_not_500(reference: Engine, m
 
     monkeypatch.setattr(Engine, "transcribe_async", endless)
     options = ServerOptions(shutdown_grace_s=1)
-    responses: list[httpx.Response] = []
     with _ThreadedServer(create_app(reference, options), options) as running:
-        client = threading.Thread(target=lambda: responses.append(httpx.post(
-            f"{running.url}/v1/audio/transcriptions", files={"file": ("a.wav", sample_audio_path().read_bytes())},
-            data={"model": "p"}, timeout=30)))
-        client.start()
-        assert entered.wait(30)
-        started = time.monotonic()
-        running.server.should_exit = True  # what SIGTERM does
-        client.join(timeout=30)
+        responses, started = _transcribe_during_shutdown(running, entered)
         elapsed = time.monotonic() - started
     assert responses, "no response"
     response = responses[0]
@@ -438,17 +446,8 @@ def test_shutdown_does_not_wait_for_the_batch_of_requests_already_answered(monke
 
     monkeypatch.setattr(OnnxTdtModel, "encode", slow)
     options = ServerOptions(shutdown_grace_s=1, close_engine_on_shutdown=True)
-    responses: list[httpx.Response] = []
-    running = _ThreadedServer(create_app(engine, options), options)
-    with running:
-        client = threading.Thread(target=lambda: responses.append(httpx.post(
-            f"{running.url}/v1/audio/transcriptions", files={"file": ("a.wav", sample_audio_path().read_bytes())},
-            data={"model": "p"}, timeout=30)))
-        client.start()
-        assert entered.wait(30)
-        started = time.monotonic()
-        running.server.should_exit = True
-        client.join(timeout=30)
+    with _ThreadedServer(create_app(engine, options), options) as running:
+        responses, started = _transcribe_during_shutdown(running, entered)
     stopped = time.monotonic() - started
     assert responses and responses[0].status_code == 503
     assert stopped < options.shutdown_grace_s + 4, stopped  # not the 8 s batch
