@@ -59,9 +59,24 @@ def check_output_dir(source: str | os.PathLike[str] | None, out_dir: str | os.Pa
                 raise ConversionError(f"{written} is inside {what} ({folder}): write the model elsewhere")
         if exists and not overwrite:
             raise ConversionError(f"{written} already exists (pass --overwrite to replace it)")
+        if exists and not _replaceable(target):
+            raise ConversionError(f"{written} exists and is not a model directory (nor empty): --overwrite replaces "
+                                  "only a model directory; give a new or empty folder")
     except OSError as exc:
         raise ConversionError(f"cannot use {written} as the output directory: {exc.strerror or exc}") from exc
     return out
+
+
+MODEL_MARKERS = ("manifest.json", "vocab.txt", "tokens.txt")
+"""A folder holding one of these is a model directory (this project's, onnx-asr's, sherpa-onnx's)."""
+
+
+def _replaceable(folder: Path) -> bool:
+    """Whether ``--overwrite`` may replace ``folder``: empty, or a model directory (see :data:`MODEL_MARKERS`;
+    ``--overwrite`` used to delete any folder given, ``/usr`` as well as a model)."""
+    if not any(folder.iterdir()):
+        return True
+    return any((folder / name).is_file() for name in MODEL_MARKERS) and any(folder.glob("*.onnx"))
 
 
 def _protected_folders() -> list[tuple[Path, str, bool]]:
@@ -79,12 +94,8 @@ def _protected_folders() -> list[tuple[Path, str, bool]]:
         (Path(os.environ.get("NEMO_CACHE_DIR") or home / ".cache" / "torch" / "NeMo"), "NeMo's model cache", True),
         (cache_home, "the cache folder", False),
     ]
-    found = []
-    for folder, what, cache in candidates:
-        path = Path(os.path.expanduser(folder))
-        if path.is_dir():
-            found.append((path.resolve(), what, cache))
-    return found
+    return [(Path(os.path.abspath(os.path.expanduser(folder))).resolve(), what, cache)
+            for folder, what, cache in candidates]  # also a cache that does not exist yet: OUT_DIR would hold it
 
 
 def _same_or_within(path: Path, folder: Path) -> bool:
@@ -123,14 +134,29 @@ def staging_dir(out_dir: Path) -> Path:
 
 def move_into_place(staging: Path, out_dir: Path, *, overwrite: bool) -> None:
     """Rename the finished ``staging`` folder to ``out_dir``, replacing an ``out_dir`` that exists only with
-    ``overwrite`` (it was checked before the work; one that appeared meanwhile is left as it is).
+    ``overwrite`` (it was checked before the work; one that appeared meanwhile is left as it is). The old folder
+    is renamed aside first and deleted only once the new one is in place, with SIGINT and SIGTERM held for the
+    two renames: an interruption or a failure leaves either the old folder or the new one, never a part of
+    the old (deleting it first left whatever an interruption, or a file that could not be deleted, stopped at).
 
     Raises:
         ConversionError: ``out_dir`` appeared while converting and ``overwrite`` is off.
     """
-    if out_dir.exists():
-        if not overwrite:
-            raise ConversionError(f"{out_dir} appeared while converting; left as it is (pass --overwrite to "
-                                  "replace it)")
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
+    from parakeet_runtime.engine.serving.signals import interruptions_deferred
+
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    if not overwrite:
+        raise ConversionError(f"{out_dir} appeared while converting; left as it is (pass --overwrite to "
+                              "replace it)")
+    aside = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+    with interruptions_deferred():
+        out_dir.rename(aside / out_dir.name)
+        try:
+            staging.rename(out_dir)
+        except BaseException:
+            (aside / out_dir.name).rename(out_dir)  # the old folder back where it was
+            aside.rmdir()
+            raise
+    shutil.rmtree(aside, ignore_errors=True)

@@ -204,3 +204,43 @@ def test_a_failed_layout_after_converting_a_checkpoint_leaves_out_dir_as_it_was(
     assert _files(out.parent) == ["onnx-asr", "onnx-asr/old.txt"]
     assert main(["--layout", "onnx-asr", str(checkpoint), str(out)]) == 2  # exists, no --overwrite: refused first
     assert "exists" in capsys.readouterr().err
+
+
+# --- findings of a convert-model probe (2026-12-02) ----------------------------------------------------------
+
+
+def test_overwrite_replaces_only_a_model_directory_or_an_empty_folder(tmp_path: Path, model: Path) -> None:
+    """``--overwrite`` deleted whatever folder it was given (``/usr`` as readily as a model)."""
+    other = tmp_path / "documents"
+    other.mkdir()
+    (other / "thesis.tex").write_text("kept")
+    with pytest.raises(ConversionError, match="is not a model directory"):
+        check_output_dir("nvidia/parakeet-tdt-0.6b-v2", other, overwrite=True)
+    (tmp_path / "empty").mkdir()
+    for folder in (model, tmp_path / "empty"):
+        assert check_output_dir("nvidia/parakeet-tdt-0.6b-v2", folder, overwrite=True) == folder
+
+
+def test_a_cache_that_does_not_exist_yet_is_protected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard looked only at caches that existed: an OUT_DIR inside a future Hugging Face cache was accepted."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    with pytest.raises(ConversionError, match="is inside the Hugging Face cache"):
+        check_output_dir("nvidia/parakeet-tdt-0.6b-v2", tmp_path / "hf" / "hub" / "x", overwrite=False)
+
+
+def test_a_failed_replacement_leaves_the_old_folder_whole(tmp_path: Path, model: Path) -> None:
+    """The old OUT_DIR was deleted file by file before the new one was renamed in: an interruption, or a file that
+    could not be deleted, left part of it. Now it is renamed aside and comes back if the new one cannot go in."""
+    from parakeet_runtime.export.output_dir import move_into_place
+
+    before = _files(model)
+    with pytest.raises(OSError):
+        move_into_place(tmp_path / "no-such-staging", model, overwrite=True)
+    assert _files(model) == before
+    assert sorted(p.name for p in model.parent.iterdir()) == ["model"]  # the aside folder is gone too
+    staging = staging_dir(model)
+    (staging / "new.txt").write_text("new")
+    move_into_place(staging, model, overwrite=True)
+    assert _files(model) == ["new.txt"] and sorted(p.name for p in model.parent.iterdir()) == ["model"]
