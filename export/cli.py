@@ -9,6 +9,7 @@ import logging
 import shutil
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -107,6 +108,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--from {args.from_layout}: {args.source} is not a directory")
     elif args.precision is not None:
         parser.error("--precision needs --from")
+    if args.layout is not None and (Path(args.source) / "manifest.json").is_file():
+        ignored = [flag for flag, given in (
+            ("--quantize", args.quantize is not None), ("--attention", args.attention is not None),
+            ("--position-table-frames", args.position_table_frames != DEFAULT_FRAMES),
+            ("--languages", args.languages is not None), ("--probe-audio", bool(args.probe_audio)),
+            ("--skip-verify", args.skip_verify)) if given]
+        if ignored:  # they were silently ignored: the directory is rewritten as it is
+            parser.error(f"--layout from a model directory rewrites its graphs as they are: {', '.join(ignored)} "
+                         "apply to a conversion from a checkpoint")
     if args.target is not None:
         if args.quantize is not None:
             parser.error("--target tensorrt takes an fp32 encoder (TensorRT builds fp16 engines); drop --quantize")
@@ -143,14 +153,29 @@ def _quiet_nemo() -> None:
         pass
 
 
-def _sigterm_as_exit() -> contextlib.AbstractContextManager[object]:
+def _sigterm_as_exit() -> contextlib.AbstractContextManager[threading.Event]:
     """While converting, turn SIGTERM into ``SystemExit(143)`` so that a terminated conversion removes its
     staging directory (``convert`` cleans up on any exception; the default SIGTERM action would skip that)."""
     return sigterm_raises(lambda: SystemExit(128 + signal.SIGTERM))
 
 
 def run(args: argparse.Namespace) -> int:
+    """The command; an interruption at any point (imports, conversion, writing a layout) removes what it was
+    writing and ends in one line: 130 for SIGINT, 143 for SIGTERM."""
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        with _sigterm_as_exit() as terminated:
+            return _run(args)
+    except KeyboardInterrupt:
+        print("convert-model: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except SystemExit:
+        if terminated.is_set():
+            print("convert-model: terminated; nothing was written", file=sys.stderr)
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.from_layout is not None:
         return _run_from_layout(args)
     if args.layout is not None and (Path(args.source) / "manifest.json").is_file():
@@ -194,7 +219,7 @@ def _convert(args: argparse.Namespace, convert: Any, steps: int, out_dir: str) -
         print(f"[{index + 1}/{steps}] {name} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
 
     try:
-        with _sigterm_as_exit(), warnings.catch_warnings():
+        with warnings.catch_warnings():
             if not args.verbose:  # library warnings (NeMo, torch) would break the one-line error contract
                 warnings.simplefilter("ignore")
             report = convert(args.source, out_dir, overwrite=args.overwrite, probe_audio=args.probe_audio,
@@ -216,9 +241,6 @@ def _convert(args: argparse.Namespace, convert: Any, steps: int, out_dir: str) -
         hint = "" if args.verbose else " (run with -v for the traceback)"
         print(f"convert-model: error: unexpected {type(exc).__name__}: {_one_line(str(exc))}{hint}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("convert-model: interrupted; nothing was written", file=sys.stderr)
-        return 130
     if args.layout is not None:
         return _run_layout(args, report.out_dir, converted=report)
     _print_summary(args, report)
@@ -229,20 +251,16 @@ def _run_from_layout(args: argparse.Namespace) -> int:
     """``--from onnx-asr|sherpa-onnx``: no NeMo, no torch."""
     from .layouts import convert_from_layout
 
-    try:
-        with _sigterm_as_exit():
-            done = convert_from_layout(args.from_layout, args.source, args.out_dir, overwrite=args.overwrite,
-                                       precision=args.precision, probe_audio=args.probe_audio,
-                                       verify=not args.skip_verify, languages=args.languages or ())
+    try:  # SIGTERM and SIGINT are handled around the whole command (run)
+        done = convert_from_layout(args.from_layout, args.source, args.out_dir, overwrite=args.overwrite,
+                                   precision=args.precision, probe_audio=args.probe_audio,
+                                   verify=not args.skip_verify, languages=args.languages or ())
     except (ConversionError, OSError) as exc:
         if args.verbose:
             logger.error("conversion failed", exc_info=exc)
         reason = f"cannot write {args.out_dir}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
         print(f"convert-model: error: {_one_line(reason)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("convert-model: interrupted; nothing was written", file=sys.stderr)
-        return 130
     m = done.manifest
     print(f"converted {args.source} ({done.layout} layout) -> {done.out_dir}")
     print(f"  vocabulary {m.decoding.vocab_size}, durations {list(m.decoding.durations)}, "

@@ -33,6 +33,7 @@ import numpy as np
 
 from parakeet_runtime.engine import Engine, ParakeetRuntimeError, sample_audio_path
 from parakeet_runtime.engine.model import onnx_proto
+from parakeet_runtime.engine.model.features import FeatureExtractor
 from parakeet_runtime.engine.model.layouts import LAYOUTS, layout_of, load_other_layout
 from parakeet_runtime.engine.model.manifest import (
     MANIFEST_NAME,
@@ -50,6 +51,7 @@ from parakeet_runtime.engine.model.onnx_asr import (
     WRITTEN_ENCODER_FRAME,
     WRITTEN_MAX_FRAMES,
     WRITTEN_PREDICTOR_OUTPUT,
+    parakeet_features,
     split_decoder_joint,
 )
 from parakeet_runtime.engine.model.onnx_asr import _graph_files as onnx_asr_files
@@ -118,9 +120,9 @@ def fold_projection(encoder: Any, projection: bytes, frames_output: str, name: s
                               f"joint's ({onnx_proto.opset(part)})")
     if frames_output not in onnx_proto.graph_outputs(encoder):
         raise ConversionError(f"{name}: the encoder has no output {frames_output!r}")
+    if _PROJECTED in onnx_proto.tensor_names(encoder):  # an encoder this project wrote (--layout onnx-asr)
+        _free_name(encoder.graph, _PROJECTED)
     taken = onnx_proto.tensor_names(encoder)
-    if _PROJECTED in taken:
-        raise ConversionError(f"{name}: the encoder already has a tensor named {_PROJECTED!r}")
     prefix = "projection/"
     while any(n.startswith(prefix) for n in taken):
         prefix = "_" + prefix
@@ -298,6 +300,37 @@ def _free_name(graph: Any, name: str) -> None:
             value.name = new
 
 
+ONNX_ASR_MELS = (80, 128)
+"""The mel-bin counts onnx-asr has a NeMo preprocessor for (``nemo80``, ``nemo128``)."""
+
+
+def check_parakeet_features(model_dir: Path, manifest: Manifest) -> None:
+    """Refuse a model whose features are not Parakeet's: onnx-asr's layout records none, so both onnx-asr and
+    this engine read it with Parakeet's (a model with 64 mels and a 16 ms hop was written, and transcribed as
+    nonsense by the engine while onnx-asr could not load it).
+
+    Raises:
+        ConversionError: another mel count, sample rate, window, hop, normalisation, ... or filterbank.
+    """
+    features = manifest.features
+    if features.n_mels not in ONNX_ASR_MELS:
+        raise ConversionError(f"{model_dir}: {features.n_mels} mel bins; onnx-asr's layout has Parakeet's "
+                              f"preprocessing with {' or '.join(map(str, ONNX_ASR_MELS))} only")
+    expected, extractor = parakeet_features(features.n_mels)
+    fields = ("sample_rate", "n_fft", "win_length", "hop_length", "window", "preemph", "mag_power", "log",
+              "log_zero_guard_type", "log_zero_guard_value", "normalize", "exact_pad", "pad_value")
+    differ = [f"{name} {getattr(features, name)!r} (Parakeet: {getattr(expected, name)!r})" for name in fields
+              if getattr(features, name) != getattr(expected, name)]
+    if not differ:
+        ours = FeatureExtractor.load(features, model_dir)
+        for name in ("window", "filterbank"):
+            if not np.allclose(getattr(ours, name), getattr(extractor, name), rtol=1e-4, atol=1e-6):
+                differ.append(f"its {name}")
+    if differ:
+        raise ConversionError(f"{model_dir}: onnx-asr's layout records no feature settings (both runtimes read it "
+                              f"with Parakeet's), and this model's differ: {', '.join(differ)}")
+
+
 def write_onnx_asr_layout(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
     """Write a model directory of this project as onnx-asr's NeMo TDT layout (see the module docstring);
     the encoder's external weights file is hard-linked where the file system allows, else copied.
@@ -313,6 +346,7 @@ def write_onnx_asr_layout(model_dir: str | os.PathLike[str], out_dir: str | os.P
         raise ConversionError("writing onnx-asr's layout needs onnx (the export extra)") from exc
     source, out = Path(model_dir), Path(out_dir)
     manifest = load_manifest(source)
+    check_parakeet_features(source, manifest)
     out.mkdir(parents=True, exist_ok=True)
     spec = manifest.encoder
     try:

@@ -166,6 +166,8 @@ def test_cli_terminated_by_sigterm_leaves_nothing_behind(tmp_path: Path, nemo_pa
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+        assert proc.stderr is not None and proc.stderr.read().strip().splitlines()[-1] == (
+            "convert-model: terminated; nothing was written")  # it ended without a word before
     finally:
         if proc.poll() is None:
             proc.kill()

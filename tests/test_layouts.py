@@ -862,3 +862,44 @@ def test_what_a_directory_lacks_is_named(onnx_asr_dirs: dict[str, Path], sherpa_
         Engine.load(checkpoint)
     with pytest.raises(ModelDirectoryError, match=r"no manifest\.json$"):
         Engine.load(tmp_path / "no-vocab" / ".." / "no-tokens" / "..")
+
+
+# --- findings of a convert-model probe (2026-12-02) ----------------------------------------------------------
+
+
+def test_layout_onnx_asr_refuses_features_that_are_not_parakeets(converted: dict[str, Path], tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """onnx-asr's layout records no feature settings: tdt_b (64 mels, 16 ms hop) was written, and both runtimes
+    then read it with Parakeet's (the engine transcribed nonsense; onnx-asr found no ``nemo64`` preprocessor)."""
+    from parakeet_runtime.export.cli import main
+
+    out = tmp_path / "tdt_b-onnx-asr"
+    assert main(["--layout", "onnx-asr", str(converted["tdt_b"]), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "64 mel bins; onnx-asr's layout has Parakeet's preprocessing" in err, err
+    assert not out.exists()
+
+
+def test_layout_from_a_model_directory_refuses_options_it_would_ignore(converted: dict[str, Path], tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from parakeet_runtime.export.cli import parse_args
+
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--layout", "onnx-asr", str(converted["tdt_a"]), str(tmp_path / "o"), "--quantize", "int8",
+                    "--languages", "en"])
+    assert exited.value.code == 2
+    assert "rewrites its graphs as they are: --quantize, --languages apply to a conversion" in capsys.readouterr().err
+
+
+def test_a_layout_written_here_converts_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--from onnx-asr`` of this project's own ``--layout onnx-asr`` output failed: its encoder already had a
+    tensor named ``encoder_projected``. Now the round trip gives the same tokens, frames and durations."""
+    from parakeet_runtime.engine import default_model_dir, sample_audio_path
+    from parakeet_runtime.export.cli import main
+
+    assert main(["--layout", "onnx-asr", str(default_model_dir()), str(tmp_path / "onnx-asr")]) == 0
+    assert main(["--from", "onnx-asr", str(tmp_path / "onnx-asr"), str(tmp_path / "back")]) == 0, (
+        capsys.readouterr().err)
+    back, original = Engine.load(tmp_path / "back"), Engine.load()
+    ours, theirs = back.transcribe(sample_audio_path()), original.transcribe(sample_audio_path())
+    assert [(t.id, t.frame, t.duration) for t in ours.tokens] == [(t.id, t.frame, t.duration) for t in theirs.tokens]

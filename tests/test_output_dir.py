@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -244,3 +245,48 @@ def test_a_failed_replacement_leaves_the_old_folder_whole(tmp_path: Path, model:
     (staging / "new.txt").write_text("new")
     move_into_place(staging, model, overwrite=True)
     assert _files(model) == ["new.txt"] and sorted(p.name for p in model.parent.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, lambda: SystemExit(143)])
+def test_layout_interrupted_while_writing_leaves_nothing_and_says_so(
+        stop: Any, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--layout onnx-asr`` ran outside the interruption handling: Ctrl-C printed a traceback and SIGTERM left its
+    staging folder beside OUT_DIR."""
+    import parakeet_runtime.export.layouts as layouts
+    from parakeet_runtime.export import cli
+
+    def interrupted(model_dir: Path, out_dir: Path) -> None:
+        (out_dir / "encoder-model.onnx").write_bytes(b"half")
+        if stop is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        cli_terminated.set()
+        raise stop()
+
+    import threading
+
+    cli_terminated = threading.Event()
+    monkeypatch.setattr(layouts, "write_onnx_asr_layout", interrupted)
+    monkeypatch.setattr(cli, "_sigterm_as_exit", lambda: _Terminated(cli_terminated))
+    out = tmp_path / "out"
+    if stop is KeyboardInterrupt:
+        assert main(["--layout", "onnx-asr", str(model), str(out)]) == 130
+    else:
+        with pytest.raises(SystemExit):
+            main(["--layout", "onnx-asr", str(model), str(out)])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nothing was written" in err and "Traceback" not in err, err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["parent"]
+
+
+class _Terminated:
+    """Stands for ``sigterm_raises``: yields the event the fake SIGTERM sets."""
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
+
+    def __enter__(self) -> Any:
+        return self.event
+
+    def __exit__(self, *exc: object) -> None:
+        return None
