@@ -451,3 +451,30 @@ def test_container_kinds() -> None:
     assert container_kind(b"\xff\xf1\x50\x80") == "AAC (ADTS)"
     assert container_kind(b"\xff\xfb\x90\x00") is None  # MP3 frame sync: libsndfile's business
     assert container_kind(b"RIFF\x00\x00\x00\x00WAVE") is None
+
+
+# --- findings of a batch-CLI probe (2026-12-02) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_an_input_blocked_on_a_fifo_does_not_hold_an_interruption(tmp_path: Path, number: int) -> None:
+    """A FIFO nothing writes to blocks its reader: Ctrl-C and SIGTERM then waited for it forever (only SIGKILL
+    ended the run). Now the run stops, prints its summary and exits 130 or 143."""
+    fifo = tmp_path / "fifo.wav"
+    os.mkfifo(fifo)
+    write_clip(tmp_path / "clip.wav", 0)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*CLI, str(fifo), str(tmp_path / "clip.wav"), "--output-dir", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "clip.wav.txt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended without the FIFO"
+    proc.send_signal(number)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + number, err[-2000:]
+    assert "1 ok, 0 failed" in err and "(interrupted)" in err

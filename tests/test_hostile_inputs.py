@@ -498,3 +498,24 @@ def test_an_unknown_length_is_not_a_length_to_refuse() -> None:
 def test_a_float64_array_beyond_float32_is_refused_for_its_magnitude() -> None:
     with pytest.raises(AudioDecodeError, match="samples reach"):
         load_audio(np.full(1600, 1e300), RATE)
+
+
+def test_a_named_pipe_is_read_as_its_bytes(tmp_path: Path) -> None:
+    """A FIFO (a shell's process substitution) is read in Python, then decoded: libsndfile's own open of a FIFO
+    waited for a writer while holding the GIL, freezing every thread (and Ctrl-C) of the process."""
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    data = sample_audio_path().read_bytes()
+
+    def write() -> None:
+        with open(fifo, "wb") as pipe:
+            pipe.write(data)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    piped = load_audio(str(fifo), RATE)
+    writer.join(10)
+    np.testing.assert_array_equal(piped.samples, load_audio(sample_audio_path(), RATE).samples)

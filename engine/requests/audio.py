@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -83,6 +84,34 @@ UNKNOWN_LENGTH = 1 << 62
 pipe): any declared length from here on means "unknown", not a length to check or reserve."""
 
 
+MAX_PIPE_BYTES = 4 << 30
+"""Most bytes read from a named pipe (a FIFO, a shell's process substitution), which is read whole first."""
+
+
+def _is_pipe(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _read_pipe(path: str, label: str) -> bytes:
+    """The bytes of a named pipe, up to :data:`MAX_PIPE_BYTES`. Read with Python's own I/O, which lets other
+    threads (and the main thread's signal handlers) run while it waits for a writer; libsndfile's open held the
+    GIL, so one FIFO nothing wrote to froze the whole process, Ctrl-C and SIGTERM included."""
+    data = bytearray()
+    try:
+        with open(path, "rb") as pipe:
+            while chunk := pipe.read(1 << 20):
+                data += chunk
+                if len(data) > MAX_PIPE_BYTES:
+                    raise AudioDecodeError(f"{label}: more than {MAX_PIPE_BYTES >> 30} GiB from a pipe; save the "
+                                           "audio to a file first")
+    except OSError as exc:
+        raise AudioDecodeError(f"{label}: cannot read the pipe: {exc.strerror or exc}") from exc
+    return bytes(data)
+
+
 def _open_file(source: str | os.PathLike[str] | bytes) -> str | io.BytesIO:
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
@@ -121,6 +150,9 @@ def _read_file(
     the same samples as resampling all at once) to ``target_rate``."""
     label = _describe(source)
     handle = _open_file(source)
+    if isinstance(handle, str) and _is_pipe(handle):
+        source = _read_pipe(handle, label)  # read here: libsndfile would wait for a writer holding the GIL
+        handle = io.BytesIO(source)
     try:
         with soundfile.SoundFile(handle) as audio_file:
             rate = _check_rate(int(audio_file.samplerate), label)

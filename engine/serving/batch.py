@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -250,7 +251,7 @@ def transcribe_inputs(
     """
     tally = BatchTally(progress)
     workers = workers or WORKERS_PER_BATCH * engine.batching.max_batch_size
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parakeet-cli")
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=WORKER_PREFIX)
     pending: dict[Future[Transcript], BatchInput] = {}
     interrupted = False
 
@@ -310,6 +311,22 @@ def transcribe_inputs(
             future.cancel()
         engine.close()
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # Interrupted, the workers still reading are not waited for: one blocked opening a FIFO nothing writes to
+        # would hold the interruption forever (the command then ends without them: main's abandoned_workers).
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
         progress.close()
     return tally.summary(interrupted)
+
+
+WORKER_PREFIX = "parakeet-cli"
+"""The name prefix of the batch's worker threads."""
+
+
+def abandoned_workers(grace_s: float = 2.0) -> bool:
+    """Whether batch workers are still running ``grace_s`` seconds after an interrupted batch (blocked in a read
+    that will not return): the process must then end without the interpreter's wait for them."""
+    deadline = time.monotonic() + grace_s
+    for thread in threading.enumerate():
+        if thread.name.startswith(WORKER_PREFIX):
+            thread.join(max(0.0, deadline - time.monotonic()))
+    return any(t.name.startswith(WORKER_PREFIX) and t.is_alive() for t in threading.enumerate())

@@ -29,7 +29,7 @@ from ..options import (
     SessionOptions,
 )
 from ..results import Transcript
-from .batch import OutputPlan, PartialWriter, transcribe_inputs, write_combined, write_outputs
+from .batch import OutputPlan, PartialWriter, abandoned_workers, transcribe_inputs, write_combined, write_outputs
 from .formats import FORMATS, render
 from .inputs import BatchInput, collect_inputs
 from .memory import limit_malloc_arenas
@@ -465,7 +465,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:  # before the batch started (loading the model, listing inputs)
             print("parakeet-runtime: interrupted", file=sys.stderr)
             code = 130
-    return 128 + signal.SIGTERM if code == 130 and terminated.is_set() else code
+    code = 128 + signal.SIGTERM if code == 130 and terminated.is_set() else code
+    if code in (130, 128 + signal.SIGTERM) and abandoned_workers():
+        # a worker blocked for good (opening a FIFO nothing writes to): the interpreter would wait for it at exit
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":
