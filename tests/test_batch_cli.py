@@ -478,3 +478,84 @@ def test_an_input_blocked_on_a_fifo_does_not_hold_an_interruption(tmp_path: Path
             proc.kill()
     assert proc.returncode == 128 + number, err[-2000:]
     assert "1 ok, 0 failed" in err and "(interrupted)" in err
+
+
+def test_a_closed_standard_input_fails_only_the_input_that_reads_it(tmp_path: Path) -> None:
+    """With no standard input (closed: ``<&-``, some daemons) every run raised AttributeError, ``-`` or not."""
+    clip = write_clip(tmp_path / "a.wav", 0)
+    proc = subprocess.run([*CLI, str(clip), "-", "--output-dir", str(tmp_path / "out")], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.close(0))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "cannot read standard input: the process has none" in proc.stderr
+    assert (tmp_path / "out" / "a.wav.txt").exists()
+
+
+def test_an_interrupted_run_to_stdout_keeps_the_finished_transcripts(tmp_path: Path) -> None:
+    """Without ``--output-dir`` an interruption printed nothing at all (no transcripts, no summary)."""
+    source = tmp_path / "in"
+    for number in range(600):  # about 19 s of work here
+        write_clip(source / f"clip{number:04d}.wav", 3)
+    proc = subprocess.Popen([*CLI, str(source), "--format", "jsonl"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # the model loaded and some inputs done
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    done = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert 0 < len(done) < 600 and "(interrupted)" in err and f"{len(done)} ok" in err
+
+
+def test_a_manifest_with_a_byte_order_mark_is_read_past_it(tmp_path: Path) -> None:
+    write_clip(tmp_path / "a.wav", 0)
+    manifest = tmp_path / "list.txt"
+    manifest.write_bytes(b"\xef\xbb\xbfa.wav\n")
+    assert transcribe("--manifest", manifest, "--output-dir", tmp_path / "out") == 0
+    assert (tmp_path / "out" / "a.wav.txt").exists()
+
+
+def test_an_output_name_near_the_file_system_limit_is_written(tmp_path: Path) -> None:
+    """The temporary file was named after the output plus 11 bytes: outputs of 245 bytes or more failed with
+    'File name too long'."""
+    name = "n" * 240 + ".wav"  # the .txt output: 248 bytes
+    write_clip(tmp_path / name, 0)
+    assert transcribe(tmp_path / name, "--output-dir", tmp_path / "out") == 0
+    assert (tmp_path / "out" / f"{name}.txt").exists() and not leftovers(tmp_path / "out")
+
+
+def test_partial_outputs_of_a_failed_input_are_removed(tmp_path: Path) -> None:
+    """A long input that delivered segments and then failed kept its ``.partial`` files beside the outputs."""
+    from typing import Any
+
+    from parakeet_runtime.engine import BatchingOptions
+    from parakeet_runtime.engine.results import TimedText, TranscriptUpdate
+    from parakeet_runtime.engine.serving.batch import OutputPlan, PartialWriter, transcribe_inputs
+    from parakeet_runtime.engine.serving.inputs import collect_inputs
+    from parakeet_runtime.engine.serving.progress import Progress
+
+    class FailingHalfway:
+        batching = BatchingOptions(max_batch_size=1)
+
+        def transcribe_iter(self, source: object, progress: object = None) -> Iterator[TranscriptUpdate]:
+            words = (TimedText("hello", 0, 4, 0.0, 0.3), TimedText("world", 5, 10, 0.4, 0.8))
+            yield TranscriptUpdate(words=words, segments=(TimedText("hello world", 0, 10, 0.0, 0.8),),
+                                   processed=60.0, duration=120.0)
+            raise OSError("a read error in the second half")
+
+        def close(self) -> None:
+            pass
+
+    audio = tmp_path / "in.wav"
+    audio.write_bytes(b"x")
+    plan = OutputPlan(tmp_path / "out", ("text", "srt", "vtt"))
+    partials = PartialWriter(plan)
+    written: list[str] = []
+
+    def update(item: Any, update: Any, state: dict[str, object]) -> None:
+        partials.update(item, update, state)
+        written.extend(sorted(p.name for p in (tmp_path / "out").iterdir()))
+
+    summary = transcribe_inputs(FailingHalfway(), collect_inputs([str(audio)]),  # type: ignore[arg-type]
+                                on_result=lambda item, transcript: None, on_update=update,
+                                progress=Progress(1, sys.stderr, enabled=False), on_failure=partials.discard)
+    assert summary.failed == 1 and any(name.endswith(".partial") for name in written)
+    assert list((tmp_path / "out").iterdir()) == []

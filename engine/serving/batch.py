@@ -13,14 +13,16 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
+import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..engine import Engine
 from ..errors import EngineClosedError, ParakeetRuntimeError
@@ -29,6 +31,8 @@ from .formats import EXTENSIONS, VTT_HEADER, render, split_cues, srt_cue, vtt_cu
 from .inputs import BatchInput
 from .progress import Progress
 from .signals import interruptions_deferred
+
+logger = logging.getLogger(__name__)
 
 COMBINED_JSONL = "transcripts.jsonl"
 """The combined JSON-lines file ``--format jsonl`` writes in the output directory."""
@@ -140,7 +144,8 @@ def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: readers
     (and a resumed run) see the old file or the whole new one, never part of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # a short name: the output's own name may already be near the file system's 255-byte limit
+    temporary = path.with_name(f".{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         with open(temporary, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
@@ -177,8 +182,16 @@ class PartialWriter:
         words = state.setdefault("words", [])
         assert isinstance(words, list)
         words += update.words
-        if not update.segments:
+        if not update.segments or state.get("no_partials"):
             return
+        try:
+            self._append(item, update, state, words)
+        except OSError as exc:  # partial files are a convenience: never the reason an input fails
+            state["no_partials"] = True
+            logger.warning("%s: no partial outputs (%s); the complete ones follow at the end", item.name,
+                           exc.strerror or exc)
+
+    def _append(self, item: BatchInput, update: TranscriptUpdate, state: dict[str, object], words: list[Any]) -> None:
         cue_number = int(str(state.get("cues", 0)))
         for fmt, path in self.plan.paths(item).items():
             if fmt not in PARTIAL_FORMATS:
@@ -204,7 +217,7 @@ class PartialWriter:
     def discard(self, item: BatchInput) -> None:
         """Remove ``item``'s partial files (after its complete outputs are written, or after a failure)."""
         for path in self.plan.paths(item).values():
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # none there (or a name too long to have one): nothing to remove
                 os.unlink(self.partial_path(path))
 
 
@@ -236,13 +249,14 @@ def transcribe_inputs(
     stdin: BinaryIO | None = None,
     workers: int | None = None,
     on_update: Callable[[BatchInput, TranscriptUpdate, dict[str, object]], None] | None = None,
+    on_failure: Callable[[BatchInput], None] | None = None,
 ) -> BatchSummary:
     """Transcribe ``inputs`` from a thread pool through ``engine`` (load it with batching on), calling
     ``on_result`` in this thread for each, in the order they finish.
 
     Each input runs through :meth:`Engine.transcribe_iter`: a long input reports its progress to ``progress``
     chunk by chunk and, with ``on_update``, hands each update to it (in its worker thread, with a dict that
-    is the input's own).
+    is the input's own); ``on_failure`` is called, in this thread, for each input that failed.
 
     An input for which ``skip`` is true is counted as skipped. A failed input (reading, decoding,
     ``on_result`` raising ``OSError``) is reported through ``progress.write`` and counted. On
@@ -261,8 +275,8 @@ def transcribe_inputs(
                 tally.skip()
             elif item.path is not None:
                 yield item, item.path
-            elif stdin is None:
-                raise ValueError("an input reads standard input, but no stdin stream was given")
+            elif stdin is None:  # the process has no standard input (closed): this input fails, not the run
+                tally.fail(f"{item.name}: cannot read standard input: the process has none (it is closed)")
             else:
                 yield item, stdin.read()
 
@@ -303,6 +317,8 @@ def transcribe_inputs(
                         if isinstance(exc, EngineClosedError):
                             raise
                         tally.fail(_error_text(item, exc))
+                        if on_failure is not None:  # e.g. remove what its updates wrote
+                            on_failure(item)
                         continue
                     tally.succeed(transcript)
     except KeyboardInterrupt:

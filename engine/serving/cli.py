@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, BinaryIO, get_args
 
 from .. import __version__
 from ..engine import Engine, default_model_dir, sample_audio_path
@@ -34,7 +34,7 @@ from .formats import FORMATS, render
 from .inputs import BatchInput, collect_inputs
 from .memory import limit_malloc_arenas
 from .progress import Progress
-from .signals import sigterm_raises
+from .signals import interruptions_deferred, sigterm_raises
 
 if TYPE_CHECKING:
     from .server import ServerOptions
@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
         summary = transcribe_inputs(
             engine, inputs, on_result=finished,
             skip=lambda item: not args.overwrite and plan.complete(item), progress=progress,
-            stdin=sys.stdin.buffer, on_update=partials.update,
+            stdin=_stdin(), on_update=partials.update, on_failure=partials.discard,
         )
         if "jsonl" in plan.formats and not summary.interrupted:
             write_combined(plan, inputs)
@@ -336,13 +336,22 @@ def _print_transcripts(engine: Engine, inputs: list[BatchInput], fmt: str, progr
     def keep(item: BatchInput, transcript: Transcript) -> None:
         results[item.index] = transcript
 
-    summary = transcribe_inputs(engine, inputs, on_result=keep, progress=progress, stdin=sys.stdin.buffer)
+    summary = transcribe_inputs(engine, inputs, on_result=keep, progress=progress, stdin=_stdin())
     ordered = [(item.name, results[item.index]) for item in inputs if item.index in results]
-    if ordered and not summary.interrupted:
-        sys.stdout.write(render(ordered, fmt))
+    if ordered:  # interrupted too: the finished transcripts are kept either way (nothing was printed before)
+        with interruptions_deferred():  # all of it: a Ctrl-C during the write comes after it
+            sys.stdout.write(render(ordered, fmt))
+            sys.stdout.flush()
     if summary.interrupted:
+        print(f"parakeet-runtime: {summary.line()}", file=sys.stderr)
         return 130
     return 1 if summary.failed else 0
+
+
+def _stdin() -> BinaryIO | None:
+    """Standard input's bytes, or ``None`` when the process has none (closed, as under some daemons and cron):
+    ``sys.stdin`` is then ``None``, and only an input of ``-`` needs it."""
+    return sys.stdin.buffer if sys.stdin is not None else None
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -68,7 +68,7 @@ def read_manifest(manifest: Path) -> list[Path]:
         InputListError: the manifest cannot be read, or a JSON line is malformed or lacks ``audio_filepath``.
     """
     try:
-        lines = manifest.read_text(encoding="utf-8").splitlines()
+        lines = manifest.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark some editors write
     except (OSError, UnicodeDecodeError) as exc:
         raise InputListError(f"cannot read manifest {manifest}: {exc}") from exc
     paths = []
