@@ -143,12 +143,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _quiet_nemo() -> None:
+    # CRITICAL: NeMo logs a failed restore at ERROR with its traceback; convert-model's one line says it
     for name in ("nemo_logger", "nemo", "nv_one_logger", "lightning", "pytorch_lightning", "torch"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         from nemo.utils import logging as nemo_logging
 
-        nemo_logging.setLevel(logging.ERROR)
+        nemo_logging.setLevel(logging.CRITICAL)
     except Exception:  # NeMo missing: the load step reports it
         pass
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,43 @@ def resolve(spec: str) -> Source:
     return Source(spec=spec, path=None, sha256="")
 
 
+@contextlib.contextmanager
+def _nemo_errors() -> Iterator[list[str]]:
+    """The ``Error(s):`` lines NeMo logs while the block runs: a failed restore logs its real cause (a tokenizer
+    that does not parse) and then raises an unrelated consequence, without chaining them. NeMo's own handlers
+    print them only where its logger was already set to (``-v``: everything; otherwise nothing)."""
+    found: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found.extend(line.split("Error(s):", 1)[1].strip() for line in record.getMessage().splitlines()
+                         if "Error(s):" in line)
+
+    nemo = logging.getLogger("nemo_logger")
+    saved = nemo.handlers[:], nemo.level, nemo.propagate
+    shown = nemo.getEffectiveLevel() <= logging.ERROR
+    nemo.handlers = [Capture(), *(saved[0] if shown else [])]
+    nemo.propagate = saved[2] and shown
+    nemo.setLevel(min(nemo.getEffectiveLevel(), logging.ERROR))
+    try:
+        yield found
+    finally:
+        nemo.handlers, nemo.propagate = saved[0], saved[2]
+        nemo.setLevel(saved[1])
+
+
+def _reasons(exc: BaseException) -> str:
+    """``exc`` and, first, the exception it came from (the end of its chain): NeMo often ends a failed restore
+    with a consequence (``Can't instantiate abstract class ASRModel``) of the real cause (``could not parse
+    ModelProto``, a damaged tokenizer)."""
+    root, seen = exc, {id(exc)}
+    while (nested := root.__cause__ or root.__context__) is not None and id(nested) not in seen:
+        seen.add(id(nested))
+        root = nested
+    last = f"{type(exc).__name__}: {exc}"
+    return last if root is exc else f"{type(root).__name__}: {root} (then {last})"
+
+
 def load_model(source: Source) -> tuple[Any, Source]:
     """Load the NeMo ASR model on the CPU, in eval mode.
 
@@ -108,9 +147,11 @@ def load_model(source: Source) -> tuple[Any, Source]:
 
     if source.path is not None:
         try:
-            model = ASRModel.restore_from(str(source.path), map_location="cpu")
+            with _nemo_errors() as logged:
+                model = ASRModel.restore_from(str(source.path), map_location="cpu")
         except Exception as exc:  # NeMo raises many unrelated types for a bad archive
-            raise ConversionError(f"NeMo cannot load {source.path}: {type(exc).__name__}: {exc}") from exc
+            first = f"{logged[0]}; " if logged else ""
+            raise ConversionError(f"NeMo cannot load {source.path}: {first}{_reasons(exc)}") from exc
         model.eval()
         return model, source
     try:
