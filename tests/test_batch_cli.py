@@ -559,3 +559,20 @@ def test_partial_outputs_of_a_failed_input_are_removed(tmp_path: Path) -> None:
                                 progress=Progress(1, sys.stderr, enabled=False), on_failure=partials.discard)
     assert summary.failed == 1 and any(name.endswith(".partial") for name in written)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_inputs_after_an_option_are_inputs_and_an_empty_manifest_is_an_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``transcribe a.wav --format json b.wav`` stopped at "unrecognized arguments: b.wav"; an empty manifest ran
+    nothing and exited 0 (a glob or a directory with nothing in it exits 2)."""
+    first, second = write_clip(tmp_path / "a.wav", 0), write_clip(tmp_path / "b.wav", 1)
+    assert transcribe(first, "--format", "json", second, "--output-dir", tmp_path / "out") == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.wav.json", "b.wav.json"]
+    with pytest.raises(SystemExit) as exited:
+        transcribe(first, "--no-such-option", second)
+    assert exited.value.code == 2
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing yet\n\n")
+    capsys.readouterr()
+    assert transcribe("--manifest", empty) == 2
+    assert "the manifest lists no audio files" in capsys.readouterr().err

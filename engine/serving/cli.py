@@ -147,7 +147,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        help="with --ray: autoscale between --replicas and N replicas on requests in flight")
     serve.add_argument("-v", "--verbose", action="store_true", help="show library logs")
 
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # inputs after an option (`transcribe a.wav --format json b.wav`) are inputs too
+        if args.command != "transcribe" or any(e.startswith("-") and e != "-" for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.inputs = [*args.inputs, *extra]
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
     if args.precision == "bf16" and args.backend != "openvino":

@@ -128,7 +128,10 @@ def collect_inputs(
         else:  # a file; one that does not exist fails when it is read, like any unreadable file
             found.append((argument, Path(argument)))
     for manifest in manifests:
-        found.extend((str(path), path) for path in read_manifest(manifest))
+        listed = read_manifest(manifest)
+        if not listed:  # as a glob or a directory with nothing in it: an empty run is not a success
+            raise InputListError(f"{manifest}: the manifest lists no audio files")
+        found.extend((str(path), path) for path in listed)
 
     roots.extend(os.path.dirname(os.path.abspath(path)) for _, path in found if path is not None)
     root = os.path.commonpath(roots) if roots else os.getcwd()
