@@ -292,6 +292,7 @@ def capture_parser(parse_args: Callable[[Sequence[str]], object], monkeypatch: p
 
     with monkeypatch.context() as patch:
         patch.setattr(argparse.ArgumentParser, "parse_args", capture)
+        patch.setattr(argparse.ArgumentParser, "parse_known_args", capture)
         try:
             parse_args([])
         except _CapturedParserError as captured:
