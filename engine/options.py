@@ -181,7 +181,8 @@ class LongFormOptions:
     def __post_init__(self) -> None:
         if self.strategy not in ("auto", "one_pass", "chunked"):
             raise ValueError(f"strategy must be 'auto', 'one_pass' or 'chunked', got {self.strategy!r}")
-        if self.memory_budget is not None and not (self.memory_budget >= 1 and math.isfinite(self.memory_budget)):
+        if self.memory_budget is not None and not (
+                self.memory_budget >= 1 and (isinstance(self.memory_budget, int) or math.isfinite(self.memory_budget))):
             raise ValueError(f"memory_budget must be >= 1 byte or None, got {self.memory_budget}")
         if not 0 < self.chunk_seconds <= MAX_WINDOW_SECONDS:
             raise ValueError(f"chunk_seconds must be > 0 and at most {MAX_WINDOW_SECONDS:g}, got {self.chunk_seconds}")

@@ -151,12 +151,17 @@ def move_into_place(staging: Path, out_dir: Path, *, overwrite: bool) -> None:
         raise ConversionError(f"{out_dir} appeared while converting; left as it is (pass --overwrite to "
                               "replace it)")
     aside = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-    with interruptions_deferred():
-        out_dir.rename(aside / out_dir.name)
-        try:
-            staging.rename(out_dir)
-        except BaseException:
-            (aside / out_dir.name).rename(out_dir)  # the old folder back where it was
-            aside.rmdir()
-            raise
-    shutil.rmtree(aside, ignore_errors=True)
+    swapped = False
+    try:
+        with interruptions_deferred():  # a signal held here is raised as the block ends: the finally still runs
+            out_dir.rename(aside / out_dir.name)
+            try:
+                staging.rename(out_dir)
+            except BaseException:
+                (aside / out_dir.name).rename(out_dir)  # the old folder back where it was
+                aside.rmdir()
+                raise
+            swapped = True
+    finally:
+        if swapped:
+            shutil.rmtree(aside, ignore_errors=True)

@@ -571,6 +571,10 @@ def test_inputs_after_an_option_are_inputs_and_an_empty_manifest_is_an_error(
     with pytest.raises(SystemExit) as exited:
         transcribe(first, "--no-such-option", second)
     assert exited.value.code == 2
+    from parakeet_runtime.engine.serving.cli import parse_args
+
+    assert parse_args(["transcribe", "a.wav", "--format", "json", "--", "-x.wav", "b.wav"]).inputs == [
+        "a.wav", "-x.wav", "b.wav"]  # after `--`, names starting with a dash are inputs too
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing yet\n\n")
     capsys.readouterr()

@@ -290,3 +290,27 @@ class _Terminated:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def test_an_interruption_held_during_the_swap_still_removes_the_old_folder(
+        tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C held while the folders are renamed is raised as the swap ends: the old folder, renamed aside, was
+    then never deleted (a hidden copy of the old model left beside OUT_DIR)."""
+    import signal
+
+    from parakeet_runtime.export.output_dir import move_into_place
+
+    staging = staging_dir(model)
+    (staging / "new.txt").write_text("new")
+    rename = Path.rename
+
+    def rename_then_interrupt(self: Path, target: Any) -> Any:
+        moved = rename(self, target)
+        if self == staging:
+            signal.raise_signal(signal.SIGINT)  # held until the swap is done
+        return moved
+
+    monkeypatch.setattr(Path, "rename", rename_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        move_into_place(staging, model, overwrite=True)
+    assert _files(model) == ["new.txt"] and sorted(p.name for p in model.parent.iterdir()) == ["model"]

@@ -774,3 +774,14 @@ def test_form_errors_say_what_is_wrong(server: str, data: dict[str, str], files:
     files = files or [("file", ("a.wav", sample_audio_path().read_bytes()))]
     response = httpx.post(f"{server}/v1/audio/transcriptions", files=files, data={"model": "p", **data}, timeout=30)
     assert response.status_code == 400 and message in response.json()["error"]["message"], response.text
+
+
+def test_the_head_size_is_never_counted_over_what_was_sent() -> None:
+    """A head h11 accepts (its limit counts the bytes sent) must not be refused by the 431 check: the estimate is
+    the fewest bytes the request can have had."""
+    from parakeet_runtime.engine.serving.http11 import _head_size
+
+    sent = b"GET /v1/models HTTP/1.1\r\nhost:x\r\nx-a:" + b"b" * 100 + b"\r\n\r\n"
+    scope = {"method": "GET", "raw_path": b"/api/v1/models", "root_path": "/api", "query_string": b"",
+             "headers": [(b"host", b"x"), (b"x-a", b"b" * 100)]}
+    assert _head_size(scope) == len(sent)

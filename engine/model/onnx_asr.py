@@ -180,9 +180,9 @@ def load_onnx_asr(
     projection = EncoderProjection(
         session=graph_session(parts.projection, chosen, threads, spinning), input="encoder_outputs", output=_PROJECTED
     )
+    width = parts.d_model if parts.frames_width is None else parts.frames_width
+    check_frame_width(encoder_width, width, encoder_file, decoder_joint_file)
     try:
-        width = parts.d_model if parts.frames_width is None else parts.frames_width
-        check_frame_width(encoder_width, width, encoder_file, decoder_joint_file)
         (projected,) = projection.session.run(None, {"encoder_outputs": np.zeros((1, width, 1), np.float32)})
     except Exception as exc:  # onnxruntime raises its own untyped exceptions here
         raise ManifestError(f"{decoder_joint_file}: the joint's encoder projection does not run ({exc})") from exc

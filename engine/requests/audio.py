@@ -99,17 +99,19 @@ def _read_pipe(path: str, label: str) -> bytes:
     """The bytes of a named pipe, up to :data:`MAX_PIPE_BYTES`. Read with Python's own I/O, which lets other
     threads (and the main thread's signal handlers) run while it waits for a writer; libsndfile's open held the
     GIL, so one FIFO nothing wrote to froze the whole process, Ctrl-C and SIGTERM included."""
-    data = bytearray()
+    chunks: list[bytes] = []
+    size = 0
     try:
         with open(path, "rb") as pipe:
             while chunk := pipe.read(1 << 20):
-                data += chunk
-                if len(data) > MAX_PIPE_BYTES:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_PIPE_BYTES:
                     raise AudioDecodeError(f"{label}: more than {MAX_PIPE_BYTES >> 30} GiB from a pipe; save the "
                                            "audio to a file first")
     except OSError as exc:
         raise AudioDecodeError(f"{label}: cannot read the pipe: {exc.strerror or exc}") from exc
-    return bytes(data)
+    return b"".join(chunks)  # one full-size copy (a bytearray turned into bytes held two)
 
 
 def _open_file(source: str | os.PathLike[str] | bytes) -> str | io.BytesIO:

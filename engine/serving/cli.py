@@ -149,9 +149,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     args, extra = parser.parse_known_args(argv)
     if extra:  # inputs after an option (`transcribe a.wav --format json b.wav`) are inputs too
-        if args.command != "transcribe" or any(e.startswith("-") and e != "-" for e in extra):
+        before, after = extra, []
+        if "--" in extra:  # everything after it is an input, even `-x.wav`
+            cut = extra.index("--")
+            before, after = extra[:cut], extra[cut + 1:]
+        if args.command != "transcribe" or any(e.startswith("-") and e != "-" for e in before):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.inputs = [*args.inputs, *extra]
+        args.inputs = [*args.inputs, *before, *after]
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
     if args.precision == "bf16" and args.backend != "openvino":

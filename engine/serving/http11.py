@@ -73,10 +73,13 @@ def _connection_limited(app: _Asgi, limit: int, connections: Sized, tasks: Sized
 
 
 def _head_size(scope: MutableMapping[str, Any]) -> int:
-    """About the bytes of the request line and headers that made ``scope`` (what h11's limit counts)."""
-    target = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + 1
-    return (len(scope.get("method", "")) + target + 12
-            + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ())) + 2)
+    """The fewest bytes the request line and headers that made ``scope`` can have had (what h11's limit counts):
+    no space after a header's colon, no ``?`` without a query, and the path as sent (uvicorn's ``raw_path``
+    starts with the app's ``root_path``), so a head within h11's limit is never counted over it."""
+    query = scope.get("query_string", b"")
+    path = len(scope.get("raw_path", b"")) - len(str(scope.get("root_path", "")).encode())
+    line = len(scope.get("method", "")) + 1 + max(path, 1) + (len(query) + 1 if query else 0) + len(" HTTP/1.1\r\n")
+    return line + sum(len(name) + 1 + len(value) + 2 for name, value in scope.get("headers", ())) + 2
 
 
 def _closing_error(message: str, code: str) -> tuple[list[tuple[bytes, bytes]], bytes]:

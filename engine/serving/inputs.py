@@ -103,7 +103,7 @@ def collect_inputs(
 
     Raises:
         InputListError: a glob or a directory that matches no audio, ``-`` given twice, a malformed
-            manifest, or two inputs whose outputs would collide.
+            manifest or one that lists nothing, or two inputs whose outputs would collide.
     """
     found: list[tuple[str, Path | None]] = []  # (name, file)
     roots: list[str] = []
