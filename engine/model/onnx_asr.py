@@ -238,19 +238,35 @@ def load_onnx_asr(
 
 
 def _graph_files(directory: Path, precision: str | None) -> tuple[str, str]:
+    encoder, decoder_joint = variant_files(directory, precision, (ENCODER_FILE, DECODER_JOINT_FILE),
+                                           "an onnx-asr NeMo directory")
+    return encoder, decoder_joint
+
+
+def variant_files(directory: Path, precision: str | None, templates: Sequence[str], what: str) -> tuple[str, ...]:
+    """A layout's graph files (``templates`` with a ``{suffix}``) of one variant: ``precision`` ``"fp32"`` or
+    ``"int8"`` (``.int8`` files), or ``None`` for fp32 when all its files are there, else int8 (said as a warning
+    when some fp32 files are there: transcripts then differ from fp32's).
+
+    Raises:
+        ManifestError: an unknown precision.
+        ModelDirectoryError: the variant's files are not all there (``what`` names the layout).
+    """
     if precision not in (None, "fp32", "int8"):
         raise ManifestError(f"precision must be None, 'fp32' or 'int8', found {precision!r}")
     suffixes = {None: ["", ".int8"], "fp32": [""], "int8": [".int8"]}[precision]
     for suffix in suffixes:
-        names = (ENCODER_FILE.format(suffix=suffix), DECODER_JOINT_FILE.format(suffix=suffix))
+        names = tuple(template.format(suffix=suffix) for template in templates)
         if all((directory / name).is_file() for name in names):
-            fp32 = [ENCODER_FILE.format(suffix=""), DECODER_JOINT_FILE.format(suffix="")]
-            if precision is None and suffix and any((directory / name).is_file() for name in fp32):
-                logger.warning("%s: the fp32 graphs are incomplete (%s and %s are needed): loading the int8 graphs "
-                               "instead; pass precision='int8' to choose them", directory, *fp32)
+            fp32 = [template.format(suffix="") for template in templates]
+            missing = [name for name in fp32 if not (directory / name).is_file()]
+            if precision is None and suffix and len(missing) < len(fp32):
+                logger.warning("%s: the fp32 graphs are incomplete (no %s): loading the int8 graphs instead; pass "
+                               "precision='int8' to choose them, or add the missing files", directory,
+                               " or ".join(missing))
             return names
-    wanted = " or ".join(f"{ENCODER_FILE.format(suffix=s)} and {DECODER_JOINT_FILE.format(suffix=s)}" for s in suffixes)
-    raise ModelDirectoryError(f"{directory}: an onnx-asr NeMo directory needs {wanted}")
+    wanted = " or ".join(", ".join(template.format(suffix=s) for template in templates) for s in suffixes)
+    raise ModelDirectoryError(f"{directory}: {what} needs {wanted}")
 
 
 def _read_config(directory: Path) -> dict[str, Any]:

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import ManifestError, ModelDirectoryError
+from ..errors import ManifestError
 from ..options import SessionOptions
 from . import onnx_proto
 from .decoder_weights import JointColumns
@@ -83,6 +83,7 @@ from .onnx_asr import (
     projection_part,
     punctuation_from_vocab,
     read_vocab,
+    variant_files,
     vocab_tokenizer,
 )
 from .onnx_model import EncoderProjection, OnnxTdtModel, decoding_sessions, default_providers, graph_session
@@ -126,28 +127,8 @@ def graph_files(directory: Path, precision: str | None) -> SherpaFiles:
         ManifestError: an unknown precision.
         ModelDirectoryError: the variant's files are not all there.
     """
-    if precision not in (None, "fp32", "int8"):
-        raise ManifestError(f"precision must be None, 'fp32' or 'int8', found {precision!r}")
-    suffixes = {None: ["", ".int8"], "fp32": [""], "int8": [".int8"]}[precision]
-    for suffix in suffixes:
-        files = SherpaFiles(*(f.format(suffix=suffix) for f in (ENCODER_FILE, DECODER_FILE, JOINER_FILE)))
-        if all((directory / name).is_file() for name in (files.encoder, files.decoder, files.joiner)):
-            if precision is None and suffix:
-                _warn_partial_fp32(directory, [f.format(suffix="") for f in (ENCODER_FILE, DECODER_FILE, JOINER_FILE)])
-            return files
-    wanted = " or ".join(
-        ", ".join(f.format(suffix=s) for f in (ENCODER_FILE, DECODER_FILE, JOINER_FILE)) for s in suffixes
-    )
-    raise ModelDirectoryError(f"{directory}: a sherpa-onnx NeMo transducer directory needs {wanted}")
-
-
-def _warn_partial_fp32(directory: Path, fp32_files: list[str]) -> None:
-    """Say (as a warning: transcripts differ from fp32's) that an incomplete fp32 set made the int8 one load."""
-    present = [name for name in fp32_files if (directory / name).is_file()]
-    if present:
-        missing = [name for name in fp32_files if name not in present]
-        logger.warning("%s: the fp32 graphs are incomplete (no %s): loading the int8 graphs instead; pass "
-                       "precision='int8' to choose them, or add the missing files", directory, " or ".join(missing))
+    return SherpaFiles(*variant_files(directory, precision, (ENCODER_FILE, DECODER_FILE, JOINER_FILE),
+                                      "a sherpa-onnx NeMo transducer directory"))
 
 
 def _meta_int(metadata: dict[str, str], key: str, graph: str) -> int | None:
