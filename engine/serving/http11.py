@@ -41,9 +41,8 @@ _H11_HEAD_LIMIT = 16 * 1024
 """h11's default ``max_incomplete_event_size`` (uvicorn's when ``h11_max_incomplete_event_size`` is not set)."""
 
 
-def _error_body(message: str, code: str) -> bytes:
-    return json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                 "code": code}}).encode()
+def _error_body(message: str, code: str, kind: str = "invalid_request_error") -> bytes:
+    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
 
 
 _Asgi = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
@@ -54,18 +53,15 @@ def _connection_limited(app: _Asgi, limit: int, connections: Sized, tasks: Sized
     """``app``, except that a request arriving while ``limit`` connections are open or ``limit`` requests are
     running (uvicorn's ``limit_concurrency`` test, made when the request's task starts, so the request's own task
     is counted) gets a 503 in OpenAI's error shape with ``Retry-After``, and its connection is closed."""
-    body = json.dumps({"error": {"message": "too many connections; retry later", "type": "server_error",
-                                 "param": None, "code": "overloaded"}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"retry-after", str(retry_after_s).encode()), (b"connection", b"close")]
+    overloaded = _closing_error("too many connections; retry later", "overloaded", kind="server_error",
+                                retry_after_s=retry_after_s)
 
     async def limited(scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]],
                       send: Callable[[Any], Awaitable[None]]) -> None:
         if scope["type"] == "http" and (len(connections) >= limit or len(tasks) > limit):
             logger.warning("%d connections open, %d requests running (limit %d): answered 503", len(connections),
                            len(tasks), limit)
-            await send({"type": "http.response.start", "status": 503, "headers": headers})
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+            await _send_error(send, 503, overloaded)
             return
         await app(scope, receive, send)
 
@@ -82,11 +78,23 @@ def _head_size(scope: MutableMapping[str, Any]) -> int:
     return line + sum(len(name) + 1 + len(value) + 2 for name, value in scope.get("headers", ())) + 2
 
 
-def _closing_error(message: str, code: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
+_Response = tuple[list[tuple[bytes, bytes]], bytes]
+"""An error response's headers and body."""
+
+
+def _closing_error(message: str, code: str, *, kind: str = "invalid_request_error",
+                   retry_after_s: int | None = None) -> _Response:
     """The headers and body of an error in OpenAI's shape after which the connection is closed."""
-    body = _error_body(message, code)
-    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+    body = _error_body(message, code, kind)
+    retry = [] if retry_after_s is None else [(b"retry-after", str(retry_after_s).encode())]
+    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *retry,
             (b"connection", b"close")], body
+
+
+async def _send_error(send: Callable[[Any], Awaitable[None]], status: int, response: _Response) -> None:
+    headers, body = response
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _head_checked(app: _Asgi, limit: int) -> _Asgi:
@@ -114,9 +122,7 @@ def _head_checked(app: _Asgi, limit: int) -> _Asgi:
         if refusal is None:
             await app(scope, receive, send)
             return
-        status, (headers, body) = refusal
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await _send_error(send, *refusal)
 
     return checked
 
@@ -185,9 +191,7 @@ class HeaderTimeoutProtocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         """A request h11 cannot parse (malformed request line or headers, headers over h11's size limit, bad
         chunked framing): uvicorn's 400, with a body in OpenAI's error shape instead of plain text."""
-        body = _error_body(f"malformed HTTP request ({msg.rstrip('.')})", "invalid_http_request")
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
-                   (b"content-length", str(len(body)).encode())]
+        headers, body = _closing_error(f"malformed HTTP request ({msg.rstrip('.')})", "invalid_http_request")
         for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
                       h11.EndOfMessage()):
             self.transport.write(self.conn.send(event))
