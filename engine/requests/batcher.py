@@ -119,8 +119,12 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         if self._closed.is_set():
             raise EngineClosedError("the engine is closed")
 
+    def _forked(self) -> bool:
+        """Whether this is a process forked from the one that made the batcher (its worker is not here)."""
+        return os.getpid() != self._pid
+
     def _check_process(self) -> None:
-        if os.getpid() != self._pid:  # checked before any lock: one held at the fork stays held in the child
+        if self._forked():  # checked before any lock: one held at the fork stays held in the child
             raise EngineForkedError(
                 f"this engine was loaded in process {self._pid}, and its batching worker thread does not exist in "
                 f"this forked process {os.getpid()}: load the engine in each process (after the fork, e.g. in a "
@@ -161,7 +165,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         The batch in progress always finishes. Requests still waiting are run first when ``drain`` is
         true, and otherwise fail with ``EngineClosedError``. Waits up to ``timeout`` seconds for the worker.
         """
-        if os.getpid() != self._pid:  # a forked process: no worker here, and a lock held at the fork stays held
+        if self._forked():  # no worker here, and a lock held at the fork stays held
             self._closed.set()
             return
         with self._submit_lock:

@@ -89,19 +89,20 @@ class Preparer:
         if num_samples <= geometry.chunk + geometry.right:
             return "one_pass"  # a single window: chunking would encode the same samples
         limit = self.encoder.max_frames
-        if limit is not None and self._encoder_frames(num_samples) > limit:
+        if limit is not None and self._encoder_frames(self.features.valid_frames(num_samples)) > limit:
             return "chunked"
         return "one_pass" if self.encoder_bytes(num_samples) <= self.long_form.budget else "chunked"
 
-    def _encoder_frames(self, num_samples: int) -> int:
-        return -(-self.features.valid_frames(num_samples) // self.encoder.subsampling_factor)
+    def _encoder_frames(self, feature_frames: int) -> int:
+        return -(-feature_frames // self.encoder.subsampling_factor)
 
     def encoder_bytes(self, num_samples: int) -> int:
         """Estimated peak memory of encoding ``num_samples`` samples in one pass (:func:`one_pass_bytes`)."""
         attention = self.encoder.attention
         # Local attention's export scores each chunk of max(left, right) queries against its window of keys.
         keys = None if attention.context is None else sum(attention.context) + max(attention.context)
-        return one_pass_bytes(self.features.valid_frames(num_samples), self._encoder_frames(num_samples),
+        feature_frames = self.features.valid_frames(num_samples)
+        return one_pass_bytes(feature_frames, self._encoder_frames(feature_frames),
                               heads=self.encoder.attention_heads or DEFAULT_HEADS, n_mels=self.features.spec.n_mels,
                               d_model=self.encoder.d_model, attention_keys=keys)
 
