@@ -14,7 +14,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from parakeet_runtime.engine import ParakeetRuntimeError, __version__
 from parakeet_runtime.engine.serving.signals import sigterm_raises
@@ -191,8 +191,6 @@ def _run(args: argparse.Namespace) -> int:
     if not args.verbose:
         _quiet_nemo()
 
-    from .convert import STEPS, convert
-
     work: Path | None = None
     out_dir = args.out_dir
     if args.layout is not None:
@@ -206,18 +204,20 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         out_dir = str(work / "model")
     try:
-        return _convert(args, convert, len(STEPS), out_dir)
+        return _convert(args, out_dir)
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _convert(args: argparse.Namespace, convert: Any, steps: int, out_dir: str) -> int:
+def _convert(args: argparse.Namespace, out_dir: str) -> int:
     """The conversion of a checkpoint (or a pretrained name) into ``out_dir``, then ``--layout``'s rewrite."""
+    from .convert import STEPS, convert
+
     started = time.monotonic()
 
     def on_step(index: int, name: str) -> None:
-        print(f"[{index + 1}/{steps}] {name} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+        print(f"[{index + 1}/{len(STEPS)}] {name} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
 
     try:
         with warnings.catch_warnings():

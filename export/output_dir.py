@@ -17,6 +17,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from parakeet_runtime.engine import ParakeetRuntimeError
+from parakeet_runtime.engine.model.layouts import layout_of
+from parakeet_runtime.engine.model.manifest import MANIFEST_NAME
+
 from .errors import ConversionError
 
 
@@ -67,16 +71,17 @@ def check_output_dir(source: str | os.PathLike[str] | None, out_dir: str | os.Pa
     return out
 
 
-MODEL_MARKERS = ("manifest.json", "vocab.txt", "tokens.txt")
-"""A folder holding one of these is a model directory (this project's, onnx-asr's, sherpa-onnx's)."""
-
-
 def _replaceable(folder: Path) -> bool:
-    """Whether ``--overwrite`` may replace ``folder``: empty, or a model directory (see :data:`MODEL_MARKERS`;
-    ``--overwrite`` used to delete any folder given, ``/usr`` as well as a model)."""
+    """Whether ``--overwrite`` may replace ``folder``: empty, or a model directory (this project's: a manifest and
+    ONNX graphs; onnx-asr's or sherpa-onnx's, as the engine's loader tells them; ``--overwrite`` used to delete
+    any folder given, ``/usr`` as well as a model)."""
     if not any(folder.iterdir()):
         return True
-    return any((folder / name).is_file() for name in MODEL_MARKERS) and any(folder.glob("*.onnx"))
+    ours = (folder / MANIFEST_NAME).is_file() and any(folder.glob("*.onnx"))
+    try:
+        return ours or layout_of(folder) is not None
+    except ParakeetRuntimeError:  # it cannot be examined: not replaced
+        return False
 
 
 def _protected_folders() -> list[tuple[Path, str, bool]]:
