@@ -65,8 +65,12 @@ class ConfidenceOptions:
             raise ValueError(f"entropy_norm must be one of {_ENTROPY_NORMS}, got {self.entropy_norm!r}")
         if self.aggregation not in _AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {_AGGREGATIONS}, got {self.aggregation!r}")
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > 0):
+        if isinstance(self.alpha, bool) or not (
+                isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > 0):
             raise ValueError(f"alpha must be a finite number > 0, got {self.alpha!r}")
+        for name in ("exclude_blank", "include_duration"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,19 @@ class Engine:
     def __enter__(self) -> Engine:
         return self
 
+    def __copy__(self) -> Engine:
+        """The engine itself: it is immutable, and a copy would share (and close) the same worker."""
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Engine:
+        return self
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "an Engine cannot be pickled (its ONNX Runtime sessions and worker belong to this process): "
+            f"load one in each process instead, Engine.load({str(self.model_dir)!r})"
+        )
+
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
@@ -439,7 +452,7 @@ class Engine:
         seconds_per_frame = self.manifest.encoder.subsampling_factor * self.manifest.features.window_stride
         outcomes = self._long_outcomes(one)
         try:
-            for outcome, last in _with_last(outcomes):
+            for outcome, last in outcomes:
                 tokens += outcome.tokens
                 steps += outcome.steps or ()
                 partial = self._long_transcript(one, tokens, steps if outcome.steps is not None else None)
@@ -459,9 +472,10 @@ class Engine:
         transcript = self.inference.transcripts(tokens, long.duration, steps)
         return dataclasses.replace(transcript, strategy="chunked")
 
-    def _long_outcomes(self, long: LongAudio) -> Generator[ChunkOutcome, None, None]:
+    def _long_outcomes(self, long: LongAudio) -> Generator[tuple[ChunkOutcome, bool], None, None]:
         """Submit a long input's windows in groups, each continuing the search where the one before stopped;
-        the next group's features are computed while the worker runs the current one."""
+        the next group's features are computed while the worker runs the current one. Each group's outcome
+        comes as soon as it is done, with a flag that is true for the last group."""
         runner = self.runner
         spec = self.manifest.features
         size = group_size(self.preparer.geometry, spec.sample_rate, self.batching.max_batch_size,
@@ -480,7 +494,7 @@ class Engine:
                 if not isinstance(outcome, ChunkOutcome):
                     raise TypeError(f"expected a ChunkOutcome, got {type(outcome).__name__}")
                 carry = outcome.carry
-                yield outcome
+                yield outcome, number + 1 == len(batches)
         finally:
             if future is not None:
                 future.cancel()
@@ -506,14 +520,3 @@ def _one_pass(prepared: Prepared) -> PreparedAudio:
     if not isinstance(prepared, PreparedAudio):
         raise TypeError("a long input cannot run in one pass")
     return prepared
-
-
-def _with_last(items: Iterator[ChunkOutcome]) -> Iterator[tuple[ChunkOutcome, bool]]:
-    """``items`` with a flag that is true for the last one."""
-    previous: ChunkOutcome | None = None
-    for item in items:
-        if previous is not None:
-            yield previous, False
-        previous = item
-    if previous is not None:
-        yield previous, True

@@ -24,7 +24,8 @@ class AudioFileNotFoundError(AudioDecodeError, FileNotFoundError):
 
 
 class AudioTooLongError(ParakeetRuntimeError, ValueError):
-    """The audio is longer than the exported encoder can take in one pass."""
+    """The audio is longer than the engine was told to accept (``LongFormOptions.max_audio_seconds``), or, with
+    ``LongFormOptions(strategy="one_pass")``, than an encoder with a length limit takes in one pass."""
 
 
 class EngineClosedError(ParakeetRuntimeError, RuntimeError):

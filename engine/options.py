@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -12,6 +13,40 @@ from parakeet_runtime.decoding import ConfidenceOptions
 __all__ = ["Backend", "BatchingOptions", "ConfidenceOptions", "DecoderWeights", "Int8Weights", "LongFormOptions",
            "Precision", "SessionOptions"]
 """``ConfidenceOptions`` (``Engine.load(confidence=...)``) lives with the decoding functions that use it."""
+
+
+def _integer(owner: object, name: str, minimum: int, *, optional: bool = False) -> None:
+    """Refuse a field that is not an integer ``>= minimum`` (``None`` too when ``optional``); bools are not
+    integers here (``True`` would read as 1)."""
+    value = getattr(owner, name)
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        wanted = f"an integer >= {minimum}" + (" or None" if optional else "")
+        raise ValueError(f"{type(owner).__name__}.{name} must be {wanted}, got {value!r}")
+
+
+def _number(owner: object, name: str, minimum: float, *, above: bool = False, optional: bool = False,
+            maximum: float = math.inf) -> None:
+    """Refuse a field that is not a finite real number ``>= minimum`` (``> minimum`` when ``above``) and
+    ``<= maximum`` (``None`` too when ``optional``); bools, strings and NaN are refused."""
+    value = getattr(owner, name)
+    if optional and value is None:
+        return
+    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    if not (math.isfinite(number) and (number > minimum if above else number >= minimum) and number <= maximum):
+        bound = f"> {minimum:g}" if above else f">= {minimum:g}"
+        if maximum != math.inf:
+            bound += f" and at most {maximum:g}"
+        wanted = f"a finite number {bound}" + (" or None" if optional else "")
+        raise ValueError(f"{type(owner).__name__}.{name} must be {wanted}, got {value!r}")
+
+
+def _flag(owner: object, name: str) -> None:
+    """Refuse a field that is not a bool (``enabled="false"`` would read as true)."""
+    value = getattr(owner, name)
+    if not isinstance(value, bool):
+        raise ValueError(f"{type(owner).__name__}.{name} must be True or False, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -42,18 +77,13 @@ class BatchingOptions:
     the others wait their turn, so that the batcher's worker is not starved of the GIL."""
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
-        if self.max_batch_seconds <= 0:
-            raise ValueError(f"max_batch_seconds must be > 0, got {self.max_batch_seconds}")
-        if self.max_length_ratio < 1.0:
-            raise ValueError(f"max_length_ratio must be >= 1, got {self.max_length_ratio}")
-        if self.max_concurrent_prepare is not None and self.max_concurrent_prepare < 1:
-            raise ValueError(f"max_concurrent_prepare must be >= 1 or None, got {self.max_concurrent_prepare}")
-        if self.max_queue is not None and self.max_queue < 1:
-            raise ValueError(f"max_queue must be >= 1 or None, got {self.max_queue}")
+        _flag(self, "enabled")
+        _integer(self, "max_batch_size", 1)
+        _number(self, "max_wait_ms", 0)
+        _number(self, "max_batch_seconds", 0, above=True)
+        _number(self, "max_length_ratio", 1)
+        _integer(self, "max_concurrent_prepare", 1, optional=True)
+        _integer(self, "max_queue", 1, optional=True)
 
 
 Int8Weights = Literal["auto", "uint8", "int7", "int8"]
@@ -120,11 +150,9 @@ class SessionOptions:
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, get_args(allowed)))}, got {value!r}")
         if self.backend == "onnxruntime" and self.precision != "fp32":
             raise ValueError(f"precision {self.precision!r} needs backend='openvino' (ONNX Runtime runs fp32 here)")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
-        if self.release_memory_above_seconds is not None and self.release_memory_above_seconds < 0:
-            raise ValueError(
-                f"release_memory_above_seconds must be >= 0 or None, got {self.release_memory_above_seconds}")
+        _integer(self, "threads", 1, optional=True)
+        _flag(self, "spinning")
+        _number(self, "release_memory_above_seconds", 0, optional=True, maximum=MAX_WINDOW_SECONDS)
 
 
 Strategy = Literal["auto", "one_pass", "chunked"]
@@ -181,16 +209,11 @@ class LongFormOptions:
     def __post_init__(self) -> None:
         if self.strategy not in ("auto", "one_pass", "chunked"):
             raise ValueError(f"strategy must be 'auto', 'one_pass' or 'chunked', got {self.strategy!r}")
-        if self.memory_budget is not None and not (
-                self.memory_budget >= 1 and (isinstance(self.memory_budget, int) or math.isfinite(self.memory_budget))):
-            raise ValueError(f"memory_budget must be >= 1 byte or None, got {self.memory_budget}")
-        if not 0 < self.chunk_seconds <= MAX_WINDOW_SECONDS:
-            raise ValueError(f"chunk_seconds must be > 0 and at most {MAX_WINDOW_SECONDS:g}, got {self.chunk_seconds}")
-        for name in ("left_context_seconds", "right_context_seconds"):
-            if not 0 <= getattr(self, name) <= MAX_WINDOW_SECONDS:
-                raise ValueError(f"{name} must be >= 0 and at most {MAX_WINDOW_SECONDS:g}, got {getattr(self, name)}")
-        if self.max_audio_seconds is not None and not self.max_audio_seconds > 0:
-            raise ValueError(f"max_audio_seconds must be > 0 or None, got {self.max_audio_seconds}")
+        _integer(self, "memory_budget", 1, optional=True)
+        _number(self, "chunk_seconds", 0, above=True, maximum=MAX_WINDOW_SECONDS)
+        _number(self, "left_context_seconds", 0, maximum=MAX_WINDOW_SECONDS)
+        _number(self, "right_context_seconds", 0, maximum=MAX_WINDOW_SECONDS)
+        _number(self, "max_audio_seconds", 0, above=True, optional=True)
 
     @property
     def budget(self) -> int:

@@ -72,3 +72,19 @@ def test_srt_and_vtt_of_a_real_transcript() -> None:
         assert 1 <= len(lines[2:]) <= 2 and all(len(line) <= 42 or " " not in line for line in lines[2:])
     assert vtt.startswith("WEBVTT\n\n") and vtt.count(" --> ") == len(blocks)
     assert " ".join(" ".join(b.split("\n")[2:]) for b in blocks) == transcript.text
+
+
+def test_no_cue_without_text() -> None:
+    """A segment whose only word has no text (a lone word-boundary token, which NeMo emits on silence) made a
+    cue with an empty text line, which subtitle parsers refuse."""
+    empty_word = TimedText("", 10, 11, 10 * FRAME, 11 * FRAME)
+    transcript = Transcript(text="", duration=2.0, words=(empty_word,), segments=(empty_word,))
+    assert cues(transcript) == []
+    assert to_srt(transcript) == "" and to_vtt(transcript) == "WEBVTT\n\n"
+
+
+def test_vtt_cue_text_is_escaped() -> None:
+    words = _words(["a<b", "c&d", "-->"])
+    vtt = to_vtt(_transcript(words))
+    assert "a&lt;b c&amp;d --&gt;" in vtt and vtt.count("-->") == 1  # only the timing's arrow
+    assert "a<b c&d -->" in to_srt(_transcript(words))  # SubRip has no escapes

@@ -59,7 +59,7 @@ def _sample() -> np.ndarray:
 # --- shapes ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [(1600, 0), (0, 0), (3, 0)])
+@pytest.mark.parametrize("shape", [(1600, 0), (0, 0), (9, 0)])
 def test_an_array_without_channels_is_refused(shape: tuple[int, int]) -> None:
     with pytest.raises(AudioDecodeError, match="no channels"):
         load_audio(np.zeros(shape, dtype=np.float32), RATE)
@@ -81,9 +81,11 @@ def test_an_ambiguous_shape_is_refused(shape: tuple[int, int]) -> None:
         load_audio(np.zeros(shape, dtype=np.float32), RATE)
 
 
-def test_no_samples_of_some_channels_is_empty_audio(engine: Engine) -> None:
-    assert load_audio(np.zeros((0, 2), dtype=np.float32), RATE).samples.shape == (0,)
-    assert engine.transcribe(np.zeros((0, 2), dtype=np.float32)).text == ""
+@pytest.mark.parametrize("shape", [(0, 2), (2, 0), (8, 0)])
+def test_no_samples_of_some_channels_is_empty_audio(engine: Engine, shape: tuple[int, int]) -> None:
+    """Channels first or last: ``(2, 0)`` was refused as "no channels" while ``(0, 2)`` was empty audio."""
+    assert load_audio(np.zeros(shape, dtype=np.float32), RATE).samples.shape == (0,)
+    assert engine.transcribe(np.zeros(shape, dtype=np.float32)).text == ""
 
 
 def test_a_file_is_always_frames_by_channels(tmp_path: Path) -> None:
@@ -519,3 +521,49 @@ def test_a_named_pipe_is_read_as_its_bytes(tmp_path: Path) -> None:
     piped = load_audio(str(fifo), RATE)
     writer.join(10)
     np.testing.assert_array_equal(piped.samples, load_audio(sample_audio_path(), RATE).samples)
+
+
+def test_an_unreadable_file_is_said_to_be_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file without read permission was "System error" (libsndfile's words), and a file in a folder that cannot
+    be entered was "not found". (The tests run as root, who may read anything: the permission checks are faked.)"""
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(Path(sample_audio_path()).read_bytes())
+    import os
+
+    real_access, real_stat = os.access, os.stat
+    monkeypatch.setattr(os, "access",
+                        lambda path, mode, **kw: False if str(path) == str(clip) else real_access(path, mode, **kw))
+    with pytest.raises(AudioDecodeError, match="permission denied") as refused:
+        load_audio(clip, RATE)
+    assert not isinstance(refused.value, FileNotFoundError)
+
+    def no_entry(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path) == str(clip):
+            raise PermissionError(13, "Permission denied")
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", no_entry)
+    with pytest.raises(AudioDecodeError, match="permission denied") as refused:
+        load_audio(clip, RATE)
+    assert not isinstance(refused.value, FileNotFoundError)
+
+
+def test_a_missing_path_is_still_not_found(tmp_path: Path) -> None:
+    from parakeet_runtime.engine import AudioFileNotFoundError
+
+    for missing in (tmp_path / "nothing.wav", tmp_path / "clip.wav" / "below.wav"):
+        if missing.parent != tmp_path:
+            missing.parent.write_bytes(b"not a folder")
+        with pytest.raises(AudioFileNotFoundError, match="not found"):
+            load_audio(missing, RATE)
+
+
+def test_an_engine_is_neither_copied_nor_pickled(engine: Engine) -> None:
+    """A copy shared the original's worker, so dropping the original closed the copy; pickling failed inside
+    onnxruntime."""
+    import copy
+    import pickle
+
+    assert copy.copy(engine) is engine and copy.deepcopy(engine) is engine
+    with pytest.raises(TypeError, match="load one in each process"):
+        pickle.dumps(engine)

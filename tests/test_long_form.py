@@ -246,7 +246,9 @@ def test_the_engine_chooses_by_the_memory_budget(long_audio: npt.NDArray[np.floa
         assert isinstance(tight.prepare(long_audio), LongAudio)
         assert isinstance(tight.prepare(long_audio[:16000]), PreparedAudio)
         assert tight.transcribe(long_audio).strategy == "chunked"
-    with Engine.load(long_form=LongFormOptions(max_audio_seconds=30)) as limited, pytest.raises(AudioTooLongError):
+    # the user's limit is named as such (it said "longer than this model's encoder takes in one pass")
+    with Engine.load(long_form=LongFormOptions(max_audio_seconds=30)) as limited, \
+            pytest.raises(AudioTooLongError, match=r"longer than the 30 s accepted \(LongFormOptions"):
         limited.transcribe(long_audio)
 
 
@@ -280,6 +282,25 @@ def test_transcribe_iter_streams_what_transcribe_gives(chunked_engine: Engine,
     # An input that runs in one pass: one update with everything.
     short = list(chunked_engine.transcribe_iter(sample_audio_path()))
     assert len(short) == 1 and short[0].transcript is not None and short[0].transcript.strategy == "one_pass"
+
+
+def test_each_update_comes_as_soon_as_its_chunk_group_is_done(chunked_engine: Engine,
+                                                              long_audio: npt.NDArray[np.float32],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Update n is handed out when group n is done, not after group n + 1 was run too (a long file's first
+    words and its progress bar came a whole group late, and a close() between updates did not stop the next)."""
+    runner = chunked_engine.runner
+    submitted: list[int] = []
+    real_submit = runner.submit_many
+
+    def counting(items: Any) -> Any:
+        submitted.append(len(items))
+        return real_submit(items)
+
+    monkeypatch.setattr(runner, "submit_many", counting)
+    groups_at_update = [len(submitted) for _ in chunked_engine.transcribe_iter(long_audio)]
+    assert len(groups_at_update) >= 2
+    assert groups_at_update == list(range(1, len(groups_at_update) + 1))
 
 
 def test_every_entry_point_takes_long_inputs(chunked_engine: Engine, long_audio: npt.NDArray[np.float32]) -> None:

@@ -115,14 +115,24 @@ def _read_pipe(path: str, label: str) -> bytes:
 
 
 def _open_file(source: str | os.PathLike[str] | bytes) -> str | io.BytesIO:
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise AudioFileNotFoundError(f"audio file not found: {path}")
-        if os.path.isdir(path):
-            raise AudioDecodeError(f"expected an audio file, found a directory: {path}")
-        return path
-    return io.BytesIO(source)
+    """A path checked to name a readable file (or a pipe), or the bytes of an encoded file."""
+    if not isinstance(source, (str, os.PathLike)):
+        return io.BytesIO(source)
+    path = os.fspath(source)
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise AudioFileNotFoundError(f"audio file not found: {path}") from None
+    except PermissionError:  # a folder on the way that cannot be entered: the file may well exist
+        raise AudioDecodeError(f"cannot read {path}: permission denied (a folder on its path cannot be entered)"
+                               ) from None
+    except (OSError, ValueError) as exc:  # a name too long, a loop of links, a NUL character
+        raise AudioDecodeError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise AudioDecodeError(f"expected an audio file, found a directory: {path}")
+    if not stat.S_ISFIFO(mode) and not os.access(path, os.R_OK):
+        raise AudioDecodeError(f"cannot read {path}: permission denied")
+    return path
 
 
 class _Samples:
@@ -285,8 +295,8 @@ def _check_duration(frames: int, rate: int, max_seconds: float, label: str) -> N
     seconds = frames / rate
     if seconds > max_seconds:
         raise AudioTooLongError(
-            f"{label}: audio of {seconds:.1f} s is longer than this model's encoder takes in one pass "
-            f"(about {max_seconds:.0f} s); split it into shorter pieces"
+            f"{label}: audio of {seconds:.1f} s is longer than the {max_seconds:g} s accepted "
+            "(LongFormOptions.max_audio_seconds)"
         )
 
 
@@ -295,8 +305,9 @@ def _mono(data: npt.NDArray[np.float32], label: str, *, channels_last: bool) -> 
 
     A decoded file is ``(frames, channels)``. For an array the orientation is inferred: the shorter axis
     is the channel axis when it has at most :data:`MAX_CHANNELS` entries and the other axis is longer, so
-    ``(n, 2)`` and ``(2, n)`` are both stereo; ``(0, c)`` is empty audio; a shape where neither axis is
-    clearly the channel axis (``(3, 3)``, ``(100, 200)``) is refused, as is an axis of no channels.
+    ``(n, 2)`` and ``(2, n)`` are both stereo; ``(0, c)`` and ``(c, 0)`` (``c`` at most :data:`MAX_CHANNELS`)
+    are empty audio; a shape where neither axis is clearly the channel axis (``(3, 3)``, ``(100, 200)``) is
+    refused, as is an axis of no channels.
     """
     if data.ndim == 1:
         return data
@@ -304,9 +315,9 @@ def _mono(data: npt.NDArray[np.float32], label: str, *, channels_last: bool) -> 
         raise AudioDecodeError(f"{label}: expected shape (n,) or (n, channels), found {data.shape}")
     rows, columns = data.shape
     if not channels_last and rows > 0:
-        if columns == 0:
+        if columns == 0 and rows > MAX_CHANNELS:
             raise AudioDecodeError(f"{label}: an array of shape {data.shape} has no channels")
-        if rows <= MAX_CHANNELS and columns > rows:
+        if (rows <= MAX_CHANNELS and columns > rows) or columns == 0:  # (c, 0): c channels of no samples
             data = data.T
         elif not (columns <= MAX_CHANNELS and rows > columns) and data.shape != (1, 1):
             raise AudioDecodeError(

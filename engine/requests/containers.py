@@ -69,8 +69,8 @@ def _describe(source: str | os.PathLike[str] | bytes) -> str:
 
 def _too_long(label: str, seconds: float, max_seconds: float, how: str) -> AudioTooLongError:
     return AudioTooLongError(
-        f"{label}: audio of {how}{seconds:.1f} s is longer than this model's encoder takes in one pass "
-        f"(about {max_seconds:.0f} s); split it into shorter pieces"
+        f"{label}: audio of {how}{seconds:.1f} s is longer than the {max_seconds:g} s accepted "
+        "(LongFormOptions.max_audio_seconds)"
     )
 
 

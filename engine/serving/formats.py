@@ -65,8 +65,8 @@ def split_cues(segment: TimedText, words: Sequence[TimedText], *, max_seconds: f
     ``max_characters``; one word longer than either is a cue on its own. No words: the segment itself."""
     inside = [w for w in words
               if w.text and segment.start_offset <= w.start_offset and w.end_offset <= segment.end_offset]
-    if not inside:
-        return [(segment.start, segment.end, segment.text)]
+    if not inside:  # no words with text: the segment's own text, if it has any (a cue without text is invalid)
+        return [(segment.start, segment.end, segment.text)] if segment.text.strip() else []
     cues: list[Cue] = []
     run: list[TimedText] = []
     for word in inside:
@@ -88,7 +88,7 @@ def cues(transcript: Transcript) -> list[Cue]:
         first, last = transcript.words[0], transcript.words[-1]
         whole = TimedText(transcript.text, first.start_offset, last.end_offset, first.start, last.end)
         return split_cues(whole, transcript.words)
-    return [(0.0, transcript.duration, transcript.text)] if transcript.text else []
+    return [(0.0, transcript.duration, transcript.text)] if transcript.text.strip() else []
 
 
 def _lines(text: str) -> str:
@@ -108,10 +108,15 @@ def srt_cue(number: int, cue: Cue) -> str:
     return f"{number}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{_lines(text)}\n"
 
 
+def _vtt_text(text: str) -> str:
+    """Cue text as WebVTT needs it: ``&``, ``<`` and ``>`` escaped (``<`` starts a tag, ``-->`` ends a cue's timing)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def vtt_cue(cue: Cue) -> str:
     """One WebVTT cue block."""
     start, end, text = cue
-    return f"{_clock(start, '.')} --> {_clock(end, '.')}\n{_lines(text)}\n"
+    return f"{_clock(start, '.')} --> {_clock(end, '.')}\n{_lines(_vtt_text(text))}\n"
 
 
 VTT_HEADER = "WEBVTT\n\n"
