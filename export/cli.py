@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import logging
 import shutil
 import signal
@@ -43,7 +44,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("source", help=".nemo file, or a NeMo pretrained model name (with --from: a directory in "
                         "that layout; with --layout: also a model directory of this project)")
     parser.add_argument("out_dir", type=Path, help="model directory to create")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUT_DIR if it is a model directory or an empty folder (anything else is refused)")
     parser.add_argument("--probe-audio", type=Path, action="append", default=[],
                         help="extra audio file for the NeMo parity check (repeatable)")
     parser.add_argument("--skip-verify", action="store_true",
@@ -176,11 +178,21 @@ def run(args: argparse.Namespace) -> int:
         raise
 
 
+def _needs_onnx(what: str) -> int | None:
+    """2 with a one-line error when the ``onnx`` package (graph rewriting without NeMo) is missing, else None."""
+    if importlib.util.find_spec("onnx") is not None:
+        return None
+    print(f"convert-model: error: {what} needs the onnx package: pip install onnx "
+          "(or the export extra, pip install 'parakeet-runtime[export]', which brings NeMo and torch too)",
+          file=sys.stderr)
+    return 2
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.from_layout is not None:
-        return _run_from_layout(args)
+        return _needs_onnx(f"--from {args.from_layout}") or _run_from_layout(args)
     if args.layout is not None and (Path(args.source) / "manifest.json").is_file():
-        return _run_layout(args, Path(args.source))
+        return _needs_onnx(f"--layout {args.layout}") or _run_layout(args, Path(args.source))
     try:
         import nemo  # noqa: F401
         import torch  # noqa: F401

@@ -98,3 +98,20 @@ def test_help_says_the_default_is_a_demo_model() -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     assert "demo model" in proc.stdout and "convert-model" in proc.stdout
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    # each of these loaded the model and then failed with a traceback (the port after "startup complete")
+    (["serve", "--max-batch-size", "0"], "--max-batch-size must be at least 1"),
+    (["serve", "--max-wait-ms", "-1"], "--max-wait-ms must be"),
+    (["serve", "--max-wait-ms", "nan"], "--max-wait-ms must be"),
+    (["serve", "--max-upload-mb", "0"], "--max-upload-mb must be a positive number"),
+    (["serve", "--port", "99999"], "--port must be between 0 and 65535"),
+    (["serve", "--chunk-s", "inf"], "--chunk-s must be a positive number"),
+    (["transcribe", "--chunk-s", "0", "x.wav"], "--chunk-s must be a positive number"),
+])
+def test_bad_numbers_are_usage_errors(flags: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(flags)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err

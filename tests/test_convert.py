@@ -75,6 +75,25 @@ def test_missing_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.parametrize("flags", [["--from", "onnx-asr"], ["--from", "sherpa-onnx"], ["--layout", "onnx-asr"]])
+def test_layout_conversions_without_onnx_say_what_to_install(flags: list[str], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a runtime-only install (no onnx) these failed with a ModuleNotFoundError traceback, exit code 1."""
+    import importlib.util
+
+    from parakeet_runtime.engine import default_model_dir
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "onnx" else real_find_spec(name, *args))
+    out = tmp_path / "out"
+    code, _, err = _run_cli([*flags, str(default_model_dir()), str(out)], capsys)
+    assert code == 2
+    assert "needs the onnx package: pip install onnx" in _error_line(err)
+    _assert_nothing_written(out)
+
+
 def _tar_with(path: Path, members: dict[str, bytes]) -> None:
     with tarfile.open(path, "w") as archive:
         for name, data in members.items():

@@ -201,6 +201,8 @@ def test_every_response_format(server: str, reference: Engine, fmt: str) -> None
         body = response.json()
         assert body["text"] == expected.text
         assert body["duration"] == round_time(expected.duration)
+        declared = reference.manifest.languages  # OpenAI's verbose_json has the language: the model's only one
+        assert body["task"] == "transcribe" and body["language"] == (declared[0] if len(declared) == 1 else "")
         assert [(w["word"], w["start"], w["end"]) for w in body["words"]] == [
             (w.text, round_time(w.start), round_time(w.end)) for w in expected.words
         ]

@@ -65,11 +65,12 @@ def gpus_per_engine(device: str | None) -> float:
     return 0.0 if _DEVICE_PROVIDER[device] == CPU else 1.0
 
 
+_SWAP = ("; onnxruntime-gpu must replace the CPU build, not sit beside it: pip uninstall -y onnxruntime "
+         "onnxruntime-gpu && pip install 'onnxruntime-gpu>=1.17'")
 _INSTALL_HINT = {
-    "cuda": "pip install 'parakeet-runtime[gpu]' (onnxruntime-gpu instead of onnxruntime) on a machine with an "
-    "NVIDIA GPU and CUDA",
+    "cuda": "pip install 'parakeet-runtime[gpu]' on a machine with an NVIDIA GPU and CUDA" + _SWAP,
     "tensorrt": "pip install 'parakeet-runtime[tensorrt]' (onnxruntime-gpu and TensorRT) on a machine with an "
-    "NVIDIA GPU",
+    "NVIDIA GPU" + _SWAP,
 }
 
 ARGMAX_LABEL = "argmax_label"

@@ -20,6 +20,7 @@ from ..errors import ParakeetRuntimeError
 from ..model.devices import DEVICES, device_providers
 from ..model.layouts import check_model_dir
 from ..options import (
+    MAX_WINDOW_SECONDS,
     Backend,
     BatchingOptions,
     ConfidenceOptions,
@@ -55,6 +56,9 @@ CONFIDENCE_HELP = ("give tokens, words and segments NeMo's confidence scores (Ne
 DEVICE_HELP = ("where the graphs run: cpu, cuda (ONNX Runtime's CUDA provider, the gpu extra) or tensorrt (its "
                "TensorRT provider, fp16); a device that cannot run here is an error, never a CPU fall-back "
                "(default: ONNX Runtime's default providers, CUDA when installed, else the CPU)")
+MODEL_HELP = ("a model directory written by convert-model, or one in onnx-asr's or sherpa-onnx's layout, or a Hugging "
+              "Face hub name of one such as istupakov/parakeet-tdt-0.6b-v3-onnx (downloaded once; needs the hub "
+              "extra) (default: the bundled demo model)")
 THREADS_HELP = ("ONNX Runtime intra-op threads for the encoder and the large step graphs (default: ONNX Runtime's, "
                 "one per physical core)")
 
@@ -74,7 +78,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     transcribe.add_argument("--manifest", action="append", type=Path, default=[], metavar="FILE",
                             help="a list of audio files: one path per line, or NeMo's JSON lines with "
                             "audio_filepath (repeatable)")
-    transcribe.add_argument("--model", type=Path, default=None, help="model directory written by convert-model")
+    transcribe.add_argument("--model", type=Path, default=None, help=MODEL_HELP)
     transcribe.add_argument("--format", action="append", choices=FORMATS, default=None,
                             help="output format (default: text); repeatable with --output-dir, where jsonl is "
                             "one transcripts.jsonl for all inputs")
@@ -104,7 +108,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Serve POST /v1/audio/transcriptions (OpenAI-compatible), GET /health and GET /v1/models. "
         "Needs the server extra: pip install 'parakeet-runtime[server]'.", epilog=DEMO_NOTE,
     )
-    serve.add_argument("--model", type=Path, default=None, help="model directory written by convert-model")
+    serve.add_argument("--model", type=Path, default=None, help=MODEL_HELP)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     serve.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
@@ -136,7 +140,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        f"{API_KEY_ENV} environment variable; none: no key)")
     serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                        help="allow browser calls from ORIGIN ('*': any) (repeatable; default: none)")
-    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                       help="the server's and the library's log level (default: info)")
     serve.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                        help="serve through Ray Serve on a Ray cluster (default address: auto, the local one; "
                        "needs the ray extra): replicas behind Serve's HTTP proxy on --host/--port, requests "
@@ -160,7 +165,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--threads must be at least 1")
     if args.precision == "bf16" and args.backend != "openvino":
         parser.error("--precision bf16 needs --backend openvino")
+    if not (0 < args.chunk_s <= MAX_WINDOW_SECONDS):  # NaN too
+        parser.error(f"--chunk-s must be a positive number of seconds, at most {MAX_WINDOW_SECONDS:g}")
     if args.command == "serve":
+        if not 0 <= args.port <= 65535:
+            parser.error("--port must be between 0 and 65535")
+        if args.max_batch_size < 1:
+            parser.error("--max-batch-size must be at least 1")
+        if not (args.max_wait_ms >= 0 and math.isfinite(args.max_wait_ms)):
+            parser.error("--max-wait-ms must be a number of milliseconds, 0 or more")
+        if not (args.max_upload_mb > 0 and math.isfinite(args.max_upload_mb)):
+            parser.error("--max-upload-mb must be a positive number")
         for flag in ("header_timeout_s", "body_timeout_s"):
             if not (getattr(args, flag) > 0 and math.isfinite(getattr(args, flag))):
                 parser.error(f"--{flag.replace('_', '-')} must be a positive number of seconds")

@@ -41,7 +41,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -477,7 +477,16 @@ async def _transcribe(request: Request, body: bytes, engine: Engine, opts: Serve
     if transcript.duration > opts.max_audio_s:  # a format whose header declares no length (ADTS, live WebM, ...)
         raise _ApiError(400, _too_long_for_server(transcript.duration, opts.max_audio_s), param="file",
                         code="audio_too_long")
-    return _render(transcript, response_format, granularities)
+    return _render(transcript, response_format, granularities, _language(fields, engine.manifest.languages))
+
+
+def _language(fields: dict[str, str], declared: Sequence[str]) -> str:
+    """verbose_json's ``language``: the one asked for (checked to be declared), else the model's only declared
+    language (ISO 639-1), else empty (a multilingual model does not say which it heard)."""
+    asked = fields.get("language", "").strip().lower()
+    if asked:
+        return asked
+    return declared[0] if len(declared) == 1 else ""
 
 
 def _check_declared_duration(audio: bytes, server_limit: float, model_limit: float | None) -> None:
@@ -581,7 +590,7 @@ def _confidence(item: TimedText) -> dict[str, float]:
     return {} if item.confidence is None else {"confidence": item.confidence}
 
 
-def _render(transcript: Transcript, response_format: str, granularities: list[str]) -> Response:
+def _render(transcript: Transcript, response_format: str, granularities: list[str], language: str = "") -> Response:
     if response_format == "text":
         return PlainTextResponse(transcript.text)
     if response_format == "srt":
@@ -592,6 +601,7 @@ def _render(transcript: Transcript, response_format: str, granularities: list[st
         return JSONResponse({"text": transcript.text})
     body: dict[str, Any] = {
         "task": "transcribe",
+        "language": language,
         "duration": round_time(transcript.duration),
         "text": transcript.text,
     }
