@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from parakeet_runtime.engine import ParakeetRuntimeError, __version__
+from parakeet_runtime.engine import ParakeetRuntimeError, __version__, load_audio
 from parakeet_runtime.engine.serving.signals import sigterm_raises
 
 from .errors import ConversionError, ParityError
@@ -26,6 +26,10 @@ from .output_dir import check_output_dir, move_into_place, staging_dir
 from .portable import TARGETS
 from .position_table import DEFAULT_FRAMES
 from .quantize import DEFAULT_WEIGHTS, WEIGHT_CHOICES
+
+PROBE_CHECK_RATE = 16000
+"""The rate ``--probe-audio`` files are decoded at when they are checked up front (the model's own rate is known
+only once it is loaded; any rate shows that the file decodes)."""
 
 if TYPE_CHECKING:
     from .convert import ConversionReport
@@ -96,6 +100,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for probe in args.probe_audio:
         if not probe.is_file():
             parser.error(f"--probe-audio {probe}: no such file")
+        try:  # decoded now, not after minutes of export
+            load_audio(probe, PROBE_CHECK_RATE)
+        except ParakeetRuntimeError as exc:
+            parser.error(f"--probe-audio {probe}: {exc}")
     if args.position_table_frames < 0:
         parser.error("--position-table-frames must be 0 or more")
     if args.int8_weights is not None and args.quantize != "int8":

@@ -94,6 +94,19 @@ def test_layout_conversions_without_onnx_say_what_to_install(flags: list[str], t
     _assert_nothing_written(out)
 
 
+def test_a_probe_file_that_is_not_audio_is_refused_before_the_export(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """It was found out at the parity check, after the checkpoint was loaded and exported (minutes for Parakeet)."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not audio\n", encoding="utf-8")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exited:
+        _run_cli([str(tmp_path / "never-opened.nemo"), str(out), "--probe-audio", str(notes)], capsys)
+    assert exited.value.code == 2
+    assert f"--probe-audio {notes}: cannot decode audio" in capsys.readouterr().err
+    _assert_nothing_written(out)
+
+
 def _tar_with(path: Path, members: dict[str, bytes]) -> None:
     with tarfile.open(path, "w") as archive:
         for name, data in members.items():
