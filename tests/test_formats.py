@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from parakeet_runtime.engine import Engine, TimedText, Transcript, sample_audio_path
 from parakeet_runtime.engine.serving.formats import CUE_CHARACTERS, CUE_SECONDS, cues, to_srt, to_vtt
@@ -88,3 +89,40 @@ def test_vtt_cue_text_is_escaped() -> None:
     vtt = to_vtt(_transcript(words))
     assert "a&lt;b c&amp;d --&gt;" in vtt and vtt.count("-->") == 1  # only the timing's arrow
     assert "a<b c&d -->" in to_srt(_transcript(words))  # SubRip has no escapes
+
+
+def test_a_word_of_no_duration_on_a_segment_border_is_in_its_own_segments_cue_only() -> None:
+    """Both segments' spans hold a zero-length word at their shared frame: it was written in both cues."""
+    def word(text: str, start: int, end: int) -> TimedText:
+        return TimedText(text, start, end, start * FRAME, end * FRAME)
+
+    words = (word("hello", 0, 5), word("there.", 5, 10), word("a", 10, 10), word("dog", 10, 14))
+    segments = (word("hello there.", 0, 10), word("a dog", 10, 14))
+    transcript = Transcript(text="hello there. a dog", duration=2.0, words=words, segments=segments)
+    assert [text for _, _, text in cues(transcript)] == ["hello there.", "a dog"]
+    assert to_srt(transcript).count("\na") == 1
+
+
+def test_partial_subtitles_split_segments_as_the_complete_ones(tmp_path: Path) -> None:
+    """The batch CLI's .partial files of a long input follow the same word grouping as the final output."""
+    from parakeet_runtime.engine import TranscriptUpdate
+    from parakeet_runtime.engine.serving.batch import OutputPlan, PartialWriter
+    from parakeet_runtime.engine.serving.inputs import collect_inputs
+
+    def word(text: str, start: int, end: int) -> TimedText:
+        return TimedText(text, start, end, start * FRAME, end * FRAME)
+
+    words = (word("hello", 0, 5), word("there.", 5, 10), word("a", 10, 10), word("dog.", 10, 14), word("x", 20, 22))
+    segments = (word("hello there.", 0, 10), word("a dog.", 10, 14), word("x", 20, 22))
+    whole = Transcript(text="hello there. a dog. x", duration=2.0, words=words, segments=segments)
+    source = tmp_path / "in.wav"
+    source.write_bytes(b"")
+    (item,) = collect_inputs([str(source)], [], unique=True)
+    plan = OutputPlan(tmp_path / "out", ("srt",))
+    writer = PartialWriter(plan)
+    state: dict[str, object] = {}
+    writer.update(item, TranscriptUpdate(words[:2], segments[:1], 1.0, 2.0, None), state)
+    writer.update(item, TranscriptUpdate(words[2:4], segments[1:2], 1.5, 2.0, None), state)
+    partial = writer.partial_path(plan.paths(item)["srt"]).read_text(encoding="utf-8")
+    assert to_srt(whole).startswith(partial.rstrip("\n"))
+    assert partial.count("\na") == 1 and "2\n" in partial

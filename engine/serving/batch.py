@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 from ..engine import Engine
 from ..errors import EngineClosedError, ParakeetRuntimeError
 from ..results import Transcript, TranscriptUpdate
-from .formats import EXTENSIONS, VTT_HEADER, render, split_cues, srt_cue, vtt_cue
+from .formats import EXTENSIONS, VTT_HEADER, render, segment_cues, srt_cue, vtt_cue
 from .inputs import BatchInput
 from .progress import Progress
 from .signals import interruptions_deferred
@@ -193,6 +193,7 @@ class PartialWriter:
 
     def _append(self, item: BatchInput, update: TranscriptUpdate, state: dict[str, object], words: list[Any]) -> None:
         cue_number = int(str(state.get("cues", 0)))
+        found, used = segment_cues(update.segments, words, int(str(state.get("words_used", 0))))
         for fmt, path in self.plan.paths(item).items():
             if fmt not in PARTIAL_FORMATS:
                 continue
@@ -202,17 +203,15 @@ class PartialWriter:
             with open(partial, "w" if fresh else "a", encoding="utf-8") as handle:
                 if fresh and fmt == "vtt":
                     handle.write(VTT_HEADER)
-                number = cue_number
-                for segment in update.segments:
-                    if fmt == "text":
-                        handle.write(segment.text + "\n")
-                        continue
-                    for cue in split_cues(segment, words):
-                        number += 1
-                        block = srt_cue(number, cue) if fmt == "srt" else vtt_cue(cue)
-                        handle.write(("" if number == 1 else "\n") + block)
+                if fmt == "text":
+                    handle.writelines(segment.text + "\n" for segment in update.segments)
+                    continue
+                for number, cue in enumerate(found, start=cue_number + 1):
+                    block = srt_cue(number, cue) if fmt == "srt" else vtt_cue(cue)
+                    handle.write(("" if number == 1 else "\n") + block)
         state["started"] = True
-        state["cues"] = cue_number + sum(len(split_cues(s, words)) for s in update.segments)
+        state["cues"] = cue_number + len(found)
+        state["words_used"] = used
 
     def discard(self, item: BatchInput) -> None:
         """Remove ``item``'s partial files (after its complete outputs are written, or after a failure)."""

@@ -79,11 +79,40 @@ def split_cues(segment: TimedText, words: Sequence[TimedText], *, max_seconds: f
     return cues
 
 
+def segment_cues(segments: Sequence[TimedText], words: Sequence[TimedText], first: int = 0) -> tuple[list[Cue], int]:
+    """``segments`` split by :func:`split_cues`, each with its own words: segments group consecutive words
+    (NeMo's grouping: a segment's text is its words' texts joined by spaces), the first starting at
+    ``words[first]``. Returns the cues and the index after the last word used. A word of no duration on the border
+    of two segments lies inside both spans: only its own segment's cues have it. A segment that does not match
+    the words from there on (a transcript not built by NeMo's grouping) gets the words inside its span."""
+    found: list[Cue] = []
+    for segment in segments:
+        end = _segment_end(segment, words, first)
+        if end is None:
+            found += split_cues(segment, words)
+            continue
+        found += split_cues(segment, words[first:end])
+        first = end
+    return found, first
+
+
+def _segment_end(segment: TimedText, words: Sequence[TimedText], first: int) -> int | None:
+    """The index after ``segment``'s last word when its words are ``words[first:end]``, else ``None``."""
+    joined: str | None = None
+    for end in range(first, len(words)):
+        joined = words[end].text if joined is None else f"{joined} {words[end].text}"
+        if joined == segment.text:
+            return end + 1
+        if len(joined) > len(segment.text):
+            return None
+    return None
+
+
 def cues(transcript: Transcript) -> list[Cue]:
     """Subtitle cues: each segment split by :func:`split_cues` (a transcript without segments: its words,
     or its text as one cue)."""
     if transcript.segments:
-        return [cue for s in transcript.segments for cue in split_cues(s, transcript.words)]
+        return segment_cues(transcript.segments, transcript.words)[0]
     if transcript.words:
         first, last = transcript.words[0], transcript.words[-1]
         whole = TimedText(transcript.text, first.start_offset, last.end_offset, first.start, last.end)
