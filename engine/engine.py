@@ -31,7 +31,7 @@ from .model.onnx_model import OnnxTdtModel
 from .model.tokenizer import Tokenizer
 from .options import BatchingOptions, ConfidenceOptions, LongFormOptions, SessionOptions
 from .requests.audio import AudioInput, check_sample_rate_argument
-from .requests.inference import Inference, Outcome
+from .requests.inference import Inference, Outcome, batch_invariant
 from .requests.longform import ChunkGroup, ChunkOutcome, Window, group_size, groups
 from .requests.prepare import LongAudio, Prepared, PreparedAudio, Preparer
 from .requests.runner import Runner, make_runner
@@ -175,6 +175,7 @@ class Engine:
             seconds_per_feature_frame=manifest.features.hop_length / manifest.features.sample_rate,
             pad_value=manifest.features.pad_value,
             memory_budget=long_form.budget,
+            batch_invariant=batch_invariant(model, (session or SessionOptions()).precision != "fp32"),
         )
         runner = make_runner(inference.run, batching)
         engine = cls(

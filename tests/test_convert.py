@@ -279,6 +279,15 @@ def test_int8_quantization(model_name: str, tmp_path: Path, nemo_paths: dict[str
     with Engine.load(out, batching=BatchingOptions(enabled=False)) as engine:
         result = engine.transcribe(clips["c2_sentence"])
         assert result.text
+        alone = [engine.transcribe(clip) for clip in clips.values()]
+    # The activations' int8 scale spans a padded batch: batch-mates changed an input's tokens (in 5-7 of 20 pairs
+    # of clips); such an engine runs each input alone, so a list or a crowd gives each input its own result.
+    import itertools
+
+    with Engine.load(out, batching=BatchingOptions(max_length_ratio=100.0)) as batched:
+        assert not batched.inference.batch_invariant
+        for (a, first), (b, second) in itertools.permutations(list(enumerate(clips.values()))[:5], 2):
+            assert batched.transcribe([first, second]) == [alone[a], alone[b]]
     # The encoder frames the engine picks on this CPU stay near fp32's. Tokens: dynamic int8 on a tiny model
     # decodes most clips identically, but how many drift changes with every fixture build (tests/int8_checks.py,
     # benchmarks/README.md "int8 token agreement"), so only a total collapse fails here.

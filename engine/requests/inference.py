@@ -60,6 +60,12 @@ class Inference:
     memory_budget: int | None = None
     """Bytes one encoder batch of one-pass inputs may use (``LongFormOptions.budget``): inputs that each fit it
     alone are batched only while the batch's estimate fits too. ``None``: no bound."""
+    batch_invariant: bool = True
+    """Whether an input's results are the same in a batch as alone. False for graphs that quantise their
+    activations with one scale per run (an int8 encoder: ONNX Runtime's dynamic quantisation takes each
+    activation's range over the whole padded batch; int8 decoding weights: the joint's ranking product), and
+    for OpenVINO's bf16: there every input is encoded and decoded alone, so that its transcript does not depend
+    on what else arrived with it (:func:`batch_invariant`)."""
 
     def run(self, work: Sequence[Work]) -> list[Outcome]:
         """Outcomes for ``work``, in order: prepared inputs sorted by length, encoded and decoded in padded
@@ -88,6 +94,8 @@ class Inference:
         self, order: list[int], prepared: dict[int, PreparedAudio] | Sequence[PreparedAudio]
     ) -> list[list[int]]:
         """Encoder batches: consecutive runs of ``order`` (indices sorted by length)."""
+        if not self.batch_invariant:
+            return [[i] for i in order]
         frames = {i: prepared[i].valid_frames for i in order}
         memory = {i: prepared[i].encoder_bytes for i in order}
         return length_buckets(order, frames, self.batching, self.seconds_per_feature_frame, memory=memory,
@@ -144,3 +152,11 @@ class Inference:
             steps = batch.steps if batch.steps is not None else [None] * len(items)
         return [self.transcripts(found, item.duration, recorded)
                 for found, recorded, item in zip(tokens, steps, items, strict=True)]
+
+
+def batch_invariant(model: OnnxTdtModel, reduced_precision_backend: bool) -> bool:
+    """Whether ``model`` gives an input the same results in any batch: its encoder is fp32, its decoding graphs
+    keep their fp32 weights, and the encoder's backend does not compute in reduced precision
+    (``reduced_precision_backend``: OpenVINO's bf16)."""
+    fp32_graphs = model.manifest.encoder.precision == "fp32" and model.decoder_weights == "fp32"
+    return fp32_graphs and not reduced_precision_backend
