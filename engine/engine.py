@@ -25,7 +25,7 @@ from parakeet_runtime.decoding import DecodedToken, StepConfidence, TdtCarry, Td
 from .errors import ParakeetRuntimeError
 from .model.devices import Provider, check_sessions, choose_providers
 from .model.features import FeatureExtractor
-from .model.layouts import load_other_layout, resolve_model_dir
+from .model.layouts import layout_of, load_other_layout, resolve_model_dir
 from .model.manifest import Manifest, load_manifest
 from .model.onnx_model import OnnxTdtModel
 from .model.tokenizer import Tokenizer
@@ -144,6 +144,11 @@ class Engine:
         providers, checked_device = choose_providers(device, providers, directory)
         if argmax_step and confidence is not None:
             raise ValueError("argmax_step=True gives no logits, so no confidence: leave it off with confidence")
+        other = layout_of(directory)
+        backend = (session or SessionOptions()).backend
+        if other is not None and backend != "onnxruntime":  # it was ignored: the encoder ran on ONNX Runtime
+            raise ValueError(f"backend={backend!r} runs this project's model directories only, not {directory} "
+                             f"({other} layout): convert it first, convert-model --from {other} {directory} OUT_DIR")
         layout = load_other_layout(  # onnx-asr's or sherpa-onnx's layout (no manifest.json); None for ours
             directory, providers=providers, session=session or SessionOptions(), precision=precision
         )

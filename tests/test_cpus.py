@@ -188,6 +188,13 @@ def _agreement(reference: list[list[int]], other: list[list[int]]) -> Agreement:
                      token_edits=sum(_edit_distance(a, b) for a, b in zip(reference, other, strict=True)))
 
 
+def test_openvino_on_the_cpu_device_is_taken(converted: dict[str, Path], clips: dict[str, Path]) -> None:
+    """device="cpu" with the OpenVINO backend was refused with advice to use a GPU device."""
+    _openvino()
+    with Engine.load(converted["tdt_a"], device="cpu", session=SessionOptions(backend="openvino")) as engine:
+        assert engine.transcribe(clips["c2_sentence"]).text
+
+
 @pytest.mark.parametrize("name", ["tdt_a", "tdt_b"])
 def test_openvino_fp32_gives_the_fp32_tokens(name: str, converted: dict[str, Path], clips: dict[str, Path]) -> None:
     _openvino()

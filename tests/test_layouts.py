@@ -504,6 +504,32 @@ def test_sherpa_onnx_batched_list_equals_one_at_a_time(
         assert sum(len(t.tokens) for t in together) > 0
 
 
+def test_another_backend_on_another_layout_is_refused(onnx_asr_dirs: dict[str, Path]) -> None:
+    """backend="openvino" on an onnx-asr directory was ignored: its encoder ran on ONNX Runtime, and with bf16 the
+    decoding still switched to int8, so tokens changed with nothing said."""
+    from parakeet_runtime.engine import SessionOptions
+
+    for precision in ("fp32", "bf16"):
+        with pytest.raises(ValueError, match=r"project's model directories only.*convert-model --from onnx-asr"):
+            Engine.load(onnx_asr_dirs["tdt_a"], session=SessionOptions(backend="openvino", precision=precision))
+
+
+def test_sherpa_onnx_decodes_several_rows_in_one_step(sherpa_engines: dict[str, Engine]) -> None:
+    """NeMo's decoder export declares the LSTM state c with the export's batch of one: every batched step failed
+    in ONNX Runtime and the batch was retried input by input (right results, no batching, a warning each time)."""
+    import numpy as np
+
+    for engine in sherpa_engines.values():
+        model = engine.model
+        rows = 3
+        outputs, state = model.start_rows(rows)
+        frames = np.zeros((rows, model.manifest.encoder.joint_hidden), dtype=np.float32)
+        labels = np.zeros(rows, dtype=np.int64)
+        _, (h, c), logits = model.predict_joint_rows(labels, state, np.arange(rows), frames)
+        assert h.shape[1] == c.shape[1] == rows and logits.shape[0] == rows
+        assert outputs.shape[0] == rows
+
+
 def test_threads_get_the_same_results_on_each_layout(
     layout_engines: dict[str, Engine], sherpa_engines: dict[str, Engine], clips: dict[str, Path]
 ) -> None:

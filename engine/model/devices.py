@@ -158,6 +158,8 @@ def check_sessions(device: str, sessions: Sequence[object]) -> None:
     for session in sessions:
         get_providers = getattr(session, "get_providers", None)
         if get_providers is None:
+            if wanted == CPU:  # OpenVINO's encoder: it runs on the CPU, as asked
+                continue
             raise DeviceUnavailableError(
                 f"device {device!r}: the encoder runs on another backend ({type(session).__name__}), which runs "
                 "on the CPU; use SessionOptions(backend='onnxruntime') with a GPU device"

@@ -47,6 +47,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -260,6 +261,7 @@ def build_parts(decoder_path: Path, joiner_path: Path) -> SherpaParts:
         [onnx_proto.value_info(_PREDICTOR_OUTPUT, onnx_proto.FLOAT, ["batch", None])],
     )
 
+    _free_state_batch(predictor)
     d_model = onnx_proto.static_dims(joiner_inputs[0])[1]
     states = onnx_proto.static_dims(h_in)
     num_outputs = onnx_proto.static_dims(joiner.graph.output[0])[-1]
@@ -270,6 +272,18 @@ def build_parts(decoder_path: Path, joiner_path: Path) -> SherpaParts:
     d_model, layers, hidden, num_outputs = (int(s) for s in sizes if s is not None)
     return SherpaParts(projection=projection, predictor=onnx_proto.serialize(predictor), joint=joint,
                        encoder_input=encoder_in, d_model=d_model, layers=layers, hidden=hidden, num_outputs=num_outputs)
+
+
+def _free_state_batch(predictor: Any) -> None:
+    """Give the LSTM states' batch axis a name: NeMo's decoder export declares it as the export's batch of one
+    for ``c`` (a declared shape only: the graph computes any batch), so ONNX Runtime refused every batched
+    decoding step and a batch of requests was retried one by one."""
+    values = [*predictor.graph.input, *predictor.graph.output]
+    for value in values:
+        if value.name in (_H_IN, _C_IN, _H_OUT, _C_OUT):
+            dims = value.type.tensor_type.shape.dim
+            if len(dims) == 3 and dims[1].HasField("dim_value"):
+                dims[1].dim_param = "states_batch"
 
 
 def _durations(num_outputs: int, vocab_size: int, graph: str) -> tuple[int, ...]:
