@@ -133,9 +133,17 @@ class Engine:
                 directory, or differs from the size (or, with ``verify``, the hash) the manifest records.
             DeviceUnavailableError: ``device`` needs an execution provider this onnxruntime build lacks, or
                 one that could not start (no GPU).
-            ValueError: an unknown ``device``; ``device`` with ``providers``; ``argmax_step=True`` with
-                ``confidence`` or with another runtime's layout.
+            ValueError: an unknown ``device`` or ``precision``; ``device`` with ``providers``; ``argmax_step=True``
+                with ``confidence`` or with another runtime's layout; ``backend='openvino'`` or a forced
+                ``int8_weights`` with another runtime's layout.
+            TypeError: ``providers`` given as one string instead of a list.
         """
+        if precision not in (None, "fp32", "int8"):
+            raise ValueError(f"precision must be 'fp32', 'int8' or None (another layout's graphs to load), got "
+                             f"{precision!r:.40}")
+        if isinstance(providers, (str, bytes)):  # a string is a sequence: it became one provider per letter
+            raise TypeError(f"providers must be a list of provider names or (name, options) pairs, not the string "
+                            f"{providers!r:.60}: providers=[{providers!r:.60}]")
         directory = (  # a hub name (owner/name) is downloaded into the hub cache
             resolve_model_dir(model_dir, cache_dir=hub_cache_dir, precision=precision)
             if model_dir is not None else default_model_dir()
@@ -149,6 +157,9 @@ class Engine:
         if other is not None and backend != "onnxruntime":  # it was ignored: the encoder ran on ONNX Runtime
             raise ValueError(f"backend={backend!r} runs this project's model directories only, not {directory} "
                              f"({other} layout): convert it first, convert-model --from {other} {directory} OUT_DIR")
+        if other is not None and (session or SessionOptions()).int8_weights != "auto":  # it was ignored too
+            raise ValueError(f"int8_weights chooses among the encoders of this project's int8 directories; {directory} "
+                             f"({other} layout) has its own: choose with precision='fp32' or 'int8'")
         layout = load_other_layout(  # onnx-asr's or sherpa-onnx's layout (no manifest.json); None for ours
             directory, providers=providers, session=session or SessionOptions(), precision=precision
         )

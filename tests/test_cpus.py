@@ -129,7 +129,10 @@ def test_encoder_graph_choice(cpu_prefers: str, auto_dirs: dict[str, Path], conv
     assert encoder_graph(uint8_only, "auto") == ("encoder.onnx", "uint8")
     with pytest.raises(ManifestError, match="has uint8 weights only"):
         encoder_graph(uint8_only, "int8")
-    assert encoder_graph(load_manifest(converted["tdt_a"]), "int8") == ("encoder.onnx", None)  # fp32: no choice
+    fp32 = load_manifest(converted["tdt_a"])
+    assert encoder_graph(fp32, "auto") == ("encoder.onnx", None)  # fp32: no choice to make
+    with pytest.raises(ManifestError, match="no int8 weight schemes"):  # a forced scheme was ignored
+        encoder_graph(fp32, "int8")
 
 
 def test_this_machine_loads_its_preferred_scheme(auto_dirs: dict[str, Path], caplog: pytest.LogCaptureFixture,

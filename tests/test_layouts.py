@@ -512,6 +512,8 @@ def test_another_backend_on_another_layout_is_refused(onnx_asr_dirs: dict[str, P
     for precision in ("fp32", "bf16"):
         with pytest.raises(ValueError, match=r"project's model directories only.*convert-model --from onnx-asr"):
             Engine.load(onnx_asr_dirs["tdt_a"], session=SessionOptions(backend="openvino", precision=precision))
+    with pytest.raises(ValueError, match="choose with precision="):  # a forced int8 scheme was ignored too
+        Engine.load(onnx_asr_dirs["tdt_a"], session=SessionOptions(int8_weights="uint8"))
 
 
 def test_sherpa_onnx_decodes_several_rows_in_one_step(sherpa_engines: dict[str, Engine]) -> None:
@@ -833,8 +835,8 @@ def test_convert_model_layout_flags_are_checked(
 
 
 def test_unknown_precision_is_refused(onnx_asr_dirs: dict[str, Path], sherpa_dirs: dict[str, Path]) -> None:
-    for directory in (onnx_asr_dirs["tdt_a"], sherpa_dirs["tdt_a"]):
-        with pytest.raises(ManifestError, match="precision must be None, 'fp32' or 'int8'"):
+    for directory in (onnx_asr_dirs["tdt_a"], sherpa_dirs["tdt_a"]):  # an argument error, before anything loads
+        with pytest.raises(ValueError, match="precision must be 'fp32', 'int8' or None"):
             Engine.load(directory, precision="fp16")
 
 

@@ -56,3 +56,17 @@ def test_numpy_scalars_and_whole_floats_where_numbers_are_asked_are_taken() -> N
                                 memory_budget=gib)
     assert long_form.budget == 1 << 30
     assert ConfidenceOptions(alpha=np.float64(0.5)).alpha == 0.5
+
+
+def test_load_arguments_are_checked_before_anything_loads(tmp_path: Any) -> None:
+    """precision="bogus" was accepted on this project's directories (and a ManifestError elsewhere); a bare string
+    of providers was split into one provider per letter (26 lines of ONNX Runtime errors, then the CPU)."""
+    from parakeet_runtime.engine import Engine, ManifestError, default_model_dir
+
+    with pytest.raises(ValueError, match="precision must be"):
+        Engine.load(precision="bogus")
+    with pytest.raises(TypeError, match="providers must be a list"):
+        Engine.load(providers="CPUExecutionProvider")
+    # a forced int8 scheme on a directory with no int8 schemes was ignored
+    with pytest.raises(ManifestError, match="no int8 weight schemes"):
+        Engine.load(default_model_dir(), session=SessionOptions(int8_weights="int8"))

@@ -78,7 +78,14 @@ from .manifest import (
     Provenance,
     TokenizerSpec,
 )
-from .onnx_model import EncoderProjection, OnnxTdtModel, decoding_sessions, default_providers, graph_session
+from .onnx_model import (
+    EncoderProjection,
+    OnnxTdtModel,
+    decoding_sessions,
+    default_providers,
+    graph_session,
+    release_above_frames,
+)
 from .tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -229,6 +236,7 @@ def load_onnx_asr(
     model = OnnxTdtModel(
         manifest=manifest, encoder_session=encoder, predictor_session=decoding.predictor,
         joint_session=decoding.joint, encoder_projection=projection, decoder_weights=decoding.weights,
+        release_above_frames=release_above_frames(manifest, session.release_memory_above_seconds),
     )
     logger.info("loaded onnx-asr layout %s (%s, %s)", directory, encoder_file, decoder_joint_file)
     return LoadedLayout(manifest=manifest, features=features, tokenizer=vocab_tokenizer(pieces), model=model)

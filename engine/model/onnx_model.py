@@ -194,7 +194,8 @@ _RELEASE_ARENA = _release_arena_options()
 
 def _warn_if_int8_saturates(file: str, weights: str | None, providers: Sequence[Provider]) -> None:
     """Signed int8 weights (``convert-model --int8-weights int8``) are exact only with int8 dot products."""
-    if weights == "int8" and providers[:1] == ["CPUExecutionProvider"] and x86_without_int8_dot_products():
+    on_cpu = [provider_name(p) for p in providers[:1]] == ["CPUExecutionProvider"]
+    if weights == "int8" and on_cpu and x86_without_int8_dot_products():
         logger.warning(
             "%s has signed int8 weights, and this CPU has no VNNI: ONNX Runtime's int8 products saturate "
             "here, so tokens may differ from a VNNI CPU's (load the directory's uint8 graph, "
@@ -213,6 +214,9 @@ def encoder_graph(manifest: Manifest, int8_weights: str) -> tuple[str, str | Non
     encoder = manifest.encoder
     quantization = manifest.provenance.quantization
     if quantization is None:
+        if int8_weights != "auto":  # it was ignored: the directory's one graph loaded
+            raise ManifestError(f"int8_weights={int8_weights!r}: this directory's encoder ({encoder.file}, "
+                                f"{encoder.precision}) has no int8 weight schemes to choose from; leave it 'auto'")
         return encoder.file, None
     primary = quantization.weights
     graphs: dict[str | None, str] = {primary: encoder.file}
@@ -271,7 +275,8 @@ def encoder_session(
     return result
 
 
-def _frames(manifest: Manifest, seconds: float | None) -> int | None:
+def release_above_frames(manifest: Manifest, seconds: float | None) -> int | None:
+    """``SessionOptions.release_memory_above_seconds`` in feature frames (``None``: never release)."""
     if seconds is None:
         return None
     return int(seconds * manifest.features.sample_rate / manifest.features.hop_length)
@@ -351,7 +356,7 @@ class OnnxTdtModel:
             encoder_session=encoder,
             predictor_session=decoding.predictor,
             joint_session=decoding.joint,
-            release_above_frames=_frames(manifest, session.release_memory_above_seconds),
+            release_above_frames=release_above_frames(manifest, session.release_memory_above_seconds),
             decoder_weights=decoding.weights,
         )
 

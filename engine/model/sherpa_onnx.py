@@ -87,7 +87,14 @@ from .onnx_asr import (
     variant_files,
     vocab_tokenizer,
 )
-from .onnx_model import EncoderProjection, OnnxTdtModel, decoding_sessions, default_providers, graph_session
+from .onnx_model import (
+    EncoderProjection,
+    OnnxTdtModel,
+    decoding_sessions,
+    default_providers,
+    graph_session,
+    release_above_frames,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -385,6 +392,7 @@ def load_sherpa_onnx(
     model = OnnxTdtModel(
         manifest=manifest, encoder_session=encoder, predictor_session=decoding.predictor,
         joint_session=decoding.joint, encoder_projection=projection, decoder_weights=decoding.weights,
+        release_above_frames=release_above_frames(manifest, session.release_memory_above_seconds),
     )
     logger.info("loaded sherpa-onnx layout %s (%s, %s, %s)", directory, files.encoder, files.decoder, files.joiner)
     return LoadedLayout(manifest=manifest, features=features, tokenizer=vocab_tokenizer(pieces, TOKENS_FILE),
