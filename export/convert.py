@@ -40,7 +40,7 @@ from .errors import ConversionError
 from .output_dir import check_output_dir, move_into_place, staging_dir
 from .portable import PORTABLE, TARGETS, check_portable
 from .position_table import DEFAULT_FRAMES
-from .probe import check_parity
+from .probe import GREEDY_STRATEGIES, check_parity
 from .quantize import DEFAULT_WEIGHTS, weight_scheme
 from .source import load_model, model_slug, resolve
 from .step_graph import write_step_graph
@@ -167,6 +167,10 @@ def convert(
     if local_attention is not None:
         inspect_model.use_local_attention(model, local_attention, source)
     inspect_model.check_supported(model, source)
+    strategy = model.cfg.decoding.get("strategy", None)
+    if strategy not in (None, *GREEDY_STRATEGIES):
+        logger.warning("%s decodes with %r by default; the engine decodes greedily, as NeMo's greedy_batch: the "
+                       "parity check compares with that", source, strategy)
     name = model_slug(resolved.spec)
     codes = codes if codes is not None else inspect_model.model_languages(model, name)
 

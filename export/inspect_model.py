@@ -189,7 +189,13 @@ def feature_spec(model: Any) -> tuple[FeatureSpec, dict[str, np.ndarray]]:
 
 
 def decoding_spec(model: Any) -> DecodingSpec:
-    """Blank id, durations and ``max_symbols`` as NeMo's decoder uses them."""
+    """Blank id, durations and ``max_symbols`` as NeMo's greedy decoder uses them (a checkpoint saved with beam
+    search is read as NeMo's ``greedy_batch`` decodes it: the engine's search, and the parity check's)."""
+    from .probe import GREEDY_STRATEGIES, model_state_kept
+
+    if model.cfg.decoding.get("strategy", None) not in (None, *GREEDY_STRATEGIES):
+        with model_state_kept(model, greedy=True):
+            return decoding_spec(model)
     decoding = model.decoding
     computer = decoding.decoding
     max_symbols = getattr(computer, "max_symbols", None)

@@ -27,16 +27,31 @@ Parakeet's 5000 frames, 400 s)."""
 LONG_PROBE_NAME = "past-the-position-buffer.wav"
 
 
+GREEDY_STRATEGIES = ("greedy", "greedy_batch")
+"""NeMo's greedy decoding strategies: what the engine computes (its search is NeMo's greedy TDT search)."""
+
+
 @contextlib.contextmanager
-def model_state_kept(model: Any) -> Iterator[None]:
+def model_state_kept(model: Any, *, greedy: bool = False) -> Iterator[None]:
     """NeMo's ``transcribe`` leaves the modules in train mode and, asked for timestamps, switches the
-    decoding config's ``compute_timestamps`` for good: both come back as they were after the block."""
+    decoding config's ``compute_timestamps`` for good: both come back as they were after the block. With
+    ``greedy``, a checkpoint saved with another decoding strategy (beam search) decodes with NeMo's
+    ``greedy_batch`` inside the block, the engine's search, and gets its own strategy back after it."""
     modes = [(module, module.training) for module in model.modules()]
     decoding_cfg = getattr(getattr(model, "cfg", None), "decoding", None)
     timestamps = decoding_cfg.get("compute_timestamps", None) if decoding_cfg is not None else None
+    strategy = decoding_cfg.get("strategy", None) if decoding_cfg is not None else None
+    switched = greedy and decoding_cfg is not None and strategy not in (None, *GREEDY_STRATEGIES)
+    if switched:
+        from omegaconf import open_dict
+
+        with open_dict(model.cfg.decoding):
+            model.cfg.decoding.strategy = "greedy_batch"
+        model.change_decoding_strategy(model.cfg.decoding, verbose=False)
     try:
         yield
     finally:
+        restored = switched
         if decoding_cfg is not None and model.cfg.decoding.get("compute_timestamps", None) != timestamps:
             from omegaconf import open_dict
 
@@ -45,6 +60,13 @@ def model_state_kept(model: Any) -> Iterator[None]:
                     del model.cfg.decoding["compute_timestamps"]
                 else:
                     model.cfg.decoding.compute_timestamps = timestamps
+            restored = True
+        if switched:
+            from omegaconf import open_dict
+
+            with open_dict(model.cfg.decoding):
+                model.cfg.decoding.strategy = strategy
+        if restored:
             model.change_decoding_strategy(model.cfg.decoding, verbose=False)
         for module, training in modes:
             module.train(training)
@@ -52,7 +74,7 @@ def model_state_kept(model: Any) -> Iterator[None]:
 
 def nemo_reference(model: Any, path: Path) -> tuple[list[int], list[int], list[int]]:
     """Token ids, frames and durations from NeMo ``transcribe(timestamps=True)``, one clip per batch."""
-    with model_state_kept(model):
+    with model_state_kept(model, greedy=True):
         model.eval()
         hypotheses = model.transcribe([str(path)], batch_size=1, timestamps=True, return_hypotheses=True,
                                       verbose=False)

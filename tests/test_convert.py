@@ -107,6 +107,29 @@ def test_a_probe_file_that_is_not_audio_is_refused_before_the_export(tmp_path: P
     _assert_nothing_written(out)
 
 
+def test_a_checkpoint_saved_with_beam_search_converts_as_greedy(tmp_path: Path, nemo_paths: dict[str, Path],
+                                                                converted: dict[str, Path]) -> None:
+    """A fine-tuned checkpoint re-saved with beam search as its decoding failed in the parity check with NeMo's
+    "'NoneType' object is not iterable" (its TDT beam gives no timestamps), and max_symbols was read as None."""
+    from nemo.collections.asr.models import ASRModel
+    from omegaconf import open_dict
+
+    from parakeet_runtime.engine import load_manifest
+    from parakeet_runtime.export.convert import convert
+
+    model = ASRModel.restore_from(str(nemo_paths["tdt_b"]), map_location="cpu")
+    decoding = model.cfg.decoding
+    with open_dict(decoding):
+        decoding.strategy = "beam"
+        decoding.beam = {"beam_size": 2, "return_best_hypothesis": True}
+    model.change_decoding_strategy(decoding, verbose=False)
+    beam = tmp_path / "beam.nemo"
+    model.save_to(str(beam))
+    report = convert(str(beam), tmp_path / "out")
+    assert report.probes and all(p.identical for p in report.probes)
+    assert report.manifest.decoding == load_manifest(converted["tdt_b"]).decoding
+
+
 def _tar_with(path: Path, members: dict[str, bytes]) -> None:
     with tarfile.open(path, "w") as archive:
         for name, data in members.items():
