@@ -349,6 +349,13 @@ def write_onnx_asr_layout(model_dir: str | os.PathLike[str], out_dir: str | os.P
     check_parakeet_features(source, manifest)
     out.mkdir(parents=True, exist_ok=True)
     spec = manifest.encoder
+    # onnx-asr names an int8 model's graphs *.int8.onnx (its loaders pick the variant by name: an int8 encoder under
+    # the fp32 name was taken for fp32, with fp32 decoding weights). Only the directory's primary int8 encoder is
+    # written: onnx-asr has one variant per precision, and this one is exact on every CPU.
+    suffix = ".int8" if spec.precision == "int8" else ""
+    if spec.signed_int8_file is not None:
+        logger.info("%s: onnx-asr's layout holds one int8 encoder: %s is written, not %s", source, spec.file,
+                    spec.signed_int8_file)
     try:
         model = onnx.load(str(source / spec.file), load_external_data=False)
         graph = model.graph
@@ -367,7 +374,7 @@ def write_onnx_asr_layout(model_dir: str | os.PathLike[str], out_dir: str | os.P
                 o.name = "encoded_lengths"
         for node in graph.node:
             node.output[:] = ["encoded_lengths" if n == spec.output_lengths else n for n in node.output]
-        onnx.save(model, str(out / ENCODER_FILE.format(suffix="")))
+        onnx.save(model, str(out / ENCODER_FILE.format(suffix=suffix)))
         if spec.external_data:
             link = out / spec.external_data
             if link.exists() or link.is_symlink():
@@ -423,7 +430,7 @@ def write_onnx_asr_layout(model_dir: str | os.PathLike[str], out_dir: str | os.P
             WRITTEN_D_MODEL: str(spec.d_model), WRITTEN_MAX_FRAMES: str(spec.max_frames or "none"),
         })
         onnx.checker.check_model(decoder_joint)
-        onnx.save(decoder_joint, str(out / DECODER_JOINT_FILE.format(suffix="")))
+        onnx.save(decoder_joint, str(out / DECODER_JOINT_FILE.format(suffix=suffix)))
     except (OSError, ValueError, onnx.checker.ValidationError) as exc:
         raise ConversionError(f"cannot write onnx-asr's layout: {type(exc).__name__}: {exc}") from exc
     pieces = (source / manifest.tokenizer.vocab_file).read_text(encoding="utf-8").splitlines()

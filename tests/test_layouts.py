@@ -919,6 +919,30 @@ def test_layout_from_a_model_directory_refuses_options_it_would_ignore(converted
     assert "rewrites its graphs as they are: --quantize, --languages apply to a conversion" in capsys.readouterr().err
 
 
+def test_an_int8_directory_is_written_as_onnx_asrs_int8_variant(nemo_paths: dict[str, Path], clips: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    """The int8 encoder was saved under the fp32 name (encoder-model.onnx): the engine and onnx-asr took it for
+    fp32 (fp32 decoding weights), and precision='int8' found nothing to load."""
+    import onnx_asr
+
+    from parakeet_runtime.engine import SessionOptions
+    from parakeet_runtime.export.cli import main
+    from parakeet_runtime.export.convert import convert
+
+    int8 = tmp_path / "int8"
+    convert(str(nemo_paths["tdt_a"]), int8, quantize="int8")
+    out = tmp_path / "onnx-asr"
+    assert main(["--layout", "onnx-asr", str(int8), str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["decoder_joint-model.int8.onnx", "encoder-model.int8.onnx"]
+    written = Engine.load(out, precision="int8")
+    assert written.manifest.encoder.precision == "int8" and written.model.decoder_weights == Engine.load(
+        int8).model.decoder_weights
+    source = Engine.load(int8, session=SessionOptions(int8_weights="uint8"))  # the graph written
+    for name in CLIP_NAMES[:3]:
+        assert written.transcribe(clips[name]).tokens == source.transcribe(clips[name]).tokens
+    assert onnx_asr.load_model("nemo-conformer-tdt", out, quantization="int8").recognize(str(clips["c2_sentence"]))
+
+
 def test_a_layout_written_here_converts_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--from onnx-asr`` of this project's own ``--layout onnx-asr`` output failed: its encoder already had a
     tensor named ``encoder_projected``. Now the round trip gives the same tokens, frames and durations."""
