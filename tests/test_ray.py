@@ -372,8 +372,9 @@ def test_cli_transcribe_on_ray_forwards_the_engine_flags(tmp_path: Path, monkeyp
     assert cli.main(["transcribe", "--ray", "auto", str(clip), "--output-dir", str(tmp_path / "out2"),
                      "--device", "cpu"]) == 0
     assert seen["device"] == "cpu"
-    assert cli.main(["transcribe", "--ray", "auto", str(clip), "--output-dir", str(tmp_path / "out"),
-                     "--chunk-s", "0"]) == 2  # a bad value: refused before connecting
+    with pytest.raises(SystemExit) as refused:  # a bad value: a usage error, before connecting
+        cli.main(["transcribe", "--ray", "auto", str(clip), "--output-dir", str(tmp_path / "out"), "--chunk-s", "0"])
+    assert refused.value.code == 2
 
 
 def test_cli_ray_flags_are_checked_before_connecting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
