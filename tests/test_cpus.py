@@ -144,7 +144,11 @@ def test_this_machine_loads_its_preferred_scheme(auto_dirs: dict[str, Path], cap
         auto_dirs["tdt_a"], batching=BATCHING_OFF
     ) as engine:
         assert engine.transcribe(clips["c2_sentence"]).text
+        loaded = engine.model.encoder_file  # the manifest names only the primary graph
     file = "encoder.int8w.onnx" if expected == "int8" else "encoder.onnx"
+    assert loaded == file
+    with Engine.load(auto_dirs["tdt_a"], batching=BATCHING_OFF, session=SessionOptions(int8_weights="uint8")) as forced:
+        assert forced.model.encoder_file == "encoder.onnx"
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith(f"int8 encoder {file}: {expected} weights") for m in messages), messages
     # No saturation warning: auto never picks a graph that saturates here.

@@ -935,6 +935,7 @@ def test_an_int8_directory_is_written_as_onnx_asrs_int8_variant(nemo_paths: dict
     assert main(["--layout", "onnx-asr", str(int8), str(out)]) == 0
     assert sorted(p.name for p in out.glob("*.onnx")) == ["decoder_joint-model.int8.onnx", "encoder-model.int8.onnx"]
     written = Engine.load(out, precision="int8")
+    assert written.model.encoder_file == "encoder-model.int8.onnx"
     assert written.manifest.encoder.precision == "int8" and written.model.decoder_weights == Engine.load(
         int8).model.decoder_weights
     source = Engine.load(int8, session=SessionOptions(int8_weights="uint8"))  # the graph written

@@ -234,7 +234,7 @@ def load_onnx_asr(
         provenance=Provenance(source=str(directory)),
     )
     model = OnnxTdtModel(
-        manifest=manifest, encoder_session=encoder, predictor_session=decoding.predictor,
+        manifest=manifest, encoder_session=encoder, encoder_file=encoder_file, predictor_session=decoding.predictor,
         joint_session=decoding.joint, encoder_projection=projection, decoder_weights=decoding.weights,
         release_above_frames=release_above_frames(manifest, session.release_memory_above_seconds),
     )

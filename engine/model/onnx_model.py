@@ -320,6 +320,9 @@ class OnnxTdtModel:
     """Applied to the encoder's output when the encoder graph does not project its frames itself."""
     argmax: ArgmaxHeads | None = None
     """Set when the step graph and the joint return argmaxes, not logits (see :meth:`with_argmax_heads`)."""
+    encoder_file: str = ""
+    """The encoder graph loaded, relative to the model directory: for an int8 directory holding two weight
+    schemes, the one ``SessionOptions.int8_weights`` chose (``manifest.encoder.file`` names only the primary)."""
     decoder_weights: DecoderWeights = "fp32"
     """``int8`` when the decoding graphs run the engine's int8 rewrite (``SessionOptions.decoder_weights``
     resolved); ``fp32`` otherwise, also where the graphs had no fp32 products to rewrite."""
@@ -354,6 +357,8 @@ class OnnxTdtModel:
         return cls(
             manifest=manifest,
             encoder_session=encoder,
+            encoder_file=(manifest.encoder.file if session.backend == "openvino"
+                          else encoder_graph(manifest, session.int8_weights)[0]),
             predictor_session=decoding.predictor,
             joint_session=decoding.joint,
             release_above_frames=release_above_frames(manifest, session.release_memory_above_seconds),
