@@ -25,7 +25,7 @@ from parakeet_runtime.decoding import DecodedToken, StepConfidence, TdtCarry, Td
 from .errors import ParakeetRuntimeError
 from .model.devices import Provider, check_sessions, choose_providers
 from .model.features import FeatureExtractor
-from .model.layouts import layout_of, load_other_layout, resolve_model_dir
+from .model.layouts import load_other_layout, resolve_model_dir
 from .model.manifest import Manifest, load_manifest
 from .model.onnx_model import OnnxTdtModel
 from .model.tokenizer import Tokenizer
@@ -152,16 +152,9 @@ class Engine:
         providers, checked_device = choose_providers(device, providers, directory)
         if argmax_step and confidence is not None:
             raise ValueError("argmax_step=True gives no logits, so no confidence: leave it off with confidence")
-        other = layout_of(directory)
-        backend = (session or SessionOptions()).backend
-        if other is not None and backend != "onnxruntime":  # it was ignored: the encoder ran on ONNX Runtime
-            raise ValueError(f"backend={backend!r} runs this project's model directories only, not {directory} "
-                             f"({other} layout): convert it first, convert-model --from {other} {directory} OUT_DIR")
-        if other is not None and (session or SessionOptions()).int8_weights != "auto":  # it was ignored too
-            raise ValueError(f"int8_weights chooses among the encoders of this project's int8 directories; {directory} "
-                             f"({other} layout) has its own: choose with precision='fp32' or 'int8'")
+        session = session or SessionOptions()
         layout = load_other_layout(  # onnx-asr's or sherpa-onnx's layout (no manifest.json); None for ours
-            directory, providers=providers, session=session or SessionOptions(), precision=precision
+            directory, providers=providers, session=session, precision=precision
         )
         if layout is not None:
             manifest, features, tokenizer, model = layout.manifest, layout.features, layout.tokenizer, layout.model
@@ -169,14 +162,14 @@ class Engine:
             manifest = load_manifest(directory, verify=verify)
             features = FeatureExtractor.load(manifest.features, directory)
             tokenizer = Tokenizer.load(manifest.tokenizer, directory, manifest.decoding.vocab_size)
-            model = OnnxTdtModel.load(manifest, directory, providers=providers, session=session or SessionOptions())
+            model = OnnxTdtModel.load(manifest, directory, providers=providers, session=session)
         argmax = argmax_step if argmax_step is not None else (
             checked_device not in (None, "cpu") and confidence is None and layout is None
         )
         if argmax:
             if layout is not None:
                 raise ValueError("argmax_step=True needs this project's model directory, not another layout's")
-            model = model.with_argmax_heads(directory, providers=providers, session=session or SessionOptions())
+            model = model.with_argmax_heads(directory, providers=providers, session=session)
         if checked_device is not None:
             check_sessions(checked_device, [model.encoder_session, model.predictor_session, model.joint_session])
         decoding = manifest.decoding
@@ -191,7 +184,7 @@ class Engine:
             seconds_per_feature_frame=manifest.features.hop_length / manifest.features.sample_rate,
             pad_value=manifest.features.pad_value,
             memory_budget=long_form.budget,
-            batch_invariant=batch_invariant(model, (session or SessionOptions()).precision != "fp32"),
+            batch_invariant=batch_invariant(model, session.precision != "fp32"),
         )
         runner = make_runner(inference.run, batching)
         engine = cls(

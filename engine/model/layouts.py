@@ -94,8 +94,16 @@ def load_other_layout(
 
     Raises:
         ModelDirectoryError, ManifestError: as the layout's loader.
+        ValueError: ``session`` asks for what only this project's directories have (the OpenVINO backend, a
+            forced ``int8_weights``): refused before anything loads, as it would be ignored.
     """
     layout = layout_of(directory)
+    if layout is not None and session.backend != "onnxruntime":  # the encoder would run on ONNX Runtime
+        raise ValueError(f"backend={session.backend!r} runs this project's model directories only, not {directory} "
+                         f"({layout} layout): convert it first, convert-model --from {layout} {directory} OUT_DIR")
+    if layout is not None and session.int8_weights != "auto":
+        raise ValueError(f"int8_weights chooses among the encoders of this project's int8 directories; {directory} "
+                         f"({layout} layout) has its own: choose with precision='fp32' or 'int8'")
     if layout == "sherpa-onnx":
         return load_sherpa_onnx(directory, providers=providers, session=session, precision=precision)
     if layout == "onnx-asr":

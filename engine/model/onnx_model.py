@@ -241,9 +241,9 @@ class EncoderSession(Protocol):
 
 def encoder_session(
     manifest: Manifest, model_dir: Path, providers: Sequence[Provider], session: SessionOptions
-) -> EncoderSession:
+) -> tuple[EncoderSession, str]:
     """The encoder of ``model_dir`` on ``session.backend``: ONNX Runtime (the int8 graph chosen by
-    :func:`encoder_graph`) or OpenVINO (fp32 directories).
+    :func:`encoder_graph`) or OpenVINO (fp32 directories); and the graph's file.
 
     Raises:
         ManifestError: the graph does not load or lacks its manifest's names; a forced int8 scheme the
@@ -263,7 +263,7 @@ def encoder_session(
                 "compiles fp32 to bf16 itself: precision='bf16')")
         logger.info("encoder %s on OpenVINO (%s); decoding on ONNX Runtime", enc.file, session.precision)
         return OpenVinoEncoder(model_dir / enc.file, precision=session.precision, threads=session.threads,
-                               inputs=names[0], outputs=names[1])
+                               inputs=names[0], outputs=names[1]), enc.file
     file, scheme = encoder_graph(manifest, session.int8_weights)
     if scheme is not None:
         logger.info("int8 encoder %s: %s weights (int8_weights=%r, this CPU prefers %s)", file, scheme,
@@ -272,7 +272,7 @@ def encoder_session(
     encoder = graph_session(model_dir / file, providers, session.threads, session.spinning)
     _check_names(encoder, file, "encoder", *names)
     result: EncoderSession = encoder
-    return result
+    return result, file
 
 
 def release_above_frames(manifest: Manifest, seconds: float | None) -> int | None:
@@ -347,7 +347,7 @@ class OnnxTdtModel:
         chosen = list(providers) if providers is not None else default_providers()
         logger.info("loading ONNX graphs from %s with providers %s", model_dir, chosen)
         predictor_file = manifest.step.file if manifest.step else manifest.predictor.file
-        encoder = encoder_session(manifest, model_dir, chosen, session)
+        encoder, encoder_file = encoder_session(manifest, model_dir, chosen, session)
         decoding = decoding_sessions((model_dir / predictor_file, predictor_file),
                                      (model_dir / manifest.joint.file, manifest.joint.file), joint_columns(manifest),
                                      chosen, session, manifest.encoder.precision)
@@ -357,8 +357,7 @@ class OnnxTdtModel:
         return cls(
             manifest=manifest,
             encoder_session=encoder,
-            encoder_file=(manifest.encoder.file if session.backend == "openvino"
-                          else encoder_graph(manifest, session.int8_weights)[0]),
+            encoder_file=encoder_file,
             predictor_session=decoding.predictor,
             joint_session=decoding.joint,
             release_above_frames=release_above_frames(manifest, session.release_memory_above_seconds),
