@@ -146,3 +146,23 @@ def test_precision_agreement_script(tmp_path: Path, converted: dict[str, Path], 
     if "not_run" not in rows["OpenVINO fp32"]:
         assert rows["OpenVINO fp32"]["token_agreement"] == 1.0
     assert "<!-- agreement-tiny:start -->" in readme.read_text()
+
+
+def test_decoding_threads_script(tmp_path: Path, converted: dict[str, Path]) -> None:
+    """benchmarks/decoding_threads.py on a fixture: a row per pool configuration and load, the same tokens in
+    every configuration (threads do not change results), the engine's own choice named, the README block
+    written; a malformed configuration is a usage error."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n")
+    _run([BENCH / "decoding_threads.py", "--model", converted["tdt_a"], "--configs", "1/1", "2s/2",
+          "--load", "0", "1", "--rounds", "1", "--reps", "1", "--seconds", "5s", "--name", "tiny",
+          "--results", tmp_path, "--readme", readme])
+    report = json.loads((tmp_path / "decoding-threads-tiny.json").read_text())
+    assert [(r["config"], r["load"]) for r in report["results"]] == [("1/1", 0), ("2s/2", 0), ("1/1", 1), ("2s/2", 1)]
+    assert report["meta"]["tokens_identical"] and report["meta"]["tokens"] > 0
+    assert all(r["median_s"] > 0 for r in report["results"])
+    assert report["meta"]["engine_config"] == "1/1"  # the fixture's graphs are small: one thread each
+    assert "<!-- decoding-threads-tiny:start -->" in readme.read_text()
+    proc = subprocess.run([sys.executable, BENCH / "decoding_threads.py", "--model", converted["tdt_a"],
+                           "--configs", "2x/1"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "'2x'" in proc.stderr
