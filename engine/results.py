@@ -74,7 +74,9 @@ class Transcript:
     """Segments in order."""
     strategy: Literal["one_pass", "chunked"] = "one_pass"
     """How the input was transcribed: encoded in ``one_pass`` (NeMo's own results), or ``chunked`` (NeMo's
-    buffered algorithm for inputs beyond the one-pass memory budget; see ``LongFormOptions``)."""
+    buffered algorithm for inputs beyond the one-pass memory budget; see ``LongFormOptions``). Empty audio
+    (nothing encoded either way) records the strategy chosen for it: ``chunked`` where
+    ``LongFormOptions.strategy`` forces it, else ``one_pass``."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (``confidence`` keys only where confidence was computed)."""

@@ -14,7 +14,7 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -250,6 +250,23 @@ def test_the_engine_chooses_by_the_memory_budget(long_audio: npt.NDArray[np.floa
     with Engine.load(long_form=LongFormOptions(max_audio_seconds=30)) as limited, \
             pytest.raises(AudioTooLongError, match=r"longer than the 30 s accepted \(LongFormOptions"):
         limited.transcribe(long_audio)
+
+
+@pytest.mark.parametrize(("forced", "expected"), [("auto", "one_pass"), ("one_pass", "one_pass"),
+                                                  ("chunked", "chunked")])
+def test_empty_audio_records_the_strategy_asked_for(forced: Literal["auto", "one_pass", "chunked"],
+                                                   expected: Literal["one_pass", "chunked"]) -> None:
+    """Empty audio runs nothing either way: its transcript records the strategy the options chose (a forced
+    ``chunked`` used to be reported as ``one_pass``), alike from every entry point."""
+    empty = np.zeros(0, dtype=np.float32)
+    with Engine.load(long_form=LongFormOptions(strategy=forced)) as engine:
+        results = [engine.transcribe(empty), *engine.transcribe([empty, empty]),
+                   asyncio.run(engine.transcribe_async(empty))]
+        updates = list(engine.transcribe_iter(empty))
+        assert len(updates) == 1 and updates[0].transcript is not None
+        results.append(updates[0].transcript)
+    assert all(r == Transcript(text="", duration=0.0, strategy=expected) for r in results)
+    assert results[0].to_dict()["strategy"] == expected
 
 
 def test_a_chunked_transcript_is_well_formed(chunked_engine: Engine, long_audio: npt.NDArray[np.float32]) -> None:

@@ -79,7 +79,7 @@ class Inference:
                 continue
             prepared[index] = item
             if item.features is None:
-                results[index] = Transcript(text="", duration=item.duration)
+                results[index] = Transcript(text="", duration=item.duration, strategy=item.strategy)
             else:
                 todo.append(index)
         todo.sort(key=lambda i: prepared[i].valid_frames)

@@ -30,6 +30,9 @@ class PreparedAudio:
     encoder_bytes: int = 0
     """Estimated peak memory of encoding it in one pass (:meth:`Preparer.encoder_bytes`): the batcher keeps a
     padded batch's within the memory budget (0: not estimated, no bound)."""
+    strategy: StrategyName = "one_pass"
+    """What its transcript records as ``Transcript.strategy``: ``one_pass``, except for empty audio under a
+    forced ``chunked`` strategy (nothing is encoded either way, so the transcript records what was asked)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,9 +119,10 @@ class Preparer:
         """
         audio = load_audio(source, self.sample_rate, sample_rate=sample_rate, max_seconds=self.max_seconds)
         num_samples = audio.samples.shape[0]
-        if num_samples == 0:
-            return PreparedAudio(duration=0.0, features=None, valid_frames=0)
-        if self.strategy(num_samples) == "chunked":
+        strategy = self.strategy(num_samples)
+        if num_samples == 0:  # nothing to encode: recorded as the strategy chosen for it (chunked where forced)
+            return PreparedAudio(duration=0.0, features=None, valid_frames=0, strategy=strategy)
+        if strategy == "chunked":
             features, valid = self.features.long_features(audio.samples)
             return LongAudio(audio.duration, features, valid, tuple(self.geometry.windows(num_samples)))
         features, valid = self.features(audio.samples)
