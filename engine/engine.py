@@ -110,7 +110,8 @@ class Engine:
             session: ONNX Runtime threading (default: :class:`SessionOptions`).
             batching: dynamic batching (default: :class:`BatchingOptions`, enabled).
             verify: check every file against the SHA-256 the manifest records (reads every byte once;
-                sizes, where recorded, are always checked).
+                sizes, where recorded, are always checked). Only for this project's model directories: the
+                other layouts record no digests.
             confidence: give tokens, words and segments NeMo's confidence scores, computed as these
                 options say (default ``None``: no confidence, nothing computed).
             precision: for onnx-asr and sherpa-onnx layouts holding fp32 and int8 graphs, which to load:
@@ -133,9 +134,10 @@ class Engine:
                 directory, or differs from the size (or, with ``verify``, the hash) the manifest records.
             DeviceUnavailableError: ``device`` needs an execution provider this onnxruntime build lacks, or
                 one that could not start (no GPU).
+            LayoutOptionError: ``verify``, ``argmax_step=True``, ``backend='openvino'`` or a forced
+                ``int8_weights`` with another runtime's layout (refused before its graphs load).
             ValueError: an unknown ``device`` or ``precision``; ``device`` with ``providers``; ``argmax_step=True``
-                with ``confidence`` or with another runtime's layout; ``backend='openvino'`` or a forced
-                ``int8_weights`` with another runtime's layout.
+                with ``confidence``.
             TypeError: ``providers`` given as one string instead of a list.
         """
         if precision not in (None, "fp32", "int8"):
@@ -154,7 +156,8 @@ class Engine:
             raise ValueError("argmax_step=True gives no logits, so no confidence: leave it off with confidence")
         session = session or SessionOptions()
         layout = load_other_layout(  # onnx-asr's or sherpa-onnx's layout (no manifest.json); None for ours
-            directory, providers=providers, session=session, precision=precision
+            directory, providers=providers, session=session, precision=precision, verify=verify,
+            argmax_step=bool(argmax_step),
         )
         if layout is not None:
             manifest, features, tokenizer, model = layout.manifest, layout.features, layout.tokenizer, layout.model
@@ -166,9 +169,7 @@ class Engine:
         argmax = argmax_step if argmax_step is not None else (
             checked_device not in (None, "cpu") and confidence is None and layout is None
         )
-        if argmax:
-            if layout is not None:
-                raise ValueError("argmax_step=True needs this project's model directory, not another layout's")
+        if argmax:  # never for another layout: load_other_layout refused argmax_step=True, the default is off
             model = model.with_argmax_heads(directory, providers=providers, session=session)
         if checked_device is not None:
             check_sessions(checked_device, [model.encoder_session, model.predictor_session, model.joint_session])

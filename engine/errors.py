@@ -15,6 +15,12 @@ class ManifestError(ParakeetRuntimeError, ValueError):
     """The manifest is unreadable, of an unsupported schema version, or inconsistent."""
 
 
+class LayoutOptionError(ParakeetRuntimeError, ValueError):
+    """An ``Engine.load`` option that only this project's model directories support (``verify``: their manifest's
+    SHA-256 digests; ``argmax_step``: their argmax heads; the OpenVINO backend; a forced ``int8_weights``), given
+    for a directory in onnx-asr's or sherpa-onnx's layout. Raised before anything is loaded."""
+
+
 class AudioDecodeError(ParakeetRuntimeError, ValueError):
     """An input could not be read or understood as audio."""
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from parakeet_runtime.engine import Engine
-from parakeet_runtime.engine.errors import ManifestError, ModelDirectoryError
+from parakeet_runtime.engine.errors import LayoutOptionError, ManifestError, ModelDirectoryError
 from parakeet_runtime.engine.model.onnx_asr import (
     hann_window,
     is_onnx_asr_directory,
@@ -514,6 +514,26 @@ def test_another_backend_on_another_layout_is_refused(onnx_asr_dirs: dict[str, P
             Engine.load(onnx_asr_dirs["tdt_a"], session=SessionOptions(backend="openvino", precision=precision))
     with pytest.raises(ValueError, match="choose with precision="):  # a forced int8 scheme was ignored too
         Engine.load(onnx_asr_dirs["tdt_a"], session=SessionOptions(int8_weights="uint8"))
+
+
+def test_options_for_this_projects_directories_are_refused_before_loading(
+    onnx_asr_dirs: dict[str, Path], sherpa_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify=True on another layout checked nothing and said nothing (they record no digests), and argmax_step=True
+    was refused only after the graphs had loaded: both are a typed error now, before any graph loads."""
+    from parakeet_runtime.engine.model import layouts
+
+    def load(directory: Path, **_: Any) -> None:
+        raise AssertionError(f"the graphs of {directory} were loaded before the option was refused")
+
+    monkeypatch.setattr(layouts, "load_onnx_asr", load)
+    monkeypatch.setattr(layouts, "load_sherpa_onnx", load)
+    for name, directory in (("onnx-asr", onnx_asr_dirs["tdt_a"]), ("sherpa-onnx", sherpa_dirs["tdt_a"])):
+        with pytest.raises(LayoutOptionError, match=rf"verify=True.*\({name} layout\) records none.*convert-model"):
+            Engine.load(directory, verify=True)
+        with pytest.raises(LayoutOptionError, match=rf"argmax_step=True needs.*\({name} layout\)"):
+            Engine.load(directory, argmax_step=True)
+    assert issubclass(LayoutOptionError, ValueError)
 
 
 def test_sherpa_onnx_decodes_several_rows_in_one_step(sherpa_engines: dict[str, Engine]) -> None:

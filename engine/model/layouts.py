@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import ModelDirectoryError
+from ..errors import LayoutOptionError, ModelDirectoryError
 from ..options import SessionOptions
 from . import onnx_asr, sherpa_onnx
 from .devices import Provider
@@ -88,24 +88,35 @@ def check_model_dir(model_dir: str | os.PathLike[str]) -> Path:
 
 
 def load_other_layout(
-    directory: Path, *, providers: Sequence[Provider] | None, session: SessionOptions, precision: str | None = None
+    directory: Path, *, providers: Sequence[Provider] | None, session: SessionOptions, precision: str | None = None,
+    verify: bool = False, argmax_step: bool = False,
 ) -> LoadedLayout | None:
     """The model of a directory in onnx-asr's or sherpa-onnx's layout, or ``None`` for any other directory.
 
     Raises:
         ModelDirectoryError, ManifestError: as the layout's loader.
-        ValueError: ``session`` asks for what only this project's directories have (the OpenVINO backend, a
-            forced ``int8_weights``): refused before anything loads, as it would be ignored.
+        LayoutOptionError: an option that only this project's directories support, refused before anything
+            loads (it would be ignored or fail after loading): ``verify`` (these layouts record no digests to
+            check the files against), ``argmax_step`` (no argmax heads), the OpenVINO backend, a forced
+            ``int8_weights``.
     """
     layout = layout_of(directory)
-    if layout is not None and session.backend != "onnxruntime":  # the encoder would run on ONNX Runtime
-        raise ValueError(f"backend={session.backend!r} runs this project's model directories only, not {directory} "
-                         f"({layout} layout): convert it first, convert-model --from {layout} {directory} OUT_DIR")
-    if layout is not None and session.int8_weights != "auto":
-        raise ValueError(f"int8_weights chooses among the encoders of this project's int8 directories; {directory} "
-                         f"({layout} layout) has its own: choose with precision='fp32' or 'int8'")
+    if layout is None:
+        return None
+    convert = f"convert it first, convert-model --from {layout} {directory} OUT_DIR"
+    if verify:
+        raise LayoutOptionError(f"verify=True checks the SHA-256 digests of a manifest.json; {directory} ({layout} "
+                                f"layout) records none, so nothing could be verified: load it without verify, or "
+                                f"{convert} (its manifest records the digests)")
+    if argmax_step:
+        raise LayoutOptionError(f"argmax_step=True needs this project's model directory (its argmax heads), not "
+                                f"{directory} ({layout} layout): leave it off, or {convert}")
+    if session.backend != "onnxruntime":  # the encoder would run on ONNX Runtime
+        raise LayoutOptionError(f"backend={session.backend!r} runs this project's model directories only, not "
+                                f"{directory} ({layout} layout): {convert}")
+    if session.int8_weights != "auto":
+        raise LayoutOptionError(f"int8_weights chooses among the encoders of this project's int8 directories; "
+                                f"{directory} ({layout} layout) has its own: choose with precision='fp32' or 'int8'")
     if layout == "sherpa-onnx":
         return load_sherpa_onnx(directory, providers=providers, session=session, precision=precision)
-    if layout == "onnx-asr":
-        return load_onnx_asr(directory, providers=providers, session=session, precision=precision)
-    return None
+    return load_onnx_asr(directory, providers=providers, session=session, precision=precision)
