@@ -340,6 +340,9 @@ def _print_summary(args: argparse.Namespace, report: ConversionReport) -> None:
               f"features max diff {probe.feature_max_abs_diff:.1e}, encoder max diff {probe.encoder_max_abs_diff:.1e}")
     if not report.probes:
         print("  parity check skipped (--skip-verify)")
+    if m.provenance.dropped_heads:
+        print(f"  not converted: the checkpoint's {', '.join(h.upper() for h in m.provenance.dropped_heads)} head "
+              f"(this directory decodes with its TDT head)")
     export = m.provenance.encoder_export
     if export is not None:
         tables = (f"position tables in {export.position_table_layers} layers (inputs up to "

@@ -167,6 +167,9 @@ def convert(
     if local_attention is not None:
         inspect_model.use_local_attention(model, local_attention, source)
     inspect_model.check_supported(model, source)
+    if "ctc" in inspect_model.dropped_heads(model):
+        logger.warning("%s is a hybrid TDT+CTC checkpoint (%s): its TDT head is converted, its CTC head is not "
+                       "(the manifest records it under provenance.dropped_heads)", source, type(model).__name__)
     strategy = model.cfg.decoding.get("strategy", None)
     if strategy not in (None, *GREEDY_STRATEGIES):
         logger.warning("%s decodes with %r by default; the engine decodes greedily, as NeMo's greedy_batch: the "
@@ -324,6 +327,7 @@ def _write_directory(model: Any, staging: Path, facts: ExportFacts, spec: str, s
             converted_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             decoding=DecodingMethod(),
             encoder_export=facts.encoder_export,
+            dropped_heads=inspect_model.dropped_heads(model),
         ),
     )
     (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")

@@ -73,6 +73,13 @@ def check_supported(model: Any, name: str) -> None:
         raise ConversionError(f"{name} uses {attention} attention, which convert-model does not support yet")
 
 
+def dropped_heads(model: Any) -> tuple[str, ...]:
+    """Heads of a supported model that the conversion leaves out: ``("ctc",)`` for NeMo's hybrid TDT+CTC models
+    (``EncDecHybridRNNTCTCModel`` and its BPE subclass: an auxiliary CTC decoder beside the transducer), else
+    ``()``."""
+    return ("ctc",) if getattr(model, "ctc_decoder", None) is not None else ()
+
+
 def local_context(model: Any, name: str) -> tuple[int, int] | None:
     """``(left, right)`` of a local-attention (``rel_pos_local_attn``) encoder, ``None`` for full attention.
 

@@ -758,3 +758,59 @@ def test_a_damaged_tokenizer_is_named_as_the_cause(tmp_path: Path, nemo_paths: d
     code, _, err = _run_cli([str(damaged), str(tmp_path / "out")], capsys)
     assert code == 2
     assert "could not parse ModelProto" in _error_line(err), err
+
+
+@pytest.fixture(scope="module")
+def config_variants(nemo_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Untrained fixture-geometry TDT models (tdt_b's) that differ from the fixtures in one setting each: a hybrid
+    TDT+CTC model (NeMo's ``EncDecHybridRNNTCTCBPEModel``, an auxiliary CTC decoder beside the transducer), a
+    cache-aware streaming encoder (``att_context_style: chunked_limited``, context ``[9, 2]``), and a config
+    without ``validation_ds`` (``null``, as some fine-tuning scripts save it)."""
+    import copy
+
+    import torch
+    from nemo.collections.asr.models import EncDecHybridRNNTCTCBPEModel, EncDecRNNTBPEModel
+    from omegaconf import OmegaConf
+
+    from tests.fixtures.nemo_config import GEOMETRY_B, model_config
+
+    folder = tmp_path_factory.mktemp("config-variants")
+    base = model_config(GEOMETRY_B, str(nemo_paths["tdt_b"].parent / "tokenizer_tdt_b"))
+    torch.manual_seed(0)
+    out = {name: folder / f"{name}.nemo" for name in ("hybrid", "streaming", "no_validation_ds")}
+    hybrid = copy.deepcopy(base)
+    hybrid["aux_ctc"] = {
+        "ctc_loss_weight": 0.3, "use_cer": False, "decoding": {"strategy": "greedy"},
+        "decoder": {"_target_": "nemo.collections.asr.modules.ConvASRDecoder", "feat_in": GEOMETRY_B.d_model,
+                    "num_classes": -1, "vocabulary": []},
+    }
+    EncDecHybridRNNTCTCBPEModel(cfg=OmegaConf.create(hybrid)).save_to(str(out["hybrid"]))
+    streaming = copy.deepcopy(base)
+    streaming["encoder"]["att_context_style"] = "chunked_limited"
+    streaming["encoder"]["att_context_size"] = [9, 2]  # NeMo needs left % (right + 1) == 0
+    EncDecRNNTBPEModel(cfg=OmegaConf.create(streaming)).save_to(str(out["streaming"]))
+    EncDecRNNTBPEModel(cfg=OmegaConf.create({**base, "validation_ds": None})).save_to(str(out["no_validation_ds"]))
+    return out
+
+
+def test_a_hybrid_checkpoint_says_its_ctc_head_is_not_converted(
+    tmp_path: Path, config_variants: dict[str, Path], capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A hybrid TDT+CTC checkpoint converts its TDT head (parity with NeMo's transcribe, which decodes with it by
+    default); its CTC head was dropped without a word. Now a warning, the summary and the manifest say so."""
+    from parakeet_runtime.engine import load_manifest
+
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="parakeet_runtime.export.convert"):
+        # -v: the CLI otherwise quiets NeMo's logging, which here also silenced pytest's capture handler
+        code, stdout, err = _run_cli([str(config_variants["hybrid"]), str(out), "-v"], capsys)
+    assert code == 0, err
+    assert any("hybrid TDT+CTC checkpoint" in r.getMessage() and "CTC head is not" in r.getMessage()
+               for r in caplog.records if r.levelno == logging.WARNING)
+    assert "not converted: the checkpoint's CTC head" in stdout
+    manifest = load_manifest(out)
+    assert manifest.provenance.model_class == "EncDecHybridRNNTCTCBPEModel"
+    assert manifest.provenance.dropped_heads == ("ctc",)
+    assert json.loads((out / "manifest.json").read_text())["provenance"]["dropped_heads"] == ["ctc"]
+    assert manifest.provenance.parity and all(p.identical for p in manifest.provenance.parity)

@@ -55,6 +55,7 @@ def test_round_trip_writes_the_same_keys() -> None:
         encoder_export=EncoderExport(24, 24, 1024),
         parity=(ParityProbe("a.wav", 3, True, 1e-5, 2e-5),),
         quantization=Quantization("int8", "uint8", "dynamic", 0.98, 1, 2),
+        dropped_heads=("ctc",),
     )
     for provenance in (manifest.provenance, full, Provenance()):
         written = json.loads(replace(manifest, provenance=provenance).to_json())
@@ -66,6 +67,7 @@ def test_round_trip_writes_the_same_keys() -> None:
     assert body["quantization"]["weights"] == "uint8" and body["quantization"]["token_agreement_with_fp32"] == 0.98
     assert body["decoding"] == {"search": "greedy_tdt", "batched": True, "joint_lookahead": True}
     assert "parity" not in Provenance().to_dict()  # a skipped check writes no parity list
+    assert body["dropped_heads"] == ["ctc"] and "dropped_heads" not in Provenance().to_dict()
 
 
 def test_older_records_parse_with_defaults() -> None:
@@ -74,6 +76,7 @@ def test_older_records_parse_with_defaults() -> None:
     assert provenance.quantization.weights is None and provenance.quantization.token_agreement_with_fp32 is None
     assert provenance.versions == Versions() and provenance.parity is None
     assert parse_provenance({}) == Provenance()
+    assert parse_provenance({}).dropped_heads == ()  # not recorded before hybrid checkpoints said so
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -89,6 +92,8 @@ def test_older_records_parse_with_defaults() -> None:
     ({"decoding": {"search": "beam"}}, "unknown search"),
     ({"versions": ["torch"]}, "versions"),
     ({"source": 3}, "'source' must be a string"),
+    ({"dropped_heads": "ctc"}, "'dropped_heads' must be a list"),
+    ({"dropped_heads": [""]}, "'dropped_heads' must be a list"),
 ])
 def test_bad_provenance_is_a_manifest_error(edit: dict[str, Any], message: str, tmp_path: Path) -> None:
     model = tmp_path / "model"

@@ -291,9 +291,14 @@ class Provenance:
     """The export-time parity check, one entry per probe clip; ``None`` when it was skipped."""
     quantization: Quantization | None = None
     """``None`` for an fp32 encoder."""
+    dropped_heads: tuple[str, ...] = ()
+    """Heads of the checkpoint the directory does not carry: ``("ctc",)`` for a hybrid TDT+CTC checkpoint (its
+    TDT head is exported, the one NeMo's hybrid models transcribe with by default; its auxiliary CTC decoder
+    is not). Empty: none dropped (or not recorded: directories converted before the field was written)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The manifest's ``provenance`` object (the keys of schema version 1)."""
+        """The manifest's ``provenance`` object (the keys of schema version 1; ``dropped_heads`` only where
+        a head was dropped)."""
         body: dict[str, Any] = {
             "source": self.source,
             "source_sha256": self.source_sha256,
@@ -309,6 +314,8 @@ class Provenance:
             body["parity"] = [asdict(probe) for probe in self.parity]
         if self.quantization is not None:
             body["quantization"] = asdict(self.quantization)
+        if self.dropped_heads:
+            body["dropped_heads"] = list(self.dropped_heads)
         return body
 
 
@@ -697,6 +704,9 @@ def parse_provenance(raw: object) -> Provenance:
         raise ManifestError(f"manifest: provenance 'parity' must be a list, found {parity!r}")
     export = raw.get("encoder_export")
     quantization = raw.get("quantization")
+    dropped = raw.get("dropped_heads", [])
+    if not isinstance(dropped, list) or not all(isinstance(head, str) and head for head in dropped):
+        raise ManifestError(f"manifest: provenance 'dropped_heads' must be a list of head names, found {dropped!r:.80}")
     return Provenance(
         source=_string(raw, "source"),
         source_sha256=_string(raw, "source_sha256"),
@@ -708,6 +718,7 @@ def parse_provenance(raw: object) -> Provenance:
         encoder_export=None if export is None else _record(export, "encoder_export", EncoderExport),
         parity=None if parity is None else tuple(_record(p, "parity", ParityProbe) for p in parity),
         quantization=None if quantization is None else _record(quantization, "quantization", Quantization),
+        dropped_heads=tuple(dropped),
     )
 
 
