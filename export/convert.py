@@ -286,7 +286,12 @@ def _export(model: Any, scratch: Path, staging: Path, position_table_frames: int
 
 def _attention(model: Any, name: str) -> EncoderAttention:
     context = inspect_model.local_context(model, name)
-    return EncoderAttention() if context is None else EncoderAttention(kind="local", context=context)
+    if context is not None:
+        return EncoderAttention(kind="local", context=context)
+    limited = inspect_model.limited_context(model)
+    if limited is not None:
+        return EncoderAttention(kind="limited", context=limited[0], style=limited[1])
+    return EncoderAttention()
 
 
 def _write_directory(model: Any, staging: Path, facts: ExportFacts, spec: str, sha256: str, name: str,

@@ -113,6 +113,21 @@ def local_context(model: Any, name: str) -> tuple[int, int] | None:
     return context[0], context[1]
 
 
+def limited_context(model: Any) -> tuple[tuple[int, int], str] | None:
+    """``((left, right), style)`` of a full-attention (``rel_pos`` / ``abs_pos``) encoder whose default
+    ``att_context_size`` is finite on a side (``-1``: unlimited), as cache-aware streaming encoders have, with its
+    ``att_context_style`` (``regular`` or ``chunked_limited``); ``None`` for unlimited context or local attention.
+    NeMo masks the attention to it in offline inference too, and so does the export."""
+    encoder = model.encoder
+    if getattr(encoder, "self_attention_model", "rel_pos") == "rel_pos_local_attn":
+        return None
+    context = [int(size) for size in (getattr(encoder, "att_context_size", None) or [-1, -1])]
+    if len(context) != 2 or all(size < 0 for size in context):
+        return None
+    left, right = (max(size, -1) for size in context)
+    return (left, right), str(getattr(encoder, "att_context_style", "regular") or "regular")
+
+
 def check_local_context(context: tuple[int, int]) -> None:
     """Refuse a local attention context NeMo cannot run: two sizes, each 0 or more, the larger at least 2.
 

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -814,3 +815,25 @@ def test_a_hybrid_checkpoint_says_its_ctc_head_is_not_converted(
     assert manifest.provenance.dropped_heads == ("ctc",)
     assert json.loads((out / "manifest.json").read_text())["provenance"]["dropped_heads"] == ["ctc"]
     assert manifest.provenance.parity and all(p.identical for p in manifest.provenance.parity)
+
+
+def test_a_streaming_encoder_records_its_limited_attention(tmp_path: Path, config_variants: dict[str, Path]) -> None:
+    """A cache-aware streaming encoder (full attention masked to att_context_size [9, 2], chunked_limited) was
+    recorded as ``{"kind": "full"}``. The manifest says what it is; the engine's memory estimate for one pass still
+    counts every query against every key (the export computes the full scores, then masks them)."""
+    from parakeet_runtime.engine import Engine
+    from parakeet_runtime.engine.model.manifest import EncoderAttention
+    from parakeet_runtime.export.convert import convert
+
+    report = convert(str(config_variants["streaming"]), tmp_path / "out")
+    assert report.probes and all(p.identical for p in report.probes)
+    limited = EncoderAttention(kind="limited", context=(9, 2), style="chunked_limited")
+    assert report.manifest.encoder.attention == limited
+    raw = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert raw["encoder"]["attention"] == {"kind": "limited", "context": [9, 2], "style": "chunked_limited"}
+    with Engine.load(tmp_path / "out") as engine:
+        assert engine.manifest.encoder.attention == limited
+        preparer = engine.preparer
+        full = replace(preparer, encoder=replace(preparer.encoder, attention=EncoderAttention()))
+        samples = 16000 * 600
+        assert preparer.encoder_bytes(samples) == full.encoder_bytes(samples)

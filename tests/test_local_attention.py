@@ -329,7 +329,9 @@ def test_manifest_attention_defaults_to_full_and_round_trips() -> None:
     raw = _manifest_with({"kind": "full"})
     del raw["encoder"]["attention"]
     assert parse_manifest(raw).encoder.attention == EncoderAttention("full", None)
-    for attention in ({"kind": "full"}, {"kind": "local", "context": [128, 0]}):
+    for attention in ({"kind": "full"}, {"kind": "local", "context": [128, 0]},
+                      {"kind": "limited", "context": [70, 13], "style": "chunked_limited"},
+                      {"kind": "limited", "context": [-1, 0], "style": "regular"}):
         manifest = parse_manifest(_manifest_with(attention))
         assert json.loads(manifest.to_json())["encoder"]["attention"] == attention
         assert parse_manifest(json.loads(manifest.to_json())) == manifest
@@ -340,6 +342,9 @@ def test_manifest_attention_defaults_to_full_and_round_trips() -> None:
     {"kind": "local", "context": [8, -1]}, {"kind": "local", "context": [0, 0]}, {"kind": "local", "context": [8, 2.0]},
     {"kind": "local", "context": [8, True]}, {"kind": "full", "context": [8, 2]},
     {"kind": "local", "context": [8, 2], "global_tokens": 1},
+    {"kind": "limited", "context": [9, 2]}, {"kind": "limited", "context": [-1, -1], "style": "regular"},
+    {"kind": "limited", "context": [9, -2], "style": "regular"}, {"kind": "limited", "context": [9, 2], "style": "x"},
+    {"kind": "local", "context": [8, 2], "style": "regular"}, {"kind": "full", "style": "regular"},
 ])
 def test_manifest_attention_is_validated(attention: object) -> None:
     from parakeet_runtime.engine import ManifestError

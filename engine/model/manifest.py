@@ -62,18 +62,30 @@ MAX_ATTENTION_CONTEXT = 1 << 20
 
 @dataclass(frozen=True)
 class EncoderAttention:
-    """The encoder's self-attention: ``full`` (every frame sees every frame) or ``local`` (each frame sees
-    ``context[0]`` frames before it and ``context[1]`` after it; NeMo's ``rel_pos_local_attn``)."""
+    """The encoder's self-attention: ``full`` (every frame sees every frame), ``local`` (each frame sees
+    ``context[0]`` frames before it and ``context[1]`` after it; NeMo's ``rel_pos_local_attn``, computed in
+    windows), or ``limited`` (NeMo's full attention with a finite ``att_context_size``, as cache-aware streaming
+    encoders have: every frame's scores are computed, then masked to the context; see ``style``)."""
 
     kind: str = "full"
-    """``full`` or ``local``."""
+    """``full``, ``local`` or ``limited``."""
     context: tuple[int, int] | None = None
-    """``(left, right)`` encoder frames for ``local``; ``None`` for ``full``."""
+    """``(left, right)`` encoder frames for ``local`` and ``limited`` (for ``limited``, ``-1``: unlimited on that
+    side, as NeMo's ``att_context_size``); ``None`` for ``full``."""
+    style: str | None = None
+    """For ``limited``: NeMo's ``att_context_style``, ``regular`` (each frame sees ``context`` around itself) or
+    ``chunked_limited`` (frames in chunks of ``context[1] + 1``; each sees its chunk and ``context[0]`` frames
+    before it); ``None`` otherwise."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The manifest's ``encoder.attention`` object: ``{"kind": "full"}`` or ``{"kind": "local",
-        "context": [left, right]}``."""
-        return {"kind": self.kind} if self.context is None else {"kind": self.kind, "context": list(self.context)}
+        """The manifest's ``encoder.attention`` object: ``{"kind": "full"}``, ``{"kind": "local", "context":
+        [left, right]}`` or ``{"kind": "limited", "context": [left, right], "style": style}``."""
+        if self.context is None:
+            return {"kind": self.kind}
+        body: dict[str, Any] = {"kind": self.kind, "context": list(self.context)}
+        if self.style is not None:
+            body["style"] = self.style
+        return body
 
 
 @dataclass(frozen=True)
@@ -525,34 +537,49 @@ def _typed(value: object, where: str, cls: type[_T0]) -> _T0:
     return cls(**kwargs)
 
 
+LIMITED_STYLES = ("regular", "chunked_limited")
+"""NeMo's ``att_context_style`` values a ``limited`` attention records."""
+
+
 def _attention(value: object) -> EncoderAttention:
-    """The ``encoder.attention`` object: ``{"kind": "full"}`` or ``{"kind": "local", "context": [left, right]}``
-    (each 0 or more, the larger at least 1)."""
+    """The ``encoder.attention`` object: ``{"kind": "full"}``, ``{"kind": "local", "context": [left, right]}``
+    (each 0 or more, the larger at least 1), or ``{"kind": "limited", "context": [left, right], "style": style}``
+    (each -1 for unlimited or 0 or more, not both -1; ``style`` one of :data:`LIMITED_STYLES`)."""
     if not isinstance(value, Mapping):
         raise ManifestError(f"manifest: encoder.attention must be an object, found {value!r:.80}")
-    unknown = sorted(str(key) for key in set(value) - {"kind", "context"})
+    unknown = sorted(str(key) for key in set(value) - {"kind", "context", "style"})
     if unknown:
         raise ManifestError(f"manifest: encoder.attention has unknown fields {unknown} (schema {SCHEMA_VERSION})")
     kind = value.get("kind")
     context = value.get("context")
+    style = value.get("style")
+    if kind not in ("full", "local", "limited"):
+        raise ManifestError(f"manifest: encoder.attention.kind must be one of 'full', 'local', 'limited', found "
+                            f"{kind!r:.80}")
+    if kind != "limited" and style is not None:
+        raise ManifestError(f"manifest: encoder.attention.style is only for limited attention, found {style!r:.80}")
     if kind == "full":
         if context is not None:
             raise ManifestError(f"manifest: encoder.attention.context must be absent for full attention, found "
                                 f"{context!r:.80}")
         return EncoderAttention()
-    if kind != "local":
-        raise ManifestError(f"manifest: encoder.attention.kind must be one of 'full', 'local', found {kind!r:.80}")
+    lowest = -1 if kind == "limited" else 0
     if (
         not isinstance(context, list)
         or len(context) != 2
-        or not all(type(size) is int and 0 <= size <= MAX_ATTENTION_CONTEXT for size in context)
-        or max(context) < 1
+        or not all(type(size) is int and lowest <= size <= MAX_ATTENTION_CONTEXT for size in context)
+        or max(context) < (0 if kind == "limited" else 1)
     ):
-        raise ManifestError(
-            "manifest: encoder.attention.context must be [left, right] encoder frames (integers from 0 to "
-            f"{MAX_ATTENTION_CONTEXT}, not both 0) for local attention, found {context!r:.80}"
-        )
-    return EncoderAttention(kind="local", context=(context[0], context[1]))
+        wanted = ("integers from -1 (unlimited) to {limit}, not both -1" if kind == "limited"
+                  else "integers from 0 to {limit}, not both 0").format(limit=MAX_ATTENTION_CONTEXT)
+        raise ManifestError(f"manifest: encoder.attention.context must be [left, right] encoder frames ({wanted}) for "
+                            f"{kind} attention, found {context!r:.80}")
+    if kind == "local":
+        return EncoderAttention(kind="local", context=(context[0], context[1]))
+    if style not in LIMITED_STYLES:
+        raise ManifestError(f"manifest: encoder.attention.style must be one of {', '.join(LIMITED_STYLES)} for "
+                            f"limited attention, found {style!r:.80}")
+    return EncoderAttention(kind="limited", context=(context[0], context[1]), style=style)
 
 
 def _encoder(value: object) -> EncoderSpec:

@@ -102,8 +102,10 @@ class Preparer:
     def encoder_bytes(self, num_samples: int) -> int:
         """Estimated peak memory of encoding ``num_samples`` samples in one pass (:func:`one_pass_bytes`)."""
         attention = self.encoder.attention
-        # Local attention's export scores each chunk of max(left, right) queries against its window of keys.
-        keys = None if attention.context is None else sum(attention.context) + max(attention.context)
+        # Local attention's export scores each chunk of max(left, right) queries against its window of keys;
+        # full and limited attention (a mask over the full scores) score every query against every key.
+        context = attention.context if attention.kind == "local" else None
+        keys = None if context is None else sum(context) + max(context)
         feature_frames = self.features.valid_frames(num_samples)
         return one_pass_bytes(feature_frames, self._encoder_frames(feature_frames),
                               heads=self.encoder.attention_heads or DEFAULT_HEADS, n_mels=self.features.spec.n_mels,
