@@ -72,9 +72,35 @@ def model_state_kept(model: Any, *, greedy: bool = False) -> Iterator[None]:
             module.train(training)
 
 
+@contextlib.contextmanager
+def validation_ds_for_transcribe(model: Any) -> Iterator[None]:
+    """NeMo's ``transcribe`` reads ``cfg.validation_ds.use_start_end_token`` (default false) to build its data
+    loader, and fails with ``'NoneType' object has no attribute 'get'`` on a checkpoint saved with
+    ``validation_ds: null`` (or without it). Inside the block such a config has an empty ``validation_ds`` (so
+    ``use_start_end_token`` takes its default, as in a config that leaves it out); after it, the config is as it
+    was."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or cfg.get("validation_ds", None) is not None:
+        yield
+        return
+    from omegaconf import open_dict
+
+    present = "validation_ds" in cfg
+    with open_dict(cfg):
+        cfg.validation_ds = {}
+    try:
+        yield
+    finally:
+        with open_dict(cfg):
+            if present:
+                cfg.validation_ds = None
+            else:
+                del cfg["validation_ds"]
+
+
 def nemo_reference(model: Any, path: Path) -> tuple[list[int], list[int], list[int]]:
     """Token ids, frames and durations from NeMo ``transcribe(timestamps=True)``, one clip per batch."""
-    with model_state_kept(model, greedy=True):
+    with model_state_kept(model, greedy=True), validation_ds_for_transcribe(model):
         model.eval()
         hypotheses = model.transcribe([str(path)], batch_size=1, timestamps=True, return_hypotheses=True,
                                       verbose=False)

@@ -837,3 +837,24 @@ def test_a_streaming_encoder_records_its_limited_attention(tmp_path: Path, confi
         full = replace(preparer, encoder=replace(preparer.encoder, attention=EncoderAttention()))
         samples = 16000 * 600
         assert preparer.encoder_bytes(samples) == full.encoder_bytes(samples)
+
+
+def test_a_checkpoint_without_validation_ds_converts_with_parity(tmp_path: Path, config_variants: dict[str, Path],
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``validation_ds: null`` failed the parity check with NeMo's "unexpected AttributeError: 'NoneType' object has
+    no attribute 'get'" (its ``transcribe`` reads ``validation_ds.use_start_end_token``). The check needs nothing
+    else from it: the reference runs with an empty one (the setting's default), and the config is left as it was."""
+    from parakeet_runtime.engine import sample_audio_path
+    from parakeet_runtime.export.probe import nemo_reference
+    from parakeet_runtime.export.source import Source, load_model
+
+    out = tmp_path / "out"
+    code, _, err = _run_cli([str(config_variants["no_validation_ds"]), str(out)], capsys)
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["provenance"]["parity"] and all(p["identical"] for p in manifest["provenance"]["parity"])
+    path = config_variants["no_validation_ds"]
+    model, _ = load_model(Source(spec=str(path), path=path, sha256=""))
+    ids, frames, durations = nemo_reference(model, sample_audio_path())
+    assert len(ids) == len(frames) == len(durations)
+    assert "validation_ds" in model.cfg and model.cfg.validation_ds is None
