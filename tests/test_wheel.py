@@ -50,3 +50,31 @@ def test_wheel_installs_and_transcribes_outside_the_repo(tmp_path: Path) -> None
     assert "torch" not in listed and "nemo" not in listed
     help_text = _run([env_dir / "bin" / "convert-model", "--help"], cwd=outside).stdout
     assert "convert-model" in help_text
+
+
+def test_sdist_and_wheel_build_without_warnings_and_carry_what_they_should(tmp_path: Path) -> None:
+    """setuptools warned that engine/data and engine/default_model (data directories under a package) "would be
+    ignored" as packages absent from the configuration; and the sdist carried tests/test_*.py (setuptools'
+    default) without the conftest, helpers and fixture builder they import. Now: no such warning; the wheel (built
+    from the sdist, as ``python -m build`` does) carries the data; the sdist carries no tests."""
+    import tarfile
+    import zipfile
+
+    dist = tmp_path / "dist"
+    # --no-isolation: this venv's setuptools (pyproject.toml needs >= 77), nothing downloaded
+    built = _run([sys.executable, "-m", "build", "--no-isolation", "-o", dist, REPO], cwd=tmp_path)
+    log = built.stdout + built.stderr
+    assert "absent from the `packages` configuration" not in log and "would be ignored" not in log, log[-3000:]
+    (sdist,) = dist.glob("parakeet_runtime-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        members = [name.split("/", 1)[1] for name in archive.getnames() if "/" in name]
+    assert "pyproject.toml" in members and "engine/default_model/encoder.onnx" in members
+    assert not [name for name in members if name.startswith("tests/")]
+    (wheel,) = dist.glob("parakeet_runtime-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    data = {"engine/data/sample.wav", "engine/data/sample.txt", "engine/default_model/manifest.json",
+            "engine/default_model/encoder.onnx", "engine/default_model/tokenizer.model", "engine/py.typed"}
+    assert {f"parakeet_runtime/{name}" for name in data} <= names
+    assert {name.split("/")[0] for name in names} == {"parakeet_runtime", f"{wheel.name.split('-')[0]}-"
+                                                      f"{wheel.name.split('-')[1]}.dist-info"}
