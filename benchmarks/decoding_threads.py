@@ -147,8 +147,8 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
         reference = by_load[r["load"]].get(meta["engine_config"])
         ratio = f"{reference / r['median_s']:.2f}×" if reference else "–"
         lines.append(f"| `{r['config']}` | {r['load']} | {r['median_s']:.3f} | {r['min_s']:.3f} | {ratio} |")
-    lines += ["", f"`{meta['engine_config']}`: the engine's choice for this model today. A pool written `Ns` spins "
-              "between runs. Tokens identical in every run of every configuration: "
+    lines += ["", f"`{meta['engine_config']}`: the engine's choice for this model when this ran. A pool written `Ns` "
+              "spins between runs. Tokens identical in every run of every configuration: "
               f"{'yes' if meta['tokens_identical'] else '**no**'}."]
     write_block(readme, f"decoding-threads-{meta['name']}", lines, f"Decoding threads: {meta['name']}")
 

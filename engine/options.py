@@ -110,9 +110,9 @@ class SessionOptions:
     """Intra-op threads for the encoder and for step graphs (predictor, joint) of 8 MB or more; smaller step
     graphs run on one thread (``None``: ONNX Runtime's default, one per physical core)."""
     spinning: bool = False
-    """Let the encoder's idle intra-op threads spin (lower latency for a single stream, wasted CPU under
-    load). A large predictor's threads (8 MB or more) always spin: its steps come back to back while
-    decoding."""
+    """Let the encoder's idle intra-op threads spin, and a large predictor's (8 MB or more; its steps come back
+    to back while decoding): lower latency for a single stream on otherwise idle cores, wasted CPU and slower
+    decoding under load (benchmarks/README.md, "Decoding threads")."""
     release_memory_above_seconds: float | None = 30.0
     """After an encoder run on more audio than this (summed over the batch, padding included), ONNX
     Runtime hands the memory its arena grew for that run back to the system. Long inputs need gigabytes

@@ -228,5 +228,8 @@ def test_large_step_graphs_use_the_encoder_threads(engine: Engine, monkeypatch: 
     assert threads(Engine.load(session=SessionOptions(threads=2))) == ((1, "0"), (1, "0"))
     monkeypatch.setattr(onnx_model, "STEP_GRAPH_THREADING_BYTES", 0)
     threaded = Engine.load(session=SessionOptions(threads=2))
-    assert threads(threaded) == ((2, "1"), (2, "0"))  # only the predictor's pool spins
+    assert threads(threaded) == ((2, "0"), (2, "0"))  # no pool spins unless asked: cores may be shared
     assert threaded.transcribe(sample_audio_path()) == engine.transcribe(sample_audio_path())
+    spinning = Engine.load(session=SessionOptions(threads=2, spinning=True))
+    assert threads(spinning) == ((2, "1"), (2, "0"))  # asked: the predictor's pool spins, never both
+    assert spinning.transcribe(sample_audio_path()) == engine.transcribe(sample_audio_path())

@@ -100,11 +100,11 @@ def step_graph_session(
     small one (the fixtures', Parakeet v2's joint) is fastest on one thread: a thread pool costs more than
     it saves. A large one is bound by reading its weights from memory on every step (Parakeet's
     predictor: 21 MB of LSTM weights, 1.5 ms per step on one core of the benchmark machine), so it gets
-    the encoder's threads. The predictor's threads also spin (``spin``): its steps come back to back
-    during decoding, a few numpy operations apart, and a pool that falls asleep in between pays a wake-up
-    every step (1.25 ms per step without spinning, 0.9 ms with). Only that pool spins, so that two
-    spinning pools do not fight for the cores; decoding runs after encoding, so it does not compete with
-    the encoder."""
+    the encoder's threads. Its threads spin between runs only where ``spin`` says (the predictor's pool,
+    when ``SessionOptions.spinning`` is on; never two spinning pools, which fight for the cores): on a quiet
+    machine spinning saved a quarter of the v3 shape's fp32 decoding and nothing with int8 decoding weights,
+    but beside one busy process it doubled decoding (benchmarks/decoding_threads.py, Zen 4, 2026-12-03), and in
+    a server the request threads computing features are such processes."""
     size = len(source) if isinstance(source, bytes) else (source.stat().st_size if source.is_file() else 0)
     large = size >= STEP_GRAPH_THREADING_BYTES
     return graph_session(source, providers, threads if large else 1, spin and large)
@@ -168,7 +168,7 @@ def decoding_sessions(
     ``columns``: the joint's label and total columns."""
     weights = chosen_decoder_weights(session, providers, encoder_precision)
     sessions, rewritten = [], False
-    for (source, name), spin in ((predictor, True), (joint, False)):
+    for (source, name), spin in ((predictor, session.spinning), (joint, False)):
         graph = decoding_graph(source, name, weights, columns)
         try:
             sessions.append(step_graph_session(graph, providers, session.threads, spin=spin))
@@ -392,7 +392,7 @@ class OnnxTdtModel:
             predictor_session = step_graph_session(
                 decoding_graph(argmax_graph(model_dir / step.file, step.output_logits, num_labels, step.file),
                                step.file, weights, columns),
-                chosen, session.threads, spin=True,
+                chosen, session.threads, spin=session.spinning,
             )
         return dataclasses.replace(
             self, predictor_session=predictor_session, joint_session=joint_session,
