@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
-from parakeet_runtime.engine import AudioDecodeError, AudioFileNotFoundError, load_audio
+from parakeet_runtime.engine import AudioDecodeError, AudioFileNotFoundError, AudioTooLongError, load_audio
 
 RATE = 16000
 
@@ -226,3 +227,49 @@ def test_an_undecodable_file_fails_in_its_first_block(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(AudioDecodeError):
         load_audio(path, RATE)
+
+
+# --- WAVs whose writer never finished the header ------------------------------------------------------------
+
+
+def _unfinished(finished: bytes, riff_size: int) -> bytes:
+    """``finished`` as a writer streaming to a pipe leaves it: the RIFF size as given and a ``data`` size of 0."""
+    data = finished.index(b"data")
+    return (finished[:4] + struct.pack("<I", riff_size) + finished[8 : data + 4] + struct.pack("<I", 0)
+            + finished[data + 8 :])
+
+
+@pytest.mark.parametrize("riff_size", [0, 36, 0xFFFFFFFF], ids=["riff-0", "riff-header-only", "riff-max"])
+@pytest.mark.parametrize("block_frames", [None, 4096], ids=["one-block", "blocks"])
+def test_a_wav_with_an_unfinished_data_size_is_read_to_its_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                riff_size: int, block_frames: int | None) -> None:
+    """A data chunk of size 0 with audio after it (a WAV streamed to a pipe) holds the audio up to the end of
+    the file, as FFmpeg reads it: not no audio at all (libsndfile's reading, which transcribed it as "")."""
+    from parakeet_runtime.engine.requests import audio as audio_module
+
+    if block_frames is not None:
+        monkeypatch.setattr(audio_module, "BLOCK_FRAMES", block_frames)
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    stereo = (0.2 * rng.standard_normal((24000, 2))).astype(np.float32)
+    soundfile.write(buffer, stereo, 48000, format="WAV", subtype="PCM_24")
+    expected = load_audio(buffer.getvalue(), RATE).samples
+    assert expected.shape == (8000,)
+    unfinished = _unfinished(buffer.getvalue(), riff_size)
+    path = tmp_path / "streamed.wav"
+    path.write_bytes(unfinished)
+    np.testing.assert_array_equal(load_audio(path, RATE).samples, expected)
+    np.testing.assert_array_equal(load_audio(unfinished, RATE).samples, expected)
+    with pytest.raises(AudioTooLongError):  # its length is known from the file's size, before decoding
+        load_audio(path, RATE, max_seconds=0.4)
+
+
+def test_an_empty_wav_with_a_chunk_after_its_data_stays_empty() -> None:
+    """A data chunk of size 0 followed by another chunk really is empty: the chunk is not read as audio."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(0, dtype=np.float32), RATE, format="WAV", subtype="PCM_16")
+    info = b"INFOISFT\x06\x00\x00\x00probe\x00"
+    with_list = buffer.getvalue() + b"LIST" + struct.pack("<I", len(info)) + info
+    with_list = with_list[:4] + struct.pack("<I", len(with_list) - 8) + with_list[8:]
+    assert load_audio(with_list, RATE).samples.shape == (0,)
+    assert load_audio(buffer.getvalue(), RATE).samples.shape == (0,)

@@ -36,6 +36,7 @@ from ..errors import AudioDecodeError, AudioFileNotFoundError, AudioTooLongError
 from ..model.manifest import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .containers import container_blocks
 from .resample import PolyphaseStream, resample
+from .riff import PatchedReader, finished_header
 
 MAX_CHANNELS = 8
 """An array axis this short (or shorter) and shorter than the other axis is the channel axis."""
@@ -165,8 +166,10 @@ def _read_file(
     if isinstance(handle, str) and _is_pipe(handle):
         source = _read_pipe(handle, label)  # read here: libsndfile would wait for a writer holding the GIL
         handle = io.BytesIO(source)
+    opened = finished_header(handle)  # an unfinished WAV's empty data chunk read to the end, as FFmpeg does
     try:
-        with soundfile.SoundFile(handle) as audio_file:
+        with contextlib.closing(opened) if isinstance(opened, PatchedReader) else contextlib.nullcontext(), \
+                soundfile.SoundFile(opened) as audio_file:
             rate = _check_rate(int(audio_file.samplerate), label)
             declared = int(audio_file.frames)
             known = 0 <= declared < UNKNOWN_LENGTH
