@@ -109,6 +109,19 @@ def test_the_server_limit_applies_when_lower_than_the_models(engine: Engine, two
     assert elapsed < 1.0, elapsed
 
 
+def test_a_wav_streamed_without_its_length_is_refused_from_its_size(engine: Engine, nothing_decoded: None) -> None:
+    """A WAV whose data chunk declares 0 bytes (written to a pipe) holds audio to the end of the file (the
+    engine reads it so): the server counts that length from the upload's size before decoding, not 0 s."""
+    sample = sample_audio_path().read_bytes()
+    seconds = soundfile.info(str(sample_audio_path())).duration
+    data = sample.index(b"data")
+    streamed = sample[:4] + bytes(4) + sample[8 : data + 4] + bytes(4) + sample[data + 8 :]
+    assert soundfile.info(io.BytesIO(streamed)).frames == 0  # libsndfile's own reading of the header
+    response, _ = _post(create_app(engine, ServerOptions(max_audio_s=2)), streamed, "streamed.wav")
+    assert f"audio of {seconds:.1f} s is longer than this server accepts (2 s per request)" in _error(response)[
+        "message"]
+
+
 def test_audio_within_the_limit_is_transcribed(engine: Engine) -> None:
     sample = sample_audio_path()
     seconds = soundfile.info(str(sample)).duration

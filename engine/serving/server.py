@@ -65,6 +65,7 @@ from ..errors import (
 )
 from ..requests.audio import UNKNOWN_LENGTH
 from ..requests.containers import declared_seconds
+from ..requests.riff import finished_header
 from ..results import TimedText, Transcript
 from .formats import round_time, to_srt, to_vtt
 from .memory import release_free_memory
@@ -496,7 +497,7 @@ def _check_declared_duration(audio: bytes, server_limit: float, model_limit: flo
     whose header declares no length (ADTS, a live WebM, garbage) is left to the engine, whose decoder stops past
     the model's limit; the decoded length is then held to the server's."""
     try:
-        info = soundfile.info(io.BytesIO(audio))
+        info = soundfile.info(finished_header(io.BytesIO(audio)))  # an unfinished WAV's length: to its end
         frames, rate = int(info.frames), int(info.samplerate)
     except Exception as exc:  # libsndfile's errors, and anything its header parsing raises
         declared = declared_seconds(audio)
