@@ -141,6 +141,16 @@ def test_path_errors_name_the_path_once(tmp_path: Path) -> None:
     assert str(info.value) == f"cannot decode audio from {path}: Format not recognised"
 
 
+def test_an_empty_file_says_it_is_empty(tmp_path: Path) -> None:
+    """A zero-byte file (a recording that never started, a failed upload) says so; libsndfile's own reason,
+    "Format not recognised", sent users looking for a codec problem."""
+    path = tmp_path / "empty.wav"
+    path.write_bytes(b"")
+    with pytest.raises(AudioDecodeError) as info:
+        load_audio(path, RATE)
+    assert str(info.value) == f"cannot decode audio from {path}: the file is empty (0 bytes)"
+
+
 def test_directory_is_typed(tmp_path: Path) -> None:
     with pytest.raises(AudioDecodeError, match="directory"):
         load_audio(tmp_path, RATE)

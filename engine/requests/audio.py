@@ -133,6 +133,8 @@ def _open_file(source: str | os.PathLike[str] | bytes) -> str | io.BytesIO:
         raise AudioDecodeError(f"expected an audio file, found a directory: {path}")
     if not stat.S_ISFIFO(mode) and not os.access(path, os.R_OK):
         raise AudioDecodeError(f"cannot read {path}: permission denied")
+    if stat.S_ISREG(mode) and os.stat(path).st_size == 0:  # libsndfile would say "Format not recognised"
+        raise AudioDecodeError(f"cannot decode audio from {path}: the file is empty (0 bytes)")
     return path
 
 
