@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -408,9 +409,13 @@ class Engine:
             for number, chunk in enumerate(chunks):
                 if number >= in_flight:
                     concurrent.futures.wait([futures[i] for i in chunks[number - in_flight]])
-                futures.update(zip(chunk, self.runner.submit_many([_one_pass(prepared[i]) for i in chunk]),
-                                   strict=True))
-            long = {i: self._run_long(p) for i, p in enumerate(prepared) if isinstance(p, LongAudio)}
+                # the later chunks are the rest of a request already taken: they wait for room under max_queue
+                futures.update(zip(chunk, self.runner.submit_many([_one_pass(prepared[i]) for i in chunk],
+                                                                  continuing=number > 0), strict=True))
+            long: dict[int, Transcript] = {}
+            for i, p in enumerate(prepared):
+                if isinstance(p, LongAudio):
+                    long[i] = self._run_long(p, continuing=bool(chunks or long))
             return [long[i] if i in long else _transcript(futures[i].result()) for i in range(len(prepared))]
         finally:
             for future in futures.values():
@@ -426,11 +431,14 @@ class Engine:
                 if number >= in_flight:
                     earlier = [asyncio.wrap_future(futures[i]) for i in chunks[number - in_flight]]
                     await asyncio.wait(earlier)
-                submitted = await loop.run_in_executor(None, self.runner.submit_many,
-                                                       [_one_pass(prepared[i]) for i in chunk])
+                submitted = await loop.run_in_executor(None, functools.partial(
+                    self.runner.submit_many, [_one_pass(prepared[i]) for i in chunk], continuing=number > 0))
                 futures.update(zip(chunk, submitted, strict=True))
-            long = {i: await loop.run_in_executor(None, self._run_long, p, abandoned)
-                    for i, p in enumerate(prepared) if isinstance(p, LongAudio)}
+            long: dict[int, Transcript] = {}
+            for i, p in enumerate(prepared):
+                if isinstance(p, LongAudio):
+                    long[i] = await loop.run_in_executor(None, functools.partial(
+                        self._run_long, p, abandoned, continuing=bool(chunks or long)))
             return [long[i] if i in long else _transcript(await asyncio.wrap_future(futures[i]))
                     for i in range(len(prepared))]
         except asyncio.CancelledError:
@@ -442,26 +450,28 @@ class Engine:
 
     # --- long inputs -------------------------------------------------------------------------------
 
-    def _run_long(self, long: LongAudio, abandoned: threading.Event | None = None) -> Transcript:
+    def _run_long(self, long: LongAudio, abandoned: threading.Event | None = None, *,
+                  continuing: bool = False) -> Transcript:
         """Transcribe a long input chunk group by chunk group (blocks; runs the groups on the runner). With
         ``abandoned`` set (its caller is gone), it stops before the next group and raises
-        :class:`concurrent.futures.CancelledError`."""
-        for update in self._long_updates(long, None):
+        :class:`concurrent.futures.CancelledError`. ``continuing``: the input is part of a request already taken
+        (a list's), so even its first group waits for room under ``max_queue``."""
+        for update in self._long_updates(long, None, continuing=continuing):
             if update.transcript is not None:
                 return update.transcript
             if abandoned is not None and abandoned.is_set():
                 raise concurrent.futures.CancelledError("the caller of a long transcription left")
         raise RuntimeError("a long input ended without a transcript")
 
-    def _long_updates(self, one: LongAudio, progress: Callable[[float, float], None] | None,
-                      ) -> Iterator[TranscriptUpdate]:
+    def _long_updates(self, one: LongAudio, progress: Callable[[float, float], None] | None, *,
+                      continuing: bool = False) -> Iterator[TranscriptUpdate]:
         """The updates of :meth:`transcribe_iter` for a long input: the words and segments that became final
         with each chunk group; the last carries the whole transcript."""
         words_sent = segments_sent = 0
         tokens: list[DecodedToken] = []
         steps: list[StepConfidence] = []
         seconds_per_frame = self.manifest.encoder.subsampling_factor * self.manifest.features.window_stride
-        outcomes = self._long_outcomes(one)
+        outcomes = self._long_outcomes(one, continuing)
         try:
             for outcome, last in outcomes:
                 tokens += outcome.tokens
@@ -483,10 +493,13 @@ class Engine:
         transcript = self.inference.transcripts(tokens, long.duration, steps)
         return dataclasses.replace(transcript, strategy="chunked")
 
-    def _long_outcomes(self, long: LongAudio) -> Generator[tuple[ChunkOutcome, bool], None, None]:
+    def _long_outcomes(self, long: LongAudio, continuing: bool = False,
+                       ) -> Generator[tuple[ChunkOutcome, bool], None, None]:
         """Submit a long input's windows in groups, each continuing the search where the one before stopped;
         the next group's features are computed while the worker runs the current one. Each group's outcome
-        comes as soon as it is done, with a flag that is true for the last group."""
+        comes as soon as it is done, with a flag that is true for the last group. The first group is admitted
+        under ``max_queue`` as a new request (unless ``continuing``: part of a request already taken); the later
+        groups wait for room instead of failing with ``EngineOverloadedError`` half-way."""
         runner = self.runner
         spec = self.manifest.features
         size = group_size(self.preparer.geometry, spec.sample_rate, self.batching.max_batch_size,
@@ -498,7 +511,8 @@ class Engine:
         try:
             for number, windows in enumerate(batches):
                 runner.check_open()
-                (future,) = runner.submit_many([ChunkGroup(features[0], features[1], tuple(windows), carry)])
+                (future,) = runner.submit_many([ChunkGroup(features[0], features[1], tuple(windows), carry)],
+                                               continuing=continuing or number > 0)
                 if number + 1 < len(batches):
                     features = self._window_features(long, batches[number + 1])
                 outcome = future.result()

@@ -72,7 +72,8 @@ class BatchingOptions:
     """A batch's longest utterance is at most this many times its shortest; beyond it a new batch starts
     (padding short utterances to a long one costs encoder time, quadratically in attention)."""
     max_queue: int | None = None
-    """Most requests waiting for the batcher; beyond it ``EngineOverloadedError`` (``None``: unbounded)."""
+    """Most requests waiting for the batcher; beyond it ``EngineOverloadedError`` (``None``: unbounded). A list or a
+    long input is refused only at its first piece: once taken, its later pieces wait for room."""
     max_concurrent_prepare: int | None = None
     """Most request threads decoding audio and computing features at once (``None``: the number of CPUs);
     the others wait their turn, so that the batcher's worker is not starved of the GIL."""

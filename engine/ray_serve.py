@@ -101,8 +101,9 @@ class ServeRunner(Unqueued):
         self._lock = threading.Condition()
         self._pending: set[Future[Outcome]] = set()
 
-    def submit_many(self, requests: Sequence[Work]) -> list[Future[Outcome]]:
-        """Queue ``requests`` in Serve's batch queue (from any thread but the event loop's)."""
+    def submit_many(self, requests: Sequence[Work], *, continuing: bool = False) -> list[Future[Outcome]]:
+        """Queue ``requests`` in Serve's batch queue (from any thread but the event loop's). ``continuing``
+        (the rest of a request already taken) changes nothing: this queue has no limit of its own."""
         with self._lock:
             self.check_open()
             futures = [asyncio.run_coroutine_threadsafe(self._deployment.run_batch(self.item(prepared)), self._loop)

@@ -397,3 +397,165 @@ def test_without_batching_a_failing_request_does_not_fail_the_rest_of_its_list_c
     with pytest.raises(ValueError, match="unlucky"):
         futures[3].result(timeout=0)
     assert [f.result(timeout=0) for i, f in enumerate(futures) if i != 3] == [20, 22, 24, 28, 30, 32]
+
+
+# --- findings of a request-lifecycle probe (2027-01) ----------------------------------------------------------
+
+
+def test_the_rest_of_an_admitted_request_waits_for_room_instead_of_failing() -> None:
+    """``max_queue`` refuses new requests; the later pieces of a request it already took (a list's later chunks, a
+    long input's later chunk groups: ``continuing=True``) wait for room instead, and new requests are refused
+    while they wait, so that steady load cannot starve them."""
+    started, release = threading.Event(), threading.Event()
+
+    def run(batch: Sequence[int]) -> list[int]:
+        started.set()
+        assert release.wait(10)
+        return list(batch)
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(run, BatchingOptions(max_batch_size=1, max_wait_ms=0,
+                                                                            max_queue=2))
+    pool = ThreadPoolExecutor(1)
+    try:
+        running = batcher.submit(0)
+        assert started.wait(10)
+        queued = batcher.submit(1)
+        rest = pool.submit(batcher.submit_many, [2, 3], continuing=True)  # 1 + 2 > 2: waits
+        _wait_until(lambda: batcher._continuing == 2)
+        assert not rest.done()
+        with pytest.raises(EngineOverloadedError):  # would fit the queue, but the continuation goes first
+            batcher.submit(4)
+        release.set()
+        continued = rest.result(timeout=10)
+        assert [f.result(timeout=10) for f in (running, queued, *continued)] == [0, 1, 2, 3]
+        assert batcher._continuing == 0 and batcher.submit(5).result(timeout=10) == 5
+    finally:
+        release.set()
+        batcher.close()
+        pool.shutdown()
+
+
+def test_close_wakes_a_continuation_waiting_for_room() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def run(batch: Sequence[int]) -> list[int]:
+        started.set()
+        assert release.wait(10)
+        return list(batch)
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(run, BatchingOptions(max_batch_size=1, max_wait_ms=0,
+                                                                            max_queue=1))
+    pool = ThreadPoolExecutor(1)
+    try:
+        batcher.submit(0)
+        assert started.wait(10)
+        batcher.submit(1)
+        rest = pool.submit(batcher.submit_many, [2], continuing=True)
+        _wait_until(lambda: batcher._continuing == 1)
+        batcher.close(timeout=0)
+        with pytest.raises(EngineClosedError):
+            rest.result(timeout=10)
+    finally:
+        release.set()
+        batcher.close()
+        pool.shutdown()
+
+
+@pytest.mark.parametrize("batching", [BatchingOptions(max_batch_size=1, max_wait_ms=0, max_queue=1),
+                                      BatchingOptions(enabled=False, max_queue=1)], ids=["batched", "unbatched"])
+def test_a_long_input_under_way_is_not_refused_when_the_queue_fills(batching: BatchingOptions,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``transcribe_iter`` on a long input handed out its first updates, then failed with EngineOverloadedError
+    when other requests had filled ``max_queue`` between its chunk groups (a long file under steady load could
+    fail again on every retry)."""
+    from parakeet_runtime.engine import LongFormOptions
+    from parakeet_runtime.engine.model.onnx_model import OnnxTdtModel
+
+    clip, rate = soundfile.read(sample_audio_path(), dtype="float32")
+    long_audio = np.concatenate([clip, clip]).astype(np.float32)
+    chunked = LongFormOptions(strategy="chunked", chunk_seconds=1, left_context_seconds=0.5,
+                              right_context_seconds=0.24)
+    hold, entered, release = threading.Event(), threading.Event(), threading.Event()
+    original = OnnxTdtModel.encode
+
+    def gated(self: OnnxTdtModel, *args: Any, **kwargs: Any) -> Any:
+        if hold.is_set() and threading.current_thread().name != "long":
+            entered.set()
+            assert release.wait(30)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(OnnxTdtModel, "encode", gated)
+    pool = ThreadPoolExecutor(3, thread_name_prefix="other")
+    long_thread = ThreadPoolExecutor(1, thread_name_prefix="long")
+    with Engine.load(batching=batching, long_form=chunked) as engine:
+        whole = engine.transcribe(long_audio)
+        assert whole.strategy == "chunked"
+        try:
+            updates = long_thread.submit(engine.transcribe_iter, long_audio).result(timeout=30)
+            first = long_thread.submit(next, updates).result(timeout=30)
+            assert first.transcript is None  # more chunk groups to come
+            hold.set()
+            others = [pool.submit(engine.transcribe, clip[:rate])]  # runs, held in its encoder run
+            assert entered.wait(30)
+            if batching.enabled:
+                others.append(pool.submit(engine.transcribe, clip[: rate * 2]))  # waits in the queue: it is full
+                _wait_until(lambda: engine.runner._pending == 1)  # type: ignore[attr-defined]
+            rest = long_thread.submit(list, updates)
+            time.sleep(0.2)
+            release.set()
+            updates_after = rest.result(timeout=30)
+            assert updates_after[-1].transcript == whole
+            assert [o.result(timeout=30) for o in others] == [engine.transcribe(clip[:rate]),
+                                                               engine.transcribe(clip[: rate * 2])][: len(others)]
+        finally:
+            release.set()
+            pool.shutdown()
+            long_thread.shutdown()
+
+
+def test_a_list_under_way_is_not_refused_when_the_queue_fills(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list is queued a chunk at a time; a later chunk was refused with EngineOverloadedError (the earlier
+    chunks' work thrown away) when other requests had filled ``max_queue`` meanwhile."""
+    from parakeet_runtime.engine.model.onnx_model import OnnxTdtModel
+
+    clip, rate = soundfile.read(sample_audio_path(), dtype="float32")
+    items = [clip[: rate + 400 * i] for i in range(3)]
+    hold, entered, release = threading.Event(), threading.Event(), threading.Event()
+    original = OnnxTdtModel.encode
+
+    def gated(self: OnnxTdtModel, *args: Any, **kwargs: Any) -> Any:
+        if hold.is_set():
+            hold.clear()
+            entered.set()
+            assert release.wait(30)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(OnnxTdtModel, "encode", gated)
+    pool = ThreadPoolExecutor(2)
+    others: list[Future[Transcript]] = []
+    # max_queue=1: the list goes one item (one chunk) at a time
+    with Engine.load(batching=BatchingOptions(max_batch_size=1, max_wait_ms=0, max_queue=1)) as engine:
+        expected = [engine.transcribe(item) for item in items]
+        alone = [engine.transcribe(clip[:rate]), engine.transcribe(clip[: rate * 2])]
+        runner: Any = engine.runner
+        real_submit = runner.submit_many
+        calls: list[int] = []
+
+        def submit(requests: Any, **kwargs: Any) -> Any:
+            calls.append(len(requests))
+            if len(calls) == 2:  # the list's second chunk: other requests hold the worker and fill the queue first
+                hold.set()
+                others.append(pool.submit(engine.transcribe, clip[:rate]))
+                assert entered.wait(30)
+                others.append(pool.submit(engine.transcribe, clip[: rate * 2]))
+                _wait_until(lambda: runner._pending == 1)
+                threading.Timer(0.2, release.set).start()
+            return real_submit(requests, **kwargs)
+
+        monkeypatch.setattr(runner, "submit_many", submit)
+        try:
+            assert engine.transcribe(items) == expected
+            assert [o.result(timeout=30) for o in others] == alone
+        finally:
+            release.set()
+            pool.shutdown()

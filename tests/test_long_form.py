@@ -310,9 +310,9 @@ def test_each_update_comes_as_soon_as_its_chunk_group_is_done(chunked_engine: En
     submitted: list[int] = []
     real_submit = runner.submit_many
 
-    def counting(items: Any) -> Any:
+    def counting(items: Any, **kwargs: Any) -> Any:
         submitted.append(len(items))
-        return real_submit(items)
+        return real_submit(items, **kwargs)
 
     monkeypatch.setattr(runner, "submit_many", counting)
     groups_at_update = [len(submitted) for _ in chunked_engine.transcribe_iter(long_audio)]

@@ -71,7 +71,11 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self._queue: queue.Queue[tuple[RequestT, Future[ResultT]] | object] = queue.Queue()
         self._closed = threading.Event()
         self._submit_lock = threading.Lock()
+        self._room = threading.Condition(self._submit_lock)
+        """Notified when the worker takes a request from the queue (room under ``max_queue``) and on close."""
         self._pending = 0
+        self._continuing = 0
+        """Places under ``max_queue`` claimed by continuations waiting for room (new requests do not get them)."""
         self._arriving = 0
         self._drain = False
         # Request threads decode audio and compute features before they submit. Letting only a few do so
@@ -139,22 +143,37 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         """
         return self.submit_many([request])[0]
 
-    def submit_many(self, requests: Sequence[RequestT]) -> list[Future[ResultT]]:
+    def submit_many(self, requests: Sequence[RequestT], *, continuing: bool = False) -> list[Future[ResultT]]:
         """Queue several requests at once (all or none), in order, so that the worker batches them together.
 
+        ``continuing``: they are the rest of a request already taken (a list's later chunks, a long input's later
+        chunk groups): where ``max_queue`` has no room for them they wait for it (new requests are refused
+        meanwhile) instead of failing a request whose first pieces have run. Blocks then: not on an event loop.
+
         Raises:
-            EngineClosedError: the batcher was closed.
-            EngineOverloadedError: fewer than ``len(requests)`` places are left under ``max_queue``.
+            EngineClosedError: the batcher was closed (also while a continuation waited for room).
+            EngineOverloadedError: fewer than ``len(requests)`` places are left under ``max_queue`` (never with
+                ``continuing``).
         """
         futures: list[Future[ResultT]] = [Future() for _ in requests]
+        count = len(requests)
         self._check_process()
         with self._submit_lock:
             self.check_open()
             limit = self._options.max_queue
-            if limit is not None and self._pending + len(requests) > limit:
+            if limit is not None and continuing:
+                self._continuing += count
+                try:  # a continuation larger than max_queue goes into an empty queue
+                    self._room.wait_for(lambda: self._closed.is_set() or self._pending + count <= limit
+                                        or self._pending == 0)
+                finally:
+                    self._continuing -= count
+                self.check_open()
+            elif limit is not None and self._pending + self._continuing + count > limit:
+                held = f" ({self._continuing} more held for requests under way)" if self._continuing else ""
                 raise EngineOverloadedError(
-                    f"{self._pending} requests already waiting; {len(requests)} more exceed max_queue={limit}")
-            self._pending += len(requests)
+                    f"{self._pending} requests already waiting{held}; {count} more exceed max_queue={limit}")
+            self._pending += count
             for request, future in zip(requests, futures, strict=True):
                 self._queue.put((request, future))
         return futures
@@ -173,6 +192,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
                 return
             self._drain = drain
             self._closed.set()
+            self._room.notify_all()  # continuations waiting for room fail with EngineClosedError
             self._queue.put(_STOP)
         if threading.current_thread() is not self._worker:
             self._worker.join(timeout)
@@ -183,6 +203,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
     def _take(self, item: tuple[RequestT, Future[ResultT]] | object) -> tuple[RequestT, Future[ResultT]] | None:
         with self._submit_lock:
             self._pending -= 1
+            self._room.notify_all()
         request, future = cast("tuple[RequestT, Future[ResultT]]", item)
         return (request, future) if future.set_running_or_notify_cancel() else None
 

@@ -34,7 +34,7 @@ class Runner(Protocol):
 
     def preparing(self) -> contextlib.AbstractContextManager[None]: ...
 
-    def submit_many(self, requests: Sequence[Work]) -> list[Future[Outcome]]: ...
+    def submit_many(self, requests: Sequence[Work], *, continuing: bool = False) -> list[Future[Outcome]]: ...
 
     def close(self, timeout: float | None = 30.0, *, drain: bool = False) -> None: ...
 
@@ -78,21 +78,35 @@ class InlineRunner(Unqueued, Generic[RequestT, ResultT]):
         self._lock = threading.Condition()
         self._closed = False
         self._running = 0
+        self._continuing = 0
+        """Places under ``max_queue`` claimed by continuations waiting for room (new calls do not get them)."""
 
-    def submit_many(self, requests: Sequence[RequestT]) -> list[Future[ResultT]]:
+    def submit_many(self, requests: Sequence[RequestT], *, continuing: bool = False) -> list[Future[ResultT]]:
         """Run ``requests`` now, in this thread, as one batch; the futures come back done.
 
+        ``continuing``: the rest of a call already running (a list's later chunks, a long input's later chunk
+        groups): where ``max_queue`` has no room, wait for it (new calls are refused meanwhile) instead of failing.
+
         Raises:
-            EngineClosedError: the runner was closed.
-            EngineOverloadedError: ``max_queue`` requests are already running.
+            EngineClosedError: the runner was closed (also while a continuation waited for room).
+            EngineOverloadedError: ``max_queue`` requests are already running (never with ``continuing``).
         """
+        count = len(requests)
         with self._lock:
             self.check_open()
             limit = self._options.max_queue
-            if limit is not None and self._running + len(requests) > limit:
+            if limit is not None and continuing:
+                self._continuing += count
+                try:
+                    self._lock.wait_for(lambda: self._closed or self._running + count <= limit or self._running == 0)
+                finally:
+                    self._continuing -= count
+                self.check_open()
+            elif limit is not None and self._running + self._continuing + count > limit:
+                held = f" ({self._continuing} more held for calls under way)" if self._continuing else ""
                 raise EngineOverloadedError(
-                    f"{self._running} requests already running; {len(requests)} more exceed max_queue={limit}")
-            self._running += len(requests)
+                    f"{self._running} requests already running{held}; {count} more exceed max_queue={limit}")
+            self._running += count
         futures: list[Future[ResultT]] = [Future() for _ in requests]
         try:
             for future in futures:
@@ -108,6 +122,7 @@ class InlineRunner(Unqueued, Generic[RequestT, ResultT]):
         """Refuse new requests; with ``drain``, wait up to ``timeout`` seconds for the running ones."""
         with self._lock:
             self._closed = True
+            self._lock.notify_all()  # continuations waiting for room fail with EngineClosedError
             if drain:
                 self._lock.wait_for(lambda: self._running == 0, timeout)
 
