@@ -342,7 +342,10 @@ class Engine:
         abandoned = threading.Event()  # set when the awaiting task is cancelled: the threads stop at the next step
 
         def prepare_and_submit() -> Future[Outcome] | LongAudio | None:  # an executor thread: may wait for a slot
-            one = self._prepare_in_slot(audio, sample_rate)
+            with runner.preparing():
+                if abandoned.is_set():  # its caller left while it waited for the slot: nothing is decoded
+                    return None
+                one = self.prepare(audio, sample_rate=sample_rate)
             if abandoned.is_set():
                 return None  # its caller left while it was decoded: nothing goes to the worker
             if isinstance(one, LongAudio):

@@ -559,3 +559,36 @@ def test_a_list_under_way_is_not_refused_when_the_queue_fills(monkeypatch: pytes
         finally:
             release.set()
             pool.shutdown()
+
+
+def test_async_requests_cancelled_while_waiting_to_be_prepared_decode_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks cancelled while their executor thread waited for one of ``max_concurrent_prepare``'s slots still
+    decoded their audio and computed features, one after another in the slot (holding it from live requests),
+    before they saw that their caller had left."""
+    clip, rate = soundfile.read(sample_audio_path(), dtype="float32")
+    prepared: list[int] = []
+    first = threading.Event()
+    original = Engine.prepare
+
+    def slow(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        prepared.append(1)
+        first.set()
+        time.sleep(0.2)
+        return original(self, *args, **kwargs)
+
+    with Engine.load(batching=BatchingOptions(max_concurrent_prepare=1)) as engine:
+        expected = engine.transcribe(clip[:rate])
+        monkeypatch.setattr(Engine, "prepare", slow)
+
+        async def main() -> Transcript:
+            loop = asyncio.get_running_loop()
+            tasks = [asyncio.ensure_future(engine.transcribe_async(clip[:rate])) for _ in range(4)]
+            assert await loop.run_in_executor(None, first.wait, 10)  # one holds the slot, three wait for it
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+            live: Transcript = await asyncio.wait_for(engine.transcribe_async(clip[:rate]), 10)
+            return live
+
+        assert asyncio.run(main()) == expected
+        assert len(prepared) == 2, prepared  # the one under way when they were cancelled, and the live one
