@@ -435,7 +435,7 @@ class Engine:
                     earlier = [asyncio.wrap_future(futures[i]) for i in chunks[number - in_flight]]
                     await asyncio.wait(earlier)
                 submitted = await loop.run_in_executor(None, functools.partial(
-                    self.runner.submit_many, [_one_pass(prepared[i]) for i in chunk], continuing=number > 0))
+                    self._submit_unless_abandoned, [_one_pass(prepared[i]) for i in chunk], abandoned, number > 0))
                 futures.update(zip(chunk, submitted, strict=True))
             long: dict[int, Transcript] = {}
             for i, p in enumerate(prepared):
@@ -450,6 +450,16 @@ class Engine:
         finally:
             for future in futures.values():
                 future.cancel()
+
+    def _submit_unless_abandoned(self, requests: Sequence[PreparedAudio], abandoned: threading.Event,
+                                 continuing: bool) -> list[Future[Outcome]]:
+        """Submit an async list's chunk (in an executor thread, where it may wait for room under ``max_queue``);
+        cancel it when its caller left meanwhile: the futures are then nobody's to cancel."""
+        submitted = self.runner.submit_many(requests, continuing=continuing)
+        if abandoned.is_set():
+            for future in submitted:
+                future.cancel()
+        return submitted
 
     # --- long inputs -------------------------------------------------------------------------------
 

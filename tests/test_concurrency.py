@@ -592,3 +592,60 @@ def test_async_requests_cancelled_while_waiting_to_be_prepared_decode_nothing(mo
 
         assert asyncio.run(main()) == expected
         assert len(prepared) == 2, prepared  # the one under way when they were cancelled, and the live one
+
+
+def test_a_list_chunk_submitted_after_its_async_caller_left_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An async list's chunk is submitted from an executor thread (where it may wait for room under
+    ``max_queue``); when the task was cancelled meanwhile, the chunk was queued all the same, outside the futures
+    the task cancels, and ran for nobody."""
+    from parakeet_runtime.engine.model.onnx_model import OnnxTdtModel
+
+    clip, rate = soundfile.read(sample_audio_path(), dtype="float32")
+    hold, entered, release = threading.Event(), threading.Event(), threading.Event()
+    original = OnnxTdtModel.encode
+
+    def gated(self: OnnxTdtModel, *args: Any, **kwargs: Any) -> Any:
+        if hold.is_set():
+            hold.clear()
+            entered.set()
+            assert release.wait(30)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(OnnxTdtModel, "encode", gated)
+    pool = ThreadPoolExecutor(2)
+    with Engine.load(batching=BatchingOptions(max_batch_size=1, max_wait_ms=0, max_queue=1)) as engine:
+        runner: Any = engine.runner
+        real_submit = runner.submit_many
+        calls: list[int] = []
+        late: list[Future[Any]] = []
+        waiting = threading.Event()
+
+        def submit(requests: Any, **kwargs: Any) -> Any:
+            calls.append(len(requests))
+            if len(calls) != 2:
+                return real_submit(requests, **kwargs)
+            hold.set()  # the list's second chunk: another request holds the worker, a third fills the queue
+            pool.submit(engine.transcribe, clip[:rate])
+            assert entered.wait(30)
+            pool.submit(engine.transcribe, clip[: rate * 2])
+            _wait_until(lambda: runner._pending == 1)
+            waiting.set()  # the task is cancelled now, while this waits for room
+            late.extend(real_submit(requests, **kwargs))
+            return late
+
+        monkeypatch.setattr(runner, "submit_many", submit)
+
+        async def main() -> None:
+            task = asyncio.ensure_future(engine.transcribe_async([clip[:rate], clip[: rate + 800]]))
+            assert await asyncio.get_running_loop().run_in_executor(None, waiting.wait, 10)
+            task.cancel()
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
+            release.set()
+
+        try:
+            asyncio.run(main())
+            _wait_until(lambda: runner._pending == 0)
+            assert len(late) == 1 and late[0].cancelled()
+        finally:
+            release.set()
+            pool.shutdown()
