@@ -273,7 +273,7 @@ class Engine:
         submitted = self._submit(audio, sample_rate)
         if isinstance(submitted, LongAudio):
             return self._run_long(submitted)
-        return _transcript(submitted.result())
+        return _transcript(_wait(submitted))
 
     def transcribe_iter(
         self,
@@ -299,7 +299,7 @@ class Engine:
         if isinstance(submitted, LongAudio):
             yield from self._long_updates(submitted, progress)
             return
-        transcript = _transcript(submitted.result())
+        transcript = _transcript(_wait(submitted))
         if progress is not None:
             progress(transcript.duration, transcript.duration)
         yield TranscriptUpdate(transcript.words, transcript.segments, transcript.duration, transcript.duration,
@@ -545,6 +545,16 @@ class Engine:
             arrays.append(features)
             valid.append(frames)
         return tuple(arrays), tuple(valid)
+
+
+def _wait(future: Future[Outcome]) -> Outcome:
+    """The request's outcome; a wait interrupted (Ctrl-C in the calling thread) drops the request if the worker
+    has not taken it yet, instead of leaving it queued to run for nobody."""
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()  # a no-op once it runs or is done
+        raise
 
 
 def _transcript(outcome: Outcome) -> Transcript:

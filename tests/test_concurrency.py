@@ -649,3 +649,47 @@ def test_a_list_chunk_submitted_after_its_async_caller_left_is_dropped(monkeypat
         finally:
             release.set()
             pool.shutdown()
+
+
+def test_a_wait_interrupted_by_ctrl_c_drops_the_queued_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while ``transcribe`` (or ``transcribe_iter``) waits for the worker left the request queued: it ran
+    later, for nobody, taking the worker from live requests. The interrupted wait now cancels it."""
+    import signal
+
+    from parakeet_runtime.engine.model.onnx_model import OnnxTdtModel
+
+    clip, rate = soundfile.read(sample_audio_path(), dtype="float32")
+    entered, release = threading.Event(), threading.Event()
+    encoded: list[int] = []
+    original = OnnxTdtModel.encode
+
+    def gated(self: OnnxTdtModel, features: Any, *args: Any, **kwargs: Any) -> Any:
+        encoded.append(int(features.shape[0]))
+        if len(encoded) == 1:
+            entered.set()
+            assert release.wait(30)
+        return original(self, features, *args, **kwargs)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(OnnxTdtModel, "encode", gated)
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    pool = ThreadPoolExecutor(1)
+    try:
+        with Engine.load(batching=BatchingOptions(max_batch_size=1, max_wait_ms=0)) as engine:
+            busy = pool.submit(engine.transcribe, clip[:rate])  # holds the worker
+            assert entered.wait(30)
+            for call in (lambda: engine.transcribe(clip[: rate * 2]), lambda: next(engine.transcribe_iter(clip))):
+                signal.setitimer(signal.ITIMER_REAL, 0.3)
+                with pytest.raises(KeyboardInterrupt):
+                    call()
+            release.set()
+            busy.result(30)
+            live = engine.transcribe(clip[:rate])
+            assert live.text and len(encoded) == 2, encoded  # the busy request and the live one; nothing else ran
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        release.set()
+        pool.shutdown()
