@@ -513,24 +513,36 @@ def test_a_long_input_under_way_is_not_refused_when_the_queue_fills(batching: Ba
             long_thread.shutdown()
 
 
+class _EncoderGate:
+    """Patches ``OnnxTdtModel.encode`` for a test: after ``holding`` is set, the next encoder run (and only it) sets
+    ``entered`` and waits for ``released``, holding the worker busy while the test arranges the queue; ``runs``
+    counts the encoder runs."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from parakeet_runtime.engine.model.onnx_model import OnnxTdtModel
+
+        self.holding, self.entered, self.released = threading.Event(), threading.Event(), threading.Event()
+        self.runs = 0
+        original = OnnxTdtModel.encode
+
+        def gated(model: OnnxTdtModel, *args: Any, **kwargs: Any) -> Any:
+            self.runs += 1
+            if self.holding.is_set():
+                self.holding.clear()
+                self.entered.set()
+                assert self.released.wait(30)
+            return original(model, *args, **kwargs)
+
+        monkeypatch.setattr(OnnxTdtModel, "encode", gated)
+
+
 def test_a_list_under_way_is_not_refused_when_the_queue_fills(monkeypatch: pytest.MonkeyPatch) -> None:
     """A list is queued a chunk at a time; a later chunk was refused with EngineOverloadedError (the earlier
     chunks' work thrown away) when other requests had filled ``max_queue`` meanwhile."""
-    from parakeet_runtime.engine.model.onnx_model import OnnxTdtModel
-
     clip, rate = soundfile.read(sample_audio_path(), dtype="float32")
     items = [clip[: rate + 400 * i] for i in range(3)]
-    hold, entered, release = threading.Event(), threading.Event(), threading.Event()
-    original = OnnxTdtModel.encode
-
-    def gated(self: OnnxTdtModel, *args: Any, **kwargs: Any) -> Any:
-        if hold.is_set():
-            hold.clear()
-            entered.set()
-            assert release.wait(30)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(OnnxTdtModel, "encode", gated)
+    gate = _EncoderGate(monkeypatch)
+    hold, entered, release = gate.holding, gate.entered, gate.released
     pool = ThreadPoolExecutor(2)
     others: list[Future[Transcript]] = []
     # max_queue=1: the list goes one item (one chunk) at a time
@@ -598,20 +610,9 @@ def test_a_list_chunk_submitted_after_its_async_caller_left_is_dropped(monkeypat
     """An async list's chunk is submitted from an executor thread (where it may wait for room under
     ``max_queue``); when the task was cancelled meanwhile, the chunk was queued all the same, outside the futures
     the task cancels, and ran for nobody."""
-    from parakeet_runtime.engine.model.onnx_model import OnnxTdtModel
-
     clip, rate = soundfile.read(sample_audio_path(), dtype="float32")
-    hold, entered, release = threading.Event(), threading.Event(), threading.Event()
-    original = OnnxTdtModel.encode
-
-    def gated(self: OnnxTdtModel, *args: Any, **kwargs: Any) -> Any:
-        if hold.is_set():
-            hold.clear()
-            entered.set()
-            assert release.wait(30)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(OnnxTdtModel, "encode", gated)
+    gate = _EncoderGate(monkeypatch)
+    hold, entered, release = gate.holding, gate.entered, gate.released
     pool = ThreadPoolExecutor(2)
     with Engine.load(batching=BatchingOptions(max_batch_size=1, max_wait_ms=0, max_queue=1)) as engine:
         runner: Any = engine.runner
@@ -656,28 +657,18 @@ def test_a_wait_interrupted_by_ctrl_c_drops_the_queued_request(monkeypatch: pyte
     later, for nobody, taking the worker from live requests. The interrupted wait now cancels it."""
     import signal
 
-    from parakeet_runtime.engine.model.onnx_model import OnnxTdtModel
-
     clip, rate = soundfile.read(sample_audio_path(), dtype="float32")
-    entered, release = threading.Event(), threading.Event()
-    encoded: list[int] = []
-    original = OnnxTdtModel.encode
-
-    def gated(self: OnnxTdtModel, features: Any, *args: Any, **kwargs: Any) -> Any:
-        encoded.append(int(features.shape[0]))
-        if len(encoded) == 1:
-            entered.set()
-            assert release.wait(30)
-        return original(self, features, *args, **kwargs)
+    gate = _EncoderGate(monkeypatch)
+    entered, release = gate.entered, gate.released
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(OnnxTdtModel, "encode", gated)
     previous = signal.signal(signal.SIGALRM, interrupt)
     pool = ThreadPoolExecutor(1)
     try:
         with Engine.load(batching=BatchingOptions(max_batch_size=1, max_wait_ms=0)) as engine:
+            gate.holding.set()
             busy = pool.submit(engine.transcribe, clip[:rate])  # holds the worker
             assert entered.wait(30)
             for call in (lambda: engine.transcribe(clip[: rate * 2]), lambda: next(engine.transcribe_iter(clip))):
@@ -687,7 +678,7 @@ def test_a_wait_interrupted_by_ctrl_c_drops_the_queued_request(monkeypatch: pyte
             release.set()
             busy.result(30)
             live = engine.transcribe(clip[:rate])
-            assert live.text and len(encoded) == 2, encoded  # the busy request and the live one; nothing else ran
+            assert live.text and gate.runs == 2, gate.runs  # the busy request and the live one; nothing else ran
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
