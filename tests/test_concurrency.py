@@ -399,13 +399,12 @@ def test_without_batching_a_failing_request_does_not_fail_the_rest_of_its_list_c
     assert [f.result(timeout=0) for i, f in enumerate(futures) if i != 3] == [20, 22, 24, 28, 30, 32]
 
 
-# --- findings of a request-lifecycle probe (2027-01) ----------------------------------------------------------
+# --- findings of a request-lifecycle probe (2026-12) ----------------------------------------------------------
 
 
-def test_the_rest_of_an_admitted_request_waits_for_room_instead_of_failing() -> None:
-    """``max_queue`` refuses new requests; the later pieces of a request it already took (a list's later chunks, a
-    long input's later chunk groups: ``continuing=True``) wait for room instead, and new requests are refused
-    while they wait, so that steady load cannot starve them."""
+def _held_batcher(max_queue: int) -> tuple[DynamicBatcher[int, int], threading.Event, threading.Event]:
+    """A batcher of one request per batch whose worker, on each batch, sets ``started`` and waits for ``release``
+    (so a test can fill the queue behind a running request)."""
     started, release = threading.Event(), threading.Event()
 
     def run(batch: Sequence[int]) -> list[int]:
@@ -413,8 +412,15 @@ def test_the_rest_of_an_admitted_request_waits_for_room_instead_of_failing() -> 
         assert release.wait(10)
         return list(batch)
 
-    batcher: DynamicBatcher[int, int] = DynamicBatcher(run, BatchingOptions(max_batch_size=1, max_wait_ms=0,
-                                                                            max_queue=2))
+    options = BatchingOptions(max_batch_size=1, max_wait_ms=0, max_queue=max_queue)
+    return DynamicBatcher(run, options), started, release
+
+
+def test_the_rest_of_an_admitted_request_waits_for_room_instead_of_failing() -> None:
+    """``max_queue`` refuses new requests; the later pieces of a request it already took (a list's later chunks, a
+    long input's later chunk groups: ``continuing=True``) wait for room instead, and new requests are refused
+    while they wait, so that steady load cannot starve them."""
+    batcher, started, release = _held_batcher(max_queue=2)
     pool = ThreadPoolExecutor(1)
     try:
         running = batcher.submit(0)
@@ -436,15 +442,7 @@ def test_the_rest_of_an_admitted_request_waits_for_room_instead_of_failing() -> 
 
 
 def test_close_wakes_a_continuation_waiting_for_room() -> None:
-    started, release = threading.Event(), threading.Event()
-
-    def run(batch: Sequence[int]) -> list[int]:
-        started.set()
-        assert release.wait(10)
-        return list(batch)
-
-    batcher: DynamicBatcher[int, int] = DynamicBatcher(run, BatchingOptions(max_batch_size=1, max_wait_ms=0,
-                                                                            max_queue=1))
+    batcher, started, release = _held_batcher(max_queue=1)
     pool = ThreadPoolExecutor(1)
     try:
         batcher.submit(0)
