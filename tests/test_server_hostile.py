@@ -776,6 +776,33 @@ def test_form_errors_say_what_is_wrong(server: str, data: dict[str, str], files:
     assert response.status_code == 400 and message in response.json()["error"]["message"], response.text
 
 
+# --- findings of an OpenAI-client probe (2026-12-03) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("filename", [None, ""], ids=["no-filename", "empty-filename"])
+@pytest.mark.parametrize("seconds", [None, 1.0], ids=["whole-clip", "one-second"])
+def test_a_file_part_without_a_filename_is_the_audio(server: str, reference: Engine, filename: str | None,
+                                                    seconds: float | None) -> None:
+    """The openai client given ``file=(None, data)`` or ``("", data)`` (and requests' ``files={"file": (None,
+    data)}``, and ``curl -F file=<clip.wav``) sends the audio as a part without a filename: Starlette took it for a
+    text field, so the clip got "Part exceeded maximum size of 64KB" and a short one "missing the 'file' field"."""
+    import io
+
+    import soundfile
+
+    samples, rate = soundfile.read(sample_audio_path(), dtype="float32")
+    if seconds is not None:
+        samples = samples[: int(seconds * rate)]
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format="WAV")
+    clip = buffer.getvalue()
+    assert (len(clip) > 64 * 1024) == (seconds is None)  # over and under the text fields' limit
+    response = httpx.post(f"{server}/v1/audio/transcriptions", files={"file": (filename, clip)},
+                          data={"model": "p", "response_format": "verbose_json"}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["text"] == reference.transcribe(clip).text
+
+
 def test_the_head_size_is_never_counted_over_what_was_sent() -> None:
     """A head h11 accepts (its limit counts the bytes sent) must not be refused by the 431 check: the estimate is
     the fewest bytes the request can have had."""

@@ -47,8 +47,9 @@ from typing import Any, TypeVar
 
 import soundfile
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
@@ -86,6 +87,9 @@ RELEASE_INTERVAL_S = 1.0
 
 SHUTDOWN_CLOSE_S = 1.0
 """How long the server's shutdown waits for the engine's worker after uvicorn's graceful shutdown."""
+
+FORM_FIELD_BYTES = 64 * 1024
+"""Largest text field of the form (the audio, the 'file' part, is bounded only by the upload limit)."""
 
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _UNSAFE = re.compile(r"0x[0-9a-fA-F]+|object at|Traceback|File \"|(?:^|[\s'\"(=:])(?:~?/|[A-Za-z]:\\)\S")
@@ -411,12 +415,12 @@ async def _transcribe(request: Request, body: bytes, engine: Engine, opts: Serve
                       releaser: _MemoryReleaser) -> Response:
     request._body = body  # let Starlette's form parser read the bounded body we already hold
     try:
-        form = await request.form(max_files=1, max_fields=32, max_part_size=64 * 1024)
+        form = await _read_form(request)
     except Exception as exc:  # starlette raises its own parse errors
         logger.debug("unreadable form: %s", exc)
         detail = str(exc.detail) if isinstance(exc, HTTPException) else ""  # Starlette's own (fixed) sentences
-        if "too many files" in detail.lower():  # max_files=1: a second file part
-            raise _ApiError(400, "one audio file per request: the form has more than one file part",
+        if "too many files" in detail.lower():  # max_files=1: a second file part (or a second 'file' part)
+            raise _ApiError(400, "one 'file' field per request: the form has more than one file part",
                             param="file") from exc
         if detail:  # too many fields, a part over the size limit, no boundary, a part without a name, ...
             raise _ApiError(400, f"unreadable multipart form: {detail.rstrip('.')} (the form takes a 'file' field, "
@@ -479,6 +483,37 @@ async def _transcribe(request: Request, body: bytes, engine: Engine, opts: Serve
         raise _ApiError(400, _too_long_for_server(transcript.duration, opts.max_audio_s), param="file",
                         code="audio_too_long")
     return _render(transcript, response_format, granularities, _language(fields, engine.manifest.languages))
+
+
+class _FileFieldParser(MultiPartParser):
+    """Starlette's multipart parser, except that the 'file' part is the upload even without a filename.
+
+    A part without ``filename`` is a text field to Starlette, held to :data:`FORM_FIELD_BYTES`: the ``openai``
+    client given ``file=(None, data)`` or ``("", data)``, ``requests`` given ``files={"file": (None, data)}`` and
+    ``curl -F file=<clip.wav`` send the audio so, and got "Part exceeded maximum size of 64KB" (or, for a short
+    clip, "missing the 'file' field"). The server reads the audio from its bytes, never from its name."""
+
+    def on_headers_finished(self) -> None:
+        super().on_headers_finished()
+        part = self._current_part
+        if part.file is None and part.field_name == "file":  # no filename: taken for a text field; made a file
+            self._current_fields -= 1
+            part.content_disposition = (part.content_disposition or b"") + b'; filename=""'
+            super().on_headers_finished()
+
+
+async def _read_form(request: Request) -> FormData:
+    """The request's form: one file part at most, 32 fields, text fields of :data:`FORM_FIELD_BYTES`; a
+    multipart form through :class:`_FileFieldParser`. A malformed form raises Starlette's ``HTTPException``."""
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type != "multipart/form-data":
+        return await request.form(max_files=1, max_fields=32, max_part_size=FORM_FIELD_BYTES)
+    parser = _FileFieldParser(request.headers, request.stream(), max_files=1, max_fields=32,
+                              max_part_size=FORM_FIELD_BYTES)
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:  # as request.form() reports it
+        raise HTTPException(status_code=400, detail=exc.message) from exc
 
 
 def _language(fields: dict[str, str], declared: Sequence[str]) -> str:
