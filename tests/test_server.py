@@ -369,6 +369,16 @@ def test_bad_uploads_are_400_without_reprs_or_paths(server: str, kind: str) -> N
     assert "bytes of encoded audio" in error["message"]  # what was sent, not how it was held
 
 
+def test_an_empty_upload_says_it_is_empty(server: str) -> None:
+    """A zero-byte file (the openai client given ``b""``, a failed upload) got libsndfile's "Format not
+    recognised", which sends users looking for a codec problem."""
+    response = _post(server, b"")
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "invalid_audio" and error["param"] == "file"
+    assert error["message"] == "could not decode the audio file: cannot decode audio from 0 bytes of encoded audio: " \
+        "the file is empty"
+
+
 def test_oversize_missing_and_malformed_requests(server: str, reference: Engine) -> None:
     big = _post(server, b"\x00" * (3 * 1024 * 1024))
     assert big.status_code == 413

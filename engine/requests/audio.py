@@ -118,6 +118,8 @@ def _read_pipe(path: str, label: str) -> bytes:
 def _open_file(source: str | os.PathLike[str] | bytes) -> str | io.BytesIO:
     """A path checked to name a readable file (or a pipe), or the bytes of an encoded file."""
     if not isinstance(source, (str, os.PathLike)):
+        if not source:  # an empty upload: libsndfile would say "Format not recognised", as for an empty file
+            raise AudioDecodeError(f"cannot decode audio from {_describe(source)}: the file is empty")
         return io.BytesIO(source)
     path = os.fspath(source)
     try:
