@@ -812,3 +812,23 @@ def test_the_head_size_is_never_counted_over_what_was_sent() -> None:
     scope = {"method": "GET", "raw_path": b"/api/v1/models", "root_path": "/api", "query_string": b"",
              "headers": [(b"host", b"x"), (b"x-a", b"b" * 100)]}
     assert _head_size(scope) == len(sent)
+
+
+def test_uploads_still_parse_when_the_multipart_extension_cannot_run(reference: Engine,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 'file'-without-filename extension reaches into Starlette's parser internals; where a Starlette release
+    changes them, every upload must still parse (Starlette's own parsing, with a warning), not fail as an
+    unreadable form."""
+    from parakeet_runtime.engine.serving import server as server_module
+
+    def changed(self: Any) -> None:
+        raise AttributeError("'_FileFieldParser' object has no attribute '_current_part'")
+
+    monkeypatch.setattr(server_module._FileFieldParser, "on_headers_finished", changed)
+    options = ServerOptions()
+    clip = sample_audio_path().read_bytes()
+    with _ThreadedServer(create_app(reference, options), options) as running:
+        response = httpx.post(f"{running.url}/v1/audio/transcriptions", files={"file": ("clip.wav", clip)},
+                              data={"model": "p"}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["text"] == reference.transcribe(clip).text

@@ -514,6 +514,10 @@ async def _read_form(request: Request) -> FormData:
         return await parser.parse()
     except MultiPartException as exc:  # as request.form() reports it
         raise HTTPException(status_code=400, detail=exc.message) from exc
+    except (AttributeError, TypeError) as exc:  # a Starlette whose parser internals differ: its own parsing
+        logger.warning("multipart parser extension unavailable with this Starlette (%s); a 'file' part without a "
+                       "filename is then read as a text field", exc)
+        return await request.form(max_files=1, max_fields=32, max_part_size=FORM_FIELD_BYTES)
 
 
 def _language(fields: dict[str, str], declared: Sequence[str]) -> str:
