@@ -523,6 +523,22 @@ def test_a_named_pipe_is_read_as_its_bytes(tmp_path: Path) -> None:
     np.testing.assert_array_equal(piped.samples, load_audio(sample_audio_path(), RATE).samples)
 
 
+def test_a_named_pipe_whose_writer_wrote_nothing_says_so(tmp_path: Path) -> None:
+    """An empty pipe (a failed command behind a process substitution, an empty stdin) got libsndfile's "Format not
+    recognised", which sends users looking for a codec problem."""
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: open(fifo, "wb").close())
+    writer.start()
+    with pytest.raises(AudioDecodeError) as info:
+        load_audio(str(fifo), RATE)
+    writer.join(10)
+    assert str(info.value) == f"cannot decode audio from {fifo}: the pipe gave no bytes (its writer wrote nothing)"
+
+
 def test_an_unreadable_file_is_said_to_be_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file without read permission was "System error" (libsndfile's words), and a file in a folder that cannot
     be entered was "not found". (The tests run as root, who may read anything: the permission checks are faked.)"""

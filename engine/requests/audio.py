@@ -169,6 +169,9 @@ def _read_file(
     handle = _open_file(source)
     if isinstance(handle, str) and _is_pipe(handle):
         source = _read_pipe(handle, label)  # read here: libsndfile would wait for a writer holding the GIL
+        if not source:  # libsndfile would say "Format not recognised"
+            raise AudioDecodeError(f"cannot decode audio from {label}: the pipe gave no bytes (its writer wrote "
+                                   "nothing)")
         handle = io.BytesIO(source)
     opened = finished_header(handle)  # an unfinished WAV's empty data chunk read to the end, as FFmpeg does
     try:
