@@ -123,7 +123,7 @@ def _open_file(source: str | os.PathLike[str] | bytes) -> str | io.BytesIO:
         return io.BytesIO(source)
     path = os.fspath(source)
     try:
-        mode = os.stat(path).st_mode
+        found = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         raise AudioFileNotFoundError(f"audio file not found: {path}") from None
     except PermissionError:  # a folder on the way that cannot be entered: the file may well exist
@@ -131,11 +131,12 @@ def _open_file(source: str | os.PathLike[str] | bytes) -> str | io.BytesIO:
                                ) from None
     except (OSError, ValueError) as exc:  # a name too long, a loop of links, a NUL character
         raise AudioDecodeError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    mode = found.st_mode
     if stat.S_ISDIR(mode):
         raise AudioDecodeError(f"expected an audio file, found a directory: {path}")
     if not stat.S_ISFIFO(mode) and not os.access(path, os.R_OK):
         raise AudioDecodeError(f"cannot read {path}: permission denied")
-    if stat.S_ISREG(mode) and os.stat(path).st_size == 0:  # libsndfile would say "Format not recognised"
+    if stat.S_ISREG(mode) and found.st_size == 0:  # libsndfile would say "Format not recognised"
         raise AudioDecodeError(f"cannot decode audio from {path}: the file is empty (0 bytes)")
     return path
 
