@@ -426,14 +426,41 @@ def export_forwards(encoder: nn.Module, *, portable: bool = False) -> Iterator[i
     ONNX operators only (the full-context attention as plain products and a softmax instead of ONNX Runtime's
     contrib ``MultiHeadAttention``: :mod:`.portable`).
 
-    Yields the number of modules patched; on exit every module is back to its class's ``forward``.
+    Yields the number of modules patched; on exit every module is back to its class's ``forward`` (and its
+    subsampling to its own chunking factor: :func:`_unchunked_subsampling`).
     """
     patched: list[nn.Module] = []
+    with _unchunked_subsampling(encoder):
+        try:
+            for module, forward in _patches(encoder, portable):
+                module.forward = types.MethodType(forward, module)
+                patched.append(module)
+            yield len(patched)
+        finally:
+            for module in patched:
+                del module.forward
+
+
+@contextlib.contextmanager
+def _unchunked_subsampling(encoder: nn.Module) -> Iterator[None]:
+    """Trace the subsampling unchunked: ``subsampling_conv_chunking_factor`` set to 1 for the block.
+
+    A checkpoint saved with a chunking factor above 1 makes NeMo's ``ConvSubsampling`` split every input, by
+    batch (``torch.split`` of the batch into ``batch // factor`` rows) or, for one row, by channel and time:
+    a memory trick that computes the same numbers. Traced, the split sizes of the export's example input are
+    baked into ``Split`` nodes, and the graph fails on any other batch or length. Factor 1 (NeMo's default,
+    Parakeet's, and what NVIDIA's long-form recipe sets) splits only inputs past torch's 2**31-element
+    indexing limit, which ONNX Runtime does not have; the parity probe checks the result against NeMo running
+    with the checkpoint's own factor.
+    """
+    changed: list[tuple[nn.Module, int]] = []
     try:
-        for module, forward in _patches(encoder, portable):
-            module.forward = types.MethodType(forward, module)
-            patched.append(module)
-        yield len(patched)
+        for module in encoder.modules():
+            factor = getattr(module, "subsampling_conv_chunking_factor", None)
+            if isinstance(factor, int) and factor > 1:
+                changed.append((module, factor))
+                setattr(module, "subsampling_conv_chunking_factor", 1)  # noqa: B010 (nn.Module types attributes)
+        yield
     finally:
-        for module in patched:
-            del module.forward
+        for module, factor in changed:
+            setattr(module, "subsampling_conv_chunking_factor", factor)  # noqa: B010

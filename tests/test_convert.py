@@ -778,7 +778,7 @@ def config_variants(nemo_paths: dict[str, Path], tmp_path_factory: pytest.TempPa
     folder = tmp_path_factory.mktemp("config-variants")
     base = model_config(GEOMETRY_B, str(nemo_paths["tdt_b"].parent / "tokenizer_tdt_b"))
     torch.manual_seed(0)
-    out = {name: folder / f"{name}.nemo" for name in ("hybrid", "streaming", "no_validation_ds")}
+    out = {name: folder / f"{name}.nemo" for name in ("hybrid", "streaming", "no_validation_ds", "chunked_subsampling")}
     hybrid = copy.deepcopy(base)
     hybrid["aux_ctc"] = {
         "ctc_loss_weight": 0.3, "use_cer": False, "decoding": {"strategy": "greedy"},
@@ -791,6 +791,9 @@ def config_variants(nemo_paths: dict[str, Path], tmp_path_factory: pytest.TempPa
     streaming["encoder"]["att_context_size"] = [9, 2]  # NeMo needs left % (right + 1) == 0
     EncDecRNNTBPEModel(cfg=OmegaConf.create(streaming)).save_to(str(out["streaming"]))
     EncDecRNNTBPEModel(cfg=OmegaConf.create({**base, "validation_ds": None})).save_to(str(out["no_validation_ds"]))
+    chunked = copy.deepcopy(base)
+    chunked["encoder"]["subsampling_conv_chunking_factor"] = 2
+    EncDecRNNTBPEModel(cfg=OmegaConf.create(chunked)).save_to(str(out["chunked_subsampling"]))
     return out
 
 
@@ -858,3 +861,27 @@ def test_a_checkpoint_without_validation_ds_converts_with_parity(tmp_path: Path,
     ids, frames, durations = nemo_reference(model, sample_audio_path())
     assert len(ids) == len(frames) == len(durations)
     assert "validation_ds" in model.cfg and model.cfg.validation_ds is None
+
+
+def test_a_checkpoint_chunking_its_subsampling_converts_with_parity(
+    tmp_path: Path, config_variants: dict[str, Path], clips: dict[str, Path]
+) -> None:
+    """``subsampling_conv_chunking_factor: 2`` (NeMo splits every input of its subsampling by batch, or one row
+    by channel and time, to save memory): the trace baked the example input's split sizes into ``Split`` nodes,
+    and the conversion's parity check failed with ONNX Runtime's "Split size 1 exceeds the remaining size". The
+    export now traces the unchunked subsampling: parity with NeMo running the checkpoint's own factor, on one
+    clip and on a batch of several lengths, and the checkpoint keeps its factor."""
+    from parakeet_runtime.engine import AudioInput, Engine
+    from parakeet_runtime.export.convert import convert
+    from parakeet_runtime.export.source import Source, load_model
+
+    path = config_variants["chunked_subsampling"]
+    report = convert(str(path), tmp_path / "out", probe_audio=[clips[name] for name in CLIP_NAMES])
+    assert len(report.probes) == len(CLIP_NAMES) + 1 and all(p.identical for p in report.probes)
+    assert sum(p.tokens for p in report.probes) > 0  # random weights that say something
+    engine = Engine.load(tmp_path / "out")
+    paths: list[AudioInput] = [clips[name] for name in CLIP_NAMES]
+    batch = engine.transcribe(paths)
+    assert [t.text for t in batch] == [engine.transcribe(p).text for p in paths]
+    model, _ = load_model(Source(spec=str(path), path=path, sha256=""))
+    assert model.encoder.pre_encode.subsampling_conv_chunking_factor == 2
