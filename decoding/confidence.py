@@ -85,6 +85,11 @@ class StepConfidence:
     """Confidence of the label distribution."""
     duration_confidence: float | None = None
     """Confidence of the duration distribution (only with ``include_duration``)."""
+    log_prob: float | None = None
+    """Natural log of the chosen label's probability under the label distribution (the log-softmax of the label
+    logits, blank included, at ``label``): what a caller averages into a log-likelihood (OpenAI's
+    ``avg_logprob``). Comes free with the confidence measure, which reads the same log-softmax; ``None`` where
+    a step was made by hand."""
 
 
 def log_softmax(logits: FloatArray) -> FloatArray:
@@ -141,10 +146,37 @@ def step_confidence(
     """The confidence of each row of joint logits ``(..., num_labels + num_durations)``: of the label
     distribution, and (with ``include_duration``, else ``None``) of the duration distribution; shape
     ``(...)`` each, float32."""
-    labels = measure(log_softmax(logits[..., :num_labels]), num_labels, options)
+    labels, durations, _ = _step_measures(logits, num_labels, options)
+    return labels, durations
+
+
+def scored_steps(
+    logits: FloatArray, labels: Sequence[int], frames: Sequence[int], num_labels: int, options: ConfidenceOptions
+) -> list[StepConfidence]:
+    """The recorded steps of a search, scored: one :class:`StepConfidence` per row of joint logits
+    ``(n, num_labels + num_durations)``, with the label chosen there and its frame (``n`` each). One log-softmax
+    per row gives both the confidence measure and the chosen label's ``log_prob``."""
+    label_conf, duration_conf, log_probs = _step_measures(logits, num_labels, options)
+    chosen = np.asarray(labels, dtype=np.int64)
+    chosen_log_probs = np.take_along_axis(log_probs, chosen[:, None], axis=-1)[:, 0] if chosen.size else chosen
+    durations: list[float | None] = [None] * chosen.size if duration_conf is None else duration_conf.tolist()
+    return [
+        StepConfidence(label, frame, value, duration_value, log_prob)
+        for label, frame, value, duration_value, log_prob in zip(
+            chosen.tolist(), frames, label_conf.tolist(), durations, chosen_log_probs.tolist(), strict=True
+        )
+    ]
+
+
+def _step_measures(
+    logits: FloatArray, num_labels: int, options: ConfidenceOptions
+) -> tuple[FloatArray, FloatArray | None, FloatArray]:
+    """:func:`step_confidence`, and the label log-softmax it measured (``(..., num_labels)``, float32)."""
+    log_probs = log_softmax(logits[..., :num_labels])
+    labels = measure(log_probs, num_labels, options)
     if not options.include_duration:
-        return labels, None
-    return labels, measure(log_softmax(logits[..., num_labels:]), num_labels, options)
+        return labels, None, log_probs
+    return labels, measure(log_softmax(logits[..., num_labels:]), num_labels, options), log_probs
 
 
 def aggregate(values: Sequence[float], aggregation: Aggregation) -> float:

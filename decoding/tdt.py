@@ -21,7 +21,7 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from .arrays import FloatArray, IntArray
-from .confidence import ConfidenceOptions, StepConfidence, step_confidence
+from .confidence import ConfidenceOptions, StepConfidence, scored_steps
 from .rules import JointReader, blank_skip, forced_ahead, labels_at_frame
 
 StateT = TypeVar("StateT")
@@ -209,10 +209,8 @@ def tdt_greedy_decode(
         assert steps is not None and confidence is not None
         if not pending:
             return
-        label_conf, duration_conf = step_confidence(np.stack([p[2] for p in pending]), reader.num_labels, confidence)
-        durations_conf: list[float | None] = [None] * len(pending) if duration_conf is None else duration_conf.tolist()
-        for (label, frame, _), value, duration_value in zip(pending, label_conf.tolist(), durations_conf, strict=True):
-            steps.append(StepConfidence(label, frame, value, duration_value))
+        labels, frames, logits = zip(*pending, strict=True)
+        steps.extend(scored_steps(np.stack(logits), labels, frames, reader.num_labels, confidence))
         pending.clear()
 
     while time < length:

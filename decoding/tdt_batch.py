@@ -18,7 +18,7 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from .arrays import BoolArray, FloatArray, IntArray
-from .confidence import ConfidenceOptions, StepConfidence, step_confidence
+from .confidence import ConfidenceOptions, StepConfidence, scored_steps
 from .rules import JointReader, blank_skip, forced_ahead, labels_at_frame
 from .tdt import CONFIDENCE_BLOCK, DecodedToken, TdtConfig
 
@@ -287,12 +287,9 @@ class _BatchSearch(Generic[StateT]):
         if self.steps is None or self.confidence is None or not self.pending:
             return
         rows, labels, frames, logits = (np.concatenate(parts) for parts in zip(*self.pending, strict=True))
-        label_conf, duration_conf = step_confidence(logits, self.reader.num_labels, self.confidence)
-        durations: list[float | None] = [None] * rows.size if duration_conf is None else duration_conf.tolist()
-        for row, label, frame, value, duration_value in zip(
-            rows.tolist(), labels.tolist(), frames.tolist(), label_conf.tolist(), durations, strict=True
-        ):
-            self.steps[row].append(StepConfidence(label, frame, value, duration_value))
+        scored = scored_steps(logits, labels.tolist(), frames.tolist(), self.reader.num_labels, self.confidence)
+        for row, step in zip(rows.tolist(), scored, strict=True):
+            self.steps[row].append(step)
         self.pending.clear()
         self.pending_count = 0
 

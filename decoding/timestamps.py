@@ -65,6 +65,10 @@ class WordSpan:
     """First encoder frame of its first token."""
     end_offset: int
     """Encoder frame after its last token."""
+    first_token: int = 0
+    """Index of its first token in the token spans it was grouped from."""
+    end_token: int = 0
+    """Index after its last token (punctuation glued onto the word included)."""
 
 
 @dataclass(frozen=True)
@@ -164,9 +168,9 @@ def word_spans(
 
         if starts_word(span.piece, text, next_text) and not is_punctuation:
             if built:
-                words.append(
-                    WordSpan(decode_pieces(built), spans[first_index].start_offset, spans[i - 1].end_offset)
-                )
+                words.append(WordSpan(
+                    decode_pieces(built), spans[first_index].start_offset, spans[i - 1].end_offset, first_index, i
+                ))
             built = []
             if text != separator:
                 built.append(span.piece)
@@ -174,7 +178,7 @@ def word_spans(
         elif is_punctuation and not built and words:
             last = words[-1]
             word = last.text[:-1] if last.text.endswith(" ") else last.text
-            words[-1] = replace(last, text=word + text, end_offset=span.end_offset)
+            words[-1] = replace(last, text=word + text, end_offset=span.end_offset, end_token=i + 1)
         elif is_punctuation and built:
             if built[-1] in WORD_MARKERS:
                 built = built[:-1]
@@ -186,13 +190,13 @@ def word_spans(
 
     if not words:
         if built:
-            words.append(WordSpan(decode_pieces(built), spans[0].start_offset, spans[-1].end_offset))
+            words.append(WordSpan(decode_pieces(built), spans[0].start_offset, spans[-1].end_offset, 0, len(spans)))
     else:
-        words[0] = replace(words[0], start_offset=spans[0].start_offset)
+        words[0] = replace(words[0], start_offset=spans[0].start_offset, first_token=0)
         if built:
-            words.append(
-                WordSpan(decode_pieces(built), spans[first_index].start_offset, spans[-1].end_offset)
-            )
+            words.append(WordSpan(
+                decode_pieces(built), spans[first_index].start_offset, spans[-1].end_offset, first_index, len(spans)
+            ))
     return tuple(words)
 
 
@@ -232,6 +236,21 @@ def segment_spans(words: Sequence[WordSpan], config: TimestampConfig) -> tuple[S
             " ".join(current), words[first_index].start_offset, words[-1].end_offset, first_index, len(words)
         ))
     return tuple(segments)
+
+
+def segment_tokens(segments: Sequence[SegmentSpan], words: Sequence[WordSpan], count: int) -> list[tuple[int, int]]:
+    """Each segment's token range ``(first, end)`` among the ``count`` tokens its words were grouped from: from
+    just after the previous segment's last word (the first segment: from the first token) through its own last
+    word (the last segment: through the last token). The ranges cover every token once, in order, as Whisper's
+    segments cover its tokens; a token between two segments' words (a lone word separator) goes with the later."""
+    ranges: list[tuple[int, int]] = []
+    first = 0
+    for k, segment in enumerate(segments):
+        own_end = words[segment.end_word - 1].end_token if segment.end_word > segment.first_word else first
+        end = count if k == len(segments) - 1 else max(first, own_end)
+        ranges.append((first, end))
+        first = end
+    return ranges
 
 
 def join_token_text(

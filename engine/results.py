@@ -30,6 +30,10 @@ class Token:
     """End in seconds."""
     confidence: float | None = None
     """Confidence in [0, 1] as NeMo's ``token_confidence`` (``None`` unless the engine computes confidence)."""
+    log_prob: float | None = None
+    """Natural log of the token's probability under the model where it was emitted (the log-softmax of the
+    label logits, blank included); ``None`` unless the engine computes confidence, which reads the same
+    log-softmax. Not in :meth:`Transcript.to_dict` (its JSON keeps its shape)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,12 @@ class TimedText:
     confidence: float | None = None
     """Confidence in [0, 1]: a word's is NeMo's ``word_confidence``; a segment's aggregates its words' the
     same way (``None`` unless the engine computes confidence)."""
+    first_token: int | None = None
+    """Index in :attr:`Transcript.tokens` of its first token (``None`` where not known, e.g. built by hand). A
+    word's tokens are its own pieces and the punctuation glued to it; a segment's run from just after the
+    previous segment's last token, so that the segments' tokens are all the transcript's, in order, once."""
+    end_token: int | None = None
+    """Index after its last token (``None`` where not known). Neither index is in :meth:`Transcript.to_dict`."""
 
 
 Word: TypeAlias = TimedText
@@ -90,8 +100,13 @@ class Transcript:
         }
 
 
+_NOT_IN_DICT = ("log_prob", "first_token", "end_token")
+"""Fields that :meth:`Transcript.to_dict` leaves out, so that the JSON it feeds (the CLI's ``json`` and ``jsonl``)
+keeps the shape it had before they existed; the HTTP server's ``verbose_json`` reads them instead."""
+
+
 def _fields(item: Token | TimedText) -> dict[str, Any]:
-    fields = dict(vars(item))
+    fields = {key: value for key, value in vars(item).items() if key not in _NOT_IN_DICT}
     if fields.get("confidence") is None:
         fields.pop("confidence", None)
     return fields

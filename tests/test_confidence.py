@@ -105,15 +105,17 @@ def test_measures_identical_to_nemo_bank(vocab: int) -> None:
 
 
 def _replay_step_confidence(model: RandomTransducer, frames: np.ndarray, tokens: Any, step: Any,
-                            num_labels: int, options: ConfidenceOptions) -> tuple[float, float | None]:
+                            num_labels: int, options: ConfidenceOptions) -> tuple[float, float | None, float]:
     """The confidence at ``step``, recomputed from scratch: the joint at the step's frame with the predictor
-    output after the tokens emitted before the step."""
+    output after the tokens emitted before the step; and the chosen label's log-probability there (float64)."""
     output, state = model.start()
     for token in tokens:
         output, state = model.predict(token.id, state)
     logits = model.joint_frames(frames[step.frame : step.frame + 1], output)
     label_conf, duration_conf = step_confidence(logits, num_labels, options)
-    return float(label_conf[0]), None if duration_conf is None else float(duration_conf[0])
+    labels = logits[0, :num_labels].astype(np.float64)
+    log_prob = labels[step.label] - np.log(np.sum(np.exp(labels - labels.max()))) - labels.max()
+    return float(label_conf[0]), None if duration_conf is None else float(duration_conf[0]), float(log_prob)
 
 
 @pytest.mark.parametrize("exclude_blank", [True, False])
@@ -163,6 +165,7 @@ def test_searches_record_each_decision(exclude_blank: bool, include_duration: bo
             assert (step.duration_confidence is not None) == include_duration
             expected = _replay_step_confidence(model, frames[row], before, step, vocab + 1, options)
             np.testing.assert_allclose(step.confidence, expected[0], atol=1e-6)
+            np.testing.assert_allclose(step.log_prob, expected[2], atol=1e-5)  # type: ignore[arg-type]
             if include_duration:
                 np.testing.assert_allclose(step.duration_confidence, expected[1], atol=1e-6)  # type: ignore[arg-type]
         for lookahead_single in (tdt_greedy_decode(frames[row], length, model, config, lookahead=5,
@@ -176,6 +179,9 @@ def test_searches_record_each_decision(exclude_blank: bool, include_duration: bo
             assert [(s.label, s.frame) for s in got] == [(s.label, s.frame) for s in single.steps]
             np.testing.assert_allclose([s.confidence for s in got], [s.confidence for s in single.steps],
                                        atol=1e-6)  # BLAS rounding only
+            assert all(s.log_prob is not None for s in got)
+            np.testing.assert_allclose([s.log_prob or 0.0 for s in got], [s.log_prob or 0.0 for s in single.steps],
+                                       atol=1e-5)
         assert len(token_confidence(single.steps, vocab, options)) == len(single.tokens)
     assert exclude_blank or blank_bias < 0 or blanks_seen > 0  # the blank-free case has none to record
 
@@ -342,6 +348,7 @@ def test_confidence_is_off_by_default_and_reaches_the_outputs() -> None:
     with Engine.load() as plain:
         off = plain.transcribe(sample_audio_path())
     assert all(t.confidence is None for t in off.tokens) and all(w.confidence is None for w in off.words)
+    assert all(t.log_prob is None for t in off.tokens)
     body = transcript_dict(off)
     assert all("confidence" not in item for key in ("tokens", "words", "segments") for item in body[key])
 
@@ -354,6 +361,9 @@ def test_confidence_is_off_by_default_and_reaches_the_outputs() -> None:
             assert items, key
             assert [entry["confidence"] for entry in body[key]] == [item.confidence for item in items]
             assert all(0.0 <= item.confidence <= 1.0 for item in items if item.confidence is not None)
+        # The log-probabilities come with confidence, and stay out of the JSON (its shape is unchanged).
+        assert all(t.log_prob is not None and t.log_prob <= 0.0 for t in on.tokens)
+        assert all(set(entry) == set(transcript_dict(off)["tokens"][0]) | {"confidence"} for entry in body["tokens"])
 
         async def post() -> httpx.Response:
             transport = httpx.ASGITransport(app=create_app(engine))
@@ -371,6 +381,13 @@ def test_confidence_is_off_by_default_and_reaches_the_outputs() -> None:
     payload = response.json()
     assert [w["confidence"] for w in payload["words"]] == [w.confidence for w in on.words]
     assert [s["confidence"] for s in payload["segments"]] == [s.confidence for s in on.segments]
+    # verbose_json's avg_logprob is measured: the mean log-probability of the segment's tokens
+    for segment, sent in zip(on.segments, payload["segments"], strict=True):
+        assert segment.first_token is not None and segment.end_token is not None
+        own = on.tokens[segment.first_token : segment.end_token]
+        assert sent["tokens"] == [t.id for t in own] and own
+        assert sent["avg_logprob"] == pytest.approx(float(np.mean([t.log_prob for t in own])), abs=1e-9)
+        assert sent["avg_logprob"] < 0.0
 
 
 # --- bad input -------------------------------------------------------------------------------------------------

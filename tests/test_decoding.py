@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,7 +16,9 @@ from parakeet_runtime.decoding import (
     IntArray,
     TdtConfig,
     TimestampConfig,
+    TokenSpan,
     segment_spans,
+    segment_tokens,
     tdt_greedy_decode,
     token_spans,
     word_spans,
@@ -320,6 +323,37 @@ def test_words_and_segments_match_nemo(pieces: list[str], gap: int | None) -> No
     assert [(s.text, s.start_offset, s.end_offset) for s in segment_spans(words, config)] == [
         (s["segment"], s["start_offset"], s["end_offset"]) for s in expected_segments
     ]
+
+
+def _spans_of(pieces: list[str]) -> tuple[TokenSpan, ...]:
+    tokens = [DecodedToken(i, 2 * i, 1) for i in range(len(pieces))]
+    return token_spans(tokens, pieces, [FakeSp.decode([p]) for p in pieces], frozenset({".", ",", "?", "!"}))
+
+
+def test_words_and_segments_know_their_tokens() -> None:
+    """A word's tokens are its pieces and the punctuation glued to it; segments split all the tokens, in order, once
+    (verbose_json lists each segment's token ids)."""
+    pieces = ["▁what", "▁time", "▁is", "▁it", "?", "▁the", "▁tr", "ain", ",", "▁yes", "!"]
+    config = TimestampConfig(0.01, 8, frozenset({".", ",", "?", "!"}))
+    words = word_spans(_spans_of(pieces), FakeSp.decode, config)
+    assert [(w.text, w.first_token, w.end_token) for w in words] == [
+        ("what", 0, 1), ("time", 1, 2), ("is", 2, 3), ("it?", 3, 5), ("the", 5, 6), ("train,", 6, 9), ("yes!", 9, 11)
+    ]
+    segments = segment_spans(words, config)
+    assert [s.text for s in segments] == ["what time is it?", "the train, yes!"]
+    assert segment_tokens(segments, words, len(pieces)) == [(0, 5), (5, 11)]
+
+
+@pytest.mark.parametrize("pieces", PIECE_CASES)
+@pytest.mark.parametrize("gap", [None, 2])
+def test_segment_tokens_cover_every_token_once(pieces: list[str], gap: int | None) -> None:
+    config = TimestampConfig(0.01, 8, frozenset({".", ",", "?", "!"}), segment_gap_threshold=gap)
+    words = word_spans(_spans_of(pieces), FakeSp.decode, config)
+    assert all(0 <= w.first_token < w.end_token <= len(pieces) for w in words)
+    assert all(a.end_token <= b.first_token for a, b in itertools.pairwise(words))
+    ranges = segment_tokens(segment_spans(words, config), words, len(pieces))
+    covered = [i for first, end in ranges for i in range(first, end)]
+    assert covered == list(range(len(pieces))) if ranges else not words
 
 
 def test_punctuation_is_pinned_to_the_previous_token() -> None:

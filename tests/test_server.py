@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,8 +35,9 @@ from parakeet_runtime.engine import (
     sample_audio_path,
 )
 from parakeet_runtime.engine.model.manifest import load_manifest
+from parakeet_runtime.engine.results import TimedText, Token, Transcript
 from parakeet_runtime.engine.serving.formats import round_time, to_srt, to_vtt
-from parakeet_runtime.engine.serving.server import ServerOptions, create_app
+from parakeet_runtime.engine.serving.server import ServerOptions, compression_ratio, create_app
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = load_manifest(default_model_dir())
@@ -220,7 +222,8 @@ def test_verbose_json_times_are_milliseconds(server: str, reference: Engine) -> 
     response = _post(server, sample_audio_path().read_bytes(),
                      fields={"response_format": "verbose_json", "timestamp_granularities[]": ["word", "segment"]})
     assert response.status_code == 200
-    numbers = re.findall(r"-?\d+\.\d+", response.text.replace(exact.text, ""))
+    # every time as written (the segments' scores, avg_logprob and compression_ratio, are not times)
+    numbers = re.findall(r'"(?:duration|start|end)":\s*(-?\d+\.\d+)', response.text.replace(exact.text, ""))
     assert numbers and all(len(n.split(".")[1]) <= 3 for n in numbers), numbers
 
 
@@ -235,6 +238,60 @@ def test_openai_client_round_trip(server: str, reference: Engine) -> None:
             model="parakeet", file=handle, response_format="verbose_json", timestamp_granularities=["word"]
         )
     assert [w.word for w in verbose.words or []] == [w.text for w in reference.transcribe(sample_audio_path()).words]
+
+
+def test_verbose_json_segments_have_every_field_of_openais(server: str, reference: Engine) -> None:
+    """OpenAI's SDK requires ``tokens``, ``temperature``, ``avg_logprob``, ``compression_ratio`` and
+    ``no_speech_prob`` on a segment: without them its client sets them to None and ``seg.avg_logprob < -1``
+    raises. An engine without confidence has no log-probabilities: ``avg_logprob`` is 0 and the segment carries no
+    ``confidence`` key, which is how a client tells."""
+    expected = reference.transcribe(sample_audio_path())
+    response = _post(server, sample_audio_path().read_bytes(),
+                     fields={"response_format": "verbose_json", "timestamp_granularities[]": ["word", "segment"]})
+    assert response.status_code == 200, response.text
+    segments = response.json()["segments"]
+    assert len(segments) == len(expected.segments) > 0
+    assert [i for s in segments for i in s["tokens"]] == [t.id for t in expected.tokens]  # all, in order, once
+    for sent in segments:
+        assert list(sent) == ["id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob",
+                              "compression_ratio", "no_speech_prob"]  # OpenAI's order; no confidence key
+        assert sent["temperature"] == 0.0 and sent["no_speech_prob"] == 0.0 and sent["avg_logprob"] == 0.0
+        text = sent["text"].encode()
+        assert sent["compression_ratio"] == len(text) / len(zlib.compress(text))
+    openai_types = pytest.importorskip("openai.types.audio")
+    parsed = openai_types.TranscriptionVerbose.model_validate(response.json())  # the SDK's required fields, typed
+    assert parsed.segments is not None and all(isinstance(s.avg_logprob, float) for s in parsed.segments)
+
+
+def test_verbose_json_segment_fields_of_several_segments(reference: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each segment lists its own tokens and averages their log-probabilities; a segment whose tokens were not all
+    scored gets the unmeasured 0, never a mean over some of them."""
+    tokens = tuple(Token(i + 10, "w", "▁w", i, 1, i, i + 1, i * 0.08, (i + 1) * 0.08, log_prob=lp)
+                   for i, lp in enumerate([-0.5, -1.5, -0.25, None, -2.0]))
+    segments = (
+        TimedText("one two.", 0, 2, 0.0, 0.16, confidence=0.5, first_token=0, end_token=2),
+        TimedText("three four five", 2, 5, 0.16, 0.4, first_token=2, end_token=5),
+        TimedText("", 5, 5, 0.4, 0.4),  # built by hand: no token indices
+    )
+    transcript = Transcript(text="one two. three four five", duration=1.0, tokens=tokens, segments=segments)
+
+    async def fake(_self: Engine, _audio: object, **_: object) -> Transcript:
+        return transcript
+
+    monkeypatch.setattr(Engine, "transcribe_async", fake)
+    response = _in_process_post(create_app(reference), {"response_format": "verbose_json"})
+    assert response.status_code == 200, response.text
+    first, second, unknown = response.json()["segments"]
+    assert (first["tokens"], first["avg_logprob"], first["confidence"]) == ([10, 11], -1.0, 0.5)
+    assert (second["tokens"], second["avg_logprob"]) == ([12, 13, 14], 0.0) and "confidence" not in second
+    assert (unknown["tokens"], unknown["avg_logprob"], unknown["compression_ratio"]) == ([], 0.0, 0.0)
+
+
+def test_compression_ratio_is_whispers() -> None:
+    assert compression_ratio("") == 0.0  # zlib's empty stream is 8 bytes: 0 / 8, as Whisper's function gives
+    assert compression_ratio("the captain walked") < 2.4 < compression_ratio("the the the " * 40)  # a loop stands out
+    text = "é" * 30  # UTF-8 bytes, not characters
+    assert compression_ratio(text) == len(text.encode()) / len(zlib.compress(text.encode()))
 
 
 # --- OpenAI options: honoured or refused, never ignored ------------------------------------------------------

@@ -14,6 +14,7 @@ from parakeet_runtime.decoding import (
     join_token_text,
     offset_to_seconds,
     segment_spans,
+    segment_tokens,
     token_confidence,
     token_spans,
     word_confidence,
@@ -63,12 +64,14 @@ class TranscriptBuilder:
         words = word_spans(spans, tok.decode_pieces, config)
         segments = segment_spans(words, config)
         token_conf: Sequence[float | None] = [None] * len(decoded)
+        token_log_probs: Sequence[float | None] = [None] * len(decoded)
         word_conf: Sequence[float | None] = [None] * len(words)
         segment_conf: list[float | None] = [None] * len(segments)
         if self.confidence is not None and steps is not None:
             token_conf = token_confidence(steps, self.blank_id, self.confidence)
             if len(token_conf) != len(decoded):
                 raise RuntimeError(f"{len(token_conf)} token confidences for {len(decoded)} tokens")
+            token_log_probs = [step.log_prob for step in steps if step.label != self.blank_id]
             found = word_confidence(token_conf, pieces, texts, self.confidence.aggregation)
             # NeMo's word confidence belongs to the words of the text (``text.split()``): the timed words
             # less the empty ones (a run of lone ``▁`` pieces), which carry none. Should the two ever not
@@ -103,15 +106,20 @@ class TranscriptBuilder:
                     start=seconds(s.start_offset),
                     end=seconds(s.end_offset),
                     confidence=c,
+                    log_prob=lp,
                 )
-                for s, d, c in zip(spans, decoded, token_conf, strict=True)
+                for s, d, c, lp in zip(spans, decoded, token_conf, token_log_probs, strict=True)
             ),
             words=tuple(
-                Word(w.text, w.start_offset, w.end_offset, seconds(w.start_offset), seconds(w.end_offset), c)
+                Word(w.text, w.start_offset, w.end_offset, seconds(w.start_offset), seconds(w.end_offset), c,
+                     w.first_token, w.end_token)
                 for w, c in zip(words, word_conf, strict=True)
             ),
             segments=tuple(
-                Segment(s.text, s.start_offset, s.end_offset, seconds(s.start_offset), seconds(s.end_offset), c)
-                for s, c in zip(segments, segment_conf, strict=True)
+                Segment(s.text, s.start_offset, s.end_offset, seconds(s.start_offset), seconds(s.end_offset), c,
+                        first, end)
+                for s, c, (first, end) in zip(segments, segment_conf, segment_tokens(segments, words, len(spans)),
+                                              strict=True)
             ),
         )
+

@@ -12,6 +12,9 @@ Endpoints:
   ``languages``), ``temperature`` must be 0 (greedy decoding), and ``prompt``, ``stream``, ``include[]`` and
   ``chunking_strategy`` get a 400 saying they are not supported, as does any field OpenAI does not define.
   ``model`` is accepted and not checked (one model per server). Times are rounded to the millisecond.
+  verbose_json segments carry every field of OpenAI's (``tokens``, ``temperature``, ``avg_logprob``,
+  ``compression_ratio``, ``no_speech_prob``: what each means for a TDT model is under :data:`GREEDY_TEMPERATURE`
+  and below); ``avg_logprob`` is measured only when the engine computes confidence.
 * ``GET /health`` — 200 with the model id once the model is loaded, 503 before.
 * ``GET /v1/models``, ``GET /v1/models/{id}`` — the served model: its id (a slug, see
   :attr:`ServerOptions.model_name`), description and languages.
@@ -41,6 +44,7 @@ import logging
 import math
 import re
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -67,7 +71,7 @@ from ..errors import (
 from ..requests.audio import UNKNOWN_LENGTH
 from ..requests.containers import declared_seconds
 from ..requests.riff import finished_header
-from ..results import TimedText, Transcript
+from ..results import TimedText, Token, Transcript
 from .formats import round_time, to_srt, to_vtt
 from .memory import release_free_memory
 
@@ -658,7 +662,55 @@ def _render(transcript: Transcript, response_format: str, granularities: list[st
                 "start": round_time(s.start),
                 "end": round_time(s.end),
                 "text": s.text,
+                **_segment_scores(s, transcript.tokens),
             } | _confidence(s)
             for i, s in enumerate(transcript.segments)
         ]
     return JSONResponse(body)
+
+
+GREEDY_TEMPERATURE = 0.0
+"""verbose_json's ``temperature``: the engine decodes greedily (argmax), which is sampling at temperature 0, and
+requests asking for another are refused, so every segment was made at this one."""
+NO_SPEECH_PROB = 0.0
+"""verbose_json's ``no_speech_prob``. Whisper reads it from a no-speech token; a TDT model has none. A segment
+exists only because the model emitted tokens there rather than blanks, which is its decision that there is speech
+(silence gives no segment at all), so the probability the model gives to "no speech" in a segment is 0."""
+UNMEASURED_LOGPROB = 0.0
+"""verbose_json's ``avg_logprob`` where the engine computes no log-probabilities (loaded without ``confidence``: the
+search then keeps no logits, and asking for them per request would reach into the batched search): OpenAI's schema
+requires a number, and 0 is the one that flags nothing as failed (OpenAI: below -1 "consider the logprobs failed").
+Such segments carry no ``confidence`` key, which is how a client tells an unmeasured 0 from a measured one."""
+
+
+def _segment_scores(segment: TimedText, tokens: Sequence[Token]) -> dict[str, Any]:
+    """The fields OpenAI's verbose_json segments have beyond times and text (its SDK's ``TranscriptionSegment``
+    requires them): the segment's token ids, the temperature, the mean log-probability of its tokens, Whisper's
+    compression ratio of its text and the no-speech probability. Token ids are in the model's vocabulary (not
+    Whisper's); a segment built without token indices (not by the engine) lists none."""
+    own = () if segment.first_token is None or segment.end_token is None else tokens[
+        segment.first_token : segment.end_token]
+    return {
+        "tokens": [t.id for t in own],
+        "temperature": GREEDY_TEMPERATURE,
+        "avg_logprob": _avg_logprob(own),
+        "compression_ratio": compression_ratio(segment.text),
+        "no_speech_prob": NO_SPEECH_PROB,
+    }
+
+
+def _avg_logprob(tokens: Sequence[Token]) -> float:
+    """The mean natural-log probability of ``tokens`` where the engine computed every one (confidence on), else
+    :data:`UNMEASURED_LOGPROB`."""
+    log_probs = [t.log_prob for t in tokens if t.log_prob is not None]
+    if not log_probs or len(log_probs) != len(tokens):
+        return UNMEASURED_LOGPROB
+    return sum(log_probs) / len(log_probs)
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's ``get_compression_ratio``: UTF-8 bytes of ``text`` over their zlib-compressed size (high for
+    repetitive text: Whisper reads above 2.4 as a decoding loop). Empty text gives 0.0 (0 bytes over zlib's
+    8-byte empty stream), as in Whisper."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data))
