@@ -4,6 +4,13 @@ Files are read with soundfile (WAV, FLAC, OGG/Vorbis, Opus, MP3 where libsndfile
 Integer PCM is scaled to [-1, 1); several channels are averaged; other sample rates are resampled with NeMo's
 own filter (``scipy.signal.resample_poly``'s, computed block by block: :mod:`.resample`).
 
+Nothing a file holds is dropped silently: every logical stream of a chained Ogg file (``cat a.ogg b.ogg``, an
+internet-radio capture) is decoded in order, each resampled from its own rate (:mod:`.ogg`; libsndfile alone
+decodes the first); a FLAC cut short at its end gives the audio before the cut with a logged warning, while one
+damaged in the middle is refused (:mod:`.flac`); and a file that holds less audio than its header declares
+(an MP3 or Ogg file cut short) is read as far as it goes, with a logged warning. (A WAV cut short reads every
+whole sample it holds, without a warning: libsndfile corrects its declared length to the file's.)
+
 Hostile input is refused early with :class:`AudioDecodeError`: sample rates outside
 :data:`MIN_SAMPLE_RATE`..:data:`MAX_SAMPLE_RATE` (and rates that are not integers, ``True`` included)
 before anything is resampled, arrays without channels or of an ambiguous orientation, non-finite samples
@@ -15,10 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import BinaryIO, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -35,8 +44,12 @@ from parakeet_runtime.decoding import FloatArray
 from ..errors import AudioDecodeError, AudioFileNotFoundError, AudioTooLongError
 from ..model.manifest import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .containers import container_blocks
+from .flac import flac_info, last_frame_sample
+from .ogg import MAX_LINKS, ByteRange, OggLayout, is_ogg, ogg_layout
 from .resample import PolyphaseStream, resample
 from .riff import PatchedReader, finished_header
+
+logger = logging.getLogger(__name__)
 
 MAX_CHANNELS = 8
 """An array axis this short (or shorter) and shorter than the other axis is the channel axis."""
@@ -144,9 +157,17 @@ def _open_file(source: str | os.PathLike[str] | bytes) -> str | io.BytesIO:
 class _Samples:
     """Mono float32 blocks gathered into one array (grown geometrically when the header's length was short)."""
 
-    def __init__(self, expected: int) -> None:
-        self._data = np.empty(max(expected, 0), dtype=np.float32)
+    def __init__(self) -> None:
+        self._data = np.empty(0, dtype=np.float32)
         self._size = 0
+
+    def reserve(self, expected: int) -> None:
+        """Room for ``expected`` more samples (at most :data:`MAX_PREALLOCATED`: a header can declare anything)."""
+        needed = self._size + min(max(expected, 0), MAX_PREALLOCATED)
+        if needed > self._data.shape[0]:
+            grown = np.empty(needed, dtype=np.float32)
+            grown[: self._size] = self._data[: self._size]
+            self._data = grown
 
     def append(self, block: npt.NDArray[np.float32]) -> None:
         needed = self._size + block.shape[0]
@@ -161,11 +182,77 @@ class _Samples:
         return self._data[: self._size] if self._size == self._data.shape[0] else self._data[: self._size].copy()
 
 
+@dataclass(frozen=True)
+class _Part:
+    """One stream soundfile decodes: the whole file, or one link of a chained Ogg file."""
+
+    opened: str | io.BytesIO | io.RawIOBase
+    """What soundfile opens: a path, or a file object (the bytes of an upload, a patched WAV, a link's range)."""
+    where: str = ""
+    """Where it lies, for errors: empty for the whole file, else which chained stream."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    parts: tuple[_Part, ...]
+    ogg: OggLayout | None = None
+    """The page layout of an Ogg file (``None`` for other formats)."""
+
+
+@contextlib.contextmanager
+def _planned(handle: str | io.BytesIO, label: str) -> Iterator[_Plan]:
+    """What to decode: the file as it is, or (a chained Ogg file) each of its links through a :class:`ByteRange`
+    onto one open file, so that a long file is never copied. Files it opens are closed on exit.
+
+    Raises:
+        AudioDecodeError: a chain with a multiplexed link (several logical streams at once, e.g. video), or with
+            more than :data:`~.ogg.MAX_LINKS` links.
+    """
+    opened = finished_header(handle)  # an unfinished WAV's empty data chunk read to the end, as FFmpeg does
+    if isinstance(opened, PatchedReader):
+        with contextlib.closing(opened):
+            yield _Plan((_Part(opened),))
+        return
+    with contextlib.ExitStack() as stack:
+        raw: BinaryIO
+        if isinstance(handle, io.BytesIO):
+            raw = handle
+        else:
+            try:
+                raw = stack.enter_context(open(handle, "rb"))
+            except OSError:  # libsndfile says why
+                yield _Plan((_Part(handle),))
+                return
+        try:
+            layout = ogg_layout(raw) if is_ogg(raw.read(4)) else None
+            raw.seek(0)
+        except OSError:  # a read error: libsndfile says why
+            yield _Plan((_Part(handle),))
+            return
+        links = layout.links if layout is not None else ()
+        if len(links) <= 1:  # not Ogg, or one link (a multiplexed one included: libsndfile's as before)
+            yield _Plan((_Part(handle),), layout)
+            return
+        if len(links) > MAX_LINKS:
+            raise AudioDecodeError(f"cannot decode audio from {label}: a chain of {len(links)} Ogg streams; at most "
+                                   f"{MAX_LINKS} are decoded")
+        for number, link in enumerate(links, 1):
+            if link.streams > 1:
+                raise AudioDecodeError(
+                    f"cannot decode audio from {label}: chained Ogg stream {number} of {len(links)} (from byte "
+                    f"{link.start}) multiplexes {link.streams} logical streams (video with audio?); extract the "
+                    "audio first (ffmpeg -vn)")
+        logger.debug("%s: %d chained Ogg streams, decoded one after another", label, len(links))
+        yield _Plan(tuple(_Part(ByteRange(raw, link.start, link.end),
+                                f"chained Ogg stream {number} of {len(links)} (from byte {link.start})")
+                          for number, link in enumerate(links, 1)), layout)
+
+
 def _read_file(
     source: str | os.PathLike[str] | bytes, target_rate: int, max_seconds: float | None
 ) -> npt.NDArray[np.float32]:
     """A file decoded block by block, each block mixed to mono, checked and resampled (:class:`PolyphaseStream`:
-    the same samples as resampling all at once) to ``target_rate``."""
+    the same samples as resampling all at once) to ``target_rate``; a chained Ogg file link by link."""
     label = _describe(source)
     handle = _open_file(source)
     if isinstance(handle, str) and _is_pipe(handle):
@@ -174,48 +261,120 @@ def _read_file(
             raise AudioDecodeError(f"cannot decode audio from {label}: the pipe gave no bytes (its writer wrote "
                                    "nothing)")
         handle = io.BytesIO(source)
-    opened = finished_header(handle)  # an unfinished WAV's empty data chunk read to the end, as FFmpeg does
+    part = _Part(handle)
     try:
-        with contextlib.closing(opened) if isinstance(opened, PatchedReader) else contextlib.nullcontext(), \
-                soundfile.SoundFile(opened) as audio_file:
-            rate = _check_rate(int(audio_file.samplerate), label)
-            declared = int(audio_file.frames)
-            known = 0 <= declared < UNKNOWN_LENGTH
-            if max_seconds is not None and known:
-                _check_duration(declared, rate, max_seconds, label)
-            resampler = None if rate == target_rate else PolyphaseStream(rate, target_rate)
-            expected = -(-declared * target_rate // rate) + 16 if known else BLOCK_FRAMES
-            samples = _Samples(min(expected, MAX_PREALLOCATED))
-            per_read = max(1, min(BLOCK_FRAMES, 2 * BLOCK_FRAMES // max(1, audio_file.channels)))
-            read = 0
-            while True:
-                # never past the declared length: a decoder reading on into bytes after the audio (an ID3 tag
-                # after a FLAC stream) fails there, where soundfile (and so NeMo) stops at the declared length
-                wanted = min(per_read, declared - read) if known else per_read
-                block = _read_block(audio_file, wanted)
-                last = block.shape[0] < wanted or (known and read + block.shape[0] >= declared)
-                read += block.shape[0]
-                if max_seconds is not None:
-                    _check_duration(read, rate, max_seconds, label)  # a header that could not say the length
-                mono = _checked(_mono(block, label, channels_last=True), label)
-                samples.append(mono if resampler is None else resampler.push(mono, last=last))
-                if last:
-                    return samples.array()
+        with _planned(handle, label) as plan:
+            samples = _Samples()
+            seconds = 0.0
+            for part in plan.parts:
+                seconds += _decode_part(part, samples, label, target_rate, max_seconds, before=seconds)
+            if plan.ogg is not None and plan.ogg.cut_short:
+                logger.warning("%s: the Ogg data is cut short (it ends inside a page, or before its stream's last "
+                               "page); transcribing the %.2f s its complete pages hold", label, seconds)
+            return samples.array()
     except MemoryError as exc:
         raise AudioDecodeError(f"{label}: not enough memory to decode this audio") from exc
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
         if isinstance(exc, (AudioDecodeError, AudioTooLongError)):
             raise
-        refusal = AudioDecodeError(f"cannot decode audio from {label}: {_reason(exc)}")
+        where = f" ({part.where})" if part.where else ""
+        refusal = AudioDecodeError(f"cannot decode audio from {label}{where}: {_reason(exc)}")
         refusal.__cause__ = exc
         return _read_container(source, refusal, target_rate, max_seconds, label)  # PyAV (MP4/M4A, WebM, AAC)
+
+
+def _decode_part(part: _Part, samples: _Samples, label: str, target_rate: int, max_seconds: float | None, *,
+                 before: float) -> float:
+    """Decode ``part`` block by block onto ``samples``; its length in seconds. ``before``: seconds decoded
+    before it (earlier links of a chain), counted against ``max_seconds``."""
+    with soundfile.SoundFile(part.opened) as audio_file:
+        rate = _check_rate(int(audio_file.samplerate), label)
+        declared = int(audio_file.frames)
+        known = 0 <= declared < UNKNOWN_LENGTH
+        if max_seconds is not None and known:
+            _check_duration(declared, rate, max_seconds, label, before=before)
+        resampler = None if rate == target_rate else PolyphaseStream(rate, target_rate)
+        samples.reserve(-(-declared * target_rate // rate) + 16 if known else BLOCK_FRAMES)
+        per_read = max(1, min(BLOCK_FRAMES, 2 * BLOCK_FRAMES // max(1, audio_file.channels)))
+        read = 0
+        while True:
+            # never past the declared length: a decoder reading on into bytes after the audio (an ID3 tag
+            # after a FLAC stream) fails there, where soundfile (and so NeMo) stops at the declared length
+            wanted = min(per_read, declared - read) if known else per_read
+            cut = False
+            try:
+                block = _read_block(audio_file, wanted)
+            except _DecodeStopped as stopped:
+                block, cut = _cut_short(stopped, audio_file, part, read, label), True
+            last = cut or block.shape[0] < wanted or (known and read + block.shape[0] >= declared)
+            read += block.shape[0]
+            if max_seconds is not None:
+                _check_duration(read, rate, max_seconds, label, before=before)  # a header that could not say
+            mono = _checked(_mono(block, label, channels_last=True), label)
+            samples.append(mono if resampler is None else resampler.push(mono, last=last))
+            if last:
+                if known and read < declared and not cut:
+                    logger.warning("%s: the file holds %.2f s of audio where its header declares %.2f s (cut "
+                                   "short?); transcribing the %.2f s it holds", label + _where(part), read / rate,
+                                   declared / rate, read / rate)
+                return float(read) / rate
+
+
+def _where(part: _Part) -> str:
+    return f" ({part.where})" if part.where else ""
+
+
+def _cut_short(stopped: _DecodeStopped, audio_file: soundfile.SoundFile, part: _Part, read: int,
+               label: str) -> npt.NDArray[np.float32]:
+    """The last block of a FLAC cut short at its end (the frames libsndfile decoded before the cut), with a
+    warning; a FLAC damaged where audio follows, or any other format's decoding error, is raised.
+
+    Raises:
+        AudioDecodeError: a FLAC that valid frames follow after the damage, or cut short within its first frame.
+        _DecodeStopped: not a FLAC (libsndfile's error as it is).
+    """
+    if audio_file.format != "FLAC":
+        raise stopped
+    with contextlib.ExitStack() as stack:
+        stream: BinaryIO
+        if isinstance(part.opened, str):
+            try:
+                stream = stack.enter_context(open(part.opened, "rb"))
+            except OSError:
+                raise stopped from None
+        elif isinstance(part.opened, io.BytesIO):
+            stream = part.opened
+        else:  # a patched WAV or a link of an Ogg chain: never a FLAC
+            raise stopped
+        info = flac_info(stream)
+        last_frame = None if info is None else last_frame_sample(stream, info)
+    if info is None:
+        raise stopped
+    decoded = read + stopped.block.shape[0]
+    rate = int(audio_file.samplerate)
+    reason = _reason(stopped)
+    if last_frame is not None and last_frame > decoded:
+        raise AudioDecodeError(
+            f"cannot decode audio from {label}{_where(part)}: {reason} after {decoded / rate:.2f} s of audio, and "
+            f"audio follows (a frame at {last_frame / rate:.2f} s): the file is damaged there, not cut short"
+        ) from stopped
+    if decoded == 0:
+        raise AudioDecodeError(f"cannot decode audio from {label}{_where(part)}: {reason}: the file is cut short "
+                               "within its first frame") from stopped
+    declared = int(audio_file.frames)
+    of = f" of the {declared / rate:.2f} s its header declares" if 0 < declared < UNKNOWN_LENGTH else ""
+    logger.warning("%s: the FLAC file is cut short: decoding stopped after %.2f s%s (%s) and no frame follows; "
+                   "transcribing the %.2f s before the cut", label + _where(part), decoded / rate, of, reason,
+                   decoded / rate)
+    return stopped.block
 
 
 def _read_container(source: str | os.PathLike[str] | bytes, refusal: AudioDecodeError, target_rate: int,
                     max_seconds: float | None, label: str) -> npt.NDArray[np.float32]:
     """A container soundfile refused, decoded by PyAV in mono blocks (:func:`container_blocks`, which counts the
     length against ``max_seconds``), each checked and resampled as it comes, as :func:`_read_file` does."""
-    samples = _Samples(BLOCK_FRAMES)
+    samples = _Samples()
+    samples.reserve(BLOCK_FRAMES)
     resampler: PolyphaseStream | None = None
     rate: int | None = None
     try:
@@ -250,8 +409,17 @@ def _read_block(audio_file: soundfile.SoundFile, frames: int) -> npt.NDArray[np.
     count = int(_sndfile.sf_readf_float(handle, _sndfile_ffi.cast("float *", out.ctypes.data), frames))
     error = int(_sndfile.sf_error(handle))
     if error:
-        raise soundfile.LibsndfileError(error)
+        raise _DecodeStopped(error, out[:count])
     return out[:count]
+
+
+class _DecodeStopped(soundfile.LibsndfileError):  # type: ignore[misc]  # soundfile has no type hints
+    """libsndfile's error in a read, with the frames that read gave before it (a FLAC cut short: the frames
+    before the cut)."""
+
+    def __init__(self, code: int, block: npt.NDArray[np.float32]) -> None:
+        super().__init__(code)
+        self.block = block
 
 
 def _checked(data: npt.NDArray[np.float32], label: str) -> npt.NDArray[np.float32]:
@@ -301,9 +469,10 @@ def _check_rate(rate: object, label: str) -> int:
     return int(rate)
 
 
-def _check_duration(frames: int, rate: int, max_seconds: float, label: str) -> None:
-    """Refuse audio whose declared length exceeds ``max_seconds``, before decoding or resampling it."""
-    seconds = frames / rate
+def _check_duration(frames: int, rate: int, max_seconds: float, label: str, *, before: float = 0.0) -> None:
+    """Refuse audio whose declared length exceeds ``max_seconds``, before decoding or resampling it (``before``:
+    seconds of audio already decoded ahead of these frames, earlier links of a chained Ogg file)."""
+    seconds = before + frames / rate
     if seconds > max_seconds:
         raise AudioTooLongError(
             f"{label}: audio of {seconds:.1f} s is longer than the {max_seconds:g} s accepted "

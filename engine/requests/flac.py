@@ -1,0 +1,164 @@
+"""A FLAC that libsndfile stops decoding: cut short at its end, or damaged with audio after the damage?
+
+libsndfile stops at the first frame libFLAC cannot decode ("flac decoder lost sync", "flac decoder CRC
+mismatch") and gives the frames before it. When the file was cut short (a recorder that died, a partial
+download, a copy that ran out of disk) that frame is the last one, cut off, and everything before it is the
+recording; when bytes in the middle were garbled, valid frames follow, and keeping only what came before would
+silently drop them. :func:`last_frame_sample` tells the two apart without decoding: it searches the file from its
+end for the last valid frame header (the sync code, fields consistent with STREAMINFO, the header's CRC-8) and
+returns the sample it starts at. If that is after the sample where decoding stopped, audio follows the damage.
+
+Only the error path reads anything here: a FLAC that decodes costs nothing more.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from typing import BinaryIO
+
+MAGIC = b"fLaC"
+STREAMINFO_BYTES = 34
+SCAN_WINDOW = 1 << 20
+"""Bytes searched at a time, backwards from the end of the file."""
+MAX_HEADER_BYTES = 16
+"""A frame header's longest form: sync and codes (4), a 7-byte coded number, 2 + 2 bytes of block size and
+sample rate, the CRC-8."""
+_SYNC = re.compile(rb"\xff[\xf8\xf9]")
+_RATES = {1: 88200, 2: 176400, 3: 192000, 4: 8000, 5: 16000, 6: 22050, 7: 24000, 8: 32000, 9: 44100,
+          10: 48000, 11: 96000}
+_BITS = {1: 8, 2: 12, 4: 16, 5: 20, 6: 24, 7: 32}
+
+
+def _crc8_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC8 = _crc8_table()
+
+
+def _crc8(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc = _CRC8[crc ^ byte]
+    return crc
+
+
+@dataclass(frozen=True)
+class FlacInfo:
+    """What STREAMINFO says, and where the frames begin."""
+
+    audio_start: int
+    """Byte offset of the first frame (after the metadata blocks)."""
+    max_block: int
+    """Samples per frame of a fixed-block-size stream (STREAMINFO's maximum block size)."""
+    sample_rate: int
+    channels: int
+    bits: int
+    total_samples: int
+    """Samples per channel declared; 0: unknown."""
+
+
+def flac_info(stream: BinaryIO) -> FlacInfo | None:
+    """STREAMINFO of the FLAC file ``stream`` (an ID3v2 tag before it skipped), or ``None`` if it is not one."""
+    stream.seek(0)
+    offset = 0
+    head = stream.read(10)
+    if head[:3] == b"ID3" and len(head) == 10:  # size: four 7-bit bytes; a footer adds 10 more
+        offset = 10 + sum((head[6 + i] & 0x7F) << (7 * (3 - i)) for i in range(4)) + (10 if head[5] & 0x10 else 0)
+    stream.seek(offset)
+    if stream.read(4) != MAGIC:
+        return None
+    offset += 4
+    info: bytes | None = None
+    while True:
+        header = stream.read(4)
+        if len(header) < 4:
+            return None
+        length = int.from_bytes(header[1:4], "big")
+        if header[0] & 0x7F == 0 and info is None:
+            info = stream.read(STREAMINFO_BYTES)
+            stream.seek(offset + 4 + length)
+        else:
+            stream.seek(length, io.SEEK_CUR)
+        offset += 4 + length
+        if header[0] & 0x80:
+            break
+    if info is None or len(info) < STREAMINFO_BYTES:
+        return None
+    packed = int.from_bytes(info[10:18], "big")  # rate 20 bits, channels - 1: 3, bits - 1: 5, total: 36
+    return FlacInfo(audio_start=offset, max_block=int.from_bytes(info[2:4], "big"),
+                    sample_rate=packed >> 44, channels=((packed >> 41) & 0x7) + 1, bits=((packed >> 36) & 0x1F) + 1,
+                    total_samples=packed & ((1 << 36) - 1))
+
+
+def _coded_number(data: bytes, at: int) -> tuple[int, int] | None:
+    """The UTF-8-like coded frame or sample number at ``at``, and the offset after it."""
+    if at >= len(data):
+        return None
+    first = data[at]
+    if first < 0x80:
+        return first, at + 1
+    extra = next((n for n, mark in ((1, 0xC0), (2, 0xE0), (3, 0xF0), (4, 0xF8), (5, 0xFC), (6, 0xFE))
+                  if first & (0xFF << (6 - n)) & 0xFF == mark), None)
+    if extra is None or at + 1 + extra > len(data):
+        return None
+    value = first & (0x3F >> extra)
+    for byte in data[at + 1 : at + 1 + extra]:
+        if byte & 0xC0 != 0x80:
+            return None
+        value = (value << 6) | (byte & 0x3F)
+    return value, at + 1 + extra
+
+
+def frame_sample(data: bytes, at: int, info: FlacInfo) -> int | None:
+    """The first sample of the frame whose header begins at ``data[at]``, or ``None`` if no valid header (one
+    that agrees with STREAMINFO and passes its CRC-8) begins there."""
+    if at + 6 > len(data) or data[at] != 0xFF or data[at + 1] not in (0xF8, 0xF9):
+        return None
+    block_code, rate_code = data[at + 2] >> 4, data[at + 2] & 0x0F
+    channel_code, bits_code = data[at + 3] >> 4, (data[at + 3] >> 1) & 0x07
+    if block_code == 0 or rate_code == 15 or channel_code > 10 or bits_code == 3 or data[at + 3] & 1:
+        return None
+    if (channel_code + 1 if channel_code < 8 else 2) != info.channels:
+        return None
+    if bits_code and _BITS[bits_code] != info.bits:
+        return None
+    if rate_code in _RATES and _RATES[rate_code] != info.sample_rate:
+        return None
+    coded = _coded_number(data, at + 4)
+    if coded is None:
+        return None
+    number, end = coded
+    variable = data[at + 1] == 0xF9
+    if not variable and number > (1 << 31) - 1:
+        return None
+    end += {6: 1, 7: 2}.get(block_code, 0) + {12: 1, 13: 2, 14: 2}.get(rate_code, 0)
+    if end >= len(data) or _crc8(data[at:end]) != data[end]:
+        return None
+    first = number if variable else number * info.max_block
+    if info.total_samples and first >= info.total_samples:
+        return None
+    return first
+
+
+def last_frame_sample(stream: BinaryIO, info: FlacInfo) -> int | None:
+    """The first sample of the last valid frame header in the FLAC file ``stream``, searched backwards from its
+    end (a window of :data:`SCAN_WINDOW` bytes at a time); ``None`` if it holds none."""
+    end = stream.seek(0, io.SEEK_END)
+    while end > info.audio_start:
+        start = max(info.audio_start, end - SCAN_WINDOW)
+        stream.seek(start)
+        data = stream.read(end - start + MAX_HEADER_BYTES)  # a header may run past the window's end
+        for match in reversed([m.start() for m in _SYNC.finditer(data, 0, end - start + 1)]):
+            if match < end - start and (sample := frame_sample(data, match, info)) is not None:
+                return sample
+        end = start
+    return None

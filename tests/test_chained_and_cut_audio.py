@@ -1,0 +1,451 @@
+"""Audio that libsndfile alone loses or refuses: chained Ogg streams (it decoded only the first, silently), FLAC
+files cut short at their end (refused entirely: "flac decoder lost sync"), and files holding less than their header
+declares. Every chained stream is decoded; a cut FLAC gives the audio before the cut with a warning, while one
+damaged in the middle is still refused."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import soundfile
+
+from parakeet_runtime.engine import (
+    AudioDecodeError,
+    AudioTooLongError,
+    BatchingOptions,
+    Engine,
+    LongFormOptions,
+    load_audio,
+    sample_audio_path,
+)
+from parakeet_runtime.engine.requests import audio as audio_module
+from parakeet_runtime.engine.requests.flac import flac_info, frame_sample, last_frame_sample
+from parakeet_runtime.engine.requests.ogg import ByteRange, ogg_layout
+
+RATE = 16000
+AUDIO_LOGGER = "parakeet_runtime.engine.requests.audio"
+
+
+def _noise(seconds: float, rate: int, seed: int, channels: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.2 * rng.standard_normal((int(seconds * rate), channels))).astype(np.float32).squeeze()
+
+
+def _encoded(samples: np.ndarray, rate: int, fmt: str, subtype: str) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format=fmt, subtype=subtype)
+    return buffer.getvalue()
+
+
+def _pages(data: bytes) -> list[bytes]:
+    """The pages of an Ogg file, whole (header, segment table and body)."""
+    pages, offset = [], 0
+    while offset < len(data):
+        assert data[offset : offset + 4] == b"OggS"
+        segments = data[offset + 26]
+        length = 27 + segments + sum(data[offset + 27 : offset + 27 + segments])
+        pages.append(data[offset : offset + length])
+        offset += length
+    return pages
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == AUDIO_LOGGER and r.levelno >= logging.WARNING]
+
+
+# --- chained Ogg ------------------------------------------------------------------------------------------
+
+
+CHAINS = {
+    "vorbis": [(16000, "VORBIS", 1.3), (16000, "VORBIS", 0.9)],
+    "opus": [(48000, "OPUS", 1.1), (48000, "OPUS", 1.6), (48000, "OPUS", 0.7)],
+    "mixed-rates-and-codecs": [(44100, "VORBIS", 1.2), (16000, "OPUS", 0.8), (22050, "VORBIS", 1.0)],
+}
+
+
+def _links(name: str, channels: int = 1) -> list[bytes]:
+    return [_encoded(_noise(seconds, rate, seed, channels), rate, "OGG", subtype)
+            for seed, (rate, subtype, seconds) in enumerate(CHAINS[name])]
+
+
+@pytest.mark.parametrize("name", sorted(CHAINS))
+def test_every_chained_ogg_stream_is_decoded_in_order(tmp_path: Path, name: str) -> None:
+    """``cat a.ogg b.ogg``: libsndfile decoded ``a`` and reported the end of the file, so ``b`` was lost without an
+    error. Each link is now decoded (and resampled from its own rate) and the samples joined."""
+    links = _links(name)
+    expected = np.concatenate([load_audio(link, RATE).samples for link in links])
+    chained = b"".join(links)
+    path = tmp_path / "chained.ogg"
+    path.write_bytes(chained)
+    assert soundfile.info(io.BytesIO(chained)).frames < sum(soundfile.info(io.BytesIO(x)).frames for x in links)
+    np.testing.assert_array_equal(load_audio(chained, RATE).samples, expected)
+    np.testing.assert_array_equal(load_audio(path, RATE).samples, expected)
+
+
+def test_a_chained_ogg_is_read_block_by_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each link is decoded in blocks of at most ``BLOCK_FRAMES``, as any file is: a long chain never sits in memory
+    at its source rates."""
+    links = _links("mixed-rates-and-codecs", channels=2)
+    expected = np.concatenate([load_audio(link, RATE).samples for link in links])
+    monkeypatch.setattr(audio_module, "BLOCK_FRAMES", 4096)
+    reads: list[int] = []
+    original = audio_module._read_block
+
+    def counted(audio_file: soundfile.SoundFile, frames: int) -> np.ndarray:
+        assert 0 < frames <= 4096
+        reads.append(frames)
+        return original(audio_file, frames)
+
+    monkeypatch.setattr(audio_module, "_read_block", counted)
+    got = load_audio(b"".join(links), RATE).samples
+    assert len(reads) > 3 * len(links)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_every_link_counts_against_max_seconds() -> None:
+    """Links of 1.1 s, 1.6 s and 0.7 s: each is within 2 s, the chain is not. The link that would pass the limit is
+    refused from its declared length, before it is decoded."""
+    chained = b"".join(_links("opus"))
+    assert load_audio(chained, RATE, max_seconds=3.5).duration == pytest.approx(3.4, abs=0.01)
+    with pytest.raises(AudioTooLongError, match=r"2\.7 s is longer than the 2 s"):
+        load_audio(chained, RATE, max_seconds=2.0)
+
+
+def test_a_chain_with_a_multiplexed_link_is_refused() -> None:
+    """A link that begins several logical streams at once (video with audio, say) is not a chain of audio
+    streams: refused with a typed error that says so, not decoded in part."""
+    first, second, third = [*_links("vorbis"), _encoded(_noise(0.5, RATE, 9), RATE, "OGG", "VORBIS")]
+    a, b = _pages(second), _pages(third)
+    multiplexed = a[0] + b[0] + b"".join(a[1:]) + b"".join(b[1:])  # both beginning-of-stream pages first
+    assert [link.streams for link in ogg_layout(io.BytesIO(first + multiplexed)).links] == [1, 2]
+    with pytest.raises(AudioDecodeError, match=r"chained Ogg stream 2 of 2 \(from byte \d+\) multiplexes 2 logical"):
+        load_audio(first + multiplexed, RATE)
+
+
+def test_a_lone_multiplexed_ogg_is_left_to_libsndfile() -> None:
+    """Not a chain: read as libsndfile reads it (as before), not refused as one."""
+    a, b = _pages(_links("vorbis")[0]), _pages(_encoded(_noise(0.5, RATE, 9), RATE, "OGG", "VORBIS"))
+    multiplexed = a[0] + b[0] + b"".join(a[1:]) + b"".join(b[1:])
+    assert [link.streams for link in ogg_layout(io.BytesIO(multiplexed)).links] == [2]
+    try:
+        expected: object = soundfile.read(io.BytesIO(multiplexed), dtype="float32")[0].shape[0]
+    except (soundfile.LibsndfileError, RuntimeError):
+        expected = AudioDecodeError
+    try:
+        got: object = load_audio(multiplexed, RATE).samples.shape[0]
+    except AudioDecodeError as exc:
+        assert "chained" not in str(exc)
+        got = AudioDecodeError
+    assert got == expected
+
+
+def test_damage_between_links_does_not_hide_the_next_one() -> None:
+    """Junk between two links, holding a stray capture pattern that looks like a beginning-of-stream page, is
+    stepped over as libogg does: the next link is still found where it really begins, and the stray pattern (no
+    page follows where it says it ends) splits nothing."""
+    first, second = _links("vorbis")
+    stray = b"OggS\x00\x02" + bytes(20) + b"\x01\x40" + bytes(64)  # "begins a stream", a 64-byte body, then junk
+    layout = ogg_layout(io.BytesIO(first + b"junk" + stray + b"more junk" + second))
+    assert [link.start for link in layout.links] == [0, len(first) + 4 + len(stray) + 9]
+    assert not layout.cut_short
+
+
+def test_a_stream_at_the_end_of_a_page_body_is_not_a_link() -> None:
+    """The walk steps from page to page by their lengths: ``OggS`` inside a page's body is not looked at."""
+    pages = _pages(_links("vorbis")[0])
+    assert len(ogg_layout(io.BytesIO(b"".join(pages))).links) == 1
+    assert all(page.count(b"OggS") == 1 for page in pages)
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.97])
+def test_an_ogg_cut_short_is_read_to_its_last_whole_page_with_a_warning(caplog: pytest.LogCaptureFixture,
+                                                                       cut: float) -> None:
+    """libsndfile decodes what the complete pages of a cut Ogg file hold, and said nothing; now a warning says it
+    was cut short. A whole file, chained or not, gives no warning."""
+    whole = _encoded(_noise(20.0, 48000, 3), 48000, "OGG", "OPUS")
+    with caplog.at_level(logging.WARNING, logger=AUDIO_LOGGER):
+        load_audio(whole, RATE)
+        load_audio(b"".join(_links("opus")), RATE)
+        assert _warnings(caplog) == []
+        got = load_audio(whole[: int(len(whole) * cut)], RATE)
+    assert 0 < got.duration < 20.0 * cut
+    assert len(_warnings(caplog)) == 1 and "Ogg data is cut short" in _warnings(caplog)[0]
+
+
+def test_a_byte_range_reads_like_the_bytes_it_covers() -> None:
+    data = bytes(range(256)) * 4
+    view = ByteRange(io.BytesIO(data), 100, 900)
+    assert view.read(10) == data[100:110]
+    assert view.seek(-5, io.SEEK_END) == 795 and view.read() == data[895:900]
+    assert view.seek(3) == 3 and view.tell() == 3 and view.read(2) == data[103:105]
+    assert view.read(0) == b"" and view.seek(1000) == 1000 and view.read(4) == b""
+
+
+# --- FLAC cut short, or damaged -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flac() -> tuple[bytes, np.ndarray]:
+    """30 s of noise as FLAC (frames of 4096 samples), and its samples as the engine reads them."""
+    data = _encoded(_noise(30.0, RATE, 7), RATE, "FLAC", "PCM_16")
+    return data, load_audio(data, RATE).samples
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, -1], ids=["half", "most", "all-but-one-byte"])
+@pytest.mark.parametrize("as_path", [False, True], ids=["bytes", "path"])
+def test_a_flac_cut_short_gives_the_audio_before_the_cut(flac: tuple[bytes, np.ndarray], tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture, keep: float,
+                                                         as_path: bool) -> None:
+    """A recorder that died, a partial download: the frames before the cut decode, and are the recording. It was
+    refused entirely ("flac decoder lost sync", as NeMo does); now it gives them, with a warning."""
+    data, whole = flac
+    cut = data[:-1] if keep == -1 else data[: int(len(data) * keep)]
+    source: Path | bytes = cut
+    if as_path:
+        source = tmp_path / "cut.flac"
+        source.write_bytes(cut)
+    with caplog.at_level(logging.WARNING, logger=AUDIO_LOGGER):
+        got = load_audio(source, RATE).samples
+    assert got.shape[0] % 4096 == 0  # whole frames, up to the one the cut went through
+    assert 0 < whole.shape[0] * (len(cut) / len(data)) - got.shape[0] <= 2 * 4096
+    np.testing.assert_array_equal(got, whole[: got.shape[0]])
+    (warning,) = _warnings(caplog)
+    assert "FLAC file is cut short" in warning and f"{got.shape[0] / RATE:.2f} s" in warning
+
+
+def test_a_flac_whose_tail_is_zeros_is_cut_short(flac: tuple[bytes, np.ndarray]) -> None:
+    """A recorder that preallocated its file and died: the audio, then zeros to the end (no frame follows)."""
+    data, whole = flac
+    half = len(data) // 2
+    got = load_audio(data[:half] + bytes(len(data) - half), RATE).samples
+    assert 0 < got.shape[0] < whole.shape[0] // 2
+    np.testing.assert_array_equal(got, whole[: got.shape[0]])
+
+
+@pytest.mark.parametrize("damage", ["zeros", "random", "one-byte", "near-the-end"])
+def test_a_flac_damaged_where_audio_follows_is_refused(flac: tuple[bytes, np.ndarray], damage: str) -> None:
+    """Bytes garbled in the middle, valid frames after: keeping what came before would drop the rest silently, so
+    it is refused, with a typed error that says where and that audio follows. Also when the damage is in the
+    last few kilobytes, within what the decoder reads ahead."""
+    data, _ = flac
+    damaged = bytearray(data)
+    middle = len(data) // 2
+    if damage == "zeros":
+        damaged[middle : middle + 2000] = bytes(2000)
+    elif damage == "random":
+        damaged[middle : middle + 2000] = np.random.default_rng(1).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    elif damage == "one-byte":
+        damaged[middle] ^= 0x55
+    else:
+        damaged[len(data) - 3000 : len(data) - 2500] = bytes(500)  # the last frame (about 2 KB) stays whole
+    with pytest.raises(AudioDecodeError, match=r"after \d+\.\d\d s of audio, and audio follows .*damaged there"):
+        load_audio(bytes(damaged), RATE)
+
+
+def test_a_flac_cut_within_its_first_frame_is_refused(flac: tuple[bytes, np.ndarray]) -> None:
+    data, _ = flac
+    info = flac_info(io.BytesIO(data))
+    assert info is not None
+    with pytest.raises(AudioDecodeError, match="cut short within its first frame"):
+        load_audio(data[: info.audio_start + 100], RATE)
+
+
+def test_the_last_frame_is_found_from_the_end(flac: tuple[bytes, np.ndarray]) -> None:
+    """The frame search reads STREAMINFO (past an ID3v2 tag too) and finds the last frame's first sample."""
+    data, whole = flac
+    last = (whole.shape[0] - 1) // 4096 * 4096
+    info = flac_info(io.BytesIO(data))
+    assert info is not None and (info.max_block, info.sample_rate, info.channels) == (4096, RATE, 1)
+    assert last_frame_sample(io.BytesIO(data), info) == last
+    tag = b"ID3\x04\x00\x00" + bytes([0, 0, 1, 0]) + bytes(128)  # a 128-byte ID3v2 tag before the stream
+    tagged = flac_info(io.BytesIO(tag + data))
+    assert tagged is not None and tagged.audio_start == info.audio_start + len(tag)
+    assert last_frame_sample(io.BytesIO(tag + data), tagged) == last
+    assert flac_info(io.BytesIO(b"RIFF" + bytes(40))) is None
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24"])
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("rate", [8000, 44100])
+def test_every_frame_header_is_recognised_at_its_sample(rate: int, channels: int, subtype: str) -> None:
+    """Every frame of libsndfile's FLAC (any rate, channel count, 16 or 24 bits) is recognised at its first sample,
+    and nothing in the frames' data is taken for a header."""
+    data = _encoded(_noise(3.0, rate, 5, channels), rate, "FLAC", subtype)
+    info = flac_info(io.BytesIO(data))
+    assert info is not None
+    found = [sample for at in range(info.audio_start, len(data) - 1)
+             if data[at] == 0xFF and (sample := frame_sample(data, at, info)) is not None]
+    assert found == list(range(0, 3 * rate, info.max_block))
+
+
+# --- shorter than the header declares -------------------------------------------------------------------------
+
+
+def test_a_file_holding_less_than_its_header_declares_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """A FLAC whose STREAMINFO claims 50 days is read as what it holds (as before), now with a warning; an honest
+    one gives none."""
+    data = _encoded(_noise(2.0, RATE, 2), RATE, "FLAC", "PCM_16")
+    lying = bytearray(data)
+    lying[21] = (lying[21] & 0xF0) | 0x0F
+    lying[22:26] = b"\xff\xff\xff\xff"
+    with caplog.at_level(logging.WARNING, logger=AUDIO_LOGGER):
+        np.testing.assert_array_equal(load_audio(bytes(lying), RATE).samples, load_audio(data, RATE).samples)
+    (warning,) = _warnings(caplog)
+    assert "holds 2.00 s of audio where its header declares" in warning
+
+
+@pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile has no MP3")
+def test_an_mp3_cut_short_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    data = _encoded(_noise(20.0, RATE, 4), RATE, "MP3", "MPEG_LAYER_III")
+    with caplog.at_level(logging.WARNING, logger=AUDIO_LOGGER):
+        assert load_audio(data, RATE).duration == pytest.approx(20.0, abs=0.1)
+        assert _warnings(caplog) == []
+        assert 9 < load_audio(data[: len(data) // 2], RATE).duration < 11
+    (warning,) = _warnings(caplog)
+    assert "header declares 20.00 s" in warning
+
+
+# --- every entry point ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    with Engine.load(batching=BatchingOptions(enabled=False)) as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="module")
+def clip() -> np.ndarray:
+    samples, rate = soundfile.read(sample_audio_path(), dtype="float32")
+    assert rate == RATE
+    return np.asarray(samples)
+
+
+@pytest.fixture(scope="module")
+def sentence(engine: Engine) -> str:
+    return engine.transcribe(sample_audio_path()).text
+
+
+def _chain(clip: np.ndarray, copies: int) -> bytes:
+    """The sample clip as ``copies`` chained Ogg streams, Vorbis and Opus in turn."""
+    return b"".join(_encoded(clip, RATE, "OGG", "OPUS" if i % 2 else "VORBIS") for i in range(copies))
+
+
+def test_the_engine_transcribes_every_chained_stream(engine: Engine, clip: np.ndarray, sentence: str,
+                                                      tmp_path: Path) -> None:
+    chained = _chain(clip, 2)
+    path = tmp_path / "chained.ogg"
+    path.write_bytes(chained)
+    for source in (chained, path, str(path)):
+        transcript = engine.transcribe(source)
+        assert transcript.text == f"{sentence} {sentence}"
+        assert transcript.duration == pytest.approx(2 * clip.shape[0] / RATE, abs=0.01)
+    assert [t.text for t in engine.transcribe([path, chained])] == [f"{sentence} {sentence}"] * 2
+
+
+def test_a_long_chain_is_transcribed_in_chunks(clip: np.ndarray, tmp_path: Path) -> None:
+    """The chunked path (``transcribe_iter``, inputs beyond one pass) reads through the same reader."""
+    path = tmp_path / "radio.ogg"
+    path.write_bytes(_chain(clip, 5))
+    options = LongFormOptions(chunk_seconds=10, left_context_seconds=4, right_context_seconds=2, memory_budget=1)
+    with Engine.load(long_form=options) as chunked:
+        *_, final = chunked.transcribe_iter(path)
+        assert final.transcript is not None and final.transcript.strategy == "chunked"
+        assert final.duration == pytest.approx(5 * clip.shape[0] / RATE, abs=0.01)
+        assert final.transcript.text == chunked.transcribe(load_audio(path, RATE).samples).text
+
+
+def test_the_cli_transcribes_every_chained_stream(clip: np.ndarray, sentence: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from parakeet_runtime.engine.serving.cli import main
+
+    path = tmp_path / "chained.ogg"
+    path.write_bytes(_chain(clip, 2))
+    assert main(["transcribe", str(path), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] == f"{sentence} {sentence}"
+
+
+def test_the_server_transcribes_chains_and_cut_flacs(engine: Engine, clip: np.ndarray, sentence: str) -> None:
+    from parakeet_runtime.engine.serving.server import create_app
+
+    app = create_app(engine)
+    twice = np.concatenate([clip, np.zeros(RATE // 2, dtype=np.float32), clip])
+    flac = _encoded(twice, RATE, "FLAC", "PCM_16")
+    cut = flac[: int(len(flac) * 0.8)]  # the first clip whole, the second cut off
+
+    async def post(data: bytes, name: str) -> Any:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            response = await client.post("/v1/audio/transcriptions", files={"file": (name, data)},
+                                         data={"model": "p"}, timeout=60)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+    assert asyncio.run(post(_chain(clip, 2), "a.ogg"))["text"] == f"{sentence} {sentence}"
+    assert asyncio.run(post(cut, "a.flac"))["text"] == engine.transcribe(load_audio(cut, RATE).samples).text
+    assert clip.shape[0] / RATE + 0.5 < load_audio(cut, RATE).duration < twice.shape[0] / RATE
+
+
+def test_the_server_holds_a_whole_chain_to_its_limit(engine: Engine, clip: np.ndarray) -> None:
+    """The server's check before decoding reads the header, which declares the first link's length only; the
+    decoded length of the whole chain is what it holds to its limit."""
+    from parakeet_runtime.engine.serving.server import ServerOptions, create_app
+
+    app = create_app(engine, ServerOptions(max_audio_s=6))
+
+    async def post(data: bytes) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return await client.post("/v1/audio/transcriptions", files={"file": ("a.ogg", data)},
+                                     data={"model": "p"}, timeout=60)
+
+    assert asyncio.run(post(_chain(clip, 1))).status_code == 200
+    refused = asyncio.run(post(_chain(clip, 2)))
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "audio_too_long"
+
+
+def test_a_cut_flac_through_the_engine_warns_and_transcribes(engine: Engine, clip: np.ndarray, sentence: str,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    twice = np.concatenate([clip, np.zeros(RATE // 2, dtype=np.float32), clip])
+    flac = _encoded(twice, RATE, "FLAC", "PCM_16")
+    with caplog.at_level(logging.WARNING, logger=AUDIO_LOGGER):
+        transcript = engine.transcribe(flac[: int(len(flac) * 0.8)])
+    assert transcript.text.startswith(sentence)
+    assert any("cut short" in message for message in _warnings(caplog))
+
+
+# --- mutations -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["ogg-chain", "flac"])
+def test_mutated_chains_and_flacs_give_audio_or_a_typed_error(flac: tuple[bytes, np.ndarray], kind: str) -> None:
+    """Bytes flipped, cut, inserted or deleted anywhere (page headers, segment tables, frame headers, STREAMINFO):
+    the page walk and the frame search give audio or an :class:`AudioDecodeError`, never another exception."""
+    original = b"".join(_links("opus")) if kind == "ogg-chain" else flac[0][:60_000]
+    rng = np.random.default_rng(11)
+    outcomes: dict[str, int] = {}
+    for _ in range(60):
+        data = bytearray(original)
+        at = int(rng.integers(0, len(data)))
+        action = int(rng.integers(0, 4))
+        if action == 0:
+            data[at] ^= int(rng.integers(1, 256))
+        elif action == 1:
+            del data[at:]
+        elif action == 2:
+            data[at:at] = rng.integers(0, 256, int(rng.integers(1, 64)), dtype=np.uint8).tobytes()
+        else:
+            del data[at : at + int(rng.integers(1, 64))]
+        try:
+            load_audio(bytes(data), RATE)
+            outcomes["ok"] = outcomes.get("ok", 0) + 1
+        except AudioDecodeError:
+            outcomes["refused"] = outcomes.get("refused", 0) + 1
+    assert sum(outcomes.values()) == 60 and outcomes.get("ok", 0) > 0
