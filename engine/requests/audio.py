@@ -162,10 +162,12 @@ class _Samples:
         self._size = 0
 
     def reserve(self, expected: int) -> None:
-        """Room for ``expected`` more samples (at most :data:`MAX_PREALLOCATED`: a header can declare anything)."""
+        """Room for ``expected`` more samples (at most :data:`MAX_PREALLOCATED`: a header can declare anything):
+        exactly that for the first part, at least double for a later one (a chained Ogg file of thousands of
+        short links would otherwise copy everything decoded so far once per link)."""
         needed = self._size + min(max(expected, 0), MAX_PREALLOCATED)
         if needed > self._data.shape[0]:
-            grown = np.empty(needed, dtype=np.float32)
+            grown = np.empty(needed if self._size == 0 else max(needed, 2 * self._data.shape[0]), dtype=np.float32)
             grown[: self._size] = self._data[: self._size]
             self._data = grown
 
