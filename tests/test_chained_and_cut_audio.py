@@ -252,6 +252,20 @@ def test_a_flac_whose_tail_is_zeros_is_cut_short(flac: tuple[bytes, np.ndarray])
     np.testing.assert_array_equal(got, whole[: got.shape[0]])
 
 
+@pytest.mark.parametrize("tail", ["random", "another-file"])
+def test_a_flac_followed_by_what_is_not_its_frames_is_refused(flac: tuple[bytes, np.ndarray], tail: str) -> None:
+    """Half a FLAC, then megabytes that hold no FLAC frame (garbled to the end, or another file appended): no frame
+    follows, so it passed for a file cut short and gave the first half with only a logged warning. More bytes
+    follow the last frame than a frame of the stream can hold: damage, refused (zeros at the end stay a cut:
+    above)."""
+    data, _ = flac
+    half = len(data) // 2
+    rest = (np.random.default_rng(3).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes() if tail == "random"
+            else _encoded(_noise(20.0, RATE, 9), RATE, "OGG", "VORBIS"))
+    with pytest.raises(AudioDecodeError, match=r"bytes that are not FLAC frames follow the last frame .* damaged"):
+        load_audio(data[:half] + rest, RATE)
+
+
 @pytest.mark.parametrize("damage", ["zeros", "random", "one-byte", "near-the-end"])
 def test_a_flac_damaged_where_audio_follows_is_refused(flac: tuple[bytes, np.ndarray], damage: str) -> None:
     """Bytes garbled in the middle, valid frames after: keeping what came before would drop the rest silently, so

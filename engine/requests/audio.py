@@ -44,7 +44,7 @@ from parakeet_runtime.decoding import FloatArray
 from ..errors import AudioDecodeError, AudioFileNotFoundError, AudioTooLongError
 from ..model.manifest import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .containers import container_blocks
-from .flac import flac_info, last_frame_sample
+from .flac import content_end, flac_info, last_frame
 from .ogg import MAX_LINKS, ByteRange, OggLayout, is_ogg, ogg_layout
 from .resample import PolyphaseStream, resample
 from .riff import PatchedReader, finished_header
@@ -332,7 +332,8 @@ def _cut_short(stopped: _DecodeStopped, audio_file: soundfile.SoundFile, part: _
     warning; a FLAC damaged where audio follows, or any other format's decoding error, is raised.
 
     Raises:
-        AudioDecodeError: a FLAC that valid frames follow after the damage, or cut short within its first frame.
+        AudioDecodeError: a FLAC that valid frames follow after the damage, or more bytes than a frame can hold
+            (zeros at the end aside: a preallocated recording), or cut short within its first frame.
         _DecodeStopped: not a FLAC (libsndfile's error as it is).
     """
     if audio_file.format != "FLAC":
@@ -349,16 +350,23 @@ def _cut_short(stopped: _DecodeStopped, audio_file: soundfile.SoundFile, part: _
         else:  # a patched WAV or a link of an Ogg chain: never a FLAC
             raise stopped
         info = flac_info(stream)
-        last_frame = None if info is None else last_frame_sample(stream, info)
+        last = None if info is None else last_frame(stream, info)
+        after = 0 if info is None or last is None else content_end(stream, last.offset) - last.offset
     if info is None:
         raise stopped
     decoded = read + stopped.block.shape[0]
     rate = int(audio_file.samplerate)
     reason = _reason(stopped)
-    if last_frame is not None and last_frame > decoded:
+    if last is not None and last.sample > decoded:
         raise AudioDecodeError(
             f"cannot decode audio from {label}{_where(part)}: {reason} after {decoded / rate:.2f} s of audio, and "
-            f"audio follows (a frame at {last_frame / rate:.2f} s): the file is damaged there, not cut short"
+            f"audio follows (a frame at {last.sample / rate:.2f} s): the file is damaged there, not cut short"
+        ) from stopped
+    if after > info.frame_bound:  # a cut-off last frame is shorter than any frame can be
+        raise AudioDecodeError(
+            f"cannot decode audio from {label}{_where(part)}: {reason} after {decoded / rate:.2f} s of audio, and "
+            f"{after} bytes that are not FLAC frames follow the last frame (more than a frame of this stream can "
+            "hold): the file is damaged there, not cut short"
         ) from stopped
     if decoded == 0:
         raise AudioDecodeError(f"cannot decode audio from {label}{_where(part)}: {reason}: the file is cut short "

@@ -6,7 +6,10 @@ download, a copy that ran out of disk) that frame is the last one, cut off, and 
 recording; when bytes in the middle were garbled, valid frames follow, and keeping only what came before would
 silently drop them. :func:`last_frame_sample` tells the two apart without decoding: it searches the file from its
 end for the last valid frame header (the sync code, fields consistent with STREAMINFO, the header's CRC-8) and
-returns the sample it starts at. If that is after the sample where decoding stopped, audio follows the damage.
+returns the sample it starts at. If that is after the sample where decoding stopped, audio follows the damage;
+if more bytes follow that last header than one frame of the stream can hold (:attr:`FlacInfo.frame_bound`; zeros
+at the very end aside, a recording preallocated on disk), something that is not this FLAC's frames follows it
+(garbled frames, another file appended): damage too, not a cut.
 
 Only the error path reads anything here: a FLAC that decodes costs nothing more.
 """
@@ -64,6 +67,24 @@ class FlacInfo:
     bits: int
     total_samples: int
     """Samples per channel declared; 0: unknown."""
+    max_frame_bytes: int = 0
+    """STREAMINFO's largest frame in bytes; 0: unknown."""
+
+    @property
+    def frame_bound(self) -> int:
+        """Bytes no frame of this stream exceeds: STREAMINFO's maximum frame size where the encoder wrote it, else a
+        verbatim frame's (every sample at full width, plus a header and footer)."""
+        if self.max_frame_bytes:
+            return self.max_frame_bytes
+        return max(self.max_block, 1) * self.channels * (self.bits + 1) // 8 + 64
+
+
+@dataclass(frozen=True)
+class FrameAt:
+    """A valid frame header: the sample its frame starts at, and its byte offset in the file."""
+
+    sample: int
+    offset: int
 
 
 def flac_info(stream: BinaryIO) -> FlacInfo | None:
@@ -96,7 +117,7 @@ def flac_info(stream: BinaryIO) -> FlacInfo | None:
     packed = int.from_bytes(info[10:18], "big")  # rate 20 bits, channels - 1: 3, bits - 1: 5, total: 36
     return FlacInfo(audio_start=offset, max_block=int.from_bytes(info[2:4], "big"),
                     sample_rate=packed >> 44, channels=((packed >> 41) & 0x7) + 1, bits=((packed >> 36) & 0x1F) + 1,
-                    total_samples=packed & ((1 << 36) - 1))
+                    total_samples=packed & ((1 << 36) - 1), max_frame_bytes=int.from_bytes(info[7:10], "big"))
 
 
 def _coded_number(data: bytes, at: int) -> tuple[int, int] | None:
@@ -150,8 +171,15 @@ def frame_sample(data: bytes, at: int, info: FlacInfo) -> int | None:
 
 
 def last_frame_sample(stream: BinaryIO, info: FlacInfo) -> int | None:
-    """The first sample of the last valid frame header in the FLAC file ``stream``, searched backwards from its
-    end (a window of :data:`SCAN_WINDOW` bytes at a time); ``None`` if it holds none."""
+    """The first sample of the last valid frame header in the FLAC file ``stream`` (:func:`last_frame`); ``None``
+    if it holds none."""
+    found = last_frame(stream, info)
+    return None if found is None else found.sample
+
+
+def last_frame(stream: BinaryIO, info: FlacInfo) -> FrameAt | None:
+    """The last valid frame header in the FLAC file ``stream``, searched backwards from its end (a window of
+    :data:`SCAN_WINDOW` bytes at a time); ``None`` if it holds none."""
     end = stream.seek(0, io.SEEK_END)
     while end > info.audio_start:
         start = max(info.audio_start, end - SCAN_WINDOW)
@@ -159,6 +187,20 @@ def last_frame_sample(stream: BinaryIO, info: FlacInfo) -> int | None:
         data = stream.read(end - start + MAX_HEADER_BYTES)  # a header may run past the window's end
         for match in reversed([m.start() for m in _SYNC.finditer(data, 0, end - start + 1)]):
             if match < end - start and (sample := frame_sample(data, match, info)) is not None:
-                return sample
+                return FrameAt(sample, start + match)
         end = start
     return None
+
+
+def content_end(stream: BinaryIO, start: int) -> int:
+    """The offset after the last non-zero byte of ``stream`` at or after ``start`` (``start`` if there is none): a
+    recording preallocated with zeros ends its content there."""
+    end = stream.seek(0, io.SEEK_END)
+    while end > start:
+        window = max(start, end - SCAN_WINDOW)
+        stream.seek(window)
+        kept = len(stream.read(end - window).rstrip(b"\0"))
+        if kept:
+            return window + kept
+        end = window
+    return start
