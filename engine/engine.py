@@ -503,7 +503,7 @@ class Engine:
 
     def _long_transcript(self, long: LongAudio, tokens: Sequence[DecodedToken],
                          steps: Sequence[StepConfidence] | None) -> Transcript:
-        transcript = self.inference.transcripts(tokens, long.duration, steps)
+        transcript = self.inference.transcripts(tokens, long.duration, steps, warnings=long.warnings)
         return dataclasses.replace(transcript, strategy="chunked")
 
     def _long_outcomes(self, long: LongAudio, continuing: bool = False,

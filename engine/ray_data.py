@@ -40,7 +40,7 @@ from .serving.inputs import BatchInput
 from .serving.progress import Progress
 from .serving.signals import interruptions_deferred
 
-RESULT_COLUMNS = ("text", "words", "segments", "error", "duration", "tokens", "strategy")
+RESULT_COLUMNS = ("text", "words", "segments", "error", "duration", "tokens", "strategy", "warnings")
 """The columns :func:`transcribe_dataset` adds (replacing input columns of the same name)."""
 
 _TIMED = pa.struct([
@@ -60,12 +60,14 @@ RESULT_SCHEMA = pa.schema([
     ("duration", pa.float64()),
     ("tokens", pa.list_(_TOKEN)),
     ("strategy", pa.string()),
+    ("warnings", pa.list_(pa.string())),
 ])
 """Types of the result columns: ``text`` and ``duration`` are null and the lists empty where ``error`` is set;
 ``error`` is null where the row was transcribed; ``strategy`` is the transcript's (``one_pass`` or
-``chunked``). Words, segments and tokens carry every field of :class:`~parakeet_runtime.engine.TimedText` and
-:class:`~parakeet_runtime.engine.Token` (``confidence`` null unless the engine computes it), so
-:func:`transcript_from_row` rebuilds the engine's exact transcript."""
+``chunked``), and ``warnings`` its :attr:`~parakeet_runtime.engine.Transcript.warnings` (empty for a clean file
+and where ``error`` is set: a refused file's reason is its ``error``). Words, segments and tokens carry every
+field of :class:`~parakeet_runtime.engine.TimedText` and :class:`~parakeet_runtime.engine.Token` (``confidence``
+null unless the engine computes it), so :func:`transcript_from_row` rebuilds the engine's exact transcript."""
 
 
 @dataclass(frozen=True)
@@ -164,10 +166,11 @@ def result_columns(outcomes: Sequence[Transcript | Exception]) -> dict[str, pa.A
                 "text": outcome.text, "words": [_timed(w) for w in outcome.words],
                 "segments": [_timed(s) for s in outcome.segments], "error": None, "duration": outcome.duration,
                 "tokens": [_token(t) for t in outcome.tokens], "strategy": outcome.strategy,
+                "warnings": list(outcome.warnings),
             }
         else:
             values = {"text": None, "words": [], "segments": [], "error": error_text(outcome), "duration": None,
-                      "tokens": [], "strategy": None}
+                      "tokens": [], "strategy": None, "warnings": []}
         for name in RESULT_COLUMNS:
             rows[name].append(values[name])
     return {name: pa.array(rows[name], type=RESULT_SCHEMA.field(name).type) for name in RESULT_COLUMNS}
@@ -187,6 +190,7 @@ def transcript_from_row(row: dict[str, Any]) -> Transcript:
         words=tuple(TimedText(**word) for word in row["words"]),
         segments=tuple(TimedText(**segment) for segment in row["segments"]),
         strategy=row.get("strategy") or "one_pass",
+        warnings=tuple(row.get("warnings") or ()),
     )
 
 

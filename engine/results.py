@@ -87,10 +87,17 @@ class Transcript:
     buffered algorithm for inputs beyond the one-pass memory budget; see ``LongFormOptions``). Empty audio
     (nothing encoded either way) records the strategy chosen for it: ``chunked`` where
     ``LongFormOptions.strategy`` forces it, else ``one_pass``."""
+    warnings: tuple[str, ...] = ()
+    """What the audio reader accepted imperfect in this input, one human-readable sentence each: a FLAC or Ogg
+    file cut short, a file holding less audio than its header declares (the transcript covers the audio before
+    the cut). The same sentences are logged as warnings; they are here so that a caller who reads no log (a
+    library user without logging set up, a server's client) still learns that part of the recording was missing.
+    Empty for a clean file and for arrays."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (``confidence`` keys only where confidence was computed)."""
-        return {
+        """Plain JSON-ready dict (``confidence`` keys only where confidence was computed; ``warnings`` only where
+        there are any, so that a clean input's JSON keeps the shape it had before the field existed)."""
+        body: dict[str, Any] = {
             "text": self.text,
             "duration": self.duration,
             "strategy": self.strategy,
@@ -98,6 +105,9 @@ class Transcript:
             "words": [_fields(w) for w in self.words],
             "tokens": [_fields(t) for t in self.tokens],
         }
+        if self.warnings:
+            body["warnings"] = list(self.warnings)
+        return body
 
 
 _NOT_IN_DICT = ("log_prob", "first_token", "end_token")
@@ -125,4 +135,5 @@ class TranscriptUpdate:
     duration: float
     """Length of the audio in seconds."""
     transcript: Transcript | None = None
-    """The whole transcript, on the last update only (its words and segments are those of all updates)."""
+    """The whole transcript, on the last update only (its words and segments are those of all updates; its
+    ``warnings`` are the input's)."""

@@ -9,7 +9,9 @@ internet-radio capture) is decoded in order, each resampled from its own rate (:
 decodes the first); a FLAC cut short at its end gives the audio before the cut with a logged warning, while one
 damaged in the middle is refused (:mod:`.flac`); and a file that holds less audio than its header declares
 (an MP3 or Ogg file cut short) is read as far as it goes, with a logged warning. (A WAV cut short reads every
-whole sample it holds, without a warning: libsndfile corrects its declared length to the file's.)
+whole sample it holds, without a warning: libsndfile corrects its declared length to the file's.) Each warning
+is also kept in :attr:`Audio.warnings`, and the request's transcript carries it (``Transcript.warnings``): a
+caller who configured no logging, or a server's client, still learns that part of the recording was missing.
 
 Hostile input is refused early with :class:`AudioDecodeError`: sample rates outside
 :data:`MIN_SAMPLE_RATE`..:data:`MAX_SAMPLE_RATE` (and rates that are not integers, ``True`` included)
@@ -71,6 +73,11 @@ class Audio:
     """Mono float32 samples, shape ``(n,)``."""
     sample_rate: int
     """Samples per second."""
+    warnings: tuple[str, ...] = ()
+    """What the reader accepted imperfect, one human-readable sentence each (a FLAC or Ogg file cut short, a file
+    holding less audio than its header declares): the transcript of this audio carries them
+    (``Transcript.warnings``), so that a caller learns that part of the recording was missing without reading the
+    log. Empty for a clean file and for arrays."""
 
     @property
     def duration(self) -> float:
@@ -250,11 +257,18 @@ def _planned(handle: str | io.BytesIO, label: str) -> Iterator[_Plan]:
                           for number, link in enumerate(links, 1)), layout)
 
 
+def _warn(warnings: list[str], message: str) -> None:
+    """Log ``message`` and keep it in ``warnings`` (the request's own list), for the transcript to carry."""
+    logger.warning("%s", message)
+    warnings.append(message)
+
+
 def _read_file(
     source: str | os.PathLike[str] | bytes, target_rate: int, max_seconds: float | None
-) -> npt.NDArray[np.float32]:
+) -> tuple[npt.NDArray[np.float32], tuple[str, ...]]:
     """A file decoded block by block, each block mixed to mono, checked and resampled (:class:`PolyphaseStream`:
-    the same samples as resampling all at once) to ``target_rate``; a chained Ogg file link by link."""
+    the same samples as resampling all at once) to ``target_rate``; a chained Ogg file link by link. Returns the
+    samples and the warnings of what was accepted imperfect (:attr:`Audio.warnings`), in the order they arose."""
     label = _describe(source)
     handle = _open_file(source)
     if isinstance(handle, str) and _is_pipe(handle):
@@ -267,13 +281,14 @@ def _read_file(
     try:
         with _planned(handle, label) as plan:
             samples = _Samples()
+            warnings: list[str] = []
             seconds = 0.0
             for part in plan.parts:
-                seconds += _decode_part(part, samples, label, target_rate, max_seconds, before=seconds)
+                seconds += _decode_part(part, samples, label, target_rate, max_seconds, warnings, before=seconds)
             if plan.ogg is not None and plan.ogg.cut_short:
-                logger.warning("%s: the Ogg data is cut short (it ends inside a page, or before its stream's last "
-                               "page); transcribing the %.2f s its complete pages hold", label, seconds)
-            return samples.array()
+                _warn(warnings, f"{label}: the Ogg data is cut short (it ends inside a page, or before its stream's "
+                                f"last page); transcribing the {seconds:.2f} s its complete pages hold")
+            return samples.array(), tuple(warnings)
     except MemoryError as exc:
         raise AudioDecodeError(f"{label}: not enough memory to decode this audio") from exc
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
@@ -282,13 +297,15 @@ def _read_file(
         where = f" ({part.where})" if part.where else ""
         refusal = AudioDecodeError(f"cannot decode audio from {label}{where}: {_reason(exc)}")
         refusal.__cause__ = exc
-        return _read_container(source, refusal, target_rate, max_seconds, label)  # PyAV (MP4/M4A, WebM, AAC)
+        # PyAV (MP4/M4A, WebM, AAC): it warns of nothing
+        return _read_container(source, refusal, target_rate, max_seconds, label), ()
 
 
-def _decode_part(part: _Part, samples: _Samples, label: str, target_rate: int, max_seconds: float | None, *,
-                 before: float) -> float:
+def _decode_part(part: _Part, samples: _Samples, label: str, target_rate: int, max_seconds: float | None,
+                 warnings: list[str], *, before: float) -> float:
     """Decode ``part`` block by block onto ``samples``; its length in seconds. ``before``: seconds decoded
-    before it (earlier links of a chain), counted against ``max_seconds``."""
+    before it (earlier links of a chain), counted against ``max_seconds``; what it accepts imperfect (a FLAC cut
+    short, less audio than the header declares) is logged and added to ``warnings``."""
     with soundfile.SoundFile(part.opened) as audio_file:
         rate = _check_rate(int(audio_file.samplerate), label)
         declared = int(audio_file.frames)
@@ -307,7 +324,9 @@ def _decode_part(part: _Part, samples: _Samples, label: str, target_rate: int, m
             try:
                 block = _read_block(audio_file, wanted)
             except _DecodeStopped as stopped:
-                block, cut = _cut_short(stopped, audio_file, part, read, label), True
+                block, message = _cut_short(stopped, audio_file, part, read, label)
+                _warn(warnings, message)
+                cut = True
             last = cut or block.shape[0] < wanted or (known and read + block.shape[0] >= declared)
             read += block.shape[0]
             if max_seconds is not None:
@@ -316,9 +335,9 @@ def _decode_part(part: _Part, samples: _Samples, label: str, target_rate: int, m
             samples.append(mono if resampler is None else resampler.push(mono, last=last))
             if last:
                 if known and read < declared and not cut:
-                    logger.warning("%s: the file holds %.2f s of audio where its header declares %.2f s (cut "
-                                   "short?); transcribing the %.2f s it holds", label + _where(part), read / rate,
-                                   declared / rate, read / rate)
+                    _warn(warnings, f"{label}{_where(part)}: the file holds {read / rate:.2f} s of audio where its "
+                                    f"header declares {declared / rate:.2f} s (cut short?); transcribing the "
+                                    f"{read / rate:.2f} s it holds")
                 return float(read) / rate
 
 
@@ -327,9 +346,9 @@ def _where(part: _Part) -> str:
 
 
 def _cut_short(stopped: _DecodeStopped, audio_file: soundfile.SoundFile, part: _Part, read: int,
-               label: str) -> npt.NDArray[np.float32]:
-    """The last block of a FLAC cut short at its end (the frames libsndfile decoded before the cut), with a
-    warning; a FLAC damaged where audio follows, or any other format's decoding error, is raised.
+               label: str) -> tuple[npt.NDArray[np.float32], str]:
+    """The last block of a FLAC cut short at its end (the frames libsndfile decoded before the cut), and the
+    warning that says so; a FLAC damaged where audio follows, or any other format's decoding error, is raised.
 
     Raises:
         AudioDecodeError: a FLAC that valid frames follow after the damage, or more bytes than a frame can hold
@@ -373,10 +392,9 @@ def _cut_short(stopped: _DecodeStopped, audio_file: soundfile.SoundFile, part: _
                                "within its first frame") from stopped
     declared = int(audio_file.frames)
     of = f" of the {declared / rate:.2f} s its header declares" if 0 < declared < UNKNOWN_LENGTH else ""
-    logger.warning("%s: the FLAC file is cut short: decoding stopped after %.2f s%s (%s) and no frame follows; "
-                   "transcribing the %.2f s before the cut", label + _where(part), decoded / rate, of, reason,
-                   decoded / rate)
-    return stopped.block
+    return stopped.block, (f"{label}{_where(part)}: the FLAC file is cut short: decoding stopped after "
+                           f"{decoded / rate:.2f} s{of} ({reason}) and no frame follows; transcribing the "
+                           f"{decoded / rate:.2f} s before the cut")
 
 
 def _read_container(source: str | os.PathLike[str] | bytes, refusal: AudioDecodeError, target_rate: int,
@@ -569,8 +587,9 @@ def load_audio(
     """
     label = _describe(source)
     if isinstance(source, (str, os.PathLike, bytes)):
-        data = _read_file(source, target_rate, max_seconds)
-        return Audio(samples=np.ascontiguousarray(data, dtype=np.float32), sample_rate=target_rate)
+        data, warnings = _read_file(source, target_rate, max_seconds)
+        return Audio(samples=np.ascontiguousarray(data, dtype=np.float32), sample_rate=target_rate,
+                     warnings=warnings)
     if isinstance(source, tuple):
         if len(source) != 2 or not isinstance(source[0], np.ndarray):
             raise AudioDecodeError("expected an (array, sample_rate) pair")

@@ -79,7 +79,8 @@ class Inference:
                 continue
             prepared[index] = item
             if item.features is None:
-                results[index] = Transcript(text="", duration=item.duration, strategy=item.strategy)
+                results[index] = Transcript(text="", duration=item.duration, strategy=item.strategy,
+                                            warnings=item.warnings)
             else:
                 todo.append(index)
         todo.sort(key=lambda i: prepared[i].valid_frames)
@@ -150,7 +151,7 @@ class Inference:
                                             lookahead=JOINT_LOOKAHEAD, confidence=confidence)
             tokens = batch.tokens
             steps = batch.steps if batch.steps is not None else [None] * len(items)
-        return [self.transcripts(found, item.duration, recorded)
+        return [self.transcripts(found, item.duration, recorded, warnings=item.warnings)
                 for found, recorded, item in zip(tokens, steps, items, strict=True)]
 
 

@@ -33,6 +33,8 @@ class PreparedAudio:
     strategy: StrategyName = "one_pass"
     """What its transcript records as ``Transcript.strategy``: ``one_pass``, except for empty audio under a
     forced ``chunked`` strategy (nothing is encoded either way, so the transcript records what was asked)."""
+    warnings: tuple[str, ...] = ()
+    """What the audio reader accepted imperfect (:attr:`.audio.Audio.warnings`): its transcript carries them."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +49,8 @@ class LongAudio:
     feature_frames: int
     """Valid feature frames of the whole input."""
     windows: tuple[Window, ...]
+    warnings: tuple[str, ...] = ()
+    """What the audio reader accepted imperfect (:attr:`.audio.Audio.warnings`): its transcript carries them."""
 
     @property
     def valid_frames(self) -> int:
@@ -122,17 +126,18 @@ class Preparer:
         audio = load_audio(source, self.sample_rate, sample_rate=sample_rate, max_seconds=self.max_seconds)
         num_samples = audio.samples.shape[0]
         strategy = self.strategy(num_samples)
+        warnings = audio.warnings
         if num_samples == 0:  # nothing to encode: recorded as the strategy chosen for it (chunked where forced)
-            return PreparedAudio(duration=0.0, features=None, valid_frames=0, strategy=strategy)
+            return PreparedAudio(duration=0.0, features=None, valid_frames=0, strategy=strategy, warnings=warnings)
         if strategy == "chunked":
             features, valid = self.features.long_features(audio.samples)
-            return LongAudio(audio.duration, features, valid, tuple(self.geometry.windows(num_samples)))
+            return LongAudio(audio.duration, features, valid, tuple(self.geometry.windows(num_samples)), warnings)
         features, valid = self.features(audio.samples)
         if valid == 0:
-            return PreparedAudio(duration=audio.duration, features=None, valid_frames=0)
+            return PreparedAudio(duration=audio.duration, features=None, valid_frames=0, warnings=warnings)
         self._check_length(valid, audio.duration)
         return PreparedAudio(duration=audio.duration, features=features, valid_frames=valid,
-                             encoder_bytes=self.encoder_bytes(num_samples))
+                             encoder_bytes=self.encoder_bytes(num_samples), warnings=warnings)
 
     def window_features(self, long: LongAudio, window: Window) -> tuple[FloatArray, int]:
         """Features of one window of a long input: one pass's features of the window's samples (normalised

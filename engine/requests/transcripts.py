@@ -52,10 +52,12 @@ class TranscriptBuilder:
     """How ``steps`` turn into token, word and segment confidence (``None``: no confidence)."""
 
     def __call__(
-        self, decoded: Sequence[DecodedToken], duration: float, steps: Sequence[StepConfidence] | None = None
+        self, decoded: Sequence[DecodedToken], duration: float, steps: Sequence[StepConfidence] | None = None, *,
+        warnings: tuple[str, ...] = (),
     ) -> Transcript:
         """The transcript of ``decoded`` tokens for audio of ``duration`` seconds (NeMo's text and times);
-        with ``confidence`` set, the search's ``steps`` give each token, word and segment its confidence."""
+        with ``confidence`` set, the search's ``steps`` give each token, word and segment its confidence.
+        ``warnings``: what the audio reader accepted imperfect in the input (``Transcript.warnings``)."""
         tok = self.tokenizer
         config = self.config
         pieces = [tok.pieces[t.id] for t in decoded]
@@ -121,5 +123,6 @@ class TranscriptBuilder:
                 for s, c, (first, end) in zip(segments, segment_conf, segment_tokens(segments, words, len(spans)),
                                               strict=True)
             ),
+            warnings=warnings,
         )
 

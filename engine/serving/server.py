@@ -14,7 +14,9 @@ Endpoints:
   ``model`` is accepted and not checked (one model per server). Times are rounded to the millisecond.
   verbose_json segments carry every field of OpenAI's (``tokens``, ``temperature``, ``avg_logprob``,
   ``compression_ratio``, ``no_speech_prob``: what each means for a TDT model is under :data:`GREEDY_TEMPERATURE`
-  and below); ``avg_logprob`` is measured only when the engine computes confidence.
+  and below); ``avg_logprob`` is measured only when the engine computes confidence. An upload the audio reader
+  accepted imperfect (a FLAC or Ogg file cut short: the text covers the audio before the cut) adds a
+  ``warnings`` list of sentences to the json and verbose_json bodies; a clean upload's has no such key.
 * ``GET /health`` — 200 with the model id once the model is loaded, 503 before.
 * ``GET /v1/models``, ``GET /v1/models/{id}`` — the served model: its id (a slug, see
   :attr:`ServerOptions.model_name`), description and languages.
@@ -642,7 +644,7 @@ def _render(transcript: Transcript, response_format: str, granularities: list[st
     if response_format == "vtt":
         return PlainTextResponse(to_vtt(transcript), media_type="text/vtt")
     if response_format == "json":
-        return JSONResponse({"text": transcript.text})
+        return JSONResponse({"text": transcript.text} | _warnings(transcript))
     body: dict[str, Any] = {
         "task": "transcribe",
         "language": language,
@@ -666,7 +668,14 @@ def _render(transcript: Transcript, response_format: str, granularities: list[st
             } | _confidence(s)
             for i, s in enumerate(transcript.segments)
         ]
-    return JSONResponse(body)
+    return JSONResponse(body | _warnings(transcript))
+
+
+def _warnings(transcript: Transcript) -> dict[str, list[str]]:
+    """``{"warnings": [...]}`` where the audio reader accepted the upload imperfect (a FLAC or Ogg file cut short:
+    the text covers the audio before the cut), else nothing: a clean upload's response keeps OpenAI's shape, and a
+    client still learns that part of its recording was missing (the server's log is not the client's to read)."""
+    return {"warnings": list(transcript.warnings)} if transcript.warnings else {}
 
 
 GREEDY_TEMPERATURE = 0.0
