@@ -45,12 +45,12 @@ RESULT_COLUMNS = ("text", "words", "segments", "error", "duration", "tokens", "s
 
 _TIMED = pa.struct([
     ("text", pa.string()), ("start_offset", pa.int64()), ("end_offset", pa.int64()), ("start", pa.float64()),
-    ("end", pa.float64()), ("confidence", pa.float64()),
+    ("end", pa.float64()), ("confidence", pa.float64()), ("first_token", pa.int64()), ("end_token", pa.int64()),
 ])
 _TOKEN = pa.struct([
     ("id", pa.int64()), ("text", pa.string()), ("piece", pa.string()), ("frame", pa.int64()),
     ("duration", pa.int64()), ("start_offset", pa.int64()), ("end_offset", pa.int64()), ("start", pa.float64()),
-    ("end", pa.float64()), ("confidence", pa.float64()),
+    ("end", pa.float64()), ("confidence", pa.float64()), ("log_prob", pa.float64()),
 ])
 RESULT_SCHEMA = pa.schema([
     ("text", pa.string()),
@@ -67,7 +67,8 @@ RESULT_SCHEMA = pa.schema([
 ``chunked``), and ``warnings`` its :attr:`~parakeet_runtime.engine.Transcript.warnings` (empty for a clean file
 and where ``error`` is set: a refused file's reason is its ``error``). Words, segments and tokens carry every
 field of :class:`~parakeet_runtime.engine.TimedText` and :class:`~parakeet_runtime.engine.Token` (``confidence``
-null unless the engine computes it), so :func:`transcript_from_row` rebuilds the engine's exact transcript."""
+and ``log_prob`` null unless the engine computes confidence; ``first_token`` and ``end_token``, the tokens each
+word and segment covers), so :func:`transcript_from_row` rebuilds the engine's exact transcript."""
 
 
 @dataclass(frozen=True)
@@ -148,13 +149,14 @@ class Transcriber:
 
 def _timed(item: TimedText) -> dict[str, Any]:
     return {"text": item.text, "start_offset": item.start_offset, "end_offset": item.end_offset,
-            "start": item.start, "end": item.end, "confidence": item.confidence}
+            "start": item.start, "end": item.end, "confidence": item.confidence, "first_token": item.first_token,
+            "end_token": item.end_token}
 
 
 def _token(item: Token) -> dict[str, Any]:
     return {"id": item.id, "text": item.text, "piece": item.piece, "frame": item.frame, "duration": item.duration,
             "start_offset": item.start_offset, "end_offset": item.end_offset, "start": item.start,
-            "end": item.end, "confidence": item.confidence}
+            "end": item.end, "confidence": item.confidence, "log_prob": item.log_prob}
 
 
 def result_columns(outcomes: Sequence[Transcript | Exception]) -> dict[str, pa.Array]:
