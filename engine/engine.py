@@ -303,7 +303,7 @@ class Engine:
         if progress is not None:
             progress(transcript.duration, transcript.duration)
         yield TranscriptUpdate(transcript.words, transcript.segments, transcript.duration, transcript.duration,
-                               transcript)
+                               transcript, transcript.warnings)
 
     def _submit(self, audio: AudioInput, sample_rate: int | None) -> Future[Outcome] | LongAudio:
         """Prepare one input and submit it when it runs in one pass (a long input comes back to be run)."""
@@ -496,7 +496,7 @@ class Engine:
                 if progress is not None:
                     progress(processed, one.duration)
                 yield TranscriptUpdate(words[words_sent:], segments[segments_sent:], processed, one.duration,
-                                       partial if last else None)
+                                       partial if last else None, one.warnings)
                 words_sent, segments_sent = max(len(words), words_sent), max(len(segments), segments_sent)
         finally:
             outcomes.close()

@@ -137,3 +137,7 @@ class TranscriptUpdate:
     transcript: Transcript | None = None
     """The whole transcript, on the last update only (its words and segments are those of all updates; its
     ``warnings`` are the input's)."""
+    warnings: tuple[str, ...] = ()
+    """The input's :attr:`Transcript.warnings`, on every update: the audio is read before the first update, so a
+    caller showing segments as they come (or stopping early) learns from the first that part of the recording was
+    missing."""

@@ -162,6 +162,7 @@ def test_transcribe_iter_says_so_on_the_last_update(engine: Engine, files: dict[
     *_, final = engine.transcribe_iter(files["cut"])
     assert final.transcript is not None
     _one_cut_warning(final.transcript)
+    assert final.warnings == final.transcript.warnings
     *_, final = engine.transcribe_iter(files["clean"])
     assert final.transcript is not None and final.transcript.warnings == ()
 
@@ -176,10 +177,13 @@ def test_the_chunked_path_keeps_the_warning(files: dict[str, Path], cut: bytes, 
         _one_cut_warning(transcript)
         assert chunked.transcribe(files["clean"]).warnings == ()
         updates = list(chunked.transcribe_iter(cut))
-        assert len(updates) > 1  # several chunk groups: the warning is on the whole transcript, at the end
+        assert len(updates) > 1  # several chunk groups: the whole transcript comes at the end
         final = updates[-1].transcript
         assert final is not None and final.strategy == "chunked"
         _one_cut_warning(final)
+        # every update says so, the first included: a caller stopping early still learns it
+        assert all(update.warnings == final.warnings for update in updates)
+        assert all(update.warnings == () for update in chunked.transcribe_iter(clean))
         assert [len(t.warnings) for t in chunked.transcribe([clean, cut])] == [0, 1]
         _one_cut_warning(asyncio.run(chunked.transcribe_async(cut)))
 
