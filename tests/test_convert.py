@@ -778,7 +778,8 @@ def config_variants(nemo_paths: dict[str, Path], tmp_path_factory: pytest.TempPa
     folder = tmp_path_factory.mktemp("config-variants")
     base = model_config(GEOMETRY_B, str(nemo_paths["tdt_b"].parent / "tokenizer_tdt_b"))
     torch.manual_seed(0)
-    out = {name: folder / f"{name}.nemo" for name in ("hybrid", "streaming", "no_validation_ds", "chunked_subsampling")}
+    names = ("hybrid", "streaming", "no_validation_ds", "chunked_subsampling", "parakeet_encoder_flags")
+    out = {name: folder / f"{name}.nemo" for name in names}
     hybrid = copy.deepcopy(base)
     hybrid["aux_ctc"] = {
         "ctc_loss_weight": 0.3, "use_cer": False, "decoding": {"strategy": "greedy"},
@@ -794,6 +795,9 @@ def config_variants(nemo_paths: dict[str, Path], tmp_path_factory: pytest.TempPa
     chunked = copy.deepcopy(base)
     chunked["encoder"]["subsampling_conv_chunking_factor"] = 2
     EncDecRNNTBPEModel(cfg=OmegaConf.create(chunked)).save_to(str(out["chunked_subsampling"]))
+    flags = copy.deepcopy(base)
+    flags["encoder"].update(use_bias=False, xscaling=False)
+    EncDecRNNTBPEModel(cfg=OmegaConf.create(flags)).save_to(str(out["parakeet_encoder_flags"]))
     return out
 
 
@@ -885,3 +889,20 @@ def test_a_checkpoint_chunking_its_subsampling_converts_with_parity(
     assert [t.text for t in batch] == [engine.transcribe(p).text for p in paths]
     model, _ = load_model(Source(spec=str(path), path=path, sha256=""))
     assert model.encoder.pre_encode.subsampling_conv_chunking_factor == 2
+
+
+def test_parakeets_own_encoder_flags_convert_with_parity(tmp_path: Path, config_variants: dict[str, Path],
+                                                        clips: dict[str, Path]) -> None:
+    """NVIDIA's Parakeet v2/v3 configs set ``use_bias: false`` (no biases in the encoder's linear layers and
+    convolutions) and ``xscaling: false`` (no sqrt(d_model) scaling of the subsampled input); the trained fixtures
+    use NeMo's defaults (both true). Parity with NeMo on every fixture clip, and the encoder really has no biases."""
+    from parakeet_runtime.export.convert import convert
+    from parakeet_runtime.export.source import Source, load_model
+
+    path = config_variants["parakeet_encoder_flags"]
+    model, _ = load_model(Source(spec=str(path), path=path, sha256=""))
+    assert model.encoder.xscale is None
+    assert model.encoder.layers[0].self_attn.linear_q.bias is None
+    report = convert(str(path), tmp_path / "out", probe_audio=[clips[name] for name in CLIP_NAMES])
+    assert len(report.probes) == len(CLIP_NAMES) + 1 and all(p.identical for p in report.probes)
+    assert sum(p.tokens for p in report.probes) > 0
