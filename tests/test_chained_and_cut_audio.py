@@ -202,6 +202,102 @@ def test_an_ogg_cut_short_is_read_to_its_last_whole_page_with_a_warning(caplog: 
     assert len(_warnings(caplog)) == 1 and "Ogg data is cut short" in _warnings(caplog)[0]
 
 
+def _long_link() -> bytes:
+    return _encoded(_noise(12.0, RATE, 21), RATE, "OGG", "VORBIS")
+
+
+@pytest.mark.parametrize("where", [0.4, 0.75])
+def test_a_link_cut_inside_a_page_does_not_swallow_the_next(where: float) -> None:
+    """A first link cut inside a page, then a whole second one: the cut page's segment table claims bytes of the second
+    link, and the walk stepped over its beginning: one link, the second lost without a word (and the first's tail).
+    Pages now count only with their CRC: both links are found, the second decodes whole, and the first says it ended
+    without its last page."""
+    first, second = _long_link(), _links("vorbis")[1]
+    cut = first[: int(len(first) * where)]
+    layout = ogg_layout(io.BytesIO(cut + second))
+    assert [link.start for link in layout.links] == [0, len(cut)] and not layout.links[0].ended
+    audio = load_audio(cut + second, RATE)
+    tail = load_audio(second, RATE).samples
+    np.testing.assert_allclose(audio.samples[-tail.shape[0]:], tail, rtol=0, atol=1e-6)
+    assert len(audio.warnings) == 1 and "stream 1 of 2" in audio.warnings[0] and "without its" in audio.warnings[0]
+
+
+def test_a_link_cut_at_a_page_boundary_says_so() -> None:
+    """Cut between two pages of the first link: nothing to resynchronise, but the link has no end-of-stream page,
+    so its missing tail is no longer silent."""
+    pages = _pages(_long_link())
+    second = _links("vorbis")[1]
+    audio = load_audio(b"".join(pages[: len(pages) // 2]) + second, RATE)
+    assert len(audio.warnings) == 1 and "ends without its stream's last page" in audio.warnings[0]
+
+
+def test_a_flipped_bit_in_a_page_header_neither_splits_nor_refuses() -> None:
+    """A beginning-of-stream flag set by one flipped bit on a middle page made a second "link" that libsndfile
+    refused, losing the whole file; its CRC is now wrong, so the page is damage (libogg drops it too). A damaged last
+    page (its end-of-stream flag no longer trusted) says the file may be cut short."""
+    data = _long_link()
+    pages = _pages(data)
+    middle = sum(len(page) for page in pages[: len(pages) // 2])
+    flipped = bytearray(data)
+    flipped[middle + 5] |= 0x02
+    assert len(ogg_layout(io.BytesIO(bytes(flipped))).links) == 1
+    assert load_audio(bytes(flipped), RATE).duration > 10.0
+    last = bytearray(data)
+    last[len(data) - len(pages[-1]) + 14] ^= 1  # the last page's serial number
+    audio = load_audio(bytes(last), RATE)
+    assert audio.duration < 12.0 and len(audio.warnings) == 1 and "cut short" in audio.warnings[0]
+
+
+def test_a_link_libsndfile_cannot_open_is_skipped_with_a_warning() -> None:
+    """A link that is only a beginning-of-stream page and a cut one (libsndfile: "malformed") refused the whole
+    chain; the other links' audio is now kept, and the transcript says which link was skipped. A chain of nothing
+    but such links is refused."""
+    first, second = _links("vorbis")
+    broken = _links("opus")[0][:200]
+    audio = load_audio(first + broken + second, RATE)
+    assert audio.duration == pytest.approx(load_audio(first + second, RATE).duration)
+    assert any("stream 2 of 3" in w and "skipped" in w for w in audio.warnings)
+    with pytest.raises(AudioDecodeError):
+        load_audio(broken + broken, RATE)
+
+
+def test_the_walk_reads_each_window_once_while_resynchronising() -> None:
+    """A crafted file of fake page headers every 32 bytes (none followed by a page): each candidate re-read a
+    megabyte window, 10 s for 8 MB. The search now stays in the window it has, so the bytes read stay a small
+    multiple of the file's."""
+    import struct
+
+    fake = b"".join(b"OggS\x00\x00" + bytes(16) + struct.pack("<I", i) + b"\x01\x05" + bytes(4)
+                    for i in range(20_000))
+    data = _pages(_long_link())[0] + fake
+
+    class Counted(io.BytesIO):
+        bytes_read = 0
+
+        def read(self, size: int | None = -1) -> bytes:
+            chunk = super().read(size)
+            Counted.bytes_read += len(chunk)
+            return chunk
+
+    ogg_layout(Counted(data))
+    assert Counted.bytes_read <= 4 * len(data) + (2 << 20)
+
+
+def test_the_server_counts_every_links_declared_length() -> None:
+    """``soundfile.info`` reads the first link's header only, so a chain of a short link and a long one passed the
+    server's check before decoding and was decoded whole before its length was refused."""
+    from parakeet_runtime.engine.requests.audio import chained_ogg_seconds
+    from parakeet_runtime.engine.serving import server
+
+    short = _encoded(_noise(1.0, RATE, 1), RATE, "OGG", "VORBIS")
+    long = _encoded(_noise(12.0, RATE, 2), RATE, "OGG", "VORBIS")
+    assert chained_ogg_seconds(short + long) == pytest.approx(13.0, abs=0.01)
+    assert chained_ogg_seconds(long) is None and chained_ogg_seconds(b"RIFF" + bytes(40)) is None
+    server._check_declared_duration(short, 10.0, None)
+    with pytest.raises(server._ApiError, match=r"13\.0 s is longer than this server accepts"):
+        server._check_declared_duration(short + long, 10.0, None)
+
+
 def test_a_byte_range_reads_like_the_bytes_it_covers() -> None:
     data = bytes(range(256)) * 4
     view = ByteRange(io.BytesIO(data), 100, 900)

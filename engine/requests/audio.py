@@ -263,6 +263,29 @@ def _warn(warnings: list[str], message: str) -> None:
     warnings.append(message)
 
 
+def chained_ogg_seconds(data: bytes) -> float | None:
+    """The length the headers of a chained Ogg file's links declare, all links together (nothing is decoded); ``None``
+    when ``data`` is not a chain (not Ogg, or one link: ``soundfile.info`` reads its length), or a link's header says
+    no length. ``soundfile.info`` sees only the first link, so a length check before decoding needs this one."""
+    raw = io.BytesIO(data)
+    if not is_ogg(data[:4]):
+        return None
+    links = ogg_layout(raw).links
+    if len(links) <= 1:
+        return None
+    seconds = 0.0
+    for link in links[:MAX_LINKS]:
+        try:
+            info = soundfile.info(ByteRange(raw, link.start, link.end))
+        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
+            continue  # a link libsndfile cannot open is skipped when decoded (and declares nothing)
+        frames, rate = int(info.frames), int(info.samplerate)
+        if rate <= 0 or not 0 <= frames < UNKNOWN_LENGTH:
+            return None
+        seconds += frames / rate
+    return seconds
+
+
 def _read_file(
     source: str | os.PathLike[str] | bytes, target_rate: int, max_seconds: float | None
 ) -> tuple[npt.NDArray[np.float32], tuple[str, ...]]:
@@ -283,8 +306,26 @@ def _read_file(
             samples = _Samples()
             warnings: list[str] = []
             seconds = 0.0
+            skipped: list[soundfile.LibsndfileError] = []
             for part in plan.parts:
-                seconds += _decode_part(part, samples, label, target_rate, max_seconds, warnings, before=seconds)
+                try:
+                    seconds += _decode_part(part, samples, label, target_rate, max_seconds, warnings,
+                                            before=seconds)
+                except soundfile.LibsndfileError as exc:
+                    # a link of a chain that libsndfile cannot open (header pages only, a malformed or empty
+                    # stream): the other links' audio is kept, and the transcript says what was skipped
+                    if len(plan.parts) == 1 or isinstance(exc, _DecodeStopped):
+                        raise
+                    skipped.append(exc)
+                    _warn(warnings, f"{label} ({part.where}): could not be decoded ({_reason(exc)}); skipped")
+            if len(skipped) == len(plan.parts):
+                raise skipped[0]
+            links = plan.ogg.links if plan.ogg is not None else ()
+            for number, link in enumerate(links[:-1], 1):
+                if not link.ended:
+                    _warn(warnings, f"{label}: chained Ogg stream {number} of {len(links)} (from byte {link.start}) "
+                                    "ends without its stream's last page (cut short where the next stream begins); "
+                                    "transcribing what its complete pages hold")
             if plan.ogg is not None and plan.ogg.cut_short:
                 _warn(warnings, f"{label}: the Ogg data is cut short (it ends inside a page, or before its stream's "
                                 f"last page); transcribing the {seconds:.2f} s its complete pages hold")
