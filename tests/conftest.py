@@ -150,6 +150,19 @@ def engines(converted: dict[str, Path]) -> dict[str, Any]:
     return {name: Engine.load(path) for name, path in converted.items()}
 
 
+@pytest.fixture(scope="session")
+def sample_samples() -> Any:
+    """The bundled sample clip's samples (16 kHz mono float32), read once: tests that build files from speech."""
+    import numpy as np
+    import soundfile
+
+    from parakeet_runtime.engine import sample_audio_path
+
+    samples, rate = soundfile.read(sample_audio_path(), dtype="float32")
+    assert rate == 16000 and samples.ndim == 1
+    return np.asarray(samples)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The fuzz suite's case counts and time (tests/test_fuzz.py), shown without ``-s``."""
     import sys

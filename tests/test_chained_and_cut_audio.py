@@ -455,10 +455,8 @@ def engine() -> Iterator[Engine]:
 
 
 @pytest.fixture(scope="module")
-def clip() -> np.ndarray:
-    samples, rate = soundfile.read(sample_audio_path(), dtype="float32")
-    assert rate == RATE
-    return np.asarray(samples)
+def clip(sample_samples: np.ndarray) -> np.ndarray:
+    return sample_samples
 
 
 @pytest.fixture(scope="module")

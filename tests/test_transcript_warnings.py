@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from parakeet_runtime.engine import Engine, LongFormOptions, Transcript, load_audio, sample_audio_path
+from parakeet_runtime.engine import Engine, LongFormOptions, Transcript, load_audio
 from parakeet_runtime.engine.requests.prepare import PreparedAudio
 
 RATE = 16000
@@ -40,10 +40,8 @@ def _logged(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def clip() -> np.ndarray:
-    samples, rate = soundfile.read(sample_audio_path(), dtype="float32")
-    assert rate == RATE
-    return np.asarray(samples)
+def clip(sample_samples: np.ndarray) -> np.ndarray:
+    return sample_samples
 
 
 @pytest.fixture(scope="module")
