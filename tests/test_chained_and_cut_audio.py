@@ -348,6 +348,30 @@ def test_a_flac_whose_tail_is_zeros_is_cut_short(flac: tuple[bytes, np.ndarray])
     np.testing.assert_array_equal(got, whole[: got.shape[0]])
 
 
+@pytest.mark.parametrize("as_path", [False, True], ids=["bytes", "path"])
+def test_flac_files_joined_one_after_another_are_all_decoded(flac: tuple[bytes, np.ndarray], tmp_path: Path,
+                                                             as_path: bool) -> None:
+    """``cat a.flac b.flac``: libsndfile stops at the first stream's declared length, and the second file was lost
+    without a word. Every joined stream is now decoded in order, each at its own rate, as chained Ogg links are;
+    a cut one among them keeps its warning."""
+    data, whole = flac
+    other = _encoded(_noise(3.0, 44100, 5), 44100, "FLAC", "PCM_24")
+    joined = data + other + data
+    source: Path | bytes = joined
+    if as_path:
+        source = tmp_path / "joined.flac"
+        source.write_bytes(joined)
+    got = load_audio(source, RATE)
+    second = load_audio(other, RATE).samples
+    assert got.samples.shape[0] == 2 * whole.shape[0] + second.shape[0] and got.warnings == ()
+    np.testing.assert_array_equal(got.samples[: whole.shape[0]], whole)
+    np.testing.assert_allclose(got.samples[whole.shape[0] : whole.shape[0] + second.shape[0]], second, atol=1e-6)
+    np.testing.assert_array_equal(got.samples[-whole.shape[0]:], whole)
+    cut = load_audio(data + other[: len(other) // 2], RATE)
+    assert whole.shape[0] < cut.samples.shape[0] < whole.shape[0] + second.shape[0]
+    assert len(cut.warnings) == 1 and "FLAC stream 2 of 2" in cut.warnings[0] and "cut short" in cut.warnings[0]
+
+
 @pytest.mark.parametrize("tail", ["random", "another-file"])
 def test_a_flac_followed_by_what_is_not_its_frames_is_refused(flac: tuple[bytes, np.ndarray], tail: str) -> None:
     """Half a FLAC, then megabytes that hold no FLAC frame (garbled to the end, or another file appended): no frame

@@ -6,8 +6,9 @@ own filter (``scipy.signal.resample_poly``'s, computed block by block: :mod:`.re
 
 Nothing a file holds is dropped silently: every logical stream of a chained Ogg file (``cat a.ogg b.ogg``, an
 internet-radio capture) is decoded in order, each resampled from its own rate (:mod:`.ogg`; libsndfile alone
-decodes the first); a FLAC cut short at its end gives the audio before the cut with a logged warning, while one
-damaged in the middle is refused (:mod:`.flac`); and a file that holds less audio than its header declares
+decodes the first), and so is every FLAC stream of files joined with ``cat`` (:func:`.flac.appended_streams`);
+a FLAC cut short at its end gives the audio before the cut with a logged warning, while one damaged in the
+middle is refused (:mod:`.flac`); and a file that holds less audio than its header declares
 (an MP3 or Ogg file cut short) is read as far as it goes, with a logged warning. (A WAV cut short reads every
 whole sample it holds, without a warning: libsndfile corrects its declared length to the file's.) Each warning
 is also kept in :attr:`Audio.warnings`, and the request's transcript carries it (``Transcript.warnings``): a
@@ -27,6 +28,7 @@ import io
 import logging
 import os
 import stat
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, TypeAlias
@@ -46,7 +48,7 @@ from parakeet_runtime.decoding import FloatArray
 from ..errors import AudioDecodeError, AudioFileNotFoundError, AudioTooLongError
 from ..model.manifest import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .containers import container_blocks
-from .flac import content_end, flac_info, last_frame
+from .flac import appended_streams, content_end, flac_info, last_frame
 from .ogg import MAX_LINKS, ByteRange, OggLayout, is_ogg, ogg_layout
 from .resample import PolyphaseStream, resample
 from .riff import PatchedReader, finished_header
@@ -234,9 +236,21 @@ def _planned(handle: str | io.BytesIO, label: str) -> Iterator[_Plan]:
                 return
         try:
             layout = ogg_layout(raw) if is_ogg(raw.read(4)) else None
+            info = flac_info(raw) if layout is None else None
+            flac_starts = [0, *appended_streams(raw, info)] if info is not None else []
             raw.seek(0)
         except OSError:  # a read error: libsndfile says why
             yield _Plan((_Part(handle),))
+            return
+        if len(flac_starts) > 1:
+            if len(flac_starts) > MAX_LINKS:
+                raise AudioDecodeError(f"cannot decode audio from {label}: {len(flac_starts)} FLAC streams joined "
+                                       f"one after another; at most {MAX_LINKS} are decoded")
+            ends = [*flac_starts[1:], raw.seek(0, io.SEEK_END)]
+            logger.debug("%s: %d FLAC streams joined one after another", label, len(flac_starts))
+            yield _Plan(tuple(_Part(ByteRange(raw, start, end),
+                                    f"FLAC stream {number} of {len(flac_starts)} (from byte {start})")
+                              for number, (start, end) in enumerate(zip(flac_starts, ends, strict=True), 1)))
             return
         links = layout.links if layout is not None else ()
         if len(links) <= 1:  # not Ogg, or one link (a multiplexed one included: libsndfile's as before)
@@ -405,9 +419,9 @@ def _cut_short(stopped: _DecodeStopped, audio_file: soundfile.SoundFile, part: _
                 stream = stack.enter_context(open(part.opened, "rb"))
             except OSError:
                 raise stopped from None
-        elif isinstance(part.opened, io.BytesIO):
-            stream = part.opened
-        else:  # a patched WAV or a link of an Ogg chain: never a FLAC
+        elif isinstance(part.opened, (io.BytesIO, ByteRange)):
+            stream = typing.cast(BinaryIO, part.opened)  # bytes, or one of several FLAC streams joined in one file
+        else:  # a patched WAV: never a FLAC
             raise stopped
         info = flac_info(stream)
         last = None if info is None else last_frame(stream, info)

@@ -204,3 +204,24 @@ def content_end(stream: BinaryIO, start: int) -> int:
             return window + kept
         end = window
     return start
+
+
+_APPENDED = re.compile(rb"fLaC[\x00\x80]\x00\x00\x22")
+"""Another FLAC stream's start: the magic, then a STREAMINFO block header (type 0, last-block flag either way, 34
+bytes). Eight fixed bytes: compressed audio holds them by chance about once in 2**60 positions."""
+
+
+def appended_streams(stream: BinaryIO, info: FlacInfo) -> list[int]:
+    """Byte offsets of further FLAC streams after the first one's metadata (``cat a.flac b.flac``): libsndfile stops
+    at the first stream's declared length and says nothing of the rest. Reads the file once, a window at a time."""
+    starts: list[int] = []
+    offset = info.audio_start
+    end = stream.seek(0, io.SEEK_END)
+    overlap = len(b"fLaC") + 3
+    while offset < end:
+        stream.seek(offset)
+        data = stream.read(SCAN_WINDOW + overlap)
+        starts += [offset + m.start() for m in _APPENDED.finditer(data) if m.start() < SCAN_WINDOW]
+        offset += SCAN_WINDOW
+    return starts
+
