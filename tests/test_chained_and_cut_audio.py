@@ -284,18 +284,21 @@ def test_the_walk_reads_each_window_once_while_resynchronising() -> None:
 
 
 def test_the_server_counts_every_links_declared_length() -> None:
-    """``soundfile.info`` reads the first link's header only, so a chain of a short link and a long one passed the
-    server's check before decoding and was decoded whole before its length was refused."""
-    from parakeet_runtime.engine.requests.audio import chained_ogg_seconds
+    """``soundfile.info`` reads the first link's header only, so a chain of a short link and a long one (Ogg, or
+    FLAC files joined) passed the server's check before decoding and was decoded whole before its length was
+    refused."""
+    from parakeet_runtime.engine.requests.audio import joined_seconds
     from parakeet_runtime.engine.serving import server
 
-    short = _encoded(_noise(1.0, RATE, 1), RATE, "OGG", "VORBIS")
-    long = _encoded(_noise(12.0, RATE, 2), RATE, "OGG", "VORBIS")
-    assert chained_ogg_seconds(short + long) == pytest.approx(13.0, abs=0.01)
-    assert chained_ogg_seconds(long) is None and chained_ogg_seconds(b"RIFF" + bytes(40)) is None
-    server._check_declared_duration(short, 10.0, None)
-    with pytest.raises(server._ApiError, match=r"13\.0 s is longer than this server accepts"):
-        server._check_declared_duration(short + long, 10.0, None)
+    for fmt, subtype in (("OGG", "VORBIS"), ("FLAC", "PCM_16")):
+        short = _encoded(_noise(1.0, RATE, 1), RATE, fmt, subtype)
+        long = _encoded(_noise(12.0, RATE, 2), RATE, fmt, subtype)
+        assert joined_seconds(short + long) == pytest.approx(13.0, abs=0.01)
+        assert joined_seconds(long) is None
+        server._check_declared_duration(short, 10.0, None)
+        with pytest.raises(server._ApiError, match=r"13\.0 s is longer than this server accepts"):
+            server._check_declared_duration(short + long, 10.0, None)
+    assert joined_seconds(b"RIFF" + bytes(40)) is None
 
 
 def test_a_byte_range_reads_like_the_bytes_it_covers() -> None:

@@ -277,23 +277,27 @@ def _warn(warnings: list[str], message: str) -> None:
     warnings.append(message)
 
 
-def chained_ogg_seconds(data: bytes) -> float | None:
-    """The length the headers of a chained Ogg file's links declare, all links together (nothing is decoded); ``None``
-    when ``data`` is not a chain (not Ogg, or one link: ``soundfile.info`` reads its length), or a link's header says
-    no length. ``soundfile.info`` sees only the first link, so a length check before decoding needs this one."""
+def joined_seconds(data: bytes) -> float | None:
+    """The length the headers of a chained Ogg file's links, or of FLAC files joined with ``cat``, declare all
+    together (nothing is decoded); ``None`` when ``data`` is neither (or one stream: ``soundfile.info`` reads its
+    length), or a stream's header says no length. ``soundfile.info`` sees only the first stream, so a length check
+    before decoding needs this one."""
     raw = io.BytesIO(data)
-    if not is_ogg(data[:4]):
-        return None
-    links = ogg_layout(raw).links
-    if len(links) <= 1:
+    if is_ogg(data[:4]):
+        ranges = [(link.start, link.end) for link in ogg_layout(raw).links]
+    else:
+        info = flac_info(raw)
+        starts = [0, *appended_streams(raw, info)] if info is not None else [0]
+        ranges = list(zip(starts, [*starts[1:], len(data)], strict=True))
+    if len(ranges) <= 1:
         return None
     seconds = 0.0
-    for link in links[:MAX_LINKS]:
+    for start, end in ranges[:MAX_LINKS]:
         try:
-            info = soundfile.info(ByteRange(raw, link.start, link.end))
+            info_ = soundfile.info(ByteRange(raw, start, end))
         except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
-            continue  # a link libsndfile cannot open is skipped when decoded (and declares nothing)
-        frames, rate = int(info.frames), int(info.samplerate)
+            continue  # a stream libsndfile cannot open is skipped when decoded (and declares nothing)
+        frames, rate = int(info_.frames), int(info_.samplerate)
         if rate <= 0 or not 0 <= frames < UNKNOWN_LENGTH:
             return None
         seconds += frames / rate

@@ -70,7 +70,7 @@ from ..errors import (
     EngineOverloadedError,
     ParakeetRuntimeError,
 )
-from ..requests.audio import UNKNOWN_LENGTH, chained_ogg_seconds
+from ..requests.audio import UNKNOWN_LENGTH, joined_seconds
 from ..requests.containers import declared_seconds
 from ..requests.riff import finished_header
 from ..results import TimedText, Token, Transcript
@@ -538,7 +538,7 @@ def _language(fields: dict[str, str], declared: Sequence[str]) -> str:
 def _check_declared_duration(audio: bytes, server_limit: float, model_limit: float | None) -> None:
     """400 ``audio_too_long`` when the file's header declares more than ``server_limit`` seconds (or more than
     ``model_limit``, when that is lower), before anything is decoded. Only headers are read: soundfile's (every
-    link's of a chained Ogg file: :func:`~parakeet_runtime.engine.requests.audio.chained_ogg_seconds`), else a
+    stream's of a chained Ogg file or of joined FLACs: :func:`~..requests.audio.joined_seconds`), else a
     container's (MP4/M4A, WebM: :func:`~parakeet_runtime.engine.requests.containers.declared_seconds`). A file
     whose header declares no length (ADTS, a live WebM, garbage) is left to the engine, whose decoder stops past
     the model's limit; the decoded length is then held to the server's."""
@@ -557,7 +557,7 @@ def _check_declared_duration(audio: bytes, server_limit: float, model_limit: flo
         if frames >= UNKNOWN_LENGTH:
             return  # a stream of unknown length (a FLAC written to a pipe): left to the engine, as above
         seconds = frames / rate
-        chained = chained_ogg_seconds(audio)  # soundfile's header is the first link's only
+        chained = joined_seconds(audio)  # soundfile's header is the first stream's only
         if chained is not None:
             seconds = max(seconds, chained)
     if model_limit is not None and seconds > model_limit and model_limit < server_limit:
