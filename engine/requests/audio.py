@@ -235,40 +235,52 @@ def _planned(handle: str | io.BytesIO, label: str) -> Iterator[_Plan]:
                 yield _Plan((_Part(handle),))
                 return
         try:
-            layout = ogg_layout(raw) if is_ogg(raw.read(4)) else None
-            info = flac_info(raw) if layout is None else None
-            flac_starts = [0, *appended_streams(raw, info)] if info is not None else []
+            streams = _joined_streams(raw)
             raw.seek(0)
         except OSError:  # a read error: libsndfile says why
             yield _Plan((_Part(handle),))
             return
-        if len(flac_starts) > 1:
-            if len(flac_starts) > MAX_LINKS:
-                raise AudioDecodeError(f"cannot decode audio from {label}: {len(flac_starts)} FLAC streams joined "
-                                       f"one after another; at most {MAX_LINKS} are decoded")
-            ends = [*flac_starts[1:], raw.seek(0, io.SEEK_END)]
-            logger.debug("%s: %d FLAC streams joined one after another", label, len(flac_starts))
-            yield _Plan(tuple(_Part(ByteRange(raw, start, end),
-                                    f"FLAC stream {number} of {len(flac_starts)} (from byte {start})")
-                              for number, (start, end) in enumerate(zip(flac_starts, ends, strict=True), 1)))
-            return
-        links = layout.links if layout is not None else ()
-        if len(links) <= 1:  # not Ogg, or one link (a multiplexed one included: libsndfile's as before)
+        ranges, kind, layout = streams.ranges, streams.kind, streams.ogg
+        if len(ranges) <= 1:  # one stream (a multiplexed Ogg one included: libsndfile's as before)
             yield _Plan((_Part(handle),), layout)
             return
-        if len(links) > MAX_LINKS:
-            raise AudioDecodeError(f"cannot decode audio from {label}: a chain of {len(links)} Ogg streams; at most "
-                                   f"{MAX_LINKS} are decoded")
-        for number, link in enumerate(links, 1):
+        if len(ranges) > MAX_LINKS:
+            raise AudioDecodeError(f"cannot decode audio from {label}: {len(ranges)} {kind}s one after another; at "
+                                   f"most {MAX_LINKS} are decoded")
+        for number, link in enumerate(layout.links if layout is not None else (), 1):
             if link.streams > 1:
                 raise AudioDecodeError(
-                    f"cannot decode audio from {label}: chained Ogg stream {number} of {len(links)} (from byte "
+                    f"cannot decode audio from {label}: chained Ogg stream {number} of {len(ranges)} (from byte "
                     f"{link.start}) multiplexes {link.streams} logical streams (video with audio?); extract the "
                     "audio first (ffmpeg -vn)")
-        logger.debug("%s: %d chained Ogg streams, decoded one after another", label, len(links))
-        yield _Plan(tuple(_Part(ByteRange(raw, link.start, link.end),
-                                f"chained Ogg stream {number} of {len(links)} (from byte {link.start})")
-                          for number, link in enumerate(links, 1)), layout)
+        logger.debug("%s: %d %ss, decoded one after another", label, len(ranges), kind)
+        yield _Plan(tuple(_Part(ByteRange(raw, start, end), f"{kind} {number} of {len(ranges)} (from byte {start})")
+                          for number, (start, end) in enumerate(ranges, 1)), layout)
+
+
+@dataclass(frozen=True)
+class _Streams:
+    """The streams one file holds one after another: the links of a chained Ogg file, or FLAC files joined."""
+
+    ranges: tuple[tuple[int, int], ...]
+    """Each stream's byte range, in order (one range over the whole file when it holds one stream)."""
+    kind: str
+    """What a stream is called in messages: ``chained Ogg stream`` or ``FLAC stream``."""
+    ogg: OggLayout | None = None
+    """The page layout of an Ogg file (``None`` for other formats)."""
+
+
+def _joined_streams(raw: BinaryIO) -> _Streams:
+    """Where the streams of ``raw`` (seekable; left anywhere) begin and end: the one place that finds them, for
+    decoding (:func:`_planned`) and for the length check before it (:func:`joined_seconds`)."""
+    raw.seek(0)
+    if is_ogg(raw.read(4)):
+        layout = ogg_layout(raw)
+        return _Streams(tuple((link.start, link.end) for link in layout.links), "chained Ogg stream", layout)
+    info = flac_info(raw)
+    starts = [0, *appended_streams(raw, info)] if info is not None else [0]
+    end = raw.seek(0, io.SEEK_END)
+    return _Streams(tuple(zip(starts, [*starts[1:], end], strict=True)), "FLAC stream")
 
 
 def _warn(warnings: list[str], message: str) -> None:
@@ -283,21 +295,16 @@ def joined_seconds(data: bytes) -> float | None:
     length), or a stream's header says no length. ``soundfile.info`` sees only the first stream, so a length check
     before decoding needs this one."""
     raw = io.BytesIO(data)
-    if is_ogg(data[:4]):
-        ranges = [(link.start, link.end) for link in ogg_layout(raw).links]
-    else:
-        info = flac_info(raw)
-        starts = [0, *appended_streams(raw, info)] if info is not None else [0]
-        ranges = list(zip(starts, [*starts[1:], len(data)], strict=True))
+    ranges = _joined_streams(raw).ranges
     if len(ranges) <= 1:
         return None
     seconds = 0.0
     for start, end in ranges[:MAX_LINKS]:
         try:
-            info_ = soundfile.info(ByteRange(raw, start, end))
+            info = soundfile.info(ByteRange(raw, start, end))
         except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
             continue  # a stream libsndfile cannot open is skipped when decoded (and declares nothing)
-        frames, rate = int(info_.frames), int(info_.samplerate)
+        frames, rate = int(info.frames), int(info.samplerate)
         if rate <= 0 or not 0 <= frames < UNKNOWN_LENGTH:
             return None
         seconds += frames / rate
