@@ -28,7 +28,7 @@ from parakeet_runtime.engine import (
     sample_audio_path,
 )
 from parakeet_runtime.engine.requests import audio as audio_module
-from parakeet_runtime.engine.requests.flac import flac_info, frame_sample, last_frame_sample
+from parakeet_runtime.engine.requests.flac import flac_info, frame_sample, frames_total, last_frame_sample
 from parakeet_runtime.engine.requests.ogg import ByteRange, ogg_layout
 
 RATE = 16000
@@ -443,6 +443,70 @@ def test_every_frame_header_is_recognised_at_its_sample(rate: int, channels: int
     found = [sample for at in range(info.audio_start, len(data) - 1)
              if data[at] == 0xFF and (sample := frame_sample(data, at, info)) is not None]
     assert found == list(range(0, 3 * rate, info.max_block))
+
+
+# --- longer than the header declares --------------------------------------------------------------------------
+
+
+def _declaring(data: bytes, total: int) -> bytes:
+    """A FLAC written by libsndfile (STREAMINFO right after the magic) whose STREAMINFO declares ``total`` samples."""
+    packed = int.from_bytes(data[18:26], "big")
+    return data[:18] + ((packed & ~((1 << 36) - 1)) | total).to_bytes(8, "big") + data[26:]
+
+
+@pytest.mark.parametrize("tagged", [False, True], ids=["plain", "id3v2-tag-first"])
+@pytest.mark.parametrize("as_path", [False, True], ids=["bytes", "path"])
+def test_a_flac_whose_header_understates_its_length_is_decoded_whole(flac: tuple[bytes, np.ndarray], tmp_path: Path,
+                                                                    as_path: bool, tagged: bool) -> None:
+    """A STREAMINFO that declares fewer samples than the frames hold (a buggy encoder or editor, a hostile file):
+    libsndfile stops at the declared length without a word, so the rest of the recording was lost. Every frame is
+    now decoded, with a warning that says what the header declared."""
+    data, whole = flac
+    short = _declaring(data, whole.shape[0] // 3)
+    if tagged:
+        short = b"ID3\x04\x00\x00" + bytes([0, 0, 1, 0]) + bytes(128) + short
+    source: Path | bytes = short
+    if as_path:
+        source = tmp_path / "understated.flac"
+        source.write_bytes(short)
+    got = load_audio(source, RATE)
+    np.testing.assert_array_equal(got.samples, whole)
+    (warning,) = got.warnings
+    assert f"declares {whole.shape[0] // 3 / RATE:.2f} s" in warning
+    assert f"run to {whole.shape[0] / RATE:.2f} s" in warning
+    assert load_audio(data, RATE).warnings == ()  # an honest header: nothing to say
+
+
+@pytest.mark.parametrize(("seconds", "rate", "channels"), [(3.0, 16000, 1), (1.0 + 1 / 16000, 16000, 2),
+                                                           (0.01, 8000, 1), (2.5, 44100, 2)])
+def test_the_frames_total_is_the_last_frames_start_and_size(seconds: float, rate: int, channels: int) -> None:
+    """What the frames hold, read from the last frame's header (its first sample and block size, whatever its size
+    code): exactly the samples written, for lengths that are whole frames and lengths that are not."""
+    samples = _noise(seconds, rate, 4, channels)
+    data = _encoded(samples, rate, "FLAC", "PCM_16")
+    info = flac_info(io.BytesIO(_declaring(data, 1)))
+    assert info is not None and info.total_samples == 1
+    assert frames_total(io.BytesIO(data), info) == samples.shape[0]
+
+
+def test_joined_flac_streams_each_get_their_whole_length(flac: tuple[bytes, np.ndarray]) -> None:
+    """``cat`` of a FLAC whose header understates its length and another: both decoded whole, the warning naming
+    the stream."""
+    data, whole = flac
+    other = _encoded(_noise(2.0, RATE, 6), RATE, "FLAC", "PCM_16")
+    got = load_audio(_declaring(data, 4096) + other, RATE)
+    second = load_audio(other, RATE).samples
+    np.testing.assert_array_equal(got.samples, np.concatenate([whole, second]))
+    (warning,) = got.warnings
+    assert "FLAC stream 1 of 2" in warning and "understates" in warning
+
+
+def test_an_understated_length_still_counts_against_max_seconds(flac: tuple[bytes, np.ndarray]) -> None:
+    """A header that declares 1 s of a 30 s file passes a length check made on the header; the decoded length is
+    counted as it grows, so the limit still holds."""
+    data, _ = flac
+    with pytest.raises(AudioTooLongError):
+        load_audio(_declaring(data, RATE), RATE, max_seconds=10.0)
 
 
 # --- shorter than the header declares -------------------------------------------------------------------------

@@ -6,7 +6,9 @@ own filter (``scipy.signal.resample_poly``'s, computed block by block: :mod:`.re
 
 Nothing a file holds is dropped silently: every logical stream of a chained Ogg file (``cat a.ogg b.ogg``, an
 internet-radio capture) is decoded in order, each resampled from its own rate (:mod:`.ogg`; libsndfile alone
-decodes the first), and so is every FLAC stream of files joined with ``cat`` (:func:`.flac.appended_streams`);
+decodes the first), and so is every FLAC stream of files joined with ``cat`` (:func:`.flac.appended_streams`),
+and every frame of a FLAC whose header understates its length (:func:`.flac.frames_total`; libsndfile stops at
+the declared length);
 a FLAC cut short at its end gives the audio before the cut with a logged warning, while one damaged in the
 middle is refused (:mod:`.flac`); and a file that holds less audio than its header declares
 (an MP3 or Ogg file cut short) is read as far as it goes, with a logged warning. (A WAV cut short reads every
@@ -48,7 +50,7 @@ from parakeet_runtime.decoding import FloatArray
 from ..errors import AudioDecodeError, AudioFileNotFoundError, AudioTooLongError
 from ..model.manifest import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .containers import container_blocks
-from .flac import appended_streams, content_end, flac_info, last_frame
+from .flac import FlacInfo, appended_streams, content_end, flac_info, frames_total, last_frame
 from .ogg import MAX_LINKS, ByteRange, OggLayout, is_ogg, ogg_layout
 from .resample import PolyphaseStream, resample
 from .riff import PatchedReader, finished_header
@@ -208,12 +210,15 @@ class _Plan:
     parts: tuple[_Part, ...]
     ogg: OggLayout | None = None
     """The page layout of an Ogg file (``None`` for other formats)."""
+    warnings: tuple[str, ...] = ()
+    """What the plan works around (a FLAC header that understates its length), for the transcript."""
 
 
 @contextlib.contextmanager
 def _planned(handle: str | io.BytesIO, label: str) -> Iterator[_Plan]:
     """What to decode: the file as it is, or (a chained Ogg file) each of its links through a :class:`ByteRange`
-    onto one open file, so that a long file is never copied. Files it opens are closed on exit.
+    onto one open file, so that a long file is never copied; a FLAC stream whose header understates its length
+    through a :class:`PatchedReader` that declares what its frames hold. Files it opens are closed on exit.
 
     Raises:
         AudioDecodeError: a chain with a multiplexed link (several logical streams at once, e.g. video), or with
@@ -242,7 +247,11 @@ def _planned(handle: str | io.BytesIO, label: str) -> Iterator[_Plan]:
             return
         ranges, kind, layout = streams.ranges, streams.kind, streams.ogg
         if len(ranges) <= 1:  # one stream (a multiplexed Ogg one included: libsndfile's as before)
-            yield _Plan((_Part(handle),), layout)
+            declared = None if streams.flac is None else _understated(raw, streams.flac, label, "")
+            if declared is None:
+                yield _Plan((_Part(handle),), layout)
+            else:
+                yield _Plan((_Part(PatchedReader(raw, *declared[0], owns=False)),), layout, (declared[1],))
             return
         if len(ranges) > MAX_LINKS:
             raise AudioDecodeError(f"cannot decode audio from {label}: {len(ranges)} {kind}s one after another; at "
@@ -254,8 +263,37 @@ def _planned(handle: str | io.BytesIO, label: str) -> Iterator[_Plan]:
                     f"{link.start}) multiplexes {link.streams} logical streams (video with audio?); extract the "
                     "audio first (ffmpeg -vn)")
         logger.debug("%s: %d %ss, decoded one after another", label, len(ranges), kind)
-        yield _Plan(tuple(_Part(ByteRange(raw, start, end), f"{kind} {number} of {len(ranges)} (from byte {start})")
-                          for number, (start, end) in enumerate(ranges, 1)), layout)
+        parts, warnings = [], []
+        for number, (start, end) in enumerate(ranges, 1):
+            where = f"{kind} {number} of {len(ranges)} (from byte {start})"
+            stream = typing.cast(BinaryIO, ByteRange(raw, start, end))
+            info = None if layout is not None else flac_info(stream)
+            declared = None if info is None else _understated(stream, info, label, f" ({where})")
+            if declared is not None:
+                warnings.append(declared[1])
+            parts.append(_Part(ByteRange(raw, start, end) if declared is None
+                               else PatchedReader(stream, *declared[0], owns=False), where))
+        yield _Plan(tuple(parts), layout, tuple(warnings))
+
+
+def _understated(raw: BinaryIO, info: FlacInfo, label: str, where: str) -> tuple[tuple[int, bytes], str] | None:
+    """Where a FLAC stream's STREAMINFO understates its length (its frames run past the samples it declares, where
+    libsndfile would stop, silently): the bytes that declare what the frames hold (:meth:`FlacInfo.declaring`)
+    and the warning that says so; ``None`` for a stream whose header declares no length, or enough."""
+    if not info.total_samples or info.sample_rate <= 0:
+        return None
+    try:
+        total = frames_total(raw, info)
+    except OSError:  # a read error: libsndfile says why when it decodes
+        return None
+    finally:
+        raw.seek(0)
+    if total is None or total <= info.total_samples:
+        return None
+    rate = info.sample_rate
+    return info.declaring(total), (
+        f"{label}{where}: the FLAC header declares {info.total_samples / rate:.2f} s of audio, but its frames run to "
+        f"{total / rate:.2f} s (a header that understates the length); transcribing all of them")
 
 
 @dataclass(frozen=True)
@@ -268,6 +306,8 @@ class _Streams:
     """What a stream is called in messages: ``chained Ogg stream`` or ``FLAC stream``."""
     ogg: OggLayout | None = None
     """The page layout of an Ogg file (``None`` for other formats)."""
+    flac: FlacInfo | None = None
+    """STREAMINFO of a FLAC file's first stream (``None`` for other formats)."""
 
 
 def _joined_streams(raw: BinaryIO) -> _Streams:
@@ -280,7 +320,7 @@ def _joined_streams(raw: BinaryIO) -> _Streams:
     info = flac_info(raw)
     starts = [0, *appended_streams(raw, info)] if info is not None else [0]
     end = raw.seek(0, io.SEEK_END)
-    return _Streams(tuple(zip(starts, [*starts[1:], end], strict=True)), "FLAC stream")
+    return _Streams(tuple(zip(starts, [*starts[1:], end], strict=True)), "FLAC stream", flac=info)
 
 
 def _warn(warnings: list[str], message: str) -> None:
@@ -330,6 +370,8 @@ def _read_file(
         with _planned(handle, label) as plan:
             samples = _Samples()
             warnings: list[str] = []
+            for message in plan.warnings:
+                _warn(warnings, message)
             seconds = 0.0
             skipped: list[soundfile.LibsndfileError] = []
             for part in plan.parts:
@@ -430,9 +472,10 @@ def _cut_short(stopped: _DecodeStopped, audio_file: soundfile.SoundFile, part: _
                 stream = stack.enter_context(open(part.opened, "rb"))
             except OSError:
                 raise stopped from None
-        elif isinstance(part.opened, (io.BytesIO, ByteRange)):
-            stream = typing.cast(BinaryIO, part.opened)  # bytes, or one of several FLAC streams joined in one file
-        else:  # a patched WAV: never a FLAC
+        elif isinstance(part.opened, (io.BytesIO, ByteRange, PatchedReader)):
+            # bytes, one of several FLAC streams joined in one file, or a FLAC whose declared length was patched
+            stream = typing.cast(BinaryIO, part.opened)
+        else:
             raise stopped
         info = flac_info(stream)
         last = None if info is None else last_frame(stream, info)
@@ -493,7 +536,8 @@ def _read_block(audio_file: soundfile.SoundFile, frames: int) -> npt.NDArray[np.
     soundfile's ``read`` asks libsndfile for the position before and after every read, and for a FLAC whose
     header overstates its length (any number a hostile file declares) or leaves it unknown (written to a pipe)
     that seek fails although the data reads fine. libsndfile itself still stops at a FLAC's declared length
-    when the header understates it, as soundfile (and so NeMo) does. The samples are soundfile's: its
+    when the header understates it, as soundfile (and so NeMo) does: :func:`_planned` gives it a view whose header
+    declares what the frames hold (:func:`_understated`). The samples are soundfile's: its
     ``read(dtype="float32")`` calls the same function."""
     handle = getattr(audio_file, "_file", None)
     if _sndfile is None or _sndfile_ffi is None or handle is None:

@@ -11,7 +11,11 @@ if more bytes follow that last header than one frame of the stream can hold (:at
 at the very end aside, a recording preallocated on disk), something that is not this FLAC's frames follows it
 (garbled frames, another file appended): damage too, not a cut.
 
-Only the error path reads anything here: a FLAC that decodes costs nothing more.
+The same search, not stopping at the declared length, finds a header that *understates* it
+(:func:`frames_total`): libsndfile stops decoding at the declared length, silently, so the audio after it would
+be lost. The engine then hands libsndfile a view of the file whose STREAMINFO declares what the frames hold
+(:meth:`FlacInfo.declaring`). That costs one read of the file's last window for every FLAC whose header declares
+a length; the cut-or-damaged question is asked only on the error path.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ class FlacInfo:
     """Samples per channel declared; 0: unknown."""
     max_frame_bytes: int = 0
     """STREAMINFO's largest frame in bytes; 0: unknown."""
+    info_offset: int = 0
+    """Byte offset of STREAMINFO's 34 bytes in the file."""
 
     @property
     def frame_bound(self) -> int:
@@ -79,12 +85,22 @@ class FlacInfo:
         return max(self.max_block, 1) * self.channels * (self.bits + 1) // 8 + 64
 
 
+    def declaring(self, total: int) -> tuple[int, bytes]:
+        """The byte offset and the 8 bytes of STREAMINFO (sample rate, channels, bits, total) that declare ``total``
+        samples per channel instead (0, unknown, when it does not fit STREAMINFO's 36 bits)."""
+        total = total if 0 <= total < (1 << 36) else 0
+        packed = (self.sample_rate << 44) | ((self.channels - 1) << 41) | ((self.bits - 1) << 36) | total
+        return self.info_offset + 10, packed.to_bytes(8, "big")
+
+
 @dataclass(frozen=True)
 class FrameAt:
     """A valid frame header: the sample its frame starts at, and its byte offset in the file."""
 
     sample: int
     offset: int
+    samples: int = 0
+    """Samples per channel the frame holds (its header's block size)."""
 
 
 def flac_info(stream: BinaryIO) -> FlacInfo | None:
@@ -105,6 +121,7 @@ def flac_info(stream: BinaryIO) -> FlacInfo | None:
             return None
         length = int.from_bytes(header[1:4], "big")
         if header[0] & 0x7F == 0 and info is None:
+            info_offset = offset + 4
             info = stream.read(STREAMINFO_BYTES)
             stream.seek(offset + 4 + length)
         else:
@@ -117,7 +134,8 @@ def flac_info(stream: BinaryIO) -> FlacInfo | None:
     packed = int.from_bytes(info[10:18], "big")  # rate 20 bits, channels - 1: 3, bits - 1: 5, total: 36
     return FlacInfo(audio_start=offset, max_block=int.from_bytes(info[2:4], "big"),
                     sample_rate=packed >> 44, channels=((packed >> 41) & 0x7) + 1, bits=((packed >> 36) & 0x1F) + 1,
-                    total_samples=packed & ((1 << 36) - 1), max_frame_bytes=int.from_bytes(info[7:10], "big"))
+                    total_samples=packed & ((1 << 36) - 1), max_frame_bytes=int.from_bytes(info[7:10], "big"),
+                    info_offset=info_offset)
 
 
 def _coded_number(data: bytes, at: int) -> tuple[int, int] | None:
@@ -141,7 +159,17 @@ def _coded_number(data: bytes, at: int) -> tuple[int, int] | None:
 
 def frame_sample(data: bytes, at: int, info: FlacInfo) -> int | None:
     """The first sample of the frame whose header begins at ``data[at]``, or ``None`` if no valid header (one
-    that agrees with STREAMINFO and passes its CRC-8) begins there."""
+    that agrees with STREAMINFO, its declared length included, and passes its CRC-8) begins there."""
+    header = frame_header(data, at, info)
+    if header is None or (info.total_samples and header[0] >= info.total_samples):
+        return None
+    return header[0]
+
+
+def frame_header(data: bytes, at: int, info: FlacInfo) -> tuple[int, int] | None:
+    """The first sample and the block size (samples per channel) of the frame whose header begins at
+    ``data[at]``, or ``None`` if no valid header (one that agrees with STREAMINFO's format and passes its CRC-8;
+    the declared length is not consulted) begins there."""
     if at + 6 > len(data) or data[at] != 0xFF or data[at + 1] not in (0xF8, 0xF9):
         return None
     block_code, rate_code = data[at + 2] >> 4, data[at + 2] & 0x0F
@@ -161,13 +189,26 @@ def frame_sample(data: bytes, at: int, info: FlacInfo) -> int | None:
     variable = data[at + 1] == 0xF9
     if not variable and number > (1 << 31) - 1:
         return None
-    end += {6: 1, 7: 2}.get(block_code, 0) + {12: 1, 13: 2, 14: 2}.get(rate_code, 0)
+    sized = {6: 1, 7: 2}.get(block_code, 0)
+    if end + sized > len(data):
+        return None
+    block = _block_size(block_code, data[end : end + sized])
+    end += sized + {12: 1, 13: 2, 14: 2}.get(rate_code, 0)
     if end >= len(data) or _crc8(data[at:end]) != data[end]:
         return None
-    first = number if variable else number * info.max_block
-    if info.total_samples and first >= info.total_samples:
-        return None
-    return first
+    return (number if variable else number * info.max_block), block
+
+
+def _block_size(code: int, extra: bytes) -> int:
+    """Samples per channel of a frame from its header's block-size code (and the 8 or 16 bits after the coded
+    number that codes 6 and 7 add)."""
+    if code == 1:
+        return 192
+    if code <= 5:
+        return 576 << (code - 2)
+    if code <= 7:
+        return int.from_bytes(extra, "big") + 1
+    return 256 << (code - 8)
 
 
 def last_frame_sample(stream: BinaryIO, info: FlacInfo) -> int | None:
@@ -177,19 +218,30 @@ def last_frame_sample(stream: BinaryIO, info: FlacInfo) -> int | None:
     return None if found is None else found.sample
 
 
-def last_frame(stream: BinaryIO, info: FlacInfo) -> FrameAt | None:
+def last_frame(stream: BinaryIO, info: FlacInfo, *, past_declared: bool = False) -> FrameAt | None:
     """The last valid frame header in the FLAC file ``stream``, searched backwards from its end (a window of
-    :data:`SCAN_WINDOW` bytes at a time); ``None`` if it holds none."""
+    :data:`SCAN_WINDOW` bytes at a time); ``None`` if it holds none. A header of a frame at or after the declared
+    length counts only with ``past_declared`` (a header that understates the length)."""
     end = stream.seek(0, io.SEEK_END)
     while end > info.audio_start:
         start = max(info.audio_start, end - SCAN_WINDOW)
         stream.seek(start)
         data = stream.read(end - start + MAX_HEADER_BYTES)  # a header may run past the window's end
         for match in reversed([m.start() for m in _SYNC.finditer(data, 0, end - start + 1)]):
-            if match < end - start and (sample := frame_sample(data, match, info)) is not None:
-                return FrameAt(sample, start + match)
+            if match >= end - start or (header := frame_header(data, match, info)) is None:
+                continue
+            if past_declared or not info.total_samples or header[0] < info.total_samples:
+                return FrameAt(header[0], start + match, header[1])
         end = start
     return None
+
+
+def frames_total(stream: BinaryIO, info: FlacInfo) -> int | None:
+    """Samples per channel that the frames of the FLAC file ``stream`` hold, read from its last valid frame header
+    (the sample it starts at, plus its block size) whatever STREAMINFO declares; ``None`` if no header is found.
+    More than the declared length: the header understates it (libsndfile stops there, silently)."""
+    last = last_frame(stream, info, past_declared=True)
+    return None if last is None else last.sample + last.samples
 
 
 def content_end(stream: BinaryIO, start: int) -> int:

@@ -54,14 +54,15 @@ def unfinished_data_size(stream: BinaryIO) -> int | None:
 
 
 class PatchedReader(io.RawIOBase):
-    """A seekable binary file read with the 4 bytes at ``offset`` replaced by ``replacement``; closing it
-    closes the file."""
+    """A seekable binary file read with the bytes at ``offset`` replaced by ``replacement`` (by default 4 bytes that
+    declare a RIFF chunk's size unknown); closing it closes the file where ``owns`` says so."""
 
-    def __init__(self, raw: BinaryIO, offset: int, replacement: bytes = UNKNOWN_SIZE) -> None:
+    def __init__(self, raw: BinaryIO, offset: int, replacement: bytes = UNKNOWN_SIZE, *, owns: bool = True) -> None:
         super().__init__()
         self._raw = raw
         self._offset = offset
         self._replacement = replacement
+        self._owns = owns
 
     def readable(self) -> bool:
         return True
@@ -88,7 +89,7 @@ class PatchedReader(io.RawIOBase):
         return count
 
     def close(self) -> None:
-        if not self.closed:
+        if not self.closed and self._owns:
             self._raw.close()
         super().close()
 
