@@ -280,6 +280,76 @@ def test_a_wav_with_an_unfinished_data_size_is_read_to_its_end(tmp_path: Path, m
         load_audio(path, RATE, max_seconds=0.4)
 
 
+def _wav(seconds: float, rate: int, channels: int = 1, subtype: str = "PCM_16", seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    samples = (0.2 * rng.standard_normal((int(seconds * rate), channels))).astype(np.float32).squeeze()
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format="WAV", subtype=subtype)
+    return buffer.getvalue()
+
+
+def _declaring(wav: bytes, size: int) -> bytes:
+    """``wav`` (libsndfile's: one ``data`` chunk) with its data chunk declaring ``size`` bytes."""
+    data = wav.index(b"data")
+    return wav[: data + 4] + struct.pack("<I", size) + wav[data + 8 :]
+
+
+@pytest.mark.parametrize("as_path", [False, True], ids=["bytes", "path"])
+def test_a_wav_whose_data_size_understates_its_audio_is_read_to_the_end(tmp_path: Path, as_path: bool) -> None:
+    """A recorder that updated its header now and then and died, a tool that appended samples without fixing the
+    header: libsndfile stops at the declared size without a word (half the recording lost). The audio after it is
+    read too (it is not another chunk), with a warning that gives both lengths."""
+    wav = _wav(3.0, RATE, subtype="PCM_24")
+    short = _declaring(wav, 3 * RATE)  # 1 s of 24-bit mono
+    source: Path | bytes = short
+    if as_path:
+        source = tmp_path / "understated.wav"
+        source.write_bytes(short)
+    got = load_audio(source, RATE)
+    np.testing.assert_array_equal(got.samples, load_audio(wav, RATE).samples)
+    (warning,) = got.warnings
+    assert "declares 1.00 s of audio" in warning and "3.00 s" in warning
+
+
+@pytest.mark.parametrize("tail", ["none", "list-chunk", "list-chunk-unpadded", "id3v1", "a-few-bytes"])
+def test_what_may_follow_a_wavs_data_is_not_read_as_audio(tail: str) -> None:
+    """An honest data chunk followed by another chunk (padded as the standard says, or not: a common slip), an
+    ID3v1 tag or a few stray bytes: the audio is the data chunk's, and nothing is said."""
+    wav = _wav(1.0, RATE)
+    expected = load_audio(wav, RATE).samples
+    if tail == "list-chunk-unpadded":  # an odd-sized data chunk whose writer forgot the pad byte
+        wav = _declaring(wav[:-1], len(wav) - wav.index(b"data") - 9)
+        expected = load_audio(wav, RATE).samples
+    info = b"INFOISFT\x06\x00\x00\x00probe\x00"
+    tails = {"none": b"", "list-chunk": b"LIST" + struct.pack("<I", len(info)) + info,
+             "list-chunk-unpadded": b"LIST" + struct.pack("<I", len(info)) + info,
+             "id3v1": b"TAG" + b"a title".ljust(125, b"\0"), "a-few-bytes": bytes(10)}
+    got = load_audio(wav + tails[tail], RATE)
+    np.testing.assert_array_equal(got.samples, expected)
+    assert got.warnings == ()
+
+
+@pytest.mark.parametrize("as_path", [False, True], ids=["bytes", "path"])
+def test_wav_files_joined_one_after_another_are_all_decoded(tmp_path: Path, as_path: bool) -> None:
+    """``cat a.wav b.wav c.wav``: libsndfile refused the whole file ("No 'RIFF' chunk marker"). Each WAV is decoded
+    in order, each from its own rate, channels and sample format, as FLAC files joined the same way are."""
+    from parakeet_runtime.engine.requests.audio import joined_seconds
+
+    parts = [_wav(1.5, RATE, seed=1), _wav(0.7, 44100, channels=2, subtype="PCM_24", seed=2),
+             _wav(1.0, 8000, subtype="FLOAT", seed=3)]
+    joined = b"".join(parts)
+    source: Path | bytes = joined
+    if as_path:
+        source = tmp_path / "joined.wav"
+        source.write_bytes(joined)
+    got = load_audio(source, RATE)
+    np.testing.assert_array_equal(got.samples, np.concatenate([load_audio(p, RATE).samples for p in parts]))
+    assert got.warnings == ()
+    assert joined_seconds(joined) == pytest.approx(3.2, abs=1e-3)  # the server's length check sees all three
+    with pytest.raises(AudioTooLongError):
+        load_audio(joined, RATE, max_seconds=2.0)
+
+
 def test_an_empty_wav_with_a_chunk_after_its_data_stays_empty() -> None:
     """A data chunk of size 0 followed by another chunk really is empty: the chunk is not read as audio."""
     buffer = io.BytesIO()

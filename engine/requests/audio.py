@@ -53,7 +53,7 @@ from .containers import container_blocks
 from .flac import FlacInfo, appended_streams, content_end, flac_info, frames_total, last_frame
 from .ogg import MAX_LINKS, ByteRange, OggLayout, is_ogg, ogg_layout
 from .resample import PolyphaseStream, resample
-from .riff import PatchedReader, finished_header
+from .riff import PatchedReader, appended_wavs, finished_header
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def _planned(handle: str | io.BytesIO, label: str) -> Iterator[_Plan]:
     opened = finished_header(handle)  # an unfinished WAV's empty data chunk read to the end, as FFmpeg does
     if isinstance(opened, PatchedReader):
         with contextlib.closing(opened):
-            yield _Plan((_Part(opened),))
+            yield _Plan((_Part(opened),), warnings=(f"{label}: {opened.note}",) if opened.note else ())
         return
     with contextlib.ExitStack() as stack:
         raw: BinaryIO
@@ -318,8 +318,12 @@ def _joined_streams(raw: BinaryIO) -> _Streams:
         layout = ogg_layout(raw)
         return _Streams(tuple((link.start, link.end) for link in layout.links), "chained Ogg stream", layout)
     info = flac_info(raw)
-    starts = [0, *appended_streams(raw, info)] if info is not None else [0]
     end = raw.seek(0, io.SEEK_END)
+    if info is None:
+        wavs = appended_wavs(raw, MAX_LINKS)
+        if wavs:
+            return _Streams(tuple(zip([0, *wavs], [*wavs, end], strict=True)), "WAV file")
+    starts = [0, *appended_streams(raw, info)] if info is not None else [0]
     return _Streams(tuple(zip(starts, [*starts[1:], end], strict=True)), "FLAC stream", flac=info)
 
 

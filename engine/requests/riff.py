@@ -7,18 +7,30 @@ word: a file holding minutes of audio read as no audio at all, and transcribed a
 FFmpeg reads such a chunk to the end of the file (``wavdec.c``: a zero size means "until the end"); so does this
 module, by presenting the chunk's size to libsndfile as ``0xFFFFFFFF`` (:class:`PatchedReader`). A WAV that
 really is empty (a ``data`` chunk of size 0 followed by another chunk, a trailing ``LIST`` say) stays empty.
+
+The same view reads on past a ``data`` chunk whose size *understates* the audio (a recorder that updated its
+header now and then and died, a tool that appended samples without fixing the header): more bytes follow the
+declared end than :data:`MIN_AUDIO_AFTER`, and they are not another chunk (nor an ID3v1 tag). libsndfile stops at
+the declared size without a word; here the rest is read too, and the request is warned
+(:attr:`PatchedReader.note`).
 """
 
 from __future__ import annotations
 
 import io
 import struct
+from dataclasses import dataclass
 from typing import BinaryIO
 
 UNKNOWN_SIZE = b"\xff\xff\xff\xff"
 """The ``data`` chunk size that tells libsndfile the audio runs to the end of the file."""
 MAX_CHUNKS = 64
 """Chunks looked at before the ``data`` chunk (``fmt``, ``fact``, ``LIST``, ``bext``, ``JUNK``, ...)."""
+MIN_AUDIO_AFTER = 64
+"""Bytes after a ``data`` chunk's declared end (that are not another chunk) read as more of its audio; fewer are
+taken for padding or a stray tail, and left alone."""
+ID3V1_BYTES = 128
+"""An ID3v1 tag (``TAG`` and 125 bytes) that some tools append to any file, WAV included."""
 
 
 def _is_chunk_header(header: bytes, room: int) -> bool:
@@ -27,15 +39,45 @@ def _is_chunk_header(header: bytes, room: int) -> bool:
             and struct.unpack("<I", header[4:8])[0] <= room)
 
 
+@dataclass(frozen=True)
+class DataSize:
+    """A ``data`` chunk whose declared size the bytes after it contradict."""
+
+    field: int
+    """Offset of the chunk's size field."""
+    declared: int
+    """The size it declares, in bytes (0: a writer that streamed the file and could not go back)."""
+    following: int
+    """Bytes from the chunk's audio to the end of the file."""
+    byte_rate: int = 0
+    """The ``fmt`` chunk's bytes per second (0: not found before the ``data`` chunk)."""
+
+    def seconds(self, size: int) -> str:
+        """``size`` bytes of audio in words: seconds where the byte rate is known, else bytes."""
+        return f"{size / self.byte_rate:.2f} s" if self.byte_rate > 0 else f"{size} bytes"
+
+
 def unfinished_data_size(stream: BinaryIO) -> int | None:
     """The offset of the size field of the ``data`` chunk of a RIFF/WAVE ``stream`` whose writer left that
-    size 0 with bytes after it that are not another chunk (audio, then); ``None`` for anything else (other
-    formats included). Leaves the stream's position anywhere."""
+    size 0 with bytes after it that are not another chunk (audio, then), or whose size understates the audio
+    (:func:`data_size`); ``None`` for anything else (other formats included). Leaves the stream's position
+    anywhere."""
+    found = data_size(stream)
+    return None if found is None else found.field
+
+
+def data_size(stream: BinaryIO) -> DataSize | None:
+    """The ``data`` chunk of a RIFF/WAVE ``stream`` whose declared size leaves audio unread: 0 with bytes after it
+    that are not another chunk, or a size after whose end at least :data:`MIN_AUDIO_AFTER` bytes follow that are
+    not another chunk (aligned as the standard pads chunks, or as writers that forget the padding do), another
+    RIFF file, or an ID3v1 tag; ``None`` for anything else (other formats included). Leaves the stream's position
+    anywhere."""
     stream.seek(0)
     head = stream.read(12)
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         return None
     position = 12
+    byte_rate = 0
     for _ in range(MAX_CHUNKS):
         stream.seek(position)
         header = stream.read(8)
@@ -43,26 +85,76 @@ def unfinished_data_size(stream: BinaryIO) -> int | None:
             return None
         (size,) = struct.unpack("<I", header[4:8])
         payload = position + 8
+        if header[:4] == b"fmt " and size >= 12:
+            (byte_rate,) = struct.unpack("<I", stream.read(12)[8:12])
         if header[:4] == b"data":
             end = stream.seek(0, io.SEEK_END)
-            if size != 0 or end <= payload:
+            if size == 0:
+                if end <= payload:
+                    return None
+                stream.seek(payload)
+                return None if _is_chunk_header(stream.read(8), end - payload - 8) else DataSize(
+                    position + 4, 0, end - payload, byte_rate)
+            if size == 0xFFFFFFFF or end - (payload + size) < MIN_AUDIO_AFTER:
                 return None
-            stream.seek(payload)
-            return None if _is_chunk_header(stream.read(8), end - payload - 8) else position + 4
+            for after in (payload + size + (size & 1), payload + size):  # padded, or not (a common slip)
+                stream.seek(after)
+                following = stream.read(12)
+                if _is_chunk_header(following[:8], end - after - 8) or following[:4] == b"RIFF":
+                    return None
+            if end - (payload + size) <= ID3V1_BYTES + 1:
+                stream.seek(end - ID3V1_BYTES)
+                if stream.read(3) == b"TAG":
+                    return None
+            return DataSize(position + 4, size, end - payload, byte_rate)
         position = payload + size + (size & 1)  # chunks are padded to even lengths
     return None
+
+
+def appended_wavs(stream: BinaryIO, limit: int) -> list[int]:
+    """Byte offsets of further RIFF/WAVE files after the first one in ``stream`` (``cat a.wav b.wav``: libsndfile
+    refuses the whole file, "No 'RIFF' chunk marker"), found by walking each file's chunks to the next ``RIFF``
+    header; at most ``limit`` of them (the caller refuses more). Empty for anything else. Leaves the stream's
+    position anywhere."""
+    stream.seek(0)
+    end = stream.seek(0, io.SEEK_END)
+    starts: list[int] = []
+    start = 0
+    while len(starts) < limit:
+        stream.seek(start)
+        head = stream.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return starts if start else []
+        position = start + 12
+        for _ in range(MAX_CHUNKS):
+            stream.seek(position)
+            header = stream.read(12)
+            if header[:4] == b"RIFF" and header[8:12] == b"WAVE":
+                break
+            if not _is_chunk_header(header[:8], end - position - 8):
+                return starts
+            (size,) = struct.unpack("<I", header[4:8])
+            position += 8 + size + (size & 1)
+        else:
+            return starts
+        starts.append(position)
+        start = position
+    return starts
 
 
 class PatchedReader(io.RawIOBase):
     """A seekable binary file read with the bytes at ``offset`` replaced by ``replacement`` (by default 4 bytes that
     declare a RIFF chunk's size unknown); closing it closes the file where ``owns`` says so."""
 
-    def __init__(self, raw: BinaryIO, offset: int, replacement: bytes = UNKNOWN_SIZE, *, owns: bool = True) -> None:
+    def __init__(self, raw: BinaryIO, offset: int, replacement: bytes = UNKNOWN_SIZE, *, owns: bool = True,
+                 note: str = "") -> None:
         super().__init__()
         self._raw = raw
         self._offset = offset
         self._replacement = replacement
         self._owns = owns
+        self.note = note
+        """What the patch corrects, for a warning (empty: nothing the caller needs to hear of)."""
 
     def readable(self) -> bool:
         return True
@@ -95,23 +187,31 @@ class PatchedReader(io.RawIOBase):
 
 
 def finished_header(source: str | io.BytesIO) -> str | io.BytesIO | PatchedReader:
-    """``source`` (a path or the bytes of a file), or a :class:`PatchedReader` of it that declares an unfinished
-    WAV's ``data`` chunk to run to the end of the file (the caller closes it). A path that cannot be opened is
+    """``source`` (a path or the bytes of a file), or a :class:`PatchedReader` of it that declares a WAV's ``data``
+    chunk to run to the end of the file, where its writer left the size 0 or the size understates the audio (the
+    reader's :attr:`~PatchedReader.note` then says so; the caller closes it). A path that cannot be opened is
     given back unchanged: libsndfile says why."""
     if isinstance(source, io.BytesIO):
-        offset = unfinished_data_size(source)
+        found = data_size(source)
         source.seek(0)
-        return source if offset is None else PatchedReader(source, offset)
+        return source if found is None else _patched(source, found)
     try:
         raw = open(source, "rb")  # noqa: SIM115 - handed to PatchedReader, which closes it
     except OSError:
         return source
     try:
-        offset = unfinished_data_size(raw)
+        found = data_size(raw)
     except OSError:
-        offset = None
-    if offset is None:
+        found = None
+    if found is None:
         raw.close()
         return source
     raw.seek(0)  # libsndfile reads from where the file stands
-    return PatchedReader(raw, offset)
+    return _patched(raw, found)
+
+
+def _patched(raw: BinaryIO, found: DataSize) -> PatchedReader:
+    note = "" if found.declared == 0 else (
+        f"the WAV header declares {found.seconds(found.declared)} of audio, but its audio runs on to the end of the "
+        f"file, {found.seconds(found.following)} (a header that understates the length); transcribing all of it")
+    return PatchedReader(raw, found.field, note=note)
