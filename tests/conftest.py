@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -28,6 +29,14 @@ def _have_nemo() -> bool:
 
 
 HAVE_NEMO = _have_nemo()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A test run started as a background job of a script without job control (``tests/run.sh &``) inherits
+    Ctrl-C ignored, and so does every CLI the tests start and then interrupt (Python leaves an ignored SIGINT
+    ignored): the tests that send Ctrl-C need it delivered, so it gets Python's own handler back here."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
