@@ -8,7 +8,8 @@ Nothing a file holds is dropped silently: every logical stream of a chained Ogg 
 internet-radio capture) is decoded in order, each resampled from its own rate (:mod:`.ogg`; libsndfile alone
 decodes the first), and so is every FLAC stream of files joined with ``cat`` (:func:`.flac.appended_streams`),
 and every frame of a FLAC whose header understates its length (:func:`.flac.frames_total`; libsndfile stops at
-the declared length);
+the declared length), every WAV of files joined with ``cat`` (:func:`.riff.appended_wavs`; libsndfile refuses
+them) and the audio after a WAV ``data`` chunk that understates its size (:func:`.riff.data_size`);
 a FLAC cut short at its end gives the audio before the cut with a logged warning, while one damaged in the
 middle is refused (:mod:`.flac`); and a file that holds less audio than its header declares
 (an MP3 or Ogg file cut short) is read as far as it goes, with a logged warning. (A WAV cut short reads every
