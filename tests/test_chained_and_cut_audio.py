@@ -29,6 +29,7 @@ from parakeet_runtime.engine import (
 )
 from parakeet_runtime.engine.requests import audio as audio_module
 from parakeet_runtime.engine.requests.flac import flac_info, frame_sample, frames_total, last_frame_sample
+from parakeet_runtime.engine.requests.mpeg import frame_at
 from parakeet_runtime.engine.requests.ogg import ByteRange, ogg_layout
 
 RATE = 16000
@@ -534,6 +535,84 @@ def test_an_mp3_cut_short_says_so(caplog: pytest.LogCaptureFixture) -> None:
         assert 9 < load_audio(data[: len(data) // 2], RATE).duration < 11
     (warning,) = _warnings(caplog)
     assert "header declares 20.00 s" in warning
+
+
+# --- MP3 files joined -----------------------------------------------------------------------------------------
+
+NO_MP3 = pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile has no MP3")
+ID3V2 = b"ID3\x03\x00\x00\x00\x00\x01\x00" + bytes(128)
+"""An ID3v2.3 tag of 128 bytes of padding, as taggers put before MP3 audio."""
+
+
+def _mp3s() -> list[bytes]:
+    return [_encoded(_noise(2.0, RATE, 11), RATE, "MP3", "MPEG_LAYER_III"),
+            _encoded(_noise(1.3, 44100, 12, channels=2), 44100, "MP3", "MPEG_LAYER_III"),
+            _encoded(_noise(0.9, 8000, 13), 8000, "MP3", "MPEG_LAYER_III")]
+
+
+def _xing(data: bytes, *, flags: int | None = None, size: int | None = None) -> bytes:
+    """``data`` (libsndfile's MP3: a Xing frame first, MPEG-2 mono or MPEG-1 stereo) with its Xing flags or byte count
+    replaced."""
+    at = data.index(b"Xing")
+    patched = bytearray(data)
+    if flags is not None:
+        patched[at + 4 : at + 8] = flags.to_bytes(4, "big")
+    if size is not None:
+        patched[at + 12 : at + 16] = size.to_bytes(4, "big")
+    return bytes(patched)
+
+
+@NO_MP3
+@pytest.mark.parametrize("as_path", [False, True], ids=["bytes", "path"])
+@pytest.mark.parametrize("tags", [False, True], ids=["untagged", "id3v2-tags"])
+def test_mp3_files_joined_one_after_another_are_all_decoded(tmp_path: Path, as_path: bool, tags: bool) -> None:
+    """``cat a.mp3 b.mp3 c.mp3``: libsndfile believed the first file's Xing frame count and stopped there, and the
+    rest was lost without an error. Each file is decoded on its own, in order (the same samples as each alone: its
+    own rate, channels and gapless trimming); the server's length check adds them up."""
+    parts = [(ID3V2 if tags else b"") + part for part in _mp3s()]
+    joined = b"".join(parts)
+    source: Path | bytes = joined
+    if as_path:
+        source = tmp_path / "joined.mp3"
+        source.write_bytes(joined)
+    got = load_audio(source, RATE)
+    alone = [load_audio(part, RATE).samples for part in parts]
+    np.testing.assert_array_equal(got.samples, np.concatenate(alone))
+    assert got.warnings == ()
+    assert audio_module.joined_seconds(joined) == pytest.approx(sum(a.shape[0] for a in alone) / RATE, abs=0.1)
+    with pytest.raises(AudioTooLongError):
+        load_audio(joined, RATE, max_seconds=3.0)
+
+
+@NO_MP3
+@pytest.mark.parametrize("xing", ["no-byte-count", "wrong-byte-count"])
+def test_where_an_mp3_ends_is_counted_in_frames_without_a_byte_count(xing: str) -> None:
+    """A Xing frame without a byte count, or with one that points at a frame in the middle of the file: the end of
+    the first file is found by walking its declared number of frames (a count that points at no frame, or at the
+    end, is taken at its word: a file alone)."""
+    first, second, _ = _mp3s()
+    if xing == "no-byte-count":
+        first = _xing(first, flags=0x1)
+    else:
+        middle = 0
+        for _ in range(10):  # the 10th frame's offset
+            frame = frame_at(first, middle)
+            assert frame is not None
+            middle += frame.length
+        first = _xing(first, size=middle)
+    got = load_audio(first + second, RATE)
+    np.testing.assert_array_equal(got.samples, np.concatenate([load_audio(first, RATE).samples,
+                                                               load_audio(second, RATE).samples]))
+
+
+@NO_MP3
+def test_what_follows_an_mp3_that_is_not_another_is_left_as_it_was() -> None:
+    """An ID3v1 tag, or a few stray bytes, after the frames: one file, decoded as before."""
+    first = _mp3s()[0]
+    expected = load_audio(first, RATE).samples
+    for tail in (b"TAG" + bytes(125), bytes(7), b"APETAGEX" + bytes(24)):
+        np.testing.assert_array_equal(load_audio(first + tail, RATE).samples, expected)
+    assert audio_module.joined_seconds(first) is None
 
 
 # --- every entry point ----------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ internet-radio capture) is decoded in order, each resampled from its own rate (:
 decodes the first), and so is every FLAC stream of files joined with ``cat`` (:func:`.flac.appended_streams`),
 and every frame of a FLAC whose header understates its length (:func:`.flac.frames_total`; libsndfile stops at
 the declared length), every WAV of files joined with ``cat`` (:func:`.riff.appended_wavs`; libsndfile refuses
-them) and the audio after a WAV ``data`` chunk that understates its size (:func:`.riff.data_size`);
+them), every MP3 of files joined with ``cat`` whose first declares its length (:func:`.mpeg.appended_mp3s`;
+libsndfile stops there) and the audio after a WAV ``data`` chunk that understates its size
+(:func:`.riff.data_size`);
 a FLAC cut short at its end gives the audio before the cut with a logged warning, while one damaged in the
 middle is refused (:mod:`.flac`); and a file that holds less audio than its header declares
 (an MP3 or Ogg file cut short) is read as far as it goes, with a logged warning. (A WAV cut short reads every
@@ -52,6 +54,7 @@ from ..errors import AudioDecodeError, AudioFileNotFoundError, AudioTooLongError
 from ..model.manifest import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .containers import container_blocks
 from .flac import FlacInfo, appended_streams, content_end, flac_info, frames_total, last_frame
+from .mpeg import appended_mp3s
 from .ogg import MAX_LINKS, ByteRange, OggLayout, is_ogg, ogg_layout
 from .resample import PolyphaseStream, resample
 from .riff import PatchedReader, appended_wavs, finished_header
@@ -321,9 +324,10 @@ def _joined_streams(raw: BinaryIO) -> _Streams:
     info = flac_info(raw)
     end = raw.seek(0, io.SEEK_END)
     if info is None:
-        wavs = appended_wavs(raw, MAX_LINKS)
-        if wavs:
-            return _Streams(tuple(zip([0, *wavs], [*wavs, end], strict=True)), "WAV file")
+        for find, kind in ((appended_wavs, "WAV file"), (appended_mp3s, "MP3 file")):
+            starts = find(raw, MAX_LINKS)
+            if starts:
+                return _Streams(tuple(zip([0, *starts], [*starts, end], strict=True)), kind)
     starts = [0, *appended_streams(raw, info)] if info is not None else [0]
     return _Streams(tuple(zip(starts, [*starts[1:], end], strict=True)), "FLAC stream", flac=info)
 
