@@ -329,27 +329,6 @@ def test_what_may_follow_a_wavs_data_is_not_read_as_audio(tail: str) -> None:
     assert got.warnings == ()
 
 
-@pytest.mark.parametrize("as_path", [False, True], ids=["bytes", "path"])
-def test_wav_files_joined_one_after_another_are_all_decoded(tmp_path: Path, as_path: bool) -> None:
-    """``cat a.wav b.wav c.wav``: libsndfile refused the whole file ("No 'RIFF' chunk marker"). Each WAV is decoded
-    in order, each from its own rate, channels and sample format, as FLAC files joined the same way are."""
-    from parakeet_runtime.engine.requests.audio import joined_seconds
-
-    parts = [_wav(1.5, RATE, seed=1), _wav(0.7, 44100, channels=2, subtype="PCM_24", seed=2),
-             _wav(1.0, 8000, subtype="FLOAT", seed=3)]
-    joined = b"".join(parts)
-    source: Path | bytes = joined
-    if as_path:
-        source = tmp_path / "joined.wav"
-        source.write_bytes(joined)
-    got = load_audio(source, RATE)
-    np.testing.assert_array_equal(got.samples, np.concatenate([load_audio(p, RATE).samples for p in parts]))
-    assert got.warnings == ()
-    assert joined_seconds(joined) == pytest.approx(3.2, abs=1e-3)  # the server's length check sees all three
-    with pytest.raises(AudioTooLongError):
-        load_audio(joined, RATE, max_seconds=2.0)
-
-
 def test_an_empty_wav_with_a_chunk_after_its_data_stays_empty() -> None:
     """A data chunk of size 0 followed by another chunk really is empty: the chunk is not read as audio."""
     buffer = io.BytesIO()

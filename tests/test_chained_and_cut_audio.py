@@ -562,18 +562,28 @@ def _xing(data: bytes, *, flags: int | None = None, size: int | None = None) -> 
     return bytes(patched)
 
 
-@NO_MP3
+def _joined_parts(kind: str) -> list[bytes]:
+    if kind == "wav":
+        return [_encoded(_noise(1.5, RATE, 1), RATE, "WAV", "PCM_16"),
+                _encoded(_noise(0.7, 44100, 2, channels=2), 44100, "WAV", "PCM_24"),
+                _encoded(_noise(1.0, 8000, 3), 8000, "WAV", "FLOAT")]
+    return [(ID3V2 if kind == "mp3-id3v2-tags" else b"") + part for part in _mp3s()]
+
+
 @pytest.mark.parametrize("as_path", [False, True], ids=["bytes", "path"])
-@pytest.mark.parametrize("tags", [False, True], ids=["untagged", "id3v2-tags"])
-def test_mp3_files_joined_one_after_another_are_all_decoded(tmp_path: Path, as_path: bool, tags: bool) -> None:
-    """``cat a.mp3 b.mp3 c.mp3``: libsndfile believed the first file's Xing frame count and stopped there, and the
-    rest was lost without an error. Each file is decoded on its own, in order (the same samples as each alone: its
-    own rate, channels and gapless trimming); the server's length check adds them up."""
-    parts = [(ID3V2 if tags else b"") + part for part in _mp3s()]
+@pytest.mark.parametrize("kind", ["wav", pytest.param("mp3", marks=NO_MP3),
+                                  pytest.param("mp3-id3v2-tags", marks=NO_MP3)])
+def test_wav_and_mp3_files_joined_one_after_another_are_each_decoded(tmp_path: Path, as_path: bool,
+                                                                     kind: str) -> None:
+    """``cat a.wav b.wav c.wav`` (libsndfile refused the whole file: "No 'RIFF' chunk marker") and ``cat a.mp3 b.mp3
+    c.mp3`` (libsndfile believed the first file's Xing frame count and stopped there, and the rest was lost without
+    an error): each file is decoded on its own, in order (the same samples as each alone: its own rate, channels,
+    sample format and, for MP3, gapless trimming); the server's length check adds them up."""
+    parts = _joined_parts(kind)
     joined = b"".join(parts)
     source: Path | bytes = joined
     if as_path:
-        source = tmp_path / "joined.mp3"
+        source = tmp_path / f"joined.{kind[:3]}"
         source.write_bytes(joined)
     got = load_audio(source, RATE)
     alone = [load_audio(part, RATE).samples for part in parts]
