@@ -311,10 +311,11 @@ def test_a_wav_whose_data_size_understates_its_audio_is_read_to_the_end(tmp_path
     assert "declares 1.00 s of audio" in warning and "3.00 s" in warning
 
 
-@pytest.mark.parametrize("tail", ["none", "list-chunk", "list-chunk-unpadded", "id3v1", "a-few-bytes"])
+@pytest.mark.parametrize("tail", ["none", "list-chunk", "list-chunk-unpadded", "list-chunk-cut-short", "id3v1",
+                                  "a-few-bytes"])
 def test_what_may_follow_a_wavs_data_is_not_read_as_audio(tail: str) -> None:
-    """An honest data chunk followed by another chunk (padded as the standard says, or not: a common slip), an
-    ID3v1 tag or a few stray bytes: the audio is the data chunk's, and nothing is said."""
+    """An honest data chunk followed by another chunk (padded as the standard says, or not: a common slip; whole or
+    cut short), an ID3v1 tag or a few stray bytes: the audio is the data chunk's, and nothing is said."""
     wav = _wav(1.0, RATE)
     expected = load_audio(wav, RATE).samples
     if tail == "list-chunk-unpadded":  # an odd-sized data chunk whose writer forgot the pad byte
@@ -323,6 +324,7 @@ def test_what_may_follow_a_wavs_data_is_not_read_as_audio(tail: str) -> None:
     info = b"INFOISFT\x06\x00\x00\x00probe\x00"
     tails = {"none": b"", "list-chunk": b"LIST" + struct.pack("<I", len(info)) + info,
              "list-chunk-unpadded": b"LIST" + struct.pack("<I", len(info)) + info,
+             "list-chunk-cut-short": b"LIST" + struct.pack("<I", 500) + info.ljust(100, b"\0"),
              "id3v1": b"TAG" + b"a title".ljust(125, b"\0"), "a-few-bytes": bytes(10)}
     got = load_audio(wav + tails[tail], RATE)
     np.testing.assert_array_equal(got.samples, expected)

@@ -33,10 +33,14 @@ ID3V1_BYTES = 128
 """An ID3v1 tag (``TAG`` and 125 bytes) that some tools append to any file, WAV included."""
 
 
+def _is_chunk_id(code: bytes) -> bool:
+    """Whether ``code`` reads as a chunk's four-character code."""
+    return len(code) == 4 and all(0x20 <= byte <= 0x7E for byte in code)
+
+
 def _is_chunk_header(header: bytes, room: int) -> bool:
     """Whether ``header`` reads as a chunk's: a four-character code and a size within the ``room`` left."""
-    return (len(header) == 8 and all(0x20 <= byte <= 0x7E for byte in header[:4])
-            and struct.unpack("<I", header[4:8])[0] <= room)
+    return len(header) == 8 and _is_chunk_id(header[:4]) and struct.unpack("<I", header[4:8])[0] <= room
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ def data_size(stream: BinaryIO) -> DataSize | None:
             for after in (payload + size + (size & 1), payload + size):  # padded, or not (a common slip)
                 stream.seek(after)
                 following = stream.read(12)
-                if _is_chunk_header(following[:8], end - after - 8) or following[:4] == b"RIFF":
+                if _is_chunk_id(following[:4]):  # another chunk (its size may be cut short), another RIFF file
                     return None
             if end - (payload + size) <= ID3V1_BYTES + 1:
                 stream.seek(end - ID3V1_BYTES)
