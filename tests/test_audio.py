@@ -312,10 +312,11 @@ def test_a_wav_whose_data_size_understates_its_audio_is_read_to_the_end(tmp_path
 
 
 @pytest.mark.parametrize("tail", ["none", "list-chunk", "list-chunk-unpadded", "list-chunk-cut-short", "id3v1",
-                                  "a-few-bytes"])
+                                  "a-few-bytes", "zeros", "0xff", "line-ends", "id3v2"])
 def test_what_may_follow_a_wavs_data_is_not_read_as_audio(tail: str) -> None:
     """An honest data chunk followed by another chunk (padded as the standard says, or not: a common slip; whole or
-    cut short), an ID3v1 tag or a few stray bytes: the audio is the data chunk's, and nothing is said."""
+    cut short), an ID3v1 or ID3v2 tag, padding (zeros, 0xFF, line ends) or a few stray bytes: the audio is the data
+    chunk's, and nothing is said."""
     wav = _wav(1.0, RATE)
     expected = load_audio(wav, RATE).samples
     if tail == "list-chunk-unpadded":  # an odd-sized data chunk whose writer forgot the pad byte
@@ -325,10 +326,20 @@ def test_what_may_follow_a_wavs_data_is_not_read_as_audio(tail: str) -> None:
     tails = {"none": b"", "list-chunk": b"LIST" + struct.pack("<I", len(info)) + info,
              "list-chunk-unpadded": b"LIST" + struct.pack("<I", len(info)) + info,
              "list-chunk-cut-short": b"LIST" + struct.pack("<I", 500) + info.ljust(100, b"\0"),
-             "id3v1": b"TAG" + b"a title".ljust(125, b"\0"), "a-few-bytes": bytes(10)}
+             "id3v1": b"TAG" + b"a title".ljust(125, b"\0"), "a-few-bytes": bytes(10), "zeros": bytes(4096),
+             "0xff": b"\xff" * 200, "line-ends": b"\r\n" * 100,
+             "id3v2": b"ID3\x04\x00\x00\x00\x00\x01\x00" + bytes(128)}
     got = load_audio(wav + tails[tail], RATE)
     np.testing.assert_array_equal(got.samples, expected)
     assert got.warnings == ()
+
+
+@pytest.mark.parametrize("cut", range(12, 36))
+def test_a_wav_cut_inside_its_header_is_a_typed_error(cut: int) -> None:
+    """A WAV cut anywhere in its header (inside the ``fmt`` chunk, before the audio): ``AudioDecodeError``, never an
+    untyped exception from the header walk."""
+    with pytest.raises(AudioDecodeError):
+        load_audio(_wav(0.5, RATE)[:cut], RATE)
 
 
 def test_an_empty_wav_with_a_chunk_after_its_data_stays_empty() -> None:

@@ -502,6 +502,17 @@ def test_joined_flac_streams_each_get_their_whole_length(flac: tuple[bytes, np.n
     assert "FLAC stream 1 of 2" in warning and "understates" in warning
 
 
+def test_the_servers_length_check_counts_what_understated_frames_hold(flac: tuple[bytes, np.ndarray]) -> None:
+    """The check before decoding (``joined_seconds``, beside ``soundfile.info``, which believes the header) counts a
+    FLAC stream whose header understates its length as its frames: alone, and joined to another."""
+    data, whole = flac
+    short = _declaring(data, RATE)
+    assert soundfile.info(io.BytesIO(short)).duration == pytest.approx(1.0)
+    assert audio_module.joined_seconds(short) == pytest.approx(whole.shape[0] / RATE)
+    assert audio_module.joined_seconds(data + short) == pytest.approx(2 * whole.shape[0] / RATE)
+    assert audio_module.joined_seconds(data) is None  # an honest header: soundfile's length is right
+
+
 def test_an_understated_length_still_counts_against_max_seconds(flac: tuple[bytes, np.ndarray]) -> None:
     """A header that declares 1 s of a 30 s file passes a length check made on the header; the decoded length is
     counted as it grows, so the limit still holds."""
@@ -562,17 +573,32 @@ def _xing(data: bytes, *, flags: int | None = None, size: int | None = None) -> 
     return bytes(patched)
 
 
+def _wav_data_size(wav: bytes, size: int) -> bytes:
+    data = wav.index(b"data")
+    return wav[: data + 4] + size.to_bytes(4, "little") + wav[data + 8 :]
+
+
 def _joined_parts(kind: str) -> list[bytes]:
+    wavs = [_encoded(_noise(1.5, RATE, 1), RATE, "WAV", "PCM_16"),
+            _encoded(_noise(0.7, 44100, 2, channels=2), 44100, "WAV", "PCM_24"),
+            _encoded(_noise(1.0, 8000, 3), 8000, "WAV", "FLOAT")]
     if kind == "wav":
-        return [_encoded(_noise(1.5, RATE, 1), RATE, "WAV", "PCM_16"),
-                _encoded(_noise(0.7, 44100, 2, channels=2), 44100, "WAV", "PCM_24"),
-                _encoded(_noise(1.0, 8000, 3), 8000, "WAV", "FLOAT")]
-    return [(ID3V2 if kind == "mp3-id3v2-tags" else b"") + part for part in _mp3s()]
+        return wavs
+    if kind == "wav-streamed-sizes":  # data sizes of 0, as a writer to a pipe leaves them
+        return [_wav_data_size(wav, 0) for wav in wavs]
+    if kind == "wav-tags-and-odd-sizes":  # an ID3v1 tag after the first; the second's odd size without its pad byte
+        odd = _encoded(_noise(0.5, RATE, 4), RATE, "WAV", "PCM_U8")[:-1]
+        odd = _wav_data_size(odd, len(odd) - odd.index(b"data") - 8)
+        return [wavs[0] + b"TAG" + bytes(125), odd, wavs[2]]
+    tails = {"mp3-id3v1-tags": b"TAG" + bytes(125), "mp3-ape-tags": b"APETAGEX" + (2000).to_bytes(4, "little")
+             + (0).to_bytes(4, "little") + bytes(16)}
+    return [(ID3V2 if kind == "mp3-id3v2-tags" else b"") + part + tails.get(kind, b"") for part in _mp3s()]
 
 
 @pytest.mark.parametrize("as_path", [False, True], ids=["bytes", "path"])
-@pytest.mark.parametrize("kind", ["wav", pytest.param("mp3", marks=NO_MP3),
-                                  pytest.param("mp3-id3v2-tags", marks=NO_MP3)])
+@pytest.mark.parametrize("kind", ["wav", "wav-streamed-sizes", "wav-tags-and-odd-sizes",
+                                  *(pytest.param(kind, marks=NO_MP3) for kind in
+                                    ("mp3", "mp3-id3v2-tags", "mp3-id3v1-tags", "mp3-ape-tags"))])
 def test_wav_and_mp3_files_joined_one_after_another_are_each_decoded(tmp_path: Path, as_path: bool,
                                                                      kind: str) -> None:
     """``cat a.wav b.wav c.wav`` (libsndfile refused the whole file: "No 'RIFF' chunk marker") and ``cat a.mp3 b.mp3
@@ -589,9 +615,10 @@ def test_wav_and_mp3_files_joined_one_after_another_are_each_decoded(tmp_path: P
     alone = [load_audio(part, RATE).samples for part in parts]
     np.testing.assert_array_equal(got.samples, np.concatenate(alone))
     assert got.warnings == ()
-    assert audio_module.joined_seconds(joined) == pytest.approx(sum(a.shape[0] for a in alone) / RATE, abs=0.1)
+    seconds = sum(a.shape[0] for a in alone) / RATE
+    assert audio_module.joined_seconds(joined) == pytest.approx(seconds, abs=0.1)
     with pytest.raises(AudioTooLongError):
-        load_audio(joined, RATE, max_seconds=3.0)
+        load_audio(joined, RATE, max_seconds=seconds - 0.5)
 
 
 @NO_MP3
@@ -617,12 +644,37 @@ def test_where_an_mp3_ends_is_counted_in_frames_without_a_byte_count(xing: str) 
 
 @NO_MP3
 def test_what_follows_an_mp3_that_is_not_another_is_left_as_it_was() -> None:
-    """An ID3v1 tag, or a few stray bytes, after the frames: one file, decoded as before."""
+    """An ID3v1, ID3v2 or APE tag, or a few stray bytes, after the frames: one file, decoded as before, nothing
+    said; and an MP3 cut anywhere in its first frame is a typed error."""
     first = _mp3s()[0]
     expected = load_audio(first, RATE).samples
-    for tail in (b"TAG" + bytes(125), bytes(7), b"APETAGEX" + bytes(24)):
-        np.testing.assert_array_equal(load_audio(first + tail, RATE).samples, expected)
+    for tail in (b"TAG" + bytes(125), bytes(7), b"APETAGEX" + bytes(24), ID3V2):
+        got = load_audio(first + tail, RATE)
+        np.testing.assert_array_equal(got.samples, expected)
+        assert got.warnings == ()
     assert audio_module.joined_seconds(first) is None
+    for cut in range(4, 40):
+        with pytest.raises(AudioDecodeError):
+            load_audio(first[:cut], RATE)
+
+
+def test_thousands_of_tiny_joined_files_are_refused_at_once() -> None:
+    """Files joined with ``cat`` can be a few dozen bytes each: past :data:`audio.MAX_FILES` the upload is refused
+    before anything is decoded (each costs a decoder set-up)."""
+    tiny = _encoded(np.zeros(2, dtype=np.float32), RATE, "WAV", "PCM_16")
+    with pytest.raises(AudioDecodeError, match=r"WAV files one after another; at most \d+ are decoded"):
+        load_audio(tiny * (audio_module.MAX_FILES + 1), RATE)
+
+
+def test_streams_that_cannot_be_decoded_are_counted_past_a_few_warnings() -> None:
+    """Many joined streams that libsndfile cannot open (RIFF headers with no audio): the first few are named, the
+    rest counted in one warning, so a crafted upload cannot fill the transcript with warnings."""
+    good = _encoded(_noise(0.5, RATE, 1), RATE, "WAV", "PCM_16")
+    broken = b"RIFF" + (12).to_bytes(4, "little") + b"WAVE" + b"JUNK" + (0).to_bytes(4, "little")
+    got = load_audio(good + broken * 40, RATE)
+    np.testing.assert_array_equal(got.samples, load_audio(good, RATE).samples)
+    assert len(got.warnings) == audio_module.MAX_SKIP_WARNINGS + 1
+    assert "30 more of its 41 streams could not be decoded" in got.warnings[-1]
 
 
 # --- every entry point ----------------------------------------------------------------------------------------

@@ -57,7 +57,8 @@ from .flac import FlacInfo, appended_streams, content_end, flac_info, frames_tot
 from .mpeg import appended_mp3s
 from .ogg import MAX_LINKS, ByteRange, OggLayout, is_ogg, ogg_layout
 from .resample import PolyphaseStream, resample
-from .riff import PatchedReader, appended_wavs, finished_header
+from .riff import PatchedReader, appended_wavs, data_size, finished_header
+from .riff import patched as riff_patched
 
 logger = logging.getLogger(__name__)
 
@@ -251,15 +252,18 @@ def _planned(handle: str | io.BytesIO, label: str) -> Iterator[_Plan]:
             return
         ranges, kind, layout = streams.ranges, streams.kind, streams.ogg
         if len(ranges) <= 1:  # one stream (a multiplexed Ogg one included: libsndfile's as before)
-            declared = None if streams.flac is None else _understated(raw, streams.flac, label, "")
-            if declared is None:
+            info = streams.flac
+            declared = None if info is None else _understated(raw, info, label, "")
+            if info is None or declared is None:
                 yield _Plan((_Part(handle),), layout)
             else:
-                yield _Plan((_Part(PatchedReader(raw, *declared[0], owns=False)),), layout, (declared[1],))
+                yield _Plan((_Part(PatchedReader(raw, *info.declaring(declared[0]), owns=False)),), layout,
+                            (declared[1],))
             return
-        if len(ranges) > MAX_LINKS:
+        most = MAX_LINKS if layout is not None else MAX_FILES
+        if len(ranges) > most:
             raise AudioDecodeError(f"cannot decode audio from {label}: {len(ranges)} {kind}s one after another; at "
-                                   f"most {MAX_LINKS} are decoded")
+                                   f"most {most} are decoded")
         for number, link in enumerate(layout.links if layout is not None else (), 1):
             if link.streams > 1:
                 raise AudioDecodeError(
@@ -270,20 +274,17 @@ def _planned(handle: str | io.BytesIO, label: str) -> Iterator[_Plan]:
         parts, warnings = [], []
         for number, (start, end) in enumerate(ranges, 1):
             where = f"{kind} {number} of {len(ranges)} (from byte {start})"
-            stream = typing.cast(BinaryIO, ByteRange(raw, start, end))
-            info = None if layout is not None else flac_info(stream)
-            declared = None if info is None else _understated(stream, info, label, f" ({where})")
-            if declared is not None:
-                warnings.append(declared[1])
-            parts.append(_Part(ByteRange(raw, start, end) if declared is None
-                               else PatchedReader(stream, *declared[0], owns=False), where))
+            stream, warning = _fixed_range(raw, start, end, kind, label, where)
+            if warning:
+                warnings.append(warning)
+            parts.append(_Part(stream, where))
         yield _Plan(tuple(parts), layout, tuple(warnings))
 
 
-def _understated(raw: BinaryIO, info: FlacInfo, label: str, where: str) -> tuple[tuple[int, bytes], str] | None:
+def _understated(raw: BinaryIO, info: FlacInfo, label: str, where: str) -> tuple[int, str] | None:
     """Where a FLAC stream's STREAMINFO understates its length (its frames run past the samples it declares, where
-    libsndfile would stop, silently): the bytes that declare what the frames hold (:meth:`FlacInfo.declaring`)
-    and the warning that says so; ``None`` for a stream whose header declares no length, or enough."""
+    libsndfile would stop, silently): the samples per channel its frames hold (:func:`.flac.frames_total`) and the
+    warning that says so; ``None`` for a stream whose header declares no length, or enough."""
     if not info.total_samples or info.sample_rate <= 0:
         return None
     try:
@@ -295,9 +296,38 @@ def _understated(raw: BinaryIO, info: FlacInfo, label: str, where: str) -> tuple
     if total is None or total <= info.total_samples:
         return None
     rate = info.sample_rate
-    return info.declaring(total), (
+    return total, (
         f"{label}{where}: the FLAC header declares {info.total_samples / rate:.2f} s of audio, but its frames run to "
         f"{total / rate:.2f} s (a header that understates the length); transcribing all of them")
+
+
+def _fixed_range(raw: BinaryIO, start: int, end: int, kind: str, label: str,
+                 where: str) -> tuple[io.RawIOBase, str | None]:
+    """One of several streams joined in a file, as libsndfile should read it: its bytes, or a view whose header
+    declares what it holds (a FLAC whose STREAMINFO understates its length, a WAV whose ``data`` chunk does), and
+    the warning that goes with it."""
+    stream = typing.cast(BinaryIO, ByteRange(raw, start, end))
+    if kind == _WAV_FILES:
+        found = data_size(stream)
+        stream.seek(0)  # libsndfile reads from where the stream stands
+        if found is not None:
+            patched = riff_patched(stream, found, owns=False)
+            return patched, f"{label} ({where}): {patched.note}" if patched.note else None
+    info = flac_info(stream) if kind == _FLAC_STREAMS else None
+    declared = None if info is None else _understated(stream, info, label, f" ({where})")
+    if info is None or declared is None:
+        return ByteRange(raw, start, end), None
+    return PatchedReader(stream, *info.declaring(declared[0]), owns=False), declared[1]
+
+
+_WAV_FILES = "WAV file"
+_FLAC_STREAMS = "FLAC stream"
+MAX_FILES = 1000
+"""Files joined with ``cat`` (WAV, FLAC, MP3) decoded at most: each costs a decoder set-up, and a joined "file" can
+be a few dozen bytes, so an upload of many thousands is refused (chained Ogg links: :data:`~.ogg.MAX_LINKS`)."""
+MAX_SKIP_WARNINGS = 10
+"""Streams of a joined file that could not be decoded, each named in a warning; past these, one warning counts
+the rest."""
 
 
 @dataclass(frozen=True)
@@ -324,12 +354,12 @@ def _joined_streams(raw: BinaryIO) -> _Streams:
     info = flac_info(raw)
     end = raw.seek(0, io.SEEK_END)
     if info is None:
-        for find, kind in ((appended_wavs, "WAV file"), (appended_mp3s, "MP3 file")):
-            starts = find(raw, MAX_LINKS)
+        for find, kind in ((appended_wavs, _WAV_FILES), (appended_mp3s, "MP3 file")):
+            starts = find(raw, MAX_FILES)
             if starts:
                 return _Streams(tuple(zip([0, *starts], [*starts, end], strict=True)), kind)
     starts = [0, *appended_streams(raw, info)] if info is not None else [0]
-    return _Streams(tuple(zip(starts, [*starts[1:], end], strict=True)), "FLAC stream", flac=info)
+    return _Streams(tuple(zip(starts, [*starts[1:], end], strict=True)), _FLAC_STREAMS, flac=info)
 
 
 def _warn(warnings: list[str], message: str) -> None:
@@ -339,19 +369,24 @@ def _warn(warnings: list[str], message: str) -> None:
 
 
 def joined_seconds(data: bytes) -> float | None:
-    """The length the headers of a chained Ogg file's links, or of FLAC files joined with ``cat``, declare all
-    together (nothing is decoded); ``None`` when ``data`` is neither (or one stream: ``soundfile.info`` reads its
-    length), or a stream's header says no length. ``soundfile.info`` sees only the first stream, so a length check
-    before decoding needs this one."""
+    """The length the headers of a chained Ogg file's links, or of files joined with ``cat`` (WAV, FLAC, MP3),
+    declare all together, a FLAC stream's as its frames hold where its header understates it (nothing is decoded);
+    ``None`` when ``data`` is none of these (or one stream whose header is honest: ``soundfile.info`` reads its
+    length), or a stream's header says no length. ``soundfile.info`` sees only the first stream, and believes a
+    FLAC header that understates, so a length check before decoding needs this one."""
     raw = io.BytesIO(data)
-    ranges = _joined_streams(raw).ranges
+    streams = _joined_streams(raw)
+    ranges = streams.ranges
     if len(ranges) <= 1:
-        return None
+        info = streams.flac
+        declared = None if info is None else _understated(raw, info, "", "")
+        return None if info is None or declared is None else declared[0] / info.sample_rate
     seconds = 0.0
-    for start, end in ranges[:MAX_LINKS]:
+    for start, end in ranges[: MAX_LINKS if streams.ogg is not None else MAX_FILES]:
         try:
-            info = soundfile.info(ByteRange(raw, start, end))
-        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
+            opened, _ = _fixed_range(raw, start, end, streams.kind, "", "")
+            info = soundfile.info(opened)
+        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OSError):
             continue  # a stream libsndfile cannot open is skipped when decoded (and declares nothing)
         frames, rate = int(info.frames), int(info.samplerate)
         if rate <= 0 or not 0 <= frames < UNKNOWN_LENGTH:
@@ -393,9 +428,13 @@ def _read_file(
                     if len(plan.parts) == 1 or isinstance(exc, _DecodeStopped):
                         raise
                     skipped.append(exc)
-                    _warn(warnings, f"{label} ({part.where}): could not be decoded ({_reason(exc)}); skipped")
+                    if len(skipped) <= MAX_SKIP_WARNINGS:
+                        _warn(warnings, f"{label} ({part.where}): could not be decoded ({_reason(exc)}); skipped")
             if len(skipped) == len(plan.parts):
                 raise skipped[0]
+            if len(skipped) > MAX_SKIP_WARNINGS:
+                _warn(warnings, f"{label}: {len(skipped) - MAX_SKIP_WARNINGS} more of its {len(plan.parts)} streams "
+                                "could not be decoded either; skipped")
             links = plan.ogg.links if plan.ogg is not None else ()
             for number, link in enumerate(links[:-1], 1):
                 if not link.ended:

@@ -75,6 +75,8 @@ class FlacInfo:
     """STREAMINFO's largest frame in bytes; 0: unknown."""
     info_offset: int = 0
     """Byte offset of STREAMINFO's 34 bytes in the file."""
+    min_block: int = 0
+    """STREAMINFO's minimum block size (equal to :attr:`max_block` in a fixed-block-size stream's honest header)."""
 
     @property
     def frame_bound(self) -> int:
@@ -133,6 +135,7 @@ def flac_info(stream: BinaryIO) -> FlacInfo | None:
         return None
     packed = int.from_bytes(info[10:18], "big")  # rate 20 bits, channels - 1: 3, bits - 1: 5, total: 36
     return FlacInfo(audio_start=offset, max_block=int.from_bytes(info[2:4], "big"),
+                    min_block=int.from_bytes(info[0:2], "big"),
                     sample_rate=packed >> 44, channels=((packed >> 41) & 0x7) + 1, bits=((packed >> 36) & 0x1F) + 1,
                     total_samples=packed & ((1 << 36) - 1), max_frame_bytes=int.from_bytes(info[7:10], "big"),
                     info_offset=info_offset)
@@ -218,13 +221,16 @@ def last_frame_sample(stream: BinaryIO, info: FlacInfo) -> int | None:
     return None if found is None else found.sample
 
 
-def last_frame(stream: BinaryIO, info: FlacInfo, *, past_declared: bool = False) -> FrameAt | None:
+def last_frame(stream: BinaryIO, info: FlacInfo, *, past_declared: bool = False,
+               within: int | None = None) -> FrameAt | None:
     """The last valid frame header in the FLAC file ``stream``, searched backwards from its end (a window of
     :data:`SCAN_WINDOW` bytes at a time); ``None`` if it holds none. A header of a frame at or after the declared
-    length counts only with ``past_declared`` (a header that understates the length)."""
+    length counts only with ``past_declared`` (a header that understates the length). ``within``: search only the
+    file's last ``within`` bytes."""
     end = stream.seek(0, io.SEEK_END)
-    while end > info.audio_start:
-        start = max(info.audio_start, end - SCAN_WINDOW)
+    floor = info.audio_start if within is None else max(info.audio_start, end - within)
+    while end > floor:
+        start = max(floor, end - SCAN_WINDOW)
         stream.seek(start)
         data = stream.read(end - start + MAX_HEADER_BYTES)  # a header may run past the window's end
         for match in reversed([m.start() for m in _SYNC.finditer(data, 0, end - start + 1)]):
@@ -239,9 +245,20 @@ def last_frame(stream: BinaryIO, info: FlacInfo, *, past_declared: bool = False)
 def frames_total(stream: BinaryIO, info: FlacInfo) -> int | None:
     """Samples per channel that the frames of the FLAC file ``stream`` hold, read from its last valid frame header
     (the sample it starts at, plus its block size) whatever STREAMINFO declares; ``None`` if no header is found.
-    More than the declared length: the header understates it (libsndfile stops there, silently)."""
-    last = last_frame(stream, info, past_declared=True)
-    return None if last is None else last.sample + last.samples
+    More than the declared length: the header understates it (libsndfile stops there, silently).
+
+    Only the file's last :data:`SCAN_WINDOW` bytes are searched (a decode pays this on every FLAC that declares a
+    length), and a fixed-block-size stream's frame numbers count only where STREAMINFO's block sizes agree (its
+    minimum and maximum equal, 16 or more): each frame's first sample is its number times that size, so a header
+    that lies about it would misplace the end."""
+    last = last_frame(stream, info, past_declared=True, within=SCAN_WINDOW)
+    if last is None:
+        return None
+    stream.seek(last.offset)
+    variable = stream.read(2)[1:] == b"\xf9"
+    if not variable and (info.min_block != info.max_block or info.max_block < 16):
+        return None
+    return last.sample + last.samples
 
 
 def content_end(stream: BinaryIO, start: int) -> int:

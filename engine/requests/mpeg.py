@@ -29,6 +29,8 @@ _BITRATES = {  # kbit/s by (MPEG-1?, layer) and the header's index (0: free form
 _RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
 """Sample rates by the header's version bits (3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5) and rate index."""
 ID3V2_HEADER = 10
+ID3V1_BYTES = 128
+APE_HEADER = 32
 
 
 @dataclass(frozen=True)
@@ -105,27 +107,44 @@ def _declared(stream: BinaryIO, start: int) -> _Declared | None:
     if frame is None or frame.layer != 3:
         return None
     at = frame.xing_offset
-    if data[at : at + 4] not in (b"Xing", b"Info"):
+    if len(data) < at + 12 or data[at : at + 4] not in (b"Xing", b"Info"):
         return None
     (flags,) = struct.unpack(">I", data[at + 4 : at + 8])
     if not flags & 1:
         return None
     (frames,) = struct.unpack(">I", data[at + 8 : at + 12])
-    size = struct.unpack(">I", data[at + 12 : at + 16])[0] if flags & 2 else None
+    size = struct.unpack(">I", data[at + 12 : at + 16])[0] if flags & 2 and len(data) >= at + 16 else None
     return _Declared(first, frame, frames, size)
 
 
 def _begins_file(stream: BinaryIO, at: int) -> bool:
-    """Whether another MP3 file (an ID3v2 tag, or an MPEG audio frame followed by another) begins at ``at``."""
+    """Whether another MP3 file begins at ``at``: an MPEG audio frame followed by another, after an ID3v2 tag or not
+    (a tag alone, appended to the end of a file, is no file)."""
     stream.seek(at)
-    head = stream.read(ID3V2_HEADER)
-    if id3v2_size(head) is not None:
-        return True
-    frame = frame_at(head)
+    tag = id3v2_size(stream.read(ID3V2_HEADER))
+    at += tag or 0
+    stream.seek(at)
+    frame = frame_at(stream.read(4))
     if frame is None:
         return False
     stream.seek(at + frame.length)
     return frame_at(stream.read(4)) is not None
+
+
+def _past_tags(stream: BinaryIO, at: int) -> int:
+    """``at``, or the offset after the ID3v1 and APEv2 tags that begin there (tags a file may end with, before the
+    next one joined to it)."""
+    for _ in range(4):
+        stream.seek(at)
+        head = stream.read(APE_HEADER)
+        if head[:3] == b"TAG" and head[:8] != b"TAGEXTRA":
+            at += ID3V1_BYTES
+        elif head[:8] == b"APETAGEX" and len(head) == APE_HEADER:
+            (size,) = struct.unpack("<I", head[12:16])  # items and footer, without this header
+            at += APE_HEADER + size
+        else:
+            break
+    return at
 
 
 def _end_of(stream: BinaryIO, declared: _Declared, file_end: int) -> int | None:
@@ -137,7 +156,7 @@ def _end_of(stream: BinaryIO, declared: _Declared, file_end: int) -> int | None:
     damaged or cut file: libsndfile decides)."""
     if declared.size is not None:
         counted = declared.first + declared.size
-        if counted >= file_end or not _begins_file(stream, counted):
+        if counted >= file_end or not _begins_file(stream, _past_tags(stream, counted)):
             return None
     position = declared.first + declared.frame.length
     for _ in range(declared.frames):
@@ -162,6 +181,7 @@ def appended_mp3s(stream: BinaryIO, limit: int) -> list[int]:
         if declared is None:
             break
         end = _end_of(stream, declared, file_end)
+        end = None if end is None else _past_tags(stream, end)
         if end is None or end >= file_end or not _begins_file(stream, end):
             break
         starts.append(end)

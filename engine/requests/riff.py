@@ -18,6 +18,7 @@ the declared size without a word; here the rest is read too, and the request is 
 from __future__ import annotations
 
 import io
+import re
 import struct
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -31,6 +32,13 @@ MIN_AUDIO_AFTER = 64
 taken for padding or a stray tail, and left alone."""
 ID3V1_BYTES = 128
 """An ID3v1 tag (``TAG`` and 125 bytes) that some tools append to any file, WAV included."""
+TAIL_SAMPLE = 4096
+"""Bytes after a ``data`` chunk's declared end looked at to tell audio from padding."""
+MIN_DISTINCT_BYTES = 16
+"""Distinct byte values those bytes must hold to be read as audio: samples take many, while padding (zeros, 0xFF),
+line ends or a short stray tail take a few."""
+_RIFF_WAVE = re.compile(rb"RIFF.{4}WAVE", re.DOTALL)
+SEARCH_WINDOW = 1 << 20
 
 
 def _is_chunk_id(code: bytes) -> bool:
@@ -90,15 +98,17 @@ def data_size(stream: BinaryIO) -> DataSize | None:
         (size,) = struct.unpack("<I", header[4:8])
         payload = position + 8
         if header[:4] == b"fmt " and size >= 12:
-            (byte_rate,) = struct.unpack("<I", stream.read(12)[8:12])
+            fields = stream.read(12)
+            byte_rate = struct.unpack("<I", fields[8:12])[0] if len(fields) == 12 else 0
         if header[:4] == b"data":
             end = stream.seek(0, io.SEEK_END)
             if size == 0:
                 if end <= payload:
                     return None
                 stream.seek(payload)
-                return None if _is_chunk_header(stream.read(8), end - payload - 8) else DataSize(
-                    position + 4, 0, end - payload, byte_rate)
+                if _is_chunk_header(stream.read(8), end - payload - 8) or _find_riff(stream, payload, end) is not None:
+                    return None  # really empty; or another WAV follows (files joined: each is read on its own)
+                return DataSize(position + 4, 0, end - payload, byte_rate)
             if size == 0xFFFFFFFF or end - (payload + size) < MIN_AUDIO_AFTER:
                 return None
             for after in (payload + size + (size & 1), payload + size):  # padded, or not (a common slip)
@@ -110,6 +120,12 @@ def data_size(stream: BinaryIO) -> DataSize | None:
                 stream.seek(end - ID3V1_BYTES)
                 if stream.read(3) == b"TAG":
                     return None
+            stream.seek(payload + size)
+            tail = stream.read(TAIL_SAMPLE)
+            if tail.startswith(b"ID3") or len(set(tail)) < MIN_DISTINCT_BYTES:  # a tag; zeros, padding, line ends
+                return None
+            if _find_riff(stream, payload + size, end) is not None:  # another WAV follows: files joined
+                return None
             return DataSize(position + 4, size, end - payload, byte_rate)
         position = payload + size + (size & 1)  # chunks are padded to even lengths
     return None
@@ -129,21 +145,42 @@ def appended_wavs(stream: BinaryIO, limit: int) -> list[int]:
         head = stream.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return starts if start else []
-        position = start + 12
-        for _ in range(MAX_CHUNKS):
-            stream.seek(position)
-            header = stream.read(12)
-            if header[:4] == b"RIFF" and header[8:12] == b"WAVE":
-                break
-            if not _is_chunk_header(header[:8], end - position - 8):
-                return starts
-            (size,) = struct.unpack("<I", header[4:8])
-            position += 8 + size + (size & 1)
-        else:
+        following = _next_riff(stream, start + 12, end)
+        if following is None:
             return starts
-        starts.append(position)
-        start = position
+        starts.append(following)
+        start = following
     return starts
+
+
+def _next_riff(stream: BinaryIO, position: int, end: int) -> int | None:
+    """Where the next RIFF/WAVE file begins after the chunks of the one at hand (from its first chunk at
+    ``position``), or ``None``."""
+    for _ in range(MAX_CHUNKS):
+        stream.seek(position)
+        header = stream.read(12)
+        if header[:4] == b"RIFF" and header[8:12] == b"WAVE":
+            return position
+        if not _is_chunk_header(header[:8], end - position - 8):
+            # not a chunk (a tag, a pad byte the writer forgot, audio past a size that understates it): the next
+            # file, if any, begins at the next RIFF header (from one byte back: the pad byte may be missing)
+            return _find_riff(stream, position - 1, end)
+        (size,) = struct.unpack("<I", header[4:8])
+        position += 8 + size + (size & 1)
+    return None
+
+
+def _find_riff(stream: BinaryIO, start: int, end: int) -> int | None:
+    """The offset of the first RIFF/WAVE header at or after ``start``, read a window at a time; ``None`` if none."""
+    offset = start
+    while offset < end:
+        stream.seek(offset)
+        data = stream.read(SEARCH_WINDOW + 11)
+        found = _RIFF_WAVE.search(data, 0, SEARCH_WINDOW + 11)
+        if found is not None and found.start() < SEARCH_WINDOW:
+            return offset + found.start()
+        offset += SEARCH_WINDOW
+    return None
 
 
 class PatchedReader(io.RawIOBase):
@@ -198,7 +235,7 @@ def finished_header(source: str | io.BytesIO) -> str | io.BytesIO | PatchedReade
     if isinstance(source, io.BytesIO):
         found = data_size(source)
         source.seek(0)
-        return source if found is None else _patched(source, found)
+        return source if found is None else patched(source, found)
     try:
         raw = open(source, "rb")  # noqa: SIM115 - handed to PatchedReader, which closes it
     except OSError:
@@ -211,11 +248,13 @@ def finished_header(source: str | io.BytesIO) -> str | io.BytesIO | PatchedReade
         raw.close()
         return source
     raw.seek(0)  # libsndfile reads from where the file stands
-    return _patched(raw, found)
+    return patched(raw, found)
 
 
-def _patched(raw: BinaryIO, found: DataSize) -> PatchedReader:
+def patched(raw: BinaryIO, found: DataSize, *, owns: bool = True) -> PatchedReader:
+    """``raw`` read with the ``data`` chunk ``found`` declared to run to the end of the file; its note says so where
+    the header understated the length (a size of 0 is a streamed WAV's convention: nothing to say)."""
     note = "" if found.declared == 0 else (
         f"the WAV header declares {found.seconds(found.declared)} of audio, but its audio runs on to the end of the "
         f"file, {found.seconds(found.following)} (a header that understates the length); transcribing all of it")
-    return PatchedReader(raw, found.field, note=note)
+    return PatchedReader(raw, found.field, owns=owns, note=note)
