@@ -294,6 +294,35 @@ def _declaring(wav: bytes, size: int) -> bytes:
     return wav[: data + 4] + struct.pack("<I", size) + wav[data + 8 :]
 
 
+@pytest.mark.parametrize("subtype", ["PCM_U8", "ULAW", "PCM_16"])
+def test_an_understated_wav_is_read_whole_wherever_its_header_cuts_it(subtype: str) -> None:
+    """Whatever bytes the undeclared audio begins with (8-bit and companded samples are often printable, like a
+    chunk's name), it is read, with a warning."""
+    wav = _wav(0.5, RATE, subtype=subtype, seed=5)
+    expected = load_audio(wav, RATE).samples
+    audio_bytes = len(wav) - wav.index(b"data") - 8
+    for declared in range(100, audio_bytes - 200, 97):
+        got = load_audio(_declaring(wav, declared), RATE)
+        np.testing.assert_array_equal(got.samples, expected)
+        assert len(got.warnings) == 1
+
+
+@pytest.mark.parametrize("tail", ["riff-text-in-an-id3v2-tag", "mp3-frames"])
+def test_a_wav_followed_by_what_is_not_its_audio_is_read_as_its_header_says(tail: str) -> None:
+    """After an honest data chunk: an ID3v2 tag quoting a RIFF header in its text (no second file), or an MP3
+    appended without a tag (another kind of file: not this WAV's samples, as soundfile reads it)."""
+    wav = _wav(1.0, RATE)
+    if tail == "mp3-frames":
+        buffer = io.BytesIO()
+        soundfile.write(buffer, np.zeros(8000, dtype=np.float32), RATE, format="MP3", subtype="MPEG_LAYER_III")
+        after = buffer.getvalue()
+    else:
+        after = b"ID3\x04\x00\x00\x00\x00\x01\x00" + b"TXXX quoting RIFF1234WAVEfmt ".ljust(128, b"x")
+    got = load_audio(wav + after, RATE)
+    np.testing.assert_array_equal(got.samples, load_audio(wav, RATE).samples)
+    assert got.warnings == ()
+
+
 @pytest.mark.parametrize("as_path", [False, True], ids=["bytes", "path"])
 def test_a_wav_whose_data_size_understates_its_audio_is_read_to_the_end(tmp_path: Path, as_path: bool) -> None:
     """A recorder that updated its header now and then and died, a tool that appended samples without fixing the

@@ -622,7 +622,7 @@ def test_wav_and_mp3_files_joined_one_after_another_are_each_decoded(tmp_path: P
 
 
 @NO_MP3
-@pytest.mark.parametrize("xing", ["no-byte-count", "wrong-byte-count"])
+@pytest.mark.parametrize("xing", ["no-byte-count", "wrong-byte-count", "one-byte-short", "counts-a-tag-it-lacks"])
 def test_where_an_mp3_ends_is_counted_in_frames_without_a_byte_count(xing: str) -> None:
     """A Xing frame without a byte count, or with one that points at a frame in the middle of the file: the end of
     the first file is found by walking its declared number of frames (a count that points at no frame, or at the
@@ -630,6 +630,10 @@ def test_where_an_mp3_ends_is_counted_in_frames_without_a_byte_count(xing: str) 
     first, second, _ = _mp3s()
     if xing == "no-byte-count":
         first = _xing(first, flags=0x1)
+    elif xing == "one-byte-short":
+        first = _xing(first, size=len(first) - 1)
+    elif xing == "counts-a-tag-it-lacks":
+        first = _xing(first, size=len(first) + 128)
     else:
         middle = 0
         for _ in range(10):  # the 10th frame's offset
@@ -664,6 +668,18 @@ def test_thousands_of_tiny_joined_files_are_refused_at_once() -> None:
     tiny = _encoded(np.zeros(2, dtype=np.float32), RATE, "WAV", "PCM_16")
     with pytest.raises(AudioDecodeError, match=r"WAV files one after another; at most \d+ are decoded"):
         load_audio(tiny * (audio_module.MAX_FILES + 1), RATE)
+
+
+def test_joined_streams_that_each_warn_are_counted_past_a_few_warnings() -> None:
+    """Joined WAVs whose headers each understate their audio: each is read whole, the first few named in warnings
+    and the rest counted in one."""
+    wav = _encoded(_noise(0.2, RATE, 2), RATE, "WAV", "PCM_16")
+    data = wav.index(b"data")
+    short = wav[: data + 4] + (1000).to_bytes(4, "little") + wav[data + 8 :]
+    got = load_audio(short * 15, RATE)
+    np.testing.assert_array_equal(got.samples, np.tile(load_audio(wav, RATE).samples, 15))
+    assert len(got.warnings) == audio_module.MAX_SKIP_WARNINGS + 1
+    assert "5 more of its streams declare less audio" in got.warnings[-1]
 
 
 def test_streams_that_cannot_be_decoded_are_counted_past_a_few_warnings() -> None:

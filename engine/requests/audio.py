@@ -326,8 +326,8 @@ MAX_FILES = 1000
 """Files joined with ``cat`` (WAV, FLAC, MP3) decoded at most: each costs a decoder set-up, and a joined "file" can
 be a few dozen bytes, so an upload of many thousands is refused (chained Ogg links: :data:`~.ogg.MAX_LINKS`)."""
 MAX_SKIP_WARNINGS = 10
-"""Streams of a joined file that could not be decoded, each named in a warning; past these, one warning counts
-the rest."""
+"""Streams of a joined file named in warnings of one kind (could not be decoded, declare less than they hold); past
+these, one warning counts the rest."""
 
 
 @dataclass(frozen=True)
@@ -414,8 +414,11 @@ def _read_file(
         with _planned(handle, label) as plan:
             samples = _Samples()
             warnings: list[str] = []
-            for message in plan.warnings:
+            for message in plan.warnings[:MAX_SKIP_WARNINGS]:
                 _warn(warnings, message)
+            if len(plan.warnings) > MAX_SKIP_WARNINGS:
+                _warn(warnings, f"{label}: {len(plan.warnings) - MAX_SKIP_WARNINGS} more of its streams declare less "
+                                "audio than they hold; all of it transcribed")
             seconds = 0.0
             skipped: list[soundfile.LibsndfileError] = []
             for part in plan.parts:

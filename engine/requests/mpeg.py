@@ -31,6 +31,8 @@ _RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 
 ID3V2_HEADER = 10
 ID3V1_BYTES = 128
 APE_HEADER = 32
+WALK_WINDOW = 1 << 16
+"""Bytes read at a time while walking frame headers."""
 
 
 @dataclass(frozen=True)
@@ -149,22 +151,27 @@ def _past_tags(stream: BinaryIO, at: int) -> int:
 
 def _end_of(stream: BinaryIO, declared: _Declared, file_end: int) -> int | None:
     """Where the frames a Xing/Info frame declares end, or ``None`` where nothing can follow them. Its byte count,
-    where it has one, answers at no cost for a file alone (it reaches the end of the file, or what follows is no
-    MP3: an ID3v1 or APE tag); where another file seems to begin there, or there is no byte count, the frame
-    headers are walked for the declared number of frames (an encoder's count of bytes may be off, its count of
-    frames is what the decoder obeys). ``None`` also if the walk meets something that is not a frame first (a
-    damaged or cut file: libsndfile decides)."""
-    if declared.size is not None:
-        counted = declared.first + declared.size
-        if counted >= file_end or not _begins_file(stream, _past_tags(stream, counted)):
-            return None
+    where it has one, answers at no cost for a file alone (it reaches the end of the file, tags aside); otherwise
+    the frame headers are walked for the declared number of frames (an encoder's count of bytes may be off, its
+    count of frames is what the decoder obeys). ``None`` also if the walk meets something that is not a frame first
+    (a damaged or cut file: libsndfile decides)."""
+    if declared.size is not None and _past_tags(stream, declared.first + declared.size) == file_end:
+        return None
     position = declared.first + declared.frame.length
-    for _ in range(declared.frames):
+    remaining = declared.frames
+    while remaining > 0:
         stream.seek(position)
-        frame = frame_at(stream.read(4))
-        if frame is None:
-            return None
-        position += frame.length
+        window = stream.read(WALK_WINDOW)
+        at = 0
+        while remaining > 0 and at + 4 <= len(window):
+            frame = frame_at(window, at)
+            if frame is None:
+                return None
+            at += frame.length
+            remaining -= 1
+        if at + 4 > len(window) and len(window) < WALK_WINDOW and remaining > 0:
+            return None  # the file ends before the frames it declares
+        position += at
     return position
 
 

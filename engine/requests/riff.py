@@ -23,6 +23,8 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from .mpeg import frame_at
+
 UNKNOWN_SIZE = b"\xff\xff\xff\xff"
 """The ``data`` chunk size that tells libsndfile the audio runs to the end of the file."""
 MAX_CHUNKS = 64
@@ -38,6 +40,13 @@ MIN_DISTINCT_BYTES = 16
 """Distinct byte values those bytes must hold to be read as audio: samples take many, while padding (zeros, 0xFF),
 line ends or a short stray tail take a few."""
 _RIFF_WAVE = re.compile(rb"RIFF.{4}WAVE", re.DOTALL)
+KNOWN_CHUNKS = frozenset({b"LIST", b"id3 ", b"ID3 ", b"bext", b"cue ", b"JUNK", b"junk", b"smpl", b"iXML", b"fact",
+                          b"PEAK", b"inst", b"acid", b"_PMX", b"axml", b"DISP", b"plst", b"cart", b"umid", b"levl",
+                          b"PAD ", b"FLLR", b"RIFF"})
+"""Chunks writers put after the audio, recognised by name alone (a trailing chunk may be cut short, its size then
+past the end of the file): anything else there must also have a size that fits to count as a chunk."""
+OTHER_FILES = (b"ID3", b"fLaC", b"OggS", b"RIFF", b"FORM")
+"""How a tag or another kind of audio file appended to a WAV begins."""
 SEARCH_WINDOW = 1 << 20
 
 
@@ -114,15 +123,17 @@ def data_size(stream: BinaryIO) -> DataSize | None:
             for after in (payload + size + (size & 1), payload + size):  # padded, or not (a common slip)
                 stream.seek(after)
                 following = stream.read(12)
-                if _is_chunk_id(following[:4]):  # another chunk (its size may be cut short), another RIFF file
-                    return None
+                if _is_chunk_header(following[:8], end - after - 8) or following[:4] in KNOWN_CHUNKS:
+                    return None  # another chunk (a known one may be cut short), another RIFF file
             if end - (payload + size) <= ID3V1_BYTES + 1:
                 stream.seek(end - ID3V1_BYTES)
                 if stream.read(3) == b"TAG":
                     return None
             stream.seek(payload + size)
             tail = stream.read(TAIL_SAMPLE)
-            if tail.startswith(b"ID3") or len(set(tail)) < MIN_DISTINCT_BYTES:  # a tag; zeros, padding, line ends
+            if tail.startswith(OTHER_FILES) or len(set(tail)) < MIN_DISTINCT_BYTES:  # a tag, another kind of file;
+                return None  # zeros, padding, line ends
+            if _mpeg_frames(tail):  # an MP3 appended (no tag first): not this file's samples
                 return None
             if _find_riff(stream, payload + size, end) is not None:  # another WAV follows: files joined
                 return None
@@ -171,16 +182,26 @@ def _next_riff(stream: BinaryIO, position: int, end: int) -> int | None:
 
 
 def _find_riff(stream: BinaryIO, start: int, end: int) -> int | None:
-    """The offset of the first RIFF/WAVE header at or after ``start``, read a window at a time; ``None`` if none."""
+    """The offset of the first RIFF/WAVE header at or after ``start`` whose first chunk header is one (a file, not
+    the 12 bytes quoted in a tag's text), read a window at a time; ``None`` if none."""
     offset = start
     while offset < end:
         stream.seek(offset)
-        data = stream.read(SEARCH_WINDOW + 11)
-        found = _RIFF_WAVE.search(data, 0, SEARCH_WINDOW + 11)
-        if found is not None and found.start() < SEARCH_WINDOW:
-            return offset + found.start()
+        data = stream.read(SEARCH_WINDOW + 20)
+        for found in _RIFF_WAVE.finditer(data, 0, SEARCH_WINDOW + 11):
+            if found.start() >= SEARCH_WINDOW:
+                break
+            at = found.start()
+            if _is_chunk_header(data[at + 12 : at + 20], end - offset - at - 20):
+                return offset + at
         offset += SEARCH_WINDOW
     return None
+
+
+def _mpeg_frames(data: bytes) -> bool:
+    """Whether ``data`` begins with two MPEG audio frames, one after the other."""
+    first = frame_at(data)
+    return first is not None and frame_at(data, first.length) is not None
 
 
 class PatchedReader(io.RawIOBase):
