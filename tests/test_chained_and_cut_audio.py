@@ -390,6 +390,21 @@ def test_a_flac_followed_by_what_is_not_its_frames_is_refused(flac: tuple[bytes,
         load_audio(data[:half] + rest, RATE)
 
 
+def test_a_search_through_crafted_sync_codes_gives_up_and_refuses(flac: tuple[bytes, np.ndarray]) -> None:
+    """Half a FLAC, then a megabyte of sync codes that begin no valid frame header: the backward search for the last
+    frame examines at most ``flac.MAX_CANDIDATES`` of them (a crafted upload cost seconds per megabyte), then
+    calls the file damaged. The length search that runs on every FLAC gives up the same way, silently."""
+    from parakeet_runtime.engine.requests import flac as flac_module
+
+    data, _ = flac
+    junk = (b"\xff\xf8" + bytes(6)) * (flac_module.MAX_CANDIDATES + 10)
+    with pytest.raises(AudioDecodeError, match=r"sync codes that begin no valid frame header follow: .*damaged"):
+        load_audio(data[: len(data) // 2] + junk, RATE)
+    info = flac_info(io.BytesIO(data))
+    assert info is not None
+    assert frames_total(io.BytesIO(data + junk[: flac_module.SCAN_WINDOW - 8]), info) is None
+
+
 @pytest.mark.parametrize("damage", ["zeros", "random", "one-byte", "near-the-end"])
 def test_a_flac_damaged_where_audio_follows_is_refused(flac: tuple[bytes, np.ndarray], damage: str) -> None:
     """Bytes garbled in the middle, valid frames after: keeping what came before would drop the rest silently, so

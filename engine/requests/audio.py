@@ -53,7 +53,7 @@ from parakeet_runtime.decoding import FloatArray
 from ..errors import AudioDecodeError, AudioFileNotFoundError, AudioTooLongError
 from ..model.manifest import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .containers import container_blocks
-from .flac import FlacInfo, appended_streams, content_end, flac_info, frames_total, last_frame
+from .flac import FlacInfo, TooManyCandidatesError, appended_streams, content_end, flac_info, frames_total, last_frame
 from .mpeg import appended_mp3s
 from .ogg import MAX_LINKS, ByteRange, OggLayout, is_ogg, ogg_layout
 from .resample import PolyphaseStream, resample
@@ -529,7 +529,11 @@ def _cut_short(stopped: _DecodeStopped, audio_file: soundfile.SoundFile, part: _
         else:
             raise stopped
         info = flac_info(stream)
-        last = None if info is None else last_frame(stream, info)
+        try:
+            last = None if info is None else last_frame(stream, info)
+        except TooManyCandidatesError as exc:
+            raise AudioDecodeError(f"cannot decode audio from {label}{_where(part)}: {_reason(stopped)}, and {exc} "
+                                   "follow: the file is damaged, not cut short") from stopped
         after = 0 if info is None or last is None else content_end(stream, last.offset) - last.offset
     if info is None:
         raise stopped

@@ -33,6 +33,15 @@ MAX_HEADER_BYTES = 16
 """A frame header's longest form: sync and codes (4), a 7-byte coded number, 2 + 2 bytes of block size and
 sample rate, the CRC-8."""
 _SYNC = re.compile(rb"\xff[\xf8\xf9]")
+MAX_CANDIDATES = 50_000
+"""Sync codes a backward search examines before giving up: compressed audio holds one by chance every 32 kB or so,
+and the search stops at the first valid header; a file of crafted near-headers would cost seconds per megabyte."""
+
+
+class TooManyCandidatesError(ValueError):
+    """The search for the last frame header met more false sync codes than :data:`MAX_CANDIDATES`."""
+
+
 _RATES = {1: 88200, 2: 176400, 3: 192000, 4: 8000, 5: 16000, 6: 22050, 7: 24000, 8: 32000, 9: 44100,
           10: 48000, 11: 96000}
 _BITS = {1: 8, 2: 12, 4: 16, 5: 20, 6: 24, 7: 32}
@@ -229,11 +238,15 @@ def last_frame(stream: BinaryIO, info: FlacInfo, *, past_declared: bool = False,
     file's last ``within`` bytes."""
     end = stream.seek(0, io.SEEK_END)
     floor = info.audio_start if within is None else max(info.audio_start, end - within)
+    examined = 0
     while end > floor:
         start = max(floor, end - SCAN_WINDOW)
         stream.seek(start)
         data = stream.read(end - start + MAX_HEADER_BYTES)  # a header may run past the window's end
         for match in reversed([m.start() for m in _SYNC.finditer(data, 0, end - start + 1)]):
+            examined += 1
+            if examined > MAX_CANDIDATES:
+                raise TooManyCandidatesError(f"more than {MAX_CANDIDATES} sync codes that begin no valid frame header")
             if match >= end - start or (header := frame_header(data, match, info)) is None:
                 continue
             if past_declared or not info.total_samples or header[0] < info.total_samples:
@@ -251,7 +264,10 @@ def frames_total(stream: BinaryIO, info: FlacInfo) -> int | None:
     length), and a fixed-block-size stream's frame numbers count only where STREAMINFO's block sizes agree (its
     minimum and maximum equal, 16 or more): each frame's first sample is its number times that size, so a header
     that lies about it would misplace the end."""
-    last = last_frame(stream, info, past_declared=True, within=SCAN_WINDOW)
+    try:
+        last = last_frame(stream, info, past_declared=True, within=SCAN_WINDOW)
+    except TooManyCandidatesError:
+        return None
     if last is None:
         return None
     stream.seek(last.offset)
