@@ -662,6 +662,19 @@ def test_where_an_mp3_ends_is_counted_in_frames_without_a_byte_count(xing: str) 
 
 
 @NO_MP3
+def test_the_frame_walk_has_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first file that declares more frames than ``mpeg.MAX_WALK_FRAMES`` is not walked (a crafted upload of tiny
+    frames made the walk cost seconds, twice per request): it is taken as the only file, libsndfile's reading."""
+    from parakeet_runtime.engine.requests import mpeg
+
+    first, second, _ = _mp3s()
+    first = _xing(first, flags=0x1)  # no byte count: the end can only be found by walking
+    assert mpeg.appended_mp3s(io.BytesIO(first + second), 10) == [len(first)]
+    monkeypatch.setattr(mpeg, "MAX_WALK_FRAMES", 5)
+    assert mpeg.appended_mp3s(io.BytesIO(first + second), 10) == []
+
+
+@NO_MP3
 def test_what_follows_an_mp3_that_is_not_another_is_left_as_it_was() -> None:
     """An ID3v1, ID3v2 or APE tag, or a few stray bytes, after the frames: one file, decoded as before, nothing
     said; and an MP3 cut anywhere in its first frame is a typed error."""

@@ -33,6 +33,10 @@ ID3V1_BYTES = 128
 APE_HEADER = 32
 WALK_WINDOW = 1 << 16
 """Bytes read at a time while walking frame headers."""
+MAX_WALK_FRAMES = 300_000
+"""Frames walked at most to find where a file ends (about two hours of MPEG-1 audio, 0.5–1 s of walking); a file
+that declares more is taken as the only one (libsndfile's reading), so that a crafted upload of tiny frames cannot
+make the walk cost seconds, twice per request (the server's length check, then the decode)."""
 
 
 @dataclass(frozen=True)
@@ -154,8 +158,10 @@ def _end_of(stream: BinaryIO, declared: _Declared, file_end: int) -> int | None:
     where it has one, answers at no cost for a file alone (it reaches the end of the file, tags aside); otherwise
     the frame headers are walked for the declared number of frames (an encoder's count of bytes may be off, its
     count of frames is what the decoder obeys). ``None`` also if the walk meets something that is not a frame first
-    (a damaged or cut file: libsndfile decides)."""
+    (a damaged or cut file: libsndfile decides), or the file declares more than :data:`MAX_WALK_FRAMES` frames."""
     if declared.size is not None and _past_tags(stream, declared.first + declared.size) == file_end:
+        return None
+    if declared.frames > MAX_WALK_FRAMES:
         return None
     position = declared.first + declared.frame.length
     remaining = declared.frames
