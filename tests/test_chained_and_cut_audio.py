@@ -797,6 +797,13 @@ def test_the_server_transcribes_chains_and_cut_flacs(engine: Engine, clip: np.nd
     assert asyncio.run(post(_chain(clip, 2), "a.ogg"))["text"] == f"{sentence} {sentence}"
     assert asyncio.run(post(cut, "a.flac"))["text"] == engine.transcribe(load_audio(cut, RATE).samples).text
     assert clip.shape[0] / RATE + 0.5 < load_audio(cut, RATE).duration < twice.shape[0] / RATE
+    wav = _encoded(clip, RATE, "WAV", "PCM_16")
+    assert asyncio.run(post(wav + wav, "joined.wav"))["text"] == f"{sentence} {sentence}"
+    one = _encoded(clip, RATE, "FLAC", "PCM_16")
+    understated = one[:18] + ((int.from_bytes(one[18:26], "big") & ~((1 << 36) - 1)) | RATE // 2).to_bytes(8, "big") \
+        + one[26:]  # STREAMINFO declares half a second
+    answer = asyncio.run(post(understated, "short-header.flac"))
+    assert answer["text"] == sentence and "understates" in answer["warnings"][0]
 
 
 def test_the_server_holds_a_whole_chain_to_its_limit(engine: Engine, clip: np.ndarray) -> None:
