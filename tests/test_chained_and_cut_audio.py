@@ -800,9 +800,7 @@ def test_the_server_transcribes_chains_and_cut_flacs(engine: Engine, clip: np.nd
     wav = _encoded(clip, RATE, "WAV", "PCM_16")
     assert asyncio.run(post(wav + wav, "joined.wav"))["text"] == f"{sentence} {sentence}"
     one = _encoded(clip, RATE, "FLAC", "PCM_16")
-    understated = one[:18] + ((int.from_bytes(one[18:26], "big") & ~((1 << 36) - 1)) | RATE // 2).to_bytes(8, "big") \
-        + one[26:]  # STREAMINFO declares half a second
-    answer = asyncio.run(post(understated, "short-header.flac"))
+    answer = asyncio.run(post(_declaring(one, RATE // 2), "short-header.flac"))  # STREAMINFO declares half a second
     assert answer["text"] == sentence and "understates" in answer["warnings"][0]
 
 
