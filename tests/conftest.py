@@ -189,3 +189,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     started = getattr(fuzz, "STARTED", None)
     elapsed = f", {time.monotonic() - started:.1f} s since the fuzz module was imported" if started else ""
     terminalreporter.write_line(f"slowest case per kind (s): {({k: round(v, 3) for k, v in slowest.items()})}{elapsed}")
+
+
+def wav_declaring(wav: bytes, size: int) -> bytes:
+    """``wav`` (libsndfile's: one ``data`` chunk) with its data chunk declaring ``size`` bytes."""
+    data = wav.index(b"data")
+    return wav[: data + 4] + size.to_bytes(4, "little") + wav[data + 8 :]

@@ -12,6 +12,7 @@ import pytest
 import soundfile
 
 from parakeet_runtime.engine import AudioDecodeError, AudioFileNotFoundError, AudioTooLongError, load_audio
+from tests.conftest import wav_declaring
 
 RATE = 16000
 
@@ -288,12 +289,6 @@ def _wav(seconds: float, rate: int, channels: int = 1, subtype: str = "PCM_16", 
     return buffer.getvalue()
 
 
-def _declaring(wav: bytes, size: int) -> bytes:
-    """``wav`` (libsndfile's: one ``data`` chunk) with its data chunk declaring ``size`` bytes."""
-    data = wav.index(b"data")
-    return wav[: data + 4] + struct.pack("<I", size) + wav[data + 8 :]
-
-
 @pytest.mark.parametrize("subtype", ["PCM_U8", "ULAW", "PCM_16"])
 def test_an_understated_wav_is_read_whole_wherever_its_header_cuts_it(subtype: str) -> None:
     """Whatever bytes the undeclared audio begins with (8-bit and companded samples are often printable, like a
@@ -302,7 +297,7 @@ def test_an_understated_wav_is_read_whole_wherever_its_header_cuts_it(subtype: s
     expected = load_audio(wav, RATE).samples
     audio_bytes = len(wav) - wav.index(b"data") - 8
     for declared in range(100, audio_bytes - 200, 97):
-        got = load_audio(_declaring(wav, declared), RATE)
+        got = load_audio(wav_declaring(wav, declared), RATE)
         np.testing.assert_array_equal(got.samples, expected)
         assert len(got.warnings) == 1
 
@@ -329,7 +324,7 @@ def test_a_wav_whose_data_size_understates_its_audio_is_read_to_the_end(tmp_path
     header: libsndfile stops at the declared size without a word (half the recording lost). The audio after it is
     read too (it is not another chunk), with a warning that gives both lengths."""
     wav = _wav(3.0, RATE, subtype="PCM_24")
-    short = _declaring(wav, 3 * RATE)  # 1 s of 24-bit mono
+    short = wav_declaring(wav, 3 * RATE)  # 1 s of 24-bit mono
     source: Path | bytes = short
     if as_path:
         source = tmp_path / "understated.wav"
@@ -349,7 +344,7 @@ def test_what_may_follow_a_wavs_data_is_not_read_as_audio(tail: str) -> None:
     wav = _wav(1.0, RATE)
     expected = load_audio(wav, RATE).samples
     if tail == "list-chunk-unpadded":  # an odd-sized data chunk whose writer forgot the pad byte
-        wav = _declaring(wav[:-1], len(wav) - wav.index(b"data") - 9)
+        wav = wav_declaring(wav[:-1], len(wav) - wav.index(b"data") - 9)
         expected = load_audio(wav, RATE).samples
     info = b"INFOISFT\x06\x00\x00\x00probe\x00"
     tails = {"none": b"", "list-chunk": b"LIST" + struct.pack("<I", len(info)) + info,

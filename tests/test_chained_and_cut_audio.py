@@ -31,6 +31,7 @@ from parakeet_runtime.engine.requests import audio as audio_module
 from parakeet_runtime.engine.requests.flac import flac_info, frame_sample, frames_total, last_frame_sample
 from parakeet_runtime.engine.requests.mpeg import frame_at
 from parakeet_runtime.engine.requests.ogg import ByteRange, ogg_layout
+from tests.conftest import wav_declaring
 
 RATE = 16000
 AUDIO_LOGGER = "parakeet_runtime.engine.requests.audio"
@@ -588,11 +589,6 @@ def _xing(data: bytes, *, flags: int | None = None, size: int | None = None) -> 
     return bytes(patched)
 
 
-def _wav_data_size(wav: bytes, size: int) -> bytes:
-    data = wav.index(b"data")
-    return wav[: data + 4] + size.to_bytes(4, "little") + wav[data + 8 :]
-
-
 def _joined_parts(kind: str) -> list[bytes]:
     wavs = [_encoded(_noise(1.5, RATE, 1), RATE, "WAV", "PCM_16"),
             _encoded(_noise(0.7, 44100, 2, channels=2), 44100, "WAV", "PCM_24"),
@@ -600,10 +596,10 @@ def _joined_parts(kind: str) -> list[bytes]:
     if kind == "wav":
         return wavs
     if kind == "wav-streamed-sizes":  # data sizes of 0, as a writer to a pipe leaves them
-        return [_wav_data_size(wav, 0) for wav in wavs]
+        return [wav_declaring(wav, 0) for wav in wavs]
     if kind == "wav-tags-and-odd-sizes":  # an ID3v1 tag after the first; the second's odd size without its pad byte
         odd = _encoded(_noise(0.5, RATE, 4), RATE, "WAV", "PCM_U8")[:-1]
-        odd = _wav_data_size(odd, len(odd) - odd.index(b"data") - 8)
+        odd = wav_declaring(odd, len(odd) - odd.index(b"data") - 8)
         return [wavs[0] + b"TAG" + bytes(125), odd, wavs[2]]
     tails = {"mp3-id3v1-tags": b"TAG" + bytes(125), "mp3-ape-tags": b"APETAGEX" + (2000).to_bytes(4, "little")
              + (0).to_bytes(4, "little") + bytes(16)}
