@@ -155,12 +155,13 @@ def _past_tags(stream: BinaryIO, at: int) -> int:
 
 def _end_of(stream: BinaryIO, declared: _Declared, file_end: int) -> int | None:
     """Where the frames a Xing/Info frame declares end, or ``None`` where nothing can follow them. Its byte count,
-    where it has one, answers at no cost for a file alone (it reaches the end of the file, tags aside); otherwise
-    the frame headers are walked for the declared number of frames (an encoder's count of bytes may be off, its
-    count of frames is what the decoder obeys). ``None`` also if the walk meets something that is not a frame first
-    (a damaged or cut file: libsndfile decides), or the file declares more than :data:`MAX_WALK_FRAMES` frames."""
-    if declared.size is not None and _past_tags(stream, declared.first + declared.size) == file_end:
-        return None
+    where it has one, answers at no cost for a file alone (it reaches the end of the file or past it, tags aside);
+    otherwise the frame headers are walked for the declared number of frames (an encoder's count of bytes may be
+    off, its count of frames is what the decoder obeys). ``None`` also if the walk meets something that is not a
+    frame first (a damaged or cut file: libsndfile decides), or the file declares more than
+    :data:`MAX_WALK_FRAMES` frames."""
+    if declared.size is not None and _past_tags(stream, declared.first + declared.size) >= file_end:
+        return None  # the count reaches the end (or past it: an encoder that counted a tag too)
     if declared.frames > MAX_WALK_FRAMES:
         return None
     position = declared.first + declared.frame.length
