@@ -25,9 +25,11 @@ import re
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from .scan import WINDOW, pattern_offsets
+
 MAGIC = b"fLaC"
 STREAMINFO_BYTES = 34
-SCAN_WINDOW = 1 << 20
+SCAN_WINDOW = WINDOW
 """Bytes searched at a time, backwards from the end of the file."""
 MAX_HEADER_BYTES = 16
 """A frame header's longest form: sync and codes (4), a 7-byte coded number, 2 + 2 bytes of block size and
@@ -112,6 +114,8 @@ class FrameAt:
     offset: int
     samples: int = 0
     """Samples per channel the frame holds (its header's block size)."""
+    variable: bool = False
+    """Its stream numbers frames by their first sample (variable block sizes), not by frame."""
 
 
 def flac_info(stream: BinaryIO) -> FlacInfo | None:
@@ -178,10 +182,10 @@ def frame_sample(data: bytes, at: int, info: FlacInfo) -> int | None:
     return header[0]
 
 
-def frame_header(data: bytes, at: int, info: FlacInfo) -> tuple[int, int] | None:
+def frame_header(data: bytes, at: int, info: FlacInfo) -> tuple[int, int, bool] | None:
     """The first sample and the block size (samples per channel) of the frame whose header begins at
-    ``data[at]``, or ``None`` if no valid header (one that agrees with STREAMINFO's format and passes its CRC-8;
-    the declared length is not consulted) begins there."""
+    ``data[at]``, and whether its stream has variable block sizes; ``None`` if no valid header (one that agrees
+    with STREAMINFO's format and passes its CRC-8; the declared length is not consulted) begins there."""
     if at + 6 > len(data) or data[at] != 0xFF or data[at + 1] not in (0xF8, 0xF9):
         return None
     block_code, rate_code = data[at + 2] >> 4, data[at + 2] & 0x0F
@@ -208,7 +212,7 @@ def frame_header(data: bytes, at: int, info: FlacInfo) -> tuple[int, int] | None
     end += sized + {12: 1, 13: 2, 14: 2}.get(rate_code, 0)
     if end >= len(data) or _crc8(data[at:end]) != data[end]:
         return None
-    return (number if variable else number * info.max_block), block
+    return (number if variable else number * info.max_block), block, variable
 
 
 def _block_size(code: int, extra: bytes) -> int:
@@ -250,7 +254,7 @@ def last_frame(stream: BinaryIO, info: FlacInfo, *, past_declared: bool = False,
             if match >= end - start or (header := frame_header(data, match, info)) is None:
                 continue
             if past_declared or not info.total_samples or header[0] < info.total_samples:
-                return FrameAt(header[0], start + match, header[1])
+                return FrameAt(header[0], start + match, header[1], header[2])
         end = start
     return None
 
@@ -270,9 +274,7 @@ def frames_total(stream: BinaryIO, info: FlacInfo) -> int | None:
         return None
     if last is None:
         return None
-    stream.seek(last.offset)
-    variable = stream.read(2)[1:] == b"\xf9"
-    if not variable and (info.min_block != info.max_block or info.max_block < 16):
+    if not last.variable and (info.min_block != info.max_block or info.max_block < 16):
         return None
     return last.sample + last.samples
 
@@ -299,14 +301,5 @@ bytes). Eight fixed bytes: compressed audio holds them by chance about once in 2
 def appended_streams(stream: BinaryIO, info: FlacInfo) -> list[int]:
     """Byte offsets of further FLAC streams after the first one's metadata (``cat a.flac b.flac``): libsndfile stops
     at the first stream's declared length and says nothing of the rest. Reads the file once, a window at a time."""
-    starts: list[int] = []
-    offset = info.audio_start
-    end = stream.seek(0, io.SEEK_END)
-    overlap = len(b"fLaC") + 3
-    while offset < end:
-        stream.seek(offset)
-        data = stream.read(SCAN_WINDOW + overlap)
-        starts += [offset + m.start() for m in _APPENDED.finditer(data) if m.start() < SCAN_WINDOW]
-        offset += SCAN_WINDOW
-    return starts
+    return list(pattern_offsets(stream, _APPENDED, info.audio_start, 8))
 

@@ -30,6 +30,7 @@ _RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 
 """Sample rates by the header's version bits (3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5) and rate index."""
 ID3V2_HEADER = 10
 ID3V1_BYTES = 128
+"""An ID3v1 tag (``TAG`` and 125 bytes), which some tools append to any file."""
 APE_HEADER = 32
 WALK_WINDOW = 1 << 16
 """Bytes read at a time while walking frame headers."""
@@ -123,7 +124,7 @@ def _declared(stream: BinaryIO, start: int) -> _Declared | None:
     return _Declared(first, frame, frames, size)
 
 
-def _begins_file(stream: BinaryIO, at: int) -> bool:
+def begins_mp3(stream: BinaryIO, at: int) -> bool:
     """Whether another MP3 file begins at ``at``: an MPEG audio frame followed by another, after an ID3v2 tag or not
     (a tag alone, appended to the end of a file, is no file)."""
     stream.seek(at)
@@ -196,7 +197,7 @@ def appended_mp3s(stream: BinaryIO, limit: int) -> list[int]:
             break
         end = _end_of(stream, declared, file_end)
         end = None if end is None else _past_tags(stream, end)
-        if end is None or end >= file_end or not _begins_file(stream, end):
+        if end is None or end >= file_end or not begins_mp3(stream, end):
             break
         starts.append(end)
         start = end

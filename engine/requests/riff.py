@@ -23,7 +23,8 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .mpeg import frame_at
+from .mpeg import ID3V1_BYTES, begins_mp3
+from .scan import pattern_offsets
 
 UNKNOWN_SIZE = b"\xff\xff\xff\xff"
 """The ``data`` chunk size that tells libsndfile the audio runs to the end of the file."""
@@ -32,8 +33,6 @@ MAX_CHUNKS = 64
 MIN_AUDIO_AFTER = 64
 """Bytes after a ``data`` chunk's declared end (that are not another chunk) read as more of its audio; fewer are
 taken for padding or a stray tail, and left alone."""
-ID3V1_BYTES = 128
-"""An ID3v1 tag (``TAG`` and 125 bytes) that some tools append to any file, WAV included."""
 TAIL_SAMPLE = 4096
 """Bytes after a ``data`` chunk's declared end looked at to tell audio from padding."""
 MIN_DISTINCT_BYTES = 16
@@ -47,7 +46,6 @@ KNOWN_CHUNKS = frozenset({b"LIST", b"id3 ", b"ID3 ", b"bext", b"cue ", b"JUNK", 
 past the end of the file): anything else there must also have a size that fits to count as a chunk."""
 OTHER_FILES = (b"ID3", b"fLaC", b"OggS", b"RIFF", b"FORM")
 """How a tag or another kind of audio file appended to a WAV begins."""
-SEARCH_WINDOW = 1 << 20
 
 
 def _is_chunk_id(code: bytes) -> bool:
@@ -76,15 +74,6 @@ class DataSize:
     def seconds(self, size: int) -> str:
         """``size`` bytes of audio in words: seconds where the byte rate is known, else bytes."""
         return f"{size / self.byte_rate:.2f} s" if self.byte_rate > 0 else f"{size} bytes"
-
-
-def unfinished_data_size(stream: BinaryIO) -> int | None:
-    """The offset of the size field of the ``data`` chunk of a RIFF/WAVE ``stream`` whose writer left that
-    size 0 with bytes after it that are not another chunk (audio, then), or whose size understates the audio
-    (:func:`data_size`); ``None`` for anything else (other formats included). Leaves the stream's position
-    anywhere."""
-    found = data_size(stream)
-    return None if found is None else found.field
 
 
 def data_size(stream: BinaryIO) -> DataSize | None:
@@ -133,7 +122,7 @@ def data_size(stream: BinaryIO) -> DataSize | None:
             tail = stream.read(TAIL_SAMPLE)
             if tail.startswith(OTHER_FILES) or len(set(tail)) < MIN_DISTINCT_BYTES:  # a tag, another kind of file;
                 return None  # zeros, padding, line ends
-            if _mpeg_frames(tail):  # an MP3 appended (no tag first): not this file's samples
+            if begins_mp3(stream, payload + size):  # an MP3 appended (no tag first): not this file's samples
                 return None
             if _find_riff(stream, payload + size, end) is not None:  # another WAV follows: files joined
                 return None
@@ -183,25 +172,12 @@ def _next_riff(stream: BinaryIO, position: int, end: int) -> int | None:
 
 def _find_riff(stream: BinaryIO, start: int, end: int) -> int | None:
     """The offset of the first RIFF/WAVE header at or after ``start`` whose first chunk header is one (a file, not
-    the 12 bytes quoted in a tag's text), read a window at a time; ``None`` if none."""
-    offset = start
-    while offset < end:
-        stream.seek(offset)
-        data = stream.read(SEARCH_WINDOW + 20)
-        for found in _RIFF_WAVE.finditer(data, 0, SEARCH_WINDOW + 11):
-            if found.start() >= SEARCH_WINDOW:
-                break
-            at = found.start()
-            if _is_chunk_header(data[at + 12 : at + 20], end - offset - at - 20):
-                return offset + at
-        offset += SEARCH_WINDOW
+    the 12 bytes quoted in a tag's text); ``None`` if none."""
+    for at in pattern_offsets(stream, _RIFF_WAVE, start, 12):
+        stream.seek(at + 12)
+        if _is_chunk_header(stream.read(8), end - at - 20):
+            return at
     return None
-
-
-def _mpeg_frames(data: bytes) -> bool:
-    """Whether ``data`` begins with two MPEG audio frames, one after the other."""
-    first = frame_at(data)
-    return first is not None and frame_at(data, first.length) is not None
 
 
 class PatchedReader(io.RawIOBase):
