@@ -252,13 +252,11 @@ def _planned(handle: str | io.BytesIO, label: str) -> Iterator[_Plan]:
             return
         ranges, kind, layout = streams.ranges, streams.kind, streams.ogg
         if len(ranges) <= 1:  # one stream (a multiplexed Ogg one included: libsndfile's as before)
-            info = streams.flac
-            declared = None if info is None else _understated(raw, info, label, "")
-            if info is None or declared is None:
+            fix = None if streams.flac is None else _flac_fix(raw, streams.flac, label, "")
+            if fix is None:
                 yield _Plan((_Part(handle),), layout)
             else:
-                yield _Plan((_Part(PatchedReader(raw, *info.declaring(declared[0]), owns=False)),), layout,
-                            (declared[1],))
+                yield _Plan((_Part(fix[0]),), layout, (fix[1],))
             return
         most = MAX_LINKS if layout is not None else MAX_FILES
         if len(ranges) > most:
@@ -314,9 +312,16 @@ def _fixed_range(raw: BinaryIO, start: int, end: int, kind: str, label: str,
             patched = riff_patched(stream, found, owns=False)
             return patched, f"{label} ({where}): {patched.note}" if patched.note else None
     info = flac_info(stream) if kind == _FLAC_STREAMS else None
-    declared = None if info is None else _understated(stream, info, label, f" ({where})")
-    if info is None or declared is None:
-        return ByteRange(raw, start, end), None
+    fix = None if info is None else _flac_fix(stream, info, label, f" ({where})")
+    return fix if fix is not None else (ByteRange(raw, start, end), None)
+
+
+def _flac_fix(stream: BinaryIO, info: FlacInfo, label: str, where: str) -> tuple[PatchedReader, str] | None:
+    """A view of the FLAC stream ``stream`` (left open) whose STREAMINFO declares what its frames hold, where its
+    own understates it, and the warning that says so; ``None`` where the header is honest."""
+    declared = _understated(stream, info, label, where)
+    if declared is None:
+        return None
     return PatchedReader(stream, *info.declaring(declared[0]), owns=False), declared[1]
 
 
