@@ -55,6 +55,10 @@ CONFIGS = (
            {"backend": "openvino", "precision": "bf16", "decoder_weights": "fp32"}),
     Config("OpenVINO bf16, int8 decoding", False,
            {"backend": "openvino", "precision": "bf16", "decoder_weights": "int8"}),
+    Config("OpenVINO int8, fp32 decoding", False,
+           {"backend": "openvino", "precision": "int8", "decoder_weights": "fp32"}),
+    Config("OpenVINO int8, int8 decoding", False,
+           {"backend": "openvino", "precision": "int8", "decoder_weights": "int8"}),
 )
 
 

@@ -13,11 +13,12 @@ and decoding (TDT search and timestamps).
         --fp32 ~/.cache/parakeet-bench/v2/fp32 --int8 ~/.cache/parakeet-bench/v2/int8
 
 When the int8 directory holds both weight graphs (``--int8-weights auto``), ``int8`` is the one the engine
-picks on this CPU and ``int8-uint8`` / ``int8-int8`` force each. The int8 systems and ``openvino-bf16`` decode
-with int8 decoding weights (``SessionOptions.decoder_weights="auto"``); ``--fp32-decoding`` adds
-``int8-fp32-decoding``, the int8 encoder with fp32 decoding weights, to show what the decoding weights
-change. With ``--openvino`` it also runs the fp32 directory's encoder on OpenVINO: ``openvino-fp32``, and
-``openvino-bf16`` where the CPU has AVX-512 BF16 or AMX (decoding stays on ONNX Runtime).
+picks on this CPU and ``int8-uint8`` / ``int8-int8`` force each. The int8 systems, ``openvino-int8`` and
+``openvino-bf16`` decode with int8 decoding weights (``SessionOptions.decoder_weights="auto"``);
+``--fp32-decoding`` adds ``int8-fp32-decoding``, the int8 encoder with fp32 decoding weights, to show what the
+decoding weights change. With ``--openvino`` it also runs the fp32 directory's encoder on OpenVINO: ``openvino-fp32``,
+``openvino-int8`` (int8 weights made at load, activations quantised at run time) and ``openvino-bf16`` where the
+CPU has AVX-512 BF16 or AMX (decoding stays on ONNX Runtime). ``--only`` keeps a subset of those systems.
 The CPU's name and ISA extensions are in the results.
 
 With ``--onnx-asr DIR`` it also runs onnx-asr (``recognize`` on the same paths) on the fp32 directory's
@@ -162,6 +163,7 @@ RUNNERS: dict[str, Any] = {
     "int8-fp32-decoding": functools.partial(_engine_runner, decoder_weights="fp32"),
     "openvino-fp32": functools.partial(_engine_runner, backend="openvino"),
     "openvino-bf16": functools.partial(_engine_runner, backend="openvino", precision="bf16"),
+    "openvino-int8": functools.partial(_engine_runner, backend="openvino", precision="int8"),
     "onnx-asr": _onnx_asr_runner,
 }
 
@@ -277,9 +279,10 @@ def _systems(args: argparse.Namespace) -> list[str]:
     both_schemes = bool(args.int8) and load_manifest(Path(args.int8)).encoder.signed_int8_file is not None
     wanted = {"nemo": True, "fp32": True, "int8": bool(args.int8), "int8-uint8": both_schemes,
               "int8-int8": both_schemes, "openvino-fp32": args.openvino,
-              "openvino-bf16": args.openvino and this_cpu_has_bf16(), "onnx-asr": bool(args.onnx_asr),
+              "openvino-bf16": args.openvino and this_cpu_has_bf16(), "openvino-int8": args.openvino,
+              "onnx-asr": bool(args.onnx_asr),
               "int8-fp32-decoding": bool(args.int8) and args.fp32_decoding}
-    return [system for system, on in wanted.items() if on]
+    return [system for system, on in wanted.items() if on and (not args.only or system in args.only)]
 
 
 def _source(system: str, args: argparse.Namespace) -> str:
@@ -371,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=HERE / "README.md")
     parser.add_argument("--cases", nargs="+", choices=("5s", "60s", "300s", "batch10"),
                         help="run only these cases (default: all)")
+    parser.add_argument("--only", nargs="+", metavar="SYSTEM",
+                        help="run only these systems of the ones the other options select (e.g. nemo int8 "
+                             "openvino-int8)")
     parser.add_argument("--system", help=argparse.SUPPRESS)
     parser.add_argument("--clips-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -92,8 +92,8 @@ Int8Weights = Literal["auto", "uint8", "int7", "int8"]
 """Which encoder graph of an int8 directory to load: ``auto`` picks from the CPU's flags."""
 Backend = Literal["onnxruntime", "openvino"]
 """What runs the encoder on the CPU (decoding always runs on ONNX Runtime)."""
-Precision = Literal["fp32", "bf16"]
-"""The encoder's compute precision on the OpenVINO backend."""
+Precision = Literal["fp32", "bf16", "int8"]
+"""The encoder's compute precision on the OpenVINO backend (``int8``: int8 weights made at load)."""
 DecoderWeights = Literal["auto", "fp32", "int8"]
 """The weights the decoding step reads (prediction network and joint): ``auto`` matches the encoder's."""
 
@@ -130,9 +130,11 @@ class SessionOptions:
     it reads the same ``encoder.onnx``, fp32 directories only, on the CPU). The prediction network and the
     joint always run on ONNX Runtime."""
     precision: Precision = "fp32"
-    """The OpenVINO encoder's inference precision: ``fp32``, or ``bf16`` on CPUs with AVX-512 BF16 or AMX
-    (elsewhere ``BackendUnavailableError`` at load). ONNX Runtime runs the graph's own precision: only
-    ``fp32`` is accepted with it."""
+    """The OpenVINO encoder's inference precision: ``fp32``; ``bf16`` on CPUs with AVX-512 BF16 or AMX
+    (elsewhere ``BackendUnavailableError`` at load); or ``int8``: the encoder's matrix products get int8 weights
+    at load (one scale per output channel) and OpenVINO quantises their activations at run time in groups of 32,
+    int8 products on CPUs with VNNI or AMX (measured in benchmarks/README.md; results close to fp32's, not
+    equal). ONNX Runtime runs the graph's own precision: only ``fp32`` is accepted with it."""
 
     decoder_weights: DecoderWeights = "auto"
     """What the decoding step's matrix products read (prediction network and joint, once per emitted token:
@@ -141,8 +143,8 @@ class SessionOptions:
     32 and int8 products (a quarter of the traffic; ``model.decoder_weights``), not NeMo's arithmetic, so
     tokens can differ where two labels' scores nearly tie (agreement measured in benchmarks/README.md).
     ``auto``: ``int8`` where the encoder's own results already are not NeMo's (an int8 directory, OpenVINO
-    ``bf16``), the graphs run on the CPU and it has int8 dot products (VNNI, AMX, or not x86: on AVX2-only x86
-    the int8 products can saturate); ``fp32`` otherwise, so the exact path stays exact."""
+    ``bf16`` or ``int8``), the graphs run on the CPU and it has int8 dot products (VNNI, AMX, or not x86: on
+    AVX2-only x86 the int8 products can saturate); ``fp32`` otherwise, so the exact path stays exact."""
 
     def __post_init__(self) -> None:
         for name, allowed in (("int8_weights", Int8Weights), ("backend", Backend), ("precision", Precision),

@@ -14,6 +14,7 @@ import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ from parakeet_runtime.engine.model.cpu import (
     isa_summary,
     preferred_int8_weights,
     this_cpu_has_bf16,
+    x86_without_int8_dot_products,
 )
 from parakeet_runtime.engine.model.onnx_model import encoder_graph
 from parakeet_runtime.engine.options import Int8Weights
@@ -270,6 +272,69 @@ def test_openvino_bf16_agreement(name: str, converted: dict[str, Path], clips: d
     assert agreement.identical_clips >= 1, agreement
 
 
+@pytest.mark.parametrize("name", ["tdt_a", "tdt_b"])
+def test_openvino_int8_agreement(name: str, converted: dict[str, Path], clips: dict[str, Path]) -> None:
+    """OpenVINO int8 (weights made int8 at load, activations quantised per group at run time): encoder frames
+    within ``FRAME_ERROR_BOUND`` of fp32's, like ONNX Runtime's int8 graphs; tokens measured and printed, only a
+    total collapse fails (tests/int8_checks.py). Its results depend on the activations' ranges, so each input is
+    encoded alone, and ``auto`` decoding weights follow it as they follow an int8 directory."""
+    _openvino()
+    audio = list(clips.values())
+    int8 = SessionOptions(backend="openvino", precision="int8")
+    errors = encoder_frame_errors(converted[name], converted[name], audio, session=int8)
+    reference = _tokens(converted[name], SessionOptions(), audio)
+    agreement = _agreement(reference, _tokens(converted[name], int8, audio))
+    print(f"{name} openvino int8 on {cpu_name()} ({isa_summary()}): frame errors "
+          f"{', '.join(f'{e:.4f}' for e in errors)}; {agreement}, token agreement {agreement.token_agreement:.4f}")
+    assert max(errors) <= FRAME_ERROR_BOUND, errors
+    assert agreement.identical_clips >= 1, agreement
+    with Engine.load(converted[name], session=int8) as engine:
+        assert not engine.inference.batch_invariant
+        assert engine.model.decoder_weights == ("fp32" if x86_without_int8_dot_products() else "int8")
+
+
+def test_openvino_int8_weights_per_channel() -> None:
+    weights = np.random.default_rng(0).standard_normal((40, 24)).astype(np.float32)
+    weights[:, 3] = 0.0
+    weights[5, :] = 0.0
+    for axis, shape in ((0, (40, 1)), (1, (1, 24))):
+        quantized, scales = openvino_backend.int8_per_channel(weights, axis)
+        assert quantized.dtype == np.int8 and scales.dtype == np.float32 and scales.shape == shape
+        assert int(np.abs(quantized).max()) == 127
+        restored = quantized.astype(np.float32) * scales
+        assert np.all(np.abs(restored - weights) <= scales / 2 * (1 + 1e-6))
+        largest = np.abs(weights).max(axis=1 - axis)
+        assert np.allclose(np.abs(restored).max(axis=1 - axis), largest)  # each channel's largest weight is exact
+    assert not np.any(openvino_backend.int8_per_channel(weights, 1)[0][:, 3])  # a zero channel stays zero
+
+
+def test_openvino_int8_compresses_every_weight_product(converted: dict[str, Path]) -> None:
+    """Every ``MatMul`` by a constant fp32 matrix reads int8 weights in the form the CPU plugin runs as int8
+    products (int8 constant, convert, multiply by the scales); the others (activation by activation) are left."""
+    _openvino()
+    import openvino
+
+    model = openvino.Core().read_model(str(converted["tdt_a"] / "encoder.onnx"))
+
+    def weight_source(op: Any) -> Any:
+        return op.input(1).get_source_output().get_node()
+
+    matmuls = [op for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"]
+    weighted = [op for op in matmuls if weight_source(op).get_type_name() == "Constant"
+                and weight_source(op).get_output_element_type(0) == openvino.Type.f32
+                and len(weight_source(op).get_output_shape(0)) == 2]
+    assert weighted and len(weighted) < len(matmuls)
+    assert openvino_backend.compress_weights(model, openvino) == len(weighted)
+    for op in weighted:
+        multiply = weight_source(op)
+        assert multiply.get_type_name() == "Multiply"
+        convert = multiply.input(0).get_source_output().get_node()
+        assert convert.get_type_name() == "Convert"
+        constant = convert.input(0).get_source_output().get_node()
+        assert constant.get_output_element_type(0) == openvino.Type.i8
+    assert openvino_backend.compress_weights(model, openvino) == 0  # nothing fp32 left to compress
+
+
 @pytest.mark.parametrize(("sizes", "precision", "unfused"), [
     ([128] * 24, "fp32", False),     # Parakeet's heads in fp32: fused (measured, benchmarks/README.md)
     ([128] * 24, "bf16", True),      # bf16: NaN in a padded batch without the workaround, at any size
@@ -301,9 +366,33 @@ def test_openvino_errors(converted: dict[str, Path], auto_dirs: dict[str, Path],
     monkeypatch.setattr(openvino_backend, "this_cpu_has_bf16", lambda: False)
     with pytest.raises(BackendUnavailableError, match=r"bf16.*needs a CPU with AVX-512 BF16 or AMX"):
         Engine.load(converted["tdt_a"], session=SessionOptions(backend="openvino", precision="bf16"))
+    monkeypatch.setattr(openvino_backend, "x86_without_int8_dot_products", lambda: True)
+    with pytest.raises(BackendUnavailableError, match=r"int8.*needs a CPU with int8 dot products \(VNNI or AMX\)"):
+        Engine.load(converted["tdt_a"], session=SessionOptions(backend="openvino", precision="int8"))
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if the extra were not installed
     with pytest.raises(BackendUnavailableError, match=r"pip install 'parakeet-runtime\[openvino\]'"):
         Engine.load(converted["tdt_a"], session=SessionOptions(backend="openvino"))
+
+
+def test_openvino_graph_that_does_not_run_here_fails_at_load(converted: dict[str, Path],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU plugin compiles some graphs it cannot run on the CPU at hand (int8 products with OpenVINO's
+    oneDNN limited to AVX2: "could not create a primitive descriptor" at the first run): the load's run on
+    silence makes that a typed error at load, not a failure of every request."""
+    _openvino()
+    runs: list[dict[str, Any]] = []
+
+    def refuse(self: Any, output_names: Any, feeds: dict[str, Any], run_options: object = None) -> Any:
+        runs.append(feeds)
+        raise RuntimeError("Exception from src/plugins/intel_cpu/src/node.cpp:823:\n[CPU] FullyConnectedCompressed "
+                           "node could not create a primitive descriptor")
+
+    monkeypatch.setattr(openvino_backend.OpenVinoEncoder, "run", refuse)
+    with pytest.raises(BackendUnavailableError, match=r"encoder.onnx: OpenVINO compiled this graph in int8 but "
+                                                      r"cannot run it on this CPU .*could not create a primitive"):
+        Engine.load(converted["tdt_a"], session=SessionOptions(backend="openvino", precision="int8"))
+    mels = load_manifest(converted["tdt_a"]).features.n_mels
+    assert [tuple(np.shape(v)) for v in runs[0].values()] == [(1, mels, openvino_backend.WARM_UP_FRAMES), (1,)]
 
 
 def test_session_option_values() -> None:
@@ -316,6 +405,9 @@ def test_session_option_values() -> None:
     with pytest.raises(ValueError, match="int8_weights must be"):
         SessionOptions(int8_weights="int4")  # type: ignore[arg-type]
     assert SessionOptions(backend="openvino", precision="bf16").precision == "bf16"
+    assert SessionOptions(backend="openvino", precision="int8").precision == "int8"
+    with pytest.raises(ValueError, match="needs backend='openvino'"):
+        SessionOptions(precision="int8")
 
 
 @pytest.mark.parametrize("command", [["transcribe"], ["serve"]])
@@ -327,3 +419,8 @@ def test_cli_backend_and_precision(command: list[str], capsys: pytest.CaptureFix
     with pytest.raises(SystemExit) as exit_info:
         parse_args([*command, "--precision", "bf16"])
     assert exit_info.value.code == 2 and "--precision bf16 needs --backend openvino" in capsys.readouterr().err
+    args = parse_args([*command, "--backend", "openvino", "--precision", "int8"])
+    assert (args.backend, args.precision) == ("openvino", "int8")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args([*command, "--precision", "int8"])
+    assert exit_info.value.code == 2 and "--precision int8 needs --backend openvino" in capsys.readouterr().err

@@ -260,10 +260,10 @@ def encoder_session(
         if enc.precision != "fp32":
             raise BackendUnavailableError(
                 f"backend='openvino' runs fp32 encoders; this directory's is {enc.precision} (OpenVINO "
-                "compiles fp32 to bf16 itself: precision='bf16')")
+                "makes bf16 or int8 from fp32 itself: precision='bf16' or 'int8')")
         logger.info("encoder %s on OpenVINO (%s); decoding on ONNX Runtime", enc.file, session.precision)
         return OpenVinoEncoder(model_dir / enc.file, precision=session.precision, threads=session.threads,
-                               inputs=names[0], outputs=names[1]), enc.file
+                               inputs=names[0], outputs=names[1], mels=manifest.features.n_mels), enc.file
     file, scheme = encoder_graph(manifest, session.int8_weights)
     if scheme is not None:
         logger.info("int8 encoder %s: %s weights (int8_weights=%r, this CPU prefers %s)", file, scheme,

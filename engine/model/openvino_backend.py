@@ -1,8 +1,14 @@
 """The encoder on OpenVINO (the optional extra ``parakeet-runtime[openvino]``), from the same ``encoder.onnx``.
 
 OpenVINO reads the exported ONNX graph as it is (the fused attention and the position ``If`` included) and
-compiles it for the CPU with dynamic batch and length, in ``fp32`` or, on CPUs with AVX-512 BF16 or AMX,
-``bf16``. One workaround: OpenVINO 2026.4's CPU plugin fuses the relative-position product of the
+compiles it for the CPU with dynamic batch and length, in ``fp32``, in ``bf16`` on CPUs with AVX-512 BF16 or AMX,
+or in ``int8``: every product by a weight matrix gets int8 weights at load, one scale per output channel
+(:func:`compress_weights`, in memory; no int8 directory needed), and the CPU plugin quantises those products'
+activations at run time in groups of :data:`ACTIVATION_GROUP` values, each group with its own scale, and
+multiplies in int8; everything else stays fp32. ONNX Runtime's int8 graphs take one scale per activation
+tensor: the groups keep OpenVINO's results closer to fp32's (benchmarks/README.md).
+
+One workaround: OpenVINO 2026.4's CPU plugin fuses the relative-position product of the
 exported attention (``q @ pos^T``, a MatMul of two activations feeding the attention's bias) into something
 that is wrong (max abs error ≈ 0.9 on encoder frames of magnitude 7, NaN at some lengths) beyond ≈ 200 encoder
 frames, or with padding in a batch; in bf16 the fused attention's bias gives NaN at some lengths. Marking
@@ -12,9 +18,15 @@ Runtime's to ≈ 4e-6, bf16's to ≈ 0.05 (tests/test_cpus.py). The fp32 fault w
 to ≈ 7e-5 up to 750 encoder frames and in padded batches, runs up to 1.7× faster on long inputs and peaks
 1.4–1.8 GB lower (benchmarks/README.md, "OpenVINO"), so fp32 encoders whose heads all have
 :data:`FUSED_FP32_MIN_HEAD_SIZE` dimensions or more are compiled as they are; bf16 keeps the workaround at
-every size (NaN in a padded batch of the Parakeet shape without it). Only the encoder runs here; the prediction
-network and the joint stay on ONNX Runtime (they
-are small per-step graphs that OpenVINO would not speed up, and their exactness decides every token).
+every size (NaN in a padded batch of the Parakeet shape without it); ``int8``, which computes in fp32 around its
+products, follows fp32's rule. Only the encoder runs here; the prediction network and the joint stay on ONNX
+Runtime (they are small per-step graphs that OpenVINO would not speed up, and their exactness decides every
+token).
+
+``int8`` is refused on x86 CPUs without VNNI or AMX: OpenVINO 2026.4 compiles it there but cannot run its
+products ("could not create a primitive descriptor" at the first run, seen with its oneDNN limited to AVX2 by
+``ONEDNN_MAX_CPU_ISA``). Every precision runs once on silence at load, so that such a failure is a typed error
+then, not in a request.
 """
 
 from __future__ import annotations
@@ -29,11 +41,15 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, ManifestError
 from ..options import Precision
-from .cpu import cpu_name, this_cpu_has_bf16
+from .cpu import cpu_name, this_cpu_has_bf16, x86_without_int8_dot_products
 
 logger = logging.getLogger(__name__)
 
-_HINTS = {"fp32": "f32", "bf16": "bf16"}
+_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+"""OpenVINO's inference precision per engine precision: ``int8`` computes in fp32 around its int8 products."""
+ACTIVATION_GROUP = 32
+"""``int8``: activations are quantised at run time in groups of this many values along the reduction axis of each
+product (OpenVINO's ``DYNAMIC_QUANTIZATION_GROUP_SIZE``), each group with its own scale."""
 
 
 class OpenVinoEncoder:
@@ -44,11 +60,14 @@ class OpenVinoEncoder:
     """
 
     def __init__(self, path: Path, *, precision: Precision, threads: int | None,
-                 inputs: Sequence[str], outputs: Sequence[str]) -> None:
-        """Compile ``path`` for the CPU.
+                 inputs: Sequence[str], outputs: Sequence[str], mels: int) -> None:
+        """Compile ``path`` for the CPU and run it once on :data:`WARM_UP_FRAMES` frames of silence of ``mels``
+        features (``inputs``: the features' and lengths' names), so that what the CPU plugin cannot run fails
+        here, not in a request.
 
         Raises:
-            BackendUnavailableError: OpenVINO is not installed, or ``bf16`` on a CPU without bfloat16.
+            BackendUnavailableError: OpenVINO is not installed; ``bf16`` on a CPU without bfloat16; ``int8`` on
+                an x86 CPU without int8 dot products (VNNI, AMX); the compiled graph does not run on this CPU.
             ManifestError: OpenVINO cannot read or compile the graph, or it lacks a named input or output.
         """
         try:
@@ -60,12 +79,22 @@ class OpenVinoEncoder:
             raise BackendUnavailableError(
                 f"precision='bf16' needs a CPU with AVX-512 BF16 or AMX; this one ({cpu_name()}) has neither "
                 "(use precision='fp32')")
+        if precision == "int8" and x86_without_int8_dot_products():
+            raise BackendUnavailableError(
+                f"precision='int8' needs a CPU with int8 dot products (VNNI or AMX); this one ({cpu_name()}) has "
+                "neither: OpenVINO's int8 products do not run there (use precision='fp32', or an int8 directory "
+                "on ONNX Runtime)")
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+        if precision == "int8":
+            config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = ACTIVATION_GROUP
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
             core = openvino.Core()
             model = core.read_model(str(path))
+            if precision == "int8":
+                compressed = compress_weights(model, openvino)
+                logger.info("%s: %d matrix products with int8 weights", path.name, compressed)
             sizes = head_sizes(model)
             if needs_unfused_positions(sizes, precision):
                 _keep_position_products(model)
@@ -84,6 +113,16 @@ class OpenVinoEncoder:
                                         f"{', '.join(sorted(present))}")
         self.precision = precision
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        silence: dict[str, np.ndarray[Any, Any]] = {
+            inputs[0]: np.zeros((1, mels, WARM_UP_FRAMES), dtype=np.float32),
+            inputs[1]: np.array([WARM_UP_FRAMES], dtype=np.int64),
+        }
+        try:
+            self.run(outputs, silence)
+        except Exception as exc:  # OpenVINO raises its own untyped exceptions here
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise BackendUnavailableError(f"{path.name}: OpenVINO compiled this graph in {precision} but cannot run "
+                                          f"it on this CPU ({cpu_name()}): {reason[:300]}") from exc
         logger.info("encoder %s compiled by OpenVINO %s for the CPU in %s", path.name, openvino.__version__,
                     precision)
 
@@ -100,6 +139,10 @@ class OpenVinoEncoder:
             return [np.array(results[name], copy=True) for name in output_names]
         finally:
             self._requests.put(request)
+
+
+WARM_UP_FRAMES = 100
+"""Feature frames (1 s at Parakeet's 10 ms hop) of the run at load that checks the compiled graph runs here."""
 
 
 FUSED_FP32_MIN_HEAD_SIZE = 128
@@ -120,11 +163,45 @@ def head_sizes(model: Any) -> list[int | None]:
 
 
 def needs_unfused_positions(sizes: Sequence[int | None], precision: Precision) -> bool:
-    """Whether to keep the position products unfused: always in bf16, and in fp32 unless every attention's
-    head size is known and at least :data:`FUSED_FP32_MIN_HEAD_SIZE` (no attention found: keep them)."""
-    if precision != "fp32" or not sizes:
+    """Whether to keep the position products unfused: always in bf16, and in fp32 (also ``int8``, which computes
+    in fp32 around its products) unless every attention's head size is known and at least
+    :data:`FUSED_FP32_MIN_HEAD_SIZE` (no attention found: keep them)."""
+    if precision == "bf16" or not sizes:
         return True
     return any(size is None or size < FUSED_FP32_MIN_HEAD_SIZE for size in sizes)
+
+
+def int8_per_channel(weights: np.ndarray[Any, np.dtype[np.float32]], axis: int) -> tuple[
+        np.ndarray[Any, np.dtype[np.int8]], np.ndarray[Any, np.dtype[np.float32]]]:
+    """Symmetric int8 quantisation of a 2-D matrix with one scale per output channel (``axis``: the channels' axis):
+    the int8 values (±127) and the scales, shaped to broadcast against them."""
+    scales = (np.abs(weights).max(axis=1 - axis, keepdims=True) / 127.0).astype(np.float32)
+    scales[scales == 0.0] = 1.0
+    return np.clip(np.rint(weights / scales), -127, 127).astype(np.int8), scales
+
+
+def compress_weights(model: Any, openvino: Any) -> int:
+    """Give every ``MatMul`` of ``model`` by a constant 2-D fp32 matrix int8 weights (:func:`int8_per_channel`),
+    in the form OpenVINO's CPU plugin runs as int8 products (an int8 constant, a conversion to fp32, a multiply by
+    the scales); returns how many. With ``DYNAMIC_QUANTIZATION_GROUP_SIZE`` the plugin quantises the activations
+    per group at run time and multiplies in int8 (VNNI, AMX)."""
+    ops = openvino.opset13
+    count = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "MatMul":
+            continue
+        source = op.input(1).get_source_output().get_node()
+        if source.get_type_name() != "Constant" or source.get_output_element_type(0) != openvino.Type.f32:
+            continue
+        weights = source.get_data()
+        if weights.ndim != 2:
+            continue
+        transposed = bool(op.get_attributes().get("transpose_b", False))
+        quantized, scales = int8_per_channel(weights, 0 if transposed else 1)
+        restored = ops.multiply(ops.convert(ops.constant(quantized), openvino.Type.f32), ops.constant(scales))
+        op.input(1).replace_source_output(restored.output(0))
+        count += 1
+    return count
 
 
 def _keep_position_products(model: Any) -> None:

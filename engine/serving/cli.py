@@ -163,8 +163,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.inputs = [*args.inputs, *before, *after]
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
-    if args.precision == "bf16" and args.backend != "openvino":
-        parser.error("--precision bf16 needs --backend openvino")
+    if args.precision != "fp32" and args.backend != "openvino":
+        parser.error(f"--precision {args.precision} needs --backend openvino")
     if not (0 < args.chunk_s <= MAX_WINDOW_SECONDS):  # NaN too
         parser.error(f"--chunk-s must be a positive number of seconds, at most {MAX_WINDOW_SECONDS:g}")
     if args.command == "serve":
@@ -213,7 +213,7 @@ def _backend_arguments(parser: argparse.ArgumentParser) -> None:
                         "extra and an fp32 model directory; decoding stays on ONNX Runtime")
     parser.add_argument("--precision", choices=get_args(Precision), default="fp32",
                         help="the encoder's compute precision (default: fp32); bf16 needs --backend openvino and a "
-                        "CPU with AVX-512 BF16 or AMX")
+                        "CPU with AVX-512 BF16 or AMX; int8 needs --backend openvino (int8 weights made at load)")
     parser.add_argument("--decoder-weights", choices=get_args(DecoderWeights), default="auto",
                         help="what the decoding step's products read: fp32 (NeMo's arithmetic), int8 (a quarter of "
                         "the memory traffic; tokens can differ), auto (default: int8 where the encoder is int8 or "
