@@ -158,6 +158,6 @@ class Inference:
 def batch_invariant(model: OnnxTdtModel, reduced_precision_backend: bool) -> bool:
     """Whether ``model`` gives an input the same results in any batch: its encoder is fp32, its decoding graphs
     keep their fp32 weights, and the encoder's backend does not compute in reduced precision
-    (``reduced_precision_backend``: OpenVINO's bf16)."""
+    (``reduced_precision_backend``: OpenVINO's bf16 and int8)."""
     fp32_graphs = model.manifest.encoder.precision == "fp32" and model.decoder_weights == "fp32"
     return fp32_graphs and not reduced_precision_backend
