@@ -17,8 +17,9 @@ picks on this CPU and ``int8-uint8`` / ``int8-int8`` force each. The int8 system
 ``openvino-bf16`` decode with int8 decoding weights (``SessionOptions.decoder_weights="auto"``);
 ``--fp32-decoding`` adds ``int8-fp32-decoding``, the int8 encoder with fp32 decoding weights, to show what the
 decoding weights change. With ``--openvino`` it also runs the fp32 directory's encoder on OpenVINO: ``openvino-fp32``,
-``openvino-int8`` (int8 weights made at load, activations quantised at run time) and ``openvino-bf16`` where the
-CPU has AVX-512 BF16 or AMX (decoding stays on ONNX Runtime). ``--only`` keeps a subset of those systems.
+``openvino-int8`` (int8 weights made at load, activations quantised at run time; where the CPU has VNNI or AMX)
+and ``openvino-bf16`` where the CPU has AVX-512 BF16 or AMX (decoding stays on ONNX Runtime). ``--only`` keeps a
+subset of those systems.
 The CPU's name and ISA extensions are in the results.
 
 With ``--onnx-asr DIR`` it also runs onnx-asr (``recognize`` on the same paths) on the fp32 directory's
@@ -274,13 +275,13 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
 
 def _systems(args: argparse.Namespace) -> list[str]:
     from parakeet_runtime.engine import load_manifest
-    from parakeet_runtime.engine.model.cpu import this_cpu_has_bf16
+    from parakeet_runtime.engine.model.cpu import this_cpu_has_bf16, x86_without_int8_dot_products
 
     both_schemes = bool(args.int8) and load_manifest(Path(args.int8)).encoder.signed_int8_file is not None
     wanted = {"nemo": True, "fp32": True, "int8": bool(args.int8), "int8-uint8": both_schemes,
               "int8-int8": both_schemes, "openvino-fp32": args.openvino,
-              "openvino-bf16": args.openvino and this_cpu_has_bf16(), "openvino-int8": args.openvino,
-              "onnx-asr": bool(args.onnx_asr),
+              "openvino-bf16": args.openvino and this_cpu_has_bf16(),
+              "openvino-int8": args.openvino and not x86_without_int8_dot_products(), "onnx-asr": bool(args.onnx_asr),
               "int8-fp32-decoding": bool(args.int8) and args.fp32_decoding}
     return [system for system, on in wanted.items() if on and (not args.only or system in args.only)]
 
