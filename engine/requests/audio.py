@@ -57,7 +57,7 @@ from .flac import FlacInfo, TooManyCandidatesError, appended_streams, content_en
 from .mpeg import appended_mp3s
 from .ogg import MAX_LINKS, ByteRange, OggLayout, is_ogg, ogg_layout
 from .resample import PolyphaseStream, resample
-from .riff import PatchedReader, appended_wavs, data_size, finished_header
+from .riff import PatchedReader, appended_wavs, data_size
 from .riff import patched as riff_patched
 
 logger = logging.getLogger(__name__)
@@ -222,18 +222,14 @@ class _Plan:
 @contextlib.contextmanager
 def _planned(handle: str | io.BytesIO, label: str) -> Iterator[_Plan]:
     """What to decode: the file as it is, or (a chained Ogg file) each of its links through a :class:`ByteRange`
-    onto one open file, so that a long file is never copied; a FLAC stream whose header understates its length
-    through a :class:`PatchedReader` that declares what its frames hold. Files it opens are closed on exit.
+    onto one open file, so that a long file is never copied; a WAV whose ``data`` chunk leaves audio unread, or a
+    FLAC stream whose header understates its length, through a :class:`PatchedReader` that declares what it holds.
+    A path is opened once; files it opens are closed on exit.
 
     Raises:
         AudioDecodeError: a chain with a multiplexed link (several logical streams at once, e.g. video), or with
             more than :data:`~.ogg.MAX_LINKS` links.
     """
-    opened = finished_header(handle)  # an unfinished WAV's empty data chunk read to the end, as FFmpeg does
-    if isinstance(opened, PatchedReader):
-        with contextlib.closing(opened):
-            yield _Plan((_Part(opened),), warnings=(f"{label}: {opened.note}",) if opened.note else ())
-        return
     with contextlib.ExitStack() as stack:
         raw: BinaryIO
         if isinstance(handle, io.BytesIO):
@@ -244,6 +240,15 @@ def _planned(handle: str | io.BytesIO, label: str) -> Iterator[_Plan]:
             except OSError:  # libsndfile says why
                 yield _Plan((_Part(handle),))
                 return
+        try:
+            unfinished = data_size(raw)  # a WAV's data chunk that leaves audio unread: read to the end, as FFmpeg does
+            raw.seek(0)  # libsndfile reads from where the file stands
+        except OSError:  # a read error: the search for joined streams below meets it too
+            unfinished = None
+        if unfinished is not None:
+            reader = stack.enter_context(contextlib.closing(riff_patched(raw, unfinished, owns=False)))
+            yield _Plan((_Part(reader),), warnings=(f"{label}: {reader.note}",) if reader.note else ())
+            return
         try:
             streams = _joined_streams(raw)
             raw.seek(0)

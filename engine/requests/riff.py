@@ -224,28 +224,13 @@ class PatchedReader(io.RawIOBase):
         super().close()
 
 
-def finished_header(source: str | io.BytesIO) -> str | io.BytesIO | PatchedReader:
-    """``source`` (a path or the bytes of a file), or a :class:`PatchedReader` of it that declares a WAV's ``data``
-    chunk to run to the end of the file, where its writer left the size 0 or the size understates the audio (the
-    reader's :attr:`~PatchedReader.note` then says so; the caller closes it). A path that cannot be opened is
-    given back unchanged: libsndfile says why."""
-    if isinstance(source, io.BytesIO):
-        found = data_size(source)
-        source.seek(0)
-        return source if found is None else patched(source, found)
-    try:
-        raw = open(source, "rb")  # noqa: SIM115 - handed to PatchedReader, which closes it
-    except OSError:
-        return source
-    try:
-        found = data_size(raw)
-    except OSError:
-        found = None
-    if found is None:
-        raw.close()
-        return source
-    raw.seek(0)  # libsndfile reads from where the file stands
-    return patched(raw, found)
+def finished_header(source: io.BytesIO) -> io.BytesIO | PatchedReader:
+    """The bytes of a file, or a :class:`PatchedReader` of them that declares a WAV's ``data`` chunk to run to the end
+    of the file, where its writer left the size 0 or the size understates the audio (the reader's
+    :attr:`~PatchedReader.note` then says so)."""
+    found = data_size(source)
+    source.seek(0)
+    return source if found is None else patched(source, found)
 
 
 def patched(raw: BinaryIO, found: DataSize, *, owns: bool = True) -> PatchedReader:
