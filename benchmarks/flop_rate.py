@@ -11,8 +11,8 @@ rate; and what a 1.5× faster encoder than NeMo's would need.
     python benchmarks/flop_rate.py --nemo ~/.cache/parakeet-bench/v2/model.nemo \\
         --fp32 ~/.cache/parakeet-bench/v2/fp32 --openvino --label v2-amx --readme
 
-Writes ``benchmarks/results/flop-rate-<label>.json`` and, with ``--readme``, a table between the
-``flop-rate-<label>`` markers of benchmarks/README.md.
+Writes ``benchmarks/results/flop-rate-<label>.json`` (``--out-dir``) and, with ``--readme [PATH]``, a table between
+the ``flop-rate-<label>`` markers of benchmarks/README.md (or of PATH).
 """
 
 from __future__ import annotations
@@ -132,14 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--openvino", action="store_true", help="also time OpenVINO fp32 (the openvino extra)")
     parser.add_argument("--label", required=True)
-    parser.add_argument("--readme", action="store_true")
+    parser.add_argument("--readme", nargs="?", type=Path, const=HERE / "README.md", default=None, metavar="PATH",
+                        help="write the table into PATH (default benchmarks/README.md)")
+    parser.add_argument("--out-dir", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     report = measure(args.nemo, args.fp32, args.seconds, args.threads, args.runs, args.openvino)
     for row in report["rows"]:
         print(json.dumps(row), flush=True)
-    (HERE / "results" / f"flop-rate-{args.label}.json").write_text(json.dumps(report, indent=2) + "\n")
-    if args.readme:
-        write_table(report, HERE / "README.md", args.label)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"flop-rate-{args.label}.json").write_text(json.dumps(report, indent=2) + "\n")
+    if args.readme is not None:
+        write_table(report, args.readme, args.label)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -166,3 +167,32 @@ def test_decoding_threads_script(tmp_path: Path, converted: dict[str, Path]) -> 
     proc = subprocess.run([sys.executable, BENCH / "decoding_threads.py", "--model", converted["tdt_a"],
                            "--configs", "2x/1"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and "'2x'" in proc.stderr
+
+
+def test_cpu_check_dry_run(tmp_path: Path) -> None:
+    """benchmarks/cpu_check.sh's dry run (``QUICK=1``: the tiny shape, a few demo recordings) runs every step and
+    writes each step's JSON and table under its scratch folder, naming this CPU's kind, and leaves
+    benchmarks/README.md alone."""
+    readme_before = (BENCH / "README.md").read_bytes()
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHON": sys.executable, "QUICK": "1", "FLOPS": "1",
+           "OUT": str(tmp_path / "out"), "CLIPS": "4", "KIND": "testcpu"}
+    proc = subprocess.run(["bash", str(BENCH / "cpu_check.sh")], capture_output=True, text=True, timeout=1200,
+                          cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = tmp_path / "out" / "results-quick"
+    rtfx = json.loads((results / "rtfx-parakeet-tiny-shape-testcpu-quick.json").read_text())
+    systems = [r["system"] for r in rtfx["results"]]
+    assert systems[:3] == ["nemo", "fp32", "int8"]
+    assert rtfx["meta"]["machine"]["isa"]
+    flops = json.loads((results / "flop-rate-tiny-testcpu-quick.json").read_text())
+    assert {row["system"] for row in flops["rows"]} >= {"nemo (torch)", "engine fp32 (ONNX Runtime)"}
+    readme = (tmp_path / "out" / "README-cpu-check-quick.md").read_text()
+    assert "<!-- rtfx-parakeet-tiny-shape-testcpu-quick:start -->" in readme
+    assert "<!-- flop-rate-tiny-testcpu-quick:start -->" in readme
+    if shutil.which("espeak-ng"):
+        agreement = json.loads((results / "agreement-demo-testcpu-quick.json").read_text())
+        assert agreement["inputs"] > 4 and agreement["fp32_tokens"] > 0  # 4 recordings and their joins
+        assert "<!-- agreement-demo-testcpu-quick:start -->" in readme
+    else:
+        assert "no espeak-ng" in proc.stderr
+    assert (BENCH / "README.md").read_bytes() == readme_before
