@@ -12,14 +12,18 @@ import concurrent.futures
 import dataclasses
 import functools
 import logging
+import math
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
+
+import numpy as np
 
 from parakeet_runtime.decoding import DecodedToken, StepConfidence, TdtCarry, TdtConfig
 
@@ -274,6 +278,33 @@ class Engine:
         if isinstance(submitted, LongAudio):
             return self._run_long(submitted)
         return _transcript(_wait(submitted))
+
+    def warm_up(self, seconds: float = 60.0, *, batch: int = 1) -> float:
+        """Run ``batch`` inputs of ``seconds`` of silence through the whole request path once; returns the
+        seconds it took (the transcripts are dropped; nothing the engine keeps between requests changes).
+
+        A runtime may pay extra on its first run at an input longer than any it ran before: ONNX Runtime grows
+        its buffers (about 3 s more at Parakeet's size for the first 30 s and 60 s inputs), OpenVINO also
+        prepares its kernels for the larger shape (4–12 s more for the first 60 s input; benchmarks/README.md,
+        "First runs"). Shorter inputs after a longer one do not pay again. A server that warms up with the
+        longest input it expects in one pass (and the batch it expects) serves its first requests at full
+        speed; ``parakeet-runtime serve --warm-up-seconds S`` does this before it accepts requests.
+
+        Raises:
+            ValueError: ``seconds`` not a positive finite number, ``batch`` not a positive integer.
+            AudioTooLongError: ``seconds`` beyond ``LongFormOptions.max_audio_seconds``.
+            EngineClosedError: the engine was closed.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
+            raise ValueError(f"warm_up seconds must be a positive finite number, got {seconds!r:.40}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"warm_up batch must be a positive integer, got {batch!r:.40}")
+        silence = np.zeros(max(1, round(seconds * self.sample_rate)), dtype=np.float32)
+        started = time.perf_counter()
+        self.transcribe([silence] * batch)
+        took = time.perf_counter() - started
+        logger.info("warmed up on %d × %.1f s of silence in %.2f s", batch, seconds, took)
+        return took
 
     def transcribe_iter(
         self,

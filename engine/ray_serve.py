@@ -153,11 +153,13 @@ class ParakeetDeployment:
         self.requests = 0
         self.largest = 0
         logger.info("replica loaded %s (pid %d)", self.engine.model_dir, os.getpid())
+        if options.server.warm_up_seconds is not None:  # here, on the replica's own engine, before Serve routes to it
+            self.engine.warm_up(options.server.warm_up_seconds)
 
     async def __serve_build_asgi_app__(self) -> Starlette:
         runner = ServeRunner(self, asyncio.get_running_loop(), self.config.max_batch_seconds)
         served = dataclasses.replace(self.engine, runner=runner)
-        return create_app(served, self.config.server)
+        return create_app(served, dataclasses.replace(self.config.server, warm_up_seconds=None))  # done in __init__
 
     @serve.batch(max_batch_size=int(MAX_BATCH_SECONDS), batch_wait_timeout_s=0.005, batch_size_fn=audio_seconds)
     async def run_batch(self, items: list[_Item]) -> list[Outcome]:

@@ -44,6 +44,12 @@ def test_rtfx_on_a_tiny_parakeet_shaped_model(tmp_path: Path) -> None:
           "--runs", "1", "--results", tmp_path / "results", "--readme", readme])
     profile = json.loads((tmp_path / "results" / "profile-tiny.json").read_text())
     assert profile["precision"] == "int8" and profile["ops"] and abs(sum(o["share"] for o in profile["ops"]) - 1) < 1e-6
+    _run([BENCH / "first_runs.py", "--nemo", shape / "model.nemo", "--model", shape / "fp32", "--name", "tiny",
+          "--seconds", "2", "4", "3", "--threads", "1", "--out-dir", tmp_path / "results", "--readme", readme])
+    first_runs = json.loads((tmp_path / "results" / "first-runs-tiny.json").read_text())
+    assert [s["system"] for s in first_runs["systems"]] == ["nemo", "ort-fp32"]
+    assert all([r["seconds"] for r in s["rows"]] == [2.0, 4.0, 3.0] for s in first_runs["systems"])
+    assert "<!-- first-runs-tiny:start -->" in readme.read_text()
     assert "<!-- profile-tiny:start -->" in readme.read_text()
     assert set(report["results"][1]["cases"]) == {"5s", "60s", "300s", "batch10"}
     assert "<!-- rtfx-tiny:start -->" in readme.read_text()

@@ -19,6 +19,7 @@ from parakeet_runtime.engine import (
     AudioInput,
     AudioTooLongError,
     Engine,
+    EngineClosedError,
     LongFormOptions,
     ManifestError,
     ModelDirectoryError,
@@ -114,6 +115,44 @@ def test_too_long_audio_is_a_typed_error() -> None:
         with pytest.raises(AudioTooLongError, match="longer than"):
             limited.transcribe(np.zeros(int(35 * limited.sample_rate), dtype=np.float32))
         assert limited.transcribe(np.zeros(int(30 * limited.sample_rate), dtype=np.float32)).duration == 30.0
+
+
+def test_warm_up_runs_the_request_path_and_changes_no_result(engine: Engine) -> None:
+    """``warm_up`` runs silence of the length (and batch) asked through ``transcribe`` and returns the time taken;
+    results afterwards are the same; bad arguments and limits are typed errors before anything runs."""
+    before = engine.transcribe(sample_audio_path())
+    took = engine.warm_up(2.5, batch=3)
+    assert took > 0.0
+    assert engine.transcribe(sample_audio_path()) == before
+    for seconds in (0, -1.0, float("nan"), float("inf"), True, "3"):
+        with pytest.raises(ValueError, match="seconds"):
+            engine.warm_up(seconds)  # type: ignore[arg-type]
+    for batch in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="batch"):
+            engine.warm_up(1.0, batch=batch)  # type: ignore[arg-type]
+    with Engine.load(long_form=LongFormOptions(max_audio_seconds=5)) as limited:
+        with pytest.raises(AudioTooLongError):
+            limited.warm_up(6.0)
+        assert limited.warm_up(4.0) > 0.0
+    closed = Engine.load()
+    closed.close()
+    with pytest.raises(EngineClosedError):
+        closed.warm_up(1.0)
+
+
+def test_warm_up_sends_its_silence_through_transcribe(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``warm_up`` submits: ``batch`` arrays of ``round(seconds × rate)`` zeros, as one list."""
+    seen: list[list[np.ndarray]] = []
+
+    def record(self: Engine, audio: list[np.ndarray], **kwargs: object) -> list[Transcript]:
+        seen.append(audio)
+        return []
+
+    monkeypatch.setattr(Engine, "transcribe", record)
+    engine.warm_up(1.25, batch=2)
+    assert len(seen) == 1 and len(seen[0]) == 2
+    for array in seen[0]:
+        assert array.dtype == np.float32 and array.shape == (round(1.25 * engine.sample_rate),) and not array.any()
 
 
 def test_bad_inputs_are_typed_and_the_engine_keeps_working(engine: Engine, tmp_path: Path) -> None:

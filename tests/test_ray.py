@@ -475,14 +475,14 @@ def test_serve_batches_are_sized_by_audio_seconds() -> None:
 
 
 def test_cli_serve_on_ray(cluster: Cluster, files: list[Path], expected: dict[str, Transcript]) -> None:
-    """``serve --ray``: the API answers through Serve's proxy on --port; SIGTERM stops it (exit 0) and, as it
-    was Serve's only application, Serve with it."""
+    """``serve --ray``: the API answers through Serve's proxy on --port (each replica warmed up first:
+    ``--warm-up-seconds``); SIGTERM stops it (exit 0) and, as it was Serve's only application, Serve with it."""
     import httpx
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "parakeet_runtime.engine.serving.cli", "serve", "--ray", cluster.address,
-               "--port", str(port), "--threads", "1", "--replicas", "1"]
+               "--port", str(port), "--threads", "1", "--replicas", "1", "--warm-up-seconds", "2"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ | ENV)
     try:
         deadline = time.monotonic() + 180

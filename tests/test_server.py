@@ -183,6 +183,38 @@ def _in_process_get(app: Any, path: str) -> Any:
     return asyncio.run(go())
 
 
+def test_warm_up_runs_in_the_startup_before_requests(reference: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ServerOptions(warm_up_seconds=S)``: the app's startup (ASGI lifespan) loads the engine, then runs
+    ``Engine.warm_up(S)`` on it, and reports the startup complete only after that; without it, nothing warms up."""
+    calls: list[float] = []
+    original = Engine.warm_up
+
+    def recording(self: Engine, seconds: float = 60.0, *, batch: int = 1) -> float:
+        calls.append(seconds)
+        return original(self, seconds, batch=batch)
+
+    monkeypatch.setattr(Engine, "warm_up", recording)
+
+    async def startup(app: Any) -> list[str]:
+        messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+        sent: list[str] = []
+
+        async def receive() -> dict[str, str]:
+            return messages.pop(0)
+
+        async def send(message: dict[str, str]) -> None:
+            sent.append(f"{message['type']}:{len(calls)}")
+
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+        return sent
+
+    sent = asyncio.run(startup(create_app(lambda: reference, ServerOptions(warm_up_seconds=1.5))))
+    assert calls == [1.5] and sent == ["lifespan.startup.complete:1", "lifespan.shutdown.complete:1"]
+    calls.clear()
+    assert asyncio.run(startup(create_app(reference))) == ["lifespan.startup.complete:0",
+                                                           "lifespan.shutdown.complete:0"]
+
+
 @pytest.mark.parametrize("fmt", ["json", "text", "srt", "vtt", "verbose_json"])
 def test_every_response_format(server: str, reference: Engine, fmt: str) -> None:
     expected = reference.transcribe(sample_audio_path())

@@ -124,6 +124,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        "audio_too_long (default: 3600, or the model's own limit when lower)")
     serve.add_argument("--max-in-flight", type=int, default=64,
                        help="requests in flight before 503 (default: 64)")
+    serve.add_argument("--warm-up-seconds", type=float, default=None, metavar="S",
+                       help="before taking requests, run the model once on S seconds of silence, so that the first "
+                            "requests up to S seconds do not pay the runtime's first-run costs (default: none)")
     serve.add_argument("--header-timeout-s", type=float, default=10.0, metavar="S",
                        help="a request's headers must arrive within S seconds of connecting (or of a kept-alive "
                        "connection's next request starting), else the connection is closed (default: 10)")
@@ -186,6 +189,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                 parser.error(f"--{flag.replace('_', '-')} must be at least 1")
         if args.max_in_flight < 1:
             parser.error("--max-in-flight must be at least 1")
+        if args.warm_up_seconds is not None and not (args.warm_up_seconds > 0 and math.isfinite(args.warm_up_seconds)):
+            parser.error("--warm-up-seconds must be a positive number of seconds")
         if args.api_key is not None and not args.api_key.strip():
             parser.error("--api-key must not be empty")
         if args.replicas < 1 or (args.max_replicas is not None and args.max_replicas < args.replicas):
@@ -429,7 +434,7 @@ def _server_options(args: argparse.Namespace) -> ServerOptions:
                          body_timeout_s=args.body_timeout_s, keep_alive_s=args.keep_alive_s,
                          max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace_s,
                          api_key=args.api_key, cors_origins=tuple(args.cors_origin),
-                         close_engine_on_shutdown=True)
+                         close_engine_on_shutdown=True, warm_up_seconds=args.warm_up_seconds)
 
 
 def _serve_on_ray(args: argparse.Namespace) -> int:

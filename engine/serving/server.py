@@ -149,6 +149,10 @@ class ServerOptions:
     ``nvidia/parakeet-tdt-0.6b-v2`` its last part), else the model directory's name."""
     close_engine_on_shutdown: bool = False
     """Close (draining) the engine when the app shuts down; ``serve`` sets it, mounted apps usually not."""
+    warm_up_seconds: float | None = None
+    """When set, the app's startup runs the engine once on this many seconds of silence
+    (:meth:`~parakeet_runtime.engine.Engine.warm_up`) before it takes requests, so that the first requests up to
+    that length do not pay the runtime's first-run costs (seconds at Parakeet's size; more with OpenVINO)."""
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_in_flight", "max_connections", "keep_alive_s", "shutdown_grace_s"):
@@ -162,6 +166,9 @@ class ServerOptions:
                 raise ValueError(f"ServerOptions.{name} must be a positive number of seconds, got {value}")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("ServerOptions.api_key must not be empty (use None for no key)")
+        warm = self.warm_up_seconds
+        if warm is not None and (isinstance(warm, bool) or not (warm > 0 and math.isfinite(warm))):
+            raise ValueError(f"ServerOptions.warm_up_seconds must be a positive number of seconds or None, got {warm}")
 
 
 class _ApiError(Exception):
@@ -267,6 +274,9 @@ def create_app(
             assert callable(loader)
             state.engine = await asyncio.to_thread(loader)
             logger.info("model loaded from %s", state.engine.model_dir)
+        if opts.warm_up_seconds is not None:
+            took = await asyncio.to_thread(state.engine.warm_up, opts.warm_up_seconds)
+            logger.info("warmed up on %g s of silence in %.1f s", opts.warm_up_seconds, took)
         try:
             yield
         finally:
