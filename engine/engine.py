@@ -303,7 +303,7 @@ class Engine:
         started = time.perf_counter()
         self.transcribe([silence] * batch)
         took = time.perf_counter() - started
-        logger.info("warmed up on %d × %.1f s of silence in %.2f s", batch, seconds, took)
+        logger.debug("warmed up on %d × %.1f s of silence in %.2f s", batch, seconds, took)
         return took
 
     def transcribe_iter(

@@ -529,7 +529,8 @@ def test_api_key_flag_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("argv", [["--body-timeout-s", "0"], ["--body-timeout-s", "nan"], ["--keep-alive-s", "0"],
                                   ["--header-timeout-s", "0"], ["--header-timeout-s", "inf"],
                                   ["--max-connections", "0"], ["--shutdown-grace-s", "0"], ["--api-key", " "],
-                                  ["--warm-up-seconds", "0"], ["--warm-up-seconds", "nan"]])
+                                  ["--warm-up-seconds", "0"], ["--warm-up-seconds", "nan"],
+                                  ["--warm-up-seconds", "70", "--max-audio-s", "60"]])
 def test_serve_flags_are_validated(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         parse_args(["serve", *argv])
@@ -539,7 +540,8 @@ def test_serve_flags_are_validated(argv: list[str], capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize("field", [{"body_timeout_s": 0.0}, {"header_timeout_s": 0.0}, {"header_timeout_s": math.nan},
                                    {"keep_alive_s": 0}, {"max_connections": 0},
                                    {"shutdown_grace_s": -1}, {"api_key": ""}, {"max_in_flight": 0},
-                                   {"warm_up_seconds": 0.0}, {"warm_up_seconds": math.inf}, {"warm_up_seconds": True}])
+                                   {"warm_up_seconds": 0.0}, {"warm_up_seconds": math.inf}, {"warm_up_seconds": True},
+                                   {"warm_up_seconds": 3601.0}])
 def test_server_options_are_validated(field: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(field))):
         ServerOptions(**field)

@@ -191,6 +191,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error("--max-in-flight must be at least 1")
         if args.warm_up_seconds is not None and not (args.warm_up_seconds > 0 and math.isfinite(args.warm_up_seconds)):
             parser.error("--warm-up-seconds must be a positive number of seconds")
+        if args.warm_up_seconds is not None and args.warm_up_seconds > args.max_audio_s:
+            parser.error("--warm-up-seconds must not exceed --max-audio-s")
         if args.api_key is not None and not args.api_key.strip():
             parser.error("--api-key must not be empty")
         if args.replicas < 1 or (args.max_replicas is not None and args.max_replicas < args.replicas):

@@ -169,6 +169,9 @@ class ServerOptions:
         warm = self.warm_up_seconds
         if warm is not None and (isinstance(warm, bool) or not (warm > 0 and math.isfinite(warm))):
             raise ValueError(f"ServerOptions.warm_up_seconds must be a positive number of seconds or None, got {warm}")
+        if warm is not None and warm > self.max_audio_s:
+            raise ValueError(f"ServerOptions.warm_up_seconds ({warm:g}) is longer than any request may be "
+                             f"(max_audio_s {self.max_audio_s:g})")
 
 
 class _ApiError(Exception):
@@ -274,10 +277,10 @@ def create_app(
             assert callable(loader)
             state.engine = await asyncio.to_thread(loader)
             logger.info("model loaded from %s", state.engine.model_dir)
-        if opts.warm_up_seconds is not None:
-            took = await asyncio.to_thread(state.engine.warm_up, opts.warm_up_seconds)
-            logger.info("warmed up on %g s of silence in %.1f s", opts.warm_up_seconds, took)
         try:
+            if opts.warm_up_seconds is not None:  # inside: an engine that fails it is still closed below
+                took = await asyncio.to_thread(state.engine.warm_up, opts.warm_up_seconds)
+                logger.info("warmed up on %g s of silence in %.1f s", opts.warm_up_seconds, took)
             yield
         finally:
             if opts.close_engine_on_shutdown and state.engine is not None:
