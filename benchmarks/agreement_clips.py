@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from recipes.demo_model.build import corpus_texts  # noqa: E402
-from recipes.demo_model.corpus import SEEN_VOICES, UNSEEN_VOICES, plan, write_corpus  # noqa: E402
+from recipes.demo_model.corpus import SEEN_VOICES, UNSEEN_VOICES, plan, read_manifest, write_corpus  # noqa: E402
 
 SEED = 1234
 """The demo recipe's default seed (``recipes/demo_model/build.py``)."""
@@ -33,8 +33,8 @@ def write_clips(out: Path, count: int | None, seed: int = SEED, workers: int = 2
         texts = texts[: max(1, count // 2)]
     paths = []
     for prefix, voices, offset in (("seen_voices", SEEN_VOICES, 3), ("unseen_voices", UNSEEN_VOICES, 4)):
-        write_corpus(plan(texts, voices, seed + offset), out, prefix, workers=workers)
-        paths += sorted(out.glob(f"{prefix}_*.wav"))[: len(texts)]
+        manifest = write_corpus(plan(texts, voices, seed + offset), out, prefix, workers=workers)
+        paths += [Path(str(row["audio"])) for row in read_manifest(manifest)]  # the recordings of this plan only
     return paths
 
 
