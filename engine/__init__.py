@@ -19,6 +19,7 @@ from .errors import (
     ManifestError,
     ModelDirectoryError,
     ModelDownloadError,
+    OptionsError,
     ParakeetRuntimeError,
 )
 from .model.manifest import Manifest, load_manifest
@@ -60,6 +61,7 @@ __all__ = [
     "ManifestError",
     "ModelDirectoryError",
     "ModelDownloadError",
+    "OptionsError",
     "ParakeetRuntimeError",
     "PreparedAudio",
     "Segment",

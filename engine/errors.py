@@ -7,6 +7,20 @@ class ParakeetRuntimeError(Exception):
     """Base class of every error this package raises on purpose."""
 
 
+class OptionsError(ParakeetRuntimeError, ValueError):
+    """An options object (``SessionOptions``, ``BatchingOptions``, ``LongFormOptions``, ``ServerOptions``) was
+    given a value its field does not take. ``field`` names the field, ``requirement`` says what it takes (``"a
+    positive number of seconds"``) and ``value`` is what it got, so that a command line can name its own flag."""
+
+    def __init__(self, owner: str, field: str, requirement: str, value: object, *, optional: bool = False) -> None:
+        self.owner = owner
+        self.field = field
+        self.requirement = requirement
+        self.value = value
+        wanted = requirement + ((", or None" if "," in requirement else " or None") if optional else "")
+        super().__init__(f"{owner}.{field} must be {wanted}, got {value!r}")
+
+
 class ModelDirectoryError(ParakeetRuntimeError, FileNotFoundError):
     """The model directory is missing, or lacks a file its manifest names."""
 

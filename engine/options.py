@@ -2,51 +2,18 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 from parakeet_runtime.decoding import ConfidenceOptions
 
+from .errors import OptionsError
+from .validation import check_choice, check_flag, check_integer, check_number
+
 __all__ = ["Backend", "BatchingOptions", "ConfidenceOptions", "DecoderWeights", "Int8Weights", "LongFormOptions",
            "Precision", "SessionOptions"]
 """``ConfidenceOptions`` (``Engine.load(confidence=...)``) lives with the decoding functions that use it."""
-
-
-def _integer(owner: object, name: str, minimum: int, *, optional: bool = False) -> None:
-    """Refuse a field that is not an integer ``>= minimum`` (``None`` too when ``optional``); bools are not
-    integers here (``True`` would read as 1)."""
-    value = getattr(owner, name)
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        wanted = f"an integer >= {minimum}" + (" or None" if optional else "")
-        raise ValueError(f"{type(owner).__name__}.{name} must be {wanted}, got {value!r}")
-
-
-def _number(owner: object, name: str, minimum: float, *, above: bool = False, optional: bool = False,
-            maximum: float = math.inf) -> None:
-    """Refuse a field that is not a finite real number ``>= minimum`` (``> minimum`` when ``above``) and
-    ``<= maximum`` (``None`` too when ``optional``); bools, strings and NaN are refused."""
-    value = getattr(owner, name)
-    if optional and value is None:
-        return
-    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
-    if not (math.isfinite(number) and (number > minimum if above else number >= minimum) and number <= maximum):
-        bound = f"> {minimum:g}" if above else f">= {minimum:g}"
-        if maximum != math.inf:
-            bound += f" and at most {maximum:g}"
-        wanted = f"a finite number {bound}" + (" or None" if optional else "")
-        raise ValueError(f"{type(owner).__name__}.{name} must be {wanted}, got {value!r}")
-
-
-def _flag(owner: object, name: str) -> None:
-    """Refuse a field that is not a bool (``enabled="false"`` would read as true)."""
-    value = getattr(owner, name)
-    if not isinstance(value, bool):
-        raise ValueError(f"{type(owner).__name__}.{name} must be True or False, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -79,13 +46,13 @@ class BatchingOptions:
     the others wait their turn, so that the batcher's worker is not starved of the GIL."""
 
     def __post_init__(self) -> None:
-        _flag(self, "enabled")
-        _integer(self, "max_batch_size", 1)
-        _number(self, "max_wait_ms", 0)
-        _number(self, "max_batch_seconds", 0, above=True)
-        _number(self, "max_length_ratio", 1)
-        _integer(self, "max_concurrent_prepare", 1, optional=True)
-        _integer(self, "max_queue", 1, optional=True)
+        check_flag(self, "enabled")
+        check_integer(self, "max_batch_size", 1)
+        check_number(self, "max_wait_ms", 0, unit="milliseconds")
+        check_number(self, "max_batch_seconds", 0, above=True, unit="seconds")
+        check_number(self, "max_length_ratio", 1)
+        check_integer(self, "max_concurrent_prepare", 1, optional=True)
+        check_integer(self, "max_queue", 1, optional=True)
 
 
 Int8Weights = Literal["auto", "uint8", "int7", "int8"]
@@ -149,14 +116,14 @@ class SessionOptions:
     def __post_init__(self) -> None:
         for name, allowed in (("int8_weights", Int8Weights), ("backend", Backend), ("precision", Precision),
                               ("decoder_weights", DecoderWeights)):
-            value = getattr(self, name)
-            if value not in get_args(allowed):
-                raise ValueError(f"{name} must be one of {', '.join(map(repr, get_args(allowed)))}, got {value!r}")
+            check_choice(self, name, get_args(allowed))
         if self.backend == "onnxruntime" and self.precision != "fp32":
-            raise ValueError(f"precision {self.precision!r} needs backend='openvino' (ONNX Runtime runs fp32 here)")
-        _integer(self, "threads", 1, optional=True)
-        _flag(self, "spinning")
-        _number(self, "release_memory_above_seconds", 0, optional=True, maximum=MAX_WINDOW_SECONDS)
+            raise OptionsError("SessionOptions", "precision", "'fp32' with backend='onnxruntime' (the others need "
+                               "backend='openvino')", self.precision)
+        check_integer(self, "threads", 1, optional=True)
+        check_flag(self, "spinning")
+        check_number(self, "release_memory_above_seconds", 0, optional=True, maximum=MAX_WINDOW_SECONDS,
+                     unit="seconds")
 
 
 Strategy = Literal["auto", "one_pass", "chunked"]
@@ -211,13 +178,12 @@ class LongFormOptions:
     decoding); ``None``: no limit."""
 
     def __post_init__(self) -> None:
-        if self.strategy not in ("auto", "one_pass", "chunked"):
-            raise ValueError(f"strategy must be 'auto', 'one_pass' or 'chunked', got {self.strategy!r}")
-        _integer(self, "memory_budget", 1, optional=True)
-        _number(self, "chunk_seconds", 0, above=True, maximum=MAX_WINDOW_SECONDS)
-        _number(self, "left_context_seconds", 0, maximum=MAX_WINDOW_SECONDS)
-        _number(self, "right_context_seconds", 0, maximum=MAX_WINDOW_SECONDS)
-        _number(self, "max_audio_seconds", 0, above=True, optional=True)
+        check_choice(self, "strategy", get_args(Strategy))
+        check_integer(self, "memory_budget", 1, optional=True)
+        check_number(self, "chunk_seconds", 0, above=True, maximum=MAX_WINDOW_SECONDS, unit="seconds")
+        check_number(self, "left_context_seconds", 0, maximum=MAX_WINDOW_SECONDS, unit="seconds")
+        check_number(self, "right_context_seconds", 0, maximum=MAX_WINDOW_SECONDS, unit="seconds")
+        check_number(self, "max_audio_seconds", 0, above=True, optional=True, unit="seconds")
 
     @property
     def budget(self) -> int:

@@ -40,7 +40,8 @@ from .options import BatchingOptions, ConfidenceOptions, LongFormOptions, Sessio
 from .requests.inference import Outcome, Work
 from .requests.prepare import PreparedAudio
 from .requests.runner import Unqueued
-from .serving.server import ServerOptions, create_app
+from .serving.options import ServerOptions
+from .serving.server import create_app
 
 logger = logging.getLogger(__name__)
 

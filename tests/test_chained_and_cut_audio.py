@@ -803,7 +803,8 @@ def test_the_server_transcribes_chains_and_cut_flacs(engine: Engine, clip: np.nd
 def test_the_server_holds_a_whole_chain_to_its_limit(engine: Engine, clip: np.ndarray) -> None:
     """The server's check before decoding reads the header, which declares the first link's length only; the
     decoded length of the whole chain is what it holds to its limit."""
-    from parakeet_runtime.engine.serving.server import ServerOptions, create_app
+    from parakeet_runtime.engine.serving.options import ServerOptions
+    from parakeet_runtime.engine.serving.server import create_app
 
     app = create_app(engine, ServerOptions(max_audio_s=6))
 

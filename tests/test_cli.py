@@ -102,13 +102,17 @@ def test_help_says_the_default_is_a_demo_model() -> None:
 
 @pytest.mark.parametrize(("flags", "message"), [
     # each of these loaded the model and then failed with a traceback (the port after "startup complete")
-    (["serve", "--max-batch-size", "0"], "--max-batch-size must be at least 1"),
+    (["serve", "--max-batch-size", "0"], "--max-batch-size must be an integer >= 1, got 0"),
     (["serve", "--max-wait-ms", "-1"], "--max-wait-ms must be"),
     (["serve", "--max-wait-ms", "nan"], "--max-wait-ms must be"),
     (["serve", "--max-upload-mb", "0"], "--max-upload-mb must be a positive number"),
     (["serve", "--port", "99999"], "--port must be between 0 and 65535"),
     (["serve", "--chunk-s", "inf"], "--chunk-s must be a positive number"),
     (["transcribe", "--chunk-s", "0", "x.wav"], "--chunk-s must be a positive number"),
+    (["transcribe", "--batch-size", "0", "x.wav"], "--batch-size must be an integer >= 1, got 0"),
+    (["transcribe", "--threads", "0", "x.wav"], "--threads must be an integer >= 1, got 0"),
+    (["serve", "--max-in-flight", "0"], "--max-in-flight must be an integer >= 1, got 0"),
+    (["serve", "--precision", "bf16"], "--precision bf16 needs --backend openvino"),
 ])
 def test_bad_numbers_are_usage_errors(flags: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:

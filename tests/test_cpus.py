@@ -397,7 +397,7 @@ def test_openvino_graph_that_does_not_run_here_fails_at_load(converted: dict[str
 
 
 def test_session_option_values() -> None:
-    with pytest.raises(ValueError, match="needs backend='openvino'"):
+    with pytest.raises(ValueError, match="need backend='openvino'"):
         SessionOptions(precision="bf16")
     with pytest.raises(ValueError, match="backend must be"):
         SessionOptions(backend="tensorrt")  # type: ignore[arg-type]
@@ -407,7 +407,7 @@ def test_session_option_values() -> None:
         SessionOptions(int8_weights="int4")  # type: ignore[arg-type]
     assert SessionOptions(backend="openvino", precision="bf16").precision == "bf16"
     assert SessionOptions(backend="openvino", precision="int8").precision == "int8"
-    with pytest.raises(ValueError, match="needs backend='openvino'"):
+    with pytest.raises(ValueError, match="need backend='openvino'"):
         SessionOptions(precision="int8")
 
 

@@ -37,7 +37,8 @@ from parakeet_runtime.engine import (
 from parakeet_runtime.engine.model.manifest import load_manifest
 from parakeet_runtime.engine.results import TimedText, Token, Transcript
 from parakeet_runtime.engine.serving.formats import round_time, to_srt, to_vtt
-from parakeet_runtime.engine.serving.server import ServerOptions, compression_ratio, create_app
+from parakeet_runtime.engine.serving.options import ServerOptions
+from parakeet_runtime.engine.serving.server import compression_ratio, create_app
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = load_manifest(default_model_dir())

@@ -20,10 +20,11 @@ import httpx
 import pytest
 import uvicorn
 
-from parakeet_runtime.engine import BatchingOptions, Engine, EngineClosedError, sample_audio_path
+from parakeet_runtime.engine import BatchingOptions, Engine, EngineClosedError, OptionsError, sample_audio_path
 from parakeet_runtime.engine.serving.cli import API_KEY_ENV, parse_args
 from parakeet_runtime.engine.serving.http11 import protocol_class, uvicorn_settings
-from parakeet_runtime.engine.serving.server import ServerOptions, create_app
+from parakeet_runtime.engine.serving.options import ServerOptions
+from parakeet_runtime.engine.serving.server import create_app
 from tests.test_server import _free_port, _serve
 
 BODY_TIMEOUT_S = 3.0
@@ -534,7 +535,24 @@ def test_api_key_flag_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_serve_flags_are_validated(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         parse_args(["serve", *argv])
-    assert info.value.code == 2 and argv[0] in capsys.readouterr().err
+    assert info.value.code == 2 and f"{argv[0]} must be" in capsys.readouterr().err
+
+
+def test_a_flag_is_checked_by_its_option_and_named_in_the_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """The flags are checked by the options they make (one set of rules), and the usage error names the flag, the
+    rule and the value; a rule against another field names that field's flag."""
+    with pytest.raises(OptionsError) as error:
+        ServerOptions(warm_up_seconds=70.0, max_audio_s=60.0)
+    assert (error.value.field, error.value.value) == ("warm_up_seconds", 70.0)
+    assert str(error.value) == ("ServerOptions.warm_up_seconds must be a positive number of seconds, at most "
+                                "max_audio_s (60), or None, got 70.0")
+    with pytest.raises(SystemExit):
+        parse_args(["serve", "--warm-up-seconds", "70", "--max-audio-s", "60"])
+    assert ("--warm-up-seconds must be a positive number of seconds, at most --max-audio-s (60), got 70.0"
+            in capsys.readouterr().err)
+    args = parse_args(["serve", "--max-in-flight", "3", "--max-batch-size", "2", "--warm-up-seconds", "5"])
+    assert args.options.server == ServerOptions(max_in_flight=3, warm_up_seconds=5.0, close_engine_on_shutdown=True)
+    assert args.options.batching.max_queue == 6 and args.options.batching.max_batch_size == 2
 
 
 @pytest.mark.parametrize("field", [{"body_timeout_s": 0.0}, {"header_timeout_s": 0.0}, {"header_timeout_s": math.nan},

@@ -22,7 +22,8 @@ import soundfile
 
 from parakeet_runtime.engine import BatchingOptions, Engine, sample_audio_path
 from parakeet_runtime.engine.serving.cli import parse_args
-from parakeet_runtime.engine.serving.server import ServerOptions, create_app
+from parakeet_runtime.engine.serving.options import ServerOptions
+from parakeet_runtime.engine.serving.server import create_app
 
 from .test_hostile_inputs import _DecodeCounter, _encode
 from .test_server import _serve

@@ -25,7 +25,8 @@ import soundfile
 
 from parakeet_runtime.engine import BatchingOptions, Engine, sample_audio_path
 from parakeet_runtime.engine.serving import memory, server
-from parakeet_runtime.engine.serving.server import ServerOptions, create_app
+from parakeet_runtime.engine.serving.options import ServerOptions
+from parakeet_runtime.engine.serving.server import create_app
 
 from .test_server import _serve
 

@@ -11,16 +11,16 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, get_args
+from typing import Any, BinaryIO, get_args
 
 from .. import __version__
 from ..engine import Engine, default_model_dir, sample_audio_path
-from ..errors import ParakeetRuntimeError
+from ..errors import OptionsError, ParakeetRuntimeError
 from ..model.devices import DEVICES, device_providers
 from ..model.layouts import check_model_dir
 from ..options import (
-    MAX_WINDOW_SECONDS,
     Backend,
     BatchingOptions,
     ConfidenceOptions,
@@ -34,11 +34,9 @@ from .batch import OutputPlan, PartialWriter, abandoned_workers, transcribe_inpu
 from .formats import FORMATS, render
 from .inputs import BatchInput, collect_inputs
 from .memory import limit_malloc_arenas
+from .options import ServerOptions
 from .progress import Progress
 from .signals import interruptions_deferred, sigterm_raises
-
-if TYPE_CHECKING:
-    from .server import ServerOptions
 
 DEMO_NOTE = (
     "Without --model the bundled demo model is used: a small model trained on synthetic (espeak-ng) speech "
@@ -164,45 +162,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if args.command != "transcribe" or any(e.startswith("-") and e != "-" for e in before):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.inputs = [*args.inputs, *before, *after]
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be at least 1")
     if args.precision != "fp32" and args.backend != "openvino":
         parser.error(f"--precision {args.precision} needs --backend openvino")
-    if not (0 < args.chunk_s <= MAX_WINDOW_SECONDS):  # NaN too
-        parser.error(f"--chunk-s must be a positive number of seconds, at most {MAX_WINDOW_SECONDS:g}")
     if args.command == "serve":
         if not 0 <= args.port <= 65535:
             parser.error("--port must be between 0 and 65535")
-        if args.max_batch_size < 1:
-            parser.error("--max-batch-size must be at least 1")
-        if not (args.max_wait_ms >= 0 and math.isfinite(args.max_wait_ms)):
-            parser.error("--max-wait-ms must be a number of milliseconds, 0 or more")
-        if not (args.max_upload_mb > 0 and math.isfinite(args.max_upload_mb)):
+        if not (args.max_upload_mb > 0 and math.isfinite(args.max_upload_mb)):  # megabytes here, bytes in the options
             parser.error("--max-upload-mb must be a positive number")
-        for flag in ("header_timeout_s", "body_timeout_s"):
-            if not (getattr(args, flag) > 0 and math.isfinite(getattr(args, flag))):
-                parser.error(f"--{flag.replace('_', '-')} must be a positive number of seconds")
-        if not (args.max_audio_s > 0 and math.isfinite(args.max_audio_s)):
-            parser.error("--max-audio-s must be a positive number of seconds")
-        for flag in ("keep_alive_s", "shutdown_grace_s", "max_connections"):
-            if getattr(args, flag) < 1:
-                parser.error(f"--{flag.replace('_', '-')} must be at least 1")
-        if args.max_in_flight < 1:
-            parser.error("--max-in-flight must be at least 1")
-        if args.warm_up_seconds is not None and not (args.warm_up_seconds > 0 and math.isfinite(args.warm_up_seconds)):
-            parser.error("--warm-up-seconds must be a positive number of seconds")
-        if args.warm_up_seconds is not None and args.warm_up_seconds > args.max_audio_s:
-            parser.error("--warm-up-seconds must not exceed --max-audio-s")
-        if args.api_key is not None and not args.api_key.strip():
-            parser.error("--api-key must not be empty")
         if args.replicas < 1 or (args.max_replicas is not None and args.max_replicas < args.replicas):
             parser.error("--replicas must be at least 1 and --max-replicas at least --replicas")
         if args.ray is None and (args.replicas != 1 or args.max_replicas is not None):
             parser.error("--replicas and --max-replicas need --ray")
     if args.command == "transcribe":
         args.format = list(dict.fromkeys(args.format or ["text"]))
-        if args.batch_size < 1:
-            parser.error("--batch-size must be at least 1")
         if args.output_dir is None and len(args.format) > 1:
             parser.error("several --format values need --output-dir")
         if args.overwrite and args.output_dir is None:
@@ -211,6 +183,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error("--ray-actors needs --ray and must be at least 1")
         if args.ray is not None and args.output_dir is None:
             parser.error("--ray needs --output-dir")
+    flags = {**_FLAGS, **(_SERVE_FLAGS if args.command == "serve" else _TRANSCRIBE_FLAGS)}
+    try:
+        args.options = _options(args)
+    except OptionsError as exc:  # the options' own checks, said in terms of the flags
+        requirement = exc.requirement
+        for option_field, flag in flags.items():
+            requirement = requirement.replace(option_field, flag)
+        parser.error(f"{flags.get(exc.field, exc.field)} must be {requirement}, got {exc.value!r}")
     return args
 
 
@@ -227,10 +207,46 @@ def _backend_arguments(parser: argparse.ArgumentParser) -> None:
                         "bf16 and the CPU has VNNI/AMX)")
 
 
-def _session(args: argparse.Namespace) -> SessionOptions:
-    """``SessionOptions`` from ``--threads``, ``--backend``, ``--precision`` and ``--decoder-weights``."""
-    return SessionOptions(threads=args.threads, backend=args.backend, precision=args.precision,
-                          decoder_weights=args.decoder_weights)
+@dataclass(frozen=True)
+class _Options:
+    """The options the flags make, built (and so checked) when the command line is parsed: a bad value is a usage
+    error naming its flag, before any model is loaded."""
+
+    session: SessionOptions
+    long_form: LongFormOptions
+    batching: BatchingOptions
+    server: ServerOptions | None
+    """``serve`` only."""
+
+
+_FLAGS = {"threads": "--threads", "chunk_seconds": "--chunk-s"}
+"""The flag that sets each option field, for the usage errors of :func:`_options`'s checks."""
+_TRANSCRIBE_FLAGS = {"max_batch_size": "--batch-size"}
+_SERVE_FLAGS = {
+    "max_batch_size": "--max-batch-size", "max_wait_ms": "--max-wait-ms", "max_audio_s": "--max-audio-s",
+    "max_in_flight": "--max-in-flight", "header_timeout_s": "--header-timeout-s", "body_timeout_s": "--body-timeout-s",
+    "keep_alive_s": "--keep-alive-s", "max_connections": "--max-connections", "shutdown_grace_s": "--shutdown-grace-s",
+    "api_key": "--api-key", "warm_up_seconds": "--warm-up-seconds", "max_upload_bytes": "--max-upload-mb",
+}
+
+
+def _options(args: argparse.Namespace) -> _Options:
+    """The options of ``args``' command (``OptionsError`` for a value one of them refuses)."""
+    session = SessionOptions(threads=args.threads, backend=args.backend, precision=args.precision,
+                             decoder_weights=args.decoder_weights)
+    long_form = LongFormOptions(strategy=args.strategy, chunk_seconds=args.chunk_s)
+    if args.command != "serve":
+        return _Options(session, long_form, BatchingOptions(max_batch_size=args.batch_size), None)
+    server = ServerOptions(
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_audio_s=args.max_audio_s,
+        max_in_flight=args.max_in_flight, header_timeout_s=args.header_timeout_s, body_timeout_s=args.body_timeout_s,
+        keep_alive_s=args.keep_alive_s, max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace_s,
+        api_key=args.api_key, cors_origins=tuple(args.cors_origin), close_engine_on_shutdown=True,
+        warm_up_seconds=args.warm_up_seconds,
+    )
+    batching = BatchingOptions(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                               max_queue=max(server.max_in_flight, args.max_batch_size) * 2)
+    return _Options(session, long_form, batching, server)
 
 
 def _long_form_arguments(parser: argparse.ArgumentParser) -> None:
@@ -238,11 +254,6 @@ def _long_form_arguments(parser: argparse.ArgumentParser) -> None:
                         help="long inputs: one pass while it fits the memory budget, else chunks (auto); or forced")
     parser.add_argument("--chunk-s", type=float, default=LongFormOptions.chunk_seconds, metavar="S",
                         help=f"chunk length of a chunked transcription (default: {LongFormOptions.chunk_seconds:g})")
-
-
-def _long_form(args: argparse.Namespace) -> LongFormOptions:
-    """``LongFormOptions`` from ``--strategy`` and ``--chunk-s`` (``ValueError`` for a bad value)."""
-    return LongFormOptions(strategy=args.strategy, chunk_seconds=args.chunk_s)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -259,10 +270,10 @@ def run(args: argparse.Namespace) -> int:
             return _run_on_ray(args, inputs)
         engine = Engine.load(
             args.model if args.model is not None else default_model_dir(),
-            session=_session(args),
-            batching=BatchingOptions(max_batch_size=args.batch_size),
+            session=args.options.session,
+            batching=args.options.batching,
             confidence=ConfidenceOptions() if args.confidence else None,
-            long_form=_long_form(args),
+            long_form=args.options.long_form,
             device=args.device,
         )
     except (ParakeetRuntimeError, ValueError) as exc:
@@ -320,11 +331,7 @@ def _run_on_ray(args: argparse.Namespace, inputs: list[BatchInput]) -> int:
         print("parakeet-runtime: error: --ray cannot read standard input ('-'): give files the cluster's nodes "
               "can read", file=sys.stderr)
         return 2
-    try:
-        session, long_form = _session(args), _long_form(args)
-    except ValueError as exc:
-        print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
-        return 2
+    session, long_form = args.options.session, args.options.long_form
     if not _connect(ray, args.ray, args.verbose):
         return 2
     try:
@@ -398,21 +405,15 @@ def serve(args: argparse.Namespace) -> int:
               f"(pip install 'parakeet-runtime[server]'): {exc}", file=sys.stderr)
         return 2
     model_dir = args.model if args.model is not None else default_model_dir()
-    batching = BatchingOptions(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-                               max_queue=max(args.max_in_flight, args.max_batch_size) * 2)
-
-    try:
-        long_form = _long_form(args)
-    except ValueError as exc:
-        print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
-        return 2
+    chosen: _Options = args.options
+    options = chosen.server
+    assert options is not None  # serve's options have one
 
     def load() -> Engine:
-        return Engine.load(model_dir, session=_session(args), batching=batching,
-                           confidence=ConfidenceOptions() if args.confidence else None, long_form=long_form,
+        return Engine.load(model_dir, session=chosen.session, batching=chosen.batching,
+                           confidence=ConfidenceOptions() if args.confidence else None, long_form=chosen.long_form,
                            device=args.device)
 
-    options = _server_options(args)
     try:
         # Fail fast, before binding the port, on a directory that cannot be a model (a hub name is downloaded
         # here; onnx-asr and sherpa-onnx directories have no manifest).
@@ -426,17 +427,6 @@ def serve(args: argparse.Namespace) -> int:
     uvicorn.run(create_app(load, options), host=args.host, port=args.port, log_level=args.log_level,
                 **uvicorn_settings(options))
     return 0
-
-
-def _server_options(args: argparse.Namespace) -> ServerOptions:
-    from .server import ServerOptions
-
-    return ServerOptions(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_audio_s=args.max_audio_s,
-                         max_in_flight=args.max_in_flight, header_timeout_s=args.header_timeout_s,
-                         body_timeout_s=args.body_timeout_s, keep_alive_s=args.keep_alive_s,
-                         max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace_s,
-                         api_key=args.api_key, cors_origins=tuple(args.cors_origin),
-                         close_engine_on_shutdown=True, warm_up_seconds=args.warm_up_seconds)
 
 
 def _serve_on_ray(args: argparse.Namespace) -> int:
@@ -458,16 +448,12 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
     autoscaling = None if args.max_replicas is None else {
         "min_replicas": args.replicas, "max_replicas": args.max_replicas,
         "target_ongoing_requests": args.max_batch_size}
-    try:
-        session, long_form = _session(args), _long_form(args)
-    except ValueError as exc:
-        print(f"parakeet-runtime: error: {exc}", file=sys.stderr)
-        return 2
+    chosen: _Options = args.options
     application = app(args.model, num_replicas=args.replicas if autoscaling is None else None,
                       autoscaling_config=autoscaling, max_ongoing_requests=args.max_in_flight,
                       confidence=ConfidenceOptions() if args.confidence else None,
                       batch_wait_timeout_s=args.max_wait_ms / 1000, max_batch_size=args.max_batch_size,
-                      server=_server_options(args), session=session, long_form=long_form, device=args.device)
+                      server=chosen.server, session=chosen.session, long_form=chosen.long_form, device=args.device)
     if not _connect(ray, args.ray, args.verbose):
         return 2
     stop = threading.Event()

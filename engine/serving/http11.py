@@ -33,7 +33,7 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .server import ServerOptions
+from .options import ServerOptions
 
 logger = logging.getLogger(__name__)
 
