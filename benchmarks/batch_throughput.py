@@ -12,7 +12,6 @@ Each measurement is repeated ``--runs`` times, interleaved; the median counts. W
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
@@ -33,7 +32,7 @@ from parakeet_runtime.engine.serving.progress import Progress
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from concurrency import machine  # noqa: E402
-from readme_block import write_block  # noqa: E402
+from readme_block import write_block, write_json  # noqa: E402
 
 
 def make_files(folder: Path, count: int, seed: int = 20) -> float:
@@ -139,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": args.runs, "machine": machine(), "cpu": args.cpu, "date": time.strftime("%Y-%m-%d")}
     report = {"meta": meta, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     write_table(report, args.readme)
     for row in results:
         print(f"{row['how']:30s} {row['wall_s']:7.2f} s {row['files_per_s']:7.1f} files/s {row['ratio']:.2f}x")

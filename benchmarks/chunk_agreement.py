@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from long_audio import GAINS, _pieces, machine, wer  # noqa: E402
-from readme_block import write_block  # noqa: E402
+from readme_block import write_block, write_json  # noqa: E402
 
 SETTINGS = ((60.0, 8.0, 4.0), (30.0, 8.0, 4.0), (120.0, 8.0, 4.0), (60.0, 16.0, 8.0), (20.0, 5.0, 2.0))
 """(chunk, left context, right context) in seconds; the first is the default."""
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "model": args.model or "bundled demo model",
               "seconds": audio.shape[0] / 16000, "tokens_one_pass": len(one.tokens), "one_pass_s": one_pass_s,
               "clips": [str(c) for c in args.clips or []], "one_pass_wer_vs_truth": one_pass_wer, "rows": rows}
-    (HERE / "results" / f"chunk-agreement-{args.label}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(HERE / "results" / f"chunk-agreement-{args.label}.json", report)
     if args.readme:
         write_table(report, HERE / "README.md", args.label)
     return 0

@@ -30,7 +30,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from readme_block import write_block  # noqa: E402
+from readme_block import write_block, write_json  # noqa: E402
 
 SYSTEMS = ("nemo-unguarded", "nemo-lock", "engine-unbatched", "engine-batched")
 
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    write_json(args.out, {"meta": meta, "results": results})
     write_table(results, meta, args.readme)
     return 0
 

@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from concurrency import machine
-from readme_block import write_block
+from readme_block import write_block, write_json
 from rtfx import make_clips, one_pass
 
 DEFAULT_CONFIGS = ["2s/2", "2/2", "2s/2s", "1/1", "1s/1"]
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             "tokens_identical": all(r["tokens"] == tokens and r["same_tokens_every_run"] for r in results)}
     report = {"meta": meta, "results": results}
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"decoding-threads-{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.results / f"decoding-threads-{name}.json", report)
     for r in results:
         median, fastest = r["median_s"] * 1e3, r["min_s"] * 1e3
         print(f"{r['config']:>8} load {r['load']}: median {median:7.1f} ms, fastest {fastest:7.1f} ms")

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from concurrency import load_nemo, machine  # noqa: E402
-from readme_block import write_block  # noqa: E402
+from readme_block import write_block, write_json  # noqa: E402
 
 RATE = 16000
 
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"name": args.name, "date": time.strftime("%Y-%m-%d"), "machine": {**machine(), "isa": isa_summary()},
               "threads": args.threads, "warm_up_s": args.warm_up, "seconds": args.seconds, "systems": measured}
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"first-runs-{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out_dir / f"first-runs-{args.name}.json", report)
     write_table(report, args.readme)
     return 0
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE))
 
 from concurrency import load_nemo  # noqa: E402
 from long_audio import machine  # noqa: E402
-from readme_block import write_block  # noqa: E402
+from readme_block import write_block, write_json  # noqa: E402
 
 PRODUCT_SIZE = 4096
 """Side of the square fp32 products that measure the CPU's matrix-product rate."""
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in report["rows"]:
         print(json.dumps(row), flush=True)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"flop-rate-{args.label}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out_dir / f"flop-rate-{args.label}.json", report)
     if args.readme is not None:
         write_table(report, args.readme, args.label)
     return 0

@@ -14,7 +14,6 @@ provider at fp16). Cached: an existing output is reused. Writes the paths as JSO
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from parakeet_models import REPO, SHAPES, build  # noqa: E402
+from readme_block import write_json  # noqa: E402
 
 logger = logging.getLogger("gpu_models")
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     paths = prepare(args.shape, args.out, args.clip)
     target = args.json or args.out / f"{args.shape}-models.json"
-    target.write_text(json.dumps(paths, indent=2) + "\n")
+    write_json(target, paths)
     logger.info("wrote %s", target)
     return 0
 

@@ -23,6 +23,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from gpu_rtfx import gpu_name, speech_clips  # noqa: E402
+from readme_block import write_json  # noqa: E402
 
 
 def nemo_tokens(nemo: str, clips: list[Path], device: str) -> list[list[int]]:
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"device": args.device, "gpu": gpu_name(), "nemo": models["nemo"], "clips": [str(c) for c in clips],
               "results": results, "seconds": time.perf_counter() - started, "passed": not failed}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     return 1 if failed else 0
 
 

@@ -30,6 +30,9 @@ import soundfile
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from readme_block import write_json  # noqa: E402
+
 RATE = 16000
 
 
@@ -168,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                 case["error"] = f"{type(exc).__name__}: {exc}"[:500]
                 print(f"{name} batch {batch}: failed ({case['error'][:200]})", flush=True)
             results.append(case)
-            args.out.write_text(json.dumps(report, indent=2) + "\n")  # kept if a time limit stops the run
+            write_json(args.out, report)  # kept if a time limit stops the run
         del run
         _release()
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     return 0 if all("rtfx" in case for case in results if case["system"].startswith(("nemo", "ort-"))) else 1
 
 

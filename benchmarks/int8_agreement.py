@@ -11,7 +11,6 @@ token agreement = 1 - edit distance / fp32 tokens) into ``benchmarks/README.md``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from readme_block import write_block  # noqa: E402
+from readme_block import write_block, write_json  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                          "identical_clips": total.identical_clips, "tokens": total.reference_tokens,
                          "token_agreement": total.token_agreement, "per_clip": per_clip})
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    write_json(args.out, rows)
     lines = [f"Clips: {', '.join(c.name for c in args.clips)}; {time.strftime('%Y-%m-%d')}.",
              "", "| model | weights | identical clips | fp32 tokens | token agreement | edits per clip |",
              "|---|---|---:|---:|---:|---|"]

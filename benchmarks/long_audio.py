@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from readme_block import write_block  # noqa: E402
+from readme_block import write_block, write_json  # noqa: E402
 
 FILE_RATE = 44100
 GAINS = (1.0, 0.7, 0.5, 0.85)
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "model": args.model or "bundled demo model",
               "pieces": [str(p) for p in piece_paths], "rows": rows}
     out = HERE / "results" / f"long-audio-{args.label}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out, report)
     if plot(report, out.with_suffix(".png")):
         print(f"plot: {out.with_suffix('.png')}")
     if args.readme:

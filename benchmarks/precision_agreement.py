@@ -16,7 +16,6 @@ extra, bf16 without AVX-512 BF16/AMX) are reported as not run. Writes JSON and a
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from readme_block import write_block  # noqa: E402
+from readme_block import write_block, write_json  # noqa: E402
 
 logger = logging.getLogger("precision_agreement")
 PAUSE_SECONDS = 0.8
@@ -161,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
               "rows": rows}
     out = args.out or HERE / "results" / f"agreement-{args.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     lines = [f"Measured {result['date']} on {machine['cpu']} ({machine['isa']}); model "
              f"{args.description or args.model}; {len(inputs)} inputs, {seconds / 60:.1f} min, {total} fp32 tokens "
              f"(`results/{out.name}`).", "",

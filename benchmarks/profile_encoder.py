@@ -29,6 +29,7 @@ import onnxruntime as ort
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from concurrency import machine  # noqa: E402
+from readme_block import write_json  # noqa: E402
 
 from parakeet_runtime.engine.model.manifest import load_manifest  # noqa: E402
 from parakeet_runtime.engine.model.onnx_model import session_options  # noqa: E402
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"] = machine()
     result["date"] = time.strftime("%Y-%m-%d")
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"profile-{args.name}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(args.results / f"profile-{args.name}.json", result)
     write_table(result, args.name, args.readme)
     for op in result["ops"][:8]:
         logger.info("%-24s %5.1f%%  %8.0f ms", op["op"], 100 * op["share"], op["ms_per_run"])

@@ -16,7 +16,6 @@ and the table in ``benchmarks/README.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -36,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from batch_throughput import make_files  # noqa: E402
 from concurrency import machine  # noqa: E402
-from readme_block import write_block  # noqa: E402
+from readme_block import write_block, write_json  # noqa: E402
 from server_load import _load  # noqa: E402
 
 
@@ -191,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             "in_process_threads": SessionOptions().threads}
     report = {"meta": meta, "offline": offline_results, "online": online_results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     write_table(report, args.readme)
     return 0
 

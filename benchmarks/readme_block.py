@@ -1,8 +1,17 @@
-"""The tables in benchmarks/README.md: each benchmark owns the block between its two markers."""
+"""What the benchmarks write: their JSON results, and their tables in benchmarks/README.md (each benchmark owns the
+block between its two markers)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
+
+
+def write_json(path: Path, report: Any) -> None:
+    """Write ``report`` to ``path`` as indented JSON (its folder made if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 def write_block(readme: Path, name: str, lines: list[str], heading: str) -> None:

@@ -51,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from concurrency import load_nemo, machine  # noqa: E402
-from readme_block import write_block  # noqa: E402
+from readme_block import write_block, write_json  # noqa: E402
 
 from parakeet_runtime.engine import PreparedAudio  # noqa: E402
 from parakeet_runtime.engine.requests.prepare import Prepared  # noqa: E402
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                        "date": time.strftime("%Y-%m-%d")},
               "results": results}
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"rtfx-{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out_dir / f"rtfx-{name}.json", report)
     write_table(report, args.readme)
     return 0
 

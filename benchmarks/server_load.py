@@ -10,7 +10,6 @@ Writes ``benchmarks/results/server_load.json`` and the table in ``benchmarks/REA
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -27,7 +26,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from concurrency import machine  # noqa: E402
-from readme_block import write_block  # noqa: E402
+from readme_block import write_block, write_json  # noqa: E402
 
 
 def _free_port() -> int:
@@ -161,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             "date": time.strftime("%Y-%m-%d"),
             "audio_per_request_s": statistics.fmean(s for _, s in clips)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    write_json(args.out, {"meta": meta, "results": results})
     write_table(results, meta, args.readme)
     return 0
 

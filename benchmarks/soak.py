@@ -29,7 +29,6 @@ import collections
 import datetime as _dt
 import io
 import itertools
-import json
 import os
 import platform
 import socket
@@ -50,7 +49,7 @@ from parakeet_runtime.engine import BatchingOptions, Engine, sample_audio_path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from readme_block import write_block  # noqa: E402
+from readme_block import write_block, write_json  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "soak.json"
 CLIP_SECONDS = (1.0, 1.5, 2.0, 2.5, 3.0)
@@ -361,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["verdict"] = verdict(report["rss"], args.sample_every, args.max_growth)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(summary(report))
     print()
     print(table(report))
