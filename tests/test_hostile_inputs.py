@@ -381,14 +381,15 @@ def test_a_container_within_the_limit_still_decodes(long_containers: dict[str, b
         assert not np.any(audio.samples)
 
 
-def _adts(signal: np.ndarray, rate: int) -> bytes:
-    """``signal`` (``(n,)`` or ``(n, channels)`` float32 at ``rate``) as ADTS AAC, encoded by PyAV."""
+def _muxed(signal: np.ndarray, rate: int, fmt: str = "adts", codec: str = "aac") -> bytes:
+    """``signal`` (``(n,)`` or ``(n, channels)`` float32 at ``rate``) encoded and muxed by PyAV (ADTS AAC by
+    default)."""
     av = pytest.importorskip("av")
     planar = np.ascontiguousarray((signal[:, None] if signal.ndim == 1 else signal).T, dtype=np.float32)
     layout = "mono" if planar.shape[0] == 1 else "stereo"
     buffer = io.BytesIO()
-    with av.open(buffer, "w", format="adts") as out:
-        stream = out.add_stream("aac", rate=rate)
+    with av.open(buffer, "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=rate)
         stream.layout = layout
         frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=layout)
         frame.sample_rate, frame.pts = rate, 0
@@ -397,11 +398,35 @@ def _adts(signal: np.ndarray, rate: int) -> bytes:
     return buffer.getvalue()
 
 
+def _spoiled(data: bytes, marker: bytes, offset: int = 0) -> bytes:
+    """``data`` with the byte ``offset`` past ``marker``'s last occurrence set to 0xFF (never valid UTF-8)."""
+    at = data.rindex(marker) + offset
+    return data[:at] + b"\xff" + data[at + 1:]
+
+
+@pytest.mark.parametrize(("fmt", "codec", "marker", "offset"), [
+    ("mp4", "aac", b"ftyp", 4),  # the major brand, which PyAV reads as metadata text
+    ("webm", "libopus", b"Lavf", 0),  # the ENCODER tag's value
+])
+def test_metadata_that_is_not_utf8_does_not_stop_decoding(engine: Engine, fmt: str, codec: str, marker: bytes,
+                                                          offset: int, tmp_path: Path) -> None:
+    """Found by fuzzing: PyAV decoded the metadata strictly, so a stray byte in a tag raised a bare
+    ``UnicodeDecodeError`` out of ``transcribe``. The metadata is now read with replacement characters."""
+    spoiled = _spoiled(_muxed(_sample(), RATE, fmt, codec), marker, offset)
+    path = tmp_path / f"spoiled.{fmt}"
+    path.write_bytes(spoiled)
+    for source in (spoiled, path):
+        audio = load_audio(source, RATE)
+        assert audio.duration == pytest.approx(len(_sample()) / RATE, abs=0.1)
+        text = engine.transcribe(source).text
+        assert text and text == engine.transcribe(audio.samples, sample_rate=RATE).text
+
+
 def test_joined_adts_streams_with_other_channel_counts_are_mixed_frame_by_frame() -> None:
     """``cat mono.aac stereo.aac``: each decoded frame's channels are averaged as it comes (joining the frames
     first failed with numpy's ValueError, not a typed error)."""
     speech = _sample()
-    mono, stereo = _adts(speech, RATE), _adts(np.stack([speech, speech], axis=1), RATE)
+    mono, stereo = _muxed(speech, RATE), _muxed(np.stack([speech, speech], axis=1), RATE)
     joined = load_audio(mono + stereo, RATE)
     parts = load_audio(mono, RATE).duration + load_audio(stereo, RATE).duration
     assert joined.duration == pytest.approx(parts, abs=1e-6)
@@ -414,7 +439,7 @@ def test_joined_adts_streams_at_other_rates_are_refused() -> None:
     pytest.importorskip("av")
     speech = _sample()
     faster = np.interp(np.arange(0, speech.shape[0], RATE / 44100), np.arange(speech.shape[0]), speech)
-    joined = _adts(speech, RATE) + _adts(faster.astype(np.float32), 44100)
+    joined = _muxed(speech, RATE) + _muxed(faster.astype(np.float32), 44100)
     with pytest.raises(AudioDecodeError, match=r"sample rate changes from 16000 to 44100 Hz"):
         load_audio(joined, RATE)
 
@@ -440,7 +465,7 @@ def test_a_stereo_container_at_another_rate_equals_decoding_it_whole() -> None:
     speech = _sample()
     at = np.arange(0, 20 * 44100) / 44100 * RATE
     left = np.interp(at, np.arange(speech.shape[0]), speech, period=speech.shape[0])
-    data = _adts(np.stack([left, 0.3 * rng.standard_normal(left.shape[0])], axis=1).astype(np.float32), 44100)
+    data = _muxed(np.stack([left, 0.3 * rng.standard_normal(left.shape[0])], axis=1).astype(np.float32), 44100)
     frames = []
     with av.open(io.BytesIO(data)) as container:
         for frame in container.decode(container.streams.audio[0]):

@@ -99,7 +99,7 @@ def declared_seconds(source: str | os.PathLike[str] | bytes) -> float | None:
         return None
     handle: str | io.BytesIO = os.fspath(source) if not isinstance(source, bytes) else io.BytesIO(source)
     try:
-        with av.open(handle, mode="r") as container:
+        with av.open(handle, mode="r", metadata_errors="replace") as container:
             if not container.streams.audio:
                 return None
             seconds = _declared(container, container.streams.audio[0], kind)
@@ -149,7 +149,7 @@ def container_blocks(
     rate: int | None = None
     yielded = False
     try:
-        with av.open(handle, mode="r") as container:
+        with av.open(handle, mode="r", metadata_errors="replace") as container:
             if not container.streams.audio:
                 raise AudioDecodeError(f"{refusal}; the {kind} container has no audio stream")
             stream = container.streams.audio[0]
@@ -181,6 +181,8 @@ def container_blocks(
     except av.FFmpegError as exc:
         reason = str(getattr(exc, "strerror", None) or exc)  # FFmpeg's words, without its errno and file name
         raise AudioDecodeError(f"{refusal}; PyAV cannot decode the {kind} container either: {reason}") from exc
+    except UnicodeError as exc:  # text PyAV reads from the file (its metadata is read with replacement)
+        raise AudioDecodeError(f"{refusal}; the {kind} container holds text that is not UTF-8: {exc}") from exc
     if pending or not yielded:
         block = np.concatenate(pending) if pending else np.zeros(0, dtype=np.float32)
         yield block, stream_rate if rate is None else rate
