@@ -269,6 +269,24 @@ def test_empty_audio_records_the_strategy_asked_for(forced: Literal["auto", "one
     assert results[0].to_dict()["strategy"] == expected
 
 
+@pytest.mark.parametrize("hops", [0.01, 0.99, 1.0, 1.01, 2.0])
+def test_forced_chunking_of_less_than_a_window_is_one_pass(converted: dict[str, Path], hops: float) -> None:
+    """Found in review: a forced ``chunked`` input of fewer samples than a hop has no valid feature frame, yet its
+    window was encoded (an encoder makes one frame of a length of 0) and decoded into an invented token; one pass
+    (and NeMo) give nothing. Now both give what one pass gives, tokens and frames alike."""
+    windows = LongFormOptions(chunk_seconds=1.0, left_context_seconds=0.5, right_context_seconds=0.5)
+    with Engine.load(converted["tdt_a"], long_form=dataclasses.replace(windows, strategy="chunked")) as chunked, \
+            Engine.load(converted["tdt_a"], long_form=dataclasses.replace(windows, strategy="one_pass")) as one_pass:
+        spec = chunked.manifest.features
+        samples = max(1, round(hops * spec.hop_length))
+        signal = (np.random.default_rng(samples).standard_normal(samples) * 0.1).astype(np.float32)
+        got, expected = chunked.transcribe(signal), one_pass.transcribe(signal)
+    assert [(t.id, t.frame, t.duration) for t in got.tokens] == [(t.id, t.frame, t.duration) for t in expected.tokens]
+    assert got.text == expected.text
+    if samples < spec.hop_length:
+        assert got == Transcript(text="", duration=samples / spec.sample_rate, strategy="chunked")
+
+
 def test_a_chunked_transcript_is_well_formed(chunked_engine: Engine, long_audio: npt.NDArray[np.float32]) -> None:
     transcript = chunked_engine.transcribe(long_audio)
     assert transcript.strategy == "chunked"

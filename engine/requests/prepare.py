@@ -127,14 +127,15 @@ class Preparer:
         num_samples = audio.samples.shape[0]
         strategy = self.strategy(num_samples)
         warnings = audio.warnings
-        if num_samples == 0:  # nothing to encode: recorded as the strategy chosen for it (chunked where forced)
-            return PreparedAudio(duration=0.0, features=None, valid_frames=0, strategy=strategy, warnings=warnings)
+        if self.features.valid_frames(num_samples) == 0:
+            # nothing to encode (less than one hop of audio; an encoder still makes a frame of a length of 0):
+            # recorded as the strategy chosen for it (chunked where forced)
+            return PreparedAudio(duration=audio.duration, features=None, valid_frames=0, strategy=strategy,
+                                 warnings=warnings)
         if strategy == "chunked":
             features, valid = self.features.long_features(audio.samples)
             return LongAudio(audio.duration, features, valid, tuple(self.geometry.windows(num_samples)), warnings)
         features, valid = self.features(audio.samples)
-        if valid == 0:
-            return PreparedAudio(duration=audio.duration, features=None, valid_frames=0, warnings=warnings)
         self._check_length(valid, audio.duration)
         return PreparedAudio(duration=audio.duration, features=features, valid_frames=valid,
                              encoder_bytes=self.encoder_bytes(num_samples), warnings=warnings)
