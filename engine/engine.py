@@ -14,7 +14,6 @@ import functools
 import logging
 import math
 import os
-import threading
 import time
 import weakref
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -35,6 +34,7 @@ from .model.manifest import Manifest, load_manifest
 from .model.onnx_model import OnnxTdtModel
 from .model.tokenizer import Tokenizer
 from .options import BatchingOptions, ConfidenceOptions, LongFormOptions, SessionOptions
+from .requests.abandon import Abandonment
 from .requests.audio import AudioInput, check_sample_rate_argument
 from .requests.inference import Inference, Outcome, batch_invariant
 from .requests.longform import ChunkGroup, ChunkOutcome, Window, group_size, groups
@@ -370,7 +370,7 @@ class Engine:
                         for index, item in enumerate(audio)]
             return await self._run_list_async(prepared)
 
-        abandoned = threading.Event()  # set when the awaiting task is cancelled: the threads stop at the next step
+        abandoned = Abandonment()  # set when the awaiting task is cancelled: the threads stop at the next step
 
         def prepare_and_submit() -> Future[Outcome] | LongAudio | None:  # an executor thread: may wait for a slot
             with runner.preparing():
@@ -382,8 +382,7 @@ class Engine:
             if isinstance(one, LongAudio):
                 return one
             (future,) = runner.submit_many([one])
-            if abandoned.is_set():  # the caller left between the check above and the submission
-                future.cancel()
+            abandoned.track([future])  # cancelled if the caller left since (this return value is then nobody's)
             return future
 
         try:
@@ -395,7 +394,7 @@ class Engine:
                 return await loop.run_in_executor(None, self._run_long, submitted, abandoned)
             return _transcript(await asyncio.wrap_future(submitted))
         except asyncio.CancelledError:
-            abandoned.set()
+            abandoned.abandon()
             raise
 
     def prepare(self, source: AudioInput, *, sample_rate: int | None = None) -> Prepared:
@@ -459,7 +458,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         futures: dict[int, Future[Outcome]] = {}
         chunks, in_flight = self._list_chunks(prepared)
-        abandoned = threading.Event()  # set when the awaiting task is cancelled: a long input stops there
+        abandoned = Abandonment()  # set when the awaiting task is cancelled: a long input stops there
         try:
             for number, chunk in enumerate(chunks):
                 if number >= in_flight:
@@ -476,25 +475,24 @@ class Engine:
             return [long[i] if i in long else _transcript(await asyncio.wrap_future(futures[i]))
                     for i in range(len(prepared))]
         except asyncio.CancelledError:
-            abandoned.set()
+            abandoned.abandon()
             raise
         finally:
             for future in futures.values():
                 future.cancel()
 
-    def _submit_unless_abandoned(self, requests: Sequence[PreparedAudio], abandoned: threading.Event,
+    def _submit_unless_abandoned(self, requests: Sequence[PreparedAudio], abandoned: Abandonment,
                                  continuing: bool) -> list[Future[Outcome]]:
-        """Submit an async list's chunk (in an executor thread, where it may wait for room under ``max_queue``);
-        cancel it when its caller left meanwhile: the futures are then nobody's to cancel."""
+        """Submit an async list's chunk (in an executor thread, where it may wait for room under ``max_queue``),
+        handed to ``abandoned``: cancelled when its caller left meanwhile, or leaves before this returns (the
+        futures would then be nobody's to cancel)."""
         submitted = self.runner.submit_many(requests, continuing=continuing)
-        if abandoned.is_set():
-            for future in submitted:
-                future.cancel()
+        abandoned.track(submitted)
         return submitted
 
     # --- long inputs -------------------------------------------------------------------------------
 
-    def _run_long(self, long: LongAudio, abandoned: threading.Event | None = None, *,
+    def _run_long(self, long: LongAudio, abandoned: Abandonment | None = None, *,
                   continuing: bool = False) -> Transcript:
         """Transcribe a long input chunk group by chunk group (blocks; runs the groups on the runner). With
         ``abandoned`` set (its caller is gone), it stops before the next group and raises

@@ -650,6 +650,55 @@ def test_a_list_chunk_submitted_after_its_async_caller_left_is_dropped(monkeypat
             pool.shutdown()
 
 
+@pytest.mark.parametrize("as_list", [False, True])
+def test_a_request_queued_as_its_async_caller_is_cancelled_is_dropped(monkeypatch: pytest.MonkeyPatch,
+                                                                      as_list: bool) -> None:
+    """Found in review: the executor thread queued the request and returned its future, but the event loop was busy
+    until the task was cancelled, so the future never reached the task: nothing cancelled it, and the worker ran
+    it for nobody. What a thread queues is now handed to the task's :class:`Abandonment` before it returns."""
+    clip, rate = soundfile.read(sample_audio_path(), dtype="float32")
+    gate = _EncoderGate(monkeypatch)
+    pool = ThreadPoolExecutor(1)
+    try:
+        with Engine.load(batching=BatchingOptions(max_batch_size=1, max_wait_ms=0)) as engine:
+            runner: Any = engine.runner
+            real_submit = runner.submit_many
+            submitting, loop_blocked = threading.Event(), threading.Event()
+            queued: list[Future[Any]] = []
+
+            def submit(requests: Any, **kwargs: Any) -> Any:
+                submitting.set()
+                futures = real_submit(requests, **kwargs)
+                queued.extend(futures)
+                assert loop_blocked.wait(10)  # returns while the event loop cannot hand the result to the task
+                return futures
+
+            gate.holding.set()
+            busy = pool.submit(engine.transcribe, clip[:rate])  # holds the worker: the next request waits in line
+            assert gate.entered.wait(30)
+            monkeypatch.setattr(runner, "submit_many", submit)
+
+            async def main() -> None:
+                task = asyncio.ensure_future(engine.transcribe_async([clip[:rate]] if as_list else clip[:rate]))
+                while not submitting.is_set():
+                    await asyncio.sleep(0.001)
+                loop_blocked.set()  # from here to the cancel the loop runs nothing: the thread queues and returns
+                _wait_until(lambda: bool(queued))
+                time.sleep(0.05)
+                task.cancel()
+                await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
+
+            asyncio.run(main())
+            assert len(queued) == 1 and queued[0].cancelled()
+            gate.released.set()
+            assert busy.result(30).text
+            _wait_until(lambda: runner._pending == 0)
+            assert gate.runs == 1  # the request that held the worker; the cancelled one never ran
+    finally:
+        gate.released.set()
+        pool.shutdown()
+
+
 def test_a_wait_interrupted_by_ctrl_c_drops_the_queued_request(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C while ``transcribe`` (or ``transcribe_iter``) waits for the worker left the request queued: it ran
     later, for nobody, taking the worker from live requests. The interrupted wait now cancels it."""
