@@ -218,6 +218,22 @@ class Engine:
         waits for the calls running in other threads. Idempotent."""
         self.runner.close(timeout, drain=drain)
 
+    def with_max_audio_seconds(self, seconds: float) -> Engine:
+        """This engine, refusing inputs longer than ``seconds`` (``AudioTooLongError``, from the declared length
+        before decoding, and while decoding a file whose header declares none), or itself when its own
+        ``LongFormOptions.max_audio_seconds`` is already no longer. Everything else is shared (graphs, runner:
+        closing either closes both). A server holds each upload to its own limit so
+        (:func:`~parakeet_runtime.engine.serving.server.create_app` does).
+
+        Raises:
+            OptionsError: ``seconds`` is not a positive finite number.
+        """
+        long_form = self.preparer.long_form
+        limited = dataclasses.replace(long_form, max_audio_seconds=seconds)  # checks seconds
+        if long_form.max_audio_seconds is not None and long_form.max_audio_seconds <= seconds:
+            return self
+        return dataclasses.replace(self, preparer=dataclasses.replace(self.preparer, long_form=limited))
+
     def __enter__(self) -> Engine:
         return self
 

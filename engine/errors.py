@@ -45,7 +45,17 @@ class AudioFileNotFoundError(AudioDecodeError, FileNotFoundError):
 
 class AudioTooLongError(ParakeetRuntimeError, ValueError):
     """The audio is longer than the engine was told to accept (``LongFormOptions.max_audio_seconds``), or, with
-    ``LongFormOptions(strategy="one_pass")``, than an encoder with a length limit takes in one pass."""
+    ``LongFormOptions(strategy="one_pass")``, than an encoder with a length limit takes in one pass.
+
+    ``seconds``: the length found (declared, or decoded so far when ``at_least``), and ``limit``: the
+    ``max_audio_seconds`` it exceeds; ``None`` where not known (the encoder's limit)."""
+
+    def __init__(self, message: str, *, seconds: float | None = None, limit: float | None = None,
+                 at_least: bool = False) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+        self.limit = limit
+        self.at_least = at_least
 
 
 class EngineClosedError(ParakeetRuntimeError, RuntimeError):

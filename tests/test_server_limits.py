@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from parakeet_runtime.engine import BatchingOptions, Engine, sample_audio_path
+from parakeet_runtime.engine import AudioTooLongError, BatchingOptions, Engine, OptionsError, sample_audio_path
+from parakeet_runtime.engine.requests.audio import UNKNOWN_LENGTH
 from parakeet_runtime.engine.serving.cli import parse_args
 from parakeet_runtime.engine.serving.options import ServerOptions
 from parakeet_runtime.engine.serving.server import create_app
@@ -121,6 +122,54 @@ def test_a_wav_streamed_without_its_length_is_refused_from_its_size(engine: Engi
     response, _ = _post(create_app(engine, ServerOptions(max_audio_s=2)), streamed, "streamed.wav")
     assert f"audio of {seconds:.1f} s is longer than this server accepts (2 s per request)" in _error(response)[
         "message"]
+
+
+def _unknown_length(flac: bytes) -> bytes:
+    """``flac`` with STREAMINFO's total-samples field 0: "unknown" (a FLAC written to a pipe), legal FLAC."""
+    assert flac[:4] == b"fLaC"
+    spoiled = bytearray(flac)
+    spoiled[21] &= 0xF0  # STREAMINFO from byte 8: its 36-bit total is the low nibble of byte 21 and bytes 22-25
+    spoiled[22:26] = bytes(4)
+    return bytes(spoiled)
+
+
+def test_a_flac_of_unknown_length_stops_decoding_past_the_limit(engine: Engine, two_hour_flac: bytes,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by fuzzing the server: a FLAC whose header does not say its length passed the header check and was
+    decoded and transcribed in full (10,000 s of silence in a 506 KB upload: 40 s and 1.5 GB), and only then
+    refused. The app holds its engine to the server's limit, so decoding stops just past it."""
+    unknown = _unknown_length(two_hour_flac)
+    assert soundfile.info(io.BytesIO(unknown)).frames >= UNKNOWN_LENGTH
+    decoded: list[int] = []
+    read = soundfile.SoundFile.read
+
+    def counting(self: soundfile.SoundFile, *args: Any, **kwargs: Any) -> Any:
+        block = read(self, *args, **kwargs)
+        decoded.append(len(block))
+        return block
+
+    monkeypatch.setattr(soundfile.SoundFile, "read", counting)
+    response, elapsed = _post(create_app(engine, ServerOptions(max_audio_s=60)), unknown)
+    assert "audio of at least 6" in (message := _error(response)["message"])
+    assert "is longer than this server accepts (60 s per request)" in message
+    assert sum(decoded) / 8000 < 60 + 60, sum(decoded)  # the limit and at most a block more, not two hours
+    assert elapsed < 10, elapsed
+    assert engine.preparer.max_seconds is None  # the engine given to the app is left as it was
+
+
+def test_an_engine_held_to_a_limit_shares_everything_else(engine: Engine) -> None:
+    limited = engine.with_max_audio_seconds(2.0)
+    assert limited.preparer.max_seconds == 2.0 and engine.preparer.max_seconds is None
+    assert limited.runner is engine.runner and limited.model is engine.model
+    assert limited.with_max_audio_seconds(5.0) is limited  # already no longer
+    assert limited.with_max_audio_seconds(1.0).preparer.max_seconds == 1.0
+    sample = sample_audio_path()
+    with pytest.raises(AudioTooLongError):
+        limited.transcribe(sample)
+    assert engine.transcribe(sample).text
+    for bad in (0.0, math.nan, -1.0):
+        with pytest.raises(OptionsError, match="max_audio_seconds"):
+            engine.with_max_audio_seconds(bad)
 
 
 def test_audio_within_the_limit_is_transcribed(engine: Engine) -> None:

@@ -498,8 +498,8 @@ def _decode_part(part: _Part, samples: _Samples, label: str, target_rate: int, m
                 cut = True
             last = cut or block.shape[0] < wanted or (known and read + block.shape[0] >= declared)
             read += block.shape[0]
-            if max_seconds is not None:
-                _check_duration(read, rate, max_seconds, label, before=before)  # a header that could not say
+            if max_seconds is not None:  # a header that could not say: counted as it is decoded
+                _check_duration(read, rate, max_seconds, label, before=before, at_least=True)
             mono = _checked(_mono(block, label, channels_last=True), label)
             samples.append(mono if resampler is None else resampler.push(mono, last=last))
             if last:
@@ -672,14 +672,17 @@ def _check_rate(rate: object, label: str) -> int:
     return int(rate)
 
 
-def _check_duration(frames: int, rate: int, max_seconds: float, label: str, *, before: float = 0.0) -> None:
+def _check_duration(frames: int, rate: int, max_seconds: float, label: str, *, before: float = 0.0,
+                    at_least: bool = False) -> None:
     """Refuse audio whose declared length exceeds ``max_seconds``, before decoding or resampling it (``before``:
-    seconds of audio already decoded ahead of these frames, earlier links of a chained Ogg file)."""
+    seconds of audio already decoded ahead of these frames, earlier links of a chained Ogg file; ``at_least``:
+    ``frames`` were counted while decoding, more may follow)."""
     seconds = before + frames / rate
     if seconds > max_seconds:
+        how = "at least " if at_least else ""
         raise AudioTooLongError(
-            f"{label}: audio of {seconds:.1f} s is longer than the {max_seconds:g} s accepted "
-            "(LongFormOptions.max_audio_seconds)"
+            f"{label}: audio of {how}{seconds:.1f} s is longer than the {max_seconds:g} s accepted "
+            "(LongFormOptions.max_audio_seconds)", seconds=seconds, limit=max_seconds, at_least=at_least,
         )
 
 

@@ -70,7 +70,7 @@ def _describe(source: str | os.PathLike[str] | bytes) -> str:
 def _too_long(label: str, seconds: float, max_seconds: float, how: str) -> AudioTooLongError:
     return AudioTooLongError(
         f"{label}: audio of {how}{seconds:.1f} s is longer than the {max_seconds:g} s accepted "
-        "(LongFormOptions.max_audio_seconds)"
+        "(LongFormOptions.max_audio_seconds)", seconds=seconds, limit=max_seconds, at_least=bool(how),
     )
 
 

@@ -196,14 +196,16 @@ def create_app(
     state = _State()
     releaser = _MemoryReleaser()
     if isinstance(engine, Engine):
-        state.engine = engine
+        # held to the server's limit while decoding too: an upload whose header declares no length (a FLAC of
+        # unknown length, ADTS) stops decoding past it instead of being decoded and transcribed in full
+        state.engine = engine.with_max_audio_seconds(opts.max_audio_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if state.engine is None:
             loader = engine
             assert callable(loader)
-            state.engine = await asyncio.to_thread(loader)
+            state.engine = (await asyncio.to_thread(loader)).with_max_audio_seconds(opts.max_audio_s)
             logger.info("model loaded from %s", state.engine.model_dir)
         try:
             if opts.warm_up_seconds is not None:  # inside: an engine that fails it is still closed below
@@ -417,7 +419,10 @@ async def _transcribe(request: Request, body: bytes, engine: Engine, opts: Serve
             raise _ApiError(400, f"could not decode the audio file: {exc}", param="file",
                             code="invalid_audio") from exc
         if isinstance(exc, AudioTooLongError):
-            raise _ApiError(400, str(exc), param="file", code="audio_too_long") from exc
+            message = str(exc)
+            if exc.seconds is not None and exc.limit == opts.max_audio_s:  # the server's own limit, met decoding
+                message = _too_long_for_server(exc.seconds, opts.max_audio_s, at_least=exc.at_least)
+            raise _ApiError(400, message, param="file", code="audio_too_long") from exc
         if isinstance(exc, ParakeetRuntimeError):
             logger.error("transcription failed: %s", exc)
             raise _ApiError(500, "internal error while transcribing (details are in the server log)",
@@ -509,9 +514,10 @@ def _check_declared_duration(audio: bytes, server_limit: float, model_limit: flo
         raise _ApiError(400, _too_long_for_server(seconds, server_limit), param="file", code="audio_too_long")
 
 
-def _too_long_for_server(seconds: float, limit: float) -> str:
-    return f"audio of {seconds:.1f} s is longer than this server accepts ({limit:g} s per request); split it " \
-        "into shorter pieces"
+def _too_long_for_server(seconds: float, limit: float, *, at_least: bool = False) -> str:
+    how = "at least " if at_least else ""
+    return f"audio of {how}{seconds:.1f} s is longer than this server accepts ({limit:g} s per request); split " \
+        "it into shorter pieces"
 
 
 def _check_unsupported(fields: dict[str, str], engine: Engine) -> None:
