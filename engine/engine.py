@@ -82,6 +82,9 @@ class Engine:
     runner: Runner = field(repr=False)
     """Where requests run: the dynamic batcher, or the caller's thread (``BatchingOptions.enabled=False``)."""
     preparer: Preparer = field(repr=False)
+    _shares_with: Engine | None = field(default=None, repr=False)
+    """The engine a view (:meth:`with_max_audio_seconds`) shares its runner with, kept alive by it: the runner is
+    closed when that engine is collected."""
 
     @classmethod
     def load(
@@ -232,7 +235,8 @@ class Engine:
         limited = dataclasses.replace(long_form, max_audio_seconds=seconds)  # checks seconds
         if long_form.max_audio_seconds is not None and long_form.max_audio_seconds <= seconds:
             return self
-        return dataclasses.replace(self, preparer=dataclasses.replace(self.preparer, long_form=limited))
+        return dataclasses.replace(self, preparer=dataclasses.replace(self.preparer, long_form=limited),
+                                   _shares_with=self._shares_with or self)
 
     def __enter__(self) -> Engine:
         return self

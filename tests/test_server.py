@@ -394,6 +394,27 @@ def test_unsupported_fields_are_refused_over_plain_http(server: str, fields: dic
     assert says in error["message"]
 
 
+@pytest.mark.parametrize("fields", [
+    {"prompt": ["hello", ""]}, {"stream": ["true", "false"]}, {"response_format": ["xyz", "text"]},
+    {"language": ["xx", ""]}, {"temperature": ["1", "0"]}, {"model": ["a", "b"]},
+], ids=["prompt", "stream", "response_format", "language", "temperature", "model"])
+def test_a_field_given_twice_is_refused(server: str, fields: dict[str, str | list[str]]) -> None:
+    """Found by fuzzing the server: only a repeated field's last value was read, so ``prompt=hello`` then
+    ``prompt=`` passed (the first value checked by nothing, silently ignored)."""
+    response = _post(server, sample_audio_path().read_bytes(), fields=fields)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    (key,) = fields
+    assert error["param"] == key and "more than once" in error["message"]
+
+
+def test_timestamp_granularities_may_be_repeated(server: str) -> None:
+    response = _post(server, sample_audio_path().read_bytes(), fields={
+        "response_format": "verbose_json", "timestamp_granularities[]": ["word", "segment"]})
+    assert response.status_code == 200, response.text
+    assert response.json()["words"] and response.json()["segments"]
+
+
 def test_neutral_values_are_accepted(server: str, reference: Engine) -> None:
     """Values that ask for nothing this server does not do: temperature 0, stream false, empty prompt."""
     response = _post(server, sample_audio_path().read_bytes(),

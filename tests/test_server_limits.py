@@ -172,6 +172,18 @@ def test_an_engine_held_to_a_limit_shares_everything_else(engine: Engine) -> Non
             engine.with_max_audio_seconds(bad)
 
 
+def test_a_limited_view_keeps_the_engine_it_shares_with_alive() -> None:
+    """The runner is closed when the engine that made it is collected: a view outliving every other reference to
+    that engine (``serve`` keeps only the view) must keep it, or its requests fail as if the engine were closed."""
+    import gc
+
+    view = Engine.load().with_max_audio_seconds(2.0)
+    gc.collect()
+    assert not view.runner.closed
+    assert view.transcribe(np.zeros(8000, dtype=np.float32)).duration == 0.5
+    view.close()
+
+
 def test_audio_within_the_limit_is_transcribed(engine: Engine) -> None:
     sample = sample_audio_path()
     seconds = soundfile.info(str(sample)).duration

@@ -84,6 +84,8 @@ GRANULARITIES = ("word", "segment")
 FIELDS = frozenset({"file", "model", "response_format", "timestamp_granularities[]", "timestamp_granularities",
                     "language", "prompt", "temperature", "stream", "include[]", "include", "chunking_strategy"})
 """The form fields of OpenAI's transcription request; anything else is refused, as OpenAI does."""
+LIST_FIELDS = frozenset({"timestamp_granularities[]", "timestamp_granularities"})
+"""The fields that may be given more than once (each value is checked); the others only once."""
 T = TypeVar("T")
 RELEASE_AFTER_BYTES = 1024 * 1024
 RELEASE_AFTER_S = 60.0
@@ -381,11 +383,15 @@ async def _transcribe(request: Request, body: bytes, engine: Engine, opts: Serve
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise _ApiError(400, "missing the 'file' field (an audio file)", param="file")
-        fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
-        for key, _ in form.multi_items():
+        fields: dict[str, str] = {}
+        for key, value in form.multi_items():
             if key not in FIELDS:
                 raise _ApiError(400, f"unrecognized request argument: {key[:64]!r}", param=key[:64],
                                 echoes_client=True)
+            if isinstance(value, str) and key not in LIST_FIELDS:
+                if key in fields:  # only one value would be read: never one checked and another ignored
+                    raise _ApiError(400, f"the field {key!r} is given more than once", param=key)
+                fields[key] = value
         _check_unsupported(fields, engine)
         response_format = fields.get("response_format") or "json"
         if response_format not in RESPONSE_FORMATS:
