@@ -192,6 +192,22 @@ def test_header_timeout_is_independent_of_keep_alive(reference: Engine) -> None:
     assert status == 408 and error["code"] == "request_timeout"
 
 
+def test_a_partial_head_pipelined_after_a_request_is_timed_too(reference: Engine) -> None:
+    """Found by fuzzing the server: a request sent with the first bytes of the next in one write was answered, and
+    the partial head then held the connection until the keep-alive timeout (no byte arrived later to arm the
+    header timer). It is now cut off one header timeout after the response, with a 408."""
+    options = ServerOptions(header_timeout_s=1.0, keep_alive_s=30)
+    with _ThreadedServer(create_app(reference, options), options) as running, \
+            socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{running.port}\r\n\r\nGET /hea".encode())
+        raw, closed = _closed_by_server(sock, started + 10)
+    assert raw.startswith(b"HTTP/1.1 200"), raw
+    assert closed is not None and 0.9 <= closed - started < 4.0, closed and closed - started
+    status, error = _status_and_error(b"HTTP/1.1" + raw.split(b"HTTP/1.1")[-1])
+    assert status == 408 and error["code"] == "request_timeout"
+
+
 def test_the_header_timeout_stops_once_the_headers_are_complete(reference: Engine) -> None:
     """A body slower than the header timeout is the body timeout's business: the upload is answered 408 by the
     app after ``body_timeout_s`` (in its body-timeout words), not cut off at ``header_timeout_s``."""

@@ -183,6 +183,10 @@ class HeaderTimeoutProtocol(H11Protocol):
         super().on_response_complete()  # may start a pipelined request, whose headers are then complete
         if not self._waiting_for_headers() or self.transport.is_closing():
             self._cancel_header_timer()
+        elif self._header_timer is None and (pipelined := len(self.conn.trailing_data[0])):
+            # part of the next request's head came with the last one (no later data_received arms the timer)
+            self._arm_header_timer()
+            self._header_bytes = pipelined
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
