@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"files": args.files, "audio_s": audio_s, "batch_size": args.batch_size, "formats": list(formats),
             "runs": args.runs, "machine": machine(), "cpu": args.cpu, "date": time.strftime("%Y-%m-%d")}
     report = {"meta": meta, "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, report)
     write_table(report, args.readme)
     for row in results:

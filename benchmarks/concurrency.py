@@ -235,7 +235,6 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "threads": args.threads,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, {"meta": meta, "results": results})
     write_table(results, meta, args.readme)
     return 0

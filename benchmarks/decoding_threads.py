@@ -198,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
             "engine_config": engine_config(str(model), args.threads),
             "tokens_identical": all(r["tokens"] == tokens and r["same_tokens_every_run"] for r in results)}
     report = {"meta": meta, "results": results}
-    args.results.mkdir(parents=True, exist_ok=True)
     write_json(args.results / f"decoding-threads-{name}.json", report)
     for r in results:
         median, fastest = r["median_s"] * 1e3, r["min_s"] * 1e3

@@ -135,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     from parakeet_runtime.engine.model.cpu import isa_summary
     report = {"name": args.name, "date": time.strftime("%Y-%m-%d"), "machine": {**machine(), "isa": isa_summary()},
               "threads": args.threads, "warm_up_s": args.warm_up, "seconds": args.seconds, "systems": measured}
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(args.out_dir / f"first-runs-{args.name}.json", report)
     write_table(report, args.readme)
     return 0

@@ -139,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     report = measure(args.nemo, args.fp32, args.seconds, args.threads, args.runs, args.openvino)
     for row in report["rows"]:
         print(json.dumps(row), flush=True)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(args.out_dir / f"flop-rate-{args.label}.json", report)
     if args.readme is not None:
         write_table(report, args.readme, args.label)

@@ -84,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
               f"token agreement {found['token_agreement']:.4f}")
     report = {"device": args.device, "gpu": gpu_name(), "nemo": models["nemo"], "clips": [str(c) for c in clips],
               "results": results, "seconds": time.perf_counter() - started, "passed": not failed}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, report)
     return 1 if failed else 0
 

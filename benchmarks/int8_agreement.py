@@ -47,7 +47,6 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"model": model.name, "weights": weights, "clips": total.clips,
                          "identical_clips": total.identical_clips, "tokens": total.reference_tokens,
                          "token_agreement": total.token_agreement, "per_clip": per_clip})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, rows)
     lines = [f"Clips: {', '.join(c.name for c in args.clips)}; {time.strftime('%Y-%m-%d')}.",
              "", "| model | weights | identical clips | fp32 tokens | token agreement | edits per clip |",

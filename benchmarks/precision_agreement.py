@@ -159,7 +159,6 @@ def main(argv: list[str] | None = None) -> int:
               "audio_seconds": seconds, "fp32_tokens": total, "machine": machine, "date": time.strftime("%Y-%m-%d"),
               "rows": rows}
     out = args.out or HERE / "results" / f"agreement-{args.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, result)
     lines = [f"Measured {result['date']} on {machine['cpu']} ({machine['isa']}); model "
              f"{args.description or args.model}; {len(inputs)} inputs, {seconds / 60:.1f} min, {total} fp32 tokens "

@@ -152,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     result = profile(args.model, args.seconds, args.runs, args.threads)
     result["machine"] = machine()
     result["date"] = time.strftime("%Y-%m-%d")
-    args.results.mkdir(parents=True, exist_ok=True)
     write_json(args.results / f"profile-{args.name}.json", result)
     write_table(result, args.name, args.readme)
     for op in result["ops"][:8]:

@@ -189,7 +189,6 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine(), "cpu": args.cpu, "ray": ray.__version__, "date": time.strftime("%Y-%m-%d"),
             "in_process_threads": SessionOptions().threads}
     report = {"meta": meta, "offline": offline_results, "online": online_results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, report)
     write_table(report, args.readme)
     return 0

@@ -407,7 +407,6 @@ def main(argv: list[str] | None = None) -> int:
                        "rounds": args.rounds, "threads": args.threads, "cases": args.cases or "all",
                        "date": time.strftime("%Y-%m-%d")},
               "results": results}
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(args.out_dir / f"rtfx-{name}.json", report)
     write_table(report, args.readme)
     return 0

@@ -159,7 +159,6 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"model": Path(args.nemo).name, "clips": [Path(c).name for c in args.clips], "machine": machine(),
             "date": time.strftime("%Y-%m-%d"),
             "audio_per_request_s": statistics.fmean(s for _, s in clips)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, {"meta": meta, "results": results})
     write_table(results, meta, args.readme)
     return 0

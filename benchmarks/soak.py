@@ -359,7 +359,6 @@ def main(argv: list[str] | None = None) -> int:
         **result,
     }
     report["verdict"] = verdict(report["rss"], args.sample_every, args.max_growth)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, report)
     print(summary(report))
     print()

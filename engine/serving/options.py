@@ -17,7 +17,9 @@ class ServerOptions:
     max_audio_s: float = 3600.0
     """Longest audio accepted per request, in seconds (or the model's own one-pass limit when that is lower);
     longer gets 400 ``audio_too_long``. It is read from the file's header before anything is decoded, so a
-    small upload that declares hours of audio (a silent FLAC compresses ~1000:1) costs no decoding memory."""
+    small upload that declares hours of audio (a silent FLAC compresses ~1000:1) costs no decoding memory; a file
+    whose header declares no length stops decoding just past it (the app holds its engine to it:
+    :meth:`~parakeet_runtime.engine.Engine.with_max_audio_seconds`)."""
     max_in_flight: int = 64
     """Most transcription requests being processed at once (their upload complete); more get 503 with
     Retry-After. A request takes its slot only after its body has arrived, so slow uploads hold none."""
