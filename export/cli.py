@@ -176,7 +176,12 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         with _sigterm_as_exit() as terminated:
-            return _run(args)
+            code = _run(args, terminated)
+        if terminated.is_set():  # the stop was swallowed too late for the step checks
+            outcome = f" after {args.out_dir} was written" if code == 0 else "; nothing was written"
+            print(f"convert-model: terminated{outcome}", file=sys.stderr)
+            return 128 + signal.SIGTERM
+        return code
     except KeyboardInterrupt:
         print("convert-model: interrupted; nothing was written", file=sys.stderr)
         return 130
@@ -196,11 +201,11 @@ def _needs_onnx(what: str) -> int | None:
     return 2
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, terminated: threading.Event) -> int:
     if args.from_layout is not None:
         return _needs_onnx(f"--from {args.from_layout}") or _run_from_layout(args)
     if args.layout is not None and (Path(args.source) / "manifest.json").is_file():
-        return _needs_onnx(f"--layout {args.layout}") or _run_layout(args, Path(args.source))
+        return _needs_onnx(f"--layout {args.layout}") or _run_layout(args, Path(args.source), terminated)
     try:
         import nemo  # noqa: F401
         import torch  # noqa: F401
@@ -224,19 +229,21 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         out_dir = str(work / "model")
     try:
-        return _convert(args, out_dir)
+        return _convert(args, out_dir, terminated)
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _convert(args: argparse.Namespace, out_dir: str) -> int:
+def _convert(args: argparse.Namespace, out_dir: str, terminated: threading.Event) -> int:
     """The conversion of a checkpoint (or a pretrained name) into ``out_dir``, then ``--layout``'s rewrite."""
     from .convert import STEPS, convert
 
     started = time.monotonic()
 
     def on_step(index: int, name: str) -> None:
+        if terminated.is_set():  # SIGTERM came, but its exit was swallowed (inside a finalizer, or a library's
+            raise SystemExit(128 + signal.SIGTERM)  # catch-all): stop before the next step, nothing written
         print(f"[{index + 1}/{len(STEPS)}] {name} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
 
     try:
@@ -263,7 +270,7 @@ def _convert(args: argparse.Namespace, out_dir: str) -> int:
         print(f"convert-model: error: unexpected {type(exc).__name__}: {_one_line(str(exc))}{hint}", file=sys.stderr)
         return 2
     if args.layout is not None:
-        return _run_layout(args, report.out_dir, converted=report)
+        return _run_layout(args, report.out_dir, terminated, converted=report)
     _print_summary(args, report)
     return 0
 
@@ -294,7 +301,8 @@ def _run_from_layout(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_layout(args: argparse.Namespace, model_dir: Path, converted: ConversionReport | None = None) -> int:
+def _run_layout(args: argparse.Namespace, model_dir: Path, terminated: threading.Event,
+                converted: ConversionReport | None = None) -> int:
     """``--layout onnx-asr``: write a model directory (given, or just converted beside OUT_DIR) in onnx-asr's
     layout into OUT_DIR."""
     from .layouts import write_onnx_asr_layout
@@ -309,6 +317,8 @@ def _run_layout(args: argparse.Namespace, model_dir: Path, converted: Conversion
     try:
         write_onnx_asr_layout(model_dir, staging)
         staging.chmod(0o755)  # mkdtemp's directory is owner-only (the files are the umask's, or hard links)
+        if terminated.is_set():  # SIGTERM came but its exit was swallowed: nothing is put in place
+            raise SystemExit(128 + signal.SIGTERM)
         move_into_place(staging, target, overwrite=args.overwrite)
     except (ConversionError, ParakeetRuntimeError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
