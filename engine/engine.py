@@ -214,11 +214,12 @@ class Engine:
 
     def close(self, *, drain: bool = False, timeout: float | None = 30.0) -> None:
         """Stop taking requests: every later call (single or list, sync or async) raises
-        ``EngineClosedError``. The batch in progress always finishes. Requests already submitted and
-        waiting for the worker finish too with ``drain=True``, and otherwise fail with ``EngineClosedError``.
-        ``close`` waits up to ``timeout`` seconds (``None``: as long as it takes) for the worker to finish them
-        (the worker is a daemon thread: a process may exit without waiting). With batching off, ``drain=True``
-        waits for the calls running in other threads. Idempotent."""
+        ``EngineClosedError``. The batch in progress always finishes. With ``drain=True`` every call already
+        under way in another thread or task finishes whole, batching on or off (a list's or a long input's later
+        pieces are still taken), and so do the requests waiting for the worker; without it those fail with
+        ``EngineClosedError``. ``close`` waits up to ``timeout`` seconds in all (``None``: as long as it takes);
+        a call still under way then fails at its next piece (the worker is a daemon thread: a process may exit
+        without waiting). Idempotent."""
         self.runner.close(timeout, drain=drain)
 
     def with_max_audio_seconds(self, seconds: float) -> Engine:
@@ -288,16 +289,15 @@ class Engine:
             EngineClosedError: the engine was closed.
             EngineOverloadedError: the batcher's queue is full.
         """
-        runner = self.runner
-        runner.check_open()
-        check_sample_rate_argument(sample_rate)
-        if isinstance(audio, list):
-            prepared = [self._prepare_list_item(index, item, sample_rate) for index, item in enumerate(audio)]
-            return self._run_list(prepared)
-        submitted = self._submit(audio, sample_rate)
-        if isinstance(submitted, LongAudio):
-            return self._run_long(submitted)
-        return _transcript(_wait(submitted))
+        with self.runner.call():
+            check_sample_rate_argument(sample_rate)
+            if isinstance(audio, list):
+                prepared = [self._prepare_list_item(index, item, sample_rate) for index, item in enumerate(audio)]
+                return self._run_list(prepared)
+            submitted = self._submit(audio, sample_rate)
+            if isinstance(submitted, LongAudio):
+                return self._run_long(submitted)
+            return _transcript(_wait(submitted))
 
     def warm_up(self, seconds: float = 60.0, *, batch: int = 1) -> float:
         """Run ``batch`` inputs of ``seconds`` of silence through the whole request path once; returns the
@@ -344,17 +344,17 @@ class Engine:
         Raises:
             As :meth:`transcribe`, when the input is prepared (before the first update) or while it runs.
         """
-        self.runner.check_open()
-        check_sample_rate_argument(sample_rate)
-        submitted = self._submit(audio, sample_rate)
-        if isinstance(submitted, LongAudio):
-            yield from self._long_updates(submitted, progress)
-            return
-        transcript = _transcript(_wait(submitted))
-        if progress is not None:
-            progress(transcript.duration, transcript.duration)
-        yield TranscriptUpdate(transcript.words, transcript.segments, transcript.duration, transcript.duration,
-                               transcript, transcript.warnings)
+        with self.runner.call():
+            check_sample_rate_argument(sample_rate)
+            submitted = self._submit(audio, sample_rate)
+            if isinstance(submitted, LongAudio):
+                yield from self._long_updates(submitted, progress)
+                return
+            transcript = _transcript(_wait(submitted))
+            if progress is not None:
+                progress(transcript.duration, transcript.duration)
+            yield TranscriptUpdate(transcript.words, transcript.segments, transcript.duration, transcript.duration,
+                                   transcript, transcript.warnings)
 
     def _submit(self, audio: AudioInput, sample_rate: int | None) -> Future[Outcome] | LongAudio:
         """Prepare one input and submit it when it runs in one pass (a long input comes back to be run)."""
@@ -381,8 +381,13 @@ class Engine:
 
         Cancelling the awaiting task drops requests that have not started yet.
         """
+        with self.runner.call():
+            return await self._transcribe_async(audio, sample_rate)
+
+    async def _transcribe_async(
+        self, audio: AudioInput | list[AudioInput], sample_rate: int | None
+    ) -> Transcript | list[Transcript]:
         runner = self.runner
-        runner.check_open()
         check_sample_rate_argument(sample_rate)
         loop = asyncio.get_running_loop()
         if isinstance(audio, list):
@@ -572,7 +577,6 @@ class Engine:
         future: Future[Outcome] | None = None
         try:
             for number, windows in enumerate(batches):
-                runner.check_open()
                 (future,) = runner.submit_many([ChunkGroup(features[0], features[1], tuple(windows), carry)],
                                                continuing=continuing or number > 0)
                 if number + 1 < len(batches):

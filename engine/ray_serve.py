@@ -37,6 +37,7 @@ from starlette.applications import Starlette
 from .engine import Engine
 from .model.devices import gpus_per_engine
 from .options import BatchingOptions, ConfidenceOptions, LongFormOptions, SessionOptions
+from .requests.calls import CallTracker, seconds_left
 from .requests.inference import Outcome, Work
 from .requests.prepare import PreparedAudio
 from .requests.runner import Unqueued
@@ -99,6 +100,7 @@ class ServeRunner(Unqueued):
         self._loop = loop
         self._limit = max(1, math.floor(limit))
         self._closed = False
+        self.calls = CallTracker()
         self._lock = threading.Condition()
         self._pending: set[Future[Outcome]] = set()
 
@@ -106,7 +108,7 @@ class ServeRunner(Unqueued):
         """Queue ``requests`` in Serve's batch queue (from any thread but the event loop's). ``continuing``
         (the rest of a request already taken) changes nothing: this queue has no limit of its own."""
         with self._lock:
-            self.check_open()
+            self._check_accepting()
             futures = [asyncio.run_coroutine_threadsafe(self._deployment.run_batch(self.item(prepared)), self._loop)
                        for prepared in requests]
             self._pending.update(futures)
@@ -125,14 +127,13 @@ class ServeRunner(Unqueued):
             self._pending.discard(future)
             self._lock.notify_all()
 
-    def close(self, timeout: float | None = 30.0, *, drain: bool = False) -> None:
-        with self._lock:
-            self._closed = True
-            if drain:
-                self._lock.wait_for(lambda: not self._pending, timeout)
-            else:
-                for future in list(self._pending):
-                    future.cancel()
+    def _finish_close(self, drain: bool, deadline: float | None) -> None:
+        """With ``drain``, wait for the requests in Serve's queue; otherwise cancel them."""
+        if drain:
+            self._lock.wait_for(lambda: not self._pending, seconds_left(deadline))
+        else:
+            for future in list(self._pending):
+                future.cancel()
 
 
 @serve.deployment(name=DEPLOYMENT_NAME)

@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soundfile
 
 from parakeet_runtime.engine import (
     BatchingOptions,
     Engine,
     EngineClosedError,
+    LongFormOptions,
     PreparedAudio,
     Transcript,
     sample_audio_path,
@@ -189,6 +191,106 @@ def test_close_drain_waits_for_unbatched_calls_in_other_threads(
         closer.join(30)
         assert not closer.is_alive()
         assert running.result(30).text
+
+
+_CHUNKED = LongFormOptions(strategy="chunked", chunk_seconds=1, left_context_seconds=0.5, right_context_seconds=0.24)
+_DRAIN_BATCHING = {"batching": BatchingOptions(max_batch_size=2, max_wait_ms=0),
+                   "inline": BatchingOptions(enabled=False, max_batch_size=2)}
+
+
+class _FirstEncodeGate:
+    """After ``hold`` is set, encoder runs wait for ``release`` (``entered`` says one has begun)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.hold, self.entered, self.release = threading.Event(), threading.Event(), threading.Event()
+        original = OnnxTdtModel.encode
+
+        def gated(model: OnnxTdtModel, *args: Any, **kwargs: Any) -> Any:
+            if self.hold.is_set():
+                self.entered.set()
+                assert self.release.wait(30)
+            return original(model, *args, **kwargs)
+
+        monkeypatch.setattr(OnnxTdtModel, "encode", gated)
+
+
+def _drain_call(engine: Engine, call: str, audio: np.ndarray[Any, Any]) -> Any:
+    """The call under test, on a long input (several chunk groups) or a list of five inputs (three chunks)."""
+    if call == "list":
+        return engine.transcribe([audio[: 16000 * (1 + i)] for i in range(5)])
+    if call == "iter":
+        return list(engine.transcribe_iter(audio))[-1].transcript
+    if call == "async":
+        return asyncio.run(engine.transcribe_async(audio))
+    return engine.transcribe(audio)
+
+
+@pytest.mark.parametrize("batching", list(_DRAIN_BATCHING))
+@pytest.mark.parametrize("call", ["long", "list", "iter", "async"])
+def test_close_with_drain_lets_calls_under_way_finish_whole(call: str, batching: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list's later chunks and a long input's later chunk groups were refused once ``close(drain=True)`` had
+    begun: the call failed half-way with ``EngineClosedError``. Now every call under way ends with the result it
+    would have had, new calls are refused meanwhile, and ``close`` returns after them."""
+    clip, _ = soundfile.read(sample_audio_path(), dtype="float32")
+    audio = np.concatenate([clip, clip]).astype(np.float32)
+    gate = _FirstEncodeGate(monkeypatch)
+    with Engine.load(batching=_DRAIN_BATCHING[batching], long_form=_CHUNKED) as engine, \
+            ThreadPoolExecutor(1) as pool:
+        expected = _drain_call(engine, call, audio)
+        gate.hold.set()
+        running = pool.submit(_drain_call, engine, call, audio)
+        assert gate.entered.wait(30)  # its first piece is in the encoder
+        closer = threading.Thread(target=engine.close, kwargs={"drain": True, "timeout": 60})
+        closer.start()
+        _wait_until(lambda: engine.runner.closed)
+        with pytest.raises(EngineClosedError):
+            engine.transcribe(clip)
+        time.sleep(0.1)
+        assert closer.is_alive()  # waiting for the call under way
+        gate.release.set()
+        assert running.result(60) == expected
+        closer.join(30)
+        assert not closer.is_alive()
+
+
+@pytest.mark.parametrize("batching", list(_DRAIN_BATCHING))
+def test_close_with_drain_gives_up_on_calls_after_its_timeout(batching: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``timeout`` the call still under way fails at its next piece, and ``close`` has returned."""
+    clip, _ = soundfile.read(sample_audio_path(), dtype="float32")
+    audio = np.concatenate([clip, clip]).astype(np.float32)
+    gate = _FirstEncodeGate(monkeypatch)
+    with Engine.load(batching=_DRAIN_BATCHING[batching], long_form=_CHUNKED) as engine, \
+            ThreadPoolExecutor(1) as pool:
+        gate.hold.set()
+        running = pool.submit(engine.transcribe, audio)
+        assert gate.entered.wait(30)
+        started = time.monotonic()
+        closer = threading.Thread(target=engine.close, kwargs={"drain": True, "timeout": 0.5})
+        closer.start()
+        closer.join(30)  # while the call's first piece is still held in the encoder
+        assert not closer.is_alive()
+        assert 0.4 < time.monotonic() - started < 10
+        gate.release.set()
+        with pytest.raises(EngineClosedError):
+            running.result(30)
+
+
+@pytest.mark.parametrize("batching", list(_DRAIN_BATCHING))
+def test_close_with_drain_inside_a_call_does_not_wait_for_that_call(batching: str) -> None:
+    """A call whose own thread closes the engine (here from ``transcribe_iter``'s progress callback) would never
+    end while ``close`` waited for it: ``close`` returns, and the call stops at its next piece."""
+    clip, _ = soundfile.read(sample_audio_path(), dtype="float32")
+    audio = np.concatenate([clip, clip]).astype(np.float32)
+    with Engine.load(batching=_DRAIN_BATCHING[batching], long_form=_CHUNKED) as engine, \
+            ThreadPoolExecutor(1) as pool:
+        def close_at_first_update(done: float, total: float) -> None:
+            engine.close(drain=True, timeout=None)
+
+        running = pool.submit(lambda: list(engine.transcribe_iter(audio, progress=close_at_first_update)))
+        with pytest.raises(EngineClosedError):
+            running.result(60)
+        assert engine.runner.closed
 
 
 def test_load_builds_one_engine(monkeypatch: pytest.MonkeyPatch) -> None:

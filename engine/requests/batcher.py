@@ -22,6 +22,7 @@ from typing import Generic, TypeVar, cast
 
 from ..errors import EngineClosedError, EngineForkedError, EngineOverloadedError
 from ..options import BatchingOptions
+from .calls import CallTracker, deadline_after, seconds_left
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,9 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         """Places under ``max_queue`` claimed by continuations waiting for room (new requests do not get them)."""
         self._arriving = 0
         self._drain = False
+        self._draining = False
+        """Closed with ``drain`` and waiting for the calls under way: their pieces are still taken."""
+        self.calls = CallTracker()
         # Request threads decode audio and compute features before they submit. Letting only a few do so
         # at once keeps the worker (the critical path, which needs the GIL for decoding) from being starved
         # by dozens of runnable request threads.
@@ -123,6 +127,21 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         if self._closed.is_set():
             raise EngineClosedError("the engine is closed")
 
+    def call(self) -> contextlib.AbstractContextManager[None]:
+        """A call under way (see :class:`.calls.CallTracker`): ``close(drain=True)`` waits for it to end.
+
+        Raises:
+            EngineClosedError, EngineForkedError: as :meth:`check_open`.
+        """
+        self.check_open()
+        return self.calls.call()
+
+    def _check_accepting(self) -> None:
+        """Raise unless pieces are taken: open, or closed with ``drain`` while calls are under way."""
+        self._check_process()
+        if self._closed.is_set() and not self._draining:
+            raise EngineClosedError("the engine is closed")
+
     def _forked(self) -> bool:
         """Whether this is a process forked from the one that made the batcher (its worker is not here)."""
         return os.getpid() != self._pid
@@ -159,16 +178,16 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         count = len(requests)
         self._check_process()
         with self._submit_lock:
-            self.check_open()
+            self._check_accepting()
             limit = self._options.max_queue
             if limit is not None and continuing:
                 self._continuing += count
                 try:  # a continuation larger than max_queue goes into an empty queue
-                    self._room.wait_for(lambda: self._closed.is_set() or self._pending + count <= limit
-                                        or self._pending == 0)
+                    self._room.wait_for(lambda: (self._closed.is_set() and not self._draining)
+                                        or self._pending + count <= limit or self._pending == 0)
                 finally:
                     self._continuing -= count
-                self.check_open()
+                self._check_accepting()
             elif limit is not None and self._pending + self._continuing + count > limit:
                 held = f" ({self._continuing} more held for requests under way)" if self._continuing else ""
                 raise EngineOverloadedError(
@@ -181,21 +200,30 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
     def close(self, timeout: float | None = 30.0, *, drain: bool = False) -> None:
         """Stop taking requests and stop the worker.
 
-        The batch in progress always finishes. Requests still waiting are run first when ``drain`` is
-        true, and otherwise fail with ``EngineClosedError``. Waits up to ``timeout`` seconds for the worker.
+        The batch in progress always finishes. With ``drain``, the calls under way (:meth:`call`) go on to their
+        end (their later pieces are still taken; new calls are refused) and the requests still waiting run;
+        otherwise those requests fail with ``EngineClosedError``, and so do the calls' later pieces. Waits up to
+        ``timeout`` seconds in all (for the calls, then for the worker); a call still under way then gets
+        ``EngineClosedError`` at its next piece.
         """
         if self._forked():  # no worker here, and a lock held at the fork stays held
             self._closed.set()
             return
+        deadline = deadline_after(timeout)
         with self._submit_lock:
             if self._closed.is_set():
                 return
-            self._drain = drain
+            self._drain = self._draining = drain
             self._closed.set()
+        self.calls.close()
+        if drain and threading.current_thread() is not self._worker:
+            self.calls.wait_for_calls(deadline)
+        with self._submit_lock:
+            self._draining = False
             self._room.notify_all()  # continuations waiting for room fail with EngineClosedError
             self._queue.put(_STOP)
         if threading.current_thread() is not self._worker:
-            self._worker.join(timeout)
+            self._worker.join(seconds_left(deadline))
         self._fail_waiting()
 
     # --- worker -----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Generic, Protocol, TypeVar
 from ..errors import EngineClosedError, EngineOverloadedError
 from ..options import BatchingOptions
 from .batcher import DynamicBatcher, settle
+from .calls import CallTracker, deadline_after, seconds_left
 from .inference import Outcome, Work
 
 RequestT = TypeVar("RequestT")
@@ -30,6 +31,8 @@ class Runner(Protocol):
 
     def check_open(self) -> None: ...
 
+    def call(self) -> contextlib.AbstractContextManager[None]: ...
+
     def arriving(self) -> contextlib.AbstractContextManager[None]: ...
 
     def preparing(self) -> contextlib.AbstractContextManager[None]: ...
@@ -41,9 +44,14 @@ class Runner(Protocol):
 
 class Unqueued:
     """The admission side of a runner that runs each submission as it comes (the inline runner, a Ray Serve
-    replica's): nothing to coordinate before a submission, and a closed flag (``_closed``, set by the runner)."""
+    replica's): nothing to coordinate before a submission, a closed flag, and the calls under way (``calls``),
+    which ``close(drain=True)`` waits for. A runner sets ``_lock`` and ``calls``."""
 
+    _lock: threading.Condition
     _closed: bool = False
+    _draining: bool = False
+    """Closed with ``drain`` and waiting for the calls under way: their pieces are still taken."""
+    calls: CallTracker
 
     @property
     def closed(self) -> bool:
@@ -53,6 +61,40 @@ class Unqueued:
         """Raise ``EngineClosedError`` once closed."""
         if self._closed:
             raise EngineClosedError("the engine is closed")
+
+    def call(self) -> contextlib.AbstractContextManager[None]:
+        """A call under way (see :class:`.calls.CallTracker`): ``close(drain=True)`` waits for it to end.
+
+        Raises:
+            EngineClosedError: the runner was closed.
+        """
+        self.check_open()
+        return self.calls.call()
+
+    def _check_accepting(self) -> None:
+        """Raise unless submissions are taken: open, or closed with ``drain`` while calls are under way."""
+        if self._closed and not self._draining:
+            raise EngineClosedError("the engine is closed")
+
+    def close(self, timeout: float | None = 30.0, *, drain: bool = False) -> None:
+        """Refuse new calls; with ``drain``, take the pieces of the calls under way until they end, then let the
+        runner finish its submissions (:meth:`_finish_close`), within ``timeout`` seconds in all."""
+        deadline = deadline_after(timeout)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed, self._draining = True, drain
+        self.calls.close()
+        if drain:
+            self.calls.wait_for_calls(deadline)
+        with self._lock:
+            self._draining = False
+            self._lock.notify_all()  # continuations waiting for room fail with EngineClosedError
+            self._finish_close(drain, deadline)
+
+    def _finish_close(self, drain: bool, deadline: float | None) -> None:
+        """The runner's own part of :meth:`close`, under its lock, once the calls under way ended (or the
+        deadline passed)."""
 
     @contextlib.contextmanager
     def arriving(self) -> Iterator[None]:
@@ -77,6 +119,7 @@ class InlineRunner(Unqueued, Generic[RequestT, ResultT]):
         self._options = options
         self._lock = threading.Condition()
         self._closed = False
+        self.calls = CallTracker()
         self._running = 0
         self._continuing = 0
         """Places under ``max_queue`` claimed by continuations waiting for room (new calls do not get them)."""
@@ -93,15 +136,16 @@ class InlineRunner(Unqueued, Generic[RequestT, ResultT]):
         """
         count = len(requests)
         with self._lock:
-            self.check_open()
+            self._check_accepting()
             limit = self._options.max_queue
             if limit is not None and continuing:
                 self._continuing += count
                 try:
-                    self._lock.wait_for(lambda: self._closed or self._running + count <= limit or self._running == 0)
+                    self._lock.wait_for(lambda: (self._closed and not self._draining)
+                                        or self._running + count <= limit or self._running == 0)
                 finally:
                     self._continuing -= count
-                self.check_open()
+                self._check_accepting()
             elif limit is not None and self._running + self._continuing + count > limit:
                 held = f" ({self._continuing} more held for calls under way)" if self._continuing else ""
                 raise EngineOverloadedError(
@@ -118,13 +162,10 @@ class InlineRunner(Unqueued, Generic[RequestT, ResultT]):
                 self._lock.notify_all()
         return futures
 
-    def close(self, timeout: float | None = 30.0, *, drain: bool = False) -> None:
-        """Refuse new requests; with ``drain``, wait up to ``timeout`` seconds for the running ones."""
-        with self._lock:
-            self._closed = True
-            self._lock.notify_all()  # continuations waiting for room fail with EngineClosedError
-            if drain:
-                self._lock.wait_for(lambda: self._running == 0, timeout)
+    def _finish_close(self, drain: bool, deadline: float | None) -> None:
+        """With ``drain``, wait for the running submissions."""
+        if drain:
+            self._lock.wait_for(lambda: self._running == 0, seconds_left(deadline))
 
 
 def make_runner(
