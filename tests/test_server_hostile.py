@@ -599,10 +599,30 @@ def test_cors_origins(reference: Engine) -> None:
     assert ok_preflight.headers["access-control-allow-origin"] == "https://app.example"
     assert ok_get.status_code == 200 and ok_get.headers["access-control-allow-origin"] == "https://app.example"
     other_preflight, other_get = asyncio.run(go(allowed, "https://evil.example"))
-    assert other_preflight.status_code == 400
+    assert other_preflight.status_code == 400  # in OpenAI's error shape, like every other error (was plain text)
+    assert other_preflight.json()["error"] == {
+        "message": "CORS preflight refused: this server does not allow the request's origin",
+        "type": "invalid_request_error", "param": None, "code": "cors_refused"}
+    assert "access-control-allow-origin" not in other_preflight.headers
     assert "access-control-allow-origin" not in other_get.headers
     _, default_get = asyncio.run(go(ServerOptions(api_key="k"), "https://app.example"))
     assert default_get.status_code == 200 and "access-control-allow-origin" not in default_get.headers
+
+
+@pytest.mark.parametrize("path", ["/v1/realtime", "/v1/audio/transcriptions"])
+def test_websocket_handshake_gets_an_api_error(path: str, reference: Engine) -> None:
+    """A WebSocket client (OpenAI's realtime API is one) got uvicorn's bodyless 403: now a 404 in OpenAI's error
+    shape, whichever WebSocket library uvicorn has (none: the handshake is a GET with no such route)."""
+    options = ServerOptions()
+    handshake = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                 "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    with _ThreadedServer(create_app(reference, options), options) as running:
+        response = httpx.get(f"{running.url}{path}", headers=handshake, timeout=30)
+        after = httpx.get(f"{running.url}/health", timeout=30)
+    assert response.status_code in (404, 405), response.text
+    error = response.json()["error"]
+    assert error["code"] in ("not_found", "method_not_allowed") and error["type"] == "invalid_request_error"
+    assert after.status_code == 200
 
 
 class _Seen(logging.Handler):

@@ -32,7 +32,8 @@ DEBUG, never an ERROR traceback). An optional API key (``Authorization: Bearer K
 stays open) and CORS origins are :class:`ServerOptions` fields. Work the server host cancels at shutdown (uvicorn
 after its graceful-shutdown period) is answered 503 ``shutting_down``, never 500.
 Error bodies never carry object reprs, file paths or tracebacks: an unexpected failure is a 500 with a
-generic message, and the detail goes to this module's logger.
+generic message, and the detail goes to this module's logger. Unknown paths, wrong methods, WebSocket handshakes
+(there is no WebSocket endpoint) and refused CORS preflights get errors in the same shape.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from typing import Any, TypeVar
 
 import soundfile
 from starlette.applications import Starlette
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import FormData, Headers, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.middleware import Middleware
@@ -60,6 +61,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from ..engine import Engine
 from ..errors import (
@@ -301,14 +304,50 @@ def create_app(
     ]
     middleware = []
     if opts.cors_origins:
-        middleware.append(Middleware(CORSMiddleware, allow_origins=list(opts.cors_origins),
+        middleware.append(Middleware(_CorsMiddleware, allow_origins=list(opts.cors_origins),
                                      allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"]))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={404: _unrouted, 405: _unrouted})
     # Starlette answers /health/ with a bodyless 307 to a URL built from the client's Host header (before the API
     # key is checked): such paths get the 404 of any other unknown path
     app.router.redirect_slashes = False
+    app.router.default = _refusing_websockets(app.router.default)
     return app
+
+
+class _CorsMiddleware(CORSMiddleware):
+    """Starlette's CORS handling, with a refused preflight answered in OpenAI's error shape (Starlette's own is
+    plain text)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        refused = bytes(response.body).decode("utf-8", "replace").removeprefix("Disallowed CORS ")
+        headers = {key: value for key, value in response.headers.items()
+                   if key.lower() not in ("content-length", "content-type")}
+        return _ApiError(400, f"CORS preflight refused: this server does not allow the request's {refused}",
+                         code="cors_refused", headers=headers).response()
+
+
+def _refusing_websockets(default: ASGIApp) -> ASGIApp:
+    """The router's answer to what no route matches, with a WebSocket handshake refused by a 404 in OpenAI's
+    error shape (where the server can send one: uvicorn can; elsewhere the handshake is closed, which servers
+    answer with a bodyless 403) instead of a bare 403: this server has no WebSocket endpoint."""
+
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await default(scope, receive, send)
+            return
+        websocket = WebSocket(scope, receive, send)
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await websocket.close()
+            return
+        await websocket.send_denial_response(_ApiError(
+            404, "no such endpoint (this server has no WebSocket endpoints; it serves the transcriptions and models "
+            "endpoints over HTTP)", code="not_found").response())
+
+    return not_found
 
 
 async def _unrouted(request: Request, exc: Exception) -> Response:
