@@ -156,7 +156,7 @@ class ParakeetDeployment:
         self.largest = 0
         logger.info("replica loaded %s (pid %d)", self.engine.model_dir, os.getpid())
         if options.server.warm_up_seconds is not None:  # here, on the replica's own engine, before Serve routes to it
-            self.engine.warm_up(options.server.warm_up_seconds)
+            self.engine.warm_up(options.server.warm_up_seconds, batch=options.server.warm_up_batch)
 
     async def __serve_build_asgi_app__(self) -> Starlette:
         runner = ServeRunner(self, asyncio.get_running_loop(), self.config.max_batch_seconds)

@@ -547,7 +547,7 @@ def test_api_key_flag_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
                                   ["--header-timeout-s", "0"], ["--header-timeout-s", "inf"],
                                   ["--max-connections", "0"], ["--shutdown-grace-s", "0"], ["--api-key", " "],
                                   ["--warm-up-seconds", "0"], ["--warm-up-seconds", "nan"],
-                                  ["--warm-up-seconds", "70", "--max-audio-s", "60"]])
+                                  ["--warm-up-seconds", "70", "--max-audio-s", "60"], ["--warm-up-batch", "0"]])
 def test_serve_flags_are_validated(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         parse_args(["serve", *argv])
@@ -566,8 +566,10 @@ def test_a_flag_is_checked_by_its_option_and_named_in_the_error(capsys: pytest.C
         parse_args(["serve", "--warm-up-seconds", "70", "--max-audio-s", "60"])
     assert ("--warm-up-seconds must be a positive number of seconds, at most --max-audio-s (60), got 70.0"
             in capsys.readouterr().err)
-    args = parse_args(["serve", "--max-in-flight", "3", "--max-batch-size", "2", "--warm-up-seconds", "5"])
-    assert args.options.server == ServerOptions(max_in_flight=3, warm_up_seconds=5.0, close_engine_on_shutdown=True)
+    args = parse_args(["serve", "--max-in-flight", "3", "--max-batch-size", "2", "--warm-up-seconds", "5",
+                       "--warm-up-batch", "2"])
+    assert args.options.server == ServerOptions(max_in_flight=3, warm_up_seconds=5.0, warm_up_batch=2,
+                                                close_engine_on_shutdown=True)
     assert args.options.batching.max_queue == 6 and args.options.batching.max_batch_size == 2
 
 

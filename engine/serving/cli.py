@@ -125,6 +125,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--warm-up-seconds", type=float, default=None, metavar="S",
                        help="before taking requests, run the model once on S seconds of silence, so that the first "
                             "requests up to S seconds do not pay the runtime's first-run costs (default: none)")
+    serve.add_argument("--warm-up-batch", type=int, default=1, metavar="N",
+                       help="with --warm-up-seconds, warm up on N such inputs as one batch, so that the first batches "
+                       "up to N do not pay first-run costs either (e.g. --max-batch-size; default: 1)")
     serve.add_argument("--header-timeout-s", type=float, default=10.0, metavar="S",
                        help="a request's headers must arrive within S seconds of connecting (or of a kept-alive "
                        "connection's next request starting), else the connection is closed (default: 10)")
@@ -226,7 +229,8 @@ _SERVE_FLAGS = {
     "max_batch_size": "--max-batch-size", "max_wait_ms": "--max-wait-ms", "max_audio_s": "--max-audio-s",
     "max_in_flight": "--max-in-flight", "header_timeout_s": "--header-timeout-s", "body_timeout_s": "--body-timeout-s",
     "keep_alive_s": "--keep-alive-s", "max_connections": "--max-connections", "shutdown_grace_s": "--shutdown-grace-s",
-    "api_key": "--api-key", "warm_up_seconds": "--warm-up-seconds", "max_upload_bytes": "--max-upload-mb",
+    "api_key": "--api-key", "warm_up_seconds": "--warm-up-seconds", "warm_up_batch": "--warm-up-batch",
+    "max_upload_bytes": "--max-upload-mb",
 }
 
 
@@ -242,7 +246,7 @@ def _options(args: argparse.Namespace) -> _Options:
         max_in_flight=args.max_in_flight, header_timeout_s=args.header_timeout_s, body_timeout_s=args.body_timeout_s,
         keep_alive_s=args.keep_alive_s, max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace_s,
         api_key=args.api_key, cors_origins=tuple(args.cors_origin), close_engine_on_shutdown=True,
-        warm_up_seconds=args.warm_up_seconds,
+        warm_up_seconds=args.warm_up_seconds, warm_up_batch=args.warm_up_batch,
     )
     batching = BatchingOptions(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                                max_queue=max(server.max_in_flight, args.max_batch_size) * 2)

@@ -61,6 +61,10 @@ class ServerOptions:
     """When set, the app's startup runs the engine once on this many seconds of silence
     (:meth:`~parakeet_runtime.engine.Engine.warm_up`) before it takes requests, so that the first requests up to
     that length do not pay the runtime's first-run costs (seconds at Parakeet's size; more with OpenVINO)."""
+    warm_up_batch: int = 1
+    """With :attr:`warm_up_seconds`: the warm-up runs this many inputs of that length as one batch, so that the first
+    batches up to that size do not pay for their larger buffers either (set it to the batcher's
+    ``max_batch_size`` where full batches of long inputs are expected; memory grows with the product)."""
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_in_flight", "max_connections", "keep_alive_s", "shutdown_grace_s"):
@@ -72,3 +76,4 @@ class ServerOptions:
         check_flag(self, "close_engine_on_shutdown")
         check_number(self, "warm_up_seconds", 0, above=True, optional=True, maximum=self.max_audio_s,
                      maximum_field="max_audio_s", unit="seconds")
+        check_integer(self, "warm_up_batch", 1)

@@ -214,8 +214,9 @@ def create_app(
             logger.info("model loaded from %s", state.engine.model_dir)
         try:
             if opts.warm_up_seconds is not None:  # inside: an engine that fails it is still closed below
-                took = await asyncio.to_thread(state.engine.warm_up, opts.warm_up_seconds)
-                logger.info("warmed up on %g s of silence in %.1f s", opts.warm_up_seconds, took)
+                took = await asyncio.to_thread(state.engine.warm_up, opts.warm_up_seconds, batch=opts.warm_up_batch)
+                logger.info("warmed up on %d × %g s of silence in %.1f s", opts.warm_up_batch, opts.warm_up_seconds,
+                            took)
             yield
         finally:
             if opts.close_engine_on_shutdown and state.engine is not None:
