@@ -219,7 +219,10 @@ class Engine:
         pieces are still taken), and so do the requests waiting for the worker; without it those fail with
         ``EngineClosedError``. ``close`` waits up to ``timeout`` seconds in all (``None``: as long as it takes);
         a call still under way then fails at its next piece (the worker is a daemon thread: a process may exit
-        without waiting). Idempotent."""
+        without waiting). A ``transcribe_iter`` call lasts until its iterator is exhausted or closed. ``close``
+        does not wait for the call it is made from (a progress callback), nor, on an event loop's thread, for that
+        loop's async calls (it blocks the loop they need: ``await asyncio.to_thread(engine.close, drain=True)``).
+        Idempotent; a later ``close()`` without ``drain`` cuts a drain short."""
         self.runner.close(timeout, drain=drain)
 
     def with_max_audio_seconds(self, seconds: float) -> Engine:
@@ -332,7 +335,7 @@ class Engine:
         *,
         sample_rate: int | None = None,
         progress: Callable[[float, float], None] | None = None,
-    ) -> Iterator[TranscriptUpdate]:
+    ) -> Generator[TranscriptUpdate, None, None]:
         """Transcribe one input, yielding words and segments as they become final: after each group of chunks
         of a long input (one update for an input transcribed in one pass). The last update carries the whole
         transcript (the same as :meth:`transcribe` gives).
@@ -344,17 +347,35 @@ class Engine:
         Raises:
             As :meth:`transcribe`, when the input is prepared (before the first update) or while it runs.
         """
-        with self.runner.call():
-            check_sample_rate_argument(sample_rate)
-            submitted = self._submit(audio, sample_rate)
-            if isinstance(submitted, LongAudio):
-                yield from self._long_updates(submitted, progress)
-                return
-            transcript = _transcript(_wait(submitted))
-            if progress is not None:
-                progress(transcript.duration, transcript.duration)
-            yield TranscriptUpdate(transcript.words, transcript.segments, transcript.duration, transcript.duration,
-                                   transcript, transcript.warnings)
+        runner = self.runner
+        runner.check_open()
+        calls = runner.calls
+        updates = self._updates(audio, sample_rate, progress)  # a generator: nothing runs yet
+        call = calls.begin()  # the call lasts until the iterator is exhausted or closed; its code runs in whichever
+        try:  # context resumes it, so each step marks that context as inside the call (close from there: no wait)
+            while True:
+                with calls.inside(call):
+                    update = next(updates, None)
+                if update is None:
+                    return
+                yield update
+        finally:
+            with calls.inside(call):
+                updates.close()  # a long input's futures are cancelled (a no-op once exhausted)
+            calls.end(call)
+
+    def _updates(self, audio: AudioInput, sample_rate: int | None,
+                 progress: Callable[[float, float], None] | None) -> Generator[TranscriptUpdate, None, None]:
+        check_sample_rate_argument(sample_rate)
+        submitted = self._submit(audio, sample_rate)
+        if isinstance(submitted, LongAudio):
+            yield from self._long_updates(submitted, progress)
+            return
+        transcript = _transcript(_wait(submitted))
+        if progress is not None:
+            progress(transcript.duration, transcript.duration)
+        yield TranscriptUpdate(transcript.words, transcript.segments, transcript.duration, transcript.duration,
+                               transcript, transcript.warnings)
 
     def _submit(self, audio: AudioInput, sample_rate: int | None) -> Future[Outcome] | LongAudio:
         """Prepare one input and submit it when it runs in one pass (a long input comes back to be run)."""

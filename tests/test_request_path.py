@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -214,6 +215,20 @@ class _FirstEncodeGate:
         monkeypatch.setattr(OnnxTdtModel, "encode", gated)
 
 
+def _long_clip() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """The sample clip, and twice it (several chunk groups under ``_CHUNKED``)."""
+    clip, _ = soundfile.read(sample_audio_path(), dtype="float32")
+    return clip, np.concatenate([clip, clip]).astype(np.float32)
+
+
+def _held_long_call(engine: Engine, pool: ThreadPoolExecutor, gate: _FirstEncodeGate) -> Future[Transcript]:
+    """A long input's ``transcribe`` in ``pool``, once its first piece is held in the encoder."""
+    gate.hold.set()
+    running = pool.submit(engine.transcribe, _long_clip()[1])
+    assert gate.entered.wait(30)
+    return running
+
+
 def _drain_call(engine: Engine, call: str, audio: np.ndarray[Any, Any]) -> Any:
     """The call under test, on a long input (several chunk groups) or a list of five inputs (three chunks)."""
     if call == "list":
@@ -232,8 +247,7 @@ def test_close_with_drain_lets_calls_under_way_finish_whole(call: str, batching:
     """A list's later chunks and a long input's later chunk groups were refused once ``close(drain=True)`` had
     begun: the call failed half-way with ``EngineClosedError``. Now every call under way ends with the result it
     would have had, new calls are refused meanwhile, and ``close`` returns after them."""
-    clip, _ = soundfile.read(sample_audio_path(), dtype="float32")
-    audio = np.concatenate([clip, clip]).astype(np.float32)
+    clip, audio = _long_clip()
     gate = _FirstEncodeGate(monkeypatch)
     with Engine.load(batching=_DRAIN_BATCHING[batching], long_form=_CHUNKED) as engine, \
             ThreadPoolExecutor(1) as pool:
@@ -257,14 +271,10 @@ def test_close_with_drain_lets_calls_under_way_finish_whole(call: str, batching:
 @pytest.mark.parametrize("batching", list(_DRAIN_BATCHING))
 def test_close_with_drain_gives_up_on_calls_after_its_timeout(batching: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past ``timeout`` the call still under way fails at its next piece, and ``close`` has returned."""
-    clip, _ = soundfile.read(sample_audio_path(), dtype="float32")
-    audio = np.concatenate([clip, clip]).astype(np.float32)
     gate = _FirstEncodeGate(monkeypatch)
     with Engine.load(batching=_DRAIN_BATCHING[batching], long_form=_CHUNKED) as engine, \
             ThreadPoolExecutor(1) as pool:
-        gate.hold.set()
-        running = pool.submit(engine.transcribe, audio)
-        assert gate.entered.wait(30)
+        running = _held_long_call(engine, pool, gate)
         started = time.monotonic()
         closer = threading.Thread(target=engine.close, kwargs={"drain": True, "timeout": 0.5})
         closer.start()
@@ -280,8 +290,7 @@ def test_close_with_drain_gives_up_on_calls_after_its_timeout(batching: str, mon
 def test_close_with_drain_inside_a_call_does_not_wait_for_that_call(batching: str) -> None:
     """A call whose own thread closes the engine (here from ``transcribe_iter``'s progress callback) would never
     end while ``close`` waited for it: ``close`` returns, and the call stops at its next piece."""
-    clip, _ = soundfile.read(sample_audio_path(), dtype="float32")
-    audio = np.concatenate([clip, clip]).astype(np.float32)
+    audio = _long_clip()[1]
     with Engine.load(batching=_DRAIN_BATCHING[batching], long_form=_CHUNKED) as engine, \
             ThreadPoolExecutor(1) as pool:
         def close_at_first_update(done: float, total: float) -> None:
@@ -291,6 +300,98 @@ def test_close_with_drain_inside_a_call_does_not_wait_for_that_call(batching: st
         with pytest.raises(EngineClosedError):
             running.result(60)
         assert engine.runner.closed
+
+
+@pytest.mark.parametrize("batching", list(_DRAIN_BATCHING))
+def test_close_with_drain_from_a_resumed_iterator_does_not_wait_for_its_call(batching: str) -> None:
+    """An iterator begun in one thread and resumed in another (Starlette's ``iterate_in_threadpool`` does so), whose
+    progress callback closes the engine: the call was counted under the first thread, and close waited for it
+    (forever with ``timeout=None``)."""
+    audio = _long_clip()[1]
+    started = threading.get_ident()
+    with Engine.load(batching=_DRAIN_BATCHING[batching], long_form=_CHUNKED) as engine, \
+            ThreadPoolExecutor(1) as pool:
+        def close_once_resumed_elsewhere(done: float, total: float) -> None:
+            if threading.get_ident() != started and not engine.runner.closed:
+                engine.close(drain=True, timeout=None)
+
+        updates = engine.transcribe_iter(audio, progress=close_once_resumed_elsewhere)
+        assert next(updates).transcript is None
+        rest = pool.submit(list, updates)
+        with pytest.raises(EngineClosedError):
+            rest.result(60)
+
+
+@pytest.mark.parametrize("batching", list(_DRAIN_BATCHING))
+def test_a_closed_iterator_no_longer_holds_close(batching: str) -> None:
+    audio = _long_clip()[1]
+    with Engine.load(batching=_DRAIN_BATCHING[batching], long_form=_CHUNKED) as engine:
+        updates = engine.transcribe_iter(audio)
+        assert next(updates).transcript is None
+        assert engine.runner.calls._calls  # the call is under way until the iterator ends
+        updates.close()
+        assert not engine.runner.calls._calls
+        started = time.monotonic()
+        engine.close(drain=True, timeout=None)
+        assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("batching", list(_DRAIN_BATCHING))
+def test_close_without_drain_cuts_a_drain_short(batching: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = _FirstEncodeGate(monkeypatch)
+    with Engine.load(batching=_DRAIN_BATCHING[batching], long_form=_CHUNKED) as engine, \
+            ThreadPoolExecutor(1) as pool:
+        running = _held_long_call(engine, pool, gate)
+        draining = threading.Thread(target=engine.close, kwargs={"drain": True, "timeout": None})
+        draining.start()
+        _wait_until(lambda: engine.runner.closed)
+        engine.close()  # no drain: the call stops at its next piece
+        gate.release.set()
+        with pytest.raises(EngineClosedError):
+            running.result(30)
+        draining.join(30)
+        assert not draining.is_alive()
+
+
+def test_close_with_drain_on_the_event_loop_says_it_cannot_wait_for_that_loop(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It would block the loop the async calls need (until its timeout): it warns, and returns."""
+    audio = _long_clip()[1]
+    gate = _FirstEncodeGate(monkeypatch)
+
+    async def close_beside_a_call(engine: Engine) -> float:
+        task = asyncio.ensure_future(engine.transcribe_async(audio))
+        await asyncio.get_running_loop().run_in_executor(None, gate.entered.wait, 30)
+        started = time.monotonic()
+        threading.Timer(1.0, gate.release.set).start()  # the batch in progress finishes: close waits for that
+        engine.close(drain=True, timeout=None)
+        took = time.monotonic() - started
+        with pytest.raises(EngineClosedError):
+            await task
+        return took
+
+    with Engine.load(long_form=_CHUNKED) as engine:
+        gate.hold.set()
+        with caplog.at_level(logging.WARNING, logger="parakeet_runtime.engine.requests.calls"):
+            took = asyncio.run(close_beside_a_call(engine))
+    assert took < 30
+    assert "cannot wait for the 1 async call(s) of that loop" in caplog.text
+
+
+def test_a_forked_child_does_not_count_its_parents_calls() -> None:
+    """Calls under way in the parent's threads at the fork never end in the child: its close waited for them."""
+    import os
+
+    from parakeet_runtime.engine.requests.calls import CallTracker
+
+    tracker = CallTracker()
+    tracker.begin()  # under way in this (the parent) process
+    pid = os.fork()
+    if pid == 0:  # the child
+        os._exit(0 if tracker.wait_for_calls(time.monotonic() + 0.5) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not tracker.wait_for_calls(time.monotonic() + 0.1)  # here it is still under way
 
 
 def test_load_builds_one_engine(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,7 @@ from typing import Generic, TypeVar, cast
 
 from ..errors import EngineClosedError, EngineForkedError, EngineOverloadedError
 from ..options import BatchingOptions
-from .calls import CallTracker, deadline_after, seconds_left
+from .calls import CallToken, CallTracker, deadline_after, seconds_left
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         if self._closed.is_set():
             raise EngineClosedError("the engine is closed")
 
-    def call(self) -> contextlib.AbstractContextManager[None]:
+    def call(self) -> contextlib.AbstractContextManager[CallToken]:
         """A call under way (see :class:`.calls.CallTracker`): ``close(drain=True)`` waits for it to end.
 
         Raises:
@@ -204,7 +204,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         end (their later pieces are still taken; new calls are refused) and the requests still waiting run;
         otherwise those requests fail with ``EngineClosedError``, and so do the calls' later pieces. Waits up to
         ``timeout`` seconds in all (for the calls, then for the worker); a call still under way then gets
-        ``EngineClosedError`` at its next piece.
+        ``EngineClosedError`` at its next piece. A later close without ``drain`` cuts a drain short.
         """
         if self._forked():  # no worker here, and a lock held at the fork stays held
             self._closed.set()
@@ -212,6 +212,10 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         deadline = deadline_after(timeout)
         with self._submit_lock:
             if self._closed.is_set():
+                if not drain and self._drain:  # cuts short a drain under way: what is left fails
+                    self._drain = self._draining = False
+                    self.calls.interrupt()
+                    self._room.notify_all()
                 return
             self._drain = self._draining = drain
             self._closed.set()

@@ -16,7 +16,7 @@ from typing import Generic, Protocol, TypeVar
 from ..errors import EngineClosedError, EngineOverloadedError
 from ..options import BatchingOptions
 from .batcher import DynamicBatcher, settle
-from .calls import CallTracker, deadline_after, seconds_left
+from .calls import CallToken, CallTracker, deadline_after, seconds_left
 from .inference import Outcome, Work
 
 RequestT = TypeVar("RequestT")
@@ -29,9 +29,11 @@ class Runner(Protocol):
     @property
     def closed(self) -> bool: ...
 
+    calls: CallTracker
+
     def check_open(self) -> None: ...
 
-    def call(self) -> contextlib.AbstractContextManager[None]: ...
+    def call(self) -> contextlib.AbstractContextManager[CallToken]: ...
 
     def arriving(self) -> contextlib.AbstractContextManager[None]: ...
 
@@ -62,7 +64,7 @@ class Unqueued:
         if self._closed:
             raise EngineClosedError("the engine is closed")
 
-    def call(self) -> contextlib.AbstractContextManager[None]:
+    def call(self) -> contextlib.AbstractContextManager[CallToken]:
         """A call under way (see :class:`.calls.CallTracker`): ``close(drain=True)`` waits for it to end.
 
         Raises:
@@ -78,10 +80,15 @@ class Unqueued:
 
     def close(self, timeout: float | None = 30.0, *, drain: bool = False) -> None:
         """Refuse new calls; with ``drain``, take the pieces of the calls under way until they end, then let the
-        runner finish its submissions (:meth:`_finish_close`), within ``timeout`` seconds in all."""
+        runner finish its submissions (:meth:`_finish_close`), within ``timeout`` seconds in all. A later close
+        without ``drain`` cuts a drain short."""
         deadline = deadline_after(timeout)
         with self._lock:
             if self._closed:
+                if not drain:  # cuts short a drain under way
+                    self._draining = False
+                    self.calls.interrupt()
+                    self._finish_close(False, deadline)
                 return
             self._closed, self._draining = True, drain
         self.calls.close()
