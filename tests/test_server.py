@@ -320,6 +320,22 @@ def test_verbose_json_segment_fields_of_several_segments(reference: Engine, monk
     assert (unknown["tokens"], unknown["avg_logprob"], unknown["compression_ratio"]) == ([], 0.0, 0.0)
 
 
+def test_verbose_json_leaves_out_words_without_text(reference: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's word list (NeMo's grouping) can hold a word of no text (a word-boundary piece alone); OpenAI's
+    words always have text: it was passed through as ``"word": ""``."""
+    words = (TimedText("one", 0, 1, 0.0, 0.08), TimedText("", 1, 2, 0.08, 0.16), TimedText("two", 2, 3, 0.16, 0.24))
+    transcript = Transcript(text="one two", duration=1.0, words=words)
+
+    async def fake(_self: Engine, _audio: object, **_: object) -> Transcript:
+        return transcript
+
+    monkeypatch.setattr(Engine, "transcribe_async", fake)
+    response = _in_process_post(create_app(reference), {"response_format": "verbose_json",
+                                                        "timestamp_granularities[]": "word"})
+    assert response.status_code == 200, response.text
+    assert [(w["word"], w["start"]) for w in response.json()["words"]] == [("one", 0.0), ("two", 0.16)]
+
+
 def test_compression_ratio_is_whispers() -> None:
     assert compression_ratio("") == 0.0  # zlib's empty stream is 8 bytes: 0 / 8, as Whisper's function gives
     assert compression_ratio("the captain walked") < 2.4 < compression_ratio("the the the " * 40)  # a loop stands out

@@ -648,10 +648,10 @@ def _render(transcript: Transcript, response_format: str, granularities: list[st
         "duration": round_time(transcript.duration),
         "text": transcript.text,
     }
-    if "word" in granularities:
+    if "word" in granularities:  # a word without text (a lone word-boundary piece) is nobody's word
         body["words"] = [
             {"word": w.text, "start": round_time(w.start), "end": round_time(w.end)} | _confidence(w)
-            for w in transcript.words
+            for w in transcript.words if w.text
         ]
     if "segment" in granularities or not granularities:
         body["segments"] = [
