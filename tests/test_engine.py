@@ -272,3 +272,13 @@ def test_large_step_graphs_use_the_encoder_threads(engine: Engine, monkeypatch: 
     spinning = Engine.load(session=SessionOptions(threads=2, spinning=True))
     assert threads(spinning) == ((2, "1"), (2, "0"))  # asked: the predictor's pool spins, never both
     assert spinning.transcribe(sample_audio_path()) == engine.transcribe(sample_audio_path())
+
+
+@pytest.mark.parametrize("model_dir", [b"model", "", 5], ids=["bytes", "empty", "number"])
+def test_a_model_dir_that_is_not_a_path_or_a_name_is_a_typed_error(model_dir: object) -> None:
+    """bytes raised a TypeError from the hub-name pattern; "" loaded the working directory."""
+    from parakeet_runtime.engine import ModelDirectoryError
+
+    with pytest.raises(ModelDirectoryError, match="model_dir must be a directory's path or a hub name"):
+        Engine.load(model_dir)  # type: ignore[arg-type]
+

@@ -161,6 +161,13 @@ BAD_FIELDS: list[tuple[str, Callable[[Raw], object], str]] = [
     ("section not object", lambda m: m.update(decoding=[1, 2]), "'decoding'"),
     ("name not string", lambda m: m.update(model_name=3), "model_name must be a string"),
     ("gap threshold", lambda m: m["tokenizer"].update(segment_gap_threshold=-5), "segment_gap_threshold"),
+    # Found by probing broken directories: each loaded, then transcribed wrongly without an error.
+    ("empty punctuation", lambda m: m["tokenizer"].update(supported_punctuation=[""]),  # joined words unspaced
+     r"tokenizer\.supported_punctuation must be a list of non-empty strings"),
+    ("empty separator", lambda m: m["tokenizer"].update(segment_separators=[".", ""]), "segment_separators"),
+    ("pad over float32", lambda m: m["features"].update(pad_value=1e39), r"features\.pad_value"),  # ⁇ transcripts
+    ("guard under float32", lambda m: m["features"].update(log_zero_guard_value=1e-50), "log_zero_guard_value"),
+    ("huge power", lambda m: m["features"].update(mag_power=1e308), r"features\.mag_power"),
 ]
 
 
@@ -252,8 +259,29 @@ def test_graph_names_are_checked_at_load(tmp_path: Path) -> None:
 def test_an_oversized_or_deeply_nested_manifest_is_a_manifest_error(tmp_path: Path) -> None:
     model = _copy(tmp_path)
     (model / "manifest.json").write_text("[" * 200_000 + "]" * 200_000, encoding="utf-8")
-    with pytest.raises(ManifestError, match="not a readable JSON manifest"):
+    with pytest.raises(ManifestError, match="cannot be read as a JSON manifest"):
         _load(model)
+
+
+def test_an_integer_of_too_many_digits_in_the_manifest_is_a_manifest_error(tmp_path: Path) -> None:
+    """Python refuses to read an integer of over 4,300 digits with a bare ValueError that named no file."""
+    model = _copy(tmp_path)
+    text = (model / "manifest.json").read_text(encoding="utf-8")
+    (model / "manifest.json").write_text(text.replace('"max_symbols": 10', '"max_symbols": 1' + "0" * 5000),
+                                         encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"manifest\.json: cannot be read as a JSON manifest"):
+        _load(model)
+
+
+def test_a_joint_wider_than_the_manifest_says_is_refused_at_load(tmp_path: Path) -> None:
+    """Four durations and a joint width that agree with each other, but not with the graphs' five: it loaded, and
+    every request then failed with a bare ValueError from the search."""
+    def four_durations(raw: Raw) -> None:
+        raw["decoding"]["durations"] = raw["decoding"]["durations"][:4]
+        raw["joint"]["num_outputs"] -= 1
+
+    with pytest.raises(ManifestError, match=r"the joint gives \d+ logits, but the manifest says \d+"):
+        _load(_copy(tmp_path, four_durations))
 
 
 HOSTILE_VALUES = st.one_of(

@@ -165,6 +165,59 @@ def test_wrong_durations_are_refused(onnx_asr_dirs: dict[str, Path], tmp_path: P
         Engine.load(directory)
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    ({"durations": [0, 1, 2, 3, 2**63]}, r"decoding\.durations must be"),  # OverflowError at the first request
+    ({"max_tokens_per_step": 2**40}, r"decoding\.max_symbols must be"),
+], ids=["huge duration", "huge max_tokens_per_step"])
+def test_config_values_are_held_to_the_manifests_ranges(change: dict[str, Any], message: str,
+                                                        onnx_asr_dirs: dict[str, Path], tmp_path: Path) -> None:
+    directory = _copy(onnx_asr_dirs["tdt_a"], tmp_path / "config")
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ManifestError, match=message):
+        Engine.load(directory)
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"durations": [1' + "0" * 5000 + "]}"],
+                         ids=["deep nesting", "too many digits"])
+def test_an_unreadable_config_is_a_manifest_error(text: str, onnx_asr_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """RecursionError and Python's digit limit (a bare ValueError) came out of the load."""
+    directory = _copy(onnx_asr_dirs["tdt_a"], tmp_path / "config")
+    (directory / "config.json").write_text(text)
+    with pytest.raises(ManifestError, match=r"config\.json: cannot be read as a JSON config"):
+        Engine.load(directory)
+
+
+def test_a_vocabulary_id_of_other_digits_is_a_manifest_error(onnx_asr_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """``'²'.isdigit()`` is true, and ``int('²')`` a bare ValueError; a long bad line was quoted whole."""
+    directory = _copy(onnx_asr_dirs["tdt_a"], tmp_path / "vocab")
+    lines = (directory / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    (directory / "vocab.txt").write_text("\n".join(["<unk> ²", *lines[1:], "x" * 10_000]) + "\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"vocab\.txt: line 1 should be '<piece> 0'") as error:
+        Engine.load(directory)
+    assert len(str(error.value)) < 300
+    (directory / "vocab.txt").write_text("\n".join([*lines, "x" * 20_000_000]), encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"vocab\.txt: .* bytes; a vocabulary is at most"):
+        Engine.load(directory)
+
+
+@pytest.mark.parametrize("value", ["input_states_1", "encoder_outputs", "outputs"])
+def test_a_decoder_joint_value_without_a_declared_shape_is_a_manifest_error(
+        value: str, onnx_asr_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """Legal ONNX; an IndexError came out of reading the graph's sizes."""
+    import onnx
+
+    directory = _copy(onnx_asr_dirs["tdt_a"], tmp_path / "shapeless")
+    path = directory / "decoder_joint-model.onnx"
+    model = onnx.load(str(path))
+    for info in [*model.graph.input, *model.graph.output]:
+        if info.name == value:
+            info.type.tensor_type.ClearField("shape")
+    onnx.save(model, str(path))
+    with pytest.raises(ManifestError, match="graph sizes are not static"):
+        Engine.load(directory)
+
+
 def test_a_joint_without_duration_outputs_is_called_rnnt() -> None:
     """A plain RNN-T export (labels and blank only) was told to "give the model's TDT durations"."""
     from parakeet_runtime.engine.model.onnx_asr import _durations

@@ -33,8 +33,12 @@ def resolve_model_dir(
 
     Raises:
         ModelDownloadError: a hub name that cannot be fetched.
+        ModelDirectoryError: not a path or a name (bytes, a number), or an empty one.
     """
-    text = os.fspath(model_dir)
+    text = os.fspath(model_dir) if isinstance(model_dir, (str, os.PathLike)) else None
+    if not isinstance(text, str) or not text:
+        raise ModelDirectoryError(f"model_dir must be a directory's path or a hub name (owner/name), got "
+                                  f"{model_dir!r:.80}")
     if is_hub_name(text):
         return download(text, cache_dir=cache_dir, precision=precision)
     return Path(text)

@@ -423,6 +423,10 @@ def _one_of(*choices: str) -> _Check:
 
 _POSITIVE: _Check = ((lambda v: v is None or v > 0), "positive")
 _SIZE = _between(1, MAX_DIMENSION)
+_FLOAT32_MAX = 3.4028234663852886e38
+_FLOAT32_TINY = 1.1754943508222875e-38
+"""float32's largest value and smallest normal one: the features are computed in float32."""
+_ENTRIES: _Check = ((lambda v: all(isinstance(item, str) and item for item in v)), "a list of non-empty strings")
 _NOT_EMPTY: _Check = ((lambda v: v is None or len(v) > 0), "non-empty")
 
 _RANGES: dict[type[Any], dict[str, _Check]] = {
@@ -433,8 +437,9 @@ _RANGES: dict[type[Any], dict[str, _Check]] = {
         "hop_length": _SIZE,
         "n_mels": _SIZE,
         "preemph": _between(0.0, 1.0),
-        "mag_power": _POSITIVE,
-        "log_zero_guard_value": _POSITIVE,
+        "mag_power": ((lambda v: 0 < v <= 8), "positive, at most 8 (NeMo: 1, magnitude, or 2, power)"),
+        "log_zero_guard_value": _between(_FLOAT32_TINY, _FLOAT32_MAX),
+        "pad_value": _between(-_FLOAT32_MAX, _FLOAT32_MAX),
         "log_zero_guard_type": _one_of("add", "clamp"),
         "normalize": _one_of("per_feature", "all_features", "none", ""),
         "window_stride": _POSITIVE,
@@ -457,7 +462,8 @@ _RANGES: dict[type[Any], dict[str, _Check]] = {
                       f"a non-empty list of at most 64 durations between 0 and {MAX_DIMENSION}, one of them positive"),
         "max_symbols": _between(1, MAX_DIMENSION),
     },
-    TokenizerSpec: {"segment_gap_threshold": _between(0, 1 << 31)},
+    TokenizerSpec: {"segment_gap_threshold": _between(0, 1 << 31), "supported_punctuation": _ENTRIES,
+                    "segment_separators": _ENTRIES},
 }
 """Per-field ranges, checked after the types (``None``, where a field may be ``None``, always passes)."""
 
@@ -755,6 +761,22 @@ def _languages(value: object) -> tuple[str, ...]:
     return tuple(code.lower() for code in value)
 
 
+def check_ranges(manifest: Manifest, source: str) -> None:
+    """The ranges a manifest file's fields are held to (:data:`_RANGES`), for a manifest built from another
+    layout's files (``source`` names them in the error).
+
+    Raises:
+        ManifestError: a field out of its range.
+    """
+    for where, cls in (("features", FeatureSpec), ("encoder", EncoderSpec), ("predictor", PredictorSpec),
+                       ("joint", JointSpec), ("decoding", DecodingSpec), ("tokenizer", TokenizerSpec)):
+        section = getattr(manifest, where)
+        for key, (check, expected) in _RANGES[cls].items():
+            value = getattr(section, key)
+            if not check(value):
+                raise ManifestError(f"{source}: {where}.{key} must be {expected}, found {value!r:.80}")
+
+
 def _check_consistency(m: Manifest) -> None:
     d = m.decoding
     if d.blank_id != d.vocab_size:
@@ -835,6 +857,38 @@ def _check_digests(manifest: Manifest, root: Path, *, verify: bool) -> None:
             )
 
 
+def read_small_text(path: Path, what: str, *, encoding: str = "utf-8") -> str:
+    """The text of a small file of a model directory (a manifest, a config, a vocabulary).
+
+    Raises:
+        ManifestError: unreadable, not text in ``encoding``, or over :data:`MAX_MANIFEST_BYTES`.
+    """
+    try:
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path}: {size} bytes; {what} is at most {MAX_MANIFEST_BYTES} bytes")
+        return path.read_text(encoding=encoding)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot be read as {what} ({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A small JSON file's object (see :func:`read_small_text`).
+
+    Raises:
+        ManifestError: unreadable, not JSON (also too deeply nested, or an integer of too many digits), or not
+            an object.
+    """
+    text = read_small_text(path, what)
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, and Python's limit on an integer's digits
+        raise ManifestError(f"{path}: cannot be read as {what} ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path}: expected a JSON object")
+    return raw
+
+
 def load_manifest(model_dir: Path, *, verify: bool = False) -> Manifest:
     """Read and validate ``model_dir/manifest.json`` and check the files it names: each must be a plain file
     inside the directory (no absolute path, no ``..``, no symbolic link leading out), of the size the
@@ -862,16 +916,7 @@ def load_manifest(model_dir: Path, *, verify: bool = False) -> Manifest:
 
         raise ModelDirectoryError(f"{model_dir} is not a parakeet-runtime model directory: no {MANIFEST_NAME}"
                                   f"{partial_layout_hint(model_dir)}")
-    try:
-        size = path.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise ManifestError(f"{path}: {size} bytes; a manifest is a few kilobytes")
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ManifestError(f"{path}: not a readable JSON manifest ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(raw, dict):
-        raise ManifestError(f"{path}: expected a JSON object")
-    manifest = parse_manifest(raw)
+    manifest = parse_manifest(read_json_object(path, "a JSON manifest"))
     root = model_dir.resolve()
     missing = [name for label, name in manifest.named_files() if _confined(root, label, name) is None]
     if missing:

@@ -45,7 +45,6 @@ What the layout does not carry is taken from Parakeet's documented settings, and
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -77,6 +76,9 @@ from .manifest import (
     PredictorSpec,
     Provenance,
     TokenizerSpec,
+    check_ranges,
+    read_json_object,
+    read_small_text,
 )
 from .onnx_model import (
     EncoderProjection,
@@ -233,6 +235,7 @@ def load_onnx_asr(
         description="onnx-asr NeMo TDT layout",
         provenance=Provenance(source=str(directory)),
     )
+    check_ranges(manifest, str(directory))
     model = OnnxTdtModel(
         manifest=manifest, encoder_session=encoder, encoder_file=encoder_file, predictor_session=decoding.predictor,
         joint_session=decoding.joint, encoder_projection=projection, decoder_weights=decoding.weights,
@@ -281,12 +284,7 @@ def _read_config(directory: Path) -> dict[str, Any]:
     path = directory / CONFIG_FILE
     if not path.is_file():
         return {}
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{path}: not readable JSON ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise ManifestError(f"{path}: expected a JSON object")
+    raw = read_json_object(path, "a JSON config")
     model_type = raw.get("model_type", "nemo-conformer-tdt")
     if model_type != "nemo-conformer-tdt":
         raise ManifestError(f"{path}: model_type is {model_type!r}; the engine runs only 'nemo-conformer-tdt'")
@@ -306,15 +304,12 @@ def read_vocab(path: Path) -> tuple[list[str], int]:
     Raises:
         ManifestError: a malformed line, ids that are not ``0..n-1`` in order, or no ``<blk>`` last.
     """
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark some editors write
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path.name}: not readable ({exc})") from exc
+    lines = read_small_text(path, "a vocabulary", encoding="utf-8-sig").splitlines()  # a BOM some editors write
     pieces = []
     for number, line in enumerate(lines):
         piece, _, index = line.rpartition(" ")
-        if not piece or not index.isdigit() or int(index) != number:
-            raise ManifestError(f"{path.name}: line {number + 1} should be '<piece> {number}', found {line!r}")
+        if not piece or not (index.isascii() and index.isdigit()) or int(index) != number:
+            raise ManifestError(f"{path.name}: line {number + 1} should be '<piece> {number}', found {line!r:.80}")
         pieces.append(piece)
     if not pieces or pieces[-1] != BLANK_PIECE:
         raise ManifestError(f"{path.name}: the last entry must be the TDT blank {BLANK_PIECE!r}")
@@ -568,9 +563,9 @@ def _graph_sizes(name: str, inputs: dict[str, Any], outputs: dict[str, Any], fra
     Raises:
         ManifestError: a size that is not static.
     """
-    states = onnx_proto.static_dims(inputs["input_states_1"])
-    sizes = (onnx_proto.static_dims(inputs["encoder_outputs"])[1], states[0], states[-1],
-             onnx_proto.static_dims(outputs["outputs"])[-1])
+    states = inputs["input_states_1"]
+    sizes = (onnx_proto.static_dim(inputs["encoder_outputs"], 1), onnx_proto.static_dim(states, 0),
+             onnx_proto.static_dim(states, -1), onnx_proto.static_dim(outputs["outputs"], -1))
     if any(size is None for size in sizes):
         raise ManifestError(f"{name}: graph sizes are not static ({frames}, state layers and size, outputs): {sizes}")
     width, layers, hidden, num_outputs = (int(s) for s in sizes if s is not None)

@@ -330,12 +330,27 @@ class OnnxTdtModel:
     """Predictor output, ``h`` and ``c`` after the start-of-sequence input, computed once (read-only)."""
 
     def __post_init__(self) -> None:
+        manifest = self.manifest
+        graph = (manifest.step or manifest.predictor).file
+        zero_frame = np.zeros((1, manifest.encoder.joint_hidden), dtype=np.float32)
+        state = self.initial_state()
         try:
-            output, (h, c) = self.predict(self.manifest.decoding.blank_id, self.initial_state())
+            output, h, c, step_logits = self._run_predictor(
+                np.array([manifest.decoding.blank_id], dtype=np.int64), state[0], state[1], zero_frame)
         except Exception as exc:  # onnxruntime raises its own untyped exceptions here
-            graph = (self.manifest.step or self.manifest.predictor).file
             raise ManifestError(f"{graph}: the predictor does not run on its manifest's inputs ({exc})") from exc
-        start = (output[None, :], h, c)
+        try:
+            joint_logits = self.joint_rows(zero_frame, output)
+        except Exception as exc:  # onnxruntime raises its own untyped exceptions here
+            raise ManifestError(f"{manifest.joint.file}: the joint does not run on its manifest's inputs "
+                                f"({exc})") from exc
+        for file, logits in ((graph, step_logits), (manifest.joint.file, joint_logits)):
+            if logits.shape[-1] != manifest.joint.num_outputs:  # labels and durations: the search reads them
+                raise ManifestError(
+                    f"{file}: the joint gives {logits.shape[-1]} logits, but the manifest says "
+                    f"{manifest.joint.num_outputs} (vocabulary {manifest.decoding.vocab_size} + blank + "
+                    f"{len(manifest.decoding.durations)} durations)")
+        start = (output, h, c)
         for array in start:
             array.setflags(write=False)
         object.__setattr__(self, "_start", start)

@@ -167,6 +167,13 @@ def static_dims(value: Any) -> list[int | None]:
     return [int(d.dim_value) if d.WhichOneof("value") == "dim_value" else None for d in dims]
 
 
+def static_dim(value: Any, index: int) -> int | None:
+    """Dimension ``index`` (negative: from the end) of a value info where it is static; ``None`` where it is
+    symbolic, or the value has no such dimension (no declared shape, a lower rank)."""
+    dims = static_dims(value)
+    return dims[index] if -len(dims) <= index < len(dims) else None
+
+
 def elem_type(value: Any) -> int:
     return int(value.type.tensor_type.elem_type)
 

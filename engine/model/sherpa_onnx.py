@@ -65,6 +65,7 @@ from .manifest import (
     PredictorSpec,
     Provenance,
     TokenizerSpec,
+    check_ranges,
 )
 from .onnx_asr import (
     _ENCODER_FRAME,
@@ -269,10 +270,8 @@ def build_parts(decoder_path: Path, joiner_path: Path) -> SherpaParts:
     )
 
     _free_state_batch(predictor)
-    d_model = onnx_proto.static_dims(joiner_inputs[0])[1]
-    states = onnx_proto.static_dims(h_in)
-    num_outputs = onnx_proto.static_dims(joiner.graph.output[0])[-1]
-    sizes = (d_model, states[0] if states else None, states[-1] if states else None, num_outputs)
+    sizes = (onnx_proto.static_dim(joiner_inputs[0], 1), onnx_proto.static_dim(h_in, 0),
+             onnx_proto.static_dim(h_in, -1), onnx_proto.static_dim(joiner.graph.output[0], -1))
     if any(size is None for size in sizes):
         raise ManifestError(f"{decoder_path.name}, {joiner_path.name}: graph sizes are not static "
                             f"(d_model, state layers and size, outputs): {sizes}")
@@ -389,6 +388,7 @@ def load_sherpa_onnx(
         description="sherpa-onnx NeMo TDT layout",
         provenance=Provenance(source=str(directory)),
     )
+    check_ranges(manifest, str(directory))
     model = OnnxTdtModel(
         manifest=manifest, encoder_session=encoder, encoder_file=files.encoder, predictor_session=decoding.predictor,
         joint_session=decoding.joint, encoder_projection=projection, decoder_weights=decoding.weights,
