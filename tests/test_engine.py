@@ -282,3 +282,21 @@ def test_a_model_dir_that_is_not_a_path_or_a_name_is_a_typed_error(model_dir: ob
     with pytest.raises(ModelDirectoryError, match="model_dir must be a directory's path or a hub name"):
         Engine.load(model_dir)  # type: ignore[arg-type]
 
+
+
+def test_a_model_dir_whose_path_is_not_utf8_is_a_typed_error(tmp_path: Path) -> None:
+    """A path of Latin-1 bytes (as ``os.fsdecode`` gives it): sentencepiece and ONNX Runtime raised TypeErrors
+    about their constructors' argument types."""
+    import os
+
+    from parakeet_runtime.engine import ModelDirectoryError, default_model_dir
+
+    directory = Path(os.fsdecode(os.fsencode(str(tmp_path)) + b"/mod\xe8le"))
+    try:
+        shutil.copytree(default_model_dir(), directory)
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system does not take a name that is not UTF-8")
+    with pytest.raises(ModelDirectoryError, match=r"is not UTF-8 \(byte 0xe8 at \d+\).*rename it"):
+        Engine.load(directory)
+    with pytest.raises(ModelDirectoryError, match=r"is not UTF-8"):
+        Engine.load(str(directory))

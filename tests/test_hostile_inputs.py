@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import logging
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -239,6 +240,25 @@ def test_one_pass_only_refuses_what_the_encoder_cannot_take(engine: Engine) -> N
     with pytest.raises(AudioTooLongError, match="one pass"):
         one(np.zeros(longest + 1, dtype=np.float32))
     assert isinstance(auto(np.zeros(longest + 1, dtype=np.float32)), LongAudio)
+
+
+def test_an_encoder_limit_that_shrinks_the_windows_is_said_at_load(engine: Engine,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A directory whose encoder takes fewer frames than LongFormOptions' window: the windows shrink to fit
+    (before, silently: at one frame, every transcript came back empty with no word of why)."""
+    options = LongFormOptions()
+    frame = engine.manifest.encoder.subsampling_factor * engine.manifest.features.hop_length
+    asked = round((options.chunk_seconds + options.left_context_seconds + options.right_context_seconds)
+                  * engine.preparer.sample_rate) // frame
+    for max_frames, shrunk in ((asked + 2, False), (asked // 2, True), (1, True)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="parakeet_runtime.engine.requests.longform"):
+            preparer = Preparer(engine.features, dataclasses.replace(engine.manifest.encoder, max_frames=max_frames))
+        assert bool(caplog.records) == shrunk, (max_frames, caplog.text)
+        assert preparer.geometry.window_samples <= max(max_frames - 1, 1) * frame
+        if shrunk:
+            assert f"at most {max_frames} frames (manifest encoder.max_frames)" in caplog.text
+            assert ("too little context" in caplog.text) == (max_frames == 1)
 
 
 # --- containers (PyAV) ----------------------------------------------------------------------------------

@@ -284,6 +284,44 @@ def test_a_joint_wider_than_the_manifest_says_is_refused_at_load(tmp_path: Path)
         _load(_copy(tmp_path, four_durations))
 
 
+def _fewer_mels(raw: Raw, model: Path) -> None:
+    """The manifest and the filterbank say 64 bins (so the features load), the encoder still takes the demo's."""
+    with np.load(default_model_dir() / "features.npz") as arrays:
+        saved = {name: arrays[name] for name in arrays.files}
+    saved["filterbank"] = saved["filterbank"][:64]
+    np.savez(model / "features.npz", **saved)
+    raw["features"]["n_mels"] = 64
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda raw, model: raw["encoder"].update(subsampling_factor=raw["encoder"]["subsampling_factor"] // 2),
+     r"encode to \d+ frames \(\d+ given\): the encoder subsamples by 8, but the manifest's encoder\.subsampling_factor "
+     r"is 4"),
+    (lambda raw, model: raw["encoder"].update(subsampling_factor=raw["encoder"]["subsampling_factor"] * 2),
+     r"the encoder subsamples by 8, but the manifest's encoder\.subsampling_factor is 16"),
+    (lambda raw, model: raw["encoder"].update(output_lengths=raw["encoder"]["output_frames"]),
+     r"encoder\.onnx: the encoder's output 'encoder_projected' \(manifest encoder\.output_lengths\) has shape "
+     r"\(1, \d+, \d+\), not one length per input"),
+    (lambda raw, model: raw["encoder"].update(output_frames=raw["encoder"]["output_lengths"]),
+     r"manifest encoder\.output_frames\) has shape \(1,\), not \(batch, frames, \d+\)"),
+    (_fewer_mels, r"encoder\.onnx: the encoder does not run on its manifest's features \(64 mel bins"),
+], ids=["factor halved", "factor doubled", "lengths are the frames", "frames are the lengths", "fewer mel bins"])
+def test_an_encoder_that_disagrees_with_its_manifest_is_refused_at_load(
+    tmp_path: Path, edit: Callable[[Raw, Path], object], message: str
+) -> None:
+    """Each loaded before, then failed every request with a bare ONNX Runtime error or TypeError; a wrong
+    subsampling factor gave transcripts whose times were all scaled, with no error at all."""
+    model = tmp_path / "model"
+    shutil.copytree(default_model_dir(), model)
+    raw = json.loads((model / "manifest.json").read_text(encoding="utf-8"))
+    raw.pop("files", None)
+    edit(raw, model)
+    (model / "manifest.json").write_text(json.dumps(raw), encoding="utf-8")
+    assert raw["encoder"]["subsampling_factor"] in (4, 8, 16)
+    with pytest.raises(ManifestError, match=message):
+        _load(model)
+
+
 HOSTILE_VALUES = st.one_of(
     st.none(),
     st.booleans(),

@@ -544,6 +544,61 @@ def test_onnx_proto_round_trip_keeps_every_byte(onnx_asr_dirs: dict[str, Path], 
         onnx_proto.parse_model(b"\xff\xff\xff", "junk.onnx")
 
 
+def _weights_outside_the_graph(path: Path, location: str) -> int:
+    """Move every initializer of the graph at ``path`` into one external data file, named ``location`` in
+    the graph; the bytes of that file."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    if location != "weights.bin":
+        model = onnx.load(str(path), load_external_data=False)
+        for tensor in model.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        onnx.save_model(model, str(path))
+    return (path.parent / "weights.bin").stat().st_size
+
+
+@pytest.mark.parametrize("layout", ["onnx-asr", "sherpa-onnx"])
+def test_external_weights_of_cut_graphs_are_read_from_the_model_directory(
+    layout: str, onnx_asr_dirs: dict[str, Path], sherpa_dirs: dict[str, Path], layout_engines: dict[str, Engine],
+    sherpa_engines: dict[str, Engine], clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The graphs cut from decoder_joint (onnx-asr) or joiner (sherpa-onnx) are loaded from bytes, whose external
+    data ONNX Runtime looks for in the process's working directory: a same-named file there was read as the
+    weights (a wrong transcript, no error), and without one the directory did not load."""
+    if layout == "onnx-asr":
+        directory, graph, expected = _copy(onnx_asr_dirs["tdt_a"], tmp_path / "dir"), "decoder_joint-model.onnx", \
+            layout_engines["tdt_a"]
+    else:
+        directory, graph, expected = _sherpa_copy(sherpa_dirs["tdt_a"], tmp_path / "dir"), "joiner.onnx", \
+            sherpa_engines["tdt_a"]
+    size = _weights_outside_the_graph(directory / graph, "weights.bin")
+    decoy = tmp_path / "elsewhere"
+    decoy.mkdir()
+    (decoy / "weights.bin").write_bytes(bytes(size))
+    monkeypatch.chdir(decoy)
+    clip = clips[CLIP_NAMES[1]]
+    with Engine.load(directory) as engine:
+        transcript = engine.transcribe(clip)
+    assert transcript == expected.transcribe(clip)
+    assert transcript.tokens
+
+
+@pytest.mark.parametrize("location", ["../weights.bin", "/etc/hostname", "missing.bin"])
+def test_external_weights_outside_the_directory_are_refused(
+    location: str, onnx_asr_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    directory = _copy(onnx_asr_dirs["tdt_a"], tmp_path / "dir")
+    _weights_outside_the_graph(directory / "decoder_joint-model.onnx", location)
+    shutil.copyfile(directory / "weights.bin", tmp_path / "weights.bin")
+    with pytest.raises(ManifestError, match=r"external data .* is not a file inside"):
+        Engine.load(directory)
+
+
 # --- concurrency, on a directory of each layout ----------------------------------------------------------
 
 

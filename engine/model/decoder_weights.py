@@ -387,7 +387,7 @@ def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | N
     if not 1 <= ranking_limit <= 127:
         raise ValueError(f"ranking_limit must be in [1, 127], got {ranking_limit}")
     try:
-        model = onnx_proto.read_model(source) if isinstance(source, Path) else onnx_proto.parse_model(source, name)
+        model = onnx_proto.read_source(source, name)
     except Exception as exc:  # a graph the engine cannot parse here is left to ONNX Runtime as it is
         logger.warning("%s: decoding weights stay fp32 (%s)", name, exc)
         return None

@@ -182,7 +182,7 @@ def argmax_graph(source: Path | bytes, logits: str, num_labels: int, name: str) 
     Raises:
         ManifestError: the graph is not ONNX or has no such output.
     """
-    model = onnx_proto.read_model(source) if isinstance(source, Path) else onnx_proto.parse_model(source, name)
+    model = onnx_proto.read_source(source, name)
     outputs = onnx_proto.graph_outputs(model)
     if logits not in outputs:
         raise ManifestError(f"{name}: no output {logits!r:.80} to take the argmax of; outputs: {', '.join(outputs)}")

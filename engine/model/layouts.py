@@ -33,12 +33,21 @@ def resolve_model_dir(
 
     Raises:
         ModelDownloadError: a hub name that cannot be fetched.
-        ModelDirectoryError: not a path or a name (bytes, a number), or an empty one.
+        ModelDirectoryError: not a path or a name (bytes, a number), an empty one, or a path that is not
+            UTF-8 (which ONNX Runtime and sentencepiece cannot open).
     """
     text = os.fspath(model_dir) if isinstance(model_dir, (str, os.PathLike)) else None
     if not isinstance(text, str) or not text:
         raise ModelDirectoryError(f"model_dir must be a directory's path or a hub name (owner/name), got "
                                   f"{model_dir!r:.80}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # bytes of another encoding, decoded by Python as surrogates
+        code = ord(text[exc.start])
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"character {text[exc.start]!r}"
+        raise ModelDirectoryError(f"the model directory's path {text!r:.200} is not UTF-8 ({what} at "
+                                  f"{exc.start}): ONNX Runtime cannot open the graphs under it; rename it, or "
+                                  "link it from a UTF-8 path") from exc
     if is_hub_name(text):
         return download(text, cache_dir=cache_dir, precision=precision)
     return Path(text)

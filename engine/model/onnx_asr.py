@@ -513,7 +513,7 @@ def split_decoder_joint(path: Path) -> DecoderJointParts:
     Raises:
         ManifestError: the graph is not NeMo's ``RNNTDecoderJoint`` export.
     """
-    model = onnx_proto.read_model(path)
+    model = onnx_proto.read_model(path, external_data=True)
     onnx_proto.check_no_subgraphs(model, path.name)
     inputs = onnx_proto.graph_inputs(model)
     outputs = onnx_proto.graph_outputs(model)

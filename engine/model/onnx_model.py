@@ -282,6 +282,46 @@ def release_above_frames(manifest: Manifest, seconds: float | None) -> int | Non
     return int(seconds * manifest.features.sample_rate / manifest.features.hop_length)
 
 
+CHECK_ENCODED_FRAMES = 4
+"""Encoder frames of the test run at load (:func:`check_encoder`)."""
+
+
+def check_encoder(model: OnnxTdtModel, file: str) -> None:
+    """Run the encoder once on zero features of a few encoder frames' length and hold its outputs to the
+    manifest: it takes ``n_mels`` bins, gives ``(batch, frames, joint_hidden)`` frames and one length per
+    input, and subsamples by ``subsampling_factor`` (which sets every timestamp and the long-form windows;
+    the ONNX graph does not declare it, so only a run shows it).
+
+    Raises:
+        ManifestError: the encoder does not run on the manifest's features, or its outputs disagree with it.
+    """
+    manifest = model.manifest
+    spec = manifest.encoder
+    factor = spec.subsampling_factor
+    encoded = CHECK_ENCODED_FRAMES if spec.max_frames is None else max(1, min(CHECK_ENCODED_FRAMES, spec.max_frames))
+    frames = factor * encoded
+    n_mels = manifest.features.n_mels
+    try:
+        outputs, lengths = model.encode(np.zeros((1, n_mels, frames), dtype=np.float32),
+                                        np.array([frames], dtype=np.int64))
+    except Exception as exc:  # onnxruntime (or another backend) raises its own untyped exceptions here
+        raise ManifestError(f"{file}: the encoder does not run on its manifest's features ({n_mels} mel bins, "
+                            f"inputs {spec.input_features!r:.80} and {spec.input_lengths!r:.80}): {exc}") from exc
+    outputs, lengths = np.asarray(outputs), np.asarray(lengths)
+    if lengths.shape != (1,):
+        raise ManifestError(f"{file}: the encoder's output {spec.output_lengths!r:.80} (manifest encoder."
+                            f"output_lengths) has shape {lengths.shape}, not one length per input")
+    if outputs.ndim != 3 or outputs.shape[0] != 1 or outputs.shape[2] != spec.joint_hidden:
+        raise ManifestError(f"{file}: the encoder's output {spec.output_frames!r:.80} (manifest encoder."
+                            f"output_frames) has shape {outputs.shape}, not (batch, frames, {spec.joint_hidden}) "
+                            "(encoder.joint_hidden)")
+    got = int(lengths[0])
+    if got != encoded or outputs.shape[1] < got:
+        measured = f"subsamples by {frames // got}" if got > 0 and frames % got == 0 else "does not subsample evenly"
+        raise ManifestError(f"{file}: {frames} feature frames encode to {got} frames ({outputs.shape[1]} given): "
+                            f"the encoder {measured}, but the manifest's encoder.subsampling_factor is {factor}")
+
+
 @dataclass(frozen=True, eq=False)
 class EncoderProjection:
     """A graph run on the encoder's output before decoding, for layouts whose encoder stops before the
@@ -369,7 +409,7 @@ class OnnxTdtModel:
         spec = manifest.joint
         _check_names(decoding.joint, spec.file, "joint", (spec.input_encoder, spec.input_predictor),
                      (spec.output_logits,))
-        return cls(
+        model = cls(
             manifest=manifest,
             encoder_session=encoder,
             encoder_file=encoder_file,
@@ -378,6 +418,13 @@ class OnnxTdtModel:
             release_above_frames=release_above_frames(manifest, session.release_memory_above_seconds),
             decoder_weights=decoding.weights,
         )
+        if any(provider_name(p) == "TensorrtExecutionProvider" for p in chosen):
+            # TensorRT builds an engine for the shapes it first sees and rebuilds for wider ones: a short run
+            # here would cost a second build at the first request.
+            logger.info("%s: encoder not test-run at load (TensorRT)", encoder_file)
+        else:
+            check_encoder(model, encoder_file)
+        return model
 
     def with_argmax_heads(
         self, model_dir: Path, *, providers: Sequence[Provider] | None, session: SessionOptions

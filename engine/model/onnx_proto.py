@@ -143,17 +143,68 @@ def parse_model(data: bytes, name: str) -> Any:
     return model
 
 
-def read_model(path: Path) -> Any:
-    """A ``ModelProto`` read from a file (external data files are not read: only their references).
+def read_model(path: Path, *, external_data: bool = False) -> Any:
+    """A ``ModelProto`` read from a file. Its external data files are read into its initializers where
+    ``external_data`` says (:func:`inline_external_data`: for graphs that are edited and loaded from bytes,
+    which ONNX Runtime would resolve against the process's working directory), else only referred to.
 
     Raises:
-        ManifestError: the file is not readable or not an ONNX model.
+        ManifestError: the file (or its external data) is not readable, or not an ONNX model.
     """
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ManifestError(f"{path.name}: not readable ({exc})") from exc
-    return parse_model(data, path.name)
+    model = parse_model(data, path.name)
+    if external_data:
+        inline_external_data(model, path.parent, path.name)
+    return model
+
+
+def read_source(source: Path | bytes, name: str) -> Any:
+    """A ``ModelProto`` from a graph file, with its external data read in (it is about to be edited and
+    loaded from bytes), or from a serialised graph.
+
+    Raises:
+        ManifestError: as :func:`read_model` and :func:`parse_model`.
+    """
+    return read_model(source, external_data=True) if isinstance(source, Path) else parse_model(source, name)
+
+
+_EXTERNAL = 1
+"""``TensorProto.DataLocation.EXTERNAL``."""
+
+
+def inline_external_data(model: Any, directory: Path, name: str) -> None:
+    """Read the initializers' external data (``location`` relative to ``directory``, ``offset``, ``length``)
+    into their ``raw_data``, in place: a model serialised afterwards is self-contained. Files outside
+    ``directory`` (through ``..``, an absolute path or a symbolic link) are refused, as ONNX Runtime does.
+
+    Raises:
+        ManifestError: a reference outside ``directory``, to a missing file, or past its end.
+    """
+    root = directory.resolve()
+    for tensor in model.graph.initializer:
+        if tensor.data_location != _EXTERNAL:
+            continue
+        entries = {entry.key: entry.value for entry in tensor.external_data}
+        location = entries.get("location", "")
+        label = f"{name}: initializer {tensor.name!r:.80}'s external data {location!r:.120}"
+        target = (directory / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(root) or not target.is_file():
+            raise ManifestError(f"{label} is not a file inside {directory}")
+        try:
+            offset = int(entries.get("offset", "0"))
+            length = int(entries["length"]) if "length" in entries else target.stat().st_size - offset
+            if offset < 0 or length < 0 or offset + length > target.stat().st_size:
+                raise ValueError(f"bytes {offset}..{offset + length} of a {target.stat().st_size}-byte file")
+            with target.open("rb") as file:
+                file.seek(offset)
+                tensor.raw_data = file.read(length)
+        except (OSError, ValueError) as exc:
+            raise ManifestError(f"{label} cannot be read ({exc})") from exc
+        del tensor.external_data[:]
+        tensor.ClearField("data_location")
 
 
 def opset(model: Any) -> int:

@@ -216,8 +216,8 @@ def build_parts(decoder_path: Path, joiner_path: Path) -> SherpaParts:
     Raises:
         ManifestError: the graphs are not NeMo's decoder and joint exports.
     """
-    decoder = onnx_proto.read_model(decoder_path)
-    joiner = onnx_proto.read_model(joiner_path)
+    decoder = onnx_proto.read_model(decoder_path, external_data=True)
+    joiner = onnx_proto.read_model(joiner_path, external_data=True)
     for model, path in ((decoder, decoder_path), (joiner, joiner_path)):
         onnx_proto.check_no_subgraphs(model, path.name)
     dec_inputs = list(onnx_proto.graph_inputs(decoder).values())

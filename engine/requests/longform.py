@@ -18,6 +18,7 @@ computed once, block by block (:meth:`..model.features.FeatureExtractor.long_fea
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from parakeet_runtime.decoding import DecodedToken, FloatArray, StepConfidence, 
 
 from ..model.manifest import FeatureSpec
 from ..options import LongFormOptions
+
+logger = logging.getLogger(__name__)
 
 StrategyName = Literal["one_pass", "chunked"]
 
@@ -107,6 +110,14 @@ class ChunkGeometry:
             scale = max(room, frame) / (left + chunk + right)
             left, right = int(left * scale) // frame * frame, int(right * scale) // frame * frame
             chunk = max(max(room, frame) - left - right, frame) // frame * frame
+            rate = features.sample_rate
+            logger.warning(
+                "the encoder takes at most %d frames (manifest encoder.max_frames): inputs over %.2f s are "
+                "transcribed in chunks of %.2f s with %.2f s + %.2f s of context, not the %.2f s + %.2f s + %.2f s "
+                "LongFormOptions asks for%s", max_frames, room / rate, chunk / rate, left / rate, right / rate,
+                options.chunk_seconds, options.left_context_seconds, options.right_context_seconds,
+                "; so short a window leaves the encoder too little context to transcribe" if chunk + left + right
+                < 2 * rate else "")
         return cls(frame, chunk, left, right)
 
     def windows(self, total: int) -> list[Window]:
