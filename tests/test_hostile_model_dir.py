@@ -250,6 +250,19 @@ def test_a_vocabulary_that_is_not_text_is_a_manifest_error(tmp_path: Path) -> No
         _load(model)
 
 
+def test_a_directory_that_lost_its_manifest_is_named_as_this_projects(tmp_path: Path) -> None:
+    """It was said to hold vocab.txt "of onnx-asr's layout" (and a FIFO as manifest.json: "no manifest.json")."""
+    model = _copy(tmp_path)
+    (model / "manifest.json").unlink()
+    with pytest.raises(ModelDirectoryError, match=r"no manifest\.json; it holds features\.npz, tokenizer\.model, "
+                                                  r"predictor\.onnx, joint\.onnx of this project's layout.*restore it"):
+        _load(model)
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(model / "manifest.json")
+        with pytest.raises(ModelDirectoryError, match=r"its manifest\.json is not a regular file"):
+            _load(model)
+
+
 def test_graph_names_are_checked_at_load(tmp_path: Path) -> None:
     model = _copy(tmp_path, lambda m: m["encoder"].update(output_frames="nothing"))
     with pytest.raises(ManifestError, match=r"encoder\.onnx: the graph has no output 'nothing'"):

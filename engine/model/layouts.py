@@ -17,7 +17,7 @@ from ..options import SessionOptions
 from . import onnx_asr, sherpa_onnx
 from .devices import Provider
 from .hub import download, is_hub_name
-from .manifest import load_manifest
+from .manifest import MANIFEST_NAME, load_manifest
 from .onnx_asr import LoadedLayout, is_onnx_asr_directory, load_onnx_asr
 from .sherpa_onnx import is_sherpa_onnx_directory, load_sherpa_onnx
 
@@ -69,9 +69,22 @@ def layout_of(directory: Path) -> str | None:
     return None
 
 
+OWN_LAYOUT_FILES = ("features.npz", "tokenizer.model", "predictor.onnx", "joint.onnx", "step.onnx")
+"""Files that ``convert-model`` writes and other layouts do not have (``encoder.onnx`` is sherpa-onnx's name too,
+``vocab.txt`` onnx-asr's)."""
+
+
 def partial_layout_hint(directory: Path) -> str:
     """For a directory with no ``manifest.json`` that holds some of another layout's files: which of that layout's
-    files are missing (``""`` when it holds none of them)."""
+    files are missing, or that it holds this project's files but lost its manifest (``""`` when it holds none
+    of them)."""
+    try:
+        own = [f for f in OWN_LAYOUT_FILES if (directory / f).is_file()]
+    except OSError:
+        return ""
+    if own:
+        return (f"; it holds {', '.join(own)} of this project's layout, whose {MANIFEST_NAME} names and describes "
+                "them: restore it, or convert the checkpoint again")
     layouts = (("onnx-asr", (onnx_asr.ENCODER_FILE, onnx_asr.DECODER_JOINT_FILE, onnx_asr.VOCAB_FILE)),
                ("sherpa-onnx", (sherpa_onnx.ENCODER_FILE, sherpa_onnx.DECODER_FILE, sherpa_onnx.JOINER_FILE,
                                 sherpa_onnx.TOKENS_FILE)))

@@ -912,6 +912,9 @@ def load_manifest(model_dir: Path, *, verify: bool = False) -> Manifest:
         )
     path = model_dir / MANIFEST_NAME
     if not path.is_file():
+        if path.exists() or path.is_symlink():
+            raise ModelDirectoryError(f"{model_dir}: its {MANIFEST_NAME} is not a regular file (a directory, a "
+                                      "pipe, a device or a broken link)")
         from .layouts import partial_layout_hint  # imported here: layouts.py imports this module
 
         raise ModelDirectoryError(f"{model_dir} is not a parakeet-runtime model directory: no {MANIFEST_NAME}"

@@ -187,7 +187,8 @@ def load_onnx_asr(
     measured, encoder_width = measure_encoder(encoder, n_mels, encoder_file)
     parts = split_decoder_joint(directory / decoder_joint_file)
     projection = EncoderProjection(
-        session=graph_session(parts.projection, chosen, threads, spinning), input="encoder_outputs", output=_PROJECTED
+        session=graph_session(parts.projection, chosen, threads, spinning, name=decoder_joint_file),
+        input="encoder_outputs", output=_PROJECTED,
     )
     width = parts.d_model if parts.frames_width is None else parts.frames_width
     check_frame_width(encoder_width, width, encoder_file, decoder_joint_file)

@@ -52,15 +52,16 @@ def session_options(threads: int | None, spinning: bool) -> ort.SessionOptions:
 
 
 def graph_session(
-    source: Path | bytes, providers: Sequence[Provider], threads: int | None, spinning: bool
+    source: Path | bytes, providers: Sequence[Provider], threads: int | None, spinning: bool, *, name: str = "",
 ) -> ort.InferenceSession:
-    """A session on a graph file, or on a serialised graph (``bytes``: graphs cut at load time).
+    """A session on a graph file, or on a serialised graph (``bytes``: graphs cut or rewritten at load time,
+    from the file ``name``, which errors name).
 
     Raises:
         ManifestError: ONNX Runtime cannot load the graph.
     """
     options = session_options(threads, spinning)
-    name = source.name if isinstance(source, Path) else "graph"
+    name = source.name if isinstance(source, Path) else f"{name or 'a graph'} (as made at load)"
     try:
         model = str(source) if isinstance(source, Path) else source
         return ort.InferenceSession(model, sess_options=options, providers=list(providers))
@@ -94,7 +95,7 @@ STEP_GRAPH_THREADING_BYTES = 8_000_000
 
 
 def step_graph_session(
-    source: Path | bytes, providers: Sequence[Provider], threads: int | None, *, spin: bool
+    source: Path | bytes, providers: Sequence[Provider], threads: int | None, *, spin: bool, name: str = "",
 ) -> ort.InferenceSession:
     """A per-step graph (the step graph or the predictor, the joint) runs once per decoding step. A
     small one (the fixtures', Parakeet v2's joint) is fastest on one thread: a thread pool costs more than
@@ -107,7 +108,7 @@ def step_graph_session(
     a server the request threads computing features are such processes."""
     size = len(source) if isinstance(source, bytes) else (source.stat().st_size if source.is_file() else 0)
     large = size >= STEP_GRAPH_THREADING_BYTES
-    return graph_session(source, providers, threads if large else 1, spin and large)
+    return graph_session(source, providers, threads if large else 1, spin and large, name=name)
 
 
 def chosen_decoder_weights(
@@ -171,13 +172,13 @@ def decoding_sessions(
     for (source, name), spin in ((predictor, session.spinning), (joint, False)):
         graph = decoding_graph(source, name, weights, columns)
         try:
-            sessions.append(step_graph_session(graph, providers, session.threads, spin=spin))
+            sessions.append(step_graph_session(graph, providers, session.threads, spin=spin, name=name))
             rewritten |= graph is not source
         except ManifestError as exc:
             if graph is source:
                 raise
             logger.warning("%s: its int8 rewrite does not load (%s); this graph keeps its fp32 weights", name, exc)
-            sessions.append(step_graph_session(source, providers, session.threads, spin=spin))
+            sessions.append(step_graph_session(source, providers, session.threads, spin=spin, name=name))
     return DecodingSessions(predictor=sessions[0], joint=sessions[1], weights="int8" if rewritten else "fp32")
 
 
@@ -446,7 +447,7 @@ class OnnxTdtModel:
         joint_session = step_graph_session(
             decoding_graph(argmax_graph(model_dir / joint.file, joint.output_logits, num_labels, joint.file),
                            joint.file, weights, columns),
-            chosen, session.threads, spin=False,
+            chosen, session.threads, spin=False, name=joint.file,
         )
         predictor_session = self.predictor_session
         if manifest.step is not None:
@@ -454,7 +455,7 @@ class OnnxTdtModel:
             predictor_session = step_graph_session(
                 decoding_graph(argmax_graph(model_dir / step.file, step.output_logits, num_labels, step.file),
                                step.file, weights, columns),
-                chosen, session.threads, spin=session.spinning,
+                chosen, session.threads, spin=session.spinning, name=step.file,
             )
         return dataclasses.replace(
             self, predictor_session=predictor_session, joint_session=joint_session,

@@ -344,7 +344,8 @@ def load_sherpa_onnx(
                                 f"{value}")
     check_frame_width(encoder_width, parts.d_model, files.encoder, files.joiner)
     projection = EncoderProjection(
-        session=graph_session(parts.projection, chosen, threads, spinning), input=parts.encoder_input,
+        session=graph_session(parts.projection, chosen, threads, spinning, name=files.joiner),
+        input=parts.encoder_input,
         output=_PROJECTED,
     )
     try:
