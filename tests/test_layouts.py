@@ -588,6 +588,25 @@ def test_external_weights_of_cut_graphs_are_read_from_the_model_directory(
     assert transcript.tokens
 
 
+def test_sherpa_onnx_graphs_with_unnamed_nodes_load(sherpa_dirs: dict[str, Path], sherpa_engines: dict[str, Engine],
+                                                    clips: dict[str, Path], tmp_path: Path) -> None:
+    """Node names are optional in ONNX; joined with a prefix, the unnamed nodes of the two graphs became
+    duplicates ("two nodes with same node name") and the directory did not load."""
+    import onnx
+
+    directory = _sherpa_copy(sherpa_dirs["tdt_a"], tmp_path / "unnamed")
+    for graph in ("decoder.onnx", "joiner.onnx"):
+        model = onnx.load(str(directory / graph))
+        for node in model.graph.node:
+            node.name = ""
+        onnx.save(model, str(directory / graph))
+    clip = clips[CLIP_NAMES[1]]
+    with Engine.load(directory) as engine:
+        transcript = engine.transcribe(clip)
+    assert transcript == sherpa_engines["tdt_a"].transcribe(clip)
+    assert transcript.tokens
+
+
 @pytest.mark.parametrize("location", ["../weights.bin", "/etc/hostname", "missing.bin"])
 def test_external_weights_outside_the_directory_are_refused(
     location: str, onnx_asr_dirs: dict[str, Path], tmp_path: Path

@@ -376,11 +376,13 @@ def tensor_names(model: Any) -> set[str]:
 
 
 def prefix_names(model: Any, prefix: str, keep: Iterable[str] = ()) -> None:
-    """Prefix every tensor and node name (but ``keep``), so that two graphs can be joined into one."""
+    """Prefix every tensor and node name (but ``keep``), so that two graphs can be joined into one. Unnamed
+    nodes stay unnamed (ONNX allows any number of them; prefixed, they would be duplicates)."""
     kept = set(keep)
     rename(model, {n: prefix + n for n in tensor_names(model) if n not in kept})
     for item in model.graph.node:
-        item.name = prefix + item.name
+        if item.name:
+            item.name = prefix + item.name
 
 
 def rewire(model: Any, head: Sequence[Any], tail: Sequence[Any], initializers: Sequence[Any],
