@@ -218,6 +218,23 @@ def test_a_decoder_joint_value_without_a_declared_shape_is_a_manifest_error(
         Engine.load(directory)
 
 
+@pytest.mark.parametrize(("graph", "value"), [("joiner.onnx", 0), ("joiner.onnx", "output"), ("decoder.onnx", 2)])
+def test_a_sherpa_onnx_value_without_a_declared_shape_is_a_manifest_error(
+        graph: str, value: int | str, sherpa_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """As onnx-asr's decoder_joint: sizes read from a joiner or decoder value without a shape are a ManifestError,
+    not an IndexError (``value``: an input's index, or the first output)."""
+    import onnx
+
+    directory = _sherpa_copy(sherpa_dirs["tdt_a"], tmp_path / "shapeless")
+    path = directory / graph
+    model = onnx.load(str(path))
+    info = model.graph.output[0] if value == "output" else model.graph.input[int(value)]
+    info.type.tensor_type.ClearField("shape")
+    onnx.save(model, str(path))
+    with pytest.raises(ManifestError, match="graph sizes are not static"):
+        Engine.load(directory)
+
+
 def test_a_joint_without_duration_outputs_is_called_rnnt() -> None:
     """A plain RNN-T export (labels and blank only) was told to "give the model's TDT durations"."""
     from parakeet_runtime.engine.model.onnx_asr import _durations
