@@ -250,6 +250,34 @@ def test_a_vocabulary_that_is_not_text_is_a_manifest_error(tmp_path: Path) -> No
         _load(model)
 
 
+class _StubEncoder:
+    """What :func:`check_encoder` reads of a model: the manifest, and an encoder of chosen output lengths."""
+
+    def __init__(self, lengths: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.manifest = load_manifest(default_model_dir())
+        self._lengths = lengths
+
+    def encode(self, features: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        encoded = self._lengths(lengths)
+        return np.zeros((len(lengths), int(encoded.max()), self.manifest.encoder.joint_hidden), np.float32), encoded
+
+
+def test_the_encoder_check_measures_the_factor_by_difference() -> None:
+    """A subsampling that adds a frame to every length (causal padding: 8k feature frames give k + 1) is the
+    manifest's factor; one that subsamples by half of it is not."""
+    from typing import cast
+
+    from parakeet_runtime.engine.model.onnx_model import OnnxTdtModel, check_encoder
+
+    factor = load_manifest(default_model_dir()).encoder.subsampling_factor
+    check_encoder(cast(OnnxTdtModel, _StubEncoder(lambda n: -(-n // factor))), "encoder.onnx")
+    check_encoder(cast(OnnxTdtModel, _StubEncoder(lambda n: n // factor + 1)), "encoder.onnx")
+    with pytest.raises(ManifestError, match=rf"the encoder subsamples by {factor // 2}, but"):
+        check_encoder(cast(OnnxTdtModel, _StubEncoder(lambda n: n // (factor // 2))), "encoder.onnx")
+    with pytest.raises(ManifestError, match="does not subsample evenly"):
+        check_encoder(cast(OnnxTdtModel, _StubEncoder(lambda n: n // factor + (n > 4 * factor) * 3)), "encoder.onnx")
+
+
 def test_a_directory_that_lost_its_manifest_is_named_as_this_projects(tmp_path: Path) -> None:
     """It was said to hold vocab.txt "of onnx-asr's layout" (and a FIFO as manifest.json: "no manifest.json")."""
     model = _copy(tmp_path)
@@ -308,15 +336,15 @@ def _fewer_mels(raw: Raw, model: Path) -> None:
 
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda raw, model: raw["encoder"].update(subsampling_factor=raw["encoder"]["subsampling_factor"] // 2),
-     r"encode to \d+ frames \(\d+ given\): the encoder subsamples by 8, but the manifest's encoder\.subsampling_factor "
-     r"is 4"),
+     r"\d+ more feature frames encode to \d+ more frames: the encoder subsamples by 8, but the manifest's "
+     r"encoder\.subsampling_factor is 4"),
     (lambda raw, model: raw["encoder"].update(subsampling_factor=raw["encoder"]["subsampling_factor"] * 2),
      r"the encoder subsamples by 8, but the manifest's encoder\.subsampling_factor is 16"),
     (lambda raw, model: raw["encoder"].update(output_lengths=raw["encoder"]["output_frames"]),
      r"encoder\.onnx: the encoder's output 'encoder_projected' \(manifest encoder\.output_lengths\) has shape "
-     r"\(1, \d+, \d+\), not one length per input"),
+     r"\(2, \d+, \d+\) for 2 inputs, not one length per input"),
     (lambda raw, model: raw["encoder"].update(output_frames=raw["encoder"]["output_lengths"]),
-     r"manifest encoder\.output_frames\) has shape \(1,\), not \(batch, frames, \d+\)"),
+     r"manifest encoder\.output_frames\) has shape \(2,\), not \(batch, frames, \d+\)"),
     (_fewer_mels, r"encoder\.onnx: the encoder does not run on its manifest's features \(64 mel bins"),
 ], ids=["factor halved", "factor doubled", "lengths are the frames", "frames are the lengths", "fewer mel bins"])
 def test_an_encoder_that_disagrees_with_its_manifest_is_refused_at_load(

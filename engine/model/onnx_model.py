@@ -283,15 +283,16 @@ def release_above_frames(manifest: Manifest, seconds: float | None) -> int | Non
     return int(seconds * manifest.features.sample_rate / manifest.features.hop_length)
 
 
-CHECK_ENCODED_FRAMES = 4
-"""Encoder frames of the test run at load (:func:`check_encoder`)."""
+CHECK_ENCODED_FRAMES = 8
+"""Encoder frames of the longer input of the test run at load (:func:`check_encoder`)."""
 
 
 def check_encoder(model: OnnxTdtModel, file: str) -> None:
-    """Run the encoder once on zero features of a few encoder frames' length and hold its outputs to the
-    manifest: it takes ``n_mels`` bins, gives ``(batch, frames, joint_hidden)`` frames and one length per
-    input, and subsamples by ``subsampling_factor`` (which sets every timestamp and the long-form windows;
-    the ONNX graph does not declare it, so only a run shows it).
+    """Run the encoder once on a batch of two zero inputs, of a few encoder frames and of twice as many, and
+    hold its outputs to the manifest: it takes ``n_mels`` bins, gives ``(batch, frames, joint_hidden)`` frames
+    and one length per input, and subsamples by ``subsampling_factor`` (which sets every timestamp and the
+    long-form windows; the ONNX graph does not declare it, so only a run shows it). The factor is measured
+    as the difference of the two lengths, so that a subsampling that adds a frame (causal padding) passes.
 
     Raises:
         ManifestError: the encoder does not run on the manifest's features, or its outputs disagree with it.
@@ -299,28 +300,35 @@ def check_encoder(model: OnnxTdtModel, file: str) -> None:
     manifest = model.manifest
     spec = manifest.encoder
     factor = spec.subsampling_factor
-    encoded = CHECK_ENCODED_FRAMES if spec.max_frames is None else max(1, min(CHECK_ENCODED_FRAMES, spec.max_frames))
-    frames = factor * encoded
+    longer = CHECK_ENCODED_FRAMES if spec.max_frames is None else max(1, min(CHECK_ENCODED_FRAMES, spec.max_frames))
+    encoded = [longer // 2, longer] if longer > 1 else [longer]
+    lengths_in = np.array([factor * k for k in encoded], dtype=np.int64)
     n_mels = manifest.features.n_mels
     try:
-        outputs, lengths = model.encode(np.zeros((1, n_mels, frames), dtype=np.float32),
-                                        np.array([frames], dtype=np.int64))
+        outputs, lengths = model.encode(np.zeros((len(encoded), n_mels, int(lengths_in[-1])), dtype=np.float32),
+                                        lengths_in)
     except Exception as exc:  # onnxruntime (or another backend) raises its own untyped exceptions here
         raise ManifestError(f"{file}: the encoder does not run on its manifest's features ({n_mels} mel bins, "
                             f"inputs {spec.input_features!r:.80} and {spec.input_lengths!r:.80}): {exc}") from exc
     outputs, lengths = np.asarray(outputs), np.asarray(lengths)
-    if lengths.shape != (1,):
+    rows = len(encoded)
+    if lengths.shape != (rows,):
         raise ManifestError(f"{file}: the encoder's output {spec.output_lengths!r:.80} (manifest encoder."
-                            f"output_lengths) has shape {lengths.shape}, not one length per input")
-    if outputs.ndim != 3 or outputs.shape[0] != 1 or outputs.shape[2] != spec.joint_hidden:
+                            f"output_lengths) has shape {lengths.shape} for {rows} inputs, not one length per input")
+    if outputs.ndim != 3 or outputs.shape[0] != rows or outputs.shape[2] != spec.joint_hidden:
         raise ManifestError(f"{file}: the encoder's output {spec.output_frames!r:.80} (manifest encoder."
                             f"output_frames) has shape {outputs.shape}, not (batch, frames, {spec.joint_hidden}) "
                             "(encoder.joint_hidden)")
-    got = int(lengths[0])
-    if got != encoded or outputs.shape[1] < got:
-        measured = f"subsamples by {frames // got}" if got > 0 and frames % got == 0 else "does not subsample evenly"
-        raise ManifestError(f"{file}: {frames} feature frames encode to {got} frames ({outputs.shape[1]} given): "
-                            f"the encoder {measured}, but the manifest's encoder.subsampling_factor is {factor}")
+    got = [int(n) for n in lengths]
+    if max(got) > outputs.shape[1] or min(got) < 1:
+        raise ManifestError(f"{file}: the encoder gives lengths {got} for {outputs.shape[1]} frames")
+    if rows == 2:
+        added, fed = got[1] - got[0], int(lengths_in[1] - lengths_in[0])
+        if added * factor != fed:
+            even = added > 0 and fed % added == 0
+            measured = f"subsamples by {fed // added}" if even else "does not subsample evenly"
+            raise ManifestError(f"{file}: {fed} more feature frames encode to {added} more frames: the encoder "
+                                f"{measured}, but the manifest's encoder.subsampling_factor is {factor}")
 
 
 @dataclass(frozen=True, eq=False)
