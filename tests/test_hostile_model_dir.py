@@ -257,7 +257,7 @@ class _StubEncoder:
         self.manifest = load_manifest(default_model_dir())
         self._lengths = lengths
 
-    def encode(self, features: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _encode(self, features: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         encoded = self._lengths(lengths)
         return np.zeros((len(lengths), int(encoded.max()), self.manifest.encoder.joint_hidden), np.float32), encoded
 

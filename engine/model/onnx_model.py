@@ -305,7 +305,7 @@ def check_encoder(model: OnnxTdtModel, file: str) -> None:
     lengths_in = np.array([factor * k for k in encoded], dtype=np.int64)
     n_mels = manifest.features.n_mels
     try:
-        outputs, lengths = model.encode(np.zeros((len(encoded), n_mels, int(lengths_in[-1])), dtype=np.float32),
+        outputs, lengths = model._encode(np.zeros((len(encoded), n_mels, int(lengths_in[-1])), dtype=np.float32),
                                         lengths_in)
     except Exception as exc:  # onnxruntime (or another backend) raises its own untyped exceptions here
         raise ManifestError(f"{file}: the encoder does not run on its manifest's features ({n_mels} mel bins, "
@@ -480,10 +480,16 @@ class OnnxTdtModel:
         Returns:
             Projected encoder frames ``(batch, encoded_frames, joint_hidden)`` and their valid counts.
         """
-        spec = self.manifest.encoder
         run_options = None
         if self.release_above_frames is not None and features.shape[0] * features.shape[2] > self.release_above_frames:
             run_options = _RELEASE_ARENA
+        return self._encode(features, lengths, run_options)
+
+    def _encode(
+        self, features: FloatArray, lengths: npt.NDArray[np.int64], run_options: Any = None
+    ) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+        """:meth:`encode` with the run options given (the check at load runs the encoder through here)."""
+        spec = self.manifest.encoder
         frames, encoded_lengths = self.encoder_session.run(
             [spec.output_frames, spec.output_lengths],
             {spec.input_features: features, spec.input_lengths: lengths},
