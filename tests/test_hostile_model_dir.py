@@ -519,3 +519,33 @@ def test_a_quantised_conversion_records_the_quantised_files(tmp_path: Path, nemo
     encoder = {d.name: d for d in manifest.digests}["encoder.onnx"]
     fp32 = {d.name: d for d in load_manifest(converted["tdt_a"]).digests}["encoder.onnx"]
     assert encoder.size == (out / "encoder.onnx").stat().st_size != fp32.size
+
+
+class _StubSession:
+    """An encoder session of NeMo's export names whose lengths come from ``lengths``."""
+
+    def __init__(self, lengths: Callable[[np.ndarray], np.ndarray]) -> None:
+        self._lengths = lengths
+
+    def run(self, names: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        encoded = self._lengths(feed["length"])
+        return [np.zeros((len(encoded), 32, int(encoded.max())), np.float32), encoded]
+
+
+def test_other_layouts_measure_the_factor_by_difference_too() -> None:
+    """onnx-asr's and sherpa-onnx's encoders are measured, not read from a manifest: a subsampling that adds a
+    frame (causal padding) measured as 'cannot infer subsampling'."""
+    from typing import cast
+
+    import onnxruntime as ort
+
+    from parakeet_runtime.engine.model.onnx_asr import measure_encoder
+
+    def measured(lengths: Callable[[np.ndarray], np.ndarray]) -> tuple[int, int]:
+        return measure_encoder(cast(ort.InferenceSession, _StubSession(lengths)), 80, "e.onnx")
+
+    for factor in (4, 8, 16):
+        assert measured(lambda n, f=factor: -(-n // f)) == (factor, 32)  # type: ignore[misc]
+        assert measured(lambda n, f=factor: n // f + 1) == (factor, 32)  # type: ignore[misc]
+    with pytest.raises(ManifestError, match="cannot infer subsampling"):
+        measured(lambda n: n * 0 + 5)

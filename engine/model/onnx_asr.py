@@ -361,24 +361,29 @@ def _durations(config: dict[str, Any], num_outputs: int, vocab_size: int, graph:
 
 
 def measure_encoder(encoder: ort.InferenceSession, n_mels: int, graph: str) -> tuple[int, int]:
-    """The encoder's subsampling factor and the width of its output frames, measured by running it once on
-    zero features (NeMo's export: ``outputs`` ``(batch, width, frames)`` and ``encoded_lengths``).
+    """The encoder's subsampling factor and the width of its output frames, measured by running it once on a
+    batch of two zero inputs, one twice as long as the other (NeMo's export: ``outputs`` ``(batch, width,
+    frames)`` and ``encoded_lengths``): the factor is the difference of their lengths, so that a subsampling
+    that adds a frame (causal padding) measures as it is.
 
     Raises:
         ManifestError: it does not run, or its lengths give no whole subsampling factor.
     """
-    frames = 256  # divisible by every FastConformer subsampling factor (4, 8, 16)
-    features = np.zeros((1, n_mels, frames), dtype=np.float32)
+    frames = 256  # divisible by every FastConformer subsampling factor (4, 8, 16), and so is half of it
+    features = np.zeros((2, n_mels, frames), dtype=np.float32)
     try:
         outputs, lengths = encoder.run(["outputs", "encoded_lengths"],
-                                       {"audio_signal": features, "length": np.array([frames], dtype=np.int64)})
+                                       {"audio_signal": features,
+                                        "length": np.array([frames // 2, frames], dtype=np.int64)})
     except Exception as exc:  # onnxruntime raises its own untyped exceptions here
         raise ManifestError(f"{graph}: the encoder does not run on {n_mels} mel bins ({exc})") from exc
-    encoded = int(np.asarray(lengths).reshape(-1)[0])
-    if encoded <= 0 or frames % encoded:
-        raise ManifestError(f"{graph}: {frames} feature frames encode to {encoded} frames; cannot infer subsampling")
+    encoded = [int(n) for n in np.asarray(lengths).reshape(-1)]
+    added = encoded[1] - encoded[0] if len(encoded) == 2 else 0
+    if encoded[0] <= 0 or added <= 0 or (frames // 2) % added:
+        raise ManifestError(f"{graph}: {frames // 2} and {frames} feature frames encode to {encoded} frames; cannot "
+                            "infer subsampling")
     width = int(outputs.shape[1]) if np.ndim(outputs) == 3 else 0
-    return frames // encoded, width
+    return frames // 2 // added, width
 
 
 def check_frame_width(width: int, expected: int, encoder_graph: str, joint_graph: str) -> None:
