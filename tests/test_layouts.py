@@ -624,14 +624,20 @@ def test_sherpa_onnx_graphs_with_unnamed_nodes_load(sherpa_dirs: dict[str, Path]
     assert transcript.tokens
 
 
-@pytest.mark.parametrize("location", ["../weights.bin", "/etc/hostname", "missing.bin"])
+@pytest.mark.parametrize(("location", "message"), [
+    ("../weights.bin", r"external data must be a path inside the model directory, found '\.\./weights\.bin'"),
+    ("/etc/hostname", r"external data must be a path inside the model directory, found '/etc/hostname'"),
+    ("weights\x00.bin", r"external data must be a path inside the model directory, found 'weights\\x00\.bin'"),
+    ("missing.bin", r"external data 'missing\.bin' is not a file inside"),
+], ids=["parent", "absolute", "nul", "missing"])
 def test_external_weights_outside_the_directory_are_refused(
-    location: str, onnx_asr_dirs: dict[str, Path], tmp_path: Path
+    location: str, message: str, onnx_asr_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
+    """Refused as the manifest's own file names are (the same check); a NUL in the name was a bare ValueError."""
     directory = _copy(onnx_asr_dirs["tdt_a"], tmp_path / "dir")
     _weights_outside_the_graph(directory / "decoder_joint-model.onnx", location)
     shutil.copyfile(directory / "weights.bin", tmp_path / "weights.bin")
-    with pytest.raises(ManifestError, match=r"external data .* is not a file inside"):
+    with pytest.raises(ManifestError, match=r"decoder_joint-model\.onnx: initializer .*'s " + message):
         Engine.load(directory)
 
 

@@ -816,8 +816,9 @@ def with_file_digests(manifest: Manifest, model_dir: Path) -> Manifest:
     return replace(manifest, digests=digests)
 
 
-def _confined(root: Path, label: str, name: str) -> Path | None:
-    """The resolved path of a file the manifest names (``None``: it does not exist).
+def confined_file(root: Path, label: str, name: str) -> Path | None:
+    """The resolved path of a file that ``label`` (a manifest field, a graph's external data reference) names
+    inside the model directory ``root`` (resolved); ``None``: it does not exist.
 
     Raises:
         ManifestError: an absolute path, a path through ``..``, a symbolic link that leaves the directory,
@@ -825,19 +826,15 @@ def _confined(root: Path, label: str, name: str) -> Path | None:
     """
     relative = Path(name)
     if relative.is_absolute() or "\x00" in name or ".." in relative.parts or relative.drive:
-        raise ManifestError(
-            f"manifest: {label} must be a path inside the model directory, found {name!r:.200}"
-        )
+        raise ManifestError(f"{label} must be a path inside the model directory, found {name!r:.200}")
     path = root / relative
     if not path.exists():
         return None
     resolved = path.resolve()
     if not resolved.is_relative_to(root):
-        raise ManifestError(
-            f"manifest: {label} {name!r} leaves the model directory (a symbolic link to {resolved})"
-        )
+        raise ManifestError(f"{label} {name!r} leaves the model directory (a symbolic link to {resolved})")
     if not resolved.is_file():
-        raise ManifestError(f"manifest: {label} {name!r} is not a plain file")
+        raise ManifestError(f"{label} {name!r} is not a plain file")
     return resolved
 
 
@@ -921,7 +918,8 @@ def load_manifest(model_dir: Path, *, verify: bool = False) -> Manifest:
                                   f"{partial_layout_hint(model_dir)}")
     manifest = parse_manifest(read_json_object(path, "a JSON manifest"))
     root = model_dir.resolve()
-    missing = [name for label, name in manifest.named_files() if _confined(root, label, name) is None]
+    missing = [name for label, name in manifest.named_files()
+               if confined_file(root, f"manifest: {label}", name) is None]
     if missing:
         raise ModelDirectoryError(f"{model_dir}: files named in the manifest are missing: {', '.join(missing)}")
     _check_digests(manifest, root, verify=verify)

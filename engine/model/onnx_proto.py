@@ -22,6 +22,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from ..errors import ManifestError
+from .manifest import confined_file
 
 FLOAT = 1
 """``TensorProto.DataType.FLOAT``."""
@@ -189,20 +190,21 @@ def inline_external_data(model: Any, directory: Path, name: str) -> None:
             continue
         entries = {entry.key: entry.value for entry in tensor.external_data}
         location = entries.get("location", "")
-        label = f"{name}: initializer {tensor.name!r:.80}'s external data {location!r:.120}"
-        target = (directory / location).resolve()
-        if not location or Path(location).is_absolute() or not target.is_relative_to(root) or not target.is_file():
-            raise ManifestError(f"{label} is not a file inside {directory}")
+        label = f"{name}: initializer {tensor.name!r:.80}'s external data"
+        target = confined_file(root, label, location) if location else None
+        if target is None:
+            raise ManifestError(f"{label} {location!r:.120} is not a file inside {directory}")
         try:
+            size = target.stat().st_size
             offset = int(entries.get("offset", "0"))
-            length = int(entries["length"]) if "length" in entries else target.stat().st_size - offset
-            if offset < 0 or length < 0 or offset + length > target.stat().st_size:
-                raise ValueError(f"bytes {offset}..{offset + length} of a {target.stat().st_size}-byte file")
+            length = int(entries["length"]) if "length" in entries else size - offset
+            if offset < 0 or length < 0 or offset + length > size:
+                raise ValueError(f"bytes {offset}..{offset + length} of a {size}-byte file")
             with target.open("rb") as file:
                 file.seek(offset)
                 tensor.raw_data = file.read(length)
         except (OSError, ValueError) as exc:
-            raise ManifestError(f"{label} cannot be read ({exc})") from exc
+            raise ManifestError(f"{label} {location!r:.120} cannot be read ({exc})") from exc
         del tensor.external_data[:]
         tensor.ClearField("data_location")
 
