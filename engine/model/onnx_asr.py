@@ -87,6 +87,7 @@ from .onnx_model import (
     default_providers,
     graph_session,
     release_above_frames,
+    subsampling_by_difference,
 )
 from .tokenizer import Tokenizer
 
@@ -378,12 +379,12 @@ def measure_encoder(encoder: ort.InferenceSession, n_mels: int, graph: str) -> t
     except Exception as exc:  # onnxruntime raises its own untyped exceptions here
         raise ManifestError(f"{graph}: the encoder does not run on {n_mels} mel bins ({exc})") from exc
     encoded = [int(n) for n in np.asarray(lengths).reshape(-1)]
-    added = encoded[1] - encoded[0] if len(encoded) == 2 else 0
-    if encoded[0] <= 0 or added <= 0 or (frames // 2) % added:
+    factor = subsampling_by_difference((frames // 2, frames), (encoded[0], encoded[1])) if len(encoded) == 2 else None
+    if encoded[0] <= 0 or factor is None:
         raise ManifestError(f"{graph}: {frames // 2} and {frames} feature frames encode to {encoded} frames; cannot "
                             "infer subsampling")
     width = int(outputs.shape[1]) if np.ndim(outputs) == 3 else 0
-    return frames // 2 // added, width
+    return factor, width
 
 
 def check_frame_width(width: int, expected: int, encoder_graph: str, joint_graph: str) -> None:

@@ -283,6 +283,14 @@ def release_above_frames(manifest: Manifest, seconds: float | None) -> int | Non
     return int(seconds * manifest.features.sample_rate / manifest.features.hop_length)
 
 
+def subsampling_by_difference(fed: tuple[int, int], encoded: tuple[int, int]) -> int | None:
+    """The subsampling factor of an encoder that encoded ``fed`` feature frames (shorter first) to ``encoded``
+    frames: the difference of the inputs over the difference of the outputs, so that a subsampling that adds
+    a frame to every length (causal padding) measures as it is; ``None`` when it is not a whole number."""
+    added, more = encoded[1] - encoded[0], fed[1] - fed[0]
+    return more // added if added > 0 and more % added == 0 else None
+
+
 CHECK_ENCODED_FRAMES = 8
 """Encoder frames of the longer input of the test run at load (:func:`check_encoder`)."""
 
@@ -323,12 +331,12 @@ def check_encoder(model: OnnxTdtModel, file: str) -> None:
     if max(got) > outputs.shape[1] or min(got) < 1:
         raise ManifestError(f"{file}: the encoder gives lengths {got} for {outputs.shape[1]} frames")
     if rows == 2:
-        added, fed = got[1] - got[0], int(lengths_in[1] - lengths_in[0])
-        if added * factor != fed:
-            even = added > 0 and fed % added == 0
-            measured = f"subsamples by {fed // added}" if even else "does not subsample evenly"
-            raise ManifestError(f"{file}: {fed} more feature frames encode to {added} more frames: the encoder "
-                                f"{measured}, but the manifest's encoder.subsampling_factor is {factor}")
+        measured = subsampling_by_difference((int(lengths_in[0]), int(lengths_in[1])), (got[0], got[1]))
+        if measured != factor:
+            said = "does not subsample evenly" if measured is None else f"subsamples by {measured}"
+            raise ManifestError(f"{file}: {int(lengths_in[1] - lengths_in[0])} more feature frames encode to "
+                                f"{got[1] - got[0]} more frames: the encoder {said}, but the manifest's "
+                                f"encoder.subsampling_factor is {factor}")
 
 
 @dataclass(frozen=True, eq=False)
