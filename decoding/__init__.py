@@ -17,6 +17,7 @@ from .confidence import (
     token_confidence,
     word_confidence,
 )
+from .rules import JointChoices, JointOutput
 from .tdt import DecodedToken, StepModel, TdtCarry, TdtConfig, TdtResult, tdt_greedy_decode
 from .tdt_batch import BatchResult, BatchStepModel, tdt_greedy_decode_batch
 from .timestamps import (
@@ -53,6 +54,8 @@ __all__ = [
     "DecodedToken",
     "FloatArray",
     "IntArray",
+    "JointChoices",
+    "JointOutput",
     "SegmentSpan",
     "StepConfidence",
     "StepModel",

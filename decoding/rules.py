@@ -7,11 +7,26 @@ one body, so that the two searches cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import overload
+from typing import TypeAlias, overload
 
 import numpy as np
 
 from .arrays import BoolArray, FloatArray, IntArray
+
+
+@dataclass(frozen=True)
+class JointChoices:
+    """The joint's greedy choices at each of its rows, from a step model that takes the argmaxes itself (in its
+    graph) rather than returning the logits: they carry no confidence."""
+
+    label: IntArray
+    """The best label of each row, ``(rows,)``."""
+    duration_index: IntArray
+    """The index of each row's best duration logit (into the model's ``durations``), ``(rows,)``."""
+
+
+JointOutput: TypeAlias = FloatArray | JointChoices
+"""What a step model's joint gives: logits ``(rows, blank_id + 1 + len(durations))``, or the choices."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,13 +42,20 @@ class JointReader:
     def of(cls, blank_id: int, durations: tuple[int, ...]) -> JointReader:
         return cls(num_labels=blank_id + 1, durations=np.asarray(durations, dtype=np.int64))
 
-    def choose(self, logits: FloatArray) -> tuple[IntArray, IntArray]:
+    def choose(self, logits: JointOutput) -> tuple[IntArray, IntArray]:
         """The label and the duration (in frames, through ``durations``) at each position of ``logits``:
-        two independent argmaxes, shape ``logits.shape[:-1]`` each.
+        two independent argmaxes, shape ``logits.shape[:-1]`` each (or the choices as the model took them).
 
         Raises:
-            ValueError: the logits are not ``num_labels + len(durations)`` wide.
+            ValueError: the logits are not ``num_labels + len(durations)`` wide, or choices out of range.
         """
+        if isinstance(logits, JointChoices):
+            label, index = logits.label, logits.duration_index
+            if label.size and (int(label.min()) < 0 or int(label.max()) >= self.num_labels):
+                raise ValueError(f"a chosen label is outside [0, {self.num_labels})")
+            if index.size and (int(index.min()) < 0 or int(index.max()) >= self.durations.shape[0]):
+                raise ValueError(f"a chosen duration index is outside [0, {self.durations.shape[0]})")
+            return label.astype(np.int64, copy=False), self.durations[index]
         width = self.num_labels + self.durations.shape[0]
         if logits.shape[-1] != width:
             raise ValueError(
@@ -43,6 +65,17 @@ class JointReader:
         label = np.argmax(logits[..., : self.num_labels], axis=-1).astype(np.int64)
         duration = self.durations[np.argmax(logits[..., self.num_labels :], axis=-1)]
         return label, duration
+
+
+def logits_for_confidence(output: JointOutput) -> FloatArray:
+    """``output`` as logits, for a search that records confidence.
+
+    Raises:
+        ValueError: the step model gave its choices, which carry no confidence.
+    """
+    if isinstance(output, JointChoices):
+        raise ValueError("confidence needs the joint's logits; this step model gives its choices only")
+    return output
 
 
 @overload

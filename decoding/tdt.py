@@ -22,7 +22,7 @@ import numpy as np
 
 from .arrays import FloatArray, IntArray
 from .confidence import ConfidenceOptions, StepConfidence, scored_steps
-from .rules import JointReader, blank_skip, forced_ahead, labels_at_frame
+from .rules import JointOutput, JointReader, blank_skip, forced_ahead, labels_at_frame, logits_for_confidence
 
 StateT = TypeVar("StateT")
 
@@ -85,15 +85,16 @@ class StepModel(Protocol[StateT]):
         predictor output, shape ``(joint_hidden,)``, and the new state."""
         ...
 
-    def joint_frames(self, encoder_frames: FloatArray, predictor_output: FloatArray) -> FloatArray:
+    def joint_frames(self, encoder_frames: FloatArray, predictor_output: FloatArray) -> JointOutput:
         """Joint logits for ``k`` consecutive projected encoder frames ``(k, joint_hidden)``, each with the
-        same projected predictor output ``(joint_hidden,)``: shape ``(k, blank_id + 1 + len(durations))``.
-        One call, so that a large joint's weights are read once for the frames a run of blanks visits."""
+        same projected predictor output ``(joint_hidden,)``: shape ``(k, blank_id + 1 + len(durations))``
+        (or their :class:`~.rules.JointChoices`, without confidence). One call, so that a large joint's weights
+        are read once for the frames a run of blanks visits."""
         ...
 
     def predict_joint(
         self, label: int, state: StateT, encoder_frames: FloatArray
-    ) -> tuple[FloatArray, StateT, FloatArray]:
+    ) -> tuple[FloatArray, StateT, JointOutput]:
         """``predict(label, state)``, then the joint logits ``(k, blank_id + 1 + len(durations))`` of ``k``
         consecutive projected encoder frames ``(k, joint_hidden)`` with its output: the projected predictor
         output, the new state and the logits. One call, so that an implementation can run both in one
@@ -193,10 +194,10 @@ def tdt_greedy_decode(
     pending: list[tuple[int, int, FloatArray]] = []
     record_blanks = confidence is not None and not confidence.exclude_blank
 
-    def read(logits: FloatArray) -> tuple[IntArray, IntArray]:
+    def read(logits: JointOutput) -> tuple[IntArray, IntArray]:
         nonlocal window_logits
         if confidence is not None:
-            window_logits = logits
+            window_logits = logits_for_confidence(logits)
         return reader.choose(logits)
 
     def record(label: int, frame: int, offset: int) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .arrays import BoolArray, FloatArray, IntArray
 from .confidence import ConfidenceOptions, StepConfidence, scored_steps
-from .rules import JointReader, blank_skip, forced_ahead, labels_at_frame
+from .rules import JointOutput, JointReader, blank_skip, forced_ahead, labels_at_frame, logits_for_confidence
 from .tdt import CONFIDENCE_BLOCK, DecodedToken, TdtConfig
 
 StateT = TypeVar("StateT")
@@ -37,14 +37,15 @@ class BatchStepModel(Protocol[StateT]):
         by the caller."""
         ...
 
-    def joint_rows(self, encoder_frames: FloatArray, predictor_outputs: FloatArray) -> FloatArray:
+    def joint_rows(self, encoder_frames: FloatArray, predictor_outputs: FloatArray) -> JointOutput:
         """Joint logits ``(n, blank_id + 1 + len(durations))`` for ``n`` pairs of projected encoder frames
-        ``(n, joint_hidden)`` and projected predictor outputs ``(n, joint_hidden)``."""
+        ``(n, joint_hidden)`` and projected predictor outputs ``(n, joint_hidden)`` (or their
+        :class:`~.rules.JointChoices`, without confidence)."""
         ...
 
     def predict_joint_rows(
         self, labels: IntArray, state: StateT, rows: IntArray, encoder_frames: FloatArray
-    ) -> tuple[FloatArray, StateT, FloatArray]:
+    ) -> tuple[FloatArray, StateT, JointOutput]:
         """Feed ``labels[i]`` to row ``rows[i]`` of ``state``, then take the joint of ``encoder_frames[i]``
         (shape ``(len(rows), joint_hidden)``) with each row's new output, in one call (so that an
         implementation can run both in one graph).
@@ -195,7 +196,7 @@ class _BatchSearch(Generic[StateT]):
         """Those of ``rows`` whose time has not run past their length."""
         return rows[self.time[rows] < self.length[rows]]
 
-    def read(self, logits: FloatArray) -> tuple[IntArray, IntArray]:
+    def read(self, logits: JointOutput) -> tuple[IntArray, IntArray]:
         """The label and the frames to move at each position of ``logits``."""
         label, duration = self.reader.choose(logits)
         return label, np.where(label == self.config.blank_id, blank_skip(duration), duration)
@@ -216,7 +217,7 @@ class _BatchSearch(Generic[StateT]):
         label, skip = self.read(logits)
         if self.confidence is not None:
             window_rows, window_offsets = np.nonzero(frame_ok)
-            self.window_logits[missing[window_rows], window_offsets] = logits
+            self.window_logits[missing[window_rows], window_offsets] = logits_for_confidence(logits)
         self.window_label[missing[:, None], offsets[None, :]] = _scatter(label, frame_ok)
         self.window_skip[missing[:, None], offsets[None, :]] = _scatter(skip, frame_ok)
         self.window_start[missing] = start
@@ -268,7 +269,7 @@ class _BatchSearch(Generic[StateT]):
         self.predictor_output[rows] = outputs
         self.window_label[rows, 0], self.window_skip[rows, 0] = self.read(next_logits)
         if self.confidence is not None:
-            self.window_logits[rows, 0] = next_logits
+            self.window_logits[rows, 0] = logits_for_confidence(next_logits)
         self.window_start[rows] = next_frame
         self.window_size[rows] = 1
 

@@ -130,9 +130,11 @@ class Engine:
             long_form: how inputs of any length are transcribed (default: :class:`LongFormOptions`: one pass
                 while it fits a memory budget derived from this machine, else chunks).
             argmax_step: the decoding step and the joint return the argmax label and duration instead of
-                logits, so that a step on a GPU copies two integers per row back (same tokens, durations and
-                timestamps; no confidence). Default ``None``: on for ``device="cuda"`` or ``"tensorrt"`` when
-                no confidence is asked for, else off. Only for this project's model directories.
+                logits, so that a step on a GPU copies two integers per row back, and a step with int8 decoding
+                weights never assembles the joint's full-width logits (same tokens, durations and timestamps;
+                no confidence). Default ``None``: on when no confidence is asked for, for ``device="cuda"`` or
+                ``"tensorrt"`` and for int8 decoding weights (``SessionOptions.decoder_weights``), else off.
+                Only for this project's model directories.
 
         Raises:
             ModelDirectoryError: the directory or one of its files is missing.
@@ -173,12 +175,10 @@ class Engine:
             manifest = load_manifest(directory, verify=verify)
             features = FeatureExtractor.load(manifest.features, directory)
             tokenizer = Tokenizer.load(manifest.tokenizer, directory, manifest.decoding.vocab_size)
-            model = OnnxTdtModel.load(manifest, directory, providers=providers, session=session)
-        argmax = argmax_step if argmax_step is not None else (
-            checked_device not in (None, "cpu") and confidence is None and layout is None
-        )
-        if argmax:  # never for another layout: load_other_layout refused argmax_step=True, the default is off
-            model = model.with_argmax_heads(directory, providers=providers, session=session)
+            on_device = checked_device not in (None, "cpu")  # argmax on a GPU; on a CPU where decoding is int8
+            argmax = argmax_step if argmax_step is not None else (True if on_device else None)
+            model = OnnxTdtModel.load(manifest, directory, providers=providers, session=session,
+                                      argmax=False if confidence is not None else argmax)
         if checked_device is not None:
             check_sessions(checked_device, [model.encoder_session, model.predictor_session, model.joint_session])
         decoding = manifest.decoding

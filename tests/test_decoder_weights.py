@@ -19,12 +19,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from parakeet_runtime.engine import BatchingOptions, Engine, SessionOptions
-from parakeet_runtime.engine.model import onnx_model
+from parakeet_runtime.engine.model import devices, onnx_model
 from parakeet_runtime.engine.model.cpu import cpu_name, isa_summary, x86_without_int8_dot_products
 from parakeet_runtime.engine.model.decoder_weights import (
     BLOCK_SIZE,
     EXACT_TOP,
     RANKING_LIMIT_SATURATING,
+    ChoiceOutputs,
     JointColumns,
     dequantize_blocks,
     int8_decoding_graph,
@@ -122,15 +123,16 @@ def test_gemm_it_cannot_rewrite_is_kept() -> None:
     assert int8_decoding_graph(moving, "no constant") is None  # weights that are an input are not touched
 
 
-def _near_ties(labels: int, durations: int, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _near_ties(labels: int, durations: int, depth: int,
+               generator: np.random.Generator = rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Joint output weights ``(depth, labels + durations)`` whose labels 3 and 4 nearly tie (their difference
     far below int8's resolution, its sign different from row to row), a bias, and 64 ReLU-like rows."""
-    weights = (rng.standard_normal((depth, labels + durations)) * 0.1).astype(np.float32)
+    weights = (generator.standard_normal((depth, labels + durations)) * 0.1).astype(np.float32)
     weights[:, 3] += 0.3  # labels 3 and 4 well ahead of the others
-    weights[:, 4] = weights[:, 3] + (rng.standard_normal(depth) * 2e-5).astype(np.float32)
-    bias = (rng.standard_normal(labels + durations) * 0.01).astype(np.float32)
+    weights[:, 4] = weights[:, 3] + (generator.standard_normal(depth) * 2e-5).astype(np.float32)
+    bias = (generator.standard_normal(labels + durations) * 0.01).astype(np.float32)
     bias[4] = bias[3]
-    rows = np.abs(rng.standard_normal((64, depth))).astype(np.float32)
+    rows = np.abs(generator.standard_normal((64, depth))).astype(np.float32)
     return weights, bias, rows
 
 
@@ -171,6 +173,82 @@ def test_joint_output_keeps_fp32_best_label_and_duration(layer: str, ranking_lim
     # Without the fp32 scoring, int8 cannot tell the two labels apart: the check above is not vacuous.
     assert (approximate[decided, :labels].argmax(axis=1) != best[decided]).any()
     assert labels > EXACT_TOP
+
+
+def _joint_layer(weights: np.ndarray, bias: np.ndarray, rows: int | str = "rows") -> bytes:
+    """A joint output layer as the exports write it: ``MatMul`` then ``Add`` of the bias, and a second output
+    besides the logits (the step graph's predictor state), which must stay."""
+    depth, width = weights.shape
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Add", ["b", "p"], ["y"]),
+             helper.make_node("Relu", ["x"], ["kept"])]
+    return _model(nodes, [_float("x", [rows, depth])], [_float("y", [rows, width]), _float("kept", [rows, depth])],
+                  [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(bias, "b")])
+
+
+_CHOICES = ChoiceOutputs(logits="y", label="label", duration="duration")
+_choice_rng = np.random.default_rng(11)
+"""The choices' tests draw from their own generator: the tests after them keep the data they were tuned on."""
+
+
+def test_joint_choices_are_the_argmaxes_of_the_rescored_logits() -> None:
+    """The graph ending in choices: the label and duration the logits' rewrite gives, with no full-width logits
+    made or copied out; the other outputs stay; fp32's best label on every decided row."""
+    labels, durations, depth = 40, 5, 96
+    weights, bias, rows = _near_ties(labels, durations, depth, _choice_rng)
+    data = _joint_layer(weights, bias)
+    columns = JointColumns(labels=labels, width=labels + durations)
+    logits = int8_decoding_graph(data, "joint", columns)
+    chosen = int8_decoding_graph(data, "joint", columns, choices=_CHOICES)
+    assert logits is not None and chosen is not None and chosen.choices and not logits.choices
+    ops = _ops(chosen.data)
+    assert "ScatterElements" not in ops and "Concat" not in ops and ops.count("DynamicQuantizeMatMul") == 1
+    session = _session(chosen.data)
+    assert [o.name for o in session.get_outputs()] == ["kept", "label", "duration"]
+    (scored, kept) = _session(logits.data).run(["y", "kept"], {"x": rows})
+    label, duration, kept_too = session.run(["label", "duration", "kept"], {"x": rows})
+    assert label.dtype == np.int64 and label.shape == duration.shape == (64,)
+    np.testing.assert_array_equal(label, scored[:, :labels].argmax(axis=1))
+    np.testing.assert_array_equal(duration, scored[:, labels:].argmax(axis=1))
+    np.testing.assert_array_equal(kept_too, kept)
+    exact = rows @ weights + bias
+    exact64 = rows.astype(np.float64) @ weights.astype(np.float64)
+    decided = np.abs(exact64[:, 3] - exact64[:, 4]) > 1e-5
+    np.testing.assert_array_equal(label[decided], exact[decided, :labels].argmax(axis=1))
+    assert set(label) == {3, 4}
+
+
+def test_joint_choices_break_ties_as_argmax_does() -> None:
+    """Labels whose fp32 scores are equal (identical weight rows): the lowest label index, as ``numpy.argmax``
+    takes the first of equal maxima; whatever order the int8 ranking put them in."""
+    labels, durations, depth = 30, 3, 32
+    weights = (_choice_rng.standard_normal((depth, labels + durations)) * 0.1).astype(np.float32)
+    for twin in (21, 7, 13):
+        weights[:, twin] = weights[:, 2] + 0.5
+    weights[:, labels + 2] = weights[:, labels]  # tied durations: the first
+    bias = np.zeros(labels + durations, np.float32)
+    rows = np.abs(_choice_rng.standard_normal((16, depth))).astype(np.float32)
+    columns = JointColumns(labels, labels + durations)
+    chosen = int8_decoding_graph(_joint_layer(weights, bias), "joint", columns, choices=_CHOICES)
+    logits = int8_decoding_graph(_joint_layer(weights, bias), "joint", columns)
+    assert chosen is not None and chosen.choices and logits is not None
+    label, duration = _session(chosen.data).run(["label", "duration"], {"x": rows})
+    (scored,) = _session(logits.data).run(["y"], {"x": rows})
+    np.testing.assert_array_equal(label, np.full(16, 7))
+    np.testing.assert_array_equal(label, scored[:, :labels].argmax(axis=1))
+    np.testing.assert_array_equal(duration, scored[:, labels:].argmax(axis=1))
+    assert (duration == 0).any()  # the tied durations: ONNX Runtime's product gives them equal here
+
+
+def test_joint_choices_only_where_the_graph_allows_them() -> None:
+    """No such logits output, or no joint output layer found: the logits rewrite, not a broken graph."""
+    weights, bias, _ = _near_ties(40, 5, 96, _choice_rng)
+    data = _joint_layer(weights, bias)
+    columns = JointColumns(labels=40, width=45)
+    elsewhere = int8_decoding_graph(data, "joint", columns, choices=ChoiceOutputs("other", "label", "duration"))
+    not_a_joint = int8_decoding_graph(data, "joint", JointColumns(labels=40, width=46), choices=_CHOICES)
+    for rewritten in (elsewhere, not_a_joint):
+        assert rewritten is not None and not rewritten.choices
+        assert "y" in [o.name for o in _session(rewritten.data).get_outputs()]
 
 
 def _lstm(hidden: int, inputs: int, steps: int | str, **attributes: Any) -> tuple[bytes, dict[str, np.ndarray]]:
@@ -310,6 +388,12 @@ def test_engine_with_int8_decoding(name: str, converted: dict[str, Path], clips:
         tokens = _tokens(int8, audio)
         batched = [[t.id for t in r.tokens] for r in int8.transcribe([str(a) for a in audio])]
     assert batched == tokens
+    # By default int8 decoding ends its graphs in the joint's choices; the logits path decodes the same.
+    with Engine.load(converted[name], batching=off, session=SessionOptions(decoder_weights="int8"),
+                     argmax_step=False) as logits:
+        assert int8.model.argmax and not logits.model.argmax
+        assert devices.ARGMAX_LABEL in [o.name for o in int8.model.predictor_session.get_outputs()]
+        assert _tokens(logits, audio) == tokens
     identical = sum(a == b for a, b in zip(reference, tokens, strict=True))
     edits = sum(_edit_distance(a, b) for a, b in zip(reference, tokens, strict=True))
     total = sum(map(len, reference))
@@ -342,7 +426,7 @@ def test_a_rewrite_that_does_not_load_falls_back_to_fp32(converted: dict[str, Pa
     from parakeet_runtime.engine.model.decoder_weights import Rewritten
 
     monkeypatch.setattr(onnx_model, "int8_decoding_graph",
-                        lambda source, name, joint: Rewritten(b"not onnx", 1, 0, 4, 0))
+                        lambda source, name, joint, **_: Rewritten(b"not onnx", 1, 0, 4, 0))
     with caplog.at_level(logging.WARNING, logger=onnx_model.logger.name), Engine.load(
         converted["tdt_b"], session=SessionOptions(decoder_weights="int8")
     ) as engine:

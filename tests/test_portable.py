@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from parakeet_runtime.decoding.rules import JointReader
+from parakeet_runtime.decoding.rules import JointChoices, JointReader
 from parakeet_runtime.engine import (
     BatchingOptions,
     DeviceUnavailableError,
@@ -201,15 +201,18 @@ def test_convert_refuses_quantized_or_unknown_targets(nemo_paths: dict[str, Path
 # --- the argmax step heads ---------------------------------------------------------------------------------
 
 
-def test_one_hot_logits_give_the_argmaxes_back() -> None:
+def test_joint_choices_are_read_as_the_argmaxes() -> None:
     durations = (0, 1, 2, 3, 4)
     reader = JointReader.of(blank_id=9, durations=durations)
     labels = np.array([0, 9, 4, 7], dtype=np.int64)
     indices = np.array([4, 0, 2, 1], dtype=np.int64)
-    logits = devices.one_hot_logits(labels, indices, num_labels=10, width=15)
-    label, duration = reader.choose(logits)
+    label, duration = reader.choose(JointChoices(labels, indices))
     np.testing.assert_array_equal(label, labels)
     np.testing.assert_array_equal(duration, np.asarray(durations)[indices])
+    with pytest.raises(ValueError, match="chosen label"):
+        reader.choose(JointChoices(np.array([10]), np.array([0])))
+    with pytest.raises(ValueError, match="duration index"):
+        reader.choose(JointChoices(np.array([3]), np.array([5])))
 
 
 @nemo_only
@@ -246,7 +249,7 @@ def test_argmax_step_gives_identical_tokens(
     expected = reference(name)
     for batching in (BatchingOptions(enabled=False), BatchingOptions(max_batch_size=8)):
         engine = Engine.load(converted[name], argmax_step=True, batching=batching)
-        assert engine.model.argmax is not None
+        assert engine.model.argmax
         outputs = [o.name for o in engine.model.predictor_session.get_outputs()]
         assert devices.ARGMAX_LABEL in outputs and engine.manifest.joint.output_logits not in outputs
         with engine:
@@ -260,14 +263,14 @@ def test_argmax_step_on_the_bundled_model_without_a_step_graph() -> None:
     from parakeet_runtime.engine import sample_audio_path
 
     plain, heads = Engine.load(), Engine.load(argmax_step=True)
-    assert heads.manifest.step is None and heads.model.argmax is not None and plain.model.argmax is None
+    assert heads.manifest.step is None and heads.model.argmax and not plain.model.argmax
     a, b = plain.transcribe(sample_audio_path()), heads.transcribe(sample_audio_path())
     assert a.text and [(t.id, t.frame, t.duration) for t in a.tokens] == [(t.id, t.frame, t.duration)
                                                                           for t in b.tokens]
 
 
 def test_argmax_step_is_off_on_the_cpu_and_refused_with_confidence() -> None:
-    assert Engine.load(device="cpu").model.argmax is None
+    assert not Engine.load(device="cpu").model.argmax
     with pytest.raises(ValueError, match="confidence"):
         Engine.load(argmax_step=True, confidence=ConfidenceOptions())
 
@@ -361,7 +364,7 @@ def test_cli_device_flag(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
 def test_cuda_gives_nemo_tokens(name: str, converted: dict[str, Path], clips: dict[str, Path],
                                 reference: Any) -> None:
     engine = Engine.load(converted[name], device="cuda")
-    assert engine.model.argmax is not None
+    assert engine.model.argmax
     session = engine.model.encoder_session
     assert isinstance(session, ort.InferenceSession) and session.get_providers()[0] == "CUDAExecutionProvider"
     expected = reference(name)

@@ -77,6 +77,18 @@ class JointColumns:
 
 
 @dataclass(frozen=True)
+class ChoiceOutputs:
+    """Asks the rewrite to end the joint in its greedy choices instead of its logits: the graph output
+    ``logits`` is replaced by ``label`` (the best label of each row) and ``duration`` (the index of its best
+    duration column), int64 ``(rows,)`` each, computed from the int8 ranking and the fp32 rescoring alone (no
+    full-width logits are assembled or copied out)."""
+
+    logits: str
+    label: str
+    duration: str
+
+
+@dataclass(frozen=True)
 class Rewritten:
     """A decoding graph with int8 products: its bytes and what was rewritten."""
 
@@ -89,6 +101,8 @@ class Rewritten:
     """Bytes of fp32 weights the rewritten products read before."""
     exact_top: int
     """Joint output layers whose best labels and durations are scored in fp32 (0 or 1)."""
+    choices: bool = False
+    """The graph ends in the joint's choices (:class:`ChoiceOutputs`), not its logits."""
 
 
 def quantize_blocks(weights: npt.NDArray[np.float32], block_size: int = BLOCK_SIZE) -> tuple[
@@ -142,9 +156,10 @@ def _attributes(node: Any) -> dict[str, Any]:
 class _Builder:
     """Collects the replacement nodes and initializers of one graph (names prefixed, so none collide)."""
 
-    def __init__(self, model: Any, ranking_limit: int) -> None:
+    def __init__(self, model: Any, ranking_limit: int, choices: ChoiceOutputs | None = None) -> None:
         self.model = model
         self.ranking_limit = ranking_limit
+        self.choices = choices
         self.initializers: list[Any] = []
         self.counter = 0
         self.fp32_bytes = 0
@@ -202,14 +217,14 @@ class _Builder:
                       output: str, labels: int) -> list[Any]:
         """The joint's output layer ``source @ matrix.T`` (``matrix`` ``(width, K)``, ``bias`` added by the graph
         after it): int8 label columns with the best :data:`EXACT_TOP` of them (ranked with ``bias``) scored
-        again in fp32, and fp32 duration columns."""
+        again in fp32, and fp32 duration columns; with :class:`ChoiceOutputs`, the choices instead."""
         approximate = self.name("approximate")
         nodes = [self.ranking_product(source, matrix[:labels], approximate)]
         ranked = approximate
-        if bias is not None:
+        label_bias = None if bias is None else self.constant("bias", bias[:labels], onnx_proto.FLOAT)
+        if label_bias is not None:
             ranked = self.name("ranked")
-            nodes.append(onnx_proto.node("Add", [approximate, self.constant("bias", bias[:labels], onnx_proto.FLOAT)],
-                                         [ranked]))
+            nodes.append(onnx_proto.node("Add", [approximate, label_bias], [ranked]))
         top = min(EXACT_TOP, labels)
         best = [self.name("best_values"), self.name("best")]
         nodes.append(onnx_proto.node("TopK", [ranked, self.constant("k", np.array([top], np.int64), onnx_proto.INT64)],
@@ -220,21 +235,58 @@ class _Builder:
         nodes += self.squeeze("Unsqueeze", source, self.name("frame"), -2)
         frame = nodes[-1].output[0]
         product, product_name = self.node("Mul", [frame, picked_name], "products")
-        axes = self.constant("axes", np.array([-1], np.int64), onnx_proto.INT64)
         exact_name = self.name("exact")
-        if onnx_proto.opset(self.model) >= 13:
-            exact = onnx_proto.node("ReduceSum", [product_name, axes], [exact_name], keepdims=0)
-        else:
-            exact = onnx_proto.node("ReduceSum", [product_name], [exact_name], axes=[-1], keepdims=0)
-        scored_name = self.name("labels")
-        scored = onnx_proto.node("ScatterElements", [approximate, best[1], exact_name], [scored_name], axis=-1)
-        nodes += [product, exact, scored]
+        nodes += [product, self.reduce("ReduceSum", product_name, exact_name)]
         durations_name = self.name("durations")
         durations = self.constant("duration_rows", np.ascontiguousarray(matrix[labels:].T), onnx_proto.FLOAT)
         nodes.append(onnx_proto.node("MatMul", [source, durations], [durations_name]))
-        nodes.append(onnx_proto.node("Concat", [scored_name, durations_name], [output], axis=-1))
         self.exact_top += 1
+        if self.choices is not None:
+            return nodes + self.choice_nodes(best[1], exact_name, label_bias, durations_name, bias, labels)
+        scored_name = self.name("labels")
+        nodes.append(onnx_proto.node("ScatterElements", [approximate, best[1], exact_name], [scored_name], axis=-1))
+        nodes.append(onnx_proto.node("Concat", [scored_name, durations_name], [output], axis=-1))
         return nodes
+
+    def choice_nodes(self, best: str, exact: str, label_bias: str | None, durations: str,
+                     bias: npt.NDArray[np.float32] | None, labels: int) -> list[Any]:
+        """The greedy choices from the rescored best labels and the fp32 duration columns: the label is the
+        lowest label index among the best labels with the highest fp32 score (``numpy.argmax`` over full logits
+        keeps the first of equal maxima too), the duration the first best duration column."""
+        assert self.choices is not None
+        nodes: list[Any] = []
+        if label_bias is not None:
+            picked_bias, picked_bias_name = self.node("Gather", [label_bias, best], "picked_bias")
+            scored, exact = self.node("Add", [exact, picked_bias_name], "scored")
+            nodes += [picked_bias, scored]
+        highest = self.name("highest")
+        nodes.append(self.reduce("ReduceMax", exact, highest, keepdims=1))
+        tied, tied_name = self.node("Equal", [exact, highest], "tied")
+        # A row without a highest score (NaN) gets the blank (the last label), never an index out of range.
+        last = self.constant("last_label", np.array(labels - 1, np.int64), onnx_proto.INT64)
+        candidates, candidates_name = self.node("Where", [tied_name, best, last], "candidates")
+        chosen = self.name("chosen")
+        nodes += [tied, candidates, self.reduce("ReduceMin", candidates_name, chosen)]
+        flat = self.constant("flat", np.array([-1], np.int64), onnx_proto.INT64)
+        nodes.append(onnx_proto.node("Reshape", [chosen, flat], [self.choices.label]))
+        if bias is not None:
+            biased = self.name("durations_biased")
+            nodes.append(onnx_proto.node("Add", [durations, self.constant("duration_bias", bias[labels:],
+                                                                           onnx_proto.FLOAT)], [biased]))
+            durations = biased
+        duration_index = self.name("duration_index")
+        nodes.append(onnx_proto.node("ArgMax", [durations], [duration_index], axis=-1, keepdims=0))
+        nodes.append(onnx_proto.node("Reshape", [duration_index, flat], [self.choices.duration]))
+        return nodes
+
+    def reduce(self, op_type: str, source: str, target: str, keepdims: int = 0) -> Any:
+        """``op_type`` (``ReduceSum``, ``ReduceMax``, ``ReduceMin``) over the last axis in the graph's opset
+        (the axes became an input at opset 13 for ``ReduceSum``, at 18 for the others)."""
+        moved = 13 if op_type == "ReduceSum" else 18
+        if onnx_proto.opset(self.model) >= moved:
+            axes = self.constant("axes", np.array([-1], np.int64), onnx_proto.INT64)
+            return onnx_proto.node(op_type, [source, axes], [target], keepdims=keepdims)
+        return onnx_proto.node(op_type, [source], [target], axes=[-1], keepdims=keepdims)
 
     def squeeze(self, op_type: str, source: str, target: str, axis: int = 0) -> list[Any]:
         """``Squeeze``/``Unsqueeze`` of ``source`` at ``axis`` into ``target`` in the graph's opset."""
@@ -376,12 +428,15 @@ def _rewrite_lstm(node: Any, context: _Context, builder: _Builder) -> list[Any] 
 
 
 def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | None = None, *,
-                        ranking_limit: int | None = None) -> Rewritten | None:
+                        ranking_limit: int | None = None, choices: ChoiceOutputs | None = None) -> Rewritten | None:
     """``source`` with int8 products (see the module's docstring), or ``None`` when nothing in it is
     rewritten (no constant weights in the shapes above, or a graph this module cannot parse). ``joint``: the
     joint's columns, so that its output layer (the product as wide as the joint) keeps fp32's best label
     and duration (``None``: every product plain int8). ``ranking_limit``: the int8 range of the joint's ranking
-    weights (default: 127, or 64 on x86 CPUs without VNNI or AMX; see ``_Builder.ranking_product``)."""
+    weights (default: 127, or 64 on x86 CPUs without VNNI or AMX; see ``_Builder.ranking_product``).
+    ``choices``: end the graph in the joint's greedy choices instead of its logits (see
+    :class:`ChoiceOutputs`); ignored (``Rewritten.choices`` false) unless the graph has that logits output, one
+    joint output layer, and opset 13 or later."""
     if ranking_limit is None:
         ranking_limit = RANKING_LIMIT_SATURATING if x86_without_int8_dot_products() else RANKING_LIMIT
     if not 1 <= ranking_limit <= 127:
@@ -397,7 +452,9 @@ def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | N
         for used in item.input:
             consumers.setdefault(used, []).append(item)
     context = _Context(weights={t.name: t for t in graph.initializer}, consumers=consumers, joint=joint)
-    builder = _Builder(model, ranking_limit)
+    if choices is not None and (choices.logits not in onnx_proto.graph_outputs(model) or onnx_proto.opset(model) < 13):
+        choices = None
+    builder = _Builder(model, ranking_limit, choices)
     rewriters = {"MatMul": _rewrite_matmul, "Gemm": _rewrite_gemm, "LSTM": _rewrite_lstm}
     nodes: list[Any] = []
     products = lstms = 0
@@ -414,6 +471,12 @@ def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | N
             products += 1
     if products + lstms == 0:
         return None
+    if choices is not None and builder.exact_top > 1:  # two joints would write the choices twice: keep the logits
+        return int8_decoding_graph(source, name, joint, ranking_limit=ranking_limit)
+    chose = choices is not None and builder.exact_top == 1
+    if chose:
+        assert choices is not None
+        nodes = _ending_in_choices(graph, nodes, choices)
     still_read = {n for item in nodes for n in item.input}
     outputs = {v.name for v in graph.output}
     kept = [t for t in graph.initializer if t.name in still_read or t.name in outputs]
@@ -428,4 +491,21 @@ def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | N
     if not any(o.domain == _MS_DOMAIN for o in model.opset_import):
         model.opset_import.add(domain=_MS_DOMAIN, version=1)
     return Rewritten(data=onnx_proto.serialize(model), products=products, lstms=lstms,
-                     fp32_bytes=builder.fp32_bytes, exact_top=builder.exact_top)
+                     fp32_bytes=builder.fp32_bytes, exact_top=builder.exact_top, choices=chose)
+
+
+def _ending_in_choices(graph: Any, nodes: list[Any], choices: ChoiceOutputs) -> list[Any]:
+    """``graph``'s outputs with the logits replaced by the choices (int64, one per row of the logits), and the
+    ``nodes`` that still compute an output, in their order (what only led to the logits goes)."""
+    rows = onnx_proto.row_dim(next(v for v in graph.output if v.name == choices.logits))
+    kept_outputs = [v for v in graph.output if v.name != choices.logits]
+    del graph.output[:]
+    graph.output.extend(kept_outputs)
+    graph.output.extend(onnx_proto.value_info(out, onnx_proto.INT64, rows) for out in (choices.label, choices.duration))
+    needed = {v.name for v in graph.output}
+    live: list[Any] = []
+    for item in reversed(nodes):
+        if any(out in needed for out in item.output):
+            live.append(item)
+            needed.update(n for n in item.input if n)
+    return live[::-1]

@@ -12,9 +12,8 @@ TensorRT libraries: ONNX Runtime's Python API then falls back to the CPU with a 
 :class:`DeviceUnavailableError`: the engine never runs on the CPU when a GPU was asked for.
 
 On a device the decoding step returns the argmax label and the argmax duration index instead of the joint's
-logits (:func:`argmax_graph`), so a step copies two integers per row back to the host; the host rebuilds
-one-hot "logits" from them (:func:`one_hot_logits`), whose argmaxes are the same label and duration, so the
-search (``decoding/``) reads them unchanged.
+logits (:func:`argmax_graph`), so a step copies two integers per row back to the host, and the search
+(``decoding/``) reads them as :class:`~parakeet_runtime.decoding.JointChoices`.
 """
 
 from __future__ import annotations
@@ -26,10 +25,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
-import numpy.typing as npt
 import onnxruntime as ort
-
-from parakeet_runtime.decoding import FloatArray
 
 from ..errors import DeviceUnavailableError, ManifestError
 from . import onnx_proto
@@ -186,10 +182,7 @@ def argmax_graph(source: Path | bytes, logits: str, num_labels: int, name: str) 
     outputs = onnx_proto.graph_outputs(model)
     if logits not in outputs:
         raise ManifestError(f"{name}: no output {logits!r:.80} to take the argmax of; outputs: {', '.join(outputs)}")
-    rows = outputs[logits].type.tensor_type.shape.dim[:1]
-    row_dim: list[int | str | None] = [
-        (d.dim_param or None) if d.WhichOneof("value") != "dim_value" else int(d.dim_value) for d in rows
-    ] or [None]
+    row_dim = onnx_proto.row_dim(outputs[logits])
     prefix = "argmax_heads/"
     initializers = [
         onnx_proto.int64_tensor(prefix + "zero", [0]),
@@ -212,17 +205,3 @@ def argmax_graph(source: Path | bytes, logits: str, num_labels: int, name: str) 
         [onnx_proto.value_info(out, onnx_proto.INT64, row_dim) for out in (ARGMAX_LABEL, ARGMAX_DURATION)]
     )
     return onnx_proto.serialize(model)
-
-
-def one_hot_logits(
-    label: npt.NDArray[np.int64], duration_index: npt.NDArray[np.int64], num_labels: int, width: int
-) -> FloatArray:
-    """Stand-in joint logits ``(rows, width)`` from the argmax heads: 1 at ``label`` and at
-    ``num_labels + duration_index``, 0 elsewhere. Their argmaxes over the label and the duration columns
-    are ``label`` and ``duration_index``: what the search reads (they carry no confidence)."""
-    rows = label.shape[0]
-    logits = np.zeros((rows, width), dtype=np.float32)
-    index = np.arange(rows)
-    logits[index, label] = 1.0
-    logits[index, num_labels + duration_index] = 1.0
-    return logits

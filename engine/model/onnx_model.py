@@ -5,7 +5,6 @@ Sessions are created once and only ever ``run``, which ONNX Runtime documents as
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,13 +15,13 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from parakeet_runtime.decoding import FloatArray
+from parakeet_runtime.decoding import FloatArray, JointChoices, JointOutput
 
 from ..errors import ManifestError
 from ..options import DecoderWeights, SessionOptions
 from .cpu import int8_weights_for_this_cpu, x86_without_int8_dot_products
-from .decoder_weights import JointColumns, int8_decoding_graph
-from .devices import ARGMAX_DURATION, ARGMAX_LABEL, Provider, argmax_graph, one_hot_logits, provider_name
+from .decoder_weights import ChoiceOutputs, JointColumns, int8_decoding_graph
+from .devices import ARGMAX_DURATION, ARGMAX_LABEL, Provider, argmax_graph, provider_name
 from .manifest import Manifest
 
 logger = logging.getLogger(__name__)
@@ -145,6 +144,28 @@ def decoding_graph(source: Path | bytes, name: str, weights: DecoderWeights, joi
     return rewritten.data
 
 
+def choice_graph(source: Path | bytes, logits: str, name: str, weights: DecoderWeights,
+                 joint: JointColumns) -> tuple[bytes, bool]:
+    """A decoding graph whose ``logits`` output is replaced by its argmaxes (:data:`.devices.ARGMAX_LABEL`,
+    :data:`.devices.ARGMAX_DURATION`), and whether it reads int8 weights: with ``weights`` ``int8``, the int8
+    rewrite ending in the joint's choices (no full-width logits are made) where the graph allows it; else
+    argmax heads after the logits (:func:`.devices.argmax_graph`), rewritten as ``weights`` asks.
+
+    Raises:
+        ManifestError: the graph has no such output.
+    """
+    if weights == "int8":
+        choices = ChoiceOutputs(logits, ARGMAX_LABEL, ARGMAX_DURATION)
+        rewritten = int8_decoding_graph(source, name, joint, choices=choices)
+        if rewritten is not None and rewritten.choices:
+            logger.info("%s: int8 decoding weights, ending in the joint's choices", name)
+            return rewritten.data, True
+    heads = argmax_graph(source, logits, joint.labels, name)
+    graph = decoding_graph(heads, name, weights, joint)
+    assert isinstance(graph, bytes)  # argmax_graph made it in memory
+    return graph, graph is not heads
+
+
 def joint_columns(manifest: Manifest) -> JointColumns:
     """The joint's label columns (vocabulary and blank) and all its columns, from the manifest."""
     return JointColumns(labels=manifest.decoding.blank_id + 1, width=manifest.joint.num_outputs)
@@ -158,28 +179,45 @@ class DecodingSessions:
     joint: ort.InferenceSession
     weights: DecoderWeights
     """``int8`` when at least one of the two graphs runs its int8 rewrite."""
+    argmax: bool = False
+    """The graphs that gave logits give their argmaxes instead (:func:`choice_graph`)."""
 
 
 def decoding_sessions(
     predictor: tuple[Path | bytes, str], joint: tuple[Path | bytes, str], columns: JointColumns,
     providers: Sequence[Provider], session: SessionOptions, encoder_precision: str,
+    argmax: tuple[str | None, str] | None = None,
 ) -> DecodingSessions:
     """Sessions on the predictor (or step graph) and joint graphs, each ``(source, name)``, with the decoder
     weights :func:`chosen_decoder_weights` picks (every layout loads its decoding graphs through here);
-    ``columns``: the joint's label and total columns."""
+    ``columns``: the joint's label and total columns. ``argmax``: the logits outputs of the two graphs (``None``
+    for a predictor without the joint), to be replaced by their argmaxes (:func:`choice_graph`)."""
     weights = chosen_decoder_weights(session, providers, encoder_precision)
+    logits_outputs = argmax or (None, None)
     sessions, rewritten = [], False
-    for (source, name), spin in ((predictor, session.spinning), (joint, False)):
-        graph = decoding_graph(source, name, weights, columns)
+    for (source, name), spin, logits in ((predictor, session.spinning, logits_outputs[0]),
+                                         (joint, False, logits_outputs[1])):
+
+        def graph_for(chosen: DecoderWeights, source: Path | bytes = source, name: str = name,
+                      logits: str | None = logits) -> tuple[Path | bytes, bool]:
+            """The graph with ``chosen`` weights, and whether it reads int8 weights."""
+            if logits is not None:
+                return choice_graph(source, logits, name, chosen, columns)
+            graph = decoding_graph(source, name, chosen, columns)
+            return graph, graph is not source
+
+        graph, int8 = graph_for(weights)
         try:
             sessions.append(step_graph_session(graph, providers, session.threads, spin=spin, name=name))
-            rewritten |= graph is not source
+            rewritten |= int8
         except ManifestError as exc:
-            if graph is source:
+            if not int8:
                 raise
             logger.warning("%s: its int8 rewrite does not load (%s); this graph keeps its fp32 weights", name, exc)
-            sessions.append(step_graph_session(source, providers, session.threads, spin=spin, name=name))
-    return DecodingSessions(predictor=sessions[0], joint=sessions[1], weights="int8" if rewritten else "fp32")
+            graph, _ = graph_for("fp32")
+            sessions.append(step_graph_session(graph, providers, session.threads, spin=spin, name=name))
+    return DecodingSessions(predictor=sessions[0], joint=sessions[1], weights="int8" if rewritten else "fp32",
+                            argmax=argmax is not None)
 
 
 def _release_arena_options() -> ort.RunOptions:
@@ -350,17 +388,6 @@ class EncoderProjection:
     output: str
 
 
-@dataclass(frozen=True)
-class ArgmaxHeads:
-    """The step and joint sessions return the argmax label and duration index (:func:`.devices.argmax_graph`)
-    instead of logits; the model rebuilds one-hot logits of ``width`` columns from them."""
-
-    num_labels: int
-    """Vocabulary plus blank: the label columns."""
-    width: int
-    """Label and duration columns of the joint's logits."""
-
-
 @dataclass(frozen=True, eq=False)
 class OnnxTdtModel:
     """The graphs of a TDT model. Immutable; every method is safe to call from many threads."""
@@ -375,8 +402,9 @@ class OnnxTdtModel:
     """Encoder runs on more feature frames than this (batch × padded width) release the arena's growth."""
     encoder_projection: EncoderProjection | None = None
     """Applied to the encoder's output when the encoder graph does not project its frames itself."""
-    argmax: ArgmaxHeads | None = None
-    """Set when the step graph and the joint return argmaxes, not logits (see :meth:`with_argmax_heads`)."""
+    argmax: bool = False
+    """The step graph and the joint return their argmaxes, not logits (see :meth:`load`): the search gets
+    :class:`~parakeet_runtime.decoding.JointChoices`."""
     encoder_file: str = ""
     """The encoder graph loaded, relative to the model directory: for an int8 directory holding two weight
     schemes, the one ``SessionOptions.int8_weights`` chose (``manifest.encoder.file`` names only the primary)."""
@@ -402,6 +430,10 @@ class OnnxTdtModel:
             raise ManifestError(f"{manifest.joint.file}: the joint does not run on its manifest's inputs "
                                 f"({exc})") from exc
         for file, logits in ((graph, step_logits), (manifest.joint.file, joint_logits)):
+            if isinstance(logits, JointChoices):  # their width: the argmaxes' slices, or the int8 rewrite's joint
+                if logits.label.shape != (1,) or logits.duration_index.shape != (1,):
+                    raise ManifestError(f"{file}: the joint's choices are not one per row ({logits.label.shape})")
+                continue
             if logits.shape[-1] != manifest.joint.num_outputs:  # labels and durations: the search reads them
                 raise ManifestError(
                     f"{file}: the joint gives {logits.shape[-1]} logits, but the manifest says "
@@ -414,18 +446,35 @@ class OnnxTdtModel:
 
     @classmethod
     def load(
-        cls, manifest: Manifest, model_dir: Path, *, providers: Sequence[Provider] | None, session: SessionOptions
+        cls, manifest: Manifest, model_dir: Path, *, providers: Sequence[Provider] | None, session: SessionOptions,
+        argmax: bool | None = False,
     ) -> OnnxTdtModel:
+        """The graphs of a model directory of this project's layout.
+
+        Args:
+            argmax: the step graph and the joint return their argmaxes instead of logits (:func:`choice_graph`),
+                so that a step on a GPU copies two integers per row back, and a step with int8 decoding weights
+                never assembles the joint's full-width logits; the search gets
+                :class:`~parakeet_runtime.decoding.JointChoices`, with the same tokens, durations and frames and
+                no confidence. ``None``: where the decoding weights are int8.
+
+        Raises:
+            ManifestError: a graph without the inputs and outputs its manifest section names, or that does not run.
+        """
         chosen = list(providers) if providers is not None else default_providers()
         logger.info("loading ONNX graphs from %s with providers %s", model_dir, chosen)
         predictor_file = manifest.step.file if manifest.step else manifest.predictor.file
         encoder, encoder_file = encoder_session(manifest, model_dir, chosen, session)
-        decoding = decoding_sessions((model_dir / predictor_file, predictor_file),
-                                     (model_dir / manifest.joint.file, manifest.joint.file), joint_columns(manifest),
-                                     chosen, session, manifest.encoder.precision)
         spec = manifest.joint
+        if argmax is None:
+            argmax = chosen_decoder_weights(session, chosen, manifest.encoder.precision) == "int8"
+        logits_outputs = (manifest.step.output_logits if manifest.step else None, spec.output_logits)
+        decoding = decoding_sessions((model_dir / predictor_file, predictor_file),
+                                     (model_dir / spec.file, spec.file), joint_columns(manifest),
+                                     chosen, session, manifest.encoder.precision,
+                                     argmax=logits_outputs if argmax else None)
         _check_names(decoding.joint, spec.file, "joint", (spec.input_encoder, spec.input_predictor),
-                     (spec.output_logits,))
+                     (ARGMAX_LABEL, ARGMAX_DURATION) if argmax else (spec.output_logits,))
         model = cls(
             manifest=manifest,
             encoder_session=encoder,
@@ -434,6 +483,7 @@ class OnnxTdtModel:
             joint_session=decoding.joint,
             release_above_frames=release_above_frames(manifest, session.release_memory_above_seconds),
             decoder_weights=decoding.weights,
+            argmax=decoding.argmax,
         )
         if any(provider_name(p) == "TensorrtExecutionProvider" for p in chosen):
             # TensorRT builds an engine for the shapes it first sees and rebuilds for wider ones: a short run
@@ -442,41 +492,6 @@ class OnnxTdtModel:
         else:
             check_encoder(model, encoder_file)
         return model
-
-    def with_argmax_heads(
-        self, model_dir: Path, *, providers: Sequence[Provider] | None, session: SessionOptions
-    ) -> OnnxTdtModel:
-        """This model with step and joint sessions whose graphs end in argmax heads (built in memory from the
-        directory's step graph, or predictor, and joint: :func:`.devices.argmax_graph`): each decoding step
-        copies two integers per row back instead of a row of logits, which matters when the graphs run on a
-        GPU. The search gets one-hot logits with the same argmaxes, so its tokens, durations and frames are
-        the same; they carry no confidence (the engine keeps the logits when confidence is asked for).
-
-        Raises:
-            ManifestError: a graph without the logits output the manifest names.
-        """
-        chosen = list(providers) if providers is not None else default_providers()
-        manifest = self.manifest
-        joint = manifest.joint
-        num_labels = manifest.decoding.blank_id + 1
-        weights, columns = self.decoder_weights, joint_columns(manifest)
-        joint_session = step_graph_session(
-            decoding_graph(argmax_graph(model_dir / joint.file, joint.output_logits, num_labels, joint.file),
-                           joint.file, weights, columns),
-            chosen, session.threads, spin=False, name=joint.file,
-        )
-        predictor_session = self.predictor_session
-        if manifest.step is not None:
-            step = manifest.step
-            predictor_session = step_graph_session(
-                decoding_graph(argmax_graph(model_dir / step.file, step.output_logits, num_labels, step.file),
-                               step.file, weights, columns),
-                chosen, session.threads, spin=session.spinning, name=step.file,
-            )
-        return dataclasses.replace(
-            self, predictor_session=predictor_session, joint_session=joint_session,
-            argmax=ArgmaxHeads(num_labels=num_labels, width=joint.num_outputs),
-        )
 
     def encode(self, features: FloatArray, lengths: npt.NDArray[np.int64]) -> tuple[FloatArray, npt.NDArray[np.int64]]:
         """Run the encoder.
@@ -510,7 +525,7 @@ class OnnxTdtModel:
 
     def _run_predictor(
         self, labels: npt.NDArray[np.int64], h: FloatArray, c: FloatArray, encoder_frames: FloatArray
-    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    ) -> tuple[FloatArray, FloatArray, FloatArray, JointOutput]:
         """One predictor step for ``len(labels)`` rows and the joint of ``encoder_frames`` with the new
         outputs (row by row; a single row's output goes with every frame): one run of the step graph, or
         a predictor run and a joint run."""
@@ -522,12 +537,11 @@ class OnnxTdtModel:
             rows = np.broadcast_to(output, (encoder_frames.shape[0], output.shape[-1]))
             return output, new_h, new_c, self.joint_rows(encoder_frames, rows)
         feeds[step.input_encoder] = np.ascontiguousarray(encoder_frames)
-        heads = self.argmax
-        if heads is not None:
+        if self.argmax:
             output, new_h, new_c, label, duration = self.predictor_session.run(
                 [spec.output, spec.output_h, spec.output_c, ARGMAX_LABEL, ARGMAX_DURATION], feeds
             )
-            return output, new_h, new_c, one_hot_logits(label, duration, heads.num_labels, heads.width)
+            return output, new_h, new_c, JointChoices(label, duration)
         output, new_h, new_c, logits = self.predictor_session.run(
             [spec.output, spec.output_h, spec.output_c, step.output_logits], feeds
         )
@@ -552,13 +566,13 @@ class OnnxTdtModel:
         output, h, c, _ = self._run_predictor(np.array([label], dtype=np.int64), state[0], state[1], zero_frame)
         return output[0], (h, c)
 
-    def joint_frames(self, encoder_frames: FloatArray, predictor_output: FloatArray) -> FloatArray:
+    def joint_frames(self, encoder_frames: FloatArray, predictor_output: FloatArray) -> JointOutput:
         rows = np.broadcast_to(predictor_output, (encoder_frames.shape[0], predictor_output.shape[-1]))
         return self.joint_rows(encoder_frames, rows)
 
     def predict_joint(
         self, label: int, state: LstmState, encoder_frames: FloatArray
-    ) -> tuple[FloatArray, LstmState, FloatArray]:
+    ) -> tuple[FloatArray, LstmState, JointOutput]:
         labels = np.array([label], dtype=np.int64)
         output, h, c, logits = self._run_predictor(labels, state[0], state[1], encoder_frames)
         return output[0], (h, c), logits
@@ -574,7 +588,7 @@ class OnnxTdtModel:
 
     def predict_joint_rows(
         self, labels: npt.NDArray[np.int64], state: LstmState, rows: npt.NDArray[np.int64], encoder_frames: FloatArray
-    ) -> tuple[FloatArray, LstmState, FloatArray]:
+    ) -> tuple[FloatArray, LstmState, JointOutput]:
         full = rows.shape[0] == state[0].shape[1] and bool(np.all(rows == np.arange(rows.shape[0])))
         h_rows, c_rows = (state[0], state[1]) if full else (state[0][:, rows], state[1][:, rows])
         output, h, c, logits = self._run_predictor(
@@ -588,10 +602,9 @@ class OnnxTdtModel:
         new_c[:, rows] = c
         return output, (new_h, new_c), logits
 
-    def joint_rows(self, encoder_frames: FloatArray, predictor_outputs: FloatArray) -> FloatArray:
+    def joint_rows(self, encoder_frames: FloatArray, predictor_outputs: FloatArray) -> JointOutput:
         spec = self.manifest.joint
-        heads = self.argmax
-        if heads is not None:
+        if self.argmax:
             label, duration = self.joint_session.run(
                 [ARGMAX_LABEL, ARGMAX_DURATION],
                 {
@@ -599,7 +612,7 @@ class OnnxTdtModel:
                     spec.input_predictor: np.ascontiguousarray(predictor_outputs),
                 },
             )
-            return one_hot_logits(label, duration, heads.num_labels, heads.width)
+            return JointChoices(label, duration)
         (logits,) = self.joint_session.run(
             [spec.output_logits],
             {

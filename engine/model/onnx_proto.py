@@ -227,6 +227,13 @@ def static_dim(value: Any, index: int) -> int | None:
     return dims[index] if -len(dims) <= index < len(dims) else None
 
 
+def row_dim(value: Any) -> list[int | str | None]:
+    """The first dimension of a value info, as :func:`value_info` takes it: static, named, or ``None`` where
+    unnamed or where the value declares no shape."""
+    dims = value.type.tensor_type.shape.dim[:1]
+    return [(d.dim_param or None) if d.WhichOneof("value") != "dim_value" else int(d.dim_value) for d in dims] or [None]
+
+
 def elem_type(value: Any) -> int:
     return int(value.type.tensor_type.elem_type)
 
