@@ -26,6 +26,13 @@ fp32 product of their few rows. The label the search picks is then fp32's whenev
 int8's best :data:`EXACT_TOP` (the int8 error is a fraction of a percent of the logits' range); the other label
 columns keep their int8 values (confidence scores read them: close, not equal, to fp32's).
 
+With :class:`ChoiceOutputs` the graph ends in those choices instead of the logits: the label is the lowest label
+index among the rescored best labels with the highest fp32 score, the duration the first best duration column, and
+nothing full-width is assembled after the ranking product (no scatter of the rescored values, no concatenation,
+no bias added to every column, no copy out). This is the logits' argmax, except where a label outside the best
+:data:`EXACT_TOP` has an int8 value above every rescored score (the logits would pick that int8 value; the choices
+keep the rescored best).
+
 The prediction network's products have no such check: its int8 state drifts from fp32's step by step, so
 tokens may differ where two labels' scores nearly tie. The engine uses this rewrite only where asked
 (``SessionOptions.decoder_weights``), and its token agreement with fp32 is measured
