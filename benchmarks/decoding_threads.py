@@ -75,8 +75,13 @@ def worker(model: str, config: str, clip: Path, reps: int, threads: int) -> dict
     directory = Path(model)
     columns = onnx_model.joint_columns(manifest)
     predictor_file = manifest.step.file if manifest.step else manifest.predictor.file
-    graphs = [onnx_model.decoding_graph(directory / file, file, base.decoder_weights, columns)
-              for file in (predictor_file, manifest.joint.file)]
+    logits = (manifest.step.output_logits if manifest.step else None, manifest.joint.output_logits)
+    graphs: list[Path | bytes] = []
+    for file, output in zip((predictor_file, manifest.joint.file), logits, strict=True):
+        if base.argmax and output is not None:  # the engine's graphs end in the joint's choices: so do these
+            graphs.append(onnx_model.choice_graph(directory / file, output, file, base.decoder_weights, columns)[0])
+        else:
+            graphs.append(onnx_model.decoding_graph(directory / file, file, base.decoder_weights, columns))
     providers = ["CPUExecutionProvider"]
     chosen = dataclasses.replace(
         base,

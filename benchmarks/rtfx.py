@@ -16,10 +16,11 @@ When the int8 directory holds both weight graphs (``--int8-weights auto``), ``in
 picks on this CPU and ``int8-uint8`` / ``int8-int8`` force each. The int8 systems, ``openvino-int8`` and
 ``openvino-bf16`` decode with int8 decoding weights (``SessionOptions.decoder_weights="auto"``);
 ``--fp32-decoding`` adds ``int8-fp32-decoding``, the int8 encoder with fp32 decoding weights, to show what the
-decoding weights change. With ``--openvino`` it also runs the fp32 directory's encoder on OpenVINO: ``openvino-fp32``,
-``openvino-int8`` (int8 weights made at load, activations quantised at run time; where the CPU has VNNI or AMX)
-and ``openvino-bf16`` where the CPU has AVX-512 BF16 or AMX (decoding stays on ONNX Runtime). ``--only`` keeps a
-subset of those systems.
+decoding weights change; ``--logits`` adds ``int8-logits``, int8 decoding graphs that end in the joint's logits
+rather than its choices (``argmax_step=False``). With ``--openvino`` it also runs the fp32 directory's encoder on
+OpenVINO: ``openvino-fp32``, ``openvino-int8`` (int8 weights made at load, activations quantised at run time; where
+the CPU has VNNI or AMX) and ``openvino-bf16`` where the CPU has AVX-512 BF16 or AMX (decoding stays on ONNX
+Runtime). ``--only`` keeps a subset of those systems.
 The CPU's name and ISA extensions are in the results.
 
 With ``--onnx-asr DIR`` it also runs onnx-asr (``recognize`` on the same paths) on the fp32 directory's
@@ -111,12 +112,12 @@ def _nemo_runner(nemo: str, threads: int | None) -> Any:
     return run
 
 
-def _engine_runner(model_dir: str, threads: int | None, **session: Any) -> Any:
+def _engine_runner(model_dir: str, threads: int | None, argmax_step: bool | None = None, **session: Any) -> Any:
     """The engine on ``model_dir``; ``session``: more ``SessionOptions`` fields (backend, precision, int8_weights)."""
     from parakeet_runtime.engine import BatchingOptions, Engine, SessionOptions
 
     engine = Engine.load(model_dir, session=SessionOptions(threads=threads, **session),
-                         batching=BatchingOptions(enabled=False))
+                         batching=BatchingOptions(enabled=False), argmax_step=argmax_step)
 
     def run(paths: list[Path]) -> dict[str, float]:
         """``engine.transcribe(paths)``, step by step, with timers (the steps of ``Inference.run``)."""
@@ -162,6 +163,7 @@ RUNNERS: dict[str, Any] = {
     "int8-uint8": functools.partial(_engine_runner, int8_weights="uint8"),
     "int8-int8": functools.partial(_engine_runner, int8_weights="int8"),
     "int8-fp32-decoding": functools.partial(_engine_runner, decoder_weights="fp32"),
+    "int8-logits": functools.partial(_engine_runner, argmax_step=False),
     "openvino-fp32": functools.partial(_engine_runner, backend="openvino"),
     "openvino-bf16": functools.partial(_engine_runner, backend="openvino", precision="bf16"),
     "openvino-int8": functools.partial(_engine_runner, backend="openvino", precision="int8"),
@@ -282,7 +284,8 @@ def _systems(args: argparse.Namespace) -> list[str]:
               "int8-int8": both_schemes, "openvino-fp32": args.openvino,
               "openvino-bf16": args.openvino and this_cpu_has_bf16(),
               "openvino-int8": args.openvino and not x86_without_int8_dot_products(), "onnx-asr": bool(args.onnx_asr),
-              "int8-fp32-decoding": bool(args.int8) and args.fp32_decoding}
+              "int8-fp32-decoding": bool(args.int8) and args.fp32_decoding,
+              "int8-logits": bool(args.int8) and args.logits}
     return [system for system, on in wanted.items() if on and (not args.only or system in args.only)]
 
 
@@ -365,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fp32-decoding", action="store_true",
                         help="also run the int8 directory with fp32 decoding weights (int8-fp32-decoding), beside its "
                              "default int8 decoding weights")
+    parser.add_argument("--logits", action="store_true",
+                        help="also run the int8 directory with int8 decoding graphs that end in the joint's logits "
+                             "(int8-logits, argmax_step=False), beside the default that ends in its choices")
     parser.add_argument("--name", default=None, help="label for the results (default: the .nemo file's folder)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1,

@@ -32,6 +32,7 @@ from parakeet_runtime.engine.model.decoder_weights import (
     quantize_blocks,
 )
 from parakeet_runtime.engine.model.onnx_model import chosen_decoder_weights
+from parakeet_runtime.engine.options import ConfidenceOptions
 from parakeet_runtime.engine.serving.cli import parse_args
 from parakeet_runtime.export.quantize import _edit_distance, quantize_directory
 
@@ -404,6 +405,20 @@ def test_engine_with_int8_decoding(name: str, converted: dict[str, Path], clips:
     # fp32 rescoring and the LSTM rewrite are held exactly by the unit tests above, and the agreement on a trained
     # model is measured (benchmarks/README.md: 99.9% on the demo model).
     assert total > 0 and identical >= 1
+
+
+def test_int8_decoding_keeps_the_logits_for_confidence(converted: dict[str, Path], clips: dict[str, Path]) -> None:
+    """Confidence reads the logits: with it the int8 graphs keep them, and the tokens are those of the choices."""
+    int8 = SessionOptions(decoder_weights="int8")
+    audio = str(clips["c2_sentence"])
+    with Engine.load(converted["tdt_b"], session=int8, confidence=ConfidenceOptions()) as scored, \
+            Engine.load(converted["tdt_b"], session=int8) as chosen:
+        assert not scored.model.argmax and chosen.model.argmax
+        assert scored.manifest.joint.output_logits in [o.name for o in scored.model.joint_session.get_outputs()]
+        with_confidence, plain = scored.transcribe(audio), chosen.transcribe(audio)
+    assert with_confidence.tokens and all(t.confidence is not None for t in with_confidence.tokens)
+    assert [(t.id, t.frame, t.duration) for t in with_confidence.tokens] == [
+        (t.id, t.frame, t.duration) for t in plain.tokens]
 
 
 def test_int8_directory_decodes_in_int8_by_default(converted: dict[str, Path], clips: dict[str, Path],
