@@ -59,8 +59,10 @@ def load_nemo(nemo_path: str, threads: int | None) -> Any:
     return model
 
 
-def _load_system(system: str, nemo_path: str, model_dir: str, threads: int | None) -> Any:
-    """A callable ``f(path) -> text`` for the system under test."""
+def _load_system(system: str, nemo_path: str, model_dir: str, threads: int | None,
+                 session: dict[str, Any] | None = None) -> Any:
+    """A callable ``f(path) -> text`` for the system under test; ``session``: more ``SessionOptions`` fields for the
+    engine (``backend``, ``precision``)."""
     if system.startswith("nemo"):
         model = load_nemo(nemo_path, threads)
         lock = threading.Lock() if system == "nemo-lock" else None
@@ -78,7 +80,7 @@ def _load_system(system: str, nemo_path: str, model_dir: str, threads: int | Non
     from parakeet_runtime.engine import BatchingOptions, Engine, SessionOptions
 
     batching = BatchingOptions(enabled=system == "engine-batched")
-    engine = Engine.load(model_dir, session=SessionOptions(threads=threads), batching=batching)
+    engine = Engine.load(model_dir, session=SessionOptions(threads=threads, **(session or {})), batching=batching)
 
     def engine_call(path: str) -> str:
         return engine.transcribe(path).text
@@ -87,9 +89,9 @@ def _load_system(system: str, nemo_path: str, model_dir: str, threads: int | Non
 
 
 def run_cell(system: str, concurrency: int, requests: int, clips: list[str], nemo_path: str, model_dir: str,
-             threads: int | None) -> dict[str, Any]:
+             threads: int | None, session: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one cell in this process and return its measurements."""
-    call, close = _load_system(system, nemo_path, model_dir, threads)
+    call, close = _load_system(system, nemo_path, model_dir, threads, session)
     seconds = {c: _audio_seconds(c) for c in clips}
     for clip in clips[:2]:  # warm-up
         call(clip)
@@ -199,14 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=66, help="requests per cell (split over the threads)")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads for torch and ONNX Runtime")
+    parser.add_argument("--backend", choices=("onnxruntime", "openvino"), default=None,
+                        help="the engine's SessionOptions.backend (default: the engine's)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+                        help="the engine's SessionOptions.precision (OpenVINO; default: the engine's)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "concurrency.json")
     parser.add_argument("--readme", type=Path, default=HERE / "README.md")
     parser.add_argument("--cell", nargs=2, metavar=("SYSTEM", "CONCURRENCY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    session: dict[str, Any] = {k: v for k, v in (("backend", args.backend), ("precision", args.precision)) if v}
 
     if args.cell:
         result = run_cell(args.cell[0], int(args.cell[1]), args.requests, args.clips, args.nemo, args.model_dir,
-                          args.threads)
+                          args.threads, session)
         sys.stdout.write("RESULT " + json.dumps(result) + "\n")
         return 0
 
@@ -217,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                        "--requests", str(args.requests), "--cell", system, str(concurrency), "--clips", *args.clips]
             if args.threads:
                 command += ["--threads", str(args.threads)]
+            command += [f"--{key}={value}" for key, value in session.items()]
             proc = subprocess.run(command, capture_output=True, text=True)
             lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
@@ -234,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "threads": args.threads,
+        "engine_session": session,
     }
     write_json(args.out, {"meta": meta, "results": results})
     write_table(results, meta, args.readme)

@@ -14,7 +14,7 @@ import numpy as np
 from .arrays import BoolArray, FloatArray, IntArray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class JointChoices:
     """The joint's greedy choices at each of its rows, from a step model that takes the argmaxes itself (in its
     graph) rather than returning the logits: they carry no confidence."""

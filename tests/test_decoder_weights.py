@@ -186,7 +186,7 @@ def _joint_layer(weights: np.ndarray, bias: np.ndarray, rows: int | str = "rows"
                   [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(bias, "b")])
 
 
-_CHOICES = ChoiceOutputs(logits="y", label="label", duration="duration")
+_CHOICES = ChoiceOutputs(logits="y", label="label", duration="duration", width="width")
 _choice_rng = np.random.default_rng(11)
 """The choices' tests draw from their own generator: the tests after them keep the data they were tuned on."""
 
@@ -204,7 +204,8 @@ def test_joint_choices_are_the_argmaxes_of_the_rescored_logits() -> None:
     ops = _ops(chosen.data)
     assert "ScatterElements" not in ops and "Concat" not in ops and ops.count("DynamicQuantizeMatMul") == 1
     session = _session(chosen.data)
-    assert [o.name for o in session.get_outputs()] == ["kept", "label", "duration"]
+    assert [o.name for o in session.get_outputs()] == ["kept", "label", "duration", "width"]
+    assert session.run(["width"], {"x": rows})[0].tolist() == [labels + durations]
     (scored, kept) = _session(logits.data).run(["y", "kept"], {"x": rows})
     label, duration, kept_too = session.run(["label", "duration", "kept"], {"x": rows})
     assert label.dtype == np.int64 and label.shape == duration.shape == (64,)
@@ -245,11 +246,49 @@ def test_joint_choices_only_where_the_graph_allows_them() -> None:
     weights, bias, _ = _near_ties(40, 5, 96, _choice_rng)
     data = _joint_layer(weights, bias)
     columns = JointColumns(labels=40, width=45)
-    elsewhere = int8_decoding_graph(data, "joint", columns, choices=ChoiceOutputs("other", "label", "duration"))
+    elsewhere = int8_decoding_graph(data, "joint", columns,
+                                    choices=ChoiceOutputs("other", "label", "duration", "width"))
     not_a_joint = int8_decoding_graph(data, "joint", JointColumns(labels=40, width=46), choices=_CHOICES)
     for rewritten in (elsewhere, not_a_joint):
         assert rewritten is not None and not rewritten.choices
         assert "y" in [o.name for o in _session(rewritten.data).get_outputs()]
+
+
+def _between(weights: np.ndarray, bias: np.ndarray, edit: str) -> bytes:
+    """The joint layer with something between it and its logits that the choices cannot skip."""
+    depth, width = weights.shape
+    inputs, initializers = [_float("x", ["rows", depth])], [numpy_helper.from_array(weights, "w")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["p"])]
+    if edit == "constant_bias":  # a bias from a Constant node: not folded into the ranking
+        nodes += [helper.make_node("Constant", [], ["b"], value=numpy_helper.from_array(bias)),
+                  helper.make_node("Add", ["p", "b"], ["y"])]
+    elif edit == "scaled":  # the logits negated after the bias
+        initializers += [numpy_helper.from_array(bias, "b"), numpy_helper.from_array(np.array(-1.0, np.float32), "m")]
+        nodes += [helper.make_node("Add", ["p", "b"], ["q"]), helper.make_node("Mul", ["q", "m"], ["y"])]
+    else:  # a second output that reads the logits on its way (what only led to the logits is not all that goes)
+        initializers.append(numpy_helper.from_array(bias, "b"))
+        nodes += [helper.make_node("Add", ["p", "b"], ["q"]), helper.make_node("Identity", ["q"], ["y"]),
+                  helper.make_node("LogSoftmax", ["q"], ["kept"], axis=-1)]
+    outputs = [_float("y", ["rows", width])] + ([_float("kept", ["rows", width])] if edit == "second_reader" else [])
+    return _model(nodes, inputs, outputs, initializers)
+
+
+@pytest.mark.parametrize("edit", ["constant_bias", "scaled", "second_reader"])
+def test_joint_choices_refused_where_the_logits_are_not_the_layer(edit: str) -> None:
+    """Anything between the rewritten layer and the logits output that changes values (or another reader of
+    them): the graph keeps its logits, whose argmaxes then stay the right ones."""
+    labels, durations, depth = 40, 5, 96
+    weights, bias, rows = _near_ties(labels, durations, depth, _choice_rng)
+    data = _between(weights, bias, edit)
+    rewritten = int8_decoding_graph(data, "joint", JointColumns(labels, labels + durations), choices=_CHOICES)
+    assert rewritten is not None and not rewritten.choices and rewritten.exact_top == 1
+    (scored,) = _session(rewritten.data).run(["y"], {"x": rows})
+    (reference,) = _session(data).run(["y"], {"x": rows})
+    exact64 = rows.astype(np.float64) @ weights.astype(np.float64)
+    decided = np.abs(exact64[:, 3] - exact64[:, 4]) > 1e-5
+    if edit != "scaled":  # negated, the best label is another one, which int8's ranking never saw first
+        np.testing.assert_array_equal(scored[decided, :labels].argmax(axis=1),
+                                      reference[decided, :labels].argmax(axis=1))
 
 
 def _lstm(hidden: int, inputs: int, steps: int | str, **attributes: Any) -> tuple[bytes, dict[str, np.ndarray]]:

@@ -30,8 +30,10 @@ With :class:`ChoiceOutputs` the graph ends in those choices instead of the logit
 index among the rescored best labels with the highest fp32 score, the duration the first best duration column, and
 nothing full-width is assembled after the ranking product (no scatter of the rescored values, no concatenation,
 no bias added to every column, no copy out). This is the logits' argmax, except where a label outside the best
-:data:`EXACT_TOP` has an int8 value above every rescored score (the logits would pick that int8 value; the choices
-keep the rescored best).
+:data:`EXACT_TOP` has an int8 value above every rescored score, or equal to it at a lower index (the logits would
+pick that int8 value; the choices keep the rescored best), and in a row with a NaN score, which gets the blank (the
+last label). Only where the layer's output (with its bias) reaches the logits output unchanged, only reshaped; the
+graph also gives the joint's width (:attr:`ChoiceOutputs.width`) for the engine to check at load.
 
 The prediction network's products have no such check: its int8 state drifts from fp32's step by step, so
 tokens may differ where two labels' scores nearly tie. The engine uses this rewrite only where asked
@@ -93,6 +95,8 @@ class ChoiceOutputs:
     logits: str
     label: str
     duration: str
+    width: str
+    """An int64 ``(1,)`` output: the joint's width the choices were made from (its columns, checked at load)."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,9 @@ class _Builder:
         self.model = model
         self.ranking_limit = ranking_limit
         self.choices = choices
+        self.joint_result: str | None = None
+        """The graph's tensor that holds the joint's output layer with its bias (``None``: a bias the rewrite
+        could not fold; the choices would leave it out)."""
         self.initializers: list[Any] = []
         self.counter = 0
         self.fp32_bytes = 0
@@ -221,7 +228,7 @@ class _Builder:
         return onnx_proto.node(op_type, inputs, [output]), output
 
     def joint_product(self, source: str, matrix: npt.NDArray[np.float32], bias: npt.NDArray[np.float32] | None,
-                      output: str, labels: int) -> list[Any]:
+                      output: str, labels: int, result: str | None) -> list[Any]:
         """The joint's output layer ``source @ matrix.T`` (``matrix`` ``(width, K)``, ``bias`` added by the graph
         after it): int8 label columns with the best :data:`EXACT_TOP` of them (ranked with ``bias``) scored
         again in fp32, and fp32 duration columns; with :class:`ChoiceOutputs`, the choices instead."""
@@ -248,6 +255,7 @@ class _Builder:
         durations = self.constant("duration_rows", np.ascontiguousarray(matrix[labels:].T), onnx_proto.FLOAT)
         nodes.append(onnx_proto.node("MatMul", [source, durations], [durations_name]))
         self.exact_top += 1
+        self.joint_result = result
         if self.choices is not None:
             return nodes + self.choice_nodes(best[1], exact_name, label_bias, durations_name, bias, labels)
         scored_name = self.name("labels")
@@ -308,6 +316,8 @@ class _Context:
 
     weights: dict[str, Any]
     """Initializers by name."""
+    constants: dict[str, Any]
+    """Tensors of ``Constant`` nodes by output name."""
     consumers: dict[str, list[Any]]
     """Nodes reading each tensor."""
     joint: JointColumns | None
@@ -326,11 +336,12 @@ def _bias_after(output: str, width: int, context: _Context) -> npt.NDArray[np.fl
 
 
 def _product(source: str, rows: npt.NDArray[np.float32], output: str, bias: npt.NDArray[np.float32] | None,
-             context: _Context, builder: _Builder) -> list[Any]:
-    """``source @ rows.T`` into ``output``: the joint's output layer when ``rows`` is as wide as the joint."""
+             context: _Context, builder: _Builder, result: str | None) -> list[Any]:
+    """``source @ rows.T`` into ``output``: the joint's output layer when ``rows`` is as wide as the joint;
+    ``result``: the graph's tensor that holds it with ``bias`` added (``None``: a bias that is not ``bias``)."""
     joint = context.joint
     if joint is not None and rows.shape[0] == joint.width and 0 < joint.labels < joint.width:
-        return builder.joint_product(source, rows, bias, output, joint.labels)
+        return builder.joint_product(source, rows, bias, output, joint.labels, result)
     return [builder.product(source, rows, output)]
 
 
@@ -342,7 +353,8 @@ def _rewrite_matmul(node: Any, context: _Context, builder: _Builder) -> list[Any
     if matrix is None or matrix.ndim != 2:
         return None
     bias = _bias_after(node.output[0], matrix.shape[1], context)
-    return _product(node.input[0], np.ascontiguousarray(matrix.T), node.output[0], bias, context, builder)
+    result = context.consumers[node.output[0]][0].output[0] if bias is not None else node.output[0]
+    return _product(node.input[0], np.ascontiguousarray(matrix.T), node.output[0], bias, context, builder, result)
 
 
 def _rewrite_gemm(node: Any, context: _Context, builder: _Builder) -> list[Any] | None:
@@ -360,13 +372,14 @@ def _rewrite_gemm(node: Any, context: _Context, builder: _Builder) -> list[Any] 
     transposed = "transB" in attributes and attributes["transB"].i != 0
     rows = np.ascontiguousarray(matrix if transposed else matrix.T)
     if len(node.input) < 3 or not node.input[2]:
-        return _product(node.input[0], rows, node.output[0], None, context, builder)
+        return _product(node.input[0], rows, node.output[0], None, context, builder, node.output[0])
     bias = _array(weights[node.input[2]]) if node.input[2] in weights else None
     if bias is not None:
         bias = bias.reshape(-1) if bias.size == rows.shape[0] else None
     product = builder.name("product")
     add = onnx_proto.node("Add", [product, node.input[2]], [node.output[0]])
-    return [*_product(node.input[0], rows, product, bias, context, builder), add]
+    result = node.output[0] if bias is not None else None
+    return [*_product(node.input[0], rows, product, bias, context, builder, result), add]
 
 
 def _rewrite_lstm(node: Any, context: _Context, builder: _Builder) -> list[Any] | None:
@@ -458,7 +471,10 @@ def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | N
     for item in graph.node:
         for used in item.input:
             consumers.setdefault(used, []).append(item)
-    context = _Context(weights={t.name: t for t in graph.initializer}, consumers=consumers, joint=joint)
+    constants = {item.output[0]: attribute.t for item in graph.node if item.op_type == "Constant"
+                 for attribute in item.attribute if attribute.name == "value" and item.output}
+    context = _Context(weights={t.name: t for t in graph.initializer}, constants=constants, consumers=consumers,
+                       joint=joint)
     if choices is not None and (choices.logits not in onnx_proto.graph_outputs(model) or onnx_proto.opset(model) < 13):
         choices = None
     builder = _Builder(model, ranking_limit, choices)
@@ -478,12 +494,17 @@ def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | N
             products += 1
     if products + lstms == 0:
         return None
-    if choices is not None and builder.exact_top > 1:  # two joints would write the choices twice: keep the logits
-        return int8_decoding_graph(source, name, joint, ranking_limit=ranking_limit)
     chose = choices is not None and builder.exact_top == 1
     if chose:
-        assert choices is not None
-        nodes = _ending_in_choices(graph, nodes, choices)
+        assert choices is not None and joint is not None
+        result, outputs = builder.joint_result, set(onnx_proto.graph_outputs(model))
+        chose = result is not None and _unchanged_up_to(result, choices.logits, context, joint.width, outputs)
+        if chose:
+            nodes = _ending_in_choices(graph, nodes, choices, joint.width)
+            available = {t.name for t in [*graph.initializer, *builder.initializers]} | {v.name for v in graph.input}
+            chose = _complete(nodes, available)  # no kept node may read what only led to the logits
+    if choices is not None and not chose and builder.exact_top > 0:  # the logits stay: rewrite again without choices
+        return int8_decoding_graph(source, name, joint, ranking_limit=ranking_limit)
     still_read = {n for item in nodes for n in item.input}
     outputs = {v.name for v in graph.output}
     kept = [t for t in graph.initializer if t.name in still_read or t.name in outputs]
@@ -501,14 +522,78 @@ def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | N
                      fp32_bytes=builder.fp32_bytes, exact_top=builder.exact_top, choices=chose)
 
 
-def _ending_in_choices(graph: Any, nodes: list[Any], choices: ChoiceOutputs) -> list[Any]:
-    """``graph``'s outputs with the logits replaced by the choices (int64, one per row of the logits), and the
-    ``nodes`` that still compute an output, in their order (what only led to the logits goes)."""
+_SHAPE_ONLY = frozenset({"Identity", "Squeeze", "Unsqueeze", "Gather", "Reshape"})
+"""Operators that may stand between the joint's output layer and its logits output for the choices to be made
+from the layer itself (:func:`_unchanged_up_to` checks what each does)."""
+
+
+def _int_values(name: str, context: _Context) -> list[int] | None:
+    """The values of a constant int64 tensor (an initializer or a ``Constant`` node's), ``None`` otherwise."""
+    tensor = context.weights.get(name) or context.constants.get(name)
+    if tensor is None or tensor.data_type != onnx_proto.INT64 or len(tensor.external_data) > 0:
+        return None
+    if tensor.raw_data:
+        return [int(v) for v in np.frombuffer(tensor.raw_data, dtype="<i8")]
+    return [int(v) for v in tensor.int64_data]
+
+
+def _unchanged_up_to(start: str, logits: str, context: _Context, width: int, outputs: set[str]) -> bool:
+    """Does ``start`` (the joint's output layer with its bias) reach the graph output ``logits`` with its values
+    unchanged, only reshaped: a chain of single readers, each dropping or adding size-1 axes (``Squeeze``,
+    ``Unsqueeze``, ``Gather`` of index 0 on an axis other than the last, ``Reshape`` to a shape ending in the
+    joint's width) or ``Identity``? Anything else there (a scale, a second reader) and the choices, made from the
+    layer, would not be the logits' argmaxes."""
+    name = start
+    for _ in range(64):
+        if name == logits:
+            return True
+        readers = context.consumers.get(name, [])
+        if name in outputs or len(readers) != 1:
+            return False
+        item = readers[0]
+        if item.op_type not in _SHAPE_ONLY or item.domain not in ("", "ai.onnx") or item.input[0] != name:
+            return False
+        attributes = _attributes(item)
+        if item.op_type == "Gather":
+            axis = attributes["axis"].i if "axis" in attributes else 0
+            if axis == -1 or _int_values(item.input[1], context) != [0]:
+                return False
+        if item.op_type == "Reshape":
+            shape = _int_values(item.input[1], context)
+            if shape is None or not shape or shape[-1] != width:
+                return False
+        if item.op_type in ("Squeeze", "Unsqueeze"):
+            axes = _int_values(item.input[1], context) if len(item.input) > 1 else (
+                list(attributes["axes"].ints) if "axes" in attributes else None)
+            if axes is None or -1 in axes:
+                return False
+        name = item.output[0]
+    return False
+
+
+def _complete(nodes: list[Any], available: set[str]) -> bool:
+    """Does every input of ``nodes`` come from ``available`` (graph inputs, initializers) or an earlier node?"""
+    made = set(available) | {""}
+    for item in nodes:
+        if any(name not in made for name in item.input):
+            return False
+        made.update(item.output)
+    return True
+
+
+def _ending_in_choices(graph: Any, nodes: list[Any], choices: ChoiceOutputs, width: int) -> list[Any]:
+    """``graph``'s outputs with the logits replaced by the choices (int64, one per row of the logits) and the
+    joint's width, and the ``nodes`` that still compute an output, in their order (what only led to the logits
+    goes)."""
     rows = onnx_proto.row_dim(next(v for v in graph.output if v.name == choices.logits))
     kept_outputs = [v for v in graph.output if v.name != choices.logits]
     del graph.output[:]
     graph.output.extend(kept_outputs)
     graph.output.extend(onnx_proto.value_info(out, onnx_proto.INT64, rows) for out in (choices.label, choices.duration))
+    graph.output.append(onnx_proto.value_info(choices.width, onnx_proto.INT64, [1]))
+    width_name = choices.width + "/value"
+    graph.initializer.append(onnx_proto.int64_tensor(width_name, [width]))
+    nodes = [*nodes, onnx_proto.node("Identity", [width_name], [choices.width])]
     needed = {v.name for v in graph.output}
     live: list[Any] = []
     for item in reversed(nodes):

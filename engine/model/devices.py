@@ -73,6 +73,8 @@ ARGMAX_LABEL = "argmax_label"
 """Output of the argmax heads: the argmax over the label logits (vocabulary and blank), int64 ``(rows,)``."""
 ARGMAX_DURATION = "argmax_duration_index"
 """Output of the argmax heads: the argmax over the duration logits (an index into ``durations``), int64."""
+ARGMAX_WIDTH = "argmax_logits_width"
+"""Output of the argmax heads: the number of logits they were taken over, int64 ``(1,)`` (checked at load)."""
 
 
 def provider_name(provider: Provider) -> str:
@@ -191,6 +193,8 @@ def argmax_graph(source: Path | bytes, logits: str, num_labels: int, name: str) 
         onnx_proto.int64_tensor(prefix + "axis", [-1]),
     ]
     nodes = [
+        onnx_proto.node("Shape", [logits], [prefix + "shape"]),
+        onnx_proto.node("Gather", [prefix + "shape", prefix + "axis"], [ARGMAX_WIDTH], axis=0),
         onnx_proto.node("Slice", [logits, prefix + "zero", prefix + "labels", prefix + "axis"], [prefix + "label"]),
         onnx_proto.node("ArgMax", [prefix + "label"], [ARGMAX_LABEL], axis=-1, keepdims=0),
         onnx_proto.node("Slice", [logits, prefix + "labels", prefix + "end", prefix + "axis"], [prefix + "duration"]),
@@ -204,4 +208,5 @@ def argmax_graph(source: Path | bytes, logits: str, num_labels: int, name: str) 
     model.graph.output.extend(
         [onnx_proto.value_info(out, onnx_proto.INT64, row_dim) for out in (ARGMAX_LABEL, ARGMAX_DURATION)]
     )
+    model.graph.output.append(onnx_proto.value_info(ARGMAX_WIDTH, onnx_proto.INT64, [1]))
     return onnx_proto.serialize(model)

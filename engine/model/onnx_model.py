@@ -21,7 +21,7 @@ from ..errors import ManifestError
 from ..options import DecoderWeights, SessionOptions
 from .cpu import int8_weights_for_this_cpu, x86_without_int8_dot_products
 from .decoder_weights import ChoiceOutputs, JointColumns, int8_decoding_graph
-from .devices import ARGMAX_DURATION, ARGMAX_LABEL, Provider, argmax_graph, provider_name
+from .devices import ARGMAX_DURATION, ARGMAX_LABEL, ARGMAX_WIDTH, Provider, argmax_graph, provider_name
 from .manifest import Manifest
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def choice_graph(source: Path | bytes, logits: str, name: str, weights: DecoderW
         ManifestError: the graph has no such output.
     """
     if weights == "int8":
-        choices = ChoiceOutputs(logits, ARGMAX_LABEL, ARGMAX_DURATION)
+        choices = ChoiceOutputs(logits, ARGMAX_LABEL, ARGMAX_DURATION, ARGMAX_WIDTH)
         rewritten = int8_decoding_graph(source, name, joint, choices=choices)
         if rewritten is not None and rewritten.choices:
             logger.info("%s: int8 decoding weights, ending in the joint's choices", name)
@@ -186,14 +186,14 @@ class DecodingSessions:
 def decoding_sessions(
     predictor: tuple[Path | bytes, str], joint: tuple[Path | bytes, str], columns: JointColumns,
     providers: Sequence[Provider], session: SessionOptions, encoder_precision: str,
-    argmax: tuple[str | None, str] | None = None,
+    argmax_of: tuple[str | None, str] | None = None, weights: DecoderWeights | None = None,
 ) -> DecodingSessions:
     """Sessions on the predictor (or step graph) and joint graphs, each ``(source, name)``, with the decoder
-    weights :func:`chosen_decoder_weights` picks (every layout loads its decoding graphs through here);
-    ``columns``: the joint's label and total columns. ``argmax``: the logits outputs of the two graphs (``None``
-    for a predictor without the joint), to be replaced by their argmaxes (:func:`choice_graph`)."""
-    weights = chosen_decoder_weights(session, providers, encoder_precision)
-    logits_outputs = argmax or (None, None)
+    weights :func:`chosen_decoder_weights` picks (every layout loads its decoding graphs through here; ``weights``:
+    already picked); ``columns``: the joint's label and total columns. ``argmax_of``: the logits outputs of the two
+    graphs (``None`` for a predictor without the joint), to be replaced by their argmaxes (:func:`choice_graph`)."""
+    weights = weights or chosen_decoder_weights(session, providers, encoder_precision)
+    logits_outputs = argmax_of or (None, None)
     sessions, rewritten = [], False
     for (source, name), spin, logits in ((predictor, session.spinning, logits_outputs[0]),
                                          (joint, False, logits_outputs[1])):
@@ -217,7 +217,7 @@ def decoding_sessions(
             graph, _ = graph_for("fp32")
             sessions.append(step_graph_session(graph, providers, session.threads, spin=spin, name=name))
     return DecodingSessions(predictor=sessions[0], joint=sessions[1], weights="int8" if rewritten else "fp32",
-                            argmax=argmax is not None)
+                            argmax=argmax_of is not None)
 
 
 def _release_arena_options() -> ort.RunOptions:
@@ -429,10 +429,10 @@ class OnnxTdtModel:
         except Exception as exc:  # onnxruntime raises its own untyped exceptions here
             raise ManifestError(f"{manifest.joint.file}: the joint does not run on its manifest's inputs "
                                 f"({exc})") from exc
+        if self.argmax:
+            self._check_choices(output)
         for file, logits in ((graph, step_logits), (manifest.joint.file, joint_logits)):
-            if isinstance(logits, JointChoices):  # their width: the argmaxes' slices, or the int8 rewrite's joint
-                if logits.label.shape != (1,) or logits.duration_index.shape != (1,):
-                    raise ManifestError(f"{file}: the joint's choices are not one per row ({logits.label.shape})")
+            if isinstance(logits, JointChoices):  # checked above
                 continue
             if logits.shape[-1] != manifest.joint.num_outputs:  # labels and durations: the search reads them
                 raise ManifestError(
@@ -443,6 +443,37 @@ class OnnxTdtModel:
         for array in start:
             array.setflags(write=False)
         object.__setattr__(self, "_start", start)
+
+    def _check_choices(self, predictor_output: FloatArray) -> None:
+        """Graphs that return the joint's choices: one choice per row (two rows here) and the joint's width as the
+        manifest says (:data:`.devices.ARGMAX_WIDTH`: the logits' columns the choices were made from).
+
+        Raises:
+            ManifestError: either differs.
+        """
+        manifest = self.manifest
+        frames = np.zeros((2, manifest.encoder.joint_hidden), dtype=np.float32)
+        runs = [(manifest.joint.file, self.joint_session, {
+            manifest.joint.input_encoder: frames,
+            manifest.joint.input_predictor: np.repeat(predictor_output, 2, axis=0)})]
+        if manifest.step is not None:
+            spec = manifest.predictor
+            h, c = self.initial_state()
+            runs.append((manifest.step.file, self.predictor_session, {
+                spec.input_targets: np.array([manifest.decoding.blank_id], dtype=np.int64), spec.input_h: h,
+                spec.input_c: c, manifest.step.input_encoder: frames}))
+        for file, session, feeds in runs:
+            try:
+                label, width = session.run([ARGMAX_LABEL, ARGMAX_WIDTH], feeds)
+            except Exception as exc:  # onnxruntime raises its own untyped exceptions here
+                raise ManifestError(f"{file}: the joint's choices do not run on its manifest's inputs ({exc})") from exc
+            if label.shape != (2,):
+                raise ManifestError(f"{file}: the joint's choices are not one per row (2 rows gave {label.shape})")
+            if int(width.reshape(-1)[0]) != manifest.joint.num_outputs:
+                raise ManifestError(
+                    f"{file}: the joint gives {int(width.reshape(-1)[0])} logits, but the manifest says "
+                    f"{manifest.joint.num_outputs} (vocabulary {manifest.decoding.vocab_size} + blank + "
+                    f"{len(manifest.decoding.durations)} durations)")
 
     @classmethod
     def load(
@@ -466,13 +497,14 @@ class OnnxTdtModel:
         predictor_file = manifest.step.file if manifest.step else manifest.predictor.file
         encoder, encoder_file = encoder_session(manifest, model_dir, chosen, session)
         spec = manifest.joint
+        weights = chosen_decoder_weights(session, chosen, manifest.encoder.precision)
         if argmax is None:
-            argmax = chosen_decoder_weights(session, chosen, manifest.encoder.precision) == "int8"
+            argmax = weights == "int8"
         logits_outputs = (manifest.step.output_logits if manifest.step else None, spec.output_logits)
         decoding = decoding_sessions((model_dir / predictor_file, predictor_file),
                                      (model_dir / spec.file, spec.file), joint_columns(manifest),
                                      chosen, session, manifest.encoder.precision,
-                                     argmax=logits_outputs if argmax else None)
+                                     argmax_of=logits_outputs if argmax else None, weights=weights)
         _check_names(decoding.joint, spec.file, "joint", (spec.input_encoder, spec.input_predictor),
                      (ARGMAX_LABEL, ARGMAX_DURATION) if argmax else (spec.output_logits,))
         model = cls(
