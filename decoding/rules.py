@@ -49,11 +49,11 @@ class JointReader:
         Raises:
             ValueError: the logits are not ``num_labels + len(durations)`` wide, or choices out of range.
         """
-        if isinstance(logits, JointChoices):
+        if isinstance(logits, JointChoices):  # argmaxes: never negative; one bound each (this runs every step)
             label, index = logits.label, logits.duration_index
-            if label.size and (int(label.min()) < 0 or int(label.max()) >= self.num_labels):
+            if label.size and int(label.max()) >= self.num_labels:
                 raise ValueError(f"a chosen label is outside [0, {self.num_labels})")
-            if index.size and (int(index.min()) < 0 or int(index.max()) >= self.durations.shape[0]):
+            if index.size and int(index.max()) >= self.durations.shape[0]:
                 raise ValueError(f"a chosen duration index is outside [0, {self.durations.shape[0]})")
             return label.astype(np.int64, copy=False), self.durations[index]
         width = self.num_labels + self.durations.shape[0]
