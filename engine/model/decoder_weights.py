@@ -323,8 +323,9 @@ class _Context:
     joint: JointColumns | None
 
 
-def _bias_after(output: str, width: int, context: _Context) -> npt.NDArray[np.float32] | None:
-    """The constant ``(width,)`` bias an ``Add`` adds to ``output`` when that ``Add`` is its only reader."""
+def _bias_after(output: str, width: int, context: _Context) -> tuple[npt.NDArray[np.float32], str] | None:
+    """The constant ``(width,)`` bias an ``Add`` adds to ``output`` when that ``Add`` is its only reader, and
+    the ``Add``'s output."""
     readers = context.consumers.get(output, [])
     if len(readers) != 1 or readers[0].op_type != "Add":
         return None
@@ -332,7 +333,7 @@ def _bias_after(output: str, width: int, context: _Context) -> npt.NDArray[np.fl
     if len(others) != 1 or others[0] not in context.weights:
         return None
     bias = _array(context.weights[others[0]])
-    return bias.reshape(-1) if bias is not None and bias.size == width else None
+    return (bias.reshape(-1), readers[0].output[0]) if bias is not None and bias.size == width else None
 
 
 def _product(source: str, rows: npt.NDArray[np.float32], output: str, bias: npt.NDArray[np.float32] | None,
@@ -352,8 +353,7 @@ def _rewrite_matmul(node: Any, context: _Context, builder: _Builder) -> list[Any
     matrix = _array(weights[node.input[1]])
     if matrix is None or matrix.ndim != 2:
         return None
-    bias = _bias_after(node.output[0], matrix.shape[1], context)
-    result = context.consumers[node.output[0]][0].output[0] if bias is not None else node.output[0]
+    bias, result = _bias_after(node.output[0], matrix.shape[1], context) or (None, node.output[0])
     return _product(node.input[0], np.ascontiguousarray(matrix.T), node.output[0], bias, context, builder, result)
 
 

@@ -388,6 +388,18 @@ class EncoderProjection:
     output: str
 
 
+def _check_joint_width(manifest: Manifest, file: str, width: int) -> None:
+    """The joint's logits are as wide as the manifest says (labels and durations).
+
+    Raises:
+        ManifestError: they are not.
+    """
+    if width != manifest.joint.num_outputs:
+        raise ManifestError(
+            f"{file}: the joint gives {width} logits, but the manifest says {manifest.joint.num_outputs} (vocabulary "
+            f"{manifest.decoding.vocab_size} + blank + {len(manifest.decoding.durations)} durations)")
+
+
 @dataclass(frozen=True, eq=False)
 class OnnxTdtModel:
     """The graphs of a TDT model. Immutable; every method is safe to call from many threads."""
@@ -434,11 +446,7 @@ class OnnxTdtModel:
         for file, logits in ((graph, step_logits), (manifest.joint.file, joint_logits)):
             if isinstance(logits, JointChoices):  # checked above
                 continue
-            if logits.shape[-1] != manifest.joint.num_outputs:  # labels and durations: the search reads them
-                raise ManifestError(
-                    f"{file}: the joint gives {logits.shape[-1]} logits, but the manifest says "
-                    f"{manifest.joint.num_outputs} (vocabulary {manifest.decoding.vocab_size} + blank + "
-                    f"{len(manifest.decoding.durations)} durations)")
+            _check_joint_width(manifest, file, logits.shape[-1])  # labels and durations: the search reads them
         start = (output, h, c)
         for array in start:
             array.setflags(write=False)
@@ -469,11 +477,7 @@ class OnnxTdtModel:
                 raise ManifestError(f"{file}: the joint's choices do not run on its manifest's inputs ({exc})") from exc
             if label.shape != (2,):
                 raise ManifestError(f"{file}: the joint's choices are not one per row (2 rows gave {label.shape})")
-            if int(width.reshape(-1)[0]) != manifest.joint.num_outputs:
-                raise ManifestError(
-                    f"{file}: the joint gives {int(width.reshape(-1)[0])} logits, but the manifest says "
-                    f"{manifest.joint.num_outputs} (vocabulary {manifest.decoding.vocab_size} + blank + "
-                    f"{len(manifest.decoding.durations)} durations)")
+            _check_joint_width(manifest, file, int(width.reshape(-1)[0]))
 
     @classmethod
     def load(
