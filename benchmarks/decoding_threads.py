@@ -11,8 +11,8 @@ that shares its cores). The tokens must be the same in every configuration.
 
     python benchmarks/decoding_threads.py --model ~/.cache/parakeet-bench/v3/int8 --load 0 1 --readme
 
-A configuration is ``STEP/JOINT``, each ``THREADS`` with ``s`` appended when that pool spins: ``2s/2`` is the
-engine's choice for large decoding graphs on two threads (the step pool spins, the joint's does not).
+A configuration is ``STEP/JOINT``, each ``THREADS`` with ``s`` appended when that pool spins between runs, ``r`` when
+it spins only while a run is in progress: ``2/2`` is the engine's choice for large decoding graphs on two threads.
 """
 
 from __future__ import annotations
@@ -27,28 +27,34 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from concurrency import machine
 from readme_block import write_block, write_json
 from rtfx import make_clips, one_pass
 
-DEFAULT_CONFIGS = ["2s/2", "2/2", "2s/2s", "1/1", "1s/1"]
+if TYPE_CHECKING:
+    from parakeet_runtime.engine.model.onnx_model import Spin
+
+DEFAULT_CONFIGS = ["2r/2r", "2/2", "2s/2", "1/1"]
 BUSY = "while True: pass"
 
 
-def parse_config(text: str) -> tuple[tuple[int, bool], tuple[int, bool]]:
-    """``"2s/1"`` -> ``((2, True), (1, False))``: (threads, spinning) of the step pool and of the joint's."""
+_SPINS: dict[str, Spin] = {"s": "yes", "r": "in_runs"}
+
+
+def parse_config(text: str) -> tuple[tuple[int, Spin], tuple[int, Spin]]:
+    """``"2s/1"`` -> ``((2, "yes"), (1, "no"))``: (threads, spin) of the step pool and of the joint's."""
     pools = text.split("/")
     if len(pools) != 2:
         raise argparse.ArgumentTypeError(f"a configuration is STEP/JOINT, got {text!r}")
     parsed = []
     for pool in pools:
-        spin = pool.endswith("s")
-        digits = pool[:-1] if spin else pool
+        spin = _SPINS.get(pool[-1:], "no")
+        digits = pool[:-1] if spin != "no" else pool
         if not digits.isdigit() or int(digits) < 1:
-            raise argparse.ArgumentTypeError(f"a pool is THREADS with an optional 's', got {pool!r} in {text!r}")
+            raise argparse.ArgumentTypeError(f"a pool is THREADS with an optional 's' or 'r', got {pool!r} in {text!r}")
         parsed.append((int(digits), spin))
     return parsed[0], parsed[1]
 
@@ -153,9 +159,20 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
         ratio = f"{reference / r['median_s']:.2f}×" if reference else "–"
         lines.append(f"| `{r['config']}` | {r['load']} | {r['median_s']:.3f} | {r['min_s']:.3f} | {ratio} |")
     lines += ["", f"`{meta['engine_config']}`: the engine's choice for this model when this ran. A pool written `Ns` "
-              "spins between runs. Tokens identical in every run of every configuration: "
-              f"{'yes' if meta['tokens_identical'] else '**no**'}."]
+              "spins between runs, `Nr` only while a run is in progress. Tokens identical in every run of every "
+              f"configuration: {'yes' if meta['tokens_identical'] else '**no**'}."]
     write_block(readme, f"decoding-threads-{meta['name']}", lines, f"Decoding threads: {meta['name']}")
+
+
+def config_entries(options: Any) -> set[str]:
+    """The ``key=value`` session config entries of ONNX Runtime ``options`` that say how its pool spins."""
+    entries = set()
+    for key in ("session.intra_op.allow_spinning", "session.force_spinning_stop"):
+        try:
+            entries.add(f"{key}={options.get_session_config_entry(key)}")
+        except RuntimeError:  # not set
+            continue
+    return entries
 
 
 def engine_config(model: str, threads: int) -> str:
@@ -168,7 +185,8 @@ def engine_config(model: str, threads: int) -> str:
         options = session.get_session_options()
         count = options.intra_op_num_threads or threads
         spinning = options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
-        pools.append(f"{count}{'s' if spinning else ''}")
+        stops = spinning and "session.force_spinning_stop=1" in config_entries(options)
+        pools.append(f"{count}{('r' if stops else 's') if spinning else ''}")
     return "/".join(pools)
 
 

@@ -60,7 +60,7 @@ def profile(model_dir: Path, seconds: float, runs: int, threads: int | None) -> 
     features = rng.standard_normal((1, manifest.features.n_mels, frames)).astype(np.float32)
     lengths = np.array([frames], dtype=np.int64)
     with tempfile.TemporaryDirectory() as tmp:
-        options = session_options(threads, spinning=False)  # exactly what the engine's encoder runs with
+        options = session_options(threads, "no")  # exactly what the engine's encoder runs with
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "encoder")
         session = ort.InferenceSession(str(model_dir / spec.file), sess_options=options,

@@ -175,6 +175,22 @@ def test_decoding_threads_script(tmp_path: Path, converted: dict[str, Path]) -> 
     assert proc.returncode == 2 and "'2x'" in proc.stderr
 
 
+def test_decoding_threads_configurations_name_how_each_pool_spins() -> None:
+    """``s``: spinning between runs; ``r``: only while a run is in progress (ONNX Runtime's force-stop entry); the
+    engine's own pools are named the same way."""
+    sys.path.insert(0, str(BENCH))
+    from decoding_threads import config_entries, parse_config
+
+    from parakeet_runtime.engine.model import onnx_model
+
+    assert parse_config("2r/1") == ((2, "in_runs"), (1, "no"))
+    assert parse_config("1/2s") == ((1, "no"), (2, "yes"))
+    named = {spin: config_entries(onnx_model.session_options(2, spin)) for spin in ("no", "in_runs", "yes")}
+    assert named["no"] == {"session.intra_op.allow_spinning=0"}
+    assert named["in_runs"] == {"session.intra_op.allow_spinning=1", "session.force_spinning_stop=1"}
+    assert named["yes"] == {"session.intra_op.allow_spinning=1"}
+
+
 def test_cpu_check_dry_run(tmp_path: Path) -> None:
     """benchmarks/cpu_check.sh's dry run (``QUICK=1``: the tiny shape, a few demo recordings) runs every step and
     writes each step's JSON and table under its scratch folder, naming this CPU's kind, and leaves

@@ -87,6 +87,7 @@ from .onnx_model import (
     default_providers,
     graph_session,
     release_above_frames,
+    spin_asked,
     subsampling_by_difference,
 )
 from .tokenizer import Tokenizer
@@ -177,7 +178,7 @@ def load_onnx_asr(
     config = _read_config(directory)
     pieces, blank_id = read_vocab(directory / VOCAB_FILE)
     chosen = list(providers) if providers is not None else default_providers()
-    threads, spinning = session.threads, session.spinning
+    threads, spinning = session.threads, spin_asked(session.spinning)
 
     encoder = graph_session(directory / encoder_file, chosen, threads, spinning)
     encoder_inputs = {i.name: i.shape for i in encoder.get_inputs()}

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -37,7 +37,20 @@ def default_providers() -> list[str]:
     return [*preferred, "CPUExecutionProvider"]
 
 
-def session_options(threads: int | None, spinning: bool) -> ort.SessionOptions:
+Spin: TypeAlias = Literal["no", "in_runs", "yes"]
+"""How a session's idle intra-op threads wait for work. ``no``: asleep, so that every parallel part of a run wakes
+them (tens of µs each on a virtual machine; a decoding step has a dozen such parts); ``in_runs``: spinning while a
+run is in progress and asleep as soon as it returns (ONNX Runtime's ``session.force_spinning_stop``), so a run pays
+one wake-up and nothing spins between runs; ``yes``: spinning between runs too (lowest latency on idle cores, CPU
+taken from everything else on them)."""
+
+
+def spin_asked(spinning: bool) -> Spin:
+    """The encoder's pool as ``SessionOptions.spinning`` asks: ``yes``, or ``no``."""
+    return "yes" if spinning else "no"
+
+
+def session_options(threads: int | None, spin: Spin) -> ort.SessionOptions:
     """The ONNX Runtime options every graph of the engine is opened with (benchmarks reuse them)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -45,13 +58,15 @@ def session_options(threads: int | None, spinning: bool) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     if threads is not None:
         options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0" if spin == "no" else "1")
+    if spin == "in_runs":
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     options.log_severity_level = 3
     return options
 
 
 def graph_session(
-    source: Path | bytes, providers: Sequence[Provider], threads: int | None, spinning: bool, *, name: str = "",
+    source: Path | bytes, providers: Sequence[Provider], threads: int | None, spin: Spin, *, name: str = "",
 ) -> ort.InferenceSession:
     """A session on a graph file, or on a serialised graph (``bytes``: graphs cut or rewritten at load time,
     from the file ``name``, which errors name).
@@ -59,7 +74,7 @@ def graph_session(
     Raises:
         ManifestError: ONNX Runtime cannot load the graph.
     """
-    options = session_options(threads, spinning)
+    options = session_options(threads, spin)
     name = source.name if isinstance(source, Path) else f"{name or 'a graph'} (as made at load)"
     try:
         model = str(source) if isinstance(source, Path) else source
@@ -104,10 +119,15 @@ def step_graph_session(
     when ``SessionOptions.spinning`` is on; never two spinning pools, which fight for the cores): on a quiet
     machine spinning saved a quarter of the v3 shape's fp32 decoding and nothing with int8 decoding weights,
     but beside one busy process it doubled decoding (benchmarks/decoding_threads.py, Zen 4, 2026-12-03), and in
-    a server the request threads computing features are such processes."""
+    a server the request threads computing features are such processes. Spinning only while a run is in progress
+    (:data:`Spin` ``in_runs``) is not the default either: it made the v3 shape's int8 step 35% faster replayed
+    back to back, but the whole search was 7% faster in one run and 7% slower in another on a quiet machine, and
+    15–22% slower beside one busy process (benchmarks/README.md, "Decoding threads:
+    parakeet-v3-shape-int8-zen4-in-runs")."""
     size = len(source) if isinstance(source, bytes) else (source.stat().st_size if source.is_file() else 0)
-    large = size >= STEP_GRAPH_THREADING_BYTES
-    return graph_session(source, providers, threads if large else 1, spin and large, name=name)
+    if size < STEP_GRAPH_THREADING_BYTES:
+        return graph_session(source, providers, 1, "no", name=name)
+    return graph_session(source, providers, threads, "yes" if spin else "no", name=name)
 
 
 def chosen_decoder_weights(
@@ -308,7 +328,7 @@ def encoder_session(
         logger.info("int8 encoder %s: %s weights (int8_weights=%r, this CPU prefers %s)", file, scheme,
                     session.int8_weights, int8_weights_for_this_cpu())
     _warn_if_int8_saturates(file, scheme, providers)
-    encoder = graph_session(model_dir / file, providers, session.threads, session.spinning)
+    encoder = graph_session(model_dir / file, providers, session.threads, spin_asked(session.spinning))
     _check_names(encoder, file, "encoder", *names)
     result: EncoderSession = encoder
     return result, file

@@ -95,6 +95,7 @@ from .onnx_model import (
     default_providers,
     graph_session,
     release_above_frames,
+    spin_asked,
 )
 
 logger = logging.getLogger(__name__)
@@ -327,7 +328,7 @@ def load_sherpa_onnx(
     pieces, blank_id = read_vocab(directory / TOKENS_FILE)
     vocab_size = blank_id
     chosen = list(providers) if providers is not None else default_providers()
-    threads, spinning = session.threads, session.spinning
+    threads, spinning = session.threads, spin_asked(session.spinning)
 
     encoder = graph_session(directory / files.encoder, chosen, threads, spinning)
     metadata = dict(encoder.get_modelmeta().custom_metadata_map)
