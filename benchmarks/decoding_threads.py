@@ -70,7 +70,7 @@ def worker(model: str, config: str, clip: Path, reps: int, threads: int) -> dict
     from parakeet_runtime.decoding import tdt_greedy_decode
     from parakeet_runtime.engine import Engine, SessionOptions
     from parakeet_runtime.engine.model import onnx_model
-    from parakeet_runtime.engine.requests.inference import JOINT_LOOKAHEAD
+    from parakeet_runtime.engine.requests.inference import JOINT_LOOKAHEAD, LABEL_LOOKAHEAD
 
     (step_threads, step_spin), (joint_threads, joint_spin) = parse_config(config)
     engine = Engine.load(model, session=SessionOptions(threads=threads))
@@ -99,7 +99,7 @@ def worker(model: str, config: str, clip: Path, reps: int, threads: int) -> dict
         frames, lengths = inference.encode_batch([prepared])
         start = time.perf_counter()
         result = tdt_greedy_decode(frames[0], int(lengths[0]), chosen, inference.tdt_config,
-                                   lookahead=JOINT_LOOKAHEAD)
+                                   lookahead=JOINT_LOOKAHEAD, label_lookahead=LABEL_LOOKAHEAD)
         times.append(time.perf_counter() - start)
         tokens = [t.id for t in result.tokens]
     return {"config": config, "times_s": times, "tokens": tokens, "decoder_weights": base.decoder_weights}

@@ -12,15 +12,17 @@ and decoding (TDT search and timestamps).
     python benchmarks/rtfx.py --nemo ~/.cache/parakeet-bench/v2/model.nemo \\
         --fp32 ~/.cache/parakeet-bench/v2/fp32 --int8 ~/.cache/parakeet-bench/v2/int8
 
-When the int8 directory holds both weight graphs (``--int8-weights auto``), ``int8`` is the one the engine
-picks on this CPU and ``int8-uint8`` / ``int8-int8`` force each. The int8 systems, ``openvino-int8`` and
-``openvino-bf16`` decode with int8 decoding weights (``SessionOptions.decoder_weights="auto"``);
-``--fp32-decoding`` adds ``int8-fp32-decoding``, the int8 encoder with fp32 decoding weights, to show what the
-decoding weights change; ``--logits`` adds ``int8-logits``, int8 decoding graphs that end in the joint's logits
-rather than its choices (``argmax_step=False``). With ``--openvino`` it also runs the fp32 directory's encoder on
-OpenVINO: ``openvino-fp32``, ``openvino-int8`` (int8 weights made at load, activations quantised at run time; where
-the CPU has VNNI or AMX) and ``openvino-bf16`` where the CPU has AVX-512 BF16 or AMX (decoding stays on ONNX
-Runtime). ``--only`` keeps a subset of those systems.
+When the int8 directory holds both weight graphs (``--int8-weights auto``), ``int8`` is the one the engine picks on
+this CPU and ``int8-uint8`` / ``int8-int8`` force each. The int8 systems, ``openvino-int8`` and ``openvino-bf16``
+decode with int8 decoding weights (``SessionOptions.decoder_weights="auto"``); ``--fp32-decoding`` adds
+``int8-fp32-decoding``, the int8 encoder with fp32 decoding weights, to show what the decoding weights change;
+``--logits`` adds ``int8-logits``, int8 decoding graphs that end in the joint's logits rather than its choices
+(``argmax_step=False``); ``--spinning`` adds ``int8-spin``, the int8 directory with
+``SessionOptions(spinning=True)``, the setting the engine documents for a single stream on dedicated cores (its
+default is a server's: nothing spins between runs, so that the request threads keep the cores). With ``--openvino``
+it also runs the fp32 directory's encoder on OpenVINO: ``openvino-fp32``, ``openvino-int8`` (int8 weights made at
+load, activations quantised at run time; where the CPU has VNNI or AMX) and ``openvino-bf16`` where the CPU has
+AVX-512 BF16 or AMX (decoding stays on ONNX Runtime). ``--only`` keeps a subset of those systems.
 The CPU's name and ISA extensions are in the results.
 
 With ``--onnx-asr DIR`` it also runs onnx-asr (``recognize`` on the same paths) on the fp32 directory's
@@ -164,6 +166,7 @@ RUNNERS: dict[str, Any] = {
     "int8-int8": functools.partial(_engine_runner, int8_weights="int8"),
     "int8-fp32-decoding": functools.partial(_engine_runner, decoder_weights="fp32"),
     "int8-logits": functools.partial(_engine_runner, argmax_step=False),
+    "int8-spin": functools.partial(_engine_runner, spinning=True),
     "openvino-fp32": functools.partial(_engine_runner, backend="openvino"),
     "openvino-bf16": functools.partial(_engine_runner, backend="openvino", precision="bf16"),
     "openvino-int8": functools.partial(_engine_runner, backend="openvino", precision="int8"),
@@ -285,7 +288,7 @@ def _systems(args: argparse.Namespace) -> list[str]:
               "openvino-bf16": args.openvino and this_cpu_has_bf16(),
               "openvino-int8": args.openvino and not x86_without_int8_dot_products(), "onnx-asr": bool(args.onnx_asr),
               "int8-fp32-decoding": bool(args.int8) and args.fp32_decoding,
-              "int8-logits": bool(args.int8) and args.logits}
+              "int8-logits": bool(args.int8) and args.logits, "int8-spin": bool(args.int8) and args.spinning}
     return [system for system, on in wanted.items() if on and (not args.only or system in args.only)]
 
 
@@ -371,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logits", action="store_true",
                         help="also run the int8 directory with int8 decoding graphs that end in the joint's logits "
                              "(int8-logits, argmax_step=False), beside the default that ends in its choices")
+    parser.add_argument("--spinning", action="store_true",
+                        help="also run the int8 directory with spinning thread pools (int8-spin, "
+                             "SessionOptions(spinning=True): a single stream on dedicated cores)")
     parser.add_argument("--name", default=None, help="label for the results (default: the .nemo file's folder)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1,

@@ -141,6 +141,7 @@ def tdt_greedy_decode(
     carry: TdtCarry[StateT] | None = None,
     lookahead: int = 1,
     confidence: ConfidenceOptions | None = None,
+    label_lookahead: int | None = None,
 ) -> TdtResult[StateT]:
     """Greedy TDT search over one utterance, or over one piece of it.
 
@@ -158,6 +159,9 @@ def tdt_greedy_decode(
         lookahead: frames whose joint one call computes while looking for a non-blank label (the
             predictor output does not change between blanks, so a run of blanks can use them); the
             tokens do not depend on it.
+        label_lookahead: frames whose joint the step after an emitted label computes with the new predictor
+            output (``None``: ``lookahead``). The next label often comes within a frame or two, so fewer frames
+            here than in a run of blanks save the rows nobody reads; the tokens do not depend on it either.
         confidence: record each decision's confidence (see :mod:`.confidence`); ``None``: nothing is
             recorded and nothing is computed.
 
@@ -171,6 +175,9 @@ def tdt_greedy_decode(
         raise ValueError(f"length {length} is outside [0, {encoder_frames.shape[0]}]")
     if lookahead < 1:
         raise ValueError(f"lookahead must be >= 1, got {lookahead}")
+    label_lookahead = lookahead if label_lookahead is None else label_lookahead
+    if label_lookahead < 1:
+        raise ValueError(f"label_lookahead must be >= 1, got {label_lookahead}")
     reader = JointReader.of(config.blank_id, config.durations)
 
     if carry is None:
@@ -183,7 +190,8 @@ def tdt_greedy_decode(
     emitted_at_last_frame = 0
     time = 0 if carry is None else carry.skip
     # The label and the duration that the joint gives at frames window_start... with the current predictor
-    # output: up to ``lookahead`` frames, read from ``joint_frames`` or from what ``predict_joint`` brings.
+    # output: up to ``lookahead`` frames read from ``joint_frames``, or ``label_lookahead`` that ``predict_joint``
+    # brings.
     window: tuple[IntArray, IntArray] | None = None
     window_start = 0
     # With confidence on: the window's logits, the steps read, and the steps whose confidence is not
@@ -238,7 +246,7 @@ def tdt_greedy_decode(
         # last frame there is no next frame: the joint of the last one is computed and not used.
         window_start = min(time, length - 1)
         predictor_output, current_state, logits = model.predict_joint(
-            label, current_state, encoder_frames[window_start : min(window_start + lookahead, length)]
+            label, current_state, encoder_frames[window_start : min(window_start + label_lookahead, length)]
         )
         window = read(logits)
 

@@ -94,6 +94,25 @@ def test_concurrency_and_server_load(tmp_path: Path, nemo_paths: dict[str, Path]
     assert "<!-- concurrency:start -->" in text and "<!-- server_load:start -->" in text
 
 
+def test_rtfx_systems_follow_their_flags(converted: dict[str, Path]) -> None:
+    """``--logits`` and ``--spinning`` each add their int8 system after the default ones; ``--only`` keeps a subset."""
+    sys.path.insert(0, str(BENCH))
+    import argparse
+
+    from rtfx import RUNNERS, _systems
+
+    def systems(**flags: object) -> list[str]:
+        args = {"int8": str(converted["tdt_a"]), "openvino": False, "onnx_asr": None, "fp32_decoding": False,
+                "logits": False, "spinning": False, "only": None, **flags}
+        return _systems(argparse.Namespace(**args))
+
+    assert systems() == ["nemo", "fp32", "int8"]
+    assert systems(logits=True, spinning=True) == ["nemo", "fp32", "int8", "int8-logits", "int8-spin"]
+    assert systems(spinning=True, only=["nemo", "int8-spin"]) == ["nemo", "int8-spin"]
+    assert systems(int8=None, spinning=True) == ["nemo", "fp32"]
+    assert RUNNERS["int8-spin"].keywords == {"spinning": True}
+
+
 def test_rtfx_rounds_pool_runs_and_keep_each_rounds_ratio() -> None:
     """``--rounds``: walls pooled over rounds, speed-up over NeMo overall and per round, largest memory."""
     sys.path.insert(0, str(BENCH))
@@ -189,6 +208,26 @@ def test_decoding_threads_configurations_name_how_each_pool_spins() -> None:
     assert named["no"] == {"session.intra_op.allow_spinning=0"}
     assert named["in_runs"] == {"session.intra_op.allow_spinning=1", "session.force_spinning_stop=1"}
     assert named["yes"] == {"session.intra_op.allow_spinning=1"}
+
+
+def test_joint_lookahead_script(tmp_path: Path, converted: dict[str, Path]) -> None:
+    """benchmarks/joint_lookahead.py on a fixture: a row per pair with its runs (more frames per run in a run of
+    blanks, no more joint runs), the same tokens for every pair, the engine's pair named, the README block written;
+    a malformed pair is a usage error."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n")
+    _run([BENCH / "joint_lookahead.py", "--model", converted["tdt_a"], "--pairs", "1/1", "5/8", "--rounds", "2",
+          "--seconds", "5s", "--name", "tiny", "--results", tmp_path, "--readme", readme])
+    report = json.loads((tmp_path / "joint-lookahead-tiny.json").read_text())
+    one, engine = report["results"]
+    assert (one["pair"], engine["pair"]) == ("1/1", "5/8")
+    assert one["step_runs"] == engine["step_runs"] > 0 and one["joint_runs"] >= engine["joint_runs"]
+    assert all(len(r["times_s"]) == 2 and r["median_s"] > 0 for r in report["results"])
+    assert report["meta"]["tokens_identical"] and report["meta"]["engine_pair"] == "5/8"
+    assert "<!-- joint-lookahead-tiny:start -->" in readme.read_text()
+    proc = subprocess.run([sys.executable, BENCH / "joint_lookahead.py", "--model", converted["tdt_a"],
+                           "--pairs", "0/8"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "'0/8'" in proc.stderr
 
 
 def test_cpu_check_dry_run(tmp_path: Path) -> None:

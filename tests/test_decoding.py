@@ -121,6 +121,24 @@ def test_lookahead_changes_the_calls_not_the_tokens(lookahead: int) -> None:
         tdt_greedy_decode(frames(4), 4, counted, config, lookahead=0)
 
 
+@pytest.mark.parametrize("label_lookahead", [1, 2, 5, 9])
+def test_label_lookahead_sets_the_frames_after_a_label_only(label_lookahead: int) -> None:
+    """``label_lookahead``: the frames the step after a label brings; runs of blanks keep ``lookahead``'s windows."""
+    blank, lookahead = 3, 3
+    script = {(7, 0): (0, 0), (7, 1): (2, 1), (12, 2): (1, 1)}
+    script.update({(f, 0): (blank, 1) for f in range(7)})
+    script.update({(f, 2): (blank, 0) for f in range(8, 12)})
+    counted = _CountingScripted(script, num_labels=4, num_durations=2)
+    config = TdtConfig(blank, (0, 1), 10)
+    result = tdt_greedy_decode(frames(14), 14, counted, config, lookahead=lookahead, label_lookahead=label_lookahead)
+    assert [(t.id, t.frame, t.duration) for t in result.tokens] == [(0, 7, 0), (2, 7, 1), (1, 12, 1)]
+    assert counted.steps == [min(label_lookahead, 7), min(label_lookahead, 6), 1]
+    # Frames 0-7 in windows of ``lookahead``, then from 8 + label_lookahead to 12.
+    assert counted.windows == -(-8 // lookahead) + -(-max(0, 5 - label_lookahead) // lookahead)
+    with pytest.raises(ValueError, match="label_lookahead"):
+        tdt_greedy_decode(frames(4), 4, counted, config, lookahead=2, label_lookahead=0)
+
+
 @dataclass(frozen=True)
 class _CountingScripted(Scripted):
     calls: list[int] = field(default_factory=list)
@@ -263,10 +281,10 @@ def test_greedy_matches_nemo_label_looping(durations: tuple[int, ...], max_symbo
         expected = list(
             zip(hyp.y_sequence.tolist(), hyp.timestamp.tolist(), hyp.token_duration.tolist(), strict=True)
         )
-        for lookahead in (1, 4):
+        for lookahead, label_lookahead in ((1, None), (4, None), (8, 5), (2, 7)):
             ours = tdt_greedy_decode(projected, length, TorchStep(), TdtConfig(vocab, durations, max_symbols),
-                                     lookahead=lookahead)
-            assert [(t.id, t.frame, t.duration) for t in ours.tokens] == expected, (trial, lookahead)
+                                     lookahead=lookahead, label_lookahead=label_lookahead)
+            assert [(t.id, t.frame, t.duration) for t in ours.tokens] == expected, (trial, lookahead, label_lookahead)
 
 
 # --- timestamps against NeMo's functions ----------------------------------------------------------

@@ -31,11 +31,20 @@ from .longform import ChunkGroup, ChunkOutcome
 from .prepare import PreparedAudio
 from .transcripts import TranscriptBuilder
 
-JOINT_LOOKAHEAD = 6
-"""Frames of an utterance one joint run covers while its search looks for a non-blank label (a run of
-blanks keeps the predictor output), in the one-utterance and the batched search, and frames the step
-after an emitted label brings with it in the one-utterance search. A large joint (Parakeet v3's: 21 MB)
-is bound by reading its weights: six frames cost little more than one (A/B in benchmarks/README.md)."""
+JOINT_LOOKAHEAD = 8
+"""Frames of an utterance one joint run covers while the one-utterance search looks for a non-blank label (a run
+of blanks keeps the predictor output). A large joint (Parakeet v3's: 21 MB) is bound by reading its weights:
+several frames cost little more than one (A/B in benchmarks/README.md)."""
+LABEL_LOOKAHEAD = 5
+"""Frames the step after an emitted label brings with it in the one-utterance search. Fewer than
+:data:`JOINT_LOOKAHEAD`: they are computed after every label, and the next label is often a few frames away (the
+rows past it are read by nobody). ``5/8`` against ``6/6`` (benchmarks/joint_lookahead.py, Zen 4): fewer joint runs on
+the trained demo model (177 against 180) and on the v3 shape (82 against 97), and the v3 shape's int8 search ran
+about 5% faster (seven runs of 16–48 replays: 0.91–1.01×); fewer frames after a label (3 or 4) added joint runs on
+the demo (206–221)."""
+BATCH_LOOKAHEAD = 6
+"""Frames of a row one batched joint run covers while the batched search looks for a non-blank label there
+(its step after a label brings one frame per row)."""
 
 
 Work: TypeAlias = PreparedAudio | ChunkGroup
@@ -116,7 +125,8 @@ class Inference:
             available = max(int(encoded[row]) - window.skip, 0)
             keep = available if window.keep is None else min(window.keep, available)
             result = tdt_greedy_decode(frames[row, window.skip : window.skip + keep], keep, self.model,
-                                       self.tdt_config, carry=carry, lookahead=JOINT_LOOKAHEAD, confidence=confidence)
+                                       self.tdt_config, carry=carry, lookahead=JOINT_LOOKAHEAD, confidence=confidence,
+                                       label_lookahead=LABEL_LOOKAHEAD)
             offset = window.first_frame
             tokens += [dataclasses.replace(t, frame=t.frame + offset) for t in result.tokens]
             if steps is not None and result.steps is not None:
@@ -144,11 +154,12 @@ class Inference:
         confidence = self.transcripts.confidence
         if len(items) == 1:
             decoded = tdt_greedy_decode(frames[0], int(encoded_lengths[0]), self.model, self.tdt_config,
-                                        lookahead=JOINT_LOOKAHEAD, confidence=confidence)
+                                        lookahead=JOINT_LOOKAHEAD, confidence=confidence,
+                                        label_lookahead=LABEL_LOOKAHEAD)
             tokens, steps = (decoded.tokens,), (decoded.steps,)
         else:
             batch = tdt_greedy_decode_batch(frames, encoded_lengths, self.model, self.tdt_config,
-                                            lookahead=JOINT_LOOKAHEAD, confidence=confidence)
+                                            lookahead=BATCH_LOOKAHEAD, confidence=confidence)
             tokens = batch.tokens
             steps = batch.steps if batch.steps is not None else [None] * len(items)
         return [self.transcripts(found, item.duration, recorded, warnings=item.warnings)
