@@ -203,6 +203,12 @@ def test_joint_choices_are_the_argmaxes_of_the_rescored_logits() -> None:
     assert logits is not None and chosen is not None and chosen.choices and not logits.choices
     ops = _ops(chosen.data)
     assert "ScatterElements" not in ops and "Concat" not in ops and ops.count("DynamicQuantizeMatMul") == 1
+    # The ranking product adds the label bias itself in the choices (no full-width Add after it); the logits'
+    # keeps it out (the graph adds it after the layer).
+    def ranking_inputs(data: bytes) -> list[int]:
+        return [len(n.input) for n in onnx.load_from_string(data).graph.node if n.op_type == "DynamicQuantizeMatMul"]
+
+    assert ranking_inputs(chosen.data) == [5] and ranking_inputs(logits.data) == [3]
     session = _session(chosen.data)
     assert [o.name for o in session.get_outputs()] == ["kept", "label", "duration", "width"]
     assert session.run(["width"], {"x": rows})[0].tolist() == [labels + durations]

@@ -199,13 +199,15 @@ class _Builder:
         made.domain = _MS_DOMAIN
         return made
 
-    def ranking_product(self, source: str, matrix: npt.NDArray[np.float32], output: str) -> Any:
+    def ranking_product(self, source: str, matrix: npt.NDArray[np.float32], output: str,
+                        bias: str | None = None) -> Any:
         """``DynamicQuantizeMatMul`` of ``source`` ``(..., K)`` by an ``(N, K)`` matrix into ``output``: int8
         weights with one scale per output row (symmetric), activations quantised per run. For the joint's
         output layer, whose int8 values only rank the labels: at the joint's lookahead of several frames ONNX
         Runtime's quantised GEMM is faster than ``MatMulNBits`` (v3's 6 × 640 × 8,192 on an AMX Xeon: 129 µs
         against 207 µs, 424 µs in fp32). Weights span ``±ranking_limit``: 127, or 64 on x86 CPUs without VNNI
-        or AMX, whose u8×s8 kernels add pairs of products in 16-bit lanes (2 × 255 × 64 cannot saturate)."""
+        or AMX, whose u8×s8 kernels add pairs of products in 16-bit lanes (2 × 255 × 64 cannot saturate).
+        ``bias``: an fp32 ``(N,)`` tensor the product adds to its result (one node fewer than an ``Add`` after it)."""
         limit = float(self.ranking_limit)
         scales = (np.abs(matrix).max(axis=1) / limit).astype(np.float32)
         scales[scales == 0.0] = 1.0
@@ -214,7 +216,7 @@ class _Builder:
         self.initializers += [_tensor(names[0], np.ascontiguousarray(quantized.T), _INT8),
                               _tensor(names[1], scales, onnx_proto.FLOAT)]
         self.fp32_bytes += matrix.nbytes
-        made = onnx_proto.node("DynamicQuantizeMatMul", [source, *names], [output])
+        made = onnx_proto.node("DynamicQuantizeMatMul", [source, *names, *(["", bias] if bias else [])], [output])
         made.domain = _MS_DOMAIN
         return made
 
@@ -233,10 +235,13 @@ class _Builder:
         after it): int8 label columns with the best :data:`EXACT_TOP` of them (ranked with ``bias``) scored
         again in fp32, and fp32 duration columns; with :class:`ChoiceOutputs`, the choices instead."""
         approximate = self.name("approximate")
-        nodes = [self.ranking_product(source, matrix[:labels], approximate)]
-        ranked = approximate
         label_bias = None if bias is None else self.constant("bias", bias[:labels], onnx_proto.FLOAT)
-        if label_bias is not None:
+        # The choices read the ranking only through TopK: it may carry the bias itself. The logits keep it out
+        # (the graph adds the bias to them after this layer).
+        folded = self.choices is not None and label_bias is not None
+        nodes = [self.ranking_product(source, matrix[:labels], approximate, label_bias if folded else None)]
+        ranked = approximate
+        if label_bias is not None and not folded:
             ranked = self.name("ranked")
             nodes.append(onnx_proto.node("Add", [approximate, label_bias], [ranked]))
         top = min(EXACT_TOP, labels)
