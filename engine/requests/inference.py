@@ -39,9 +39,9 @@ LABEL_LOOKAHEAD = 5
 """Frames the step after an emitted label brings with it in the one-utterance search. Fewer than
 :data:`JOINT_LOOKAHEAD`: they are computed after every label, and the next label is often a few frames away (the
 rows past it are read by nobody). ``5/8`` against ``6/6`` (benchmarks/joint_lookahead.py, Zen 4): fewer joint runs on
-the trained demo model (177 against 180) and on the v3 shape (82 against 97), and the v3 shape's int8 search ran
-about 5% faster (seven runs of 16–48 replays: 0.91–1.01×); fewer frames after a label (3 or 4) added joint runs on
-the demo (206–221)."""
+the trained demo model (177 against 180) and on the v3 shape (82 against 97), and the v3 shape's int8 search took
+0.97× the time (the median of nine runs of 16–48 replays, 0.91–1.16×); fewer frames after a label (3 or 4) added
+joint runs on the demo (206–221)."""
 BATCH_LOOKAHEAD = 6
 """Frames of a row one batched joint run covers while the batched search looks for a non-blank label there
 (its step after a label brings one frame per row)."""
