@@ -178,9 +178,9 @@ def load_onnx_asr(
     config = _read_config(directory)
     pieces, blank_id = read_vocab(directory / VOCAB_FILE)
     chosen = list(providers) if providers is not None else default_providers()
-    threads, spinning = session.threads, spin_asked(session.spinning)
+    threads, spin = session.threads, spin_asked(session.spinning)
 
-    encoder = graph_session(directory / encoder_file, chosen, threads, spinning)
+    encoder = graph_session(directory / encoder_file, chosen, threads, spin)
     encoder_inputs = {i.name: i.shape for i in encoder.get_inputs()}
     if set(encoder_inputs) != {"audio_signal", "length"}:
         raise ManifestError(f"{encoder_file}: expected inputs audio_signal and length, found {sorted(encoder_inputs)}")
@@ -189,7 +189,7 @@ def load_onnx_asr(
     measured, encoder_width = measure_encoder(encoder, n_mels, encoder_file)
     parts = split_decoder_joint(directory / decoder_joint_file)
     projection = EncoderProjection(
-        session=graph_session(parts.projection, chosen, threads, spinning, name=decoder_joint_file),
+        session=graph_session(parts.projection, chosen, threads, spin, name=decoder_joint_file),
         input="encoder_outputs", output=_PROJECTED,
     )
     width = parts.d_model if parts.frames_width is None else parts.frames_width

@@ -46,7 +46,7 @@ taken from everything else on them)."""
 
 
 def spin_asked(spinning: bool) -> Spin:
-    """The encoder's pool as ``SessionOptions.spinning`` asks: ``yes``, or ``no``."""
+    """A pool as ``SessionOptions.spinning`` asks (the encoder's, a large predictor's): ``yes``, or ``no``."""
     return "yes" if spinning else "no"
 
 
@@ -127,7 +127,7 @@ def step_graph_session(
     size = len(source) if isinstance(source, bytes) else (source.stat().st_size if source.is_file() else 0)
     if size < STEP_GRAPH_THREADING_BYTES:
         return graph_session(source, providers, 1, "no", name=name)
-    return graph_session(source, providers, threads, "yes" if spin else "no", name=name)
+    return graph_session(source, providers, threads, spin_asked(spin), name=name)
 
 
 def chosen_decoder_weights(
@@ -660,21 +660,11 @@ class OnnxTdtModel:
 
     def joint_rows(self, encoder_frames: FloatArray, predictor_outputs: FloatArray) -> JointOutput:
         spec = self.manifest.joint
+        feeds = {spec.input_encoder: np.ascontiguousarray(encoder_frames),
+                 spec.input_predictor: np.ascontiguousarray(predictor_outputs)}
         if self.argmax:
-            label, duration = self.joint_session.run(
-                [ARGMAX_LABEL, ARGMAX_DURATION],
-                {
-                    spec.input_encoder: np.ascontiguousarray(encoder_frames),
-                    spec.input_predictor: np.ascontiguousarray(predictor_outputs),
-                },
-            )
+            label, duration = self.joint_session.run([ARGMAX_LABEL, ARGMAX_DURATION], feeds)
             return JointChoices(label, duration)
-        (logits,) = self.joint_session.run(
-            [spec.output_logits],
-            {
-                spec.input_encoder: np.ascontiguousarray(encoder_frames),
-                spec.input_predictor: np.ascontiguousarray(predictor_outputs),
-            },
-        )
+        (logits,) = self.joint_session.run([spec.output_logits], feeds)
         result: FloatArray = logits
         return result

@@ -328,9 +328,9 @@ def load_sherpa_onnx(
     pieces, blank_id = read_vocab(directory / TOKENS_FILE)
     vocab_size = blank_id
     chosen = list(providers) if providers is not None else default_providers()
-    threads, spinning = session.threads, spin_asked(session.spinning)
+    threads, spin = session.threads, spin_asked(session.spinning)
 
-    encoder = graph_session(directory / files.encoder, chosen, threads, spinning)
+    encoder = graph_session(directory / files.encoder, chosen, threads, spin)
     metadata = dict(encoder.get_modelmeta().custom_metadata_map)
     n_mels = _mel_count(encoder, metadata, files.encoder)
     _check_metadata(metadata, files.encoder, vocab_size, n_mels)
@@ -345,7 +345,7 @@ def load_sherpa_onnx(
                                 f"{value}")
     check_frame_width(encoder_width, parts.d_model, files.encoder, files.joiner)
     projection = EncoderProjection(
-        session=graph_session(parts.projection, chosen, threads, spinning, name=files.joiner),
+        session=graph_session(parts.projection, chosen, threads, spin, name=files.joiner),
         input=parts.encoder_input,
         output=_PROJECTED,
     )
