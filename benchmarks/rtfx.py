@@ -12,17 +12,18 @@ and decoding (TDT search and timestamps).
     python benchmarks/rtfx.py --nemo ~/.cache/parakeet-bench/v2/model.nemo \\
         --fp32 ~/.cache/parakeet-bench/v2/fp32 --int8 ~/.cache/parakeet-bench/v2/int8
 
-When the int8 directory holds both weight graphs (``--int8-weights auto``), ``int8`` is the one the engine picks on
-this CPU and ``int8-uint8`` / ``int8-int8`` force each. The int8 systems, ``openvino-int8`` and ``openvino-bf16``
-decode with int8 decoding weights (``SessionOptions.decoder_weights="auto"``); ``--fp32-decoding`` adds
-``int8-fp32-decoding``, the int8 encoder with fp32 decoding weights, to show what the decoding weights change;
-``--logits`` adds ``int8-logits``, int8 decoding graphs that end in the joint's logits rather than its choices
-(``argmax_step=False``); ``--spinning`` adds ``int8-spin``, the int8 directory with
-``SessionOptions(spinning=True)``, the setting the engine documents for a single stream on dedicated cores (its
-default is a server's: nothing spins between runs, so that the request threads keep the cores). With ``--openvino``
-it also runs the fp32 directory's encoder on OpenVINO: ``openvino-fp32``, ``openvino-int8`` (int8 weights made at
-load, activations quantised at run time; where the CPU has VNNI or AMX) and ``openvino-bf16`` where the CPU has
-AVX-512 BF16 or AMX (decoding stays on ONNX Runtime). ``--only`` keeps a subset of those systems.
+When the int8 directory holds both weight graphs (``--int8-weights auto``), ``int8`` is the one the engine picks on this
+CPU and ``int8-uint8`` / ``int8-int8`` force each. The int8 systems, ``openvino-int8`` and ``openvino-bf16`` decode with
+int8 decoding weights (``SessionOptions.decoder_weights="auto"``); ``--fp32-decoding`` adds ``int8-fp32-decoding``, the
+int8 encoder with fp32 decoding weights, to show what the decoding weights change; ``--logits`` adds ``fp32-logits`` and
+``int8-logits``, decoding graphs that end in the joint's logits rather than its choices (``argmax_step=False``: for fp32
+the joint's full fp32 logits, where the default for joints as large as Parakeet v3's ranks its labels in int8 and proves
+the choices); ``--spinning`` adds ``int8-spin``, the int8 directory with ``SessionOptions(spinning=True)``, the setting
+the engine documents for a single stream on dedicated cores (its default is a server's: nothing spins between runs, so
+that the request threads keep the cores). With ``--openvino`` it also runs the fp32 directory's encoder on OpenVINO:
+``openvino-fp32``, ``openvino-int8`` (int8 weights made at load, activations quantised at run time; where the CPU has
+VNNI or AMX) and ``openvino-bf16`` where the CPU has AVX-512 BF16 or AMX (decoding stays on ONNX Runtime). ``--only``
+keeps a subset of those systems.
 The CPU's name and ISA extensions are in the results.
 
 With ``--onnx-asr DIR`` it also runs onnx-asr (``recognize`` on the same paths) on the fp32 directory's
@@ -161,6 +162,7 @@ def _onnx_asr_runner(layout_dir: str, threads: int | None) -> Any:
 RUNNERS: dict[str, Any] = {
     "nemo": _nemo_runner,
     "fp32": _engine_runner,
+    "fp32-logits": functools.partial(_engine_runner, argmax_step=False),
     "int8": _engine_runner,
     "int8-uint8": functools.partial(_engine_runner, int8_weights="uint8"),
     "int8-int8": functools.partial(_engine_runner, int8_weights="int8"),
@@ -283,8 +285,8 @@ def _systems(args: argparse.Namespace) -> list[str]:
     from parakeet_runtime.engine.model.cpu import this_cpu_has_bf16, x86_without_int8_dot_products
 
     both_schemes = bool(args.int8) and load_manifest(Path(args.int8)).encoder.signed_int8_file is not None
-    wanted = {"nemo": True, "fp32": True, "int8": bool(args.int8), "int8-uint8": both_schemes,
-              "int8-int8": both_schemes, "openvino-fp32": args.openvino,
+    wanted = {"nemo": True, "fp32": True, "fp32-logits": args.logits, "int8": bool(args.int8),
+              "int8-uint8": both_schemes, "int8-int8": both_schemes, "openvino-fp32": args.openvino,
               "openvino-bf16": args.openvino and this_cpu_has_bf16(),
               "openvino-int8": args.openvino and not x86_without_int8_dot_products(), "onnx-asr": bool(args.onnx_asr),
               "int8-fp32-decoding": bool(args.int8) and args.fp32_decoding,
@@ -372,8 +374,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run the int8 directory with fp32 decoding weights (int8-fp32-decoding), beside its "
                              "default int8 decoding weights")
     parser.add_argument("--logits", action="store_true",
-                        help="also run the int8 directory with int8 decoding graphs that end in the joint's logits "
-                             "(int8-logits, argmax_step=False), beside the default that ends in its choices")
+                        help="also run the directories with decoding graphs that end in the joint's logits "
+                             "(argmax_step=False): fp32-logits (the fp32 joint's full logits, not its labels ranked "
+                             "in int8 with a proof) and int8-logits, beside the defaults that end in its choices")
     parser.add_argument("--spinning", action="store_true",
                         help="also run the int8 directory with spinning thread pools (int8-spin, "
                              "SessionOptions(spinning=True): a single stream on dedicated cores)")

@@ -133,7 +133,9 @@ class Engine:
                 logits, so that a step on a GPU copies two integers per row back, and a step with int8 decoding
                 weights never assembles the joint's full-width logits (same tokens, durations and timestamps;
                 no confidence). Default ``None``: on when no confidence is asked for, for ``device="cuda"`` or
-                ``"tensorrt"`` and for int8 decoding weights (``SessionOptions.decoder_weights``), else off.
+                ``"tensorrt"``, for int8 decoding weights (``SessionOptions.decoder_weights``) and, on the CPU,
+                for fp32 ones with a joint as large as Parakeet v3's (its labels ranked in int8 with a proof:
+                the fp32 path's tokens), else off.
                 Only for this project's model directories.
 
         Raises:

@@ -104,14 +104,16 @@ class SessionOptions:
     equal). ONNX Runtime runs the graph's own precision: only ``fp32`` is accepted with it."""
 
     decoder_weights: DecoderWeights = "auto"
-    """What the decoding step's matrix products read (prediction network and joint, once per emitted token:
-    for Parakeet v3 about 42 MB of fp32 weights a step, so the step is bound by memory traffic). ``fp32``:
-    the directory's graphs, NeMo's arithmetic. ``int8``: rewritten at load with 8-bit weights in blocks of
-    32 and int8 products (a quarter of the traffic; ``model.decoder_weights``), not NeMo's arithmetic, so
-    tokens can differ where two labels' scores nearly tie (agreement measured in benchmarks/README.md).
-    ``auto``: ``int8`` where the encoder's own results already are not NeMo's (an int8 directory, OpenVINO
-    ``bf16`` or ``int8``), the graphs run on the CPU and it has int8 dot products (VNNI, AMX, or not x86: on
-    AVX2-only x86 the int8 products can saturate); ``fp32`` otherwise, so the exact path stays exact."""
+    """What the decoding step's matrix products read (prediction network and joint, once per emitted token: for
+    Parakeet v3 about 42 MB of fp32 weights a step, so the step is bound by memory traffic). ``fp32``: the
+    directory's graphs, NeMo's arithmetic (on the CPU, a joint as large as Parakeet v3's ranks its labels in int8
+    and proves each choice is the fp32 argmax, deciding the rest in fp32: the same tokens; see
+    :func:`~parakeet_runtime.engine.model.decoder_weights.checked_ranking_graph`). ``int8``: rewritten at load with
+    8-bit weights in blocks of 32 and int8 products (a quarter of the traffic; ``model.decoder_weights``), not
+    NeMo's arithmetic, so tokens can differ where two labels' scores nearly tie (agreement measured in
+    benchmarks/README.md). ``auto``: ``int8`` where the encoder's own results already are not NeMo's (an int8
+    directory, OpenVINO ``bf16`` or ``int8``), the graphs run on the CPU and it has int8 dot products (VNNI, AMX, or
+    not x86: on AVX2-only x86 the int8 products can saturate); ``fp32`` otherwise, so the exact path stays exact."""
 
     def __post_init__(self) -> None:
         for name, allowed in (("int8_weights", Int8Weights), ("backend", Backend), ("precision", Precision),

@@ -95,7 +95,7 @@ def test_concurrency_and_server_load(tmp_path: Path, nemo_paths: dict[str, Path]
 
 
 def test_rtfx_systems_follow_their_flags(converted: dict[str, Path]) -> None:
-    """``--logits`` and ``--spinning`` each add their int8 system after the default ones; ``--only`` keeps a subset."""
+    """``--logits`` adds its fp32 and int8 systems, ``--spinning`` its int8 one; ``--only`` keeps a subset."""
     sys.path.insert(0, str(BENCH))
     import argparse
 
@@ -107,7 +107,9 @@ def test_rtfx_systems_follow_their_flags(converted: dict[str, Path]) -> None:
         return _systems(argparse.Namespace(**args))
 
     assert systems() == ["nemo", "fp32", "int8"]
-    assert systems(logits=True, spinning=True) == ["nemo", "fp32", "int8", "int8-logits", "int8-spin"]
+    assert systems(logits=True, spinning=True) == ["nemo", "fp32", "fp32-logits", "int8", "int8-logits", "int8-spin"]
+    assert systems(int8=None, logits=True) == ["nemo", "fp32", "fp32-logits"]
+    assert RUNNERS["fp32-logits"].keywords == {"argmax_step": False}
     assert systems(spinning=True, only=["nemo", "int8-spin"]) == ["nemo", "int8-spin"]
     assert systems(int8=None, spinning=True) == ["nemo", "fp32"]
     assert RUNNERS["int8-spin"].keywords == {"spinning": True}

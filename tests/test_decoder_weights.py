@@ -27,6 +27,7 @@ from parakeet_runtime.engine.model.decoder_weights import (
     RANKING_LIMIT_SATURATING,
     ChoiceOutputs,
     JointColumns,
+    checked_ranking_graph,
     dequantize_blocks,
     int8_decoding_graph,
     quantize_blocks,
@@ -258,6 +259,88 @@ def test_joint_choices_only_where_the_graph_allows_them() -> None:
     for rewritten in (elsewhere, not_a_joint):
         assert rewritten is not None and not rewritten.choices
         assert "y" in [o.name for o in _session(rewritten.data).get_outputs()]
+
+
+_PROVEN = ChoiceOutputs(logits="y", label="label", duration="duration", width="width", proven="proven")
+
+
+def _hidden_and_joint(hidden: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> bytes:
+    """A joint as the exports write it, with an fp32 product before its output layer (the joint's hidden layer)
+    and a second output besides the logits."""
+    depth, width = weights.shape
+    nodes = [helper.make_node("MatMul", ["x", "h"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("MatMul", ["r", "w"], ["p"]), helper.make_node("Add", ["b", "p"], ["y"]),
+             helper.make_node("Identity", ["r"], ["kept"])]
+    return _model(nodes, [_float("x", ["rows", hidden.shape[0]])],
+                  [_float("y", ["rows", width]), _float("kept", ["rows", depth])],
+                  [numpy_helper.from_array(hidden, "h"), numpy_helper.from_array(weights, "w"),
+                   numpy_helper.from_array(bias, "b")])
+
+
+@pytest.mark.parametrize("ranking_limit", [None, RANKING_LIMIT_SATURATING])
+def test_proven_choices_are_the_fp32_argmax(ranking_limit: int | None) -> None:
+    """The exact path's ranking: the joint's output layer alone ranks in int8 (the hidden layer keeps its fp32
+    product); every row it proves has the fp32 graph's argmax; rows of near-ties are left unproven, clear rows
+    proven; the durations are the fp32 argmax on every row."""
+    labels, durations, depth, inputs = 300, 5, 64, 48
+    generator = np.random.default_rng(23)
+    hidden = (generator.standard_normal((inputs, depth)) * 0.3).astype(np.float32)
+    weights = (generator.standard_normal((depth, labels + durations)) * 0.1).astype(np.float32)
+    weights[:, 4] = weights[:, 3] + (generator.standard_normal(depth) * 1e-6).astype(np.float32)  # near-twins
+    bias = (generator.standard_normal(labels + durations) * 0.5).astype(np.float32)
+    bias[4] = bias[3]
+    bias[3] += 8.0
+    bias[4] += 8.0  # the near-twins ahead of the others: their rows' labels are near-ties
+    bias[10] += 8.0  # label 10 their rival: rows it wins (or they win) by a wide margin are clear
+    data = _hidden_and_joint(hidden, weights, bias)
+    rewritten = checked_ranking_graph(data, "joint", JointColumns(labels, labels + durations), _PROVEN,
+                                      ranking_limit=ranking_limit)
+    assert rewritten is not None and rewritten.choices and rewritten.products == 1 and rewritten.lstms == 0
+    ops = _ops(rewritten.data)
+    assert ops.count("DynamicQuantizeMatMul") == 1 and "MatMulNBits" not in ops and ops.count("MatMul") >= 2
+    session = _session(rewritten.data)
+    assert [o.name for o in session.get_outputs()] == ["kept", "label", "duration", "proven", "width"]
+    x = (generator.standard_normal((400, inputs)) * generator.choice([0.3, 1.0, 3.0], (400, 1))).astype(np.float32)
+    label, duration, proven = session.run(["label", "duration", "proven"], {"x": x})
+    (logits,) = _session(data).run(["y"], {"x": x})
+    assert proven.dtype == np.bool_ and proven.shape == (400,)
+    np.testing.assert_array_equal(label[proven], logits[proven, :labels].argmax(axis=1))
+    np.testing.assert_array_equal(duration, logits[:, labels:].argmax(axis=1))
+    top = np.sort(logits[:, :labels], axis=1)
+    lead = top[:, -1] - top[:, -2]
+    assert not proven[lead < 1e-4].any() and (lead < 1e-4).sum() >= 10  # the near-twins' rows are left
+    assert proven[lead > 0.5].all() and (lead > 0.5).sum() >= 100  # clear rows are proven
+
+
+def test_proven_choices_leave_nan_rows_and_exact_ties() -> None:
+    """A row whose best labels tie exactly (identical weights) is never proven, a clear row of the same run is;
+    a run with a NaN input proves no row (the activations' range, and so every bound, is NaN)."""
+    labels, durations, depth = 50, 3, 16
+    generator = np.random.default_rng(29)
+    weights = (generator.standard_normal((depth, labels + durations)) * 0.1).astype(np.float32)
+    weights[:, 9] = weights[:, 8]
+    bias = np.zeros(labels + durations, np.float32)
+    bias[8] = bias[9] = 3.0
+    data = _joint_layer(weights, bias)
+    rewritten = checked_ranking_graph(data, "joint", JointColumns(labels, labels + durations), _PROVEN)
+    assert rewritten is not None
+    x = np.zeros((2, depth), np.float32)
+    x[1] = weights[:, 20] * 100.0  # label 20 far ahead
+    session = _session(rewritten.data)
+    label, proven = session.run(["label", "proven"], {"x": x})
+    assert proven.tolist() == [False, True] and label.tolist() == [8, 20]
+    x[0, 0] = np.nan
+    assert session.run(["proven"], {"x": x})[0].tolist() == [False, False]
+
+
+def test_checked_ranking_only_where_the_graph_ends_in_proven_choices() -> None:
+    """No proof asked: an error; a graph that cannot end in the choices: ``None`` (the engine keeps fp32 heads)."""
+    weights, bias, _ = _near_ties(40, 5, 96, _choice_rng)
+    data = _joint_layer(weights, bias)
+    with pytest.raises(ValueError, match="proven"):
+        checked_ranking_graph(data, "joint", JointColumns(40, 45), _CHOICES)
+    assert checked_ranking_graph(data, "joint", JointColumns(40, 46), _PROVEN) is None
+    assert checked_ranking_graph(_between(weights, bias, "scaled"), "joint", JointColumns(40, 45), _PROVEN) is None
 
 
 def _between(weights: np.ndarray, bias: np.ndarray, edit: str) -> bytes:

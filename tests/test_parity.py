@@ -24,6 +24,47 @@ def test_transcript_identical_to_nemo(
     assert_identical(engines[model_name].transcribe(clip), reference(model_name)[str(clip)])
 
 
+class _CountingFallback:
+    """The fp32 joint the proven ranking falls back to, counting the rows it decides."""
+
+    def __init__(self, session: Any, counts: dict[str, int]) -> None:
+        self.session, self.counts = session, counts
+
+    def run(self, names: Any, feeds: dict[str, np.ndarray], *rest: Any) -> Any:
+        self.counts["fallback_rows"] += len(next(iter(feeds.values())))
+        return self.session.run(names, feeds, *rest)
+
+
+@pytest.mark.parametrize("proof", ["proven", "nothing_proven"])
+def test_proven_ranking_identical_to_nemo(proof: str, converted: dict[str, Path], reference: Any,
+                                          clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exact path with the joint's labels ranked in int8 and proven (the default for joints as large as
+    Parakeet v3's; forced here on the small fixtures): NeMo's transcripts on every fixture model and clip; with
+    every proof failing (bounds made huge) the fp32 joint decides every row, and the transcripts are the same."""
+    from parakeet_runtime.engine import BatchingOptions, Engine
+    from parakeet_runtime.engine.model import decoder_weights, onnx_model
+
+    monkeypatch.setattr(onnx_model, "PROVEN_RANKING_MIN_WEIGHTS", 0)
+    if proof == "nothing_proven":
+        monkeypatch.setattr(decoder_weights, "_PROOF_SLACK", 1e30)
+    counts = {"fallback_rows": 0}
+    for model_name in MODEL_NAMES:
+        for batching in (False, True):
+            with Engine.load(converted[model_name], batching=BatchingOptions(enabled=batching)) as engine:
+                model = engine.model
+                assert model.argmax and model.decoder_weights == "fp32" and model.proven_outputs == (True, True)
+                assert model.joint_fallback is not None
+                object.__setattr__(model, "joint_fallback", _CountingFallback(model.joint_fallback, counts))
+                paths: list[Any] = [clips[name] for name in CLIP_NAMES]
+                results = engine.transcribe(paths) if batching else [engine.transcribe(p) for p in paths]
+                for path, result in zip(paths, results, strict=True):
+                    assert_identical(result, reference(model_name)[str(path)])
+    if proof == "nothing_proven":  # 44,834 rows on Zen 4
+        assert counts["fallback_rows"] > 10_000
+    else:  # the ranking decides nearly every row itself, the fp32 joint the few near-ties (178 rows on Zen 4)
+        assert 0 < counts["fallback_rows"] < 2_000
+
+
 def test_variants_exercise_the_edge_cases(engines: dict[str, Any], reference: Any, clips: dict[str, Path]) -> None:
     """The bias variants do what they are for: duration-0 runs, the max_symbols cap, long skips."""
     def all_tokens(name: str) -> list[tuple[int, int]]:

@@ -73,6 +73,10 @@ RANKING_LIMIT_SATURATING = 64
 """The range on x86 CPUs without VNNI or AMX: 2 × 255 × 64 fits the 16-bit lanes their kernels add pairs in."""
 EXACT_TOP = 8
 """Labels of the joint's int8 logits scored again in fp32 at every step (see the module's docstring)."""
+_PROOF_SLACK = 1.01
+"""The proof's error bounds are taken this much larger (the bounds themselves are computed in fp32)."""
+_PROOF_RELATIVE = 1e-5
+"""Relative rounding the proof allows for the fp32 scaling, bias and sums of each compared value."""
 _LSTM_ATTRIBUTES = frozenset({"hidden_size", "direction", "layout"})
 """LSTM attributes this rewrite understands; any other (activations, clip, input_forget) leaves the node."""
 
@@ -97,6 +101,9 @@ class ChoiceOutputs:
     duration: str
     width: str
     """An int64 ``(1,)`` output: the joint's width the choices were made from (its columns, checked at load)."""
+    proven: str | None = None
+    """Also rank with a proof (:func:`checked_ranking_graph`): a bool ``(rows,)`` output, true where the label
+    choice is provably the fp32 logits' argmax. ``None``: no proof asked (the int8 rewrite)."""
 
 
 @dataclass(frozen=True)
@@ -167,10 +174,16 @@ def _attributes(node: Any) -> dict[str, Any]:
 class _Builder:
     """Collects the replacement nodes and initializers of one graph (names prefixed, so none collide)."""
 
-    def __init__(self, model: Any, ranking_limit: int, choices: ChoiceOutputs | None = None) -> None:
+    def __init__(self, model: Any, ranking_limit: int, choices: ChoiceOutputs | None = None,
+                 joint_only: bool = False) -> None:
         self.model = model
         self.ranking_limit = ranking_limit
         self.choices = choices
+        self.joint_only = joint_only
+        """Rewrite the joint's output layer alone (the other products and LSTMs keep their fp32 nodes)."""
+        self.scored = ""
+        self.highest = ""
+        """The choices' rescored label scores (bias included) and their highest (for the proof)."""
         self.joint_result: str | None = None
         """The graph's tensor that holds the joint's output layer with its bias (``None``: a bias the rewrite
         could not fold; the choices would leave it out)."""
@@ -178,6 +191,9 @@ class _Builder:
         self.counter = 0
         self.fp32_bytes = 0
         self.exact_top = 0
+        self.ranking_bounds: tuple[float, float, float, int] | None = None
+        """For the proof (:func:`checked_ranking_graph`): the largest weight error of the ranking (half its largest
+        scale), the largest L1 norm of a label's weights, the largest weight, and the reduction depth."""
 
     def name(self, base: str) -> str:
         self.counter += 1
@@ -209,7 +225,10 @@ class _Builder:
         or AMX, whose u8×s8 kernels add pairs of products in 16-bit lanes (2 × 255 × 64 cannot saturate).
         ``bias``: an fp32 ``(N,)`` tensor the product adds to its result (one node fewer than an ``Add`` after it)."""
         limit = float(self.ranking_limit)
-        scales = (np.abs(matrix).max(axis=1) / limit).astype(np.float32)
+        largest = np.abs(matrix).max(axis=1)
+        scales = (largest / limit).astype(np.float32)
+        self.ranking_bounds = (float(scales.max()) / 2.0, float(np.abs(matrix).sum(axis=1).max()),
+                               float(largest.max()), matrix.shape[1])
         scales[scales == 0.0] = 1.0
         quantized = np.clip(np.rint(matrix / scales[:, None]), -limit, limit).astype(np.int8)
         names = [self.name("B"), self.name("scales")]
@@ -262,7 +281,10 @@ class _Builder:
         self.exact_top += 1
         self.joint_result = result
         if self.choices is not None:
-            return nodes + self.choice_nodes(best[1], exact_name, label_bias, durations_name, bias, labels)
+            nodes += self.choice_nodes(best[1], exact_name, label_bias, durations_name, bias, labels)
+            if self.choices.proven is not None:
+                nodes += self.proof_nodes(source, best[0], labels > top, top)
+            return nodes
         scored_name = self.name("labels")
         nodes.append(onnx_proto.node("ScatterElements", [approximate, best[1], exact_name], [scored_name], axis=-1))
         nodes.append(onnx_proto.node("Concat", [scored_name, durations_name], [output], axis=-1))
@@ -280,6 +302,8 @@ class _Builder:
             scored, exact = self.node("Add", [exact, picked_bias_name], "scored")
             nodes += [picked_bias, scored]
         highest = self.name("highest")
+        self.scored = exact
+        self.highest = highest
         nodes.append(self.reduce("ReduceMax", exact, highest, keepdims=1))
         tied, tied_name = self.node("Equal", [exact, highest], "tied")
         # A row without a highest score (NaN) gets the blank (the last label), never an index out of range.
@@ -297,6 +321,65 @@ class _Builder:
         duration_index = self.name("duration_index")
         nodes.append(onnx_proto.node("ArgMax", [durations], [duration_index], axis=-1, keepdims=0))
         nodes.append(onnx_proto.node("Reshape", [duration_index, flat], [self.choices.duration]))
+        return nodes
+
+    def proof_nodes(self, source: str, ranked_best: str, excluded: bool, top: int) -> list[Any]:
+        """The :attr:`ChoiceOutputs.proven` output: per row, whether the chosen label is provably the argmax of
+        the fp32 logits (see :func:`checked_ranking_graph`). ``ranked_best``: the ranking's ``top`` best values
+        (bias included); ``excluded``: some labels are outside them."""
+        assert self.choices is not None and self.choices.proven is not None and self.ranking_bounds is not None
+        half_scale, widest, largest, depth = self.ranking_bounds
+        nodes: list[Any] = []
+
+        def op(op_type: str, inputs: list[str], base: str, **attributes: int) -> str:
+            output = self.name(base)
+            nodes.append(onnx_proto.node(op_type, inputs, [output], **attributes))
+            return output
+
+        def scalar(base: str, value: float) -> str:
+            return self.constant(base, np.array(value, np.float32), onnx_proto.FLOAT)
+
+        # The activations' quantisation step: DynamicQuantizeMatMul quantises the whole input over its range
+        # with 0 in it (an element may be off by one step where the range's end rounds past 255).
+        input_max = op("ReduceMax", [source], "input_max", keepdims=0)
+        input_min = op("ReduceMin", [source], "input_min", keepdims=0)
+        zero = scalar("zero", 0.0)
+        spread = op("Sub", [op("Max", [input_max, zero], "upper"), op("Min", [input_min, zero], "lower")], "spread")
+        step = op("Mul", [spread, scalar("per_level", 1.0 / 255.0)], "step")
+        l1 = self.name("input_l1")
+        nodes.append(self.reduce("ReduceSum", op("Abs", [source], "magnitudes"), l1, keepdims=1))
+        # Rounding of a fp32 dot product of `depth` terms, in the graph's logits and in the rescoring, for two labels.
+        rounding = 4.0 * depth * 2.0**-23 * largest
+        # |int8 value - fp32 value| <= half_scale * |x_hat|_1 + step * |w|_1, |x_hat|_1 <= |x|_1 + depth * step.
+        error = op("Add", [op("Mul", [l1, scalar("per_l1", (half_scale + rounding) * _PROOF_SLACK)], "l1_part"),
+                           op("Mul", [step, scalar("per_step", (half_scale * depth + widest) * _PROOF_SLACK)],
+                              "step_part")], "error")
+        tolerance = op("Mul", [l1, scalar("rounding", rounding * _PROOF_SLACK)], "tolerance")
+        highest = self.highest
+        relative = scalar("relative", _PROOF_RELATIVE)
+        # The best rescored label beats the runner-up among the rescored by more than rounding ...
+        if top > 1:
+            pair = op("TopK", [self.scored, self.constant("two", np.array([2], np.int64), onnx_proto.INT64)], "pair",
+                      axis=-1, largest=1, sorted=1)
+            nodes[-1].output.append(self.name("pair_index"))
+            runner_up = self.name("runner_up")
+            nodes.append(self.reduce("ReduceMin", pair, runner_up, keepdims=1))
+            lead = op("Sub", [highest, runner_up], "lead")
+            needed = op("Add", [tolerance, op("Mul", [op("Abs", [highest], "size"), relative], "size_part")],
+                        "needed")
+            proven = op("Greater", [lead, needed], "clear")
+        else:
+            proven = op("Equal", [highest, highest], "clear")  # one label: nothing to beat (false where NaN)
+        if excluded:  # ... and every label the ranking left out, at most its last best value plus the error
+            last = self.name("last_ranked")
+            nodes.append(self.reduce("ReduceMin", ranked_best, last, keepdims=1))
+            gap = op("Sub", [highest, last], "gap")
+            sizes = op("Add", [op("Abs", [highest], "high_size"), op("Abs", [last], "last_size")], "sizes")
+            bound = op("Add", [op("Add", [error, tolerance], "bound_base"), op("Mul", [sizes, relative], "sizes_part")],
+                       "bound")
+            proven = op("And", [proven, op("Greater", [gap, bound], "beyond")], "proven_rows")
+        flat = self.constant("flat", np.array([-1], np.int64), onnx_proto.INT64)
+        nodes.append(onnx_proto.node("Reshape", [proven, flat], [self.choices.proven]))
         return nodes
 
     def reduce(self, op_type: str, source: str, target: str, keepdims: int = 0) -> Any:
@@ -342,13 +425,14 @@ def _bias_after(output: str, width: int, context: _Context) -> tuple[npt.NDArray
 
 
 def _product(source: str, rows: npt.NDArray[np.float32], output: str, bias: npt.NDArray[np.float32] | None,
-             context: _Context, builder: _Builder, result: str | None) -> list[Any]:
+             context: _Context, builder: _Builder, result: str | None) -> list[Any] | None:
     """``source @ rows.T`` into ``output``: the joint's output layer when ``rows`` is as wide as the joint;
-    ``result``: the graph's tensor that holds it with ``bias`` added (``None``: a bias that is not ``bias``)."""
+    ``result``: the graph's tensor that holds it with ``bias`` added (``None``: a bias that is not ``bias``).
+    ``None``: the product stays as it is (another product where only the joint's output layer is rewritten)."""
     joint = context.joint
     if joint is not None and rows.shape[0] == joint.width and 0 < joint.labels < joint.width:
         return builder.joint_product(source, rows, bias, output, joint.labels, result)
-    return [builder.product(source, rows, output)]
+    return None if builder.joint_only else [builder.product(source, rows, output)]
 
 
 def _rewrite_matmul(node: Any, context: _Context, builder: _Builder) -> list[Any] | None:
@@ -384,14 +468,15 @@ def _rewrite_gemm(node: Any, context: _Context, builder: _Builder) -> list[Any] 
     product = builder.name("product")
     add = onnx_proto.node("Add", [product, node.input[2]], [node.output[0]])
     result = node.output[0] if bias is not None else None
-    return [*_product(node.input[0], rows, product, bias, context, builder, result), add]
+    made = _product(node.input[0], rows, product, bias, context, builder, result)
+    return None if made is None else [*made, add]
 
 
 def _rewrite_lstm(node: Any, context: _Context, builder: _Builder) -> list[Any] | None:
     """A one-step forward LSTM (ONNX gate order i, o, f, c) over one int8 product of ``[x, h]``."""
     weights = context.weights
     attributes = _attributes(node)
-    if set(attributes) - _LSTM_ATTRIBUTES:
+    if builder.joint_only or set(attributes) - _LSTM_ATTRIBUTES:
         return None
     if "direction" in attributes and attributes["direction"].s not in (b"forward", b""):
         return None
@@ -452,8 +537,31 @@ def _rewrite_lstm(node: Any, context: _Context, builder: _Builder) -> list[Any] 
     return nodes
 
 
+def checked_ranking_graph(source: Path | bytes, name: str, joint: JointColumns, choices: ChoiceOutputs, *,
+                          ranking_limit: int | None = None) -> Rewritten | None:
+    """``source`` ending in the joint's choices (``choices``, whose ``proven`` must be set) with its fp32 weights,
+    except that the joint's output layer ranks the labels in int8 first: the exact path's decoding, with a quarter
+    of the output layer's weight traffic per step (for Parakeet v3, 5 MB instead of 21 MB).
+
+    The best :data:`EXACT_TOP` labels of the ranking are scored again in fp32, and the graph proves, row by row,
+    that the label it picks is the fp32 logits' argmax (``choices.proven``): the int8 value of every label differs
+    from its fp32 value by at most ``s_w/2 * |x_q|_1 + s_x * |w|_1`` (``s_w`` the label's weight scale, ``s_x``
+    the activations' quantisation step, ``x_q`` the quantised activations), so a label outside the best is below
+    the last of them plus that bound; and the rescored scores themselves may differ from the logits' by the
+    rounding of two fp32 dot products. A row is proven where the chosen label beats both by more than those bounds
+    (and a relative allowance for the fp32 scaling, bias and sums); rows with NaN, ties or near-ties are not, and
+    their choices must be made again from the fp32 logits (the engine reruns those rows on the fp32 joint).
+    ``None`` where the graph cannot end in proven choices (see :func:`int8_decoding_graph`)."""
+    if choices.proven is None:
+        raise ValueError("checked_ranking_graph needs ChoiceOutputs.proven")
+    rewritten = int8_decoding_graph(source, name, joint, ranking_limit=ranking_limit, choices=choices,
+                                    joint_only=True)
+    return rewritten if rewritten is not None and rewritten.choices else None
+
+
 def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | None = None, *,
-                        ranking_limit: int | None = None, choices: ChoiceOutputs | None = None) -> Rewritten | None:
+                        ranking_limit: int | None = None, choices: ChoiceOutputs | None = None,
+                        joint_only: bool = False) -> Rewritten | None:
     """``source`` with int8 products (see the module's docstring), or ``None`` when nothing in it is
     rewritten (no constant weights in the shapes above, or a graph this module cannot parse). ``joint``: the
     joint's columns, so that its output layer (the product as wide as the joint) keeps fp32's best label
@@ -461,7 +569,8 @@ def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | N
     weights (default: 127, or 64 on x86 CPUs without VNNI or AMX; see ``_Builder.ranking_product``).
     ``choices``: end the graph in the joint's greedy choices instead of its logits (see
     :class:`ChoiceOutputs`); ignored (``Rewritten.choices`` false) unless the graph has that logits output, one
-    joint output layer, and opset 13 or later."""
+    joint output layer, and opset 13 or later. ``joint_only``: rewrite the joint's output layer alone, and only
+    into choices (``None`` otherwise)."""
     if ranking_limit is None:
         ranking_limit = RANKING_LIMIT_SATURATING if x86_without_int8_dot_products() else RANKING_LIMIT
     if not 1 <= ranking_limit <= 127:
@@ -482,7 +591,9 @@ def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | N
                        joint=joint)
     if choices is not None and (choices.logits not in onnx_proto.graph_outputs(model) or onnx_proto.opset(model) < 13):
         choices = None
-    builder = _Builder(model, ranking_limit, choices)
+    if joint_only and choices is None:
+        return None
+    builder = _Builder(model, ranking_limit, choices, joint_only)
     rewriters = {"MatMul": _rewrite_matmul, "Gemm": _rewrite_gemm, "LSTM": _rewrite_lstm}
     nodes: list[Any] = []
     products = lstms = 0
@@ -509,7 +620,7 @@ def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | N
             available = {t.name for t in [*graph.initializer, *builder.initializers]} | {v.name for v in graph.input}
             chose = _complete(nodes, available)  # no kept node may read what only led to the logits
     if choices is not None and not chose and builder.exact_top > 0:  # the logits stay: rewrite again without choices
-        return int8_decoding_graph(source, name, joint, ranking_limit=ranking_limit)
+        return None if joint_only else int8_decoding_graph(source, name, joint, ranking_limit=ranking_limit)
     still_read = {n for item in nodes for n in item.input}
     outputs = {v.name for v in graph.output}
     kept = [t for t in graph.initializer if t.name in still_read or t.name in outputs]
@@ -595,6 +706,8 @@ def _ending_in_choices(graph: Any, nodes: list[Any], choices: ChoiceOutputs, wid
     del graph.output[:]
     graph.output.extend(kept_outputs)
     graph.output.extend(onnx_proto.value_info(out, onnx_proto.INT64, rows) for out in (choices.label, choices.duration))
+    if choices.proven is not None:
+        graph.output.append(onnx_proto.value_info(choices.proven, onnx_proto.BOOL, rows))
     graph.output.append(onnx_proto.value_info(choices.width, onnx_proto.INT64, [1]))
     width_name = choices.width + "/value"
     graph.initializer.append(onnx_proto.int64_tensor(width_name, [width]))

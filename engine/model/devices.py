@@ -75,6 +75,10 @@ ARGMAX_DURATION = "argmax_duration_index"
 """Output of the argmax heads: the argmax over the duration logits (an index into ``durations``), int64."""
 ARGMAX_WIDTH = "argmax_logits_width"
 """Output of the argmax heads: the number of logits they were taken over, int64 ``(1,)`` (checked at load)."""
+ARGMAX_PROVEN = "argmax_proven"
+"""Output of graphs whose joint ranks its labels in int8 with a proof (fp32 decoding weights on the CPU): bool
+``(rows,)``, true where :data:`ARGMAX_LABEL` is provably the fp32 logits' argmax (the other rows are made again on
+the fp32 joint)."""
 
 
 def provider_name(provider: Provider) -> str:

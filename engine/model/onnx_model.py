@@ -20,8 +20,16 @@ from parakeet_runtime.decoding import FloatArray, JointChoices, JointOutput
 from ..errors import ManifestError
 from ..options import DecoderWeights, SessionOptions
 from .cpu import int8_weights_for_this_cpu, x86_without_int8_dot_products
-from .decoder_weights import ChoiceOutputs, JointColumns, int8_decoding_graph
-from .devices import ARGMAX_DURATION, ARGMAX_LABEL, ARGMAX_WIDTH, Provider, argmax_graph, provider_name
+from .decoder_weights import ChoiceOutputs, JointColumns, checked_ranking_graph, int8_decoding_graph
+from .devices import (
+    ARGMAX_DURATION,
+    ARGMAX_LABEL,
+    ARGMAX_PROVEN,
+    ARGMAX_WIDTH,
+    Provider,
+    argmax_graph,
+    provider_name,
+)
 from .manifest import Manifest
 
 logger = logging.getLogger(__name__)
@@ -165,11 +173,14 @@ def decoding_graph(source: Path | bytes, name: str, weights: DecoderWeights, joi
 
 
 def choice_graph(source: Path | bytes, logits: str, name: str, weights: DecoderWeights,
-                 joint: JointColumns) -> tuple[bytes, bool]:
+                 joint: JointColumns, *, proven: bool = False) -> tuple[bytes, bool]:
     """A decoding graph whose ``logits`` output is replaced by its argmaxes (:data:`.devices.ARGMAX_LABEL`,
     :data:`.devices.ARGMAX_DURATION`), and whether it reads int8 weights: with ``weights`` ``int8``, the int8
-    rewrite ending in the joint's choices (no full-width logits are made) where the graph allows it; else
-    argmax heads after the logits (:func:`.devices.argmax_graph`), rewritten as ``weights`` asks.
+    rewrite ending in the joint's choices (no full-width logits are made) where the graph allows it; with ``fp32``
+    and ``proven``, the fp32 graph whose joint ranks its labels in int8 with a proof
+    (:func:`.decoder_weights.checked_ranking_graph`; :data:`.devices.ARGMAX_PROVEN` says which rows are proven) where
+    the graph allows it; else argmax heads after the logits (:func:`.devices.argmax_graph`), rewritten as
+    ``weights`` asks.
 
     Raises:
         ManifestError: the graph has no such output.
@@ -180,10 +191,34 @@ def choice_graph(source: Path | bytes, logits: str, name: str, weights: DecoderW
         if rewritten is not None and rewritten.choices:
             logger.info("%s: int8 decoding weights, ending in the joint's choices", name)
             return rewritten.data, True
+    elif proven:
+        choices = ChoiceOutputs(logits, ARGMAX_LABEL, ARGMAX_DURATION, ARGMAX_WIDTH, proven=ARGMAX_PROVEN)
+        checked = checked_ranking_graph(source, name, joint, choices)
+        if checked is not None:
+            logger.info("%s: fp32 decoding weights; the joint ranks its labels in int8 and proves its choices", name)
+            return checked.data, False
     heads = argmax_graph(source, logits, joint.labels, name)
     graph = decoding_graph(heads, name, weights, joint)
     assert isinstance(graph, bytes)  # argmax_graph made it in memory
     return graph, graph is not heads
+
+
+PROVEN_RANKING_MIN_WEIGHTS = 2_000_000
+"""Weights of the joint's label columns (labels × joint hidden) from which the exact path's joint ranks its labels
+in int8 with a proof by default (Parakeet v3's 8,193 × 640; not v2's 1,025 × 640): see
+:func:`proven_ranking_pays`."""
+
+
+def proven_ranking_pays(manifest: Manifest, providers: Sequence[Provider]) -> bool:
+    """Whether fp32 decoding ranks the joint's labels in int8 with a proof by default: on the CPU, for joints of
+    :data:`PROVEN_RANKING_MIN_WEIGHTS` label weights or more (measured in benchmarks/README.md)."""
+    on_cpu = [provider_name(p) for p in providers[:1]] == ["CPUExecutionProvider"]
+    labels = manifest.decoding.blank_id + 1
+    return on_cpu and labels * manifest.encoder.joint_hidden >= PROVEN_RANKING_MIN_WEIGHTS
+
+
+def _has_output(session: ort.InferenceSession, name: str) -> bool:
+    return any(output.name == name for output in session.get_outputs())
 
 
 def joint_columns(manifest: Manifest) -> JointColumns:
@@ -201,43 +236,54 @@ class DecodingSessions:
     """``int8`` when at least one of the two graphs runs its int8 rewrite."""
     argmax: bool = False
     """The graphs that gave logits give their argmaxes instead (:func:`choice_graph`)."""
+    fallback: ort.InferenceSession | None = None
+    """Where a graph proves its choices (:data:`.devices.ARGMAX_PROVEN`): the joint's fp32 graph with argmax heads,
+    which makes the choices of the rows left unproven."""
 
 
 def decoding_sessions(
     predictor: tuple[Path | bytes, str], joint: tuple[Path | bytes, str], columns: JointColumns,
     providers: Sequence[Provider], session: SessionOptions, encoder_precision: str,
-    argmax_of: tuple[str | None, str] | None = None, weights: DecoderWeights | None = None,
+    argmax_of: tuple[str | None, str] | None = None, weights: DecoderWeights | None = None, proven: bool = False,
 ) -> DecodingSessions:
     """Sessions on the predictor (or step graph) and joint graphs, each ``(source, name)``, with the decoder
     weights :func:`chosen_decoder_weights` picks (every layout loads its decoding graphs through here; ``weights``:
     already picked); ``columns``: the joint's label and total columns. ``argmax_of``: the logits outputs of the two
-    graphs (``None`` for a predictor without the joint), to be replaced by their argmaxes (:func:`choice_graph`)."""
+    graphs (``None`` for a predictor without the joint), to be replaced by their argmaxes (:func:`choice_graph`);
+    ``proven``: with fp32 weights, choices ranked in int8 with a proof, and the fp32 joint for the rows it leaves."""
     weights = weights or chosen_decoder_weights(session, providers, encoder_precision)
     logits_outputs = argmax_of or (None, None)
     sessions, rewritten = [], False
     for (source, name), spin, logits in ((predictor, session.spinning, logits_outputs[0]),
                                          (joint, False, logits_outputs[1])):
 
-        def graph_for(chosen: DecoderWeights, source: Path | bytes = source, name: str = name,
+        def graph_for(chosen: DecoderWeights, prove: bool, source: Path | bytes = source, name: str = name,
                       logits: str | None = logits) -> tuple[Path | bytes, bool]:
-            """The graph with ``chosen`` weights, and whether it reads int8 weights."""
+            """The graph with ``chosen`` weights (``prove``: choices proven where fp32), and whether it reads int8
+            weights."""
             if logits is not None:
-                return choice_graph(source, logits, name, chosen, columns)
+                return choice_graph(source, logits, name, chosen, columns, proven=prove and chosen == "fp32")
             graph = decoding_graph(source, name, chosen, columns)
             return graph, graph is not source
 
-        graph, int8 = graph_for(weights)
+        graph, int8 = graph_for(weights, proven)
         try:
             sessions.append(step_graph_session(graph, providers, session.threads, spin=spin, name=name))
             rewritten |= int8
         except ManifestError as exc:
-            if not int8:
+            if not int8 and not proven:
                 raise
-            logger.warning("%s: its int8 rewrite does not load (%s); this graph keeps its fp32 weights", name, exc)
-            graph, _ = graph_for("fp32")
+            logger.warning("%s: its %s does not load (%s); this graph keeps its fp32 weights", name,
+                           "int8 rewrite" if int8 else "int8 ranking", exc)
+            proven = False
+            graph, _ = graph_for("fp32", False)
             sessions.append(step_graph_session(graph, providers, session.threads, spin=spin, name=name))
+    fallback = None
+    if argmax_of is not None and any(_has_output(made, ARGMAX_PROVEN) for made in sessions):
+        heads = argmax_graph(joint[0], argmax_of[1], columns.labels, joint[1])
+        fallback = step_graph_session(heads, providers, session.threads, spin=False, name=joint[1])
     return DecodingSessions(predictor=sessions[0], joint=sessions[1], weights="int8" if rewritten else "fp32",
-                            argmax=argmax_of is not None)
+                            argmax=argmax_of is not None, fallback=fallback)
 
 
 def _release_arena_options() -> ort.RunOptions:
@@ -443,6 +489,11 @@ class OnnxTdtModel:
     decoder_weights: DecoderWeights = "fp32"
     """``int8`` when the decoding graphs run the engine's int8 rewrite (``SessionOptions.decoder_weights``
     resolved); ``fp32`` otherwise, also where the graphs had no fp32 products to rewrite."""
+    joint_fallback: ort.InferenceSession | None = None
+    """The joint's fp32 graph with argmax heads, for the rows whose choices the step graph or the joint leave
+    unproven (:data:`.devices.ARGMAX_PROVEN`); ``None`` where neither proves its choices."""
+    proven_outputs: tuple[bool, bool] = (False, False)
+    """Whether the step graph (or predictor) and the joint have the :data:`.devices.ARGMAX_PROVEN` output."""
     _start: tuple[FloatArray, FloatArray, FloatArray] = field(init=False, repr=False)
     """Predictor output, ``h`` and ``c`` after the start-of-sequence input, computed once (read-only)."""
 
@@ -511,7 +562,8 @@ class OnnxTdtModel:
                 so that a step on a GPU copies two integers per row back, and a step with int8 decoding weights
                 never assembles the joint's full-width logits; the search gets
                 :class:`~parakeet_runtime.decoding.JointChoices`, with the same tokens, durations and frames and
-                no confidence. ``None``: where the decoding weights are int8.
+                no confidence. ``None``: where the decoding weights are int8, or fp32 with a joint for which
+                :func:`proven_ranking_pays` (the fp32 joint's labels then ranked in int8 with a proof).
 
         Raises:
             ManifestError: a graph without the inputs and outputs its manifest section names, or that does not run.
@@ -522,13 +574,15 @@ class OnnxTdtModel:
         encoder, encoder_file = encoder_session(manifest, model_dir, chosen, session)
         spec = manifest.joint
         weights = chosen_decoder_weights(session, chosen, manifest.encoder.precision)
+        ranked = weights == "fp32" and proven_ranking_pays(manifest, chosen)
         if argmax is None:
-            argmax = weights == "int8"
+            argmax = weights == "int8" or ranked
         logits_outputs = (manifest.step.output_logits if manifest.step else None, spec.output_logits)
         decoding = decoding_sessions((model_dir / predictor_file, predictor_file),
                                      (model_dir / spec.file, spec.file), joint_columns(manifest),
                                      chosen, session, manifest.encoder.precision,
-                                     argmax_of=logits_outputs if argmax else None, weights=weights)
+                                     argmax_of=logits_outputs if argmax else None, weights=weights,
+                                     proven=argmax and ranked)
         _check_names(decoding.joint, spec.file, "joint", (spec.input_encoder, spec.input_predictor),
                      (ARGMAX_LABEL, ARGMAX_DURATION) if argmax else (spec.output_logits,))
         model = cls(
@@ -540,6 +594,8 @@ class OnnxTdtModel:
             release_above_frames=release_above_frames(manifest, session.release_memory_above_seconds),
             decoder_weights=decoding.weights,
             argmax=decoding.argmax,
+            joint_fallback=decoding.fallback,
+            proven_outputs=(_has_output(decoding.predictor, ARGMAX_PROVEN), _has_output(decoding.joint, ARGMAX_PROVEN)),
         )
         if any(provider_name(p) == "TensorrtExecutionProvider" for p in chosen):
             # TensorRT builds an engine for the shapes it first sees and rebuilds for wider ones: a short run
@@ -592,16 +648,40 @@ class OnnxTdtModel:
             output, new_h, new_c = self.predictor_session.run([spec.output, spec.output_h, spec.output_c], feeds)
             rows = np.broadcast_to(output, (encoder_frames.shape[0], output.shape[-1]))
             return output, new_h, new_c, self.joint_rows(encoder_frames, rows)
-        feeds[step.input_encoder] = np.ascontiguousarray(encoder_frames)
+        frames = feeds[step.input_encoder] = np.ascontiguousarray(encoder_frames)
         if self.argmax:
-            output, new_h, new_c, label, duration = self.predictor_session.run(
-                [spec.output, spec.output_h, spec.output_c, ARGMAX_LABEL, ARGMAX_DURATION], feeds
-            )
+            names = [spec.output, spec.output_h, spec.output_c, ARGMAX_LABEL, ARGMAX_DURATION]
+            if self.proven_outputs[0]:
+                output, new_h, new_c, label, duration, proven = self.predictor_session.run([*names, ARGMAX_PROVEN],
+                                                                                          feeds)
+                label, duration = self._unproven_again(label, duration, proven, frames, output)
+            else:
+                output, new_h, new_c, label, duration = self.predictor_session.run(names, feeds)
             return output, new_h, new_c, JointChoices(label, duration)
         output, new_h, new_c, logits = self.predictor_session.run(
             [spec.output, spec.output_h, spec.output_c, step.output_logits], feeds
         )
         return output, new_h, new_c, logits
+
+    def _unproven_again(
+        self, label: npt.NDArray[np.int64], duration: npt.NDArray[np.int64], proven: npt.NDArray[np.bool_],
+        frames: FloatArray, predictor_outputs: FloatArray,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The choices with the rows ``proven`` leaves out made again by the fp32 joint (``frames`` and their
+        predictor outputs: one per frame, or one for all)."""
+        if bool(proven.all()):
+            return label, duration
+        assert self.joint_fallback is not None
+        rows = np.flatnonzero(~proven)
+        spec = self.manifest.joint
+        outputs = np.broadcast_to(predictor_outputs, (frames.shape[0], predictor_outputs.shape[-1]))
+        again_label, again_duration = self.joint_fallback.run([ARGMAX_LABEL, ARGMAX_DURATION], {
+            spec.input_encoder: np.ascontiguousarray(frames[rows]),
+            spec.input_predictor: np.ascontiguousarray(outputs[rows])})
+        label, duration = label.copy(), duration.copy()
+        label[rows] = again_label
+        duration[rows] = again_duration
+        return label, duration
 
     # --- decoding.StepModel[LstmState] ---------------------------------------------------------
 
@@ -663,7 +743,12 @@ class OnnxTdtModel:
         feeds = {spec.input_encoder: np.ascontiguousarray(encoder_frames),
                  spec.input_predictor: np.ascontiguousarray(predictor_outputs)}
         if self.argmax:
-            label, duration = self.joint_session.run([ARGMAX_LABEL, ARGMAX_DURATION], feeds)
+            if self.proven_outputs[1]:
+                label, duration, proven = self.joint_session.run([ARGMAX_LABEL, ARGMAX_DURATION, ARGMAX_PROVEN], feeds)
+                label, duration = self._unproven_again(label, duration, proven, feeds[spec.input_encoder],
+                                                       feeds[spec.input_predictor])
+            else:
+                label, duration = self.joint_session.run([ARGMAX_LABEL, ARGMAX_DURATION], feeds)
             return JointChoices(label, duration)
         (logits,) = self.joint_session.run([spec.output_logits], feeds)
         result: FloatArray = logits

@@ -28,6 +28,7 @@ FLOAT = 1
 """``TensorProto.DataType.FLOAT``."""
 INT32 = 6
 INT64 = 7
+BOOL = 9
 
 _GRAPH_ATTRIBUTES = (5, 10)
 """``AttributeProto.AttributeType`` GRAPH and GRAPHS (control flow: not cut here)."""
