@@ -578,6 +578,49 @@ def test_a_rewrite_that_does_not_load_falls_back_to_fp32(converted: dict[str, Pa
     assert "its int8 rewrite does not load" in caplog.text
 
 
+def test_proven_ranking_by_default_for_joints_as_large_as_v3s(converted: dict[str, Path]) -> None:
+    """The proven ranking is the exact path's default on the CPU for joints of Parakeet v3's size (8,193 labels ×
+    640), not for v2's (1,025 × 640: measured slower there), nor off the CPU; the fixtures stay on full logits."""
+    import dataclasses
+
+    from parakeet_runtime.engine import load_manifest
+
+    manifest = load_manifest(converted["tdt_a"])
+
+    def sized(labels: int, hidden: int) -> Any:
+        return dataclasses.replace(manifest, decoding=dataclasses.replace(manifest.decoding, blank_id=labels - 1),
+                                   encoder=dataclasses.replace(manifest.encoder, joint_hidden=hidden))
+
+    assert onnx_model.proven_ranking_pays(sized(8193, 640), CPU)
+    assert not onnx_model.proven_ranking_pays(sized(1025, 640), CPU)
+    assert not onnx_model.proven_ranking_pays(sized(8193, 640), ["CUDAExecutionProvider", *CPU])
+    with Engine.load(converted["tdt_a"]) as engine:
+        assert not engine.model.argmax and engine.model.joint_fallback is None
+
+
+def test_a_proven_ranking_that_does_not_load_falls_back_to_fp32_heads(
+    converted: dict[str, Path], clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Should ONNX Runtime refuse the proven ranking's graph, the engine keeps the fp32 joint's argmax heads (no
+    proof, no fallback session) and says so; the transcript is the one with the proven ranking."""
+    from parakeet_runtime.engine.model.decoder_weights import Rewritten
+
+    monkeypatch.setattr(onnx_model, "PROVEN_RANKING_MIN_WEIGHTS", 0)
+    clip = str(clips["c2_sentence"])
+    with Engine.load(converted["tdt_b"]) as engine:
+        assert engine.model.proven_outputs == (True, True) and engine.model.joint_fallback is not None
+        expected = engine.transcribe(clip)
+    monkeypatch.setattr(onnx_model, "checked_ranking_graph",
+                        lambda source, name, joint, choices: Rewritten(b"not onnx", 1, 0, 4, 1, choices=True))
+    with caplog.at_level(logging.WARNING, logger=onnx_model.logger.name), Engine.load(converted["tdt_b"]) as engine:
+        model = engine.model
+        assert model.argmax and model.proven_outputs == (False, False) and model.joint_fallback is None
+        result = engine.transcribe(clip)
+    assert "its int8 ranking does not load" in caplog.text
+    assert [t.id for t in result.tokens] == [t.id for t in expected.tokens] and result.text == expected.text
+
+
 def test_ranking_weights_follow_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """The joint's ranking weights span ±127 where u8×s8 products are exact, ±64 on AVX2-only x86 (no pair of
     products can saturate a 16-bit lane there); a range outside [1, 127] is refused."""
