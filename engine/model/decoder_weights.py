@@ -183,7 +183,9 @@ class _Builder:
         """Rewrite the joint's output layer alone (the other products and LSTMs keep their fp32 nodes)."""
         self.scored = ""
         self.highest = ""
-        """The choices' rescored label scores (bias included) and their highest (for the proof)."""
+        self.durations = ""
+        """The choices' rescored label scores (bias included), their highest, and the duration scores (for the
+        proof)."""
         self.joint_result: str | None = None
         """The graph's tensor that holds the joint's output layer with its bias (``None``: a bias the rewrite
         could not fold; the choices would leave it out)."""
@@ -283,7 +285,7 @@ class _Builder:
         if self.choices is not None:
             nodes += self.choice_nodes(best[1], exact_name, label_bias, durations_name, bias, labels)
             if self.choices.proven is not None:
-                nodes += self.proof_nodes(source, best[0], labels > top, top)
+                nodes += self.proof_nodes(source, best[0], labels > top, top, matrix.shape[0] - labels)
             return nodes
         scored_name = self.name("labels")
         nodes.append(onnx_proto.node("ScatterElements", [approximate, best[1], exact_name], [scored_name], axis=-1))
@@ -318,15 +320,16 @@ class _Builder:
             nodes.append(onnx_proto.node("Add", [durations, self.constant("duration_bias", bias[labels:],
                                                                            onnx_proto.FLOAT)], [biased]))
             durations = biased
+        self.durations = durations
         duration_index = self.name("duration_index")
         nodes.append(onnx_proto.node("ArgMax", [durations], [duration_index], axis=-1, keepdims=0))
         nodes.append(onnx_proto.node("Reshape", [duration_index, flat], [self.choices.duration]))
         return nodes
 
-    def proof_nodes(self, source: str, ranked_best: str, excluded: bool, top: int) -> list[Any]:
-        """The :attr:`ChoiceOutputs.proven` output: per row, whether the chosen label is provably the argmax of
-        the fp32 logits (see :func:`checked_ranking_graph`). ``ranked_best``: the ranking's ``top`` best values
-        (bias included); ``excluded``: some labels are outside them."""
+    def proof_nodes(self, source: str, ranked_best: str, excluded: bool, top: int, durations: int) -> list[Any]:
+        """The :attr:`ChoiceOutputs.proven` output: per row, whether the chosen label and duration are provably the
+        argmaxes of the fp32 logits (see :func:`checked_ranking_graph`). ``ranked_best``: the ranking's ``top`` best
+        values (bias included); ``excluded``: some labels are outside them; ``durations``: duration columns."""
         assert self.choices is not None and self.choices.proven is not None and self.ranking_bounds is not None
         half_scale, widest, largest, depth = self.ranking_bounds
         nodes: list[Any] = []
@@ -378,6 +381,17 @@ class _Builder:
             bound = op("Add", [op("Add", [error, tolerance], "bound_base"), op("Mul", [sizes, relative], "sizes_part")],
                        "bound")
             proven = op("And", [proven, op("Greater", [gap, bound], "beyond")], "proven_rows")
+        if durations > 1:  # ... and the best duration beats the next by more than rounding (their own product's)
+            best_two = op("TopK", [self.durations, self.constant("two", np.array([2], np.int64), onnx_proto.INT64)],
+                          "duration_pair", axis=-1, largest=1, sorted=1)
+            nodes[-1].output.append(self.name("duration_pair_index"))
+            first, second = self.name("duration_first"), self.name("duration_second")
+            nodes += [self.reduce("ReduceMax", best_two, first, keepdims=1),
+                      self.reduce("ReduceMin", best_two, second, keepdims=1)]
+            margin = op("Add", [tolerance, op("Mul", [op("Abs", [first], "duration_size"), relative],
+                                                    "duration_size_part")], "duration_needed")
+            clear = op("Greater", [op("Sub", [first, second], "duration_lead"), margin], "duration_clear")
+            proven = op("And", [proven, clear], "proven_with_duration")
         flat = self.constant("flat", np.array([-1], np.int64), onnx_proto.INT64)
         nodes.append(onnx_proto.node("Reshape", [proven, flat], [self.choices.proven]))
         return nodes
@@ -549,7 +563,8 @@ def checked_ranking_graph(source: Path | bytes, name: str, joint: JointColumns, 
     the activations' quantisation step, ``x_q`` the quantised activations), so a label outside the best is below
     the last of them plus that bound; and the rescored scores themselves may differ from the logits' by the
     rounding of two fp32 dot products. A row is proven where the chosen label beats both by more than those bounds
-    (and a relative allowance for the fp32 scaling, bias and sums); rows with NaN, ties or near-ties are not, and
+    (and a relative allowance for the fp32 scaling, bias and sums), and its best duration (an fp32 product of the
+    duration columns alone) the next by more than that rounding; rows with NaN, ties or near-ties are not, and
     their choices must be made again from the fp32 logits (the engine reruns those rows on the fp32 joint).
     ``None`` where the graph cannot end in proven choices (see :func:`int8_decoding_graph`)."""
     if choices.proven is None:
