@@ -61,7 +61,7 @@ def test_proven_ranking_identical_to_nemo(proof: str, converted: dict[str, Path]
                     assert_identical(result, reference(model_name)[str(path)])
     if proof == "nothing_proven":  # 44,834 rows on Zen 4
         assert counts["fallback_rows"] > 10_000
-    else:  # the ranking decides nearly every row itself, the fp32 joint the few near-ties (178 rows on Zen 4)
+    else:  # the ranking decides nearly every row itself, the fp32 joint the few near-ties (182 rows on Zen 4)
         assert 0 < counts["fallback_rows"] < 2_000
 
 

@@ -285,7 +285,7 @@ class _Builder:
         if self.choices is not None:
             nodes += self.choice_nodes(best[1], exact_name, label_bias, durations_name, bias, labels)
             if self.choices.proven is not None:
-                nodes += self.proof_nodes(source, best[0], labels > top, top, matrix.shape[0] - labels)
+                nodes += self.proof_nodes(source, best[0], labels > top, top, matrix[labels:])
             return nodes
         scored_name = self.name("labels")
         nodes.append(onnx_proto.node("ScatterElements", [approximate, best[1], exact_name], [scored_name], axis=-1))
@@ -326,10 +326,12 @@ class _Builder:
         nodes.append(onnx_proto.node("Reshape", [duration_index, flat], [self.choices.duration]))
         return nodes
 
-    def proof_nodes(self, source: str, ranked_best: str, excluded: bool, top: int, durations: int) -> list[Any]:
+    def proof_nodes(self, source: str, ranked_best: str, excluded: bool, top: int,
+                    duration_rows: npt.NDArray[np.float32]) -> list[Any]:
         """The :attr:`ChoiceOutputs.proven` output: per row, whether the chosen label and duration are provably the
         argmaxes of the fp32 logits (see :func:`checked_ranking_graph`). ``ranked_best``: the ranking's ``top`` best
-        values (bias included); ``excluded``: some labels are outside them; ``durations``: duration columns."""
+        values (bias included); ``excluded``: some labels are outside them; ``duration_rows``: the duration
+        columns' weights."""
         assert self.choices is not None and self.choices.proven is not None and self.ranking_bounds is not None
         half_scale, widest, largest, depth = self.ranking_bounds
         nodes: list[Any] = []
@@ -381,15 +383,17 @@ class _Builder:
             bound = op("Add", [op("Add", [error, tolerance], "bound_base"), op("Mul", [sizes, relative], "sizes_part")],
                        "bound")
             proven = op("And", [proven, op("Greater", [gap, bound], "beyond")], "proven_rows")
-        if durations > 1:  # ... and the best duration beats the next by more than rounding (their own product's)
+        if duration_rows.shape[0] > 1:  # ... and the best duration beats the next by more than their rounding
             best_two = op("TopK", [self.durations, self.constant("two", np.array([2], np.int64), onnx_proto.INT64)],
                           "duration_pair", axis=-1, largest=1, sorted=1)
             nodes[-1].output.append(self.name("duration_pair_index"))
             first, second = self.name("duration_first"), self.name("duration_second")
             nodes += [self.reduce("ReduceMax", best_two, first, keepdims=1),
                       self.reduce("ReduceMin", best_two, second, keepdims=1)]
-            margin = op("Add", [tolerance, op("Mul", [op("Abs", [first], "duration_size"), relative],
-                                                    "duration_size_part")], "duration_needed")
+            duration_rounding = 4.0 * depth * 2.0**-23 * float(np.abs(duration_rows).max()) * _PROOF_SLACK
+            duration_tolerance = op("Mul", [l1, scalar("duration_rounding", duration_rounding)], "duration_tolerance")
+            margin = op("Add", [duration_tolerance, op("Mul", [op("Abs", [first], "duration_size"), relative],
+                                                             "duration_size_part")], "duration_needed")
             clear = op("Greater", [op("Sub", [first, second], "duration_lead"), margin], "duration_clear")
             proven = op("And", [proven, clear], "proven_with_duration")
         flat = self.constant("flat", np.array([-1], np.int64), onnx_proto.INT64)
