@@ -598,6 +598,30 @@ def test_proven_ranking_by_default_for_joints_as_large_as_v3s(converted: dict[st
         assert not engine.model.argmax and engine.model.joint_fallback is None
 
 
+@pytest.mark.parametrize("slack", [None, 1e30])
+def test_proven_ranking_from_many_threads(slack: float | None, converted: dict[str, Path], clips: dict[str, Path],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests from eight threads at once on an engine with the proven ranking (batching off, so the searches
+    overlap; and with every proof failing, so that the fp32 joint decides rows for all of them at once): each
+    transcript is the one the same engine gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from parakeet_runtime.engine.model import decoder_weights
+
+    monkeypatch.setattr(onnx_model, "PROVEN_RANKING_MIN_WEIGHTS", 0)
+    if slack is not None:
+        monkeypatch.setattr(decoder_weights, "_PROOF_SLACK", slack)
+    paths = [str(clips[name]) for name in ("c1_short", "c2_sentence", "c3_multi", "c4_long")] * 4
+    with Engine.load(converted["tdt_a_dur0"], batching=BatchingOptions(enabled=False)) as engine:
+        assert engine.model.proven_outputs == (True, True)
+        alone = {path: engine.transcribe(path) for path in set(paths)}
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(engine.transcribe, paths))
+    for path, result in zip(paths, together, strict=True):
+        assert [(t.id, t.frame, t.duration) for t in result.tokens] == [
+            (t.id, t.frame, t.duration) for t in alone[path].tokens]
+
+
 def test_a_proven_ranking_that_does_not_load_falls_back_to_fp32_heads(
     converted: dict[str, Path], clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
