@@ -362,10 +362,10 @@ class _Builder:
         tolerance = op("Mul", [l1, scalar("rounding", rounding * _PROOF_SLACK)], "tolerance")
         highest = self.highest
         relative = scalar("relative", _PROOF_RELATIVE)
+        two = self.constant("two", np.array([2], np.int64), onnx_proto.INT64)
         # The best rescored label beats the runner-up among the rescored by more than rounding ...
         if top > 1:
-            pair = op("TopK", [self.scored, self.constant("two", np.array([2], np.int64), onnx_proto.INT64)], "pair",
-                      axis=-1, largest=1, sorted=1)
+            pair = op("TopK", [self.scored, two], "pair", axis=-1, largest=1, sorted=1)
             nodes[-1].output.append(self.name("pair_index"))
             runner_up = self.name("runner_up")
             nodes.append(self.reduce("ReduceMin", pair, runner_up, keepdims=1))
@@ -384,8 +384,7 @@ class _Builder:
                        "bound")
             proven = op("And", [proven, op("Greater", [gap, bound], "beyond")], "proven_rows")
         if duration_rows.shape[0] > 1:  # ... and the best duration beats the next by more than their rounding
-            best_two = op("TopK", [self.durations, self.constant("two", np.array([2], np.int64), onnx_proto.INT64)],
-                          "duration_pair", axis=-1, largest=1, sorted=1)
+            best_two = op("TopK", [self.durations, two], "duration_pair", axis=-1, largest=1, sorted=1)
             nodes[-1].output.append(self.name("duration_pair_index"))
             first, second = self.name("duration_first"), self.name("duration_second")
             nodes += [self.reduce("ReduceMax", best_two, first, keepdims=1),

@@ -138,6 +138,11 @@ def step_graph_session(
     return graph_session(source, providers, threads, spin_asked(spin), name=name)
 
 
+def on_cpu(providers: Sequence[Provider]) -> bool:
+    """Whether ``providers`` run the graphs on the CPU (ONNX Runtime's CPU provider first)."""
+    return [provider_name(p) for p in providers[:1]] == ["CPUExecutionProvider"]
+
+
 def chosen_decoder_weights(
     session: SessionOptions, providers: Sequence[Provider], encoder_precision: str
 ) -> DecoderWeights:
@@ -145,15 +150,15 @@ def chosen_decoder_weights(
     NeMo's (an int8 encoder graph, OpenVINO ``bf16``), the graphs run on the CPU and the CPU has int8 dot
     products (not an x86 CPU without VNNI or AMX, whose int8 kernels add pairs of products in saturating 16-bit
     lanes: there a forced ``int8`` logs a warning), else ``fp32``."""
-    on_cpu = [provider_name(p) for p in providers[:1]] == ["CPUExecutionProvider"]
-    saturating = on_cpu and x86_without_int8_dot_products()
+    cpu = on_cpu(providers)
+    saturating = cpu and x86_without_int8_dot_products()
     if session.decoder_weights != "auto":
         if session.decoder_weights == "int8" and saturating:
             logger.warning("decoder_weights='int8' on a CPU without VNNI or AMX: ONNX Runtime's int8 products may "
                            "saturate here, so decoding may differ more from fp32 than on a VNNI CPU")
         return session.decoder_weights
     reduced = encoder_precision != "fp32" or (session.backend == "openvino" and session.precision != "fp32")
-    return "int8" if reduced and on_cpu and not saturating else "fp32"
+    return "int8" if reduced and cpu and not saturating else "fp32"
 
 
 def decoding_graph(source: Path | bytes, name: str, weights: DecoderWeights, joint: JointColumns) -> Path | bytes:
@@ -212,9 +217,8 @@ in int8 with a proof by default (Parakeet v3's 8,193 × 640; not v2's 1,025 × 6
 def proven_ranking_pays(manifest: Manifest, providers: Sequence[Provider]) -> bool:
     """Whether fp32 decoding ranks the joint's labels in int8 with a proof by default: on the CPU, for joints of
     :data:`PROVEN_RANKING_MIN_WEIGHTS` label weights or more (measured in benchmarks/README.md)."""
-    on_cpu = [provider_name(p) for p in providers[:1]] == ["CPUExecutionProvider"]
-    labels = manifest.decoding.blank_id + 1
-    return on_cpu and labels * manifest.encoder.joint_hidden >= PROVEN_RANKING_MIN_WEIGHTS
+    labels = joint_columns(manifest).labels
+    return on_cpu(providers) and labels * manifest.encoder.joint_hidden >= PROVEN_RANKING_MIN_WEIGHTS
 
 
 def _has_output(session: ort.InferenceSession, name: str) -> bool:
@@ -239,6 +243,8 @@ class DecodingSessions:
     fallback: ort.InferenceSession | None = None
     """Where a graph proves its choices (:data:`.devices.ARGMAX_PROVEN`): the joint's fp32 graph with argmax heads,
     which makes the choices of the rows left unproven."""
+    proven: tuple[bool, bool] = (False, False)
+    """Whether the predictor (or step graph) and the joint prove their choices (have :data:`.devices.ARGMAX_PROVEN`)."""
 
 
 def decoding_sessions(
@@ -279,11 +285,12 @@ def decoding_sessions(
             graph, _ = graph_for("fp32", False)
             sessions.append(step_graph_session(graph, providers, session.threads, spin=spin, name=name))
     fallback = None
-    if argmax_of is not None and any(_has_output(made, ARGMAX_PROVEN) for made in sessions):
+    proving = (_has_output(sessions[0], ARGMAX_PROVEN), _has_output(sessions[1], ARGMAX_PROVEN))
+    if argmax_of is not None and any(proving):
         heads = argmax_graph(joint[0], argmax_of[1], columns.labels, joint[1])
         fallback = step_graph_session(heads, providers, session.threads, spin=False, name=joint[1])
     return DecodingSessions(predictor=sessions[0], joint=sessions[1], weights="int8" if rewritten else "fp32",
-                            argmax=argmax_of is not None, fallback=fallback)
+                            argmax=argmax_of is not None, fallback=fallback, proven=proving)
 
 
 def _release_arena_options() -> ort.RunOptions:
@@ -299,8 +306,7 @@ _RELEASE_ARENA = _release_arena_options()
 
 def _warn_if_int8_saturates(file: str, weights: str | None, providers: Sequence[Provider]) -> None:
     """Signed int8 weights (``convert-model --int8-weights int8``) are exact only with int8 dot products."""
-    on_cpu = [provider_name(p) for p in providers[:1]] == ["CPUExecutionProvider"]
-    if weights == "int8" and on_cpu and x86_without_int8_dot_products():
+    if weights == "int8" and on_cpu(providers) and x86_without_int8_dot_products():
         logger.warning(
             "%s has signed int8 weights, and this CPU has no VNNI: ONNX Runtime's int8 products saturate "
             "here, so tokens may differ from a VNNI CPU's (load the directory's uint8 graph, "
@@ -595,7 +601,7 @@ class OnnxTdtModel:
             decoder_weights=decoding.weights,
             argmax=decoding.argmax,
             joint_fallback=decoding.fallback,
-            proven_outputs=(_has_output(decoding.predictor, ARGMAX_PROVEN), _has_output(decoding.joint, ARGMAX_PROVEN)),
+            proven_outputs=decoding.proven,
         )
         if any(provider_name(p) == "TensorrtExecutionProvider" for p in chosen):
             # TensorRT builds an engine for the shapes it first sees and rebuilds for wider ones: a short run
