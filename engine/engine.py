@@ -27,6 +27,7 @@ import numpy as np
 from parakeet_runtime.decoding import DecodedToken, StepConfidence, TdtCarry, TdtConfig
 
 from .errors import ParakeetRuntimeError
+from .memory import release_free_memory
 from .model.devices import Provider, check_sessions, choose_providers
 from .model.features import FeatureExtractor
 from .model.layouts import load_other_layout, resolve_model_dir
@@ -212,6 +213,9 @@ class Engine:
         # The runner holds only the inference object, never the engine: stop it when the engine is
         # garbage-collected without close().
         weakref.finalize(engine, runner.close, 0)
+        # Loading read and rewrote graphs; glibc keeps most of those freed buffers resident unless asked
+        # (580 MB for the v3 shape's int8 directory: see memory.py).
+        release_free_memory()
         return engine
 
     def close(self, *, drain: bool = False, timeout: float | None = 30.0) -> None:

@@ -196,6 +196,22 @@ def test_decoding_threads_script(tmp_path: Path, converted: dict[str, Path]) -> 
     assert proc.returncode == 2 and "'2x'" in proc.stderr
 
 
+def test_load_memory_script(tmp_path: Path, converted: dict[str, Path]) -> None:
+    """benchmarks/load_memory.py on a fixture: a row per variant, each from its own process, with the memory after
+    loading, the requests' peak and after them, the same text in every variant, the README block written."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n")
+    _run([BENCH / "load_memory.py", "--model", converted["tdt_a"], "--variants", "engine", "neither",
+          "--requests", "2", "--seconds", "5s", "--name", "tiny", "--results", tmp_path, "--readme", readme])
+    report = json.loads((tmp_path / "load-memory-tiny.json").read_text())
+    assert [r["variant"] for r in report["results"]] == ["engine", "neither"]
+    for row in report["results"]:
+        assert 0 < row["rss_after_load_mb"] <= row["load_peak_mb"]
+        assert row["request_peak_mb"] >= row["rss_after_requests_mb"] > 0 and row["text"]
+    assert report["meta"]["same_text"]
+    assert "<!-- load-memory-tiny:start -->" in readme.read_text()
+
+
 def test_decoding_threads_configurations_name_how_each_pool_spins() -> None:
     """``s``: spinning between runs; ``r``: only while a run is in progress (ONNX Runtime's force-stop entry); the
     engine's own pools are named the same way."""

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from parakeet_runtime.engine import BatchingOptions, Engine, sample_audio_path
-from parakeet_runtime.engine.serving import memory, server
+from parakeet_runtime.engine import BatchingOptions, Engine, memory, sample_audio_path
+from parakeet_runtime.engine.serving import server
 from parakeet_runtime.engine.serving.options import ServerOptions
 from parakeet_runtime.engine.serving.server import create_app
 

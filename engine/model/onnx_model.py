@@ -86,9 +86,26 @@ def graph_session(
     name = source.name if isinstance(source, Path) else f"{name or 'a graph'} (as made at load)"
     try:
         model = str(source) if isinstance(source, Path) else source
-        return ort.InferenceSession(model, sess_options=options, providers=list(providers))
+        session = ort.InferenceSession(model, sess_options=options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own untyped exceptions here
         raise ManifestError(f"{name}: ONNX Runtime cannot load this graph ({exc})") from exc
+    if isinstance(source, bytes):
+        _forget_graph_bytes(session)
+    return session
+
+
+def _forget_graph_bytes(session: ort.InferenceSession) -> None:
+    """Drop the serialised graph that ONNX Runtime's Python session keeps for its whole life when it was opened
+    from ``bytes`` (to open it again on other providers, after a provider error or ``set_providers``; its source
+    calls this a TODO). A graph made at load holds every weight of the file it came from: Parakeet v3's step graph
+    is 126 MB, and the three graphs of its exact path's proven ranking kept about 200 MB resident for nothing.
+
+    The session built its own copy of the weights from those bytes, and the engine never asks it to open the
+    graph again: its fall-back to other providers is turned off first (it would print and reopen on the CPU; the
+    engine checks its sessions' providers at load instead, ``devices.check_sessions``)."""
+    session.disable_fallback()
+    if getattr(session, "_model_bytes", None) is not None:
+        session._model_bytes = None
 
 
 def _check_names(
@@ -577,7 +594,6 @@ class OnnxTdtModel:
         chosen = list(providers) if providers is not None else default_providers()
         logger.info("loading ONNX graphs from %s with providers %s", model_dir, chosen)
         predictor_file = manifest.step.file if manifest.step else manifest.predictor.file
-        encoder, encoder_file = encoder_session(manifest, model_dir, chosen, session)
         spec = manifest.joint
         weights = chosen_decoder_weights(session, chosen, manifest.encoder.precision)
         ranked = weights == "fp32" and proven_ranking_pays(manifest, chosen)
@@ -589,6 +605,9 @@ class OnnxTdtModel:
                                      chosen, session, manifest.encoder.precision,
                                      argmax_of=logits_outputs if argmax else None, weights=weights,
                                      proven=argmax and ranked)
+        # The encoder after the decoding graphs: the buffers their rewrites at load free are then reused for its
+        # weights instead of adding to the load's peak.
+        encoder, encoder_file = encoder_session(manifest, model_dir, chosen, session)
         _check_names(decoding.joint, spec.file, "joint", (spec.input_encoder, spec.input_predictor),
                      (ARGMAX_LABEL, ARGMAX_DURATION) if argmax else (spec.output_logits,))
         model = cls(

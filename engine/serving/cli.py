@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, get_args
 from .. import __version__
 from ..engine import Engine, default_model_dir, sample_audio_path
 from ..errors import OptionsError, ParakeetRuntimeError
+from ..memory import limit_malloc_arenas
 from ..model.devices import DEVICES, device_providers
 from ..model.layouts import check_model_dir
 from ..options import (
@@ -33,7 +34,6 @@ from ..results import Transcript
 from .batch import OutputPlan, PartialWriter, abandoned_workers, transcribe_inputs, write_combined, write_outputs
 from .formats import FORMATS, render
 from .inputs import BatchInput, collect_inputs
-from .memory import limit_malloc_arenas
 from .options import ServerOptions
 from .progress import Progress
 from .signals import interruptions_deferred, sigterm_raises

@@ -72,12 +72,12 @@ from ..errors import (
     EngineOverloadedError,
     ParakeetRuntimeError,
 )
+from ..memory import release_free_memory
 from ..requests.audio import UNKNOWN_LENGTH, joined_seconds
 from ..requests.containers import declared_seconds
 from ..requests.riff import finished_header
 from ..results import TimedText, Token, Transcript
 from .formats import round_time, to_srt, to_vtt
-from .memory import release_free_memory
 from .options import ServerOptions as ServerOptions  # where it was before serving.options existed
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Process-wide memory settings for the ``serve`` command, and returning a large request's memory to the system.
+"""Process-wide memory settings for the ``serve`` command, and returning freed memory to the system.
 
 glibc gives each thread that allocates its own malloc arena (up to 8 per core). A server's request threads
 (the executor threads that decode audio and compute features) come and go with the load, and every new one
@@ -7,12 +7,19 @@ grows the resident memory by the arena it touches, so RSS steps up whenever conc
 arenas). ``serve`` caps the arenas before any thread starts, as ``MALLOC_ARENA_MAX`` would (a process the command
 owns, never a library call).
 
-A large request (minutes of audio: ~1 GB at its peak for 230 s of 44.1 kHz stereo) frees its buffers when it
-ends, but glibc keeps part of the freed memory in its heaps. :func:`release_free_memory` hands the free pages back
-(glibc's ``malloc_trim(0)``); the server calls it after large or failed requests, in a worker thread, at most once
-a second (after a failure, with a cycle collection first). Over four such requests (two refused late, after
-decoding and features) a ``serve`` process grew by 82 MB without the trim and by 45 MB with it (benchmarks/README.md,
-"Abuse").
+glibc also keeps part of what a program frees in its heaps, and :func:`release_free_memory` hands those free
+pages back (glibc's ``malloc_trim(0)``):
+
+- ``Engine.load`` calls it once at its end. Loading reads and rewrites graphs (the decoding graphs' int8 weights
+  are made at load), and glibc kept about 580 MB of those transient buffers resident after loading the v3-shaped
+  int8 directory: with the trim (about 9 ms) it holds 1.15 GB after loading instead of 1.9 GB, and peaks at 1.6 GB
+  instead of 2.3 GB over 60 s requests, the graph bytes ONNX Runtime no longer keeps included
+  (``onnx_model._forget_graph_bytes``; AMD EPYC Zen 4, 2026-12-04; benchmarks/README.md, "Memory after loading").
+- A large request (minutes of audio: ~1 GB at its peak for 230 s of 44.1 kHz stereo) frees its buffers when it
+  ends; the server trims after large or failed requests, in a worker thread, at most once a second (after a
+  failure, with a cycle collection first). Over four such requests (two refused late, after decoding and
+  features) a ``serve`` process grew by 82 MB without the trim and by 45 MB with it (benchmarks/README.md,
+  "Abuse").
 """
 
 from __future__ import annotations
