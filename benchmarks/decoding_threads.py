@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from concurrency import machine
-from readme_block import write_block, write_json
+from readme_block import worker_result, write_block, write_json
 from rtfx import make_clips, one_pass
 
 if TYPE_CHECKING:
@@ -108,13 +108,7 @@ def worker(model: str, config: str, clip: Path, reps: int, threads: int) -> dict
 def run_config(args: argparse.Namespace, config: str, clip: Path) -> dict[str, Any]:
     command = [sys.executable, __file__, "--model", args.model, "--worker", config, "--clip", str(clip),
                "--reps", str(args.reps), "--threads", str(args.threads)]
-    proc = subprocess.run(command, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise SystemExit(f"configuration {config} failed")
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
-    return result
+    return worker_result(command, f"configuration {config} failed")
 
 
 def measure(args: argparse.Namespace, clip: Path, load: int) -> list[dict[str, Any]]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from concurrency import machine
-from readme_block import write_block, write_json
+from readme_block import worker_result, write_block, write_json
 from rtfx import make_clips
 
 VARIANTS = ("engine", "kept-bytes", "no-trim", "neither")
@@ -89,13 +88,7 @@ def worker(model: str, variant: str, clip: Path, requests: int, threads: int) ->
 def run_worker(args: argparse.Namespace, model: str, variant: str, clip: Path) -> dict[str, Any]:
     command = [sys.executable, __file__, "--worker", variant, "--model", model, "--clip", str(clip),
                "--requests", str(args.requests), "--threads", str(args.threads)]
-    proc = subprocess.run(command, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise SystemExit(f"{variant} on {model} failed")
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
-    return result
+    return worker_result(command, f"{variant} on {model} failed")
 
 
 def write_table(report: dict[str, Any], readme: Path) -> None:

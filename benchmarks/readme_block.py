@@ -1,9 +1,11 @@
 """What the benchmarks write: their JSON results, and their tables in benchmarks/README.md (each benchmark owns the
-block between its two markers)."""
+block between its two markers); and the results their worker processes print."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +28,16 @@ def write_block(readme: Path, name: str, lines: list[str], heading: str) -> None
     else:
         text = text.rstrip() + f"\n\n## {heading}\n\n" + block + "\n"
     readme.write_text(text, encoding="utf-8")
+
+
+def worker_result(command: list[str], failure: str) -> dict[str, Any]:
+    """Run a worker process (a benchmark script calling itself) and return the JSON of the last line it prints as
+    ``RESULT {...}``; its stderr's tail and ``failure`` end the benchmark when it fails."""
+    proc = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(failure)
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
+    return result
+
