@@ -35,20 +35,23 @@ VARIANTS = ("engine", "kept-bytes", "no-trim", "neither")
 
 
 def _memory_mb() -> dict[str, float]:
-    """The current resident memory (VmRSS) and its peak since the last reset (VmHWM), in MB."""
+    """The current resident memory (VmRSS), the part of it that maps files (RssFile: page cache the system can
+    reclaim, such as a graph file a runtime maps) and the peak since the last reset (VmHWM), in MB."""
     values = {}
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
+        if line.startswith(("VmRSS:", "VmHWM:", "RssFile:")):
             values[line.split(":")[0]] = int(line.split()[1]) / 1024
-    return {"rss_mb": values["VmRSS"], "peak_mb": values["VmHWM"]}
+    return {"rss_mb": values["VmRSS"], "peak_mb": values["VmHWM"], "file_mb": values.get("RssFile", 0.0)}
 
 
 def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def worker(model: str, variant: str, clip: Path, requests: int, threads: int) -> dict[str, Any]:
-    """Load ``model`` as ``variant`` says (``nemo``: a ``.nemo`` checkpoint in NeMo), then transcribe ``clip``."""
+def worker(model: str, variant: str, clip: Path, requests: int, threads: int, backend: str = "onnxruntime",
+           precision: str = "fp32") -> dict[str, Any]:
+    """Load ``model`` as ``variant`` says (``nemo``: a ``.nemo`` checkpoint in NeMo; ``backend``, ``precision``:
+    the engine's ``SessionOptions``), then transcribe ``clip``."""
     started = time.perf_counter()
     if variant == "nemo":
         import torch
@@ -71,7 +74,8 @@ def worker(model: str, variant: str, clip: Path, requests: int, threads: int) ->
             setattr(onnx_model, "_forget_graph_bytes", lambda session: None)  # noqa: B010 -- the variant's patch
         if variant in ("no-trim", "neither"):
             setattr(engine_module, "release_free_memory", lambda: False)  # noqa: B010 -- the variant's patch
-        engine = Engine.load(model, session=SessionOptions(threads=threads), batching=BatchingOptions(enabled=False))
+        options = SessionOptions(threads=threads, backend=backend, precision=precision)  # type: ignore[arg-type]
+        engine = Engine.load(model, session=options, batching=BatchingOptions(enabled=False))
 
         def transcribe() -> str:
             return engine.transcribe(clip).text
@@ -82,12 +86,14 @@ def worker(model: str, variant: str, clip: Path, requests: int, threads: int) ->
     after = _memory_mb()
     return {"variant": variant, "load_s": load_s, "rss_after_load_mb": after_load["rss_mb"],
             "load_peak_mb": after_load["peak_mb"], "request_peak_mb": after["peak_mb"],
-            "rss_after_requests_mb": after["rss_mb"], "same_text": len(set(texts)) == 1, "text": texts[0]}
+            "rss_after_requests_mb": after["rss_mb"], "files_after_requests_mb": after["file_mb"],
+            "same_text": len(set(texts)) == 1, "text": texts[0]}
 
 
 def run_worker(args: argparse.Namespace, model: str, variant: str, clip: Path) -> dict[str, Any]:
     command = [sys.executable, __file__, "--worker", variant, "--model", model, "--clip", str(clip),
-               "--requests", str(args.requests), "--threads", str(args.threads)]
+               "--requests", str(args.requests), "--threads", str(args.threads), "--backend", args.backend,
+               "--precision", args.precision]
     return worker_result(command, f"{variant} on {model} failed")
 
 
@@ -96,20 +102,27 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
     cpu = meta["machine"]
     lines = [
         f"Measured {meta['date']} on {cpu['cpu']}, {cpu['cores']} cores ({cpu['simd']}); {meta['clip_s']:.0f} s "
-        f"clip, {meta['requests']} requests per process, threads {meta['threads']}; each row a fresh process (the "
+        f"clip, {meta['requests']} requests per process, threads {meta['threads']}, the engine on "
+        f"{meta.get('backend', 'onnxruntime')} {meta.get('precision', 'fp32')}; each row a fresh process (the "
         f"median of {meta['rounds']} by the memory after the requests, the variants taking turns, each round "
         "starting one later; load: the median). MB of resident memory.",
         "",
-        "| model | system | after loading | loading's peak | requests' peak | after the requests | load (s) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| model | system | after loading | loading's peak | requests' peak | after the requests | of it, mapped files "
+        "| load (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         lines.append(f"| `{r['model']}` | {r['variant']} | {r['rss_after_load_mb']:.0f} | {r['load_peak_mb']:.0f} | "
-                     f"{r['request_peak_mb']:.0f} | {r['rss_after_requests_mb']:.0f} | {r['load_s']:.1f} |")
+                     f"{r['request_peak_mb']:.0f} | {r['rss_after_requests_mb']:.0f} | "
+                     f"{_files(r)} | {r['load_s']:.1f} |")
     lines += ["", "`engine`: as shipped; `kept-bytes`: the sessions on graphs made at load keep their bytes; "
               "`no-trim`: no `malloc_trim` after loading; `neither`: neither of the two. The same text in "
               f"every engine variant of a model: {'yes' if meta['same_text'] else '**no**'}."]
     write_block(readme, f"load-memory-{meta['name']}", lines, f"Memory after loading: {meta['name']}")
+
+
+def _files(row: dict[str, Any]) -> str:
+    return f"{row['files_after_requests_mb']:.0f}" if "files_after_requests_mb" in row else "–"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "openvino"],
+                        help="the engine's SessionOptions.backend (NeMo ignores it)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"],
+                        help="the engine's SessionOptions.precision, with --backend openvino")
     parser.add_argument("--seconds", default="60s", choices=["5s", "60s", "300s"], help="the clip")
     parser.add_argument("--name", default="zen4", help="results/load-memory-NAME.json")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
@@ -128,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print("RESULT " + json.dumps(worker(args.model[0], args.worker, args.clip, args.requests, args.threads)))
+        print("RESULT " + json.dumps(worker(args.model[0], args.worker, args.clip, args.requests, args.threads,
+                                            args.backend, args.precision)))
         return 0
     jobs = ([(args.nemo, "nemo")] if args.nemo else []) + [(m, v) for m in args.model for v in args.variants]
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {job: [] for job in jobs}
@@ -149,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = {(r["model"], r["text"]) for r in results if r["variant"] != "nemo"}
     same = all(r["same_text"] for r in results) and len(texts) == len({m for m, _ in texts})
     meta = {"name": args.name, "date": date.today().isoformat(), "machine": machine(), "threads": args.threads,
+            "backend": args.backend, "precision": args.precision,
             "requests": args.requests, "rounds": args.rounds, "clip_s": float(args.seconds[:-1]), "same_text": same}
     report = {"meta": meta, "results": results}
     write_json(args.results / f"load-memory-{args.name}.json", report)
