@@ -30,8 +30,8 @@ def test_arena_count_must_be_positive() -> None:
 
 
 def test_load_hands_its_freed_buffers_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``Engine.load`` trims the malloc heaps once, as its last step (what loading read and rewrote is freed by
-    then), and the engine serves after it."""
+    """``Engine.load`` trims the malloc heaps once, after its graphs are open (what loading read and rewrote is
+    freed by then), and the engine serves after it."""
     from parakeet_runtime.engine import Engine, sample_audio_path
     from parakeet_runtime.engine import engine as engine_module
 
