@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from concurrency import machine
-from readme_block import worker_result, write_block, write_json
+from readme_block import measured_on, worker_result, write_block, write_json
 from rtfx import make_clips, one_pass
 
 if TYPE_CHECKING:
@@ -135,10 +135,9 @@ def measure(args: argparse.Namespace, clip: Path, load: int) -> list[dict[str, A
 
 def write_table(report: dict[str, Any], readme: Path) -> None:
     meta = report["meta"]
-    cpu = meta["machine"]
     lines = [
-        f"Measured {meta['date']} on {cpu['cpu']}, {cpu['cores']} cores ({cpu['simd']}); model `{meta['model']}` "
-        f"({meta['decoder_weights']} decoding weights), {meta['clip_s']:.0f} s clip, {meta['tokens']} tokens; "
+        f"{measured_on(meta)}; model `{meta['model']}` ({meta['decoder_weights']} decoding weights), "
+        f"{meta['clip_s']:.0f} s clip, {meta['tokens']} tokens; "
         f"engine threads {meta['threads']}; {meta['rounds']} rounds × {meta['reps']} searches per configuration "
         "(each right after an encoder run), fresh process each.",
         "",

@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from concurrency import machine
-from readme_block import write_block, write_json
+from readme_block import measured_on, write_block, write_json
 from rtfx import make_clips, one_pass
 
 DEFAULT_PAIRS = ["6/6", "5/8", "4/8", "3/8", "8/8"]
@@ -91,8 +91,7 @@ def measure(model: str, pairs: list[str], seconds: str, rounds: int, threads: in
 
 def write_table(report: dict[str, Any], readme: Path) -> None:
     meta = report["meta"]
-    m = meta["machine"]
-    lines = [f"Measured {meta['date']} on {m['cpu']}, {m['cores']} cores ({m['simd']}); model `{meta['model']}` "
+    lines = [f"{measured_on(meta)}; model `{meta['model']}` "
              f"({meta['decoder_weights']} decoding weights), {meta['clip_s']:.0f} s clip, {meta['tokens']} tokens; "
              f"engine threads {meta['threads']}; each pair's runs of one search replayed {meta['rounds']} times, the "
              "pairs taking turns.", "",

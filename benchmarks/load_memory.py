@@ -27,9 +27,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from concurrency import machine
-from readme_block import worker_result, write_block, write_json
-from rtfx import make_clips
+from concurrency import load_nemo, machine
+from readme_block import measured_on, worker_result, write_block, write_json
+from rtfx import make_clips, reset_peak_rss
 
 VARIANTS = ("engine", "kept-bytes", "no-trim", "neither")
 
@@ -44,22 +44,13 @@ def _memory_mb() -> dict[str, float]:
     return {"rss_mb": values["VmRSS"], "peak_mb": values["VmHWM"], "file_mb": values.get("RssFile", 0.0)}
 
 
-def _reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")
-
-
 def worker(model: str, variant: str, clip: Path, requests: int, threads: int, backend: str = "onnxruntime",
            precision: str = "fp32") -> dict[str, Any]:
     """Load ``model`` as ``variant`` says (``nemo``: a ``.nemo`` checkpoint in NeMo; ``backend``, ``precision``:
     the engine's ``SessionOptions``), then transcribe ``clip``."""
     started = time.perf_counter()
     if variant == "nemo":
-        import torch
-        from nemo.collections.asr.models import ASRModel
-
-        torch.set_num_threads(threads)
-        nemo_model = ASRModel.restore_from(model, map_location="cpu")
-        nemo_model.eval()
+        nemo_model = load_nemo(model, threads)
 
         def transcribe() -> str:
             (hypothesis,) = nemo_model.transcribe([str(clip)], batch_size=1, verbose=False)
@@ -81,7 +72,8 @@ def worker(model: str, variant: str, clip: Path, requests: int, threads: int, ba
             return engine.transcribe(clip).text
     load_s = time.perf_counter() - started
     after_load = _memory_mb()
-    _reset_peak()
+    if not reset_peak_rss():
+        raise SystemExit("load_memory.py needs Linux's /proc/self/clear_refs (the peak of the requests alone)")
     texts = [transcribe() for _ in range(requests)]
     after = _memory_mb()
     return {"variant": variant, "load_s": load_s, "rss_after_load_mb": after_load["rss_mb"],
@@ -99,10 +91,9 @@ def run_worker(args: argparse.Namespace, model: str, variant: str, clip: Path) -
 
 def write_table(report: dict[str, Any], readme: Path) -> None:
     meta = report["meta"]
-    cpu = meta["machine"]
     lines = [
-        f"Measured {meta['date']} on {cpu['cpu']}, {cpu['cores']} cores ({cpu['simd']}); {meta['clip_s']:.0f} s "
-        f"clip, {meta['requests']} requests per process, threads {meta['threads']}, the engine on "
+        f"{measured_on(meta)}; {meta['clip_s']:.0f} s clip, {meta['requests']} requests per process, threads "
+        f"{meta['threads']}, the engine on "
         f"{meta.get('backend', 'onnxruntime')} {meta.get('precision', 'fp32')}; each row a fresh process (the "
         f"median of {meta['rounds']} by the memory after the requests, the variants taking turns, each round "
         "starting one later; load: the median). MB of resident memory.",

@@ -30,6 +30,13 @@ def write_block(readme: Path, name: str, lines: list[str], heading: str) -> None
     readme.write_text(text, encoding="utf-8")
 
 
+def measured_on(meta: dict[str, Any]) -> str:
+    """The first words of a table's caption: when and on which CPU (``meta["machine"]``, from
+    ``concurrency.machine()``) a benchmark ran."""
+    cpu = meta["machine"]
+    return f"Measured {meta['date']} on {cpu['cpu']}, {cpu['cores']} cores ({cpu['simd']})"
+
+
 def worker_result(command: list[str], failure: str) -> dict[str, Any]:
     """Run a worker process (a benchmark script calling itself) and return the JSON of the last line it prints as
     ``RESULT {...}``; its stderr's tail and ``failure`` end the benchmark when it fails."""

@@ -176,7 +176,7 @@ RUNNERS: dict[str, Any] = {
 }
 
 
-def _reset_peak_rss() -> bool:
+def reset_peak_rss() -> bool:
     """Start a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM); False where unsupported."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -185,7 +185,7 @@ def _reset_peak_rss() -> bool:
     return True
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """Peak RSS since the last reset (VmHWM), or of the whole process where that is unavailable."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -203,7 +203,7 @@ def run_system(
     started = time.perf_counter()
     runner = RUNNERS[system](source, threads)
     load_s = time.perf_counter() - started
-    rss_after_load = process_peak = _peak_rss_mb()
+    rss_after_load = process_peak = peak_rss_mb()
     runner(clips["5s"])  # warm-up
     cases = {}
     for case, paths in clips.items():
@@ -213,8 +213,8 @@ def run_system(
         # Each case's shapes once untimed: OpenVINO compiles kernels for a new input shape on its first run
         # (a 60 s clip: 24 s, then 3.8 s), ONNX Runtime grows its arena.
         runner(paths)
-        process_peak = max(process_peak, _peak_rss_mb())  # the window so far, before it is reset
-        per_case = _reset_peak_rss()
+        process_peak = max(process_peak, peak_rss_mb())  # the window so far, before it is reset
+        per_case = reset_peak_rss()
         for _ in range(runs):
             t0 = time.perf_counter()
             breakdown = runner(paths)
@@ -226,11 +226,11 @@ def run_system(
         for key in parts[0]:
             entry[key] = statistics.median(p[key] for p in parts)
         if per_case:
-            entry["peak_rss_mb"] = _peak_rss_mb()
+            entry["peak_rss_mb"] = peak_rss_mb()
         cases[case] = entry
         logging.getLogger("rtfx").warning("%-5s %-8s %7.2f s  RTFx %6.1f", system, case, wall, audio / wall)
     # Resetting the high-water mark resets ru_maxrss too: the process peak is the largest of the windows.
-    process_peak = max([process_peak, _peak_rss_mb(), *(c.get("peak_rss_mb", 0.0) for c in cases.values())])
+    process_peak = max([process_peak, peak_rss_mb(), *(c.get("peak_rss_mb", 0.0) for c in cases.values())])
     return {"system": system, "load_s": load_s, "cases": cases, "rss_after_load_mb": rss_after_load,
             "peak_rss_mb": process_peak}
 
