@@ -366,8 +366,9 @@ def _print_summary(args: argparse.Namespace, report: ConversionReport) -> None:
     quantization = m.provenance.quantization
     if quantization is not None:
         agreement = quantization.token_agreement_with_fp32
-        print(f"  encoder quantised to {quantization.precision} ({quantization.weights} weights): token agreement "
-              f"with fp32 {'not measured' if agreement is None else f'{agreement:.4f}'} "
+        scaled = f", activations {quantization.activations}" if quantization.activations else ""
+        print(f"  encoder quantised to {quantization.precision} ({quantization.weights} weights{scaled}): "
+              f"token agreement with fp32 {'not measured' if agreement is None else f'{agreement:.4f}'} "
               f"({quantization.identical_clips}/{quantization.clips} probe clips identical)")
         signed = quantization.signed_int8_token_agreement_with_fp32
         if m.encoder.signed_int8_file is not None:

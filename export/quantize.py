@@ -2,9 +2,11 @@
 
 Only the encoder is quantised: dynamic int8 for the weights of all its top-level MatMuls (the
 feed-forward and attention projections and the pointwise convolutions, which hold nearly all of its FLOPs
-and bytes), activations quantised on the fly to uint8 per tensor. The relative-position projections stay
-fp32: tables for inputs up to the converter's ``--position-table-frames``, a MatMul inside the ``If`` for
-longer ones (ONNX Runtime's quantiser does not enter ``If`` branches). The weights have a scale (and for unsigned
+and bytes), activations quantised on the fly to uint8 with a scale per row (each encoder frame its own:
+:mod:`.row_scales`; ONNX Runtime's own is one per tensor). The relative-position projections stay fp32: tables
+for inputs up to the converter's ``--position-table-frames``, a MatMul inside the ``If`` for longer ones (ONNX
+Runtime's quantiser does not enter ``If`` branches), and the plain ``linear_pos`` MatMuls of a graph exported
+without tables (they are left out of the quantiser by name). The weights have a scale (and for unsigned
 weights a zero point) per output channel, stored in one of three ways (:data:`WEIGHT_SCHEMES`):
 
 * ``uint8`` (the default): u8×u8 products, which ONNX Runtime widens to 16 bits, so they never saturate:
@@ -36,7 +38,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConversionError
 
@@ -93,13 +95,12 @@ WEIGHT_SCHEMES: dict[str, WeightScheme] = {
     scheme.name: scheme
     for scheme in (
         WeightScheme("uint8", signed=False, reduce_range=False,
-                     description="uint8 weights per output channel, activations uint8 per tensor"),
+                     description="uint8 weights per output channel"),
         WeightScheme("int7", signed=True, reduce_range=True,
-                     description="signed 7-bit weights ([-64, 64]) per output channel, activations uint8 per "
-                     "tensor"),
+                     description="signed 7-bit weights ([-64, 64]) per output channel"),
         WeightScheme("int8", signed=True, reduce_range=False,
-                     description="int8 weights per output channel, activations uint8 per tensor (u8 x s8 pair "
-                     "sums can saturate on x86 CPUs without VNNI)"),
+                     description="int8 weights per output channel (u8 x s8 pair sums can saturate on x86 CPUs "
+                     "without VNNI)"),
     )
 }
 AUTO_WEIGHTS = "auto"
@@ -126,10 +127,28 @@ def weight_scheme(name: str) -> WeightScheme:
         ) from None
 
 
-def _quantize_encoder(source: Path, target: Path, scheme: WeightScheme) -> None:
+ACTIVATIONS = ("per-row", "per-tensor")
+"""How the quantised products' inputs are scaled: ``per-row`` (the default: :mod:`.row_scales`) or
+``per-tensor`` (ONNX Runtime's dynamic quantisation as it is: directories converted before 2026-12-05)."""
+
+POSITION_PROJECTION = "linear_pos"
+"""The name part of NeMo's relative-position projections (``.../self_attn/linear_pos/MatMul``), kept fp32."""
+
+
+def _position_projections(model: Any) -> list[str]:
+    """The top-level MatMuls that project the position embeddings (a graph exported without position tables)."""
+    return [node.name for node in model.graph.node
+            if node.op_type == "MatMul" and POSITION_PROJECTION in node.name.split("/")]
+
+
+def _quantize_encoder(source: Path, target: Path, scheme: WeightScheme, activations: str) -> None:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from .row_scales import scale_rows
+
     try:
+        excluded = _position_projections(onnx.load(str(source), load_external_data=False))
         quantize_dynamic(
             model_input=str(source),
             model_output=str(target),
@@ -137,36 +156,48 @@ def _quantize_encoder(source: Path, target: Path, scheme: WeightScheme) -> None:
             weight_type=QuantType.QInt8 if scheme.signed else QuantType.QUInt8,
             per_channel=True,
             reduce_range=scheme.reduce_range,
+            nodes_to_exclude=excluded,
             extra_options={"MatMulConstBOnly": True},
         )
+        if activations == "per-row":
+            model = onnx.load(str(target))
+            rows = scale_rows(model)
+            onnx.save(model, str(target))
+            logger.info("%s: %d quantised inputs scaled per row", target.name, rows)
     except Exception as exc:
         raise ConversionError(f"int8 quantisation failed: {type(exc).__name__}: {exc}") from exc
 
 
-def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest, weights: str = DEFAULT_WEIGHTS) -> Manifest:
+def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest, weights: str = DEFAULT_WEIGHTS,
+                       activations: str = "per-row") -> Manifest:
     """Write ``out_dir``: a copy of ``fp32_dir`` whose encoder is dynamically quantised to int8, its MatMul
-    weights stored as ``weights`` (a key of :data:`WEIGHT_SCHEMES`, or ``auto``: uint8 and int8 graphs)."""
+    weights stored as ``weights`` (a key of :data:`WEIGHT_SCHEMES`, or ``auto``: uint8 and int8 graphs), its
+    activations scaled as ``activations`` (:data:`ACTIVATIONS`)."""
     from parakeet_runtime.engine.model.manifest import MANIFEST_NAME, Quantization
 
     scheme = weight_scheme(weights)
+    if activations not in ACTIVATIONS:
+        raise ConversionError(
+            f"unknown int8 activation scaling {activations!r} (choose from: {', '.join(ACTIVATIONS)})")
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = manifest.encoder
     signed_file = signed_int8_file(spec.file) if weights == AUTO_WEIGHTS else None
     for item in fp32_dir.iterdir():
         if item.name not in (spec.file, spec.external_data, MANIFEST_NAME, signed_file):
             shutil.copy2(item, out_dir / item.name)
-    _quantize_encoder(fp32_dir / spec.file, out_dir / spec.file, scheme)
-    method = f"onnxruntime quantize_dynamic of the encoder's MatMuls: {scheme.description}"
+    _quantize_encoder(fp32_dir / spec.file, out_dir / spec.file, scheme, activations)
+    method = (f"onnxruntime quantize_dynamic of the encoder's MatMuls but the position projections: "
+              f"{scheme.description}, activations uint8 {activations.replace('-', ' ')}")
     if signed_file is not None:
         signed = WEIGHT_SCHEMES["int8"]
-        _quantize_encoder(fp32_dir / spec.file, out_dir / signed_file, signed)
+        _quantize_encoder(fp32_dir / spec.file, out_dir / signed_file, signed, activations)
         method += f"; {signed_file}: {signed.description} (loaded on CPUs with VNNI or AMX)"
     quantized = replace(
         manifest,
         digests=(),  # the encoder changes; convert-model records the new directory's digests last
         encoder=replace(spec, precision="int8", external_data=None, signed_int8_file=signed_file),
         provenance=replace(manifest.provenance, quantization=Quantization(
-            precision="int8", weights=scheme.name, method=method,
+            precision="int8", weights=scheme.name, method=method, activations=activations,
         )),
     )
     (out_dir / MANIFEST_NAME).write_text(quantized.to_json(), encoding="utf-8")

@@ -54,7 +54,7 @@ def test_round_trip_writes_the_same_keys() -> None:
         versions=Versions(torch="2.3"), python="3.11", converted_at="2026-01-01T00:00:00+00:00",
         encoder_export=EncoderExport(24, 24, 1024),
         parity=(ParityProbe("a.wav", 3, True, 1e-5, 2e-5),),
-        quantization=Quantization("int8", "uint8", "dynamic", 0.98, 1, 2),
+        quantization=Quantization("int8", "uint8", "dynamic", 0.98, 1, 2, activations="per-row"),
         dropped_heads=("ctc",),
     )
     for provenance in (manifest.provenance, full, Provenance()):
@@ -65,6 +65,7 @@ def test_round_trip_writes_the_same_keys() -> None:
     assert body["encoder_export"] == {"fused_attention_layers": 24, "position_table_layers": 24,
                                       "position_table_frames": 1024}
     assert body["quantization"]["weights"] == "uint8" and body["quantization"]["token_agreement_with_fp32"] == 0.98
+    assert body["quantization"]["activations"] == "per-row"
     assert body["decoding"] == {"search": "greedy_tdt", "batched": True, "joint_lookahead": True}
     assert "parity" not in Provenance().to_dict()  # a skipped check writes no parity list
     assert body["dropped_heads"] == ["ctc"] and "dropped_heads" not in Provenance().to_dict()

@@ -238,6 +238,10 @@ class Quantization:
     """The same for the encoder's ``signed_int8_file`` (``None``: no such graph, or not measured)."""
     signed_int8_identical_clips: int | None = None
     """Probe clips whose tokens with ``signed_int8_file`` are identical to fp32's."""
+    activations: str | None = None
+    """How the products' inputs were scaled for uint8: ``per-row`` (each encoder frame its own scale) or
+    ``per-tensor`` (``parakeet_runtime.export.quantize.ACTIVATIONS``); ``None``: not recorded (per tensor:
+    directories converted before 2026-12-05)."""
 
 
 @dataclass(frozen=True)

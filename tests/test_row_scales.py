@@ -1,0 +1,166 @@
+"""int8 activations with a scale per row (``export/row_scales.py``) and what ``quantize_directory`` keeps fp32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DEMO = Path(__file__).resolve().parents[1] / "engine" / "default_model"
+
+
+def _products(tmp_path: Path, opset: int) -> Path:
+    """An fp32 graph whose one input feeds two weight products (as the attention's Q/K/V share theirs)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((64, n)).astype(np.float32), f"w{i}")
+               for i, n in enumerate((48, 32))]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w0"], ["y0"], name="/layers.0/feed_forward1/linear1/MatMul"),
+         helper.make_node("MatMul", ["x", "w1"], ["y1"], name="/layers.0/self_attn/linear_q/MatMul")],
+        "products",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", 64])],
+        [helper.make_tensor_value_info("y0", TensorProto.FLOAT, ["batch", "time", 48]),
+         helper.make_tensor_value_info("y1", TensorProto.FLOAT, ["batch", "time", 32])],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    path = tmp_path / f"fp32-{opset}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def _quantized(source: Path, target: Path, per_row: bool) -> int:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from parakeet_runtime.export.row_scales import scale_rows
+
+    quantize_dynamic(model_input=str(source), model_output=str(target), op_types_to_quantize=["MatMul"],
+                     weight_type=QuantType.QInt8, per_channel=True, extra_options={"MatMulConstBOnly": True})
+    if not per_row:
+        return 0
+    model = onnx.load(str(target))
+    count = scale_rows(model)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+    return count
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_each_row_is_quantised_at_its_own_scale(opset: int, tmp_path: Path) -> None:
+    """Rows a thousand times quieter than the loudest keep their precision with a scale per row, where one
+    scale per tensor rounds them to almost nothing; rows of zeros (padding) stay zeros."""
+    import onnxruntime as ort
+
+    source = _products(tmp_path, opset)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 6, 64)).astype(np.float32)
+    x *= np.array([1e3, 1.0, 1e-2, 3.0, 0.5, 1.0], dtype=np.float32)[None, :, None]
+    x[1, 5] = 0.0
+    expected = [x @ np.asarray(w) for w in _weights(source)]
+    errors = {}
+    for per_row in (False, True):
+        target = tmp_path / f"int8-{opset}-{per_row}.onnx"
+        assert _quantized(source, target, per_row) == (1 if per_row else 0)  # one shared input, two products
+        session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"x": x})
+        assert all(np.isfinite(g).all() for g in got)
+        # Relative error of each row: its error against its own size.
+        errors[per_row] = max(
+            float((np.linalg.norm(g - e, axis=-1) / np.maximum(np.linalg.norm(e, axis=-1), 1e-30))[:, :5].max())
+            for g, e in zip(got, expected, strict=True))
+        if per_row:
+            assert all(not g[1, 5].any() for g in got)
+    assert errors[True] < 0.03, errors
+    assert errors[False] > 10 * errors[True], errors
+
+
+def _weights(path: Path) -> list[np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    return [numpy_helper.to_array(init) for init in sorted(graph.initializer, key=lambda i: i.name)]
+
+
+def test_other_readers_keep_one_scale_per_tensor(caplog: pytest.LogCaptureFixture) -> None:
+    """A quantised input read by something other than an integer product is left as it is, and said."""
+    import logging
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from parakeet_runtime.export.row_scales import scale_rows
+
+    graph = helper.make_graph(
+        [helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
+        "odd",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with caplog.at_level(logging.WARNING):
+        assert scale_rows(model) == 0
+    assert [n.op_type for n in model.graph.node] == ["DynamicQuantizeLinear", "DequantizeLinear"]
+    assert "keep one scale per tensor" in caplog.text
+    onnx.checker.check_model(model)
+
+
+def _frame_error(reference: Path, directory: Path, audio: Path) -> float:
+    import soundfile
+
+    from parakeet_runtime.engine import Engine
+
+    samples, _ = soundfile.read(str(audio), dtype="float32")
+    frames = []
+    for model in (reference, directory):
+        with Engine.load(model) as engine:
+            features, valid = engine.features(samples)
+            projected, _ = engine.model.encode(features[None], np.array([valid], dtype=np.int64))
+            frames.append(projected[0])
+    return float(np.linalg.norm(frames[1] - frames[0]) / np.linalg.norm(frames[0]))
+
+
+def test_quantize_directory_scales_rows_and_keeps_positions_fp32(tmp_path: Path) -> None:
+    """On the bundled demo model (exported without position tables): the position projections stay fp32
+    MatMuls, every other weight product is an integer one whose input is scaled per row, the manifest says so,
+    and the int8 encoder's frames are nearer fp32's than with ONNX Runtime's one scale per tensor."""
+    import onnx
+
+    from parakeet_runtime.engine import load_manifest
+    from parakeet_runtime.export.errors import ConversionError
+    from parakeet_runtime.export.quantize import quantize_directory
+
+    manifest = load_manifest(DEMO)
+    with pytest.raises(ConversionError, match="activation scaling"):
+        quantize_directory(DEMO, tmp_path / "bad", manifest, "uint8", activations="per-column")
+    per_row = quantize_directory(DEMO, tmp_path / "per-row", manifest, "int8")
+    per_tensor = quantize_directory(DEMO, tmp_path / "per-tensor", manifest, "int8", activations="per-tensor")
+    recorded = per_row.provenance.quantization
+    assert recorded is not None and recorded.activations == "per-row" and "per row" in recorded.method
+    assert load_manifest(tmp_path / "per-row").provenance.quantization == recorded
+    assert per_tensor.provenance.quantization is not None
+    assert per_tensor.provenance.quantization.activations == "per-tensor"
+
+    fp32 = onnx.load(str(DEMO / manifest.encoder.file)).graph
+    layers = sum("linear_pos" in n.name for n in fp32.node if n.op_type == "MatMul")
+    assert layers >= 2  # the demo model has no position tables: its position projections are plain MatMuls
+    graph = onnx.load(str(tmp_path / "per-row" / manifest.encoder.file)).graph
+    weights = {init.name for init in graph.initializer}
+    produced = {out: node for node in graph.node for out in node.output}
+    float_weighted = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    assert len(float_weighted) == layers and all("linear_pos" in name for name in float_weighted)
+    quantisers = [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]
+    assert quantisers and all(produced[n.input[0]].op_type == "Div" for n in quantisers)
+    assert sum(n.op_type == "MatMulInteger" for n in graph.node) > len(quantisers)
+
+    audio = DEMO.parents[0] / "data" / "sample.wav"
+    row_error = _frame_error(DEMO, tmp_path / "per-row", audio)
+    tensor_error = _frame_error(DEMO, tmp_path / "per-tensor", audio)
+    assert 0.0 < row_error < tensor_error, (row_error, tensor_error)
