@@ -5,10 +5,13 @@
 
 Each configuration is an encoder (fp32 ONNX Runtime, the int8 directory's ``uint8`` or signed ``int8`` graph,
 OpenVINO fp32 or bf16) with the decoding step's weights in fp32 or int8 (``SessionOptions.decoder_weights``).
-The int8 directory is quantised from ``--model`` the way ``convert-model --quantize int8`` does. Every
-configuration decodes the same inputs (the clips one by one, and with ``--join S`` also the clips joined
-into recordings of about S seconds), and its tokens are compared with the fp32 engine's: agreement = 1 −
-token edit distance / fp32 tokens. Configurations the CPU or the install cannot run (OpenVINO without the
+The int8 directory is quantised from ``--model`` the way ``convert-model --quantize int8`` does (activations
+scaled per row); the ``per tensor`` rows use a second one quantised as before 2026-12-05 (ONNX Runtime's one
+activation scale per tensor). Every configuration decodes the same inputs (the clips one by one, and with
+``--join S`` also the clips joined into recordings of about S seconds), and its tokens are compared with the
+fp32 engine's: agreement = 1 − token edit distance / fp32 tokens. The encoder error is a measure that does not
+jump with one drifting recording: the relative RMS difference of the encoder's output frames from the fp32
+engine's, over every input. Configurations the CPU or the install cannot run (OpenVINO without the
 extra, bf16 without AVX-512 BF16/AMX) are reported as not run. Writes JSON and a table in
 ``benchmarks/README.md`` (block ``agreement-NAME``).
 """
@@ -39,24 +42,30 @@ PAUSE_SECONDS = 0.8
 @dataclass(frozen=True)
 class Config:
     name: str
-    int8_directory: bool
+    int8_activations: str | None
+    """The int8 directory whose encoder runs, by its activations' scaling (``per-row``, ``per-tensor``);
+    ``None``: the fp32 directory."""
     session: dict[str, str]
 
 
 CONFIGS = (
-    Config("fp32, int8 decoding", False, {"decoder_weights": "int8"}),
-    Config("ORT int8 uint8, fp32 decoding", True, {"int8_weights": "uint8", "decoder_weights": "fp32"}),
-    Config("ORT int8 uint8, int8 decoding", True, {"int8_weights": "uint8", "decoder_weights": "int8"}),
-    Config("ORT int8 signed, fp32 decoding", True, {"int8_weights": "int8", "decoder_weights": "fp32"}),
-    Config("ORT int8 signed, int8 decoding", True, {"int8_weights": "int8", "decoder_weights": "int8"}),
-    Config("OpenVINO fp32", False, {"backend": "openvino", "precision": "fp32"}),
-    Config("OpenVINO bf16, fp32 decoding", False,
+    Config("fp32, int8 decoding", None, {"decoder_weights": "int8"}),
+    Config("ORT int8 uint8, fp32 decoding", "per-row", {"int8_weights": "uint8", "decoder_weights": "fp32"}),
+    Config("ORT int8 uint8, int8 decoding", "per-row", {"int8_weights": "uint8", "decoder_weights": "int8"}),
+    Config("ORT int8 signed, fp32 decoding", "per-row", {"int8_weights": "int8", "decoder_weights": "fp32"}),
+    Config("ORT int8 signed, int8 decoding", "per-row", {"int8_weights": "int8", "decoder_weights": "int8"}),
+    Config("ORT int8 uint8 per tensor, fp32 decoding", "per-tensor",
+           {"int8_weights": "uint8", "decoder_weights": "fp32"}),
+    Config("ORT int8 signed per tensor, fp32 decoding", "per-tensor",
+           {"int8_weights": "int8", "decoder_weights": "fp32"}),
+    Config("OpenVINO fp32", None, {"backend": "openvino", "precision": "fp32"}),
+    Config("OpenVINO bf16, fp32 decoding", None,
            {"backend": "openvino", "precision": "bf16", "decoder_weights": "fp32"}),
-    Config("OpenVINO bf16, int8 decoding", False,
+    Config("OpenVINO bf16, int8 decoding", None,
            {"backend": "openvino", "precision": "bf16", "decoder_weights": "int8"}),
-    Config("OpenVINO int8, fp32 decoding", False,
+    Config("OpenVINO int8, fp32 decoding", None,
            {"backend": "openvino", "precision": "int8", "decoder_weights": "fp32"}),
-    Config("OpenVINO int8, int8 decoding", False,
+    Config("OpenVINO int8, int8 decoding", None,
            {"backend": "openvino", "precision": "int8", "decoder_weights": "int8"}),
 )
 
@@ -125,34 +134,45 @@ def main(argv: list[str] | None = None) -> int:
     seconds = sum(len(a) for a in inputs) / manifest.features.sample_rate
     logger.info("%d inputs, %.1f min", len(inputs), seconds / 60)
 
-    def tokens(directory: Path, session: dict[str, Any]) -> list[list[int]]:
+    def run(directory: Path, session: dict[str, Any]) -> tuple[list[list[int]], list[np.ndarray]]:
+        """Each input's tokens, and its encoder output frames."""
         with Engine.load(directory, session=SessionOptions(threads=args.threads, **session)) as engine:
             batch: list[AudioInput] = [*inputs]
             transcripts = engine.transcribe(batch, sample_rate=manifest.features.sample_rate)
-            return [[t.id for t in tr.tokens] for tr in transcripts]
+            frames = []
+            for samples in inputs:
+                features, valid = engine.features(samples)
+                encoded, lengths = engine.model.encode(features[None], np.array([valid], dtype=np.int64))
+                frames.append(np.asarray(encoded[0, : int(lengths[0])], dtype=np.float64))
+            return [[t.id for t in tr.tokens] for tr in transcripts], frames
 
-    reference = tokens(args.model, {"decoder_weights": "fp32"})
+    reference, reference_frames = run(args.model, {"decoder_weights": "fp32"})
     total = sum(len(r) for r in reference)
+    energy = sum(float(np.square(f).sum()) for f in reference_frames)
     rows: list[dict[str, Any]] = []  # one per configuration
     with tempfile.TemporaryDirectory() as folder:
-        int8_dir = Path(folder) / "int8"
         for config in (c for c in CONFIGS if c.name in args.configs):
-            if config.int8_directory and not int8_dir.exists():
-                quantize_directory(args.model, int8_dir, manifest, "auto")
+            directory = args.model
+            if config.int8_activations is not None:
+                directory = Path(folder) / f"int8-{config.int8_activations}"
+                if not directory.exists():
+                    quantize_directory(args.model, directory, manifest, "auto", activations=config.int8_activations)
             started = time.perf_counter()
             try:
-                hypothesis = tokens(int8_dir if config.int8_directory else args.model, config.session)
+                hypothesis, frames = run(directory, config.session)
             except (ParakeetRuntimeError, ImportError) as exc:
                 logger.info("%s: not run (%s)", config.name, exc)
                 rows.append({"config": config.name, "session": config.session, "not_run": str(exc)})
                 continue
             edits = sum(_edit_distance(a, b) for a, b in zip(reference, hypothesis, strict=True))
+            error = sum(float(np.square(f - r).sum()) for f, r in zip(frames, reference_frames, strict=True))
             row = {"config": config.name, "session": config.session, "tokens": total,
                    "token_agreement": max(0.0, 1 - edits / total) if total else 1.0, "token_edits": edits,
                    "identical_inputs": sum(a == b for a, b in zip(reference, hypothesis, strict=True)),
+                   "encoder_error": (error / energy) ** 0.5 if energy else 0.0,
                    "inputs": len(inputs), "seconds": time.perf_counter() - started}
-            logger.info("%s: %.4f (%d/%d identical)", config.name, row["token_agreement"], row["identical_inputs"],
-                        len(inputs))
+            logger.info("%s: %.4f (%d/%d identical), encoder error %.4f", config.name, row["token_agreement"],
+                        row["identical_inputs"], len(inputs), row["encoder_error"])
             rows.append(row)
     machine = {"cpu": cpu_name(), "isa": isa_summary()}
     result: dict[str, Any] = {"model": str(args.model), "description": args.description, "inputs": len(inputs),
@@ -163,13 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"Measured {result['date']} on {machine['cpu']} ({machine['isa']}); model "
              f"{args.description or args.model}; {len(inputs)} inputs, {seconds / 60:.1f} min, {total} fp32 tokens "
              f"(`results/{out.name}`).", "",
-             "| configuration | token agreement | inputs identical |", "|---|---:|---:|"]
+             "| configuration | token agreement | inputs identical | encoder error |", "|---|---:|---:|---:|"]
     for row in result["rows"]:
         if "not_run" in row:
-            lines.append(f"| {row['config']} | not run: {row['not_run'][:80]} | – |")
+            lines.append(f"| {row['config']} | not run: {row['not_run'][:80]} | – | – |")
         else:
             lines.append(f"| {row['config']} | {100 * row['token_agreement']:.1f}% | "
-                         f"{row['identical_inputs']} / {row['inputs']} |")
+                         f"{row['identical_inputs']} / {row['inputs']} | {100 * row['encoder_error']:.2f}% |")
     write_block(args.readme, f"agreement-{args.name}", lines, f"Token agreement with fp32: {args.name}")
     return 0
 

@@ -20,10 +20,11 @@ int8 encoder with fp32 decoding weights, to show what the decoding weights chang
 the joint's full fp32 logits, where the default for joints as large as Parakeet v3's ranks its labels in int8 and proves
 the choices); ``--spinning`` adds ``int8-spin``, the int8 directory with ``SessionOptions(spinning=True)``, the setting
 the engine documents for a single stream on dedicated cores (its default is a server's: nothing spins between runs, so
-that the request threads keep the cores). With ``--openvino`` it also runs the fp32 directory's encoder on OpenVINO:
-``openvino-fp32``, ``openvino-int8`` (int8 weights made at load, activations quantised at run time; where the CPU has
-VNNI or AMX) and ``openvino-bf16`` where the CPU has AVX-512 BF16 or AMX (decoding stays on ONNX Runtime). ``--only``
-keeps a subset of those systems.
+that the request threads keep the cores); ``--compare-int8 DIR`` adds ``int8-compare``, the engine on a second int8
+directory (one converted before a change to the quantiser, say). With ``--openvino`` it also runs the fp32 directory's
+encoder on OpenVINO: ``openvino-fp32``, ``openvino-int8`` (int8 weights made at load, activations quantised at run
+time; where the CPU has VNNI or AMX) and ``openvino-bf16`` where the CPU has AVX-512 BF16 or AMX (decoding stays on
+ONNX Runtime). ``--only`` keeps a subset of those systems.
 The CPU's name and ISA extensions are in the results.
 
 With ``--onnx-asr DIR`` it also runs onnx-asr (``recognize`` on the same paths) on the fp32 directory's
@@ -169,6 +170,7 @@ RUNNERS: dict[str, Any] = {
     "int8-fp32-decoding": functools.partial(_engine_runner, decoder_weights="fp32"),
     "int8-logits": functools.partial(_engine_runner, argmax_step=False),
     "int8-spin": functools.partial(_engine_runner, spinning=True),
+    "int8-compare": _engine_runner,
     "openvino-fp32": functools.partial(_engine_runner, backend="openvino"),
     "openvino-bf16": functools.partial(_engine_runner, backend="openvino", precision="bf16"),
     "openvino-int8": functools.partial(_engine_runner, backend="openvino", precision="int8"),
@@ -290,13 +292,16 @@ def _systems(args: argparse.Namespace) -> list[str]:
               "openvino-bf16": args.openvino and this_cpu_has_bf16(),
               "openvino-int8": args.openvino and not x86_without_int8_dot_products(), "onnx-asr": bool(args.onnx_asr),
               "int8-fp32-decoding": bool(args.int8) and args.fp32_decoding,
-              "int8-logits": bool(args.int8) and args.logits, "int8-spin": bool(args.int8) and args.spinning}
+              "int8-logits": bool(args.int8) and args.logits, "int8-spin": bool(args.int8) and args.spinning,
+              "int8-compare": bool(args.compare_int8)}
     return [system for system, on in wanted.items() if on and (not args.only or system in args.only)]
 
 
 def _source(system: str, args: argparse.Namespace) -> str:
     if system == "nemo":
         return str(args.nemo)
+    if system == "int8-compare":
+        return str(args.compare_int8)
     if system.startswith("int8"):
         return str(args.int8)
     if system == "onnx-asr":
@@ -310,6 +315,8 @@ def _run_subprocess(system: str, args: argparse.Namespace, folder: str) -> dict[
                "--clips-dir", folder, "--runs", str(args.runs)]
     if args.int8:
         command += ["--int8", args.int8]
+    if args.compare_int8:
+        command += ["--compare-int8", args.compare_int8]
     if args.onnx_asr:
         command += ["--onnx-asr", str(args.onnx_asr)]
     if args.openvino:
@@ -367,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nemo", required=True)
     parser.add_argument("--fp32", required=True, help="convert-model directory (fp32)")
     parser.add_argument("--int8", help="convert-model --quantize int8 directory")
+    parser.add_argument("--compare-int8", metavar="DIR",
+                        help="a second int8 directory run beside --int8 (int8-compare: e.g. one converted before "
+                        "a change to the quantiser)")
     parser.add_argument("--onnx-asr", type=Path, help="onnx-asr layout of the fp32 directory (made when missing)")
     parser.add_argument("--openvino", action="store_true",
                         help="also run the fp32 directory's encoder on OpenVINO (fp32, and bf16 where the CPU has it)")

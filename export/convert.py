@@ -41,7 +41,7 @@ from .output_dir import check_output_dir, move_into_place, staging_dir
 from .portable import PORTABLE, TARGETS, check_portable
 from .position_table import DEFAULT_FRAMES
 from .probe import GREEDY_STRATEGIES, check_parity
-from .quantize import DEFAULT_WEIGHTS, weight_scheme
+from .quantize import ACTIVATIONS, DEFAULT_WEIGHTS, weight_scheme
 from .source import load_model, model_slug, resolve
 from .step_graph import write_step_graph
 
@@ -100,6 +100,7 @@ def convert(
     verify: bool = True,
     quantize: str | None = None,
     int8_weights: str = DEFAULT_WEIGHTS,
+    int8_activations: str = "per-row",
     position_table_frames: int = DEFAULT_FRAMES,
     languages: Sequence[str] | None = None,
     local_attention: tuple[int, int] | None = None,
@@ -123,6 +124,8 @@ def convert(
         int8_weights: how ``quantize="int8"`` stores the encoder's weights: ``"auto"`` (a uint8 and an
             int8 graph, chosen at load from the CPU), ``"uint8"``, ``"int7"`` or ``"int8"`` (see
             :mod:`parakeet_runtime.export.quantize`).
+        int8_activations: how ``quantize="int8"`` scales the products' inputs: ``"per-row"`` (each encoder frame
+            its own scale: :mod:`parakeet_runtime.export.row_scales`) or ``"per-tensor"`` (ONNX Runtime's own).
         position_table_frames: the encoder's relative-position projections become table lookups for inputs
             of up to this many encoder frames (0: none; see :mod:`parakeet_runtime.export.position_table`).
         languages: ISO 639-1 codes to record in the manifest, overriding what the checkpoint says (``None``:
@@ -146,6 +149,9 @@ def convert(
     out_path = Path(out_dir)
     if quantize is not None:
         weight_scheme(int8_weights)  # an unknown scheme fails before the export, not after it
+        if int8_activations not in ACTIVATIONS:
+            raise ConversionError(f"unknown int8 activation scaling {int8_activations!r} (choose from: "
+                                  f"{', '.join(ACTIVATIONS)})")
     if position_table_frames < 0:
         raise ConversionError(f"position_table_frames must be 0 or more, not {position_table_frames}")
     if target is not None:
@@ -196,7 +202,8 @@ def convert(
         if target is not None:
             manifest = _with_tensorrt_engines(staging, manifest)
         if quantize is not None:
-            staging = _quantized(staging, manifest, quantize, int8_weights, [sample_audio_path(), *probe_audio])
+            staging = _quantized(staging, manifest, quantize, int8_weights, int8_activations,
+                                 [sample_audio_path(), *probe_audio])
             manifest = load_manifest(staging)
         manifest = with_file_digests(manifest, staging)  # last: the files as they are shipped
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
@@ -224,7 +231,8 @@ def _verify(model: Any, staging: Path, clips: Sequence[Path]) -> tuple[ParityPro
         ) from exc
 
 
-def _quantized(staging: Path, manifest: Manifest, precision: str, weights: str, clips: Sequence[Path]) -> Path:
+def _quantized(staging: Path, manifest: Manifest, precision: str, weights: str, activations: str,
+               clips: Sequence[Path]) -> Path:
     """Replace the fp32 staging directory by a quantised one; returns the new staging directory."""
     from .quantize import PRECISIONS, quantize_directory, token_agreement
 
@@ -232,7 +240,7 @@ def _quantized(staging: Path, manifest: Manifest, precision: str, weights: str, 
         raise ConversionError(f"unsupported quantisation {precision!r} (supported: {', '.join(PRECISIONS)})")
     target = Path(tempfile.mkdtemp(prefix=staging.name + "q", dir=staging.parent))
     try:
-        quantized = quantize_directory(staging, target, manifest, weights)
+        quantized = quantize_directory(staging, target, manifest, weights, activations)
         recorded = quantized.provenance.quantization
         assert recorded is not None  # quantize_directory records the scheme
         agreement = token_agreement(staging, target, clips, int8_weights="uint8" if weights == "auto" else "auto")

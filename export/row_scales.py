@@ -51,6 +51,15 @@ def _product_scale_muls(quantize: Any, consumers: dict[str, list[Any]]) -> list[
     return muls or None
 
 
+def _reduce(op: str, source: str, output: str, name: str, axes_input: bool) -> Any:
+    """``op`` over the last axis, keeping it (from opset 18 the axes are an input, before an attribute)."""
+    from onnx import helper
+
+    if axes_input:
+        return helper.make_node(op, [source, f"{_PREFIX}_axes"], [output], name=name, keepdims=1)
+    return helper.make_node(op, [source], [output], name=name, keepdims=1, axes=[-1])
+
+
 def scale_rows(model: Any) -> int:
     """Rewrite ``model`` (an ``onnx.ModelProto`` from ``quantize_dynamic``) in place so that each
     ``DynamicQuantizeLinear`` feeding integer products quantises its input row by row (the module's docstring);
@@ -78,13 +87,12 @@ def scale_rows(model: Any) -> int:
             continue
         source, prefix = node.input[0], f"{_PREFIX}{count}"
         scale, normalised = f"{prefix}_scale", f"{prefix}_input"
+        # The largest magnitude of each row, max(max(x), -min(x)): two reads of the input, no |x| written.
         nodes += [
-            helper.make_node("Abs", [source], [f"{prefix}_abs"], name=f"{prefix}/abs"),
-            helper.make_node("ReduceMax", [f"{prefix}_abs", f"{_PREFIX}_axes"], [f"{prefix}_max"],
-                             name=f"{prefix}/max", keepdims=1) if axes_input else
-            helper.make_node("ReduceMax", [f"{prefix}_abs"], [f"{prefix}_max"], name=f"{prefix}/max", keepdims=1,
-                             axes=[-1]),
-            helper.make_node("Max", [f"{prefix}_max", tiny], [scale], name=f"{prefix}/scale"),
+            _reduce("ReduceMax", source, f"{prefix}_high", f"{prefix}/high", axes_input),
+            _reduce("ReduceMin", source, f"{prefix}_low", f"{prefix}/low", axes_input),
+            helper.make_node("Neg", [f"{prefix}_low"], [f"{prefix}_minus_low"], name=f"{prefix}/minus_low"),
+            helper.make_node("Max", [f"{prefix}_high", f"{prefix}_minus_low", tiny], [scale], name=f"{prefix}/scale"),
             helper.make_node("Div", [source, scale], [normalised], name=f"{prefix}/normalise"),
         ]
         node.input[0] = normalised

@@ -458,6 +458,13 @@ def test_unknown_weight_scheme_fails_before_the_export(tmp_path: Path, nemo_path
         _run_cli([str(nemo_paths["tdt_a"]), str(out), "--int8-weights", "int7"], capsys)
     assert "--int8-weights needs --quantize int8" in capsys.readouterr().err
     _assert_nothing_written(out)
+    with pytest.raises(ConversionError, match="int8 activation scaling 'per-column'"):
+        convert(str(nemo_paths["tdt_a"]), out, quantize="int8", int8_activations="per-column")
+    _assert_nothing_written(out)
+    with pytest.raises(SystemExit):
+        _run_cli([str(nemo_paths["tdt_a"]), str(out), "--int8-activations", "per-tensor"], capsys)
+    assert "--int8-activations needs --quantize int8" in capsys.readouterr().err
+    _assert_nothing_written(out)
 
 
 def test_token_agreement_stays_within_0_and_1() -> None:
