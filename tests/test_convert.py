@@ -551,6 +551,24 @@ def test_unexpected_failure_is_one_line(tmp_path: Path, monkeypatch: pytest.Monk
     assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [RuntimeError]  # the traceback, logged
 
 
+@pytest.mark.parametrize(("flags", "expected"), [([], "per-row"), (["--int8-activations", "per-tensor"], "per-tensor")])
+def test_int8_activations_reach_the_converter(flags: list[str], expected: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``--int8-activations`` (default per-row) is what ``convert`` is asked for."""
+    from parakeet_runtime.export import convert as convert_module
+
+    asked: dict[str, Any] = {}
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        asked.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(convert_module, "convert", record)
+    code, _, _ = _run_cli(["model.nemo", str(tmp_path / "out"), "--quantize", "int8", *flags], capsys)
+    assert code == 2 and asked["quantize"] == "int8" and asked["int8_activations"] == expected
+
+
 @pytest.fixture(scope="session")
 def global_tokens_nemo(nemo_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained fixture-geometry model with NeMo's local attention and global tokens, saved as a .nemo."""
