@@ -445,25 +445,24 @@ def test_signed_weight_schemes(scheme: str, low: int, high: int, tmp_path: Path,
     assert 0.0 <= agreement.token_agreement <= 1.0 and agreement.clips == len(clips)
 
 
-def test_unknown_weight_scheme_fails_before_the_export(tmp_path: Path, nemo_paths: dict[str, Path],
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("keyword", "bad", "flag", "good", "message"), [
+    ("int8_weights", "int4", "--int8-weights", "int7", "int8 weight scheme 'int4'"),
+    ("int8_activations", "per-column", "--int8-activations", "per-tensor", "int8 activation scaling 'per-column'"),
+])
+def test_unknown_int8_choice_fails_before_the_export(keyword: str, bad: str, flag: str, good: str, message: str,
+                                                     tmp_path: Path, nemo_paths: dict[str, Path],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from parakeet_runtime.export.convert import convert
     from parakeet_runtime.export.errors import ConversionError
 
     out = tmp_path / "out"
-    with pytest.raises(ConversionError, match="int8 weight scheme 'int4'"):
-        convert(str(nemo_paths["tdt_a"]), out, quantize="int8", int8_weights="int4")
+    with pytest.raises(ConversionError, match=message):
+        options: dict[str, Any] = {keyword: bad}
+        convert(str(nemo_paths["tdt_a"]), out, quantize="int8", **options)
     _assert_nothing_written(out)
-    with pytest.raises(SystemExit):
-        _run_cli([str(nemo_paths["tdt_a"]), str(out), "--int8-weights", "int7"], capsys)
-    assert "--int8-weights needs --quantize int8" in capsys.readouterr().err
-    _assert_nothing_written(out)
-    with pytest.raises(ConversionError, match="int8 activation scaling 'per-column'"):
-        convert(str(nemo_paths["tdt_a"]), out, quantize="int8", int8_activations="per-column")
-    _assert_nothing_written(out)
-    with pytest.raises(SystemExit):
-        _run_cli([str(nemo_paths["tdt_a"]), str(out), "--int8-activations", "per-tensor"], capsys)
-    assert "--int8-activations needs --quantize int8" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # an int8 option without --quantize int8
+        _run_cli([str(nemo_paths["tdt_a"]), str(out), flag, good], capsys)
+    assert f"{flag} needs --quantize int8" in capsys.readouterr().err
     _assert_nothing_written(out)
 
 
