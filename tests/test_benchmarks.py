@@ -95,16 +95,20 @@ def test_concurrency_and_server_load(tmp_path: Path, nemo_paths: dict[str, Path]
 
 
 def test_rtfx_systems_follow_their_flags(converted: dict[str, Path]) -> None:
-    """``--logits`` adds its fp32 and int8 systems, ``--spinning`` its int8 one; ``--only`` keeps a subset."""
+    """``--logits`` adds its fp32 and int8 systems, ``--spinning`` its int8 one, ``--compare-int8`` a second int8
+    directory; ``--only`` keeps a subset."""
     sys.path.insert(0, str(BENCH))
     import argparse
 
-    from rtfx import RUNNERS, _systems
+    from rtfx import RUNNERS, _source, _systems
+
+    def namespace(**flags: object) -> argparse.Namespace:
+        return argparse.Namespace(**{"int8": str(converted["tdt_a"]), "openvino": False, "onnx_asr": None,
+                                     "fp32_decoding": False, "logits": False, "spinning": False, "only": None,
+                                     "compare_int8": None, **flags})
 
     def systems(**flags: object) -> list[str]:
-        args = {"int8": str(converted["tdt_a"]), "openvino": False, "onnx_asr": None, "fp32_decoding": False,
-                "logits": False, "spinning": False, "only": None, **flags}
-        return _systems(argparse.Namespace(**args))
+        return _systems(namespace(**flags))
 
     assert systems() == ["nemo", "fp32", "int8"]
     assert systems(logits=True, spinning=True) == ["nemo", "fp32", "fp32-logits", "int8", "int8-logits", "int8-spin"]
@@ -113,6 +117,9 @@ def test_rtfx_systems_follow_their_flags(converted: dict[str, Path]) -> None:
     assert systems(spinning=True, only=["nemo", "int8-spin"]) == ["nemo", "int8-spin"]
     assert systems(int8=None, spinning=True) == ["nemo", "fp32"]
     assert RUNNERS["int8-spin"].keywords == {"spinning": True}
+    assert systems(compare_int8="other") == ["nemo", "fp32", "int8", "int8-compare"]
+    assert _source("int8-compare", namespace(compare_int8="other")) == "other"
+    assert _source("int8", namespace(compare_int8="other")) == str(converted["tdt_a"])
 
 
 def test_rtfx_rounds_pool_runs_and_keep_each_rounds_ratio() -> None:
