@@ -11,9 +11,9 @@ the tensor's one scale fits all of them; after each product (``MatMulInteger``, 
 ``Mul``, which ONNX Runtime fuses into one op), the output row is multiplied back. In exact arithmetic the
 result is the same product; in int8 each row is rounded at its own resolution. Measured on the bundled demo
 model's held-out recordings (benchmarks/README.md, "int8 activations per row"): the int8 encoder's error
-against fp32 falls by about a third; the encoder takes 3-8% longer on the v3-shaped benchmark model (each input
-is read twice more, and each product's row scale and bias add become passes of their own over its output, where
-ONNX Runtime fused the bias add into the integer product before).
+against fp32 falls by about a third; a 60 s request takes about 10% longer on the v3-shaped benchmark model
+(each input is read twice more, and each product's row scale and bias add become passes of their own over its
+output, where ONNX Runtime fused the bias add into the integer product before).
 
 A quantised input whose products do not have that shape is left per tensor (and logged).
 """
