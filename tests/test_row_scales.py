@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -90,8 +91,6 @@ def _weights(path: Path) -> list[np.ndarray]:
 
 def test_other_readers_keep_one_scale_per_tensor(caplog: pytest.LogCaptureFixture) -> None:
     """A quantised input read by something other than an integer product is left as it is, and said."""
-    import logging
-
     import onnx
     from onnx import TensorProto, helper
 
@@ -127,7 +126,8 @@ def _frame_error(reference: Path, directory: Path, audio: Path) -> float:
     return float(np.linalg.norm(frames[1] - frames[0]) / np.linalg.norm(frames[0]))
 
 
-def test_quantize_directory_scales_rows_and_keeps_positions_fp32(tmp_path: Path) -> None:
+def test_quantize_directory_scales_rows_and_keeps_positions_fp32(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
     """On the bundled demo model (exported without position tables): the position projections stay fp32
     MatMuls, every other weight product is an integer one whose input is scaled per row, the manifest says so,
     and the int8 encoder's frames are nearer fp32's than with ONNX Runtime's one scale per tensor."""
@@ -159,6 +159,24 @@ def test_quantize_directory_scales_rows_and_keeps_positions_fp32(tmp_path: Path)
     quantisers = [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]
     assert quantisers and all(produced[n.input[0]].op_type == "Div" for n in quantisers)
     assert sum(n.op_type == "MatMulInteger" for n in graph.node) > len(quantisers)
+
+    # The engine says at load how the directory's activations are scaled (older manifests do not record it).
+    import json
+    import shutil
+
+    from parakeet_runtime.engine import Engine
+
+    shutil.copytree(tmp_path / "per-tensor", tmp_path / "unrecorded")
+    manifest_file = tmp_path / "unrecorded" / "manifest.json"
+    raw = json.loads(manifest_file.read_text())
+    del raw["provenance"]["quantization"]["activations"]
+    manifest_file.write_text(json.dumps(raw))
+    for name, said in (("per-row", "activations per-row ("), ("per-tensor", "activations per-tensor ("),
+                       ("unrecorded", "activations per-tensor (converted before per-row scales")):
+        with caplog.at_level(logging.INFO, logger="parakeet_runtime"), Engine.load(tmp_path / name):
+            pass
+        assert said in caplog.text, (name, caplog.text)
+        caplog.clear()
 
     audio = DEMO.parents[0] / "data" / "sample.wav"
     row_error = _frame_error(DEMO, tmp_path / "per-row", audio)
