@@ -3,9 +3,10 @@
 # hand, side by side with NeMo, into tables named after this CPU's kind (avx2, avx512, avx512-vnni, avx512-bf16,
 # amx; benchmarks/README.md keeps one set per kind seen):
 #
-#   1. the v2- and v3-shaped benchmark models (random weights; parakeet_models.py, cached under $OUT);
-#   2. speed on 60 s beside NeMo (rtfx.py): fp32 and int8 on ONNX Runtime, and OpenVINO fp32 / int8 / bf16
-#      where this CPU and the install can run them, for each shape;
+#   1. the v2- and v3-shaped benchmark models (random weights; parakeet_models.py, cached under $OUT), with int8
+#      directories whose activations are scaled per row (the default) and per tensor (the same weights);
+#   2. speed on 60 s beside NeMo (rtfx.py): fp32 and int8 on ONNX Runtime (int8-compare: per tensor), and OpenVINO
+#      fp32 / int8 / bf16 where this CPU and the install can run them, for each shape;
 #   3. token agreement with fp32 per precision on the demo model (precision_agreement.py on the demo recipe's
 #      held-out recordings, made here with espeak-ng, and on recordings of about 60 s joined from them);
 #   4. with FLOPS=1, how close NeMo's and the engine's fp32 encoders run to this CPU's matrix-product rate
@@ -19,13 +20,14 @@
 # benchmarks/results/ and its table into README (default benchmarks/README.md; QUICK=1 writes both under $OUT
 # instead, so that a dry run leaves the repository alone). Settings: SHAPES ("v2 v3"), THREADS (2), RUNS (2), ROUNDS
 # (2), CASES (60s), CLIPS (agreement clips, default all 400), JOIN (60 s), KIND (default: detected), OUT
-# (~/.cache/parakeet-bench), RESULTS, README.
+# (~/.cache/parakeet-bench), RESULTS, README, PER_TENSOR (1: also the int8 activations per tensor; 0: not).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-$HOME/.cache/parakeet-bench}
 THREADS=${THREADS:-2}
+PER_TENSOR=${PER_TENSOR:-1}
 if [[ -n ${QUICK:-} ]]; then
     SHAPES=${SHAPES:-tiny}; RUNS=${RUNS:-1}; ROUNDS=${ROUNDS:-1}; CASES=${CASES:-5s}; CLIPS=${CLIPS:-6}
     JOIN=${JOIN:-10}; SUFFIX=-quick
@@ -66,15 +68,19 @@ command -v lscpu >/dev/null && lscpu | grep -E '^(Model name|CPU\(s\)|Thread|Cor
 mkdir -p "$RESULTS" "$OUT"
 read -r -a shapes <<< "$SHAPES"
 
-step "benchmark models: ${shapes[*]} (cached under $OUT)"
-"$PYTHON" benchmarks/parakeet_models.py --out "$OUT" --shapes "${shapes[@]}"
+activations=(per-row)
+[[ $PER_TENSOR == 1 ]] && activations+=(per-tensor)
+step "benchmark models: ${shapes[*]}, int8 activations ${activations[*]} (cached under $OUT)"
+"$PYTHON" benchmarks/parakeet_models.py --out "$OUT" --shapes "${shapes[@]}" --int8-activations "${activations[@]}"
 
 read -r -a cases <<< "$CASES"
 for shape in "${shapes[@]}"; do
     name="parakeet-$shape-shape-$KIND$SUFFIX"
+    compare=()
+    [[ $PER_TENSOR == 1 ]] && compare=(--compare-int8 "$OUT/$shape/int8-per-tensor")
     step "speed beside NeMo: $name (cases ${cases[*]}, $RUNS runs x $ROUNDS rounds, $THREADS threads)"
     "$PYTHON" benchmarks/rtfx.py --nemo "$OUT/$shape/model.nemo" --fp32 "$OUT/$shape/fp32" --int8 "$OUT/$shape/int8" \
-        --openvino --cases "${cases[@]}" --runs "$RUNS" --rounds "$ROUNDS" --threads "$THREADS" --name "$name" \
+        "${compare[@]}" --openvino --cases "${cases[@]}" --runs "$RUNS" --rounds "$ROUNDS" --threads "$THREADS" --name "$name" \
         --out-dir "$RESULTS" --readme "$README"
 done
 

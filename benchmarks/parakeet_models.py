@@ -14,13 +14,17 @@ frame, only the values: the encoder and decoding cost what Parakeet's do.
 
 Writes ``<out>/<shape>/model.nemo``, ``<out>/<shape>/fp32`` and ``<out>/<shape>/int8`` (convert-model
 directories; ``--int8-weights int7`` adds ``<out>/<shape>/int8-int7``, and so on for each scheme besides
-the default). Cached: an existing output is reused. Not part of CI (minutes and ~10 GB of memory);
-``--tiny`` builds a small model of the same structure for the CI smoke run.
+the default; ``--int8-activations per-row per-tensor`` adds ``-per-tensor`` directories, the same weights with
+ONNX Runtime's one activation scale per tensor). Cached: an existing output is reused, unless its manifest records
+other int8 choices than the ones asked for (a directory converted before activations were scaled per row is
+converted again). Not part of CI (minutes and ~10 GB of memory); ``--shapes tiny`` builds a small model of the
+same structure for the CI smoke run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import sys
@@ -31,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from parakeet_runtime.export.quantize import DEFAULT_WEIGHTS, WEIGHT_SCHEMES  # noqa: E402
+from parakeet_runtime.export.quantize import ACTIVATIONS, DEFAULT_WEIGHTS, WEIGHT_SCHEMES  # noqa: E402
 from tests.fixtures.nemo_config import Geometry, model_config  # noqa: E402
 
 logger = logging.getLogger("parakeet_models")
@@ -187,9 +191,31 @@ def build(shape: str, out: Path, clip: Path) -> Path:
     return target
 
 
-def convert_all(nemo: Path, out: Path, int8_weights: tuple[str, ...] = (DEFAULT_WEIGHTS,)) -> list[Path]:
-    """The fp32 directory, then one int8 directory per weight scheme (``int8`` for the default scheme,
-    ``int8-<scheme>`` for the others)."""
+def int8_folder(weights: str, activations: str) -> str:
+    """``int8`` for the default choices, ``int8-<scheme>`` for another weight scheme, ``-per-tensor`` appended for
+    activations scaled per tensor."""
+    name = "int8" if weights == DEFAULT_WEIGHTS else f"int8-{weights}"
+    return name if activations == ACTIVATIONS[0] else f"{name}-{activations}"
+
+
+def _holds(directory: Path, weights: str, activations: str) -> bool:
+    """Whether ``directory`` is an int8 conversion with these choices (``auto`` writes a second, signed graph; an
+    older conversion records no activations: per tensor)."""
+    if not (directory / "manifest.json").is_file():
+        return False
+    manifest = json.loads((directory / "manifest.json").read_text())
+    quantization = manifest.get("provenance", {}).get("quantization")
+    if not quantization:
+        return False
+    recorded_weights = "auto" if manifest.get("encoder", {}).get("signed_int8_file") else quantization.get("weights")
+    recorded_activations = quantization.get("activations") or "per-tensor"
+    return bool(recorded_weights == weights and recorded_activations == activations)
+
+
+def convert_all(nemo: Path, out: Path, int8_weights: tuple[str, ...] = (DEFAULT_WEIGHTS,),
+                int8_activations: tuple[str, ...] = (ACTIVATIONS[0],)) -> list[Path]:
+    """The fp32 directory, then one int8 directory per weight scheme and activation scaling (named by
+    :func:`int8_folder`)."""
     from parakeet_runtime.export.convert import convert
 
     fp32 = out / "fp32"
@@ -197,10 +223,12 @@ def convert_all(nemo: Path, out: Path, int8_weights: tuple[str, ...] = (DEFAULT_
         convert(str(nemo), fp32, overwrite=True)
     written = [fp32]
     for weights in int8_weights:
-        int8 = out / ("int8" if weights == DEFAULT_WEIGHTS else f"int8-{weights}")
-        if not (int8 / "manifest.json").is_file():
-            convert(str(nemo), int8, overwrite=True, quantize="int8", int8_weights=weights)
-        written.append(int8)
+        for activations in int8_activations:
+            int8 = out / int8_folder(weights, activations)
+            if not _holds(int8, weights, activations):
+                convert(str(nemo), int8, overwrite=True, quantize="int8", int8_weights=weights,
+                        int8_activations=activations)
+            written.append(int8)
     return written
 
 
@@ -211,13 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip", type=Path, default=REPO / "engine" / "data" / "sample.wav")
     parser.add_argument("--int8-weights", nargs="+", default=[DEFAULT_WEIGHTS], choices=tuple(WEIGHT_SCHEMES),
                         help="int8 weight schemes to convert (convert-model --int8-weights)")
+    parser.add_argument("--int8-activations", nargs="+", default=[ACTIVATIONS[0]], choices=ACTIVATIONS,
+                        help="int8 activation scalings to convert, each with every weight scheme (convert-model "
+                        "--int8-activations)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for name in ("nemo_logger", "nemo", "lightning", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     for shape in args.shapes:
         nemo = build(shape, args.out, args.clip)
-        written = convert_all(nemo, args.out / shape, tuple(args.int8_weights))
+        written = convert_all(nemo, args.out / shape, tuple(args.int8_weights), tuple(args.int8_activations))
         logger.info("%s: %s", shape, ", ".join(map(str, written)))
     return 0
 

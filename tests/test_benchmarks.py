@@ -148,6 +148,32 @@ def test_rtfx_rounds_pool_runs_and_keep_each_rounds_ratio() -> None:
     assert case["peak_rss_mb"] == 3000.0 and fp32["peak_rss_mb"] == 3000.0 and nemo["peak_rss_mb"] == 5100.0
 
 
+def test_parakeet_models_converts_a_cached_int8_directory_again_when_its_choices_differ(tmp_path: Path) -> None:
+    """The benchmark models' cache holds an int8 directory only for the choices it records (weights, activations):
+    one converted before activations were scaled per row records none and counts as per tensor, so it is converted
+    again rather than measured as per row."""
+    sys.path.insert(0, str(BENCH))
+    from parakeet_models import _holds, int8_folder
+
+    def directory(name: str, quantization: dict[str, object] | None, signed: str | None = None) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        manifest = {"encoder": {"signed_int8_file": signed}, "provenance": {"quantization": quantization}}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        return folder
+
+    auto_row = directory("a", {"weights": "uint8", "activations": "per-row"}, signed="encoder.int8w.onnx")
+    assert _holds(auto_row, "auto", "per-row")
+    assert not _holds(auto_row, "auto", "per-tensor") and not _holds(auto_row, "uint8", "per-row")
+    before_rows = directory("b", {"weights": "uint8"}, signed="encoder.int8w.onnx")
+    assert _holds(before_rows, "auto", "per-tensor") and not _holds(before_rows, "auto", "per-row")
+    assert _holds(directory("c", {"weights": "int7", "activations": "per-tensor"}), "int7", "per-tensor")
+    assert not _holds(directory("d", None), "auto", "per-row") and not _holds(tmp_path / "missing", "auto", "per-row")
+    assert [int8_folder(w, a) for w, a in (("auto", "per-row"), ("auto", "per-tensor"), ("int7", "per-row"),
+                                           ("int7", "per-tensor"))] == [
+        "int8", "int8-per-tensor", "int8-int7", "int8-int7-per-tensor"]
+
+
 def test_precision_agreement_joins_clips_into_recordings() -> None:
     """Consecutive clips up to the length asked; a short remainder joins the last recording (a remainder after
     a recording that reached the length on its last clip once raised IndexError)."""
@@ -268,7 +294,9 @@ def test_cpu_check_dry_run(tmp_path: Path) -> None:
     results = tmp_path / "out" / "results-quick"
     rtfx = json.loads((results / "rtfx-parakeet-tiny-shape-testcpu-quick.json").read_text())
     systems = [r["system"] for r in rtfx["results"]]
-    assert systems[:3] == ["nemo", "fp32", "int8"]
+    assert systems[:3] == ["nemo", "fp32", "int8"] and systems[-1] == "int8-compare"  # the same weights per tensor
+    per_tensor = json.loads((tmp_path / "out" / "tiny" / "int8-per-tensor" / "manifest.json").read_text())
+    assert per_tensor["provenance"]["quantization"]["activations"] == "per-tensor"
     assert rtfx["meta"]["machine"]["isa"]
     flops = json.loads((results / "flop-rate-tiny-testcpu-quick.json").read_text())
     assert {row["system"] for row in flops["rows"]} >= {"nemo (torch)", "engine fp32 (ONNX Runtime)"}
