@@ -279,7 +279,27 @@ def write_table(report: dict[str, Any], readme: Path) -> None:
                          f"{speedup(c)} | {cell('features_s')} | {cell('encoder_s')} | {cell('decoding_s')} | "
                          f"{share} | "
                          f"{result['load_s']:.1f} | {cell_mb(c)} | {result['peak_rss_mb']:.0f} |")
+    directories = meta.get("int8_directories") or {}
+    if directories:
+        lines += ["", "; ".join(f"`{system}`: directory `{d['directory']}` (int8 activations {d['activations']})"
+                                for system, d in directories.items()) + "."]
     write_block(readme, f"rtfx-{name}", lines, f"Speed: {name}")
+
+
+def int8_directories(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """The int8 directories the run compares, each with its activation scaling as its manifest records it (a
+    directory converted before per-row scales records none: per tensor; one this project did not quantise records
+    no quantisation at all)."""
+    from parakeet_runtime.engine import load_manifest
+
+    described: dict[str, dict[str, str]] = {}
+    for system, directory in (("int8", args.int8), ("int8-compare", args.compare_int8)):
+        if directory:
+            quantization = load_manifest(Path(directory)).provenance.quantization
+            activations = ("not recorded" if quantization is None
+                           else quantization.activations or "per-tensor")
+            described[system] = {"directory": Path(directory).name, "activations": activations}
+    return described
 
 
 def _systems(args: argparse.Namespace) -> list[str]:
@@ -430,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     hardware = {**machine(), "isa": isa_summary(), "int8_weights_auto": int8_weights_for_this_cpu()}
     report = {"meta": {"name": name, "model": Path(args.nemo).name, "machine": hardware, "runs": args.runs,
                        "rounds": args.rounds, "threads": args.threads, "cases": args.cases or "all",
-                       "date": time.strftime("%Y-%m-%d")},
+                       "date": time.strftime("%Y-%m-%d"), "int8_directories": int8_directories(args)},
               "results": results}
     write_json(args.out_dir / f"rtfx-{name}.json", report)
     write_table(report, args.readme)

@@ -297,11 +297,15 @@ def test_cpu_check_dry_run(tmp_path: Path) -> None:
     assert systems[:3] == ["nemo", "fp32", "int8"] and systems[-1] == "int8-compare"  # the same weights per tensor
     per_tensor = json.loads((tmp_path / "out" / "tiny" / "int8-per-tensor" / "manifest.json").read_text())
     assert per_tensor["provenance"]["quantization"]["activations"] == "per-tensor"
+    assert rtfx["meta"]["int8_directories"] == {
+        "int8": {"directory": "int8", "activations": "per-row"},
+        "int8-compare": {"directory": "int8-per-tensor", "activations": "per-tensor"}}
     assert rtfx["meta"]["machine"]["isa"]
     flops = json.loads((results / "flop-rate-tiny-testcpu-quick.json").read_text())
     assert {row["system"] for row in flops["rows"]} >= {"nemo (torch)", "engine fp32 (ONNX Runtime)"}
     readme = (tmp_path / "out" / "README-cpu-check-quick.md").read_text()
     assert "<!-- rtfx-parakeet-tiny-shape-testcpu-quick:start -->" in readme
+    assert "`int8-compare`: directory `int8-per-tensor` (int8 activations per-tensor)." in readme
     assert "<!-- flop-rate-tiny-testcpu-quick:start -->" in readme
     if shutil.which("espeak-ng"):
         agreement = json.loads((results / "agreement-demo-testcpu-quick.json").read_text())
