@@ -80,8 +80,8 @@ for shape in "${shapes[@]}"; do
     [[ $PER_TENSOR == 1 ]] && compare=(--compare-int8 "$OUT/$shape/int8-per-tensor")
     step "speed beside NeMo: $name (cases ${cases[*]}, $RUNS runs x $ROUNDS rounds, $THREADS threads)"
     "$PYTHON" benchmarks/rtfx.py --nemo "$OUT/$shape/model.nemo" --fp32 "$OUT/$shape/fp32" --int8 "$OUT/$shape/int8" \
-        "${compare[@]}" --openvino --cases "${cases[@]}" --runs "$RUNS" --rounds "$ROUNDS" --threads "$THREADS" --name "$name" \
-        --out-dir "$RESULTS" --readme "$README"
+        "${compare[@]}" --openvino --cases "${cases[@]}" --runs "$RUNS" --rounds "$ROUNDS" --threads "$THREADS" \
+        --name "$name" --out-dir "$RESULTS" --readme "$README"
 done
 
 clips_dir="$OUT/demo-eval$SUFFIX"
