@@ -43,7 +43,8 @@ PAUSE_SECONDS = 0.8
 class Config:
     name: str
     int8_activations: str | None
-    """The int8 directory whose encoder runs, by its activations' scaling (``per-row``, ``per-tensor``);
+    """The int8 directory whose encoder runs, by its activations' scaling (``per-row``, ``per-tensor``,
+    ``per-row-centred``);
     ``None``: the fp32 directory."""
     session: dict[str, str]
 
@@ -58,6 +59,12 @@ CONFIGS = (
            {"int8_weights": "uint8", "decoder_weights": "fp32"}),
     Config("ORT int8 signed per tensor, fp32 decoding", "per-tensor",
            {"int8_weights": "int8", "decoder_weights": "fp32"}),
+    Config("ORT int8 uint8 centred, fp32 decoding", "per-row-centred",
+           {"int8_weights": "uint8", "decoder_weights": "fp32"}),
+    Config("ORT int8 signed centred, fp32 decoding", "per-row-centred",
+           {"int8_weights": "int8", "decoder_weights": "fp32"}),
+    Config("ORT int8 signed centred, int8 decoding", "per-row-centred",
+           {"int8_weights": "int8", "decoder_weights": "int8"}),
     Config("OpenVINO fp32", None, {"backend": "openvino", "precision": "fp32"}),
     Config("OpenVINO bf16, fp32 decoding", None,
            {"backend": "openvino", "precision": "bf16", "decoder_weights": "fp32"}),

@@ -37,7 +37,7 @@ from .model.tokenizer import Tokenizer
 from .options import BatchingOptions, ConfidenceOptions, LongFormOptions, SessionOptions
 from .requests.abandon import Abandonment
 from .requests.audio import AudioInput, check_sample_rate_argument
-from .requests.inference import Inference, Outcome, batch_invariant
+from .requests.inference import Inference, Outcome, batch_invariant, decoding_batch_invariant
 from .requests.longform import ChunkGroup, ChunkOutcome, Window, group_size, groups
 from .requests.prepare import LongAudio, Prepared, PreparedAudio, Preparer
 from .requests.runner import Runner, make_runner
@@ -197,6 +197,7 @@ class Engine:
             pad_value=manifest.features.pad_value,
             memory_budget=long_form.budget,
             batch_invariant=batch_invariant(model, session.precision != "fp32"),
+            batched_decoding=decoding_batch_invariant(model),
         )
         runner = make_runner(inference.run, batching)
         engine = cls(

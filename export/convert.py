@@ -125,7 +125,8 @@ def convert(
             int8 graph, chosen at load from the CPU), ``"uint8"``, ``"int7"`` or ``"int8"`` (see
             :mod:`parakeet_runtime.export.quantize`).
         int8_activations: how ``quantize="int8"`` scales the products' inputs: ``"per-row"`` (each encoder frame
-            its own scale: :mod:`parakeet_runtime.export.row_scales`) or ``"per-tensor"`` (ONNX Runtime's own).
+            its own scale: :mod:`parakeet_runtime.export.row_scales`), ``"per-tensor"`` (ONNX Runtime's own) or
+            ``"per-row-centred"`` (batch-invariant: the engine batches such a directory's requests).
         position_table_frames: the encoder's relative-position projections become table lookups for inputs
             of up to this many encoder frames (0: none; see :mod:`parakeet_runtime.export.position_table`).
         languages: ISO 639-1 codes to record in the manifest, overriding what the checkpoint says (``None``:

@@ -127,9 +127,11 @@ def weight_scheme(name: str) -> WeightScheme:
         ) from None
 
 
-ACTIVATIONS = ("per-row", "per-tensor")
-"""How the quantised products' inputs are scaled: ``per-row`` (the default: :mod:`.row_scales`) or
-``per-tensor`` (ONNX Runtime's dynamic quantisation as it is: directories converted before 2026-12-05)."""
+ACTIVATIONS = ("per-row", "per-tensor", "per-row-centred")
+"""How the quantised products' inputs are scaled: ``per-row`` (the default: :mod:`.row_scales`), ``per-tensor``
+(ONNX Runtime's dynamic quantisation as it is: directories converted before 2026-12-05) or ``per-row-centred``
+(each row centred and scaled to [-1, 1], a fixed quantiser: the same products alone and in any batch, so the
+engine batches such a directory's requests; :func:`.row_scales.centre_rows`)."""
 
 POSITION_PROJECTION = "linear_pos"
 """The name part of NeMo's relative-position projections (``.../self_attn/linear_pos/MatMul``), kept fp32."""
@@ -145,7 +147,7 @@ def _quantize_encoder(source: Path, target: Path, scheme: WeightScheme, activati
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from .row_scales import scale_rows
+    from .row_scales import centre_rows, scale_rows
 
     try:
         excluded = _position_projections(onnx.load(str(source), load_external_data=False))
@@ -164,6 +166,17 @@ def _quantize_encoder(source: Path, target: Path, scheme: WeightScheme, activati
             rows = scale_rows(model)
             onnx.save(model, str(target))
             logger.info("%s: %d quantised inputs scaled per row", target.name, rows)
+        elif activations == "per-row-centred":
+            model = onnx.load(str(target))
+            rows, kept = centre_rows(model)
+            if kept:
+                raise ConversionError(f"{kept} quantised inputs are not read by integer products with constant "
+                                      "weights alone, so they cannot be centred per row; use --int8-activations "
+                                      "per-row")
+            onnx.save(model, str(target))
+            logger.info("%s: %d quantised inputs centred per row (fixed quantiser)", target.name, rows)
+    except ConversionError:
+        raise
     except Exception as exc:
         raise ConversionError(f"int8 quantisation failed: {type(exc).__name__}: {exc}") from exc
 

@@ -182,3 +182,84 @@ def test_quantize_directory_scales_rows_and_keeps_positions_fp32(tmp_path: Path,
     row_error = _frame_error(DEMO, tmp_path / "per-row", audio)
     tensor_error = _frame_error(DEMO, tmp_path / "per-tensor", audio)
     assert 0.0 < row_error < tensor_error, (row_error, tensor_error)
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_centred_rows_are_batch_invariant(opset: int, tmp_path: Path) -> None:
+    """``centre_rows``: each row centred and scaled to [-1, 1] with a fixed quantiser gives every row the same
+    products (bit for bit) alone and beside any other rows, loud or silent; the products stay near fp32's, rows
+    that sit far from zero (a large offset) included."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from parakeet_runtime.export.row_scales import centre_rows
+
+    source = _products(tmp_path, opset)
+    target = tmp_path / f"centred-{opset}.onnx"
+    quantize_dynamic(model_input=str(source), model_output=str(target), op_types_to_quantize=["MatMul"],
+                     weight_type=QuantType.QInt8, per_channel=True, extra_options={"MatMulConstBOnly": True})
+    model = onnx.load(str(target))
+    assert centre_rows(model) == (1, 0)  # one shared input, two products
+    assert not [n for n in model.graph.node if n.op_type == "DynamicQuantizeLinear"]
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 5, 64)).astype(np.float32)
+    x[0, 1] += 40.0  # a row far from zero: its centre's share carries it
+    x[0, 3] *= 1e-3
+    expected = [x @ np.asarray(w) for w in _weights(source)]
+    alone = session.run(None, {"x": x})
+    for got, want in zip(alone, expected, strict=True):
+        error = np.linalg.norm(got - want, axis=-1) / np.linalg.norm(want, axis=-1)
+        assert float(error.max()) < 0.03, error
+    loud = np.concatenate([x, 1e3 * rng.standard_normal((1, 5, 64)).astype(np.float32)], axis=0)
+    silent = np.concatenate([np.zeros((1, 2, 64), np.float32), x], axis=1)  # padding rows before it
+    for batch, rows in ((loud, (0, slice(None))), (silent, (0, slice(2, None)))):
+        for got, single in zip(session.run(None, {"x": batch}), alone, strict=True):
+            assert np.array_equal(got[rows], single[0])
+
+
+def test_centred_directory_is_batched_with_the_same_results(tmp_path: Path) -> None:
+    """A directory converted with ``per-row-centred`` activations records them; the engine batches its inputs
+    (the int8 decoding weights decoding each row alone) and gives every input the transcript it gets alone;
+    an int8 directory scaled per row is still encoded input by input."""
+    import glob
+
+    from parakeet_runtime.engine import BatchingOptions, Engine, load_manifest
+    from parakeet_runtime.export.quantize import quantize_directory
+
+    manifest = load_manifest(DEMO)
+    centred = quantize_directory(DEMO, tmp_path / "centred", manifest, "auto", activations="per-row-centred")
+    assert centred.provenance.quantization is not None
+    assert centred.provenance.quantization.activations == "per-row-centred"
+    assert "per row centred" in centred.provenance.quantization.method
+    quantize_directory(DEMO, tmp_path / "per-row", manifest, "auto")
+    clips = sorted(glob.glob(str(DEMO.parents[1] / "engine" / "data" / "*.wav")))
+    assert clips
+    audio = [_tile(clip, seconds, gain) for clip in clips for seconds in (2.0, 3.5, 5.0) for gain in (1.0, 0.2)]
+    with Engine.load(tmp_path / "centred", batching=BatchingOptions(enabled=False)) as engine:
+        alone = [engine.transcribe(a) for a in audio]
+    with Engine.load(tmp_path / "centred", batching=BatchingOptions(max_length_ratio=100.0)) as engine:
+        assert engine.inference.batch_invariant
+        assert engine.inference.batched_decoding == (engine.model.decoder_weights == "fp32")
+        prepared = [engine.prepare(a) for a in audio]
+        order = sorted(range(len(prepared)), key=lambda i: prepared[i].valid_frames)
+        assert max(len(bucket) for bucket in engine.inference.buckets(order, prepared)) > 1
+        assert engine.transcribe(audio) == alone
+        assert [t.text for t in alone if t.text]
+    with Engine.load(tmp_path / "per-row") as engine:
+        assert not engine.inference.batch_invariant
+
+
+def _tile(clip: str, seconds: float, gain: float) -> tuple[np.ndarray, int]:
+    """``seconds`` of ``clip`` (repeated as needed) at ``gain``, as an (array, rate) input."""
+    import soundfile
+
+    samples, rate = soundfile.read(clip, dtype="float32")
+    if samples.ndim > 1:
+        samples = samples.mean(axis=1)
+    count = int(seconds * rate)
+    return (gain * np.resize(samples, count)).astype(np.float32), int(rate)

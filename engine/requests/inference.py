@@ -23,6 +23,7 @@ from parakeet_runtime.decoding import (
     tdt_greedy_decode_batch,
 )
 
+from ..model.manifest import BATCH_INVARIANT_ACTIVATIONS
 from ..model.onnx_model import OnnxTdtModel
 from ..options import BatchingOptions
 from ..results import Transcript
@@ -70,11 +71,15 @@ class Inference:
     """Bytes one encoder batch of one-pass inputs may use (``LongFormOptions.budget``): inputs that each fit it
     alone are batched only while the batch's estimate fits too. ``None``: no bound."""
     batch_invariant: bool = True
-    """Whether an input's results are the same in a batch as alone. False for graphs that quantise their
-    activations with one scale per run (an int8 encoder: ONNX Runtime's dynamic quantisation takes each
-    activation's range over the whole padded batch; int8 decoding weights: the joint's ranking product), and
-    for OpenVINO's bf16: there every input is encoded and decoded alone, so that its transcript does not depend
-    on what else arrived with it (:func:`batch_invariant`)."""
+    """Whether an input's encoder frames are the same in a padded batch as alone. False for int8 encoders that
+    quantise their activations with one range per run (ONNX Runtime's dynamic quantisation takes it over the whole
+    padded batch; directories with ``per-row-centred`` activations do not) and for OpenVINO's bf16 and int8:
+    there every input is encoded alone, so that its transcript does not depend on what else arrived with it
+    (:func:`batch_invariant`)."""
+    batched_decoding: bool = True
+    """Whether a batch's rows may be decoded together. False for int8 decoding weights (the joint's ranking product
+    quantises its input over all the rows of a run): each row of an encoded batch is then decoded alone
+    (:func:`decoding_batch_invariant`)."""
 
     def run(self, work: Sequence[Work]) -> list[Outcome]:
         """Outcomes for ``work``, in order: prepared inputs sorted by length, encoded and decoded in padded
@@ -152,11 +157,11 @@ class Inference:
         tokens: Sequence[Sequence[DecodedToken]]
         steps: Sequence[Sequence[StepConfidence] | None]
         confidence = self.transcripts.confidence
-        if len(items) == 1:
-            decoded = tdt_greedy_decode(frames[0], int(encoded_lengths[0]), self.model, self.tdt_config,
-                                        lookahead=JOINT_LOOKAHEAD, confidence=confidence,
-                                        label_lookahead=LABEL_LOOKAHEAD)
-            tokens, steps = (decoded.tokens,), (decoded.steps,)
+        if len(items) == 1 or not self.batched_decoding:
+            alone = [tdt_greedy_decode(frames[row], int(encoded_lengths[row]), self.model, self.tdt_config,
+                                       lookahead=JOINT_LOOKAHEAD, confidence=confidence,
+                                       label_lookahead=LABEL_LOOKAHEAD) for row in range(len(items))]
+            tokens, steps = [d.tokens for d in alone], [d.steps for d in alone]
         else:
             batch = tdt_greedy_decode_batch(frames, encoded_lengths, self.model, self.tdt_config,
                                             lookahead=BATCH_LOOKAHEAD, confidence=confidence)
@@ -167,8 +172,18 @@ class Inference:
 
 
 def batch_invariant(model: OnnxTdtModel, reduced_precision_backend: bool) -> bool:
-    """Whether ``model`` gives an input the same results in any batch: its encoder is fp32, its decoding graphs
-    keep their fp32 weights, and the encoder's backend does not compute in reduced precision
-    (``reduced_precision_backend``: OpenVINO's bf16 and int8)."""
-    fp32_graphs = model.manifest.encoder.precision == "fp32" and model.decoder_weights == "fp32"
-    return fp32_graphs and not reduced_precision_backend
+    """Whether ``model``'s encoder gives an input the same frames in any padded batch: an fp32 encoder, or an int8
+    one whose activations are quantised row by row at a fixed scale (``BATCH_INVARIANT_ACTIVATIONS``), on a backend
+    that does not compute in reduced precision (``reduced_precision_backend``: OpenVINO's bf16 and int8)."""
+    if reduced_precision_backend:
+        return False
+    if model.manifest.encoder.precision == "fp32":
+        return True
+    quantization = model.manifest.provenance.quantization
+    return quantization is not None and quantization.activations in BATCH_INVARIANT_ACTIVATIONS
+
+
+def decoding_batch_invariant(model: OnnxTdtModel) -> bool:
+    """Whether ``model``'s decoding graphs give a row the same choices in a batched search as alone: fp32 weights
+    (int8 decoding weights quantise the joint's input over all the rows of a run)."""
+    return model.decoder_weights == "fp32"
