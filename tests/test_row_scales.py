@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -228,7 +229,8 @@ def test_centred_directory_is_batched_with_the_same_results(tmp_path: Path) -> N
     an int8 directory scaled per row is still encoded input by input."""
     import glob
 
-    from parakeet_runtime.engine import BatchingOptions, Engine, load_manifest
+    from parakeet_runtime.engine import AudioInput, BatchingOptions, Engine, load_manifest
+    from parakeet_runtime.engine.requests.prepare import PreparedAudio
     from parakeet_runtime.export.quantize import quantize_directory
 
     manifest = load_manifest(DEMO)
@@ -239,13 +241,16 @@ def test_centred_directory_is_batched_with_the_same_results(tmp_path: Path) -> N
     quantize_directory(DEMO, tmp_path / "per-row", manifest, "auto")
     clips = sorted(glob.glob(str(DEMO.parents[1] / "engine" / "data" / "*.wav")))
     assert clips
-    audio = [_tile(clip, seconds, gain) for clip in clips for seconds in (2.0, 3.5, 5.0) for gain in (1.0, 0.2)]
+    audio: list[AudioInput] = [_tile(clip, seconds, gain) for clip in clips for seconds in (2.0, 3.5, 5.0)
+                               for gain in (1.0, 0.2)]
     with Engine.load(tmp_path / "centred", batching=BatchingOptions(enabled=False)) as engine:
         alone = [engine.transcribe(a) for a in audio]
     with Engine.load(tmp_path / "centred", batching=BatchingOptions(max_length_ratio=100.0)) as engine:
         assert engine.inference.batch_invariant
         assert engine.inference.batched_decoding == (engine.model.decoder_weights == "fp32")
-        prepared = [engine.prepare(a) for a in audio]
+        made = [engine.prepare(a) for a in audio]
+        assert all(isinstance(p, PreparedAudio) for p in made)  # one pass each: nothing is long here
+        prepared = cast(list[PreparedAudio], made)
         order = sorted(range(len(prepared)), key=lambda i: prepared[i].valid_frames)
         assert max(len(bucket) for bucket in engine.inference.buckets(order, prepared)) > 1
         assert engine.transcribe(audio) == alone
