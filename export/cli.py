@@ -69,7 +69,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "encoder frame its own scale, about a third less error against fp32; per-tensor: ONNX "
                         "Runtime's one scale per tensor, about 10%% faster; per-row-centred: each frame centred, "
                         "a fixed quantiser, the same results alone and in a batch, so the engine batches "
-                        "concurrent requests, about 7%% slower than per-row)")
+                        "concurrent requests, about 7-14%% slower than per-row)")
     parser.add_argument("--position-table-frames", type=int, default=DEFAULT_FRAMES, metavar="N",
                         help="precompute the encoder's relative-position projections for inputs of up to N encoder "
                         f"frames (default {DEFAULT_FRAMES}: 82 s at 80 ms per frame; 8 MB per layer at d_model "
