@@ -41,7 +41,7 @@ from .output_dir import check_output_dir, move_into_place, staging_dir
 from .portable import PORTABLE, TARGETS, check_portable
 from .position_table import DEFAULT_FRAMES
 from .probe import GREEDY_STRATEGIES, check_parity
-from .quantize import ACTIVATIONS, DEFAULT_WEIGHTS, weight_scheme
+from .quantize import DEFAULT_WEIGHTS, activation_scaling, weight_scheme
 from .source import load_model, model_slug, resolve
 from .step_graph import write_step_graph
 
@@ -150,9 +150,7 @@ def convert(
     out_path = Path(out_dir)
     if quantize is not None:
         weight_scheme(int8_weights)  # an unknown scheme fails before the export, not after it
-        if int8_activations not in ACTIVATIONS:
-            raise ConversionError(f"unknown int8 activation scaling {int8_activations!r} (choose from: "
-                                  f"{', '.join(ACTIVATIONS)})")
+        activation_scaling(int8_activations)
     if position_table_frames < 0:
         raise ConversionError(f"position_table_frames must be 0 or more, not {position_table_frames}")
     if target is not None:

@@ -133,6 +133,15 @@ ACTIVATIONS = ("per-row", "per-tensor", "per-row-centred")
 (each row centred and scaled to [-1, 1], a fixed quantiser: the same products alone and in any batch, so the
 engine batches such a directory's requests; :func:`.row_scales.centre_rows`)."""
 
+
+
+def activation_scaling(name: str) -> str:
+    """``name`` if it is one of :data:`ACTIVATIONS`, else :class:`ConversionError`."""
+    if name not in ACTIVATIONS:
+        raise ConversionError(f"unknown int8 activation scaling {name!r} (choose from: {', '.join(ACTIVATIONS)})")
+    return name
+
+
 POSITION_PROJECTION = "linear_pos"
 """The name part of NeMo's relative-position projections (``.../self_attn/linear_pos/MatMul``), kept fp32."""
 
@@ -161,20 +170,18 @@ def _quantize_encoder(source: Path, target: Path, scheme: WeightScheme, activati
             nodes_to_exclude=excluded,
             extra_options={"MatMulConstBOnly": True},
         )
-        if activations == "per-row":
+        if activations != "per-tensor":  # ONNX Runtime's quantiser already scales per tensor
             model = onnx.load(str(target))
-            rows = scale_rows(model)
+            if activations == "per-row":
+                rows = scale_rows(model)
+            else:
+                rows, kept = centre_rows(model)
+                if kept:
+                    raise ConversionError(f"{kept} quantised inputs are not read by integer products with constant "
+                                          "weights alone, so they cannot be centred per row; use --int8-activations "
+                                          "per-row")
             onnx.save(model, str(target))
-            logger.info("%s: %d quantised inputs scaled per row", target.name, rows)
-        elif activations == "per-row-centred":
-            model = onnx.load(str(target))
-            rows, kept = centre_rows(model)
-            if kept:
-                raise ConversionError(f"{kept} quantised inputs are not read by integer products with constant "
-                                      "weights alone, so they cannot be centred per row; use --int8-activations "
-                                      "per-row")
-            onnx.save(model, str(target))
-            logger.info("%s: %d quantised inputs centred per row (fixed quantiser)", target.name, rows)
+            logger.info("%s: %d quantised inputs scaled %s", target.name, rows, activations.replace("-", " "))
     except ConversionError:
         raise
     except Exception as exc:
@@ -189,9 +196,7 @@ def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest, weight
     from parakeet_runtime.engine.model.manifest import MANIFEST_NAME, Quantization
 
     scheme = weight_scheme(weights)
-    if activations not in ACTIVATIONS:
-        raise ConversionError(
-            f"unknown int8 activation scaling {activations!r} (choose from: {', '.join(ACTIVATIONS)})")
+    activation_scaling(activations)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = manifest.encoder
     signed_file = signed_int8_file(spec.file) if weights == AUTO_WEIGHTS else None

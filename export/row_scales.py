@@ -62,13 +62,44 @@ def _product_scale_muls(quantize: Any, consumers: dict[str, list[Any]]) -> list[
     return muls or None
 
 
-def _reduce(op: str, source: str, output: str, name: str, axes_input: bool) -> Any:
-    """``op`` over the last axis, keeping it (from opset 18 the axes are an input, before an attribute)."""
+def _consumers(graph: Any) -> dict[str, list[Any]]:
+    """The nodes that read each tensor."""
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return consumers
+
+
+def _last_axis(model: Any, prefix: str) -> str | None:
+    """The reductions' axes: from opset 18 an input (an initializer named after ``prefix``, added here), before
+    an attribute (``None``)."""
+    from onnx import numpy_helper
+
+    if _opset(model) < 18:
+        return None
+    name = f"{prefix}_axes"
+    model.graph.initializer.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), name))
+    return name
+
+
+def _reduce(op: str, source: str, output: str, name: str, axes: str | None) -> Any:
+    """``op`` over the last axis, keeping it (``axes``: :func:`_last_axis`)."""
     from onnx import helper
 
-    if axes_input:
-        return helper.make_node(op, [source, f"{_PREFIX}_axes"], [output], name=name, keepdims=1)
+    if axes is not None:
+        return helper.make_node(op, [source, axes], [output], name=name, keepdims=1)
     return helper.make_node(op, [source], [output], name=name, keepdims=1, axes=[-1])
+
+
+def _splice(graph: Any, nodes: list[Any], after: dict[int, list[Any]]) -> None:
+    """Make ``nodes`` the graph's nodes, each followed by the nodes ``after`` holds for it (by ``id``)."""
+    ordered = []
+    for node in nodes:
+        ordered.append(node)
+        ordered += after.get(id(node), [])
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 def scale_rows(model: Any) -> int:
@@ -78,17 +109,12 @@ def scale_rows(model: Any) -> int:
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
     tiny = f"{_PREFIX}_tiny"
-    axes_input = _opset(model) >= 18  # ReduceMax takes its axes as an input from opset 18, before as an attribute
-    if axes_input:
-        graph.initializer.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), f"{_PREFIX}_axes"))
+    axes = _last_axis(model, _PREFIX)
     graph.initializer.append(numpy_helper.from_array(np.array(_TINY), tiny))
     nodes: list[Any] = []
-    after: dict[int, Any] = {}  # id(scale Mul) -> the Mul that scales its output row back
+    after: dict[int, list[Any]] = {}  # id(scale Mul) -> the Mul that scales its output row back
     count = skipped = 0
     for node in list(graph.node):
         muls = _product_scale_muls(node, consumers) if node.op_type == "DynamicQuantizeLinear" else None
@@ -100,8 +126,8 @@ def scale_rows(model: Any) -> int:
         scale, normalised = f"{prefix}_scale", f"{prefix}_input"
         # The largest magnitude of each row, max(max(x), -min(x)): two reads of the input, no |x| written.
         nodes += [
-            _reduce("ReduceMax", source, f"{prefix}_high", f"{prefix}/high", axes_input),
-            _reduce("ReduceMin", source, f"{prefix}_low", f"{prefix}/low", axes_input),
+            _reduce("ReduceMax", source, f"{prefix}_high", f"{prefix}/high", axes),
+            _reduce("ReduceMin", source, f"{prefix}_low", f"{prefix}/low", axes),
             helper.make_node("Neg", [f"{prefix}_low"], [f"{prefix}_minus_low"], name=f"{prefix}/minus_low"),
             helper.make_node("Max", [f"{prefix}_high", f"{prefix}_minus_low", tiny], [scale], name=f"{prefix}/scale"),
             helper.make_node("Div", [source, scale], [normalised], name=f"{prefix}/normalise"),
@@ -111,18 +137,13 @@ def scale_rows(model: Any) -> int:
         for index, mul in enumerate(muls):
             output = mul.output[0]
             mul.output[0] = f"{output}_{prefix}"
-            after[id(mul)] = helper.make_node("Mul", [mul.output[0], scale], [output], name=f"{prefix}/restore{index}")
+            after[id(mul)] = [helper.make_node("Mul", [mul.output[0], scale], [output],
+                                               name=f"{prefix}/restore{index}")]
         count += 1
     if skipped:
         logger.warning("%d quantised inputs keep one scale per tensor (their readers are not integer products)",
                        skipped)
-    ordered = []
-    for node in nodes:
-        ordered.append(node)
-        if id(node) in after:
-            ordered.append(after[id(node)])
-    del graph.node[:]
-    graph.node.extend(ordered)
+    _splice(graph, nodes, after)
     return count
 
 
@@ -164,18 +185,11 @@ def centre_rows(model: Any) -> tuple[int, int]:
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    consumers: dict[str, list[Any]] = {}
-    producers: dict[str, Any] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-        for name in node.output:
-            producers[name] = node
+    consumers = _consumers(graph)
+    producers = {name: node for node in graph.node for name in node.output}
     initializers = {init.name: init for init in graph.initializer}
-    axes_input = _opset(model) >= 18
+    axes = _last_axis(model, _CENTRE)
     constants = {f"{_CENTRE}_tiny": np.array(_TINY), f"{_CENTRE}_half": np.array(0.5, dtype=np.float32)}
-    if axes_input:
-        constants[f"{_CENTRE}_axes"] = np.array([-1], dtype=np.int64)
     graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in constants.items())
     nodes: list[Any] = []
     after: dict[int, list[Any]] = {}  # id(scale Mul) -> the nodes that scale its output back and add the centre
@@ -193,16 +207,10 @@ def centre_rows(model: Any) -> tuple[int, int]:
         # The quantiser's scale and zero point become constants under the names its readers already use.
         graph.initializer.extend([numpy_helper.from_array(np.array(CENTRED_SCALE), node.output[1]),
                                   numpy_helper.from_array(np.array(CENTRED_ZERO_POINT), node.output[2])])
-
-        def reduce(op: str, output: str, name: str, source: str = source) -> Any:
-            if axes_input:
-                return helper.make_node(op, [source, f"{_CENTRE}_axes"], [output], name=name, keepdims=1)
-            return helper.make_node(op, [source], [output], name=name, keepdims=1, axes=[-1])
-
         high, low, mid, half = (f"{prefix}_{part}" for part in ("high", "low", "mid", "half"))
         nodes += [
-            reduce("ReduceMax", high, f"{prefix}/high"),
-            reduce("ReduceMin", low, f"{prefix}/low"),
+            _reduce("ReduceMax", source, high, f"{prefix}/high", axes),
+            _reduce("ReduceMin", source, low, f"{prefix}/low", axes),
             helper.make_node("Add", [high, low], [f"{prefix}_sum"], name=f"{prefix}/sum"),
             helper.make_node("Mul", [f"{prefix}_sum", f"{_CENTRE}_half"], [mid], name=f"{prefix}/mid"),
             helper.make_node("Sub", [high, low], [f"{prefix}_span"], name=f"{prefix}/span"),
@@ -231,10 +239,5 @@ def centre_rows(model: Any) -> tuple[int, int]:
     if kept:
         logger.warning("%d quantised inputs keep one scale per tensor (their readers are not integer products "
                        "with constant weights)", kept)
-    ordered = []
-    for node in nodes:
-        ordered.append(node)
-        ordered += after.get(id(node), [])
-    del graph.node[:]
-    graph.node.extend(ordered)
+    _splice(graph, nodes, after)
     return centred, kept
