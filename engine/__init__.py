@@ -20,13 +20,15 @@ from .errors import (
     ModelDirectoryError,
     ModelDownloadError,
     OptionsError,
+    OptionsTypeError,
     ParakeetRuntimeError,
 )
 from .model.manifest import Manifest, load_manifest
-from .options import BatchingOptions, LongFormOptions, SessionOptions
+from .options import BatchingOptions, ConfidenceOptions, LongFormOptions, SessionOptions
 from .requests.audio import Audio, AudioInput, load_audio
 from .requests.prepare import LongAudio, PreparedAudio
 from .results import Segment, TimedText, Token, Transcript, TranscriptUpdate, Word
+from .serving.options import ServerOptions
 
 
 def _package_version() -> str:
@@ -49,6 +51,7 @@ __all__ = [
     "AudioTooLongError",
     "BackendUnavailableError",
     "BatchingOptions",
+    "ConfidenceOptions",
     "DeviceUnavailableError",
     "Engine",
     "EngineClosedError",
@@ -62,9 +65,11 @@ __all__ = [
     "ModelDirectoryError",
     "ModelDownloadError",
     "OptionsError",
+    "OptionsTypeError",
     "ParakeetRuntimeError",
     "PreparedAudio",
     "Segment",
+    "ServerOptions",
     "SessionOptions",
     "TimedText",
     "Token",

@@ -26,7 +26,7 @@ import numpy as np
 
 from parakeet_runtime.decoding import DecodedToken, StepConfidence, TdtCarry, TdtConfig
 
-from .errors import ParakeetRuntimeError
+from .errors import OptionsError, OptionsTypeError, ParakeetRuntimeError
 from .memory import release_free_memory
 from .model.devices import Provider, check_sessions, choose_providers
 from .model.features import FeatureExtractor
@@ -149,16 +149,21 @@ class Engine:
                 one that could not start (no GPU).
             LayoutOptionError: ``verify``, ``argmax_step=True``, ``backend='openvino'`` or a forced
                 ``int8_weights`` with another runtime's layout (refused before its graphs load).
-            ValueError: an unknown ``device`` or ``precision``; ``device`` with ``providers``; ``argmax_step=True``
-                with ``confidence``.
-            TypeError: ``providers`` given as one string instead of a list.
+            OptionsError: an unknown ``device`` or ``precision``; ``device`` with ``providers``; ``argmax_step=True``
+                with ``confidence`` (a ``ValueError``).
+            OptionsTypeError: ``providers`` given as one string instead of a list (an ``OptionsError`` and a
+                ``TypeError``).
         """
         if precision not in (None, "fp32", "int8"):
-            raise ValueError(f"precision must be 'fp32', 'int8' or None (another layout's graphs to load), got "
-                             f"{precision!r:.40}")
+            hint = (" (the OpenVINO encoder's precision is SessionOptions(backend='openvino', precision=...))"
+                    if precision in ("bf16", "fp16") else "")
+            raise OptionsError("Engine.load", "precision", "'fp32', 'int8' or None", precision,
+                               message=f"precision must be 'fp32', 'int8' or None (another layout's graphs to load), "
+                               f"got {precision!r:.40}{hint}")
         if isinstance(providers, (str, bytes)):  # a string is a sequence: it became one provider per letter
-            raise TypeError(f"providers must be a list of provider names or (name, options) pairs, not the string "
-                            f"{providers!r:.60}: providers=[{providers!r:.60}]")
+            raise OptionsTypeError("Engine.load", "providers", "a list of provider names or (name, options) pairs",
+                                   providers, message=f"providers must be a list of provider names or (name, "
+                                   f"options) pairs, not the string {providers!r:.60}: providers=[{providers!r:.60}]")
         directory = (  # a hub name (owner/name) is downloaded into the hub cache
             resolve_model_dir(model_dir, cache_dir=hub_cache_dir, precision=precision)
             if model_dir is not None else default_model_dir()
@@ -166,7 +171,9 @@ class Engine:
         batching = batching or BatchingOptions()
         providers, checked_device = choose_providers(device, providers, directory)
         if argmax_step and confidence is not None:
-            raise ValueError("argmax_step=True gives no logits, so no confidence: leave it off with confidence")
+            raise OptionsError("Engine.load", "argmax_step", "False or None with confidence", argmax_step,
+                               message="argmax_step=True gives no logits, so no confidence: leave it off with "
+                               "confidence")
         session = session or SessionOptions()
         layout = load_other_layout(  # onnx-asr's or sherpa-onnx's layout (no manifest.json); None for ours
             directory, providers=providers, session=session, precision=precision, verify=verify,
@@ -285,8 +292,9 @@ class Engine:
         """Transcribe one input, or a list of inputs (list in, list out).
 
         Args:
-            audio: a path, encoded file bytes, a float/int PCM array (``(n,)`` or ``(n, channels)``),
-                or an ``(array, sample_rate)`` pair; or a list of these.
+            audio: a path, encoded file bytes (``bytes``, ``bytearray``, ``memoryview``, or a binary file object
+                such as an upload's or ``io.BytesIO``, read to its end), a float/int PCM array (``(n,)`` or
+                ``(n, channels)``), or an ``(array, sample_rate)`` pair; or a list of these.
             sample_rate: the rate of bare arrays. Default: the model's rate (16 kHz for Parakeet) — a bare
                 array at another rate must say so, or it is misread. Files and pairs carry their own rate (an
                 invalid ``sample_rate`` is refused even so).
@@ -321,14 +329,17 @@ class Engine:
         speed; ``parakeet-runtime serve --warm-up-seconds S`` does this before it accepts requests.
 
         Raises:
-            ValueError: ``seconds`` not a positive finite number, ``batch`` not a positive integer.
+            OptionsError: ``seconds`` not a positive finite number, ``batch`` not a positive integer (a
+                ``ValueError``).
             AudioTooLongError: ``seconds`` beyond ``LongFormOptions.max_audio_seconds``.
             EngineClosedError: the engine was closed.
         """
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
-            raise ValueError(f"warm_up seconds must be a positive finite number, got {seconds!r:.40}")
+            raise OptionsError("Engine.warm_up", "seconds", "a positive finite number", seconds,
+                               message=f"warm_up seconds must be a positive finite number, got {seconds!r:.40}")
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"warm_up batch must be a positive integer, got {batch!r:.40}")
+            raise OptionsError("Engine.warm_up", "batch", "a positive integer", batch,
+                               message=f"warm_up batch must be a positive integer, got {batch!r:.40}")
         silence = np.zeros(max(1, round(seconds * self.sample_rate)), dtype=np.float32)
         started = time.perf_counter()
         self.transcribe([silence] * batch)

@@ -12,13 +12,19 @@ class OptionsError(ParakeetRuntimeError, ValueError):
     given a value its field does not take. ``field`` names the field, ``requirement`` says what it takes (``"a
     positive number of seconds"``) and ``value`` is what it got, so that a command line can name its own flag."""
 
-    def __init__(self, owner: str, field: str, requirement: str, value: object, *, optional: bool = False) -> None:
+    def __init__(self, owner: str, field: str, requirement: str, value: object, *, optional: bool = False,
+                 message: str | None = None) -> None:
+        """``message``: the error's own words instead of ``"{owner}.{field} must be {requirement}, got {value!r}"``."""
         self.owner = owner
         self.field = field
         self.requirement = requirement
         self.value = value
         wanted = requirement + ((", or None" if "," in requirement else " or None") if optional else "")
-        super().__init__(f"{owner}.{field} must be {wanted}, got {value!r}")
+        super().__init__(message if message is not None else f"{owner}.{field} must be {wanted}, got {value!r}")
+
+
+class OptionsTypeError(OptionsError, TypeError):
+    """An option given as a value of the wrong kind (a string where a list is taken)."""
 
 
 class ModelDirectoryError(ParakeetRuntimeError, FileNotFoundError):

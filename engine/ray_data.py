@@ -31,7 +31,7 @@ import ray.data
 from ray.data import Dataset
 
 from .engine import Engine
-from .errors import ParakeetRuntimeError
+from .errors import OptionsError, ParakeetRuntimeError
 from .model.devices import gpus_per_engine
 from .options import BatchingOptions, ConfidenceOptions, LongFormOptions, SessionOptions
 from .results import TimedText, Token, Transcript
@@ -243,7 +243,8 @@ def transcribe_dataset(
         columns. A row that failed has ``error`` set (``"AudioDecodeError: ..."``) and is never dropped.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise OptionsError("transcribe_dataset", "batch_size", "at least 1", batch_size,
+                           message=f"batch_size must be at least 1, got {batch_size}")
     if model is not None and not Path(model).is_absolute() and Path(model).exists():
         model = Path(model).resolve()
     spec = EngineSpec(model=None if model is None else os.fspath(model), threads=threads, max_batch_size=batch_size,

@@ -35,6 +35,7 @@ from ray import serve
 from starlette.applications import Starlette
 
 from .engine import Engine
+from .errors import OptionsError
 from .model.devices import gpus_per_engine
 from .options import BatchingOptions, ConfidenceOptions, LongFormOptions, SessionOptions
 from .requests.calls import CallTracker, seconds_left
@@ -222,17 +223,21 @@ def app(
             per replica (``ray_actor_options={"num_gpus": 1}``).
 
     Raises:
-        ValueError: a bad option.
+        OptionsError: a bad option (a ``ValueError``).
     """
     gpus = gpus_per_engine(device)
     if num_replicas is not None and autoscaling_config is not None:
-        raise ValueError("give num_replicas or autoscaling_config, not both")
+        raise OptionsError("app", "num_replicas", "None with autoscaling_config", num_replicas,
+                           message="give num_replicas or autoscaling_config, not both")
     if num_replicas is not None and num_replicas < 1:
-        raise ValueError(f"num_replicas must be at least 1, got {num_replicas}")
+        raise OptionsError("app", "num_replicas", "at least 1", num_replicas,
+                           message=f"num_replicas must be at least 1, got {num_replicas}")
     if not (max_batch_seconds >= 1 and math.isfinite(max_batch_seconds)):
-        raise ValueError(f"max_batch_seconds must be at least 1, got {max_batch_seconds}")
+        raise OptionsError("app", "max_batch_seconds", "at least 1", max_batch_seconds,
+                           message=f"max_batch_seconds must be at least 1, got {max_batch_seconds}")
     if batch_wait_timeout_s < 0:
-        raise ValueError(f"batch_wait_timeout_s must be >= 0, got {batch_wait_timeout_s}")
+        raise OptionsError("app", "batch_wait_timeout_s", ">= 0", batch_wait_timeout_s,
+                           message=f"batch_wait_timeout_s must be >= 0, got {batch_wait_timeout_s}")
     if model is not None and not Path(model).is_absolute() and Path(model).exists():
         model = Path(model).resolve()
     options = ReplicaOptions(

@@ -628,3 +628,36 @@ def test_an_engine_is_neither_copied_nor_pickled(engine: Engine) -> None:
     assert copy.copy(engine) is engine and copy.deepcopy(engine) is engine
     with pytest.raises(TypeError, match="load one in each process"):
         pickle.dumps(engine)
+
+
+def test_encoded_audio_as_a_file_object_or_a_buffer(engine: Engine, tmp_path: Path) -> None:
+    """An upload's file object, ``io.BytesIO``, an open file, ``bytearray`` and ``memoryview`` are encoded audio like
+    ``bytes`` (they were refused as "unsupported audio input of type BytesIO"); a text-mode file and a closed one
+    are a clear ``AudioDecodeError``, and the engine keeps serving."""
+    data = sample_audio_path().read_bytes()
+    expected = engine.transcribe(data)
+    assert expected.text
+    with sample_audio_path().open("rb") as handle:
+        assert engine.transcribe(handle) == expected
+    for given in (io.BytesIO(data), bytearray(data), memoryview(data)):
+        assert engine.transcribe(given) == expected
+    assert engine.transcribe([io.BytesIO(data), bytearray(data)]) == [expected, expected]
+    assert asyncio.run(engine.transcribe_async(io.BytesIO(data))) == expected
+    with sample_audio_path().open("r", encoding="latin-1") as text, pytest.raises(AudioDecodeError, match="binary"):
+        engine.transcribe(text)  # type: ignore[call-overload]
+    closed = sample_audio_path().open("rb")
+    closed.close()
+    with pytest.raises(AudioDecodeError, match="cannot read the file object"):
+        engine.transcribe(closed)
+    with pytest.raises(AudioDecodeError, match="unsupported audio input of type int"):
+        engine.transcribe(3)  # type: ignore[call-overload]
+    assert engine.transcribe(data) == expected
+
+
+def test_warm_up_arguments_are_options_errors(engine: Engine) -> None:
+    from parakeet_runtime.engine import OptionsError
+
+    for seconds, batch, field in ((-1.0, 1, "seconds"), (float("nan"), 1, "seconds"), (1.0, 0, "batch")):
+        with pytest.raises(OptionsError) as info:
+            engine.warm_up(seconds, batch=batch)
+        assert info.value.field == field and isinstance(info.value, ValueError)

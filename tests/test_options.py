@@ -3,6 +3,7 @@ in every list call) or silently doing something else."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -61,12 +62,23 @@ def test_numpy_scalars_and_whole_floats_where_numbers_are_asked_are_taken() -> N
 def test_load_arguments_are_checked_before_anything_loads(tmp_path: Any) -> None:
     """precision="bogus" was accepted on this project's directories (and a ManifestError elsewhere); a bare string
     of providers was split into one provider per letter (26 lines of ONNX Runtime errors, then the CPU)."""
-    from parakeet_runtime.engine import Engine, ManifestError, default_model_dir
+    from parakeet_runtime.engine import Engine, ManifestError, OptionsError, OptionsTypeError, default_model_dir
 
-    with pytest.raises(ValueError, match="precision must be"):
+    with pytest.raises(OptionsError, match="precision must be") as refused:
         Engine.load(precision="bogus")
-    with pytest.raises(TypeError, match="providers must be a list"):
+    assert isinstance(refused.value, ValueError) and refused.value.field == "precision"
+    with pytest.raises(OptionsError, match=re.escape("SessionOptions(backend='openvino', precision=...)")) as bf16:
+        Engine.load(precision="bf16")  # the CLI's --precision is the OpenVINO encoder's: the error says where it goes
+    assert bf16.value.value == "bf16"
+    with pytest.raises(OptionsTypeError, match="providers must be a list") as providers:
         Engine.load(providers="CPUExecutionProvider")
+    assert isinstance(providers.value, TypeError) and isinstance(providers.value, OptionsError)
+    for kwargs, field in (({"device": "gpu"}, "device"), ({"device": "cpu", "providers": ["CPUExecutionProvider"]},
+                                                          "device"),
+                          ({"argmax_step": True, "confidence": ConfidenceOptions()}, "argmax_step")):
+        with pytest.raises(OptionsError) as info:
+            Engine.load(**kwargs)
+        assert info.value.field == field and isinstance(info.value, ValueError)
     # a forced int8 scheme on a directory with no int8 schemes was ignored
     with pytest.raises(ManifestError, match="no int8 weight schemes"):
         Engine.load(default_model_dir(), session=SessionOptions(int8_weights="int8"))

@@ -154,6 +154,18 @@ def test_health_and_models_report_one_slug(server: str) -> None:
     assert other.status_code == 404 and other.json()["error"]["code"] == "model_not_found"
 
 
+def test_log_level_reaches_the_library() -> None:
+    """``serve --log-level`` sets the library's log level too: ``debug`` shows the model's loading and a line per
+    request (before, the library stayed at WARNING whatever the flag said)."""
+    process, url = _serve("--log-level", "debug")
+    try:
+        assert _post(url, sample_audio_path().read_bytes()).status_code == 200
+    finally:
+        process.stop()
+    output = "".join(process.lines)
+    assert "model loaded from" in output and "transcribed" in output
+
+
 def test_openai_client_lists_and_retrieves_the_model(server: str) -> None:
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
@@ -237,7 +249,8 @@ def test_every_response_format(server: str, reference: Engine, fmt: str) -> None
         assert body["text"] == expected.text
         assert body["duration"] == round_time(expected.duration)
         declared = reference.manifest.languages  # OpenAI's verbose_json has the language: the model's only one
-        assert body["task"] == "transcribe" and body["language"] == (declared[0] if len(declared) == 1 else "")
+        assert declared == ("en",)
+        assert body["task"] == "transcribe" and body["language"] == "english"  # named as OpenAI names it
         assert [(w["word"], w["start"], w["end"]) for w in body["words"]] == [
             (w.text, round_time(w.start), round_time(w.end)) for w in expected.words
         ]
@@ -372,8 +385,10 @@ def test_openai_client_gets_a_400_for_what_cannot_be_honoured(server: str, kwarg
     assert info.value.status_code == 400
     assert info.value.param == param
     message = info.value.message
-    if param == "language":
+    if param == "language" and kwargs["language"] == "fr":
         assert f"it transcribes: {', '.join(MANIFEST.languages)}" in message and "not supported" in message
+    if param == "language" and kwargs["language"] == "english":
+        assert "not an ISO 639-1 code" in message
     if param == "temperature":
         assert "greedy decoding only" in message
 
@@ -439,7 +454,10 @@ def test_neutral_values_are_accepted(server: str, reference: Engine) -> None:
     assert response.json()["text"] == reference.transcribe(sample_audio_path()).text
 
 
-def test_language_without_declared_languages_is_refused(tmp_path: Path) -> None:
+def test_language_without_declared_languages_is_taken_with_a_warning(tmp_path: Path) -> None:
+    """A model that declares no languages (an onnx-asr or sherpa-onnx directory) takes any ISO 639-1 code, so that
+    clients that always send one keep working, and says in the body's warnings that it was not checked; a value
+    that is no such code is still a 400; without ``language`` the body keeps OpenAI's shape."""
     copy = tmp_path / "undeclared"
     shutil.copytree(default_model_dir(), copy)
     raw = json.loads((copy / "manifest.json").read_text())
@@ -448,13 +466,19 @@ def test_language_without_declared_languages_is_refused(tmp_path: Path) -> None:
     with Engine.load(copy, batching=BatchingOptions(enabled=False)) as engine:
         assert engine.manifest.languages == ()
         app = create_app(engine)
-        refused = _in_process_post(app, {"language": "en"})
+        taken = _in_process_post(app, {"language": "en"})
+        verbose = _in_process_post(app, {"language": "de", "response_format": "verbose_json"})
+        refused = _in_process_post(app, {"language": "english"})
         plain = _in_process_post(app, {})
+    assert taken.status_code == 200 and taken.json()["text"] == plain.json()["text"]
+    (warning,) = taken.json()["warnings"]
+    assert "'en' was not checked" in warning and "does not declare" in warning
+    assert verbose.status_code == 200 and verbose.json()["language"] == "german"
+    assert "'de' was not checked" in verbose.json()["warnings"][0]
     assert refused.status_code == 400
     error = refused.json()["error"]
-    assert error["param"] == "language" and "does not declare" in error["message"]
-    assert "omit 'language'" in error["message"]
-    assert plain.status_code == 200
+    assert error["param"] == "language" and "not an ISO 639-1 code" in error["message"]
+    assert plain.status_code == 200 and "warnings" not in plain.json()
 
 
 def _in_process_post(app: Any, fields: dict[str, str], data: bytes | None = None) -> httpx.Response:
@@ -642,6 +666,101 @@ def test_example_openai_client_and_curl(server: str, reference: Engine) -> None:
                          text=True, timeout=60, check=True).stdout
     assert out.splitlines()[0] == expected.text
     assert json.loads(out.splitlines()[1])["text"] == expected.text
+
+
+def _mounted(app: Any) -> Any:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    return Starlette(routes=[Mount("/asr", app=app)])
+
+
+async def _until_ready(client: httpx.AsyncClient) -> httpx.Response:
+    for _ in range(1200):
+        health = await client.get("/asr/health")
+        if health.json()["status"] != "loading":
+            return health
+        await asyncio.sleep(0.05)
+    raise AssertionError("the mounted app never finished loading")
+
+
+def test_a_mounted_app_loads_and_warms_up_at_its_first_request(reference: Engine,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starlette runs no lifespan of a mounted app: created with a function that loads the engine and a warm-up,
+    the app starts both at its first request, in the background, answers 503 (``loading``, ``not_ready``) until
+    they are over, then serves; before, it answered 503 forever."""
+    warmed: list[float] = []
+
+    def warm_up(self: Engine, seconds: float, *, batch: int = 1) -> float:
+        warmed.append(seconds)
+        return 0.0
+
+    monkeypatch.setattr(Engine, "warm_up", warm_up)
+    release = threading.Event()
+
+    def loader() -> Engine:
+        release.wait(60)
+        return reference
+
+    host = _mounted(create_app(loader, ServerOptions(warm_up_seconds=0.5)))
+    audio = sample_audio_path().read_bytes()
+
+    async def go() -> tuple[httpx.Response, ...]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=host), base_url="http://test") as client:
+            loading = await client.get("/asr/health")
+            refused = await client.post("/asr/v1/audio/transcriptions", files={"file": ("a.wav", audio)},
+                                        data={"model": "p"})
+            release.set()
+            ready = await _until_ready(client)
+            served = await client.post("/asr/v1/audio/transcriptions", files={"file": ("a.wav", audio)},
+                                       data={"model": "p"}, timeout=60)
+            return loading, refused, ready, served
+
+    loading, refused, ready, served = asyncio.run(go())
+    assert loading.status_code == 503 and loading.json() == {"status": "loading"}
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "not_ready"
+    assert ready.status_code == 200 and ready.json()["status"] == "ok"
+    assert warmed == [0.5]
+    assert served.status_code == 200 and served.json()["text"] == reference.transcribe(sample_audio_path()).text
+
+
+def test_a_mounted_app_whose_model_fails_to_load_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    def loader() -> Engine:
+        raise ParakeetRuntimeError("no such model")
+
+    host = _mounted(create_app(loader))
+
+    async def go() -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=host), base_url="http://test") as client:
+            await client.get("/asr/health")
+            failed = await _until_ready(client)
+            refused = await client.post("/asr/v1/audio/transcriptions", files={"file": ("a.wav", b"RIFF")},
+                                        data={"model": "p"})
+            return failed, refused
+
+    with caplog.at_level(logging.ERROR, logger="parakeet_runtime.engine.serving.server"):
+        failed, refused = asyncio.run(go())
+    assert failed.status_code == 503 and failed.json() == {"status": "failed"}
+    assert refused.status_code == 503 and "could not be loaded" in refused.json()["error"]["message"]
+    assert "no such model" in caplog.text
+
+
+def test_a_host_may_run_the_mounted_apps_lifespan(reference: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Starlette(lifespan=app.router.lifespan_context)`` (FastAPI's ``lifespan=`` alike) runs the mounted app's
+    start-up with the host's: ready at the first request, and the engine closed at shutdown."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.testclient import TestClient
+
+    closed: list[bool] = []
+    monkeypatch.setattr(Engine, "close", lambda self, drain=True, timeout=None: closed.append(drain))
+    asr = create_app(lambda: reference, ServerOptions(close_engine_on_shutdown=True))
+    host = Starlette(routes=[Mount("/asr", app=asr)], lifespan=asr.router.lifespan_context)
+    with TestClient(host) as client:
+        health = client.get("/asr/health")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert not closed
+    assert closed == [False]
 
 
 def test_example_mount_in_fastapi(reference: Engine) -> None:

@@ -27,7 +27,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import DeviceUnavailableError, ManifestError
+from ..errors import DeviceUnavailableError, ManifestError, OptionsError
 from . import onnx_proto
 
 Provider: TypeAlias = str | tuple[str, dict[str, Any]]
@@ -43,9 +43,10 @@ _DEVICE_PROVIDER = {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT}
 
 
 def _check_device(device: str) -> None:
-    """Raises ValueError: ``device`` is not one of :data:`DEVICES`."""
+    """Raises OptionsError (a ValueError): ``device`` is not one of :data:`DEVICES`."""
     if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r:.40}; expected one of {', '.join(DEVICES)}")
+        raise OptionsError("Engine.load", "device", f"one of {', '.join(DEVICES)}", device,
+                           message=f"unknown device {device!r:.40}; expected one of {', '.join(DEVICES)}")
 
 
 def gpus_per_engine(device: str | None) -> float:
@@ -53,7 +54,7 @@ def gpus_per_engine(device: str | None) -> float:
     on a GPU provider (``"cuda"``, ``"tensorrt"``), none for ``"cpu"`` and ``None``.
 
     Raises:
-        ValueError: ``device`` is not one of :data:`DEVICES` (nor ``None``).
+        OptionsError: ``device`` is not one of :data:`DEVICES` (nor ``None``; a ValueError).
     """
     if device is None:
         return 0.0
@@ -103,7 +104,7 @@ def device_providers(device: str, model_dir: Path, available: Sequence[str] | No
         available: the providers this onnxruntime build has (default: ``ort.get_available_providers()``).
 
     Raises:
-        ValueError: an unknown device.
+        OptionsError: an unknown device (a ValueError).
         DeviceUnavailableError: this onnxruntime build lacks the device's provider.
     """
     _check_device(device)
@@ -139,13 +140,14 @@ def choose_providers(
     default providers.
 
     Raises:
-        ValueError: both given, or an unknown device.
+        OptionsError: both given, or an unknown device (a ValueError).
         DeviceUnavailableError: the device's provider is not in this onnxruntime build.
     """
     if device is None:
         return (None if providers is None else list(providers)), None
     if providers is not None:
-        raise ValueError("give device or providers, not both (device picks the providers)")
+        raise OptionsError("Engine.load", "device", "None when providers are given", device,
+                           message="give device or providers, not both (device picks the providers)")
     return device_providers(device, model_dir), device
 
 

@@ -70,8 +70,12 @@ PCM scale (int16: ±32768, int24: ±8.4e6 is beyond) still transcribe, because t
 Values near 1e15 overflow the float32 mel power and turn the transcript into "⁇"; the bound leaves a wide
 margin below that and is far beyond any plausible signal."""
 
-AudioInput: TypeAlias = "str | os.PathLike[str] | bytes | npt.NDArray[np.generic] | tuple[npt.NDArray[np.generic], int]"
-"""A path, encoded file bytes, an array (at the model rate unless a rate is given), or ``(array, rate)``."""
+AudioInput: TypeAlias = (
+    "str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO | npt.NDArray[np.generic]"
+    " | tuple[npt.NDArray[np.generic], int]"
+)
+"""A path, encoded file bytes (``bytes``, ``bytearray``, ``memoryview``, or a binary file object such as an open file
+or ``io.BytesIO``, read to its end), an array (at the model rate unless a rate is given), or ``(array, rate)``."""
 
 
 @dataclass(frozen=True)
@@ -748,7 +752,8 @@ def load_audio(
     """Decode ``source`` to mono float32 at ``target_rate``.
 
     Args:
-        source: a path, encoded file bytes, an array, or ``(array, sample_rate)``. Arrays are
+        source: a path, encoded file bytes (or a binary file object, read to its end), an array, or
+            ``(array, sample_rate)``. Arrays are
             ``(n,)``, ``(n, channels)`` or ``(channels, n)`` (the shorter axis, of at most
             :data:`MAX_CHANNELS`, holds the channels; other 2-D shapes are ambiguous and refused).
         target_rate: the model's sample rate.
@@ -763,23 +768,45 @@ def load_audio(
             infinite samples or samples beyond ±:data:`MAX_ABS_SAMPLE`.
         AudioTooLongError: audio longer than ``max_seconds``.
     """
-    label = _describe(source)
-    if isinstance(source, (str, os.PathLike, bytes)):
-        data, warnings = _read_file(source, target_rate, max_seconds)
+    given = _encoded_bytes(source)
+    label = _describe(given)
+    if isinstance(given, (str, os.PathLike, bytes)):
+        data, warnings = _read_file(given, target_rate, max_seconds)
         return Audio(samples=np.ascontiguousarray(data, dtype=np.float32), sample_rate=target_rate,
                      warnings=warnings)
-    if isinstance(source, tuple):
-        if len(source) != 2 or not isinstance(source[0], np.ndarray):
+    if isinstance(given, tuple):
+        if len(given) != 2 or not isinstance(given[0], np.ndarray):
             raise AudioDecodeError("expected an (array, sample_rate) pair")
-        array, rate = source[0], _check_rate(source[1], label)
-    elif isinstance(source, np.ndarray):
-        array, rate = source, _check_rate(target_rate if sample_rate is None else sample_rate, label)
+        array, rate = given[0], _check_rate(given[1], label)
+    elif isinstance(given, np.ndarray):
+        array, rate = given, _check_rate(target_rate if sample_rate is None else sample_rate, label)
     else:
-        raise AudioDecodeError(f"unsupported audio input of type {type(source).__name__}")
+        raise AudioDecodeError(f"unsupported audio input of type {type(given).__name__}")
     if max_seconds is not None:
         _check_duration(_length(array), rate, max_seconds, label)
     data = _checked(_mono(_as_float(array, label), label, channels_last=False), label)
     return Audio(samples=np.ascontiguousarray(_resampled(data, rate, target_rate)), sample_rate=target_rate)
+
+
+def _encoded_bytes(source: object) -> object:
+    """``source`` with encoded audio given as ``bytearray``, ``memoryview`` or a binary file object (anything with
+    ``read``, read to its end) as ``bytes``; anything else as it is.
+
+    Raises:
+        AudioDecodeError: a file object that cannot be read, or gives text (opened without ``'b'``)."""
+    if isinstance(source, (bytearray, memoryview)):
+        return bytes(source)
+    read = getattr(source, "read", None)
+    if read is None or isinstance(source, (str, bytes, os.PathLike, np.ndarray, tuple)):
+        return source
+    try:
+        data = read()
+    except (OSError, ValueError) as exc:  # a closed file, a socket that failed
+        raise AudioDecodeError(f"<{type(source).__name__}>: cannot read the file object ({exc})") from exc
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise AudioDecodeError(f"<{type(source).__name__}>: the file object gave {type(data).__name__}, not bytes "
+                               "(open it in binary mode, 'rb')")
+    return bytes(data)
 
 
 def _length(array: npt.NDArray[np.generic]) -> int:

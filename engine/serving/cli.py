@@ -145,7 +145,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                        help="allow browser calls from ORIGIN ('*': any) (repeatable; default: none)")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
-                       help="the server's and the library's log level (default: info)")
+                       help="the log level of the server (uvicorn) and of the library (default: info: the model's "
+                       "loading and warm-up, warnings; debug adds each request)")
     serve.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                        help="serve through Ray Serve on a Ray cluster (default address: auto, the local one; "
                        "needs the ray extra): replicas behind Serve's HTTP proxy on --host/--port, requests "
@@ -154,7 +155,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        help="with --ray: replicas, each loading the model once (default: 1)")
     serve.add_argument("--max-replicas", type=int, default=None, metavar="N",
                        help="with --ray: autoscale between --replicas and N replicas on requests in flight")
-    serve.add_argument("-v", "--verbose", action="store_true", help="show library logs")
+    serve.add_argument("-v", "--verbose", action="store_true", help="library logs at INFO at least")
 
     args, extra = parser.parse_known_args(argv)
     if extra:  # inputs after an option (`transcribe a.wav --format json b.wav`) are inputs too
@@ -396,7 +397,10 @@ def _stdin() -> BinaryIO | None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    # --log-level sets the library's level as well as uvicorn's (-v: at least INFO)
+    level = getattr(logging, args.log_level.upper())
+    logging.basicConfig(level=min(level, logging.INFO) if args.verbose else level,
+                        format="%(levelname)s %(message)s")
     if args.ray is not None:
         return _serve_on_ray(args)
     try:

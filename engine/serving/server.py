@@ -8,8 +8,9 @@ Endpoints:
 
 * ``POST /v1/audio/transcriptions`` — multipart ``file``, ``model``, ``response_format`` (json, text, srt,
   vtt, verbose_json), ``timestamp_granularities[]`` (word, segment; with verbose_json); OpenAI's request and
-  response shapes. Nothing is silently ignored: ``language`` must be one the model declares (manifest
-  ``languages``), ``temperature`` must be 0 (greedy decoding), and ``prompt``, ``stream``, ``include[]`` and
+  response shapes. Nothing is silently ignored: ``language`` must be an ISO 639-1 code the model declares
+  (manifest ``languages``; where it declares none, any code is taken and the body's ``warnings`` say it was not
+  checked), ``temperature`` must be 0 (greedy decoding), and ``prompt``, ``stream``, ``include[]`` and
   ``chunking_strategy`` get a 400 saying they are not supported, as does any field OpenAI does not define.
   ``model`` is accepted and not checked (one model per server). Times are rounded to the millisecond.
   verbose_json segments carry every field of OpenAI's (``tokens``, ``temperature``, ``avg_logprob``,
@@ -17,7 +18,8 @@ Endpoints:
   and below); ``avg_logprob`` is measured only when the engine computes confidence. An upload the audio reader
   accepted imperfect (a FLAC or Ogg file cut short: the text covers the audio before the cut) adds a
   ``warnings`` list of sentences to the json and verbose_json bodies; a clean upload's has no such key.
-* ``GET /health`` — 200 with the model id once the model is loaded, 503 before.
+* ``GET /health`` — 200 with the model id once the model is loaded (and warmed up), 503 before (only a mounted
+  app is reachable then: ``serve`` opens its port once loading is over; see :func:`create_app`).
 * ``GET /v1/models``, ``GET /v1/models/{id}`` — the served model: its id (a slug, see
   :attr:`ServerOptions.model_name`), description and languages.
 
@@ -142,10 +144,18 @@ def _shutting_down() -> _ApiError:
 
 
 class _State:
-    """The app's engine slot: filled at startup (or at creation when an engine is passed)."""
+    """The app's engine slot: filled at startup (or at creation when an engine is passed), ready once warmed up."""
 
     def __init__(self) -> None:
         self.engine: Engine | None = None
+        self.ready = False
+        """The engine is loaded and warmed up: requests are served."""
+        self.started = False
+        """The start-up (loading, warm-up) has begun: in the app's lifespan, or at its first request where the
+        host never ran the lifespan (Starlette runs no lifespan of a mounted app)."""
+        self.failed = False
+        """The start-up begun at a first request failed (its error is in the log): the app answers 503."""
+        self.starting: asyncio.Task[None] | None = None
         self.in_flight = 0
 
 
@@ -192,9 +202,16 @@ def create_app(
 ) -> Starlette:
     """Build the ASGI app.
 
+    Start-up (loading, ``ServerOptions.warm_up_seconds``) runs in the app's lifespan: under ``serve`` (uvicorn) the
+    port opens once it is over, and at shutdown the engine is closed (``ServerOptions.close_engine_on_shutdown``).
+    Starlette runs no lifespan of a mounted app: there the start-up begins at the app's first request, in the
+    background (``/health`` and every request answer 503 until it is over; a failed load stays 503, its error in
+    the log), and nothing is closed at shutdown: the engine's owner closes it. A host can run the app's lifespan
+    itself instead (``FastAPI(lifespan=app.router.lifespan_context)``, ``app`` this function's result).
+
     Args:
         engine: a loaded engine, or a function that loads one; a function runs in a worker thread at
-            startup, and ``/health`` answers 503 until it returns.
+            startup, and ``/health`` answers 503 until it returns (and the warm-up, if any, is done).
         options: HTTP limits (default: :class:`ServerOptions`).
     """
     opts = options or ServerOptions()
@@ -205,18 +222,44 @@ def create_app(
         # unknown length, ADTS) stops decoding past it instead of being decoded and transcribed in full
         state.engine = engine.with_max_audio_seconds(opts.max_audio_s)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def load() -> Engine:
         if state.engine is None:
             loader = engine
             assert callable(loader)
             state.engine = (await asyncio.to_thread(loader)).with_max_audio_seconds(opts.max_audio_s)
             logger.info("model loaded from %s", state.engine.model_dir)
+        return state.engine
+
+    async def warm_up(loaded: Engine) -> None:
+        if opts.warm_up_seconds is not None:
+            took = await asyncio.to_thread(loaded.warm_up, opts.warm_up_seconds, batch=opts.warm_up_batch)
+            logger.info("warmed up on %d × %g s of silence in %.1f s", opts.warm_up_batch, opts.warm_up_seconds, took)
+        state.ready = True
+
+    async def start_unhosted() -> None:
         try:
-            if opts.warm_up_seconds is not None:  # inside: an engine that fails it is still closed below
-                took = await asyncio.to_thread(state.engine.warm_up, opts.warm_up_seconds, batch=opts.warm_up_batch)
-                logger.info("warmed up on %d × %g s of silence in %.1f s", opts.warm_up_batch, opts.warm_up_seconds,
-                            took)
+            await warm_up(await load())
+        except Exception:
+            state.failed = True
+            logger.exception("the model could not be loaded or warmed up; every request is answered 503")
+
+    def start_if_unhosted() -> None:
+        """A first request where the host never ran the lifespan (a mounted app): load and warm up in the
+        background (requests get 503 meanwhile); the engine is then closed by its owner, not at shutdown."""
+        if state.started:
+            return
+        state.started = True
+        if state.engine is not None and opts.warm_up_seconds is None:
+            state.ready = True  # nothing to do: the engine given to create_app serves from the first request
+        else:
+            state.starting = asyncio.get_running_loop().create_task(start_unhosted())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state.started = True
+        loaded = await load()
+        try:
+            await warm_up(loaded)  # inside: an engine that fails it is still closed below
             yield
         finally:
             if opts.close_engine_on_shutdown and state.engine is not None:
@@ -226,13 +269,20 @@ def create_app(
                 await asyncio.to_thread(state.engine.close, drain=False, timeout=SHUTDOWN_CLOSE_S)
 
     def ready_engine() -> Engine:
-        if state.engine is None:
+        start_if_unhosted()
+        if state.failed:
+            raise _ApiError(503, "the model could not be loaded (details are in the server log)",
+                            kind="server_error", code="not_ready")
+        if not state.ready or state.engine is None:
             raise _ApiError(503, "the model is still loading", kind="server_error", code="not_ready",
                             headers={"Retry-After": str(opts.retry_after_s)})
         return state.engine
 
     async def health(request: Request) -> Response:
-        if state.engine is None:
+        start_if_unhosted()
+        if state.failed:
+            return JSONResponse({"status": "failed"}, status_code=503)
+        if not state.ready or state.engine is None:
             return JSONResponse({"status": "loading"}, status_code=503,
                                 headers={"Retry-After": str(opts.retry_after_s)})
         return JSONResponse({"status": "ok", "model": _model_id(state.engine, opts)})
@@ -480,7 +530,9 @@ async def _transcribe(request: Request, body: bytes, engine: Engine, opts: Serve
     if transcript.duration > opts.max_audio_s:  # a format whose header declares no length (ADTS, live WebM, ...)
         raise _ApiError(400, _too_long_for_server(transcript.duration, opts.max_audio_s), param="file",
                         code="audio_too_long")
-    return _render(transcript, response_format, granularities, _language(fields, engine.manifest.languages))
+    declared = engine.manifest.languages
+    return _render(transcript, response_format, granularities, _language(fields, declared),
+                   _language_warnings(fields, declared))
 
 
 class _FileFieldParser(MultiPartParser):
@@ -518,13 +570,35 @@ async def _read_form(request: Request) -> FormData:
         return await request.form(max_files=1, max_fields=32, max_part_size=FORM_FIELD_BYTES)
 
 
+LANGUAGE_NAMES = {
+    "bg": "bulgarian", "ca": "catalan", "cs": "czech", "da": "danish", "de": "german", "el": "greek", "en": "english",
+    "es": "spanish", "et": "estonian", "fi": "finnish", "fr": "french", "hr": "croatian", "hu": "hungarian",
+    "it": "italian", "lt": "lithuanian", "lv": "latvian", "mt": "maltese", "nl": "dutch", "no": "norwegian",
+    "pl": "polish", "pt": "portuguese", "ro": "romanian", "ru": "russian", "sk": "slovak", "sl": "slovenian",
+    "sv": "swedish", "uk": "ukrainian", "ar": "arabic", "hi": "hindi", "ja": "japanese", "ko": "korean",
+    "tr": "turkish", "zh": "chinese", "vi": "vietnamese", "id": "indonesian", "he": "hebrew", "fa": "persian",
+    "th": "thai",
+}
+"""verbose_json names a language as OpenAI's does (``"english"``), from its ISO 639-1 code; a code not in this
+table is given as the code."""
+_ISO_639_1 = re.compile(r"[a-z]{2}")
+
+
 def _language(fields: dict[str, str], declared: Sequence[str]) -> str:
-    """verbose_json's ``language``: the one asked for (checked to be declared), else the model's only declared
-    language (ISO 639-1), else empty (a multilingual model does not say which it heard)."""
-    asked = fields.get("language", "").strip().lower()
-    if asked:
-        return asked
-    return declared[0] if len(declared) == 1 else ""
+    """verbose_json's ``language``, named as OpenAI names it (:data:`LANGUAGE_NAMES`): the one asked for (checked),
+    else the model's only declared language, else empty (a multilingual model does not say which it heard)."""
+    code = fields.get("language", "").strip().lower() or (declared[0] if len(declared) == 1 else "")
+    return LANGUAGE_NAMES.get(code, code)
+
+
+def _language_warnings(fields: dict[str, str], declared: Sequence[str]) -> list[str]:
+    """The json and verbose_json bodies' ``warnings`` about ``language``: one where the model declares no languages
+    (the code was accepted unchecked)."""
+    asked = fields.get("language", "").strip()
+    if asked and not declared:
+        return [f"language {asked[:16]!r} was not checked: this model does not declare the languages it transcribes "
+                "(its manifest lists none)"]
+    return []
 
 
 def _check_declared_duration(audio: bytes, server_limit: float, model_limit: float | None) -> None:
@@ -571,11 +645,10 @@ def _check_unsupported(fields: dict[str, str], engine: Engine) -> None:
     language = fields.get("language", "").strip()
     if language:
         supported = engine.manifest.languages
-        if not supported:
-            raise _ApiError(400, f"language {language[:16]!r} cannot be honoured: this model does not declare the "
-                            "languages it transcribes (its manifest lists none), so omit 'language'",
-                            param="language", code="unsupported_language", echoes_client=True)
-        if language.lower() not in supported:
+        if not _ISO_639_1.fullmatch(language.lower()):
+            raise _ApiError(400, f"language {language[:16]!r} is not an ISO 639-1 code (two letters, e.g. 'en'), "
+                            "or omit 'language'", param="language", code="unsupported_language", echoes_client=True)
+        if supported and language.lower() not in supported:
             raise _ApiError(400, f"language {language[:16]!r} is not supported by this model; it transcribes: "
                             f"{', '.join(supported)} (ISO 639-1), or omit 'language'", param="language",
                             code="unsupported_language", echoes_client=True)
@@ -633,7 +706,9 @@ def _confidence(item: TimedText) -> dict[str, float]:
     return {} if item.confidence is None else {"confidence": item.confidence}
 
 
-def _render(transcript: Transcript, response_format: str, granularities: list[str], language: str = "") -> Response:
+def _render(transcript: Transcript, response_format: str, granularities: list[str], language: str = "",
+            notes: Sequence[str] = ()) -> Response:
+    """The response body; ``notes``: warnings of the server's own, before the transcript's."""
     if response_format == "text":
         return PlainTextResponse(transcript.text)
     if response_format == "srt":
@@ -641,7 +716,7 @@ def _render(transcript: Transcript, response_format: str, granularities: list[st
     if response_format == "vtt":
         return PlainTextResponse(to_vtt(transcript), media_type="text/vtt")
     if response_format == "json":
-        return JSONResponse({"text": transcript.text} | _warnings(transcript))
+        return JSONResponse({"text": transcript.text} | _warnings(transcript, notes))
     body: dict[str, Any] = {
         "task": "transcribe",
         "language": language,
@@ -665,14 +740,16 @@ def _render(transcript: Transcript, response_format: str, granularities: list[st
             } | _confidence(s)
             for i, s in enumerate(transcript.segments)
         ]
-    return JSONResponse(body | _warnings(transcript))
+    return JSONResponse(body | _warnings(transcript, notes))
 
 
-def _warnings(transcript: Transcript) -> dict[str, list[str]]:
+def _warnings(transcript: Transcript, notes: Sequence[str] = ()) -> dict[str, list[str]]:
     """``{"warnings": [...]}`` where the audio reader accepted the upload imperfect (a FLAC or Ogg file cut short:
-    the text covers the audio before the cut), else nothing: a clean upload's response keeps OpenAI's shape, and a
-    client still learns that part of its recording was missing (the server's log is not the client's to read)."""
-    return {"warnings": list(transcript.warnings)} if transcript.warnings else {}
+    the text covers the audio before the cut) or the server notes something (``notes``: a ``language`` it could not
+    check), else nothing: a clean upload's response keeps OpenAI's shape, and a client still learns that part of
+    its recording was missing (the server's log is not the client's to read)."""
+    found = [*notes, *transcript.warnings]
+    return {"warnings": found} if found else {}
 
 
 GREEDY_TEMPERATURE = 0.0
