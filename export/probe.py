@@ -114,6 +114,7 @@ def nemo_reference(model: Any, path: Path) -> tuple[list[int], list[int], list[i
 
 
 def _torch_outputs(model: Any, samples: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """NeMo's features, their valid length, and its projected encoder frames up to their valid length."""
     import torch
 
     featurizer = model.preprocessor.featurizer
@@ -127,9 +128,10 @@ def _torch_outputs(model: Any, samples: np.ndarray) -> tuple[np.ndarray, int, np
             feats, feat_len = model.preprocessor(input_signal=signal, length=length)
         finally:
             featurizer.pad_to = pad_to
-        encoded, _ = model.encoder(audio_signal=feats, length=feat_len)
+        encoded, encoded_len = model.encoder(audio_signal=feats, length=feat_len)
         projected = model.joint.project_encoder(encoded.transpose(1, 2))
-    return feats[0].numpy(), int(feat_len[0]), projected[0].numpy()
+    # frames past the valid length are padding, whatever each side leaves there (a x2 striding encoder's last one)
+    return feats[0].numpy(), int(feat_len[0]), projected[0, : int(encoded_len[0])].numpy()
 
 
 def position_buffer_frames(model: Any) -> int | None:
@@ -190,9 +192,10 @@ def check_parity(model: Any, model_dir: Path, probes: list[Path]) -> list[Parity
             our_durations = [t.duration for t in ours.tokens]
             ref_feats, valid, ref_proj = _torch_outputs(model, audio.samples)
             feats, our_valid = engine.features(audio.samples)
-            proj, _ = engine.model.encode(feats[None], np.array([our_valid], dtype=np.int64))
+            proj, proj_lengths = engine.model.encode(feats[None], np.array([our_valid], dtype=np.int64))
             feature_diff = float(np.max(np.abs(feats[:, :valid] - ref_feats[:, :valid]))) if valid else 0.0
-            encoder_diff = float(np.max(np.abs(proj[0] - ref_proj))) if ref_proj.size else 0.0
+            compared = min(int(proj_lengths[0]), ref_proj.shape[0])  # valid frames on both sides
+            encoder_diff = float(np.max(np.abs(proj[0, :compared] - ref_proj[:compared]))) if compared else 0.0
             identical = (ids, frames, durations) == (our_ids, our_frames, our_durations)
             detail = "" if identical else (
                 f"NeMo ids={ids} frames={frames} durations={durations}; "

@@ -661,3 +661,13 @@ def test_warm_up_arguments_are_options_errors(engine: Engine) -> None:
         with pytest.raises(OptionsError) as info:
             engine.warm_up(seconds, batch=batch)
         assert info.value.field == field and isinstance(info.value, ValueError)
+
+
+def test_64_bit_integer_arrays_are_refused(engine: Engine) -> None:
+    """NumPy's default integer type is int64: 16-bit values in it, scaled as 64-bit PCM, were silence (about 1e-15)
+    and gave a transcript without a word and without an error; no audio format stores 64-bit PCM."""
+    samples, rate = soundfile.read(sample_audio_path(), dtype="int16")
+    for dtype in (np.int64, np.uint64):
+        with pytest.raises(AudioDecodeError, match=r"not PCM .*astype"):
+            engine.transcribe(samples.astype(dtype), sample_rate=rate)
+    assert engine.transcribe(samples, sample_rate=rate).text == engine.transcribe(sample_audio_path()).text

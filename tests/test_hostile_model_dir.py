@@ -169,6 +169,13 @@ BAD_FIELDS: list[tuple[str, Callable[[Raw], object], str]] = [
     ("pad over float32", lambda m: m["features"].update(pad_value=1e39), r"features\.pad_value"),  # ⁇ transcripts
     ("guard under float32", lambda m: m["features"].update(log_zero_guard_value=1e-50), "log_zero_guard_value"),
     ("huge power", lambda m: m["features"].update(mag_power=1e308), r"features\.mag_power"),
+    # Found by an adversarial probe (2026-12-05): a null max_symbols loaded and a model emitting duration 0 at one
+    # frame then decoded forever, blocking the batcher's worker and every other request; a hop length or window
+    # stride edited alone loaded, then failed in ONNX Runtime untyped or timed every word twice as late.
+    ("null max_symbols", lambda m: m["decoding"].update(max_symbols=None), r"decoding\.max_symbols must be a number"),
+    ("hop length alone", lambda m: m["features"].update(hop_length=1), r"features\.hop_length \(1 samples\)"),
+    ("window stride alone", lambda m: m["features"].update(window_stride=0.02), "window_stride .* disagree"),
+    ("unknown tokenizer", lambda m: m["tokenizer"].update(kind="x"), r"tokenizer\.kind must be one of 'bpe', 'wpe'"),
 ]
 
 

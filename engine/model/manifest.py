@@ -173,6 +173,7 @@ class DecodingSpec:
     blank_id: int
     durations: tuple[int, ...]
     max_symbols: int | None
+    """Labels at most at one frame before time moves on; ``None`` is refused at load (no bound)."""
 
 
 @dataclass(frozen=True)
@@ -473,7 +474,7 @@ _RANGES: dict[type[Any], dict[str, _Check]] = {
         "max_symbols": _between(1, MAX_DIMENSION),
     },
     TokenizerSpec: {"segment_gap_threshold": _between(0, 1 << 31), "supported_punctuation": _ENTRIES,
-                    "segment_separators": _ENTRIES},
+                    "segment_separators": _ENTRIES, "kind": _one_of("bpe", "wpe")},
 }
 """Per-field ranges, checked after the types (``None``, where a field may be ``None``, always passes)."""
 
@@ -796,9 +797,20 @@ def _check_consistency(m: Manifest) -> None:
             f"manifest: joint has {m.joint.num_outputs} outputs, expected vocab_size + 1 + len(durations) = "
             f"{d.vocab_size + 1 + len(d.durations)}"
         )
+    if d.max_symbols is None:
+        raise ManifestError("manifest: decoding.max_symbols must be a number (labels at most at one frame), found "
+                            "null: the search would have no bound on a model that keeps emitting at one frame "
+                            "(NeMo's batched greedy search reads None as 10; convert-model records the number)")
     f = m.features
     if f.win_length > f.n_fft:
         raise ManifestError(f"manifest: features.win_length ({f.win_length}) must not exceed n_fft ({f.n_fft})")
+    stride = f.window_stride * f.sample_rate
+    if abs(f.hop_length - stride) >= 1:
+        raise ManifestError(
+            f"manifest: features.hop_length ({f.hop_length} samples) and window_stride ({f.window_stride:g} s at "
+            f"{f.sample_rate} Hz: {stride:g} samples) disagree: the features would be computed at one rate and "
+            "timed at another (NeMo's hop length is window_stride × sample_rate, rounded down)"
+        )
 
 
 MAX_MANIFEST_BYTES = 16_000_000

@@ -737,6 +737,12 @@ def _as_float(array: npt.NDArray[np.generic], label: str) -> npt.NDArray[np.floa
         if array.dtype.itemsize > 4:  # refused before float32 would round it to infinity
             _check_peak(array, label)
         return np.asarray(array, dtype=np.float32)
+    if array.dtype.kind in "iu" and array.dtype.itemsize > 4:
+        # no audio format stores 64-bit PCM: this is NumPy's default integer type (np.array of a list of ints),
+        # whose 16-bit values scaled as 64-bit PCM would be silence (about 1e-15), transcribed without a word
+        raise AudioDecodeError(f"{label}: {array.dtype} samples are not PCM (NumPy's default integer type); give "
+                               "int16 or int32 PCM (e.g. array.astype(np.int16) for 16-bit values), or float in "
+                               "[-1, 1]")
     if array.dtype.kind == "i":
         scale = float(2 ** (8 * array.dtype.itemsize - 1))
         return (array.astype(np.float64) / scale).astype(np.float32)
