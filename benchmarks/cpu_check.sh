@@ -68,7 +68,7 @@ command -v lscpu >/dev/null && lscpu | grep -E '^(Model name|CPU\(s\)|Thread|Cor
 mkdir -p "$RESULTS" "$OUT"
 read -r -a shapes <<< "$SHAPES"
 
-activations=(per-row)
+activations=(per-row-fixed)
 [[ $PER_TENSOR == 1 ]] && activations+=(per-tensor)
 step "benchmark models: ${shapes[*]}, int8 activations ${activations[*]} (cached under $OUT)"
 "$PYTHON" benchmarks/parakeet_models.py --out "$OUT" --shapes "${shapes[@]}" --int8-activations "${activations[@]}"

@@ -14,11 +14,12 @@ frame, only the values: the encoder and decoding cost what Parakeet's do.
 
 Writes ``<out>/<shape>/model.nemo``, ``<out>/<shape>/fp32`` and ``<out>/<shape>/int8`` (convert-model
 directories; ``--int8-weights int7`` adds ``<out>/<shape>/int8-int7``, and so on for each scheme besides
-the default; ``--int8-activations per-row per-tensor`` adds ``-per-tensor`` directories, the same weights with
-ONNX Runtime's one activation scale per tensor). Cached: an existing output is reused, unless its manifest records
-other int8 choices than the ones asked for (a directory converted before activations were scaled per row is
-converted again). Not part of CI (minutes and ~10 GB of memory); ``--shapes tiny`` builds a small model of the
-same structure for the CI smoke run.
+the default; ``--int8-activations per-row-fixed per-tensor`` adds ``-per-tensor`` directories, the same weights
+with ONNX Runtime's one activation scale per tensor, and so on for each scaling besides the default). Cached: an
+existing output is reused, unless its manifest records other int8 choices than the ones asked for (a directory
+converted with another activation scaling, or before activations were scaled per row, is converted again). Not part
+of CI (minutes and ~10 GB of memory); ``--shapes tiny`` builds a small model of the same structure for the CI smoke
+run.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ class Config:
     name: str
     int8_activations: str | None
     """The int8 directory whose encoder runs, by its activations' scaling (``per-row``, ``per-tensor``,
-    ``per-row-centred``);
+    ``per-row-centred``, ``per-row-fixed``);
     ``None``: the fp32 directory."""
     session: dict[str, str]
 
@@ -64,6 +64,12 @@ CONFIGS = (
     Config("ORT int8 signed centred, fp32 decoding", "per-row-centred",
            {"int8_weights": "int8", "decoder_weights": "fp32"}),
     Config("ORT int8 signed centred, int8 decoding", "per-row-centred",
+           {"int8_weights": "int8", "decoder_weights": "int8"}),
+    Config("ORT int8 uint8 fixed, fp32 decoding", "per-row-fixed",
+           {"int8_weights": "uint8", "decoder_weights": "fp32"}),
+    Config("ORT int8 signed fixed, fp32 decoding", "per-row-fixed",
+           {"int8_weights": "int8", "decoder_weights": "fp32"}),
+    Config("ORT int8 signed fixed, int8 decoding", "per-row-fixed",
            {"int8_weights": "int8", "decoder_weights": "int8"}),
     Config("OpenVINO fp32", None, {"backend": "openvino", "precision": "fp32"}),
     Config("OpenVINO bf16, fp32 decoding", None,

@@ -24,7 +24,8 @@ class BatchingOptions:
     worker thread runs them together: it takes the first waiting request, waits up to ``max_wait_ms`` for
     more, up to ``max_batch_size``, then encodes and decodes them as padded batches. Results are identical
     to one-at-a-time decoding (int8 and bf16 encoders, whose results would depend on their batch-mates, encode each
-    input alone on the worker, except int8 directories with ``per-row-centred`` activations; with int8 decoding
+    input alone on the worker, except int8 directories with ``per-row-fixed`` (the default since 2026-12-05) or
+    ``per-row-centred`` activations; with int8 decoding
     weights each row of a batch is decoded alone). A list passed to ``transcribe`` is always sorted by length and
     bucketed.
     """

@@ -65,11 +65,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "and one bit less precision; int8 alone is exact and fastest only on CPUs with VNNI/AMX "
                         "or ARM dot products")
     parser.add_argument("--int8-activations", choices=ACTIVATIONS, default=None,
-                        help="how --quantize int8 scales the products' inputs at run time (default per-row: each "
-                        "encoder frame its own scale, about a third less error against fp32; per-tensor: ONNX "
-                        "Runtime's one scale per tensor, about 10%% faster; per-row-centred: each frame centred, "
-                        "a fixed quantiser, the same results alone and in a batch, so the engine batches "
-                        "concurrent requests, about 7-14%% slower than per-row)")
+                        help="how --quantize int8 scales the products' inputs at run time (default per-row-fixed: "
+                        "each encoder frame its own scale, Swish's outputs shifted by their lower bound, a fixed "
+                        "quantiser: the same results alone and in a batch, so the engine batches concurrent "
+                        "requests; per-row: each frame its own scale before ONNX Runtime's quantiser, whose range "
+                        "spans the batch (the default before 2026-12-05, about 15%% more error); per-tensor: ONNX "
+                        "Runtime's one scale per tensor, about 10%% faster, about 80%% more error; per-row-centred: "
+                        "each frame centred, the least error, about 7-14%% slower)")
     parser.add_argument("--position-table-frames", type=int, default=DEFAULT_FRAMES, metavar="N",
                         help="precompute the encoder's relative-position projections for inputs of up to N encoder "
                         f"frames (default {DEFAULT_FRAMES}: 82 s at 80 ms per frame; 8 MB per layer at d_model "

@@ -100,7 +100,7 @@ def convert(
     verify: bool = True,
     quantize: str | None = None,
     int8_weights: str = DEFAULT_WEIGHTS,
-    int8_activations: str = "per-row",
+    int8_activations: str = "per-row-fixed",
     position_table_frames: int = DEFAULT_FRAMES,
     languages: Sequence[str] | None = None,
     local_attention: tuple[int, int] | None = None,
@@ -124,9 +124,11 @@ def convert(
         int8_weights: how ``quantize="int8"`` stores the encoder's weights: ``"auto"`` (a uint8 and an
             int8 graph, chosen at load from the CPU), ``"uint8"``, ``"int7"`` or ``"int8"`` (see
             :mod:`parakeet_runtime.export.quantize`).
-        int8_activations: how ``quantize="int8"`` scales the products' inputs: ``"per-row"`` (each encoder frame
-            its own scale: :mod:`parakeet_runtime.export.row_scales`), ``"per-tensor"`` (ONNX Runtime's own) or
-            ``"per-row-centred"`` (batch-invariant: the engine batches such a directory's requests).
+        int8_activations: how ``quantize="int8"`` scales the products' inputs (``export.quantize.ACTIVATIONS``):
+            ``"per-row-fixed"`` (each encoder frame its own scale, a fixed quantiser: batch-invariant, so the engine
+            batches such a directory's requests; :mod:`parakeet_runtime.export.row_scales`), ``"per-row"`` (each
+            frame its own scale before ONNX Runtime's quantiser), ``"per-tensor"`` (ONNX Runtime's own) or
+            ``"per-row-centred"`` (each frame centred; batch-invariant too).
         position_table_frames: the encoder's relative-position projections become table lookups for inputs
             of up to this many encoder frames (0: none; see :mod:`parakeet_runtime.export.position_table`).
         languages: ISO 639-1 codes to record in the manifest, overriding what the checkpoint says (``None``:

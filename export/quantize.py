@@ -2,8 +2,9 @@
 
 Only the encoder is quantised: dynamic int8 for the weights of all its top-level MatMuls (the
 feed-forward and attention projections and the pointwise convolutions, which hold nearly all of its FLOPs
-and bytes), activations quantised on the fly to uint8 with a scale per row (each encoder frame its own:
-:mod:`.row_scales`; ONNX Runtime's own is one per tensor). The relative-position projections stay fp32: tables
+and bytes), activations quantised on the fly to uint8 with a scale per row (each encoder frame its own, at a
+fixed quantiser: :mod:`.row_scales`; ONNX Runtime's own is one range per tensor). The relative-position projections
+stay fp32: tables
 for inputs up to the converter's ``--position-table-frames``, a MatMul inside the ``If`` for longer ones (ONNX
 Runtime's quantiser does not enter ``If`` branches), and the plain ``linear_pos`` MatMuls of a graph exported
 without tables (they are left out of the quantiser by name). The weights have a scale (and for unsigned
@@ -127,11 +128,14 @@ def weight_scheme(name: str) -> WeightScheme:
         ) from None
 
 
-ACTIVATIONS = ("per-row", "per-tensor", "per-row-centred")
-"""How the quantised products' inputs are scaled: ``per-row`` (the default: :mod:`.row_scales`), ``per-tensor``
-(ONNX Runtime's dynamic quantisation as it is: directories converted before 2026-12-05) or ``per-row-centred``
-(each row centred and scaled to [-1, 1], a fixed quantiser: the same products alone and in any batch, so the
-engine batches such a directory's requests; :func:`.row_scales.centre_rows`)."""
+ACTIVATIONS = ("per-row-fixed", "per-row", "per-tensor", "per-row-centred")
+"""How the quantised products' inputs are scaled (the first is the default): ``per-row-fixed`` (each row scaled on
+its own, Swish's output shifted by its lower bound first, and a fixed quantiser: the same products alone and in any
+padded batch, so the engine batches such a directory's requests; :func:`.row_scales.bound_rows`), ``per-row``
+(each row scaled on its own before ONNX Runtime's quantiser, which takes one range over the whole batch:
+:func:`.row_scales.scale_rows`; the default of directories converted 2026-12-05), ``per-tensor`` (ONNX Runtime's
+dynamic quantisation as it is: directories converted before) or ``per-row-centred`` (each row centred and scaled to
+[-1, 1], a fixed quantiser, batch-invariant too, a little slower: :func:`.row_scales.centre_rows`)."""
 
 
 
@@ -156,7 +160,7 @@ def _quantize_encoder(source: Path, target: Path, scheme: WeightScheme, activati
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from .row_scales import centre_rows, scale_rows
+    from .row_scales import bound_rows, centre_rows, scale_rows
 
     try:
         excluded = _position_projections(onnx.load(str(source), load_external_data=False))
@@ -175,11 +179,11 @@ def _quantize_encoder(source: Path, target: Path, scheme: WeightScheme, activati
             if activations == "per-row":
                 rows = scale_rows(model)
             else:
-                rows, kept = centre_rows(model)
+                rows, kept = (centre_rows if activations == "per-row-centred" else bound_rows)(model)
                 if kept:
                     raise ConversionError(f"{kept} quantised inputs are not read by integer products with constant "
-                                          "weights alone, so they cannot be centred per row; use --int8-activations "
-                                          "per-row")
+                                          f"weights alone, so they cannot be quantised {activations}; use "
+                                          "--int8-activations per-row")
             onnx.save(model, str(target))
             logger.info("%s: %d quantised inputs scaled %s", target.name, rows, activations.replace("-", " "))
     except ConversionError:
@@ -189,7 +193,7 @@ def _quantize_encoder(source: Path, target: Path, scheme: WeightScheme, activati
 
 
 def quantize_directory(fp32_dir: Path, out_dir: Path, manifest: Manifest, weights: str = DEFAULT_WEIGHTS,
-                       activations: str = "per-row") -> Manifest:
+                       activations: str = ACTIVATIONS[0]) -> Manifest:
     """Write ``out_dir``: a copy of ``fp32_dir`` whose encoder is dynamically quantised to int8, its MatMul
     weights stored as ``weights`` (a key of :data:`WEIGHT_SCHEMES`, or ``auto``: uint8 and int8 graphs), its
     activations scaled as ``activations`` (:data:`ACTIVATIONS`)."""

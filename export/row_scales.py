@@ -25,6 +25,20 @@ directory's requests. After each product the row is scaled back and the centre's
 ``half · (xs @ W) + mid · colsum(W)`` (the column sums of the dequantised weights, computed here). On the demo model
 its error against fp32 is a little lower again (0.89% against 1.07% per row; benchmarks/README.md, "int8 activations
 centred per row"), for 7–14% more time than per row.
+
+:func:`bound_rows` (the default, ``per-row-fixed``) gets most of that for no time: every row is quantised by a fixed
+quantiser, so it is batch-invariant too, but only inputs bounded below by their activation are shifted. Swish (after
+the feed-forward modules' first layer and in the convolution module) is at least -0.2785: its rows are shifted by
+that bound and scaled to [0, 1], so all 256 levels fall on values that occur (a quantiser symmetric about zero would
+leave nearly half of them to negative values Swish never reaches), and the shift's share of each product,
+``bound · colsum(W)``, is the same for every row, so it joins the product's bias (no pass over the output). The
+other inputs (LayerNorm's outputs, the attention's) are divided by their largest magnitude (codes 1..255 around 128,
+the resolution ``scale_rows`` gets) and multiplied back. Where ``scale_rows`` quantises with ``DynamicQuantizeLinear``
+(a pass for the range, a pass to quantise), a fixed ``QuantizeLinear`` is one pass. ONNX Runtime fuses an integer
+product, its cast and its scaling into one kernel only behind a ``DynamicQuantizeLinear``, so both rewrites with a
+fixed quantiser write that kernel (``MatMulIntegerToFloat``) themselves (:func:`_fuse_products`). On the demo model:
+encoder error 0.93% against per row's 1.08% (benchmarks/README.md, "int8 activations per row, at a fixed
+quantiser"); the same time as per row on the v2 and v3 shapes.
 """
 
 from __future__ import annotations
@@ -194,6 +208,7 @@ def centre_rows(model: Any) -> tuple[int, int]:
     nodes: list[Any] = []
     after: dict[int, list[Any]] = {}  # id(scale Mul) -> the nodes that scale its output back and add the centre
     centred = kept = 0
+    codes: set[str] = set()
     for node in list(graph.node):
         muls = _product_scale_muls(node, consumers) if node.op_type == "DynamicQuantizeLinear" else None
         sums = None if muls is None else [
@@ -222,6 +237,7 @@ def centre_rows(model: Any) -> tuple[int, int]:
             helper.make_node("QuantizeLinear", [f"{prefix}_input", node.output[1], node.output[2]], [node.output[0]],
                              name=f"{prefix}/quantize"),
         ]
+        codes.add(node.output[0])
         for index, (mul, column_sums) in enumerate(zip(muls, sums, strict=True)):
             assert column_sums is not None
             output = mul.output[0]
@@ -240,4 +256,184 @@ def centre_rows(model: Any) -> tuple[int, int]:
         logger.warning("%d quantised inputs keep one scale per tensor (their readers are not integer products "
                        "with constant weights)", kept)
     _splice(graph, nodes, after)
+    _fuse_products(model, codes)
     return centred, kept
+
+
+SWISH_MINIMUM = -0.2785
+"""A bound below Swish/SiLU's least value (``x * sigmoid(x)`` reaches -0.27846 at x = -1.2785)."""
+_SHAPE_ONLY = frozenset({"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten"})
+_BOUNDED = "row_bound"
+_MS_DOMAIN = "com.microsoft"
+BOUNDED_SCALE = np.float32(1 / 255)
+"""The fixed quantiser of a one-sided input: its rows, shifted and scaled to [0, 1], become codes 0..255."""
+
+
+def lower_bound(source: str, producers: dict[str, Any]) -> float | None:
+    """The least value ``source`` can hold where it is (a reshaping of) an activation bounded below: Swish/SiLU
+    (``x * sigmoid(x)``: :data:`SWISH_MINIMUM`), ``Relu``, ``Sigmoid``, ``Softplus`` (0); else ``None``."""
+    node = producers.get(source)
+    for _ in range(8):
+        if node is None or node.op_type not in _SHAPE_ONLY:
+            break
+        node = producers.get(node.input[0])
+    if node is None:
+        return None
+    if node.op_type in ("Relu", "Sigmoid", "Softplus"):
+        return 0.0
+    if node.op_type == "Mul" and len(node.input) == 2:
+        made = [producers.get(name) for name in node.input]
+        if any(m is not None and m.op_type == "Sigmoid" and m.input[0] in node.input and m.input[0] != m.output[0]
+               for m in made):
+            return float(SWISH_MINIMUM)
+    return None
+
+
+def _bias_initializer(output: str, width: int, consumers: dict[str, list[Any]],
+                      initializers: dict[str, Any]) -> Any | None:
+    """The ``(width,)`` float initializer an ``Add`` adds to ``output``, where that ``Add`` is ``output``'s only
+    reader and the initializer is read by nothing else (so that it can be changed in place)."""
+    readers = consumers.get(output, [])
+    if len(readers) != 1 or readers[0].op_type != "Add" or len(readers[0].input) != 2:
+        return None
+    other: str | None = next((str(name) for name in readers[0].input if name != output), None)
+    tensor = initializers.get(other) if other is not None else None
+    if other is None or tensor is None or len(consumers.get(other, [])) != 1 or tensor.data_type != 1:  # FLOAT
+        return None
+    return tensor if int(np.prod(tensor.dims)) == width else None
+
+
+def _fuse_products(model: Any, codes: set[str]) -> int:
+    """Make each ``MatMulInteger -> Cast -> Mul(a_scale × w_scale)`` that reads one of ``codes`` (outputs of a fixed
+    ``QuantizeLinear``) one ``MatMulIntegerToFloat`` (ONNX Runtime's contrib op, its kernel for a quantised input
+    and float output); returns how many. ONNX Runtime fuses that chain itself only behind a
+    ``DynamicQuantizeLinear``: behind a fixed quantiser the three ran as separate passes (on Parakeet's shape the
+    integer products, a cast and a scaling: 0.46 s of a 60 s request against the fused 0.38 s)."""
+    from onnx import helper
+
+    graph = model.graph
+    consumers = _consumers(graph)
+    producers = {name: node for node in graph.node for name in node.output}
+    initializers = {init.name for init in graph.initializer}
+    dropped: set[str] = set()  # the outputs of the nodes fused away
+    fused = 0
+    for index, node in enumerate(graph.node):
+        if node.op_type != "MatMulInteger" or node.input[0] not in codes or len(node.input) < 3:
+            continue
+        casts = consumers.get(node.output[0], [])
+        if len(casts) != 1 or casts[0].op_type != "Cast":
+            continue
+        scaled = consumers.get(casts[0].output[0], [])
+        if len(scaled) != 1 or scaled[0].op_type != "Mul" or scaled[0].input[0] != casts[0].output[0]:
+            continue
+        scales = producers.get(scaled[0].input[1])
+        if (scales is None or scales.op_type != "Mul" or any(name not in initializers for name in scales.input)
+                or len(consumers.get(scales.output[0], [])) != 1):
+            continue
+        inputs = [node.input[0], node.input[1], scales.input[0], scales.input[1], node.input[2],
+                  *(node.input[3:4] if len(node.input) > 3 else [])]
+        fused_node = helper.make_node("MatMulIntegerToFloat", inputs, [scaled[0].output[0]], domain=_MS_DOMAIN,
+                                      name=f"{node.name or node.output[0]}/to_float")
+        graph.node[index].CopyFrom(fused_node)
+        dropped.update({casts[0].output[0], scales.output[0]})
+        fused += 1
+    # the scaling Mul's output is now the fused node's: it goes by its name, as the cast and the scales do
+    fused_outputs = {n.output[0] for n in graph.node if n.op_type == "MatMulIntegerToFloat"}
+    kept = [node for node in graph.node if node.output[0] not in dropped
+            and not (node.op_type == "Mul" and node.output[0] in fused_outputs)]
+    del graph.node[:]
+    graph.node.extend(kept)
+    if fused and not any(o.domain == _MS_DOMAIN for o in model.opset_import):
+        model.opset_import.add(domain=_MS_DOMAIN, version=1)
+    return fused
+
+
+def bound_rows(model: Any) -> tuple[int, int]:
+    """Rewrite ``model`` (an ``onnx.ModelProto`` from ``quantize_dynamic``) in place so that each
+    ``DynamicQuantizeLinear`` feeding integer products becomes a fixed quantiser of its input scaled row by row
+    (the module's docstring): each row's integer codes depend on that row alone, so an input gives the same
+    products alone and in any padded batch. An input bounded below by its activation (:func:`lower_bound`: Swish
+    after the feed-forward modules' first layer and in the convolution module) is shifted by that bound and scaled
+    to [0, 1] (codes 0..255, every level on values that occur); the shift's share of the product,
+    ``bound · colsum(W)``, is the same for every row, so it is added to the product's bias (or by an ``Add`` where
+    there is none). Any other input is divided by its largest magnitude (codes 1..255 around 128) and multiplied
+    back after the product, as :func:`scale_rows` does. Returns how many quantised inputs were rewritten and how
+    many are left per tensor (their readers are not integer products with constant weights)."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    consumers = _consumers(graph)
+    producers = {name: node for node in graph.node for name in node.output}
+    initializers = {init.name: init for init in graph.initializer}
+    axes = _last_axis(model, _BOUNDED)
+    tiny = f"{_BOUNDED}_tiny"
+    graph.initializer.append(numpy_helper.from_array(np.array(_TINY), tiny))
+    nodes: list[Any] = []
+    after: dict[int, list[Any]] = {}  # id(scale Mul) -> the nodes that scale its output back (and add the shift)
+    rewritten = kept = 0
+    codes: set[str] = set()
+    for node in list(graph.node):
+        muls = _product_scale_muls(node, consumers) if node.op_type == "DynamicQuantizeLinear" else None
+        source = node.input[0] if muls is not None else ""
+        bound = None if muls is None else lower_bound(source, producers)
+        sums = None if muls is None or bound is None else [
+            _weight_column_sums(product, mul, initializers, producers)
+            for product, mul in zip(consumers[node.output[0]], muls, strict=True)]
+        if muls is None or (sums is not None and any(s is None for s in sums)):
+            kept += node.op_type == "DynamicQuantizeLinear"
+            nodes.append(node)
+            continue
+        prefix = f"{_BOUNDED}{rewritten}"
+        scale, high = f"{prefix}_scale", f"{prefix}_high"
+        if bound is None:  # symmetric about zero: codes 1..255 around 128, as centre_rows quantises
+            quantiser = (CENTRED_SCALE, CENTRED_ZERO_POINT)
+            nodes += [
+                _reduce("ReduceMax", source, high, f"{prefix}/high", axes),
+                _reduce("ReduceMin", source, f"{prefix}_low", f"{prefix}/low", axes),
+                helper.make_node("Neg", [f"{prefix}_low"], [f"{prefix}_minus_low"], name=f"{prefix}/minus_low"),
+                helper.make_node("Max", [high, f"{prefix}_minus_low", tiny], [scale], name=f"{prefix}/scale"),
+                helper.make_node("Div", [source, scale], [f"{prefix}_input"], name=f"{prefix}/normalise"),
+            ]
+        else:  # [bound, high] to [0, 1]: codes 0..255
+            quantiser = (BOUNDED_SCALE, np.uint8(0))
+            shifted = source
+            if bound != 0.0:
+                graph.initializer.append(numpy_helper.from_array(np.array(bound, dtype=np.float32),
+                                                                 f"{prefix}_bound"))
+                shifted = f"{prefix}_shifted"
+                nodes.append(helper.make_node("Sub", [source, f"{prefix}_bound"], [shifted], name=f"{prefix}/shift"))
+            nodes += [
+                _reduce("ReduceMax", shifted, high, f"{prefix}/high", axes),
+                helper.make_node("Max", [high, tiny], [scale], name=f"{prefix}/scale"),
+                helper.make_node("Div", [shifted, scale], [f"{prefix}_input"], name=f"{prefix}/normalise"),
+            ]
+        # The quantiser's scale and zero point become constants under the names its readers already use.
+        graph.initializer.extend([numpy_helper.from_array(np.array(quantiser[0]), node.output[1]),
+                                  numpy_helper.from_array(np.array(quantiser[1]), node.output[2])])
+        nodes.append(helper.make_node("QuantizeLinear", [f"{prefix}_input", node.output[1], node.output[2]],
+                                      [node.output[0]], name=f"{prefix}/quantize"))
+        codes.add(node.output[0])
+        for index, mul in enumerate(muls):
+            output = mul.output[0]
+            mul.output[0] = f"{output}_{prefix}"
+            restored = [helper.make_node("Mul", [mul.output[0], scale], [output], name=f"{prefix}/restore{index}")]
+            shift = None if sums is None or bound == 0.0 else sums[index]
+            if shift is not None:
+                share = (np.float32(bound) * shift).astype(np.float32)
+                bias = _bias_initializer(output, share.size, consumers, initializers)
+                if bias is not None:  # the shift's share joins the bias the graph already adds
+                    values = numpy_helper.to_array(bias).astype(np.float32) + share.reshape(tuple(bias.dims))
+                    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+                else:
+                    restored[0].output[0] = f"{output}_{prefix}_restored"
+                    graph.initializer.append(numpy_helper.from_array(share, f"{prefix}_share{index}"))
+                    restored.append(helper.make_node("Add", [restored[0].output[0], f"{prefix}_share{index}"],
+                                                     [output], name=f"{prefix}/add_share{index}"))
+            after[id(mul)] = restored
+        rewritten += 1
+    if kept:
+        logger.warning("%d quantised inputs keep one scale per tensor (their readers are not integer products "
+                       "with constant weights)", kept)
+    _splice(graph, nodes, after)
+    _fuse_products(model, codes)
+    return rewritten, kept

@@ -169,9 +169,9 @@ def test_parakeet_models_converts_a_cached_int8_directory_again_when_its_choices
     assert _holds(before_rows, "auto", "per-tensor") and not _holds(before_rows, "auto", "per-row")
     assert _holds(directory("c", {"weights": "int7", "activations": "per-tensor"}), "int7", "per-tensor")
     assert not _holds(directory("d", None), "auto", "per-row") and not _holds(tmp_path / "missing", "auto", "per-row")
-    assert [int8_folder(w, a) for w, a in (("auto", "per-row"), ("auto", "per-tensor"), ("int7", "per-row"),
-                                           ("int7", "per-tensor"))] == [
-        "int8", "int8-per-tensor", "int8-int7", "int8-int7-per-tensor"]
+    assert [int8_folder(w, a) for w, a in (("auto", "per-row-fixed"), ("auto", "per-tensor"), ("int7", "per-row-fixed"),
+                                           ("int7", "per-tensor"), ("auto", "per-row"))] == [
+        "int8", "int8-per-tensor", "int8-int7", "int8-int7-per-tensor", "int8-per-row"]
 
 
 def test_precision_agreement_joins_clips_into_recordings() -> None:
@@ -298,7 +298,7 @@ def test_cpu_check_dry_run(tmp_path: Path) -> None:
     per_tensor = json.loads((tmp_path / "out" / "tiny" / "int8-per-tensor" / "manifest.json").read_text())
     assert per_tensor["provenance"]["quantization"]["activations"] == "per-tensor"
     assert rtfx["meta"]["int8_directories"] == {
-        "int8": {"directory": "int8", "activations": "per-row"},
+        "int8": {"directory": "int8", "activations": "per-row-fixed"},
         "int8-compare": {"directory": "int8-per-tensor", "activations": "per-tensor"}}
     assert rtfx["meta"]["machine"]["isa"]
     flops = json.loads((results / "flop-rate-tiny-testcpu-quick.json").read_text())

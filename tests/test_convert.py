@@ -550,11 +550,13 @@ def test_unexpected_failure_is_one_line(tmp_path: Path, monkeypatch: pytest.Monk
     assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [RuntimeError]  # the traceback, logged
 
 
-@pytest.mark.parametrize(("flags", "expected"), [([], "per-row"), (["--int8-activations", "per-tensor"], "per-tensor")])
+@pytest.mark.parametrize(("flags", "expected"), [
+    ([], "per-row-fixed"), (["--int8-activations", "per-tensor"], "per-tensor"),
+    (["--int8-activations", "per-row"], "per-row")])
 def test_int8_activations_reach_the_converter(flags: list[str], expected: str, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    """``--int8-activations`` (default per-row) is what ``convert`` is asked for."""
+    """``--int8-activations`` (default per-row-fixed) is what ``convert`` is asked for."""
     from parakeet_runtime.export import convert as convert_module
 
     asked: dict[str, Any] = {}

@@ -141,7 +141,7 @@ def test_quantize_directory_scales_rows_and_keeps_positions_fp32(tmp_path: Path,
     manifest = load_manifest(DEMO)
     with pytest.raises(ConversionError, match="activation scaling"):
         quantize_directory(DEMO, tmp_path / "bad", manifest, "uint8", activations="per-column")
-    per_row = quantize_directory(DEMO, tmp_path / "per-row", manifest, "int8")
+    per_row = quantize_directory(DEMO, tmp_path / "per-row", manifest, "int8", activations="per-row")
     per_tensor = quantize_directory(DEMO, tmp_path / "per-tensor", manifest, "int8", activations="per-tensor")
     recorded = per_row.provenance.quantization
     assert recorded is not None and recorded.activations == "per-row" and "per row" in recorded.method
@@ -223,10 +223,93 @@ def test_centred_rows_are_batch_invariant(opset: int, tmp_path: Path) -> None:
             assert np.array_equal(got[rows], single[0])
 
 
-def test_centred_directory_is_batched_with_the_same_results(tmp_path: Path) -> None:
-    """A directory converted with ``per-row-centred`` activations records them; the engine batches its inputs
-    (the int8 decoding weights decoding each row alone) and gives every input the transcript it gets alone;
-    an int8 directory scaled per row is still encoded input by input."""
+def _swish_and_plain(tmp_path: Path, opset: int) -> Path:
+    """An fp32 graph with a feed-forward's two products (the second reads Swish of the first, then its bias is
+    added) and a product of the raw input with no bias (as the attention's projections read a LayerNorm's)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    tensors = {"w1": rng.standard_normal((64, 96)), "b1": rng.standard_normal(96), "w2": rng.standard_normal((96, 48)),
+               "b2": rng.standard_normal(48), "w3": rng.standard_normal((64, 32))}
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"], name="/ff/linear1/MatMul"),
+         helper.make_node("Add", ["h", "b1"], ["hb"]),
+         helper.make_node("Sigmoid", ["hb"], ["gate"]),
+         helper.make_node("Mul", ["hb", "gate"], ["swish"]),
+         helper.make_node("MatMul", ["swish", "w2"], ["y"], name="/ff/linear2/MatMul"),
+         helper.make_node("Add", ["y", "b2"], ["out"]),
+         helper.make_node("MatMul", ["x", "w3"], ["plain"], name="/attn/linear_q/MatMul")],
+        "swish",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", 64])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "time", 48]),
+         helper.make_tensor_value_info("plain", TensorProto.FLOAT, ["batch", "time", 32])],
+        [numpy_helper.from_array((0.3 * v).astype(np.float32), k) for k, v in tensors.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    path = tmp_path / f"swish-{opset}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_fixed_rows_are_batch_invariant_and_shift_one_sided_inputs(opset: int, tmp_path: Path) -> None:
+    """``bound_rows``: a fixed quantiser of each row scaled on its own gives every row the same products (bit for
+    bit) alone and beside any other rows, loud, silent or padding; Swish's output is shifted by its lower bound to
+    [0, 1] (the shift's share folded into the next bias, no node added) and the other input scaled about zero; the
+    outputs stay near fp32's."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from parakeet_runtime.export.row_scales import SWISH_MINIMUM, bound_rows
+
+    source = _swish_and_plain(tmp_path, opset)
+    target = tmp_path / f"fixed-{opset}.onnx"
+    quantize_dynamic(model_input=str(source), model_output=str(target), op_types_to_quantize=["MatMul"],
+                     weight_type=QuantType.QInt8, per_channel=True, extra_options={"MatMulConstBOnly": True})
+    model = onnx.load(str(target))
+    bias_before = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "b2")).copy()
+    assert bound_rows(model) == (2, 0)  # x (read by two products) and the Swish output
+    nodes = list(model.graph.node)
+    assert not [n for n in nodes if n.op_type == "DynamicQuantizeLinear"]
+    assert sum(n.op_type == "QuantizeLinear" for n in nodes) == 2
+    assert [n.name for n in nodes if n.name.endswith("/shift")] == ["row_bound1/shift"]  # the Swish input alone
+    assert not [n for n in nodes if "add_share" in n.name]
+    bias_after = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "b2"))
+    assert not np.array_equal(bias_after, bias_before)  # the shift's share, bound x column sums, joined the bias
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 6, 64)).astype(np.float32)
+    x[0, 2] *= 1e-3  # a quiet row keeps its precision
+    x[0, 4] *= 30.0
+    expected = reference.run(None, {"x": x})
+    alone = session.run(None, {"x": x})
+    for got, want in zip(alone, expected, strict=True):
+        error = np.linalg.norm(got - want, axis=-1) / np.linalg.norm(want, axis=-1)
+        assert float(error.max()) < 0.03, error
+    grid = np.linspace(-20.0, 20.0, 400_001)
+    assert float(SWISH_MINIMUM) < float((grid / (1 + np.exp(-grid))).min()) < float(SWISH_MINIMUM) + 1e-4
+    loud = np.concatenate([x, 1e3 * rng.standard_normal((1, 6, 64)).astype(np.float32)], axis=0)
+    silent = np.concatenate([np.zeros((1, 3, 64), np.float32), x], axis=1)  # padding rows before it
+    for batch, rows in ((loud, (0, slice(None))), (silent, (0, slice(3, None)))):
+        for got, single in zip(session.run(None, {"x": batch}), alone, strict=True):
+            assert np.array_equal(got[rows], single[0])
+
+
+@pytest.mark.parametrize(("activations", "said"), [("per-row-fixed", "per row fixed"),
+                                                   ("per-row-centred", "per row centred")])
+def test_batch_invariant_directory_is_batched_with_the_same_results(tmp_path: Path, activations: str,
+                                                                    said: str) -> None:
+    """A directory converted with ``per-row-fixed`` (the default) or ``per-row-centred`` activations records them;
+    the engine batches its inputs (the int8 decoding weights decoding each row alone) and gives every input the
+    transcript it gets alone; an int8 directory scaled ``per-row`` is still encoded input by input."""
     import glob
 
     from parakeet_runtime.engine import AudioInput, BatchingOptions, Engine, load_manifest
@@ -234,11 +317,14 @@ def test_centred_directory_is_batched_with_the_same_results(tmp_path: Path) -> N
     from parakeet_runtime.export.quantize import quantize_directory
 
     manifest = load_manifest(DEMO)
-    centred = quantize_directory(DEMO, tmp_path / "centred", manifest, "auto", activations="per-row-centred")
+    centred = quantize_directory(DEMO, tmp_path / "centred", manifest, "auto", activations=activations)
     assert centred.provenance.quantization is not None
-    assert centred.provenance.quantization.activations == "per-row-centred"
-    assert "per row centred" in centred.provenance.quantization.method
-    quantize_directory(DEMO, tmp_path / "per-row", manifest, "auto")
+    assert centred.provenance.quantization.activations == activations
+    assert said in centred.provenance.quantization.method
+    if activations == "per-row-fixed":  # the default
+        default = quantize_directory(DEMO, tmp_path / "default", manifest, "uint8").provenance.quantization
+        assert default is not None and default.activations == "per-row-fixed"
+    quantize_directory(DEMO, tmp_path / "per-row", manifest, "auto", activations="per-row")
     clips = sorted(glob.glob(str(DEMO.parents[1] / "engine" / "data" / "*.wav")))
     assert clips
     audio: list[AudioInput] = [_tile(clip, seconds, gain) for clip in clips for seconds in (2.0, 3.5, 5.0)

@@ -241,12 +241,13 @@ class Quantization:
     """Probe clips whose tokens with ``signed_int8_file`` are identical to fp32's."""
     activations: str | None = None
     """How the products' inputs were scaled for uint8: ``per-row`` (each encoder frame its own scale),
-    ``per-tensor`` or ``per-row-centred`` (each frame centred, a fixed quantiser: batch-invariant)
+    ``per-tensor``, ``per-row-fixed`` (each frame its own scale at a fixed quantiser: batch-invariant) or
+    ``per-row-centred`` (each frame centred, a fixed quantiser: batch-invariant)
     (``parakeet_runtime.export.quantize.ACTIVATIONS``); ``None``: not recorded (per tensor: directories converted
     before 2026-12-05)."""
 
 
-BATCH_INVARIANT_ACTIVATIONS = frozenset({"per-row-centred"})
+BATCH_INVARIANT_ACTIVATIONS = frozenset({"per-row-fixed", "per-row-centred"})
 """Activation scalings (``Quantization.activations``) whose int8 products do not depend on the other inputs of a
 padded batch: the engine batches such a directory's requests."""
 

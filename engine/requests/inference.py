@@ -73,7 +73,8 @@ class Inference:
     batch_invariant: bool = True
     """Whether an input's encoder frames are the same in a padded batch as alone. False for int8 encoders that
     quantise their activations with one range per run (ONNX Runtime's dynamic quantisation takes it over the whole
-    padded batch; directories with ``per-row-centred`` activations do not) and for OpenVINO's bf16 and int8:
+    padded batch; directories with ``per-row-fixed`` or ``per-row-centred`` activations do not) and for OpenVINO's
+    bf16 and int8:
     there every input is encoded alone, so that its transcript does not depend on what else arrived with it
     (:func:`batch_invariant`)."""
     batched_decoding: bool = True
