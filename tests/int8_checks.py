@@ -26,6 +26,10 @@ BF16_FRAME_ERROR_BOUND = 0.1
 largest on its 61 s clip) on an Intel Xeon with AMX (2026-12-02)."""
 
 
+INTEGER_PRODUCTS = frozenset({"MatMulInteger", "MatMulIntegerToFloat"})
+"""An int8 encoder's integer products: ``MatMulInteger`` (behind ``DynamicQuantizeLinear``, which ONNX Runtime fuses at
+load) or the fused ``MatMulIntegerToFloat`` the fixed quantisers write (``export.row_scales._fuse_products``)."""
+
 DEFAULT_SESSION = SessionOptions()
 """ONNX Runtime, the weight graph ``auto`` picks on this CPU."""
 

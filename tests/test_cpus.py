@@ -42,7 +42,7 @@ from parakeet_runtime.engine.model.onnx_model import encoder_graph
 from parakeet_runtime.engine.options import Int8Weights
 from parakeet_runtime.engine.serving.cli import parse_args
 from parakeet_runtime.export.quantize import Agreement, _edit_distance, quantize_directory, token_agreement
-from tests.int8_checks import BF16_FRAME_ERROR_BOUND, FRAME_ERROR_BOUND, encoder_frame_errors
+from tests.int8_checks import BF16_FRAME_ERROR_BOUND, FRAME_ERROR_BOUND, INTEGER_PRODUCTS, encoder_frame_errors
 
 EPYC_AVX2 = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx fma avx2 bmi2 sha_ni\n"
 EPYC_ZEN4 = ("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512bw avx512_bf16 "
@@ -107,7 +107,7 @@ def test_auto_directory_holds_both_weight_graphs(auto_dirs: dict[str, Path], con
     for file, kind in ((manifest.encoder.file, TensorProto.UINT8), ("encoder.int8w.onnx", TensorProto.INT8)):
         graph = onnx.load(str(auto_dirs["tdt_a"] / file)).graph
         weights = {init.name: init.data_type for init in graph.initializer}
-        integer = [node for node in graph.node if node.op_type == "MatMulInteger"]
+        integer = [node for node in graph.node if node.op_type in INTEGER_PRODUCTS]
         assert integer and {weights[node.input[1]] for node in integer} == {kind}, file
     # Each int8 encoder is smaller than the fp32 one (on the tiny fixture the fp32 position tables, copied
     # into both, are most of it; at Parakeet size each is about a third of fp32's).
