@@ -106,6 +106,21 @@ def _reduce(op: str, source: str, output: str, name: str, axes: str | None) -> A
     return helper.make_node(op, [source], [output], name=name, keepdims=1, axes=[-1])
 
 
+def _divided_by_magnitude(source: str, prefix: str, tiny: str, axes: str | None) -> list[Any]:
+    """Nodes giving ``{prefix}_scale``, each row's largest magnitude ``max(max(x), -min(x), tiny)`` (two reads of
+    the input, no ``|x|`` written), and ``{prefix}_input``, the rows divided by it."""
+    from onnx import helper
+
+    return [
+        _reduce("ReduceMax", source, f"{prefix}_high", f"{prefix}/high", axes),
+        _reduce("ReduceMin", source, f"{prefix}_low", f"{prefix}/low", axes),
+        helper.make_node("Neg", [f"{prefix}_low"], [f"{prefix}_minus_low"], name=f"{prefix}/minus_low"),
+        helper.make_node("Max", [f"{prefix}_high", f"{prefix}_minus_low", tiny], [f"{prefix}_scale"],
+                         name=f"{prefix}/scale"),
+        helper.make_node("Div", [source, f"{prefix}_scale"], [f"{prefix}_input"], name=f"{prefix}/normalise"),
+    ]
+
+
 def _splice(graph: Any, nodes: list[Any], after: dict[int, list[Any]]) -> None:
     """Make ``nodes`` the graph's nodes, each followed by the nodes ``after`` holds for it (by ``id``)."""
     ordered = []
@@ -138,14 +153,7 @@ def scale_rows(model: Any) -> int:
             continue
         source, prefix = node.input[0], f"{_PREFIX}{count}"
         scale, normalised = f"{prefix}_scale", f"{prefix}_input"
-        # The largest magnitude of each row, max(max(x), -min(x)): two reads of the input, no |x| written.
-        nodes += [
-            _reduce("ReduceMax", source, f"{prefix}_high", f"{prefix}/high", axes),
-            _reduce("ReduceMin", source, f"{prefix}_low", f"{prefix}/low", axes),
-            helper.make_node("Neg", [f"{prefix}_low"], [f"{prefix}_minus_low"], name=f"{prefix}/minus_low"),
-            helper.make_node("Max", [f"{prefix}_high", f"{prefix}_minus_low", tiny], [scale], name=f"{prefix}/scale"),
-            helper.make_node("Div", [source, scale], [normalised], name=f"{prefix}/normalise"),
-        ]
+        nodes += _divided_by_magnitude(source, prefix, tiny, axes)
         node.input[0] = normalised
         nodes.append(node)
         for index, mul in enumerate(muls):
@@ -252,11 +260,7 @@ def centre_rows(model: Any) -> tuple[int, int]:
                                  name=f"{prefix}/add_centre{index}"),
             ]
         centred += 1
-    if kept:
-        logger.warning("%d quantised inputs keep one scale per tensor (their readers are not integer products "
-                       "with constant weights)", kept)
-    _splice(graph, nodes, after)
-    _fuse_products(model, codes)
+    _finish_fixed(model, nodes, after, codes, kept)
     return centred, kept
 
 
@@ -301,6 +305,16 @@ def _bias_initializer(output: str, width: int, consumers: dict[str, list[Any]],
     if other is None or tensor is None or len(consumers.get(other, [])) != 1 or tensor.data_type != 1:  # FLOAT
         return None
     return tensor if int(np.prod(tensor.dims)) == width else None
+
+
+def _finish_fixed(model: Any, nodes: list[Any], after: dict[int, list[Any]], codes: set[str], kept: int) -> None:
+    """End a rewrite to fixed quantisers: ``nodes`` with ``after`` spliced in as the graph's nodes, the integer
+    products reading ``codes`` fused (:func:`_fuse_products`), and the inputs ``kept`` per tensor said."""
+    if kept:
+        logger.warning("%d quantised inputs keep one scale per tensor (their readers are not integer products "
+                       "with constant weights)", kept)
+    _splice(model.graph, nodes, after)
+    _fuse_products(model, codes)
 
 
 def _fuse_products(model: Any, codes: set[str]) -> int:
@@ -387,13 +401,7 @@ def bound_rows(model: Any) -> tuple[int, int]:
         scale, high = f"{prefix}_scale", f"{prefix}_high"
         if bound is None:  # symmetric about zero: codes 1..255 around 128, as centre_rows quantises
             quantiser = (CENTRED_SCALE, CENTRED_ZERO_POINT)
-            nodes += [
-                _reduce("ReduceMax", source, high, f"{prefix}/high", axes),
-                _reduce("ReduceMin", source, f"{prefix}_low", f"{prefix}/low", axes),
-                helper.make_node("Neg", [f"{prefix}_low"], [f"{prefix}_minus_low"], name=f"{prefix}/minus_low"),
-                helper.make_node("Max", [high, f"{prefix}_minus_low", tiny], [scale], name=f"{prefix}/scale"),
-                helper.make_node("Div", [source, scale], [f"{prefix}_input"], name=f"{prefix}/normalise"),
-            ]
+            nodes += _divided_by_magnitude(source, prefix, tiny, axes)
         else:  # [bound, high] to [0, 1]: codes 0..255
             quantiser = (BOUNDED_SCALE, np.uint8(0))
             shifted = source
@@ -431,9 +439,5 @@ def bound_rows(model: Any) -> tuple[int, int]:
                                                      [output], name=f"{prefix}/add_share{index}"))
             after[id(mul)] = restored
         rewritten += 1
-    if kept:
-        logger.warning("%d quantised inputs keep one scale per tensor (their readers are not integer products "
-                       "with constant weights)", kept)
-    _splice(graph, nodes, after)
-    _fuse_products(model, codes)
+    _finish_fixed(model, nodes, after, codes, kept)
     return rewritten, kept
