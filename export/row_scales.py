@@ -85,6 +85,11 @@ def _consumers(graph: Any) -> dict[str, list[Any]]:
     return consumers
 
 
+def _producers(graph: Any) -> dict[str, Any]:
+    """The node that writes each tensor."""
+    return {name: node for node in graph.node for name in node.output}
+
+
 def _last_axis(model: Any, prefix: str) -> str | None:
     """The reductions' axes: from opset 18 an input (an initializer named after ``prefix``, added here), before
     an attribute (``None``)."""
@@ -208,7 +213,7 @@ def centre_rows(model: Any) -> tuple[int, int]:
 
     graph = model.graph
     consumers = _consumers(graph)
-    producers = {name: node for node in graph.node for name in node.output}
+    producers = _producers(graph)
     initializers = {init.name: init for init in graph.initializer}
     axes = _last_axis(model, _CENTRE)
     constants = {f"{_CENTRE}_tiny": np.array(_TINY), f"{_CENTRE}_half": np.array(0.5, dtype=np.float32)}
@@ -327,9 +332,10 @@ def _fuse_products(model: Any, codes: set[str]) -> int:
 
     graph = model.graph
     consumers = _consumers(graph)
-    producers = {name: node for node in graph.node for name in node.output}
+    producers = _producers(graph)
     initializers = {init.name for init in graph.initializer}
-    dropped: set[str] = set()  # the outputs of the nodes fused away
+    dropped: set[str] = set()  # the outputs of the casts and the scale products fused away
+    scalings: set[str] = set()  # the outputs of the scaling Muls fused away: the fused nodes' outputs now
     fused = 0
     for index, node in enumerate(graph.node):
         if node.op_type != "MatMulInteger" or node.input[0] not in codes or len(node.input) < 3:
@@ -350,11 +356,10 @@ def _fuse_products(model: Any, codes: set[str]) -> int:
                                       name=f"{node.name or node.output[0]}/to_float")
         graph.node[index].CopyFrom(fused_node)
         dropped.update({casts[0].output[0], scales.output[0]})
+        scalings.add(scaled[0].output[0])
         fused += 1
-    # the scaling Mul's output is now the fused node's: it goes by its name, as the cast and the scales do
-    fused_outputs = {n.output[0] for n in graph.node if n.op_type == "MatMulIntegerToFloat"}
     kept = [node for node in graph.node if node.output[0] not in dropped
-            and not (node.op_type == "Mul" and node.output[0] in fused_outputs)]
+            and not (node.op_type == "Mul" and node.output[0] in scalings)]
     del graph.node[:]
     graph.node.extend(kept)
     if fused and not any(o.domain == _MS_DOMAIN for o in model.opset_import):
@@ -377,7 +382,7 @@ def bound_rows(model: Any) -> tuple[int, int]:
 
     graph = model.graph
     consumers = _consumers(graph)
-    producers = {name: node for node in graph.node for name in node.output}
+    producers = _producers(graph)
     initializers = {init.name: init for init in graph.initializer}
     axes = _last_axis(model, _BOUNDED)
     tiny = f"{_BOUNDED}_tiny"
@@ -390,7 +395,7 @@ def bound_rows(model: Any) -> tuple[int, int]:
         muls = _product_scale_muls(node, consumers) if node.op_type == "DynamicQuantizeLinear" else None
         source = node.input[0] if muls is not None else ""
         bound = None if muls is None else lower_bound(source, producers)
-        sums = None if muls is None or bound is None else [
+        sums = None if muls is None or not bound else [  # the shift's share: only for a bound other than 0
             _weight_column_sums(product, mul, initializers, producers)
             for product, mul in zip(consumers[node.output[0]], muls, strict=True)]
         if muls is None or (sums is not None and any(s is None for s in sums)):
@@ -425,7 +430,7 @@ def bound_rows(model: Any) -> tuple[int, int]:
             output = mul.output[0]
             mul.output[0] = f"{output}_{prefix}"
             restored = [helper.make_node("Mul", [mul.output[0], scale], [output], name=f"{prefix}/restore{index}")]
-            shift = None if sums is None or bound == 0.0 else sums[index]
+            shift = None if sums is None else sums[index]
             if shift is not None:
                 share = (np.float32(bound) * shift).astype(np.float32)
                 bias = _bias_initializer(output, share.size, consumers, initializers)

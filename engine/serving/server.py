@@ -156,6 +156,7 @@ class _State:
         self.failed = False
         """The start-up begun at a first request failed (its error is in the log): the app answers 503."""
         self.starting: asyncio.Task[None] | None = None
+        """That start-up's task, held so that the event loop does not drop it (it keeps weak references only)."""
         self.in_flight = 0
 
 
