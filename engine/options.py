@@ -25,9 +25,9 @@ class BatchingOptions:
     more, up to ``max_batch_size``, then encodes and decodes them as padded batches. Results are identical
     to one-at-a-time decoding (int8 and bf16 encoders, whose results would depend on their batch-mates, encode each
     input alone on the worker, except int8 directories with ``per-row-fixed`` (the default since 2026-12-05) or
-    ``per-row-centred`` activations; with int8 decoding
-    weights each row of a batch is decoded alone). A list passed to ``transcribe`` is always sorted by length and
-    bucketed.
+    ``per-row-centred`` activations; int8 decoding weights are searched in batches where this machine gives a row
+    the same values in a batch as alone, checked at load, else each row is decoded alone). A list passed to
+    ``transcribe`` is always sorted by length and bucketed.
     """
 
     enabled: bool = True

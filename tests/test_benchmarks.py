@@ -281,6 +281,26 @@ def test_joint_lookahead_script(tmp_path: Path, converted: dict[str, Path]) -> N
     assert proc.returncode == 2 and "'0/8'" in proc.stderr
 
 
+def test_batched_decoding_script(tmp_path: Path, converted: dict[str, Path]) -> None:
+    """benchmarks/batched_decoding.py on a fixture: a row per batch size, both searches timed each round, the same
+    tokens from both, the engine's choice recorded, the README block written; a batch past the clips is a usage
+    error."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n")
+    _run([BENCH / "batched_decoding.py", "--model", converted["tdt_a"], "--sizes", "1", "3", "--rounds", "2",
+          "--name", "tiny", "--results", tmp_path, "--readme", readme])
+    report = json.loads((tmp_path / "batched-decoding-tiny.json").read_text())
+    assert [r["batch"] for r in report["results"]] == [1, 3]
+    for row in report["results"]:
+        assert row["identical"] and row["tokens"] > 0 and row["encoder_s"] > 0
+        assert len(row["rows alone_times_s"]) == len(row["batched_times_s"]) == 2
+    assert report["meta"]["decoder_weights"] == "fp32" and report["meta"]["engine_batches_decoding"]
+    assert "<!-- batched-decoding-tiny:start -->" in readme.read_text()
+    proc = subprocess.run([sys.executable, BENCH / "batched_decoding.py", "--model", converted["tdt_a"],
+                           "--sizes", "11"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "--sizes" in proc.stderr
+
+
 def test_cpu_check_dry_run(tmp_path: Path) -> None:
     """benchmarks/cpu_check.sh's dry run (``QUICK=1``: the tiny shape, a few demo recordings) runs every step and
     writes each step's JSON and table under its scratch folder, naming this CPU's kind, and leaves

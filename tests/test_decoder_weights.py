@@ -157,7 +157,7 @@ def test_joint_output_keeps_fp32_best_label_and_duration(layer: str, ranking_lim
     rewritten = int8_decoding_graph(data, "joint", columns, ranking_limit=ranking_limit)
     plain = int8_decoding_graph(data, "joint")
     assert rewritten is not None and plain is not None and (rewritten.exact_top, plain.exact_top) == (1, 0)
-    assert _ops(rewritten.data).count("DynamicQuantizeMatMul") == 1
+    assert _ops(rewritten.data).count("MatMulIntegerToFloat") == 1
     (scored,) = _session(rewritten.data).run(None, {"x": rows})
     (approximate,) = _session(plain.data).run(None, {"x": rows})
     best = exact[:, :labels].argmax(axis=1)
@@ -203,13 +203,18 @@ def test_joint_choices_are_the_argmaxes_of_the_rescored_logits() -> None:
     chosen = int8_decoding_graph(data, "joint", columns, choices=_CHOICES)
     assert logits is not None and chosen is not None and chosen.choices and not logits.choices
     ops = _ops(chosen.data)
-    assert "ScatterElements" not in ops and "Concat" not in ops and ops.count("DynamicQuantizeMatMul") == 1
-    # The ranking product adds the label bias itself in the choices (no full-width Add after it); the logits'
-    # keeps it out (the graph adds it after the layer).
-    def ranking_inputs(data: bytes) -> list[int]:
-        return [len(n.input) for n in onnx.load_from_string(data).graph.node if n.op_type == "DynamicQuantizeMatMul"]
+    assert "ScatterElements" not in ops and "Concat" not in ops and ops.count("MatMulIntegerToFloat") == 1
+    # The choices rank with the label bias added to the ranking; the logits keep the ranking's values without it
+    # (the graph adds the bias after the layer), and those are what the unscored label columns hold.
+    def writer_of(data: bytes, op_type: str) -> tuple[str, list[int]]:
+        graph = onnx.load_from_string(data).graph
+        writers = {o: n for n in graph.node for o in n.output}
+        shapes = {t.name: list(t.dims) for t in graph.initializer}
+        writer = writers[next(n for n in graph.node if n.op_type == op_type).input[0]]
+        return writer.op_type, [shapes[i][0] for i in writer.input if i in shapes]
 
-    assert ranking_inputs(chosen.data) == [5] and ranking_inputs(logits.data) == [3]
+    assert writer_of(chosen.data, "TopK") == ("Add", [labels])
+    assert writer_of(logits.data, "ScatterElements") == ("Mul", [])
     session = _session(chosen.data)
     assert [o.name for o in session.get_outputs()] == ["kept", "label", "duration", "width"]
     assert session.run(["width"], {"x": rows})[0].tolist() == [labels + durations]
@@ -297,7 +302,7 @@ def test_proven_choices_are_the_fp32_argmax(ranking_limit: int | None) -> None:
                                       ranking_limit=ranking_limit)
     assert rewritten is not None and rewritten.choices and rewritten.products == 1 and rewritten.lstms == 0
     ops = _ops(rewritten.data)
-    assert ops.count("DynamicQuantizeMatMul") == 1 and "MatMulNBits" not in ops and ops.count("MatMul") >= 2
+    assert ops.count("MatMulIntegerToFloat") == 1 and "MatMulNBits" not in ops and ops.count("MatMul") >= 2
     session = _session(rewritten.data)
     assert [o.name for o in session.get_outputs()] == ["kept", "label", "duration", "proven", "width"]
     x = (generator.standard_normal((400, inputs)) * generator.choice([0.3, 1.0, 3.0], (400, 1))).astype(np.float32)
@@ -314,7 +319,8 @@ def test_proven_choices_are_the_fp32_argmax(ranking_limit: int | None) -> None:
 
 def test_proven_choices_leave_nan_rows_and_exact_ties() -> None:
     """A row whose best labels tie exactly (identical weights) is never proven, a clear row of the same run is;
-    a run with a NaN input proves no row (the activations' range, and so every bound, is NaN)."""
+    a row with a NaN input is not proven (its range, and so its bounds, are NaN), the other rows of its run keep
+    their proof (the ranking quantises each row on its own)."""
     labels, durations, depth = 50, 3, 16
     generator = np.random.default_rng(29)
     weights = (generator.standard_normal((depth, labels + durations)) * 0.1).astype(np.float32)
@@ -330,7 +336,47 @@ def test_proven_choices_leave_nan_rows_and_exact_ties() -> None:
     label, proven = session.run(["label", "proven"], {"x": x})
     assert proven.tolist() == [False, True] and label.tolist() == [8, 20]
     x[0, 0] = np.nan
-    assert session.run(["proven"], {"x": x})[0].tolist() == [False, False]
+    label, proven = session.run(["label", "proven"], {"x": x})
+    assert proven.tolist() == [False, True] and label[1] == 20
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("kind", ["logits", "choices", "proven"])
+def test_the_ranking_gives_a_row_the_same_values_in_any_batch(kind: str, relu: bool) -> None:
+    """The ranking quantises each row of activations on its own (divided by its largest magnitude, then a fixed
+    step: from 0 over 255 levels after a ``Relu``, around 128 otherwise): a row gets bit for bit the same logits,
+    choices and proof beside rows a thousand times larger as alone, where one quantiser for the whole run would
+    leave it a few levels."""
+    labels, durations, depth, inputs = 300, 5, 64, 48
+    generator = np.random.default_rng(31)
+    weights = (generator.standard_normal((depth, labels + durations)) * 0.1).astype(np.float32)
+    bias = (generator.standard_normal(labels + durations) * 0.1).astype(np.float32)
+    columns = JointColumns(labels, labels + durations)
+    if relu:
+        data = _hidden_and_joint((generator.standard_normal((inputs, depth)) * 0.3).astype(np.float32), weights, bias)
+    else:
+        data, inputs = _joint_layer(weights, bias), depth
+    if kind == "proven":
+        rewritten = checked_ranking_graph(data, "joint", columns, _PROVEN)
+        outputs = ["label", "duration", "proven"]
+    else:
+        rewritten = int8_decoding_graph(data, "joint", columns, choices=_CHOICES if kind == "choices" else None)
+        outputs = ["label", "duration"] if kind == "choices" else ["y"]
+    assert rewritten is not None
+    graph = onnx.load_from_string(rewritten.data).graph
+    quantise = next(n for n in graph.node if n.op_type == "QuantizeLinear")
+    zero = next(t for t in graph.initializer if t.name == quantise.input[2])
+    assert int(numpy_helper.to_array(zero)) == (0 if relu else 128)
+    session = _session(rewritten.data)
+    x = (generator.standard_normal((9, inputs)) * 0.3).astype(np.float32)
+    x[1::2] *= 1000.0
+    together = session.run(outputs, {"x": x})
+    for row in range(len(x)):
+        alone = session.run(outputs, {"x": x[row : row + 1]})
+        for batched, one in zip(together, alone, strict=True):
+            np.testing.assert_array_equal(batched[row : row + 1], one)
+    if kind == "proven":
+        assert together[2][0::2].all()  # the small rows stay proven beside the large ones
 
 
 def test_checked_ranking_only_where_the_graph_ends_in_proven_choices() -> None:
@@ -515,6 +561,9 @@ def test_engine_with_int8_decoding(name: str, converted: dict[str, Path], clips:
     with Engine.load(converted[name], batching=off, session=SessionOptions(decoder_weights="int8")) as int8:
         assert int8.model.decoder_weights == "int8"
         tokens = _tokens(int8, audio)
+        # The batched search runs on int8 weights where this machine computes a row alike in any batch
+        # (checked at load; the ranking is made to, the blockwise products are the kernels' to say).
+        assert int8.inference.batched_decoding == int8.model.rows_decode_alike()
         batched = [[t.id for t in r.tokens] for r in int8.transcribe([str(a) for a in audio])]
     assert batched == tokens
     # By default int8 decoding ends its graphs in the joint's choices; the logits path decodes the same.
@@ -533,6 +582,42 @@ def test_engine_with_int8_decoding(name: str, converted: dict[str, Path], clips:
     # fp32 rescoring and the LSTM rewrite are held exactly by the unit tests above, and the agreement on a trained
     # model is measured (benchmarks/README.md: 99.9% on the demo model).
     assert total > 0 and identical >= 1
+
+
+class _BatchDependent:
+    """A joint session whose logits move with the number of rows in a run (as a quantiser over the whole run
+    would make them)."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        results = self.session.run(names, feeds)
+        rows = next(iter(feeds.values())).shape[0]
+        return [r + np.float32(1e-3 * rows) if r.dtype == np.float32 else r for r in results]
+
+    def get_outputs(self) -> Any:
+        return self.session.get_outputs()
+
+
+def test_rows_decoded_alone_where_a_batch_changes_them(converted: dict[str, Path], clips: dict[str, Path],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """The load-time check compares every output of a batched step with each row's alone: a joint whose values
+    depend on the run's other rows fails it, and an engine on such int8 graphs decodes each row of a batch alone
+    (and says so); fp32 weights are batched without the check."""
+    import dataclasses
+
+    from parakeet_runtime.engine.requests.inference import decoding_batch_invariant
+
+    with Engine.load(converted["tdt_b"], session=SessionOptions(decoder_weights="int8"), argmax_step=False) as engine:
+        model = engine.model
+        assert model.rows_decode_alike() == engine.inference.batched_decoding
+        moved = dataclasses.replace(model, joint_session=_BatchDependent(model.joint_session))
+        assert not moved.rows_decode_alike()
+        with caplog.at_level(logging.INFO, logger="parakeet_runtime.engine.requests.inference"):
+            assert not decoding_batch_invariant(moved)
+        assert "each row of a batch is decoded alone" in caplog.text
+        assert decoding_batch_invariant(dataclasses.replace(moved, decoder_weights="fp32"))
 
 
 def test_int8_decoding_keeps_the_logits_for_confidence(converted: dict[str, Path], clips: dict[str, Path]) -> None:
@@ -660,7 +745,7 @@ def test_ranking_weights_follow_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None
         rewritten = int8_decoding_graph(data, "joint", columns)
         assert rewritten is not None
         graph = onnx.load_from_string(rewritten.data).graph
-        node = next(n for n in graph.node if n.op_type == "DynamicQuantizeMatMul")
+        node = next(n for n in graph.node if n.op_type == "MatMulIntegerToFloat")
         tensor = next(t for t in graph.initializer if t.name == node.input[1])
         assert tensor.data_type == TensorProto.INT8
         return int(np.abs(numpy_helper.to_array(tensor).astype(np.int64)).max())

@@ -7,8 +7,12 @@ layer, 21 MB), so a step is bound by memory traffic, not arithmetic. This module
 that their matrix products read int8 weights instead: ONNX Runtime's ``MatMulNBits`` (8 bits, one scale and
 zero point per block of :data:`BLOCK_SIZE` weights of an output row) at ``accuracy_level`` 4, which also
 quantises the activations per block and multiplies in int8; the joint's output layer, whose int8 values only
-rank its labels, goes through ``DynamicQuantizeMatMul`` (one scale per label, activations quantised per run),
-which is faster at the several frames a joint call scores. A quarter of the bytes per step.
+rank its labels, goes through ``MatMulIntegerToFloat`` (one scale per label, each row of activations divided by
+its largest magnitude and quantised at a fixed step), which is faster at the several frames a joint call scores.
+A quarter of the bytes per step. Every row's values are its own: none depends on the other rows of a run (a
+batch's other rows, the lookahead's other frames), so a batched search can give each row what it gets alone
+(whether this machine's kernels sum a row alike at every batch size is checked at load: the engine's
+``OnnxTdtModel.rows_decode_alike``).
 
 What it rewrites, in any graph (the engine's step graph and predictor, other runtimes' layouts):
 
@@ -196,6 +200,9 @@ class _Builder:
         self.ranking_bounds: tuple[float, float, float, int] | None = None
         """For the proof (:func:`checked_ranking_graph`): the largest weight error of the ranking (half its largest
         scale), the largest L1 norm of a label's weights, the largest weight, and the reduction depth."""
+        self.ranking_step: tuple[str, str] = ("", "")
+        """For the proof: the ranking's per-row divisor ``(..., 1)`` and its fixed step (scalar), whose product is
+        each row's quantisation step."""
 
     def name(self, base: str) -> str:
         self.counter += 1
@@ -218,14 +225,18 @@ class _Builder:
         return made
 
     def ranking_product(self, source: str, matrix: npt.NDArray[np.float32], output: str,
-                        bias: str | None = None) -> Any:
-        """``DynamicQuantizeMatMul`` of ``source`` ``(..., K)`` by an ``(N, K)`` matrix into ``output``: int8
-        weights with one scale per output row (symmetric), activations quantised per run. For the joint's
-        output layer, whose int8 values only rank the labels: at the joint's lookahead of several frames ONNX
-        Runtime's quantised GEMM is faster than ``MatMulNBits`` (v3's 6 × 640 × 8,192 on an AMX Xeon: 129 µs
-        against 207 µs, 424 µs in fp32). Weights span ``±ranking_limit``: 127, or 64 on x86 CPUs without VNNI
-        or AMX, whose u8×s8 kernels add pairs of products in 16-bit lanes (2 × 255 × 64 cannot saturate).
-        ``bias``: an fp32 ``(N,)`` tensor the product adds to its result (one node fewer than an ``Add`` after it)."""
+                        bias: str | None = None, nonnegative: bool = False) -> list[Any]:
+        """The nodes of ``source @ matrix.T`` into ``output`` (``source`` ``(..., K)``, ``matrix`` ``(N, K)``) with
+        int8 weights, one scale per output row (symmetric), for the joint's output layer, whose int8 values only
+        rank the labels. The activations are quantised row by row: each row divided by its largest magnitude,
+        quantised at a fixed step (1/255 from 0 where ``nonnegative``, the output of a ``Relu``; 1/127 around 128
+        otherwise), multiplied in ``MatMulIntegerToFloat`` and scaled back: a row's values never depend on the
+        other rows of a run (the lookahead's other frames, a batch's other rows), so a batched search ranks as
+        one row alone does. ONNX Runtime's quantised GEMM is faster here than ``MatMulNBits`` at the several
+        frames a joint call scores (v3's 6 × 640 × 8,192 on an AMX Xeon: 129 µs against 207 µs, 424 µs in fp32).
+        Weights span ``±ranking_limit``: 127, or 64 on x86 CPUs without VNNI or AMX, whose u8×s8 kernels add
+        pairs of products in 16-bit lanes (2 × 255 × 64 cannot saturate). ``bias``: an fp32 ``(N,)`` tensor
+        added to the result."""
         limit = float(self.ranking_limit)
         largest = np.abs(matrix).max(axis=1)
         scales = (largest / limit).astype(np.float32)
@@ -233,13 +244,37 @@ class _Builder:
                                float(largest.max()), matrix.shape[1])
         scales[scales == 0.0] = 1.0
         quantized = np.clip(np.rint(matrix / scales[:, None]), -limit, limit).astype(np.int8)
+        levels = 255.0 if nonnegative else 127.0
+        step = self.constant("activation_step", np.array(1.0 / levels, np.float32), onnx_proto.FLOAT)
+        zero = self.constant("activation_zero", np.array(0 if nonnegative else 128, np.uint8), _UINT8)
+        nodes: list[Any] = []
+        magnitudes = source
+        if not nonnegative:
+            made, magnitudes = self.node("Abs", [source], "magnitudes")
+            nodes.append(made)
+        largest_name = self.name("row_largest")
+        nodes.append(self.reduce("ReduceMax", magnitudes, largest_name, keepdims=1))
+        # A row of zeros is divided by the smallest normal float instead (it stays zeros).
+        floor = self.constant("row_floor", np.array(np.finfo(np.float32).tiny, np.float32), onnx_proto.FLOAT)
+        divisor, divisor_name = self.node("Max", [largest_name, floor], "row_divisor")
+        scaled, scaled_name = self.node("Div", [source, divisor_name], "row_scaled")
+        quantise, quantised_name = self.node("QuantizeLinear", [scaled_name, step, zero], "row_quantized")
+        nodes += [divisor, scaled, quantise]
+        self.ranking_step = (divisor_name, step)
         names = [self.name("B"), self.name("scales")]
         self.initializers += [_tensor(names[0], np.ascontiguousarray(quantized.T), _INT8),
                               _tensor(names[1], scales, onnx_proto.FLOAT)]
         self.fp32_bytes += matrix.nbytes
-        made = onnx_proto.node("DynamicQuantizeMatMul", [source, *names, *(["", bias] if bias else [])], [output])
+        unscaled = self.name("row_product")
+        made = onnx_proto.node("MatMulIntegerToFloat", [quantised_name, names[0], step, names[1], zero], [unscaled])
         made.domain = _MS_DOMAIN
-        return made
+        nodes.append(made)
+        if bias is None:
+            nodes.append(onnx_proto.node("Mul", [unscaled, divisor_name], [output]))
+            return nodes
+        rescaled, rescaled_name = self.node("Mul", [unscaled, divisor_name], "row_rescaled")
+        nodes += [rescaled, onnx_proto.node("Add", [rescaled_name, bias], [output])]
+        return nodes
 
     def constant(self, base: str, array: npt.NDArray[Any], data_type: int) -> str:
         name = self.name(base)
@@ -251,16 +286,18 @@ class _Builder:
         return onnx_proto.node(op_type, inputs, [output]), output
 
     def joint_product(self, source: str, matrix: npt.NDArray[np.float32], bias: npt.NDArray[np.float32] | None,
-                      output: str, labels: int, result: str | None) -> list[Any]:
+                      output: str, labels: int, result: str | None, nonnegative: bool = False) -> list[Any]:
         """The joint's output layer ``source @ matrix.T`` (``matrix`` ``(width, K)``, ``bias`` added by the graph
         after it): int8 label columns with the best :data:`EXACT_TOP` of them (ranked with ``bias``) scored
-        again in fp32, and fp32 duration columns; with :class:`ChoiceOutputs`, the choices instead."""
+        again in fp32, and fp32 duration columns; with :class:`ChoiceOutputs`, the choices instead.
+        ``nonnegative``: ``source`` is a ``Relu``'s output (see :meth:`ranking_product`)."""
         approximate = self.name("approximate")
         label_bias = None if bias is None else self.constant("bias", bias[:labels], onnx_proto.FLOAT)
         # The choices read the ranking only through TopK: it may carry the bias itself. The logits keep it out
         # (the graph adds the bias to them after this layer).
         folded = self.choices is not None and label_bias is not None
-        nodes = [self.ranking_product(source, matrix[:labels], approximate, label_bias if folded else None)]
+        nodes = self.ranking_product(source, matrix[:labels], approximate, label_bias if folded else None,
+                                     nonnegative=nonnegative)
         ranked = approximate
         if label_bias is not None and not folded:
             ranked = self.name("ranked")
@@ -344,13 +381,10 @@ class _Builder:
         def scalar(base: str, value: float) -> str:
             return self.constant(base, np.array(value, np.float32), onnx_proto.FLOAT)
 
-        # The activations' quantisation step: DynamicQuantizeMatMul quantises the whole input over its range
-        # with 0 in it (an element may be off by one step where the range's end rounds past 255).
-        input_max = op("ReduceMax", [source], "input_max", keepdims=0)
-        input_min = op("ReduceMin", [source], "input_min", keepdims=0)
-        zero = scalar("zero", 0.0)
-        spread = op("Sub", [op("Max", [input_max, zero], "upper"), op("Min", [input_min, zero], "lower")], "spread")
-        step = op("Mul", [spread, scalar("per_level", 1.0 / 255.0)], "step")
+        # The activations' quantisation step, row by row (ranking_product): the row's divisor times the fixed step
+        # (an element is off by at most half of it; a whole step allows for the rounding of the division).
+        divisor, per_level = self.ranking_step
+        step = op("Mul", [divisor, per_level], "step")
         l1 = self.name("input_l1")
         nodes.append(self.reduce("ReduceSum", op("Abs", [source], "magnitudes"), l1, keepdims=1))
         # Rounding of a fp32 dot product of `depth` terms, in the graph's logits and in the rescoring, for two labels.
@@ -425,6 +459,8 @@ class _Context:
     """Tensors of ``Constant`` nodes by output name."""
     consumers: dict[str, list[Any]]
     """Nodes reading each tensor."""
+    producers: dict[str, Any]
+    """The node writing each tensor."""
     joint: JointColumns | None
 
 
@@ -448,7 +484,9 @@ def _product(source: str, rows: npt.NDArray[np.float32], output: str, bias: npt.
     ``None``: the product stays as it is (another product where only the joint's output layer is rewritten)."""
     joint = context.joint
     if joint is not None and rows.shape[0] == joint.width and 0 < joint.labels < joint.width:
-        return builder.joint_product(source, rows, bias, output, joint.labels, result)
+        writer = context.producers.get(source)
+        nonnegative = writer is not None and writer.op_type == "Relu" and writer.domain in ("", "ai.onnx")
+        return builder.joint_product(source, rows, bias, output, joint.labels, result, nonnegative)
     return None if builder.joint_only else [builder.product(source, rows, output)]
 
 
@@ -605,8 +643,9 @@ def int8_decoding_graph(source: Path | bytes, name: str, joint: JointColumns | N
             consumers.setdefault(used, []).append(item)
     constants = {item.output[0]: attribute.t for item in graph.node if item.op_type == "Constant"
                  for attribute in item.attribute if attribute.name == "value" and item.output}
+    producers = {name: item for item in graph.node for name in item.output if name}
     context = _Context(weights={t.name: t for t in graph.initializer}, constants=constants, consumers=consumers,
-                       joint=joint)
+                       producers=producers, joint=joint)
     if choices is not None and (choices.logits not in onnx_proto.graph_outputs(model) or onnx_proto.opset(model) < 13):
         choices = None
     if joint_only and choices is None:

@@ -238,6 +238,18 @@ def proven_ranking_pays(manifest: Manifest, providers: Sequence[Provider]) -> bo
     return on_cpu(providers) and labels * manifest.encoder.joint_hidden >= PROVEN_RANKING_MIN_WEIGHTS
 
 
+ROWS_CHECKED = 5
+"""Rows :meth:`OnnxTdtModel.rows_decode_alike` runs together (an odd count: kernels that work in pairs or
+blocks of rows leave a remainder)."""
+
+
+def _joint_arrays(output: JointOutput) -> tuple[npt.NDArray[Any], ...]:
+    """A joint output's arrays, rows first: the logits, or the choices' labels and duration indices."""
+    if isinstance(output, JointChoices):
+        return output.label, output.duration_index
+    return (output,)
+
+
 def _has_output(session: ort.InferenceSession, name: str) -> bool:
     return any(output.name == name for output in session.get_outputs())
 
@@ -576,6 +588,40 @@ class OnnxTdtModel:
             if label.shape != (2,):
                 raise ManifestError(f"{file}: the joint's choices are not one per row (2 rows gave {label.shape})")
             _check_joint_width(manifest, file, int(width.reshape(-1)[0]))
+
+    def rows_decode_alike(self, rows: int = ROWS_CHECKED) -> bool:
+        """Whether a decoding step gives each row of a batch exactly what it gives that row alone, checked on this
+        machine: the step graph (or predictor and joint) and the joint run on ``rows`` rows of seeded random
+        labels, states and frames at once, then on each row alone, and every output is compared bit for bit.
+
+        A batched search (:func:`~parakeet_runtime.decoding.tdt_greedy_decode_batch`) gives the same transcripts
+        as decoding each input alone only where this holds. The int8 rewrite's products are made so that it can
+        (blockwise quantised activations, a ranking quantised row by row), but whether a kernel sums a row in the
+        same order at every batch size is the CPU's and ONNX Runtime's to say: hence a check, not a promise."""
+        manifest, spec = self.manifest, self.manifest.predictor
+        random = np.random.default_rng(0)
+        labels = random.integers(0, manifest.decoding.blank_id, size=rows, dtype=np.int64)
+        h = (random.standard_normal((spec.layers, rows, spec.hidden)) * 0.5).astype(np.float32)
+        c = (random.standard_normal((spec.layers, rows, spec.hidden)) * 0.5).astype(np.float32)
+        frames = random.standard_normal((rows, manifest.encoder.joint_hidden)).astype(np.float32)
+        everything = np.arange(rows)
+        output, (new_h, new_c), joint = self.predict_joint_rows(labels, (h, c), everything, frames)
+        alone_joint = self.joint_rows(frames, output)
+        together = [_joint_arrays(joint), _joint_arrays(alone_joint)]
+        one = np.arange(1)
+        for row in range(rows):
+            kept = slice(row, row + 1)
+            row_output, (row_h, row_c), row_joint = self.predict_joint_rows(
+                labels[kept], (h[:, kept], c[:, kept]), one, frames[kept])
+            same = (np.array_equal(row_output, output[kept]) and np.array_equal(row_h, new_h[:, kept])
+                    and np.array_equal(row_c, new_c[:, kept]))
+            for batched, alone in zip(together, (_joint_arrays(row_joint),
+                                                 _joint_arrays(self.joint_rows(frames[kept], output[kept]))),
+                                      strict=True):
+                same = same and all(np.array_equal(a[kept], b) for a, b in zip(batched, alone, strict=True))
+            if not same:
+                return False
+        return True
 
     @classmethod
     def load(

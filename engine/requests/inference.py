@@ -7,6 +7,7 @@ when batching is off); nothing else in the engine runs an encoder or a decoding 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -31,6 +32,8 @@ from .buckets import length_buckets, pad_features
 from .longform import ChunkGroup, ChunkOutcome
 from .prepare import PreparedAudio
 from .transcripts import TranscriptBuilder
+
+logger = logging.getLogger(__name__)
 
 JOINT_LOOKAHEAD = 8
 """Frames of an utterance one joint run covers while the one-utterance search looks for a non-blank label (a run
@@ -78,9 +81,9 @@ class Inference:
     there every input is encoded alone, so that its transcript does not depend on what else arrived with it
     (:func:`batch_invariant`)."""
     batched_decoding: bool = True
-    """Whether a batch's rows may be decoded together. False for int8 decoding weights (the joint's ranking product
-    quantises its input over all the rows of a run): each row of an encoded batch is then decoded alone
-    (:func:`decoding_batch_invariant`)."""
+    """Whether a batch's rows may be decoded together. False where int8 decoding weights would give a row other
+    values in a batch than alone on this machine (:func:`decoding_batch_invariant`): each row of an encoded batch
+    is then decoded alone."""
 
     def run(self, work: Sequence[Work]) -> list[Outcome]:
         """Outcomes for ``work``, in order: prepared inputs sorted by length, encoded and decoded in padded
@@ -185,6 +188,13 @@ def batch_invariant(model: OnnxTdtModel, reduced_precision_backend: bool) -> boo
 
 
 def decoding_batch_invariant(model: OnnxTdtModel) -> bool:
-    """Whether ``model``'s decoding graphs give a row the same choices in a batched search as alone: fp32 weights
-    (int8 decoding weights quantise the joint's input over all the rows of a run)."""
-    return model.decoder_weights == "fp32"
+    """Whether ``model``'s decoding graphs give a row the same choices in a batched search as alone: fp32 weights,
+    or int8 ones whose products this machine computes row by row alike at every batch size
+    (:meth:`OnnxTdtModel.rows_decode_alike`, checked once here)."""
+    if model.decoder_weights == "fp32":
+        return True
+    alike = model.rows_decode_alike()
+    if not alike:
+        logger.info("int8 decoding weights give a row other values in a batch than alone on this machine: each row "
+                    "of a batch is decoded alone")
+    return alike
