@@ -36,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from parakeet_runtime.engine.model.manifest import UNRECORDED_ACTIVATIONS  # noqa: E402
 from parakeet_runtime.export.quantize import ACTIVATIONS, DEFAULT_WEIGHTS, WEIGHT_SCHEMES  # noqa: E402
 from tests.fixtures.nemo_config import Geometry, model_config  # noqa: E402
 
@@ -209,7 +210,7 @@ def _holds(directory: Path, weights: str, activations: str) -> bool:
     if not quantization:
         return False
     recorded_weights = "auto" if manifest.get("encoder", {}).get("signed_int8_file") else quantization.get("weights")
-    recorded_activations = quantization.get("activations") or "per-tensor"
+    recorded_activations = quantization.get("activations") or UNRECORDED_ACTIVATIONS
     return bool(recorded_weights == weights and recorded_activations == activations)
 
 

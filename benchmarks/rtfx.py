@@ -296,8 +296,7 @@ def int8_directories(args: argparse.Namespace) -> dict[str, dict[str, str]]:
     for system, directory in (("int8", args.int8), ("int8-compare", args.compare_int8)):
         if directory:
             quantization = load_manifest(Path(directory)).provenance.quantization
-            activations = ("not recorded" if quantization is None
-                           else quantization.activations or "per-tensor")
+            activations = "not recorded" if quantization is None else quantization.scaling
             described[system] = {"directory": Path(directory).name, "activations": activations}
     return described
 

@@ -204,6 +204,8 @@ def test_precision_agreement_script(tmp_path: Path, converted: dict[str, Path], 
     assert set(rows) == {"fp32, int8 decoding", "ORT int8 uint8, int8 decoding", "OpenVINO fp32"}
     for row in rows.values():
         assert "not_run" in row or 0.0 <= row["token_agreement"] <= 1.0
+        if "not_run" not in row:
+            assert 0.0 <= row["clip_agreement"] <= 1.0 and 0.0 <= row["joined_agreement"] <= 1.0
     if "not_run" not in rows["OpenVINO fp32"]:
         assert rows["OpenVINO fp32"]["token_agreement"] == 1.0
     assert "<!-- agreement-tiny:start -->" in readme.read_text()

@@ -75,6 +75,9 @@ def test_older_records_parse_with_defaults() -> None:
     provenance = parse_provenance({"quantization": {"precision": "int8"}})
     assert provenance.quantization == Quantization(precision="int8")
     assert provenance.quantization.weights is None and provenance.quantization.token_agreement_with_fp32 is None
+    # No recorded activations: the directory predates per-row scales, whose encoders all quantised per tensor.
+    assert provenance.quantization.activations is None and provenance.quantization.scaling == "per-tensor"
+    assert Quantization(precision="int8", activations="per-row-fixed").scaling == "per-row-fixed"
     assert provenance.versions == Versions() and provenance.parity is None
     assert parse_provenance({}) == Provenance()
     assert parse_provenance({}).dropped_heads == ()  # not recorded before hybrid checkpoints said so

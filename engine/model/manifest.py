@@ -244,7 +244,17 @@ class Quantization:
     ``per-tensor``, ``per-row-fixed`` (each frame its own scale at a fixed quantiser: batch-invariant) or
     ``per-row-centred`` (each frame centred, a fixed quantiser: batch-invariant)
     (``parakeet_runtime.export.quantize.ACTIVATIONS``); ``None``: not recorded (per tensor: directories converted
-    before 2026-12-05)."""
+    before 2026-12-05; :attr:`scaling`)."""
+
+    @property
+    def scaling(self) -> str:
+        """The activations' scaling, :data:`UNRECORDED_ACTIVATIONS` where the directory records none."""
+        return self.activations or UNRECORDED_ACTIVATIONS
+
+
+UNRECORDED_ACTIVATIONS = "per-tensor"
+"""The activation scaling of an int8 directory that records none (converted before 2026-12-05, when every int8
+encoder quantised its activations per tensor)."""
 
 
 BATCH_INVARIANT_ACTIVATIONS = frozenset({"per-row-fixed", "per-row-centred"})

@@ -30,7 +30,7 @@ from .devices import (
     argmax_graph,
     provider_name,
 )
-from .manifest import Manifest
+from .manifest import UNRECORDED_ACTIVATIONS, Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -408,8 +408,8 @@ def encoder_session(
     if scheme is not None:
         quantization = manifest.provenance.quantization
         activations = (quantization.activations if quantization is not None and quantization.activations
-                       else "per-tensor (converted before per-row scales: re-converting cuts the int8 error by "
-                       "about a third)")
+                       else f"{UNRECORDED_ACTIVATIONS} (converted before per-row scales: re-converting cuts the int8 "
+                       "error by about a third)")
         logger.info("int8 encoder %s: %s weights, activations %s (int8_weights=%r, this CPU prefers %s)", file,
                     scheme, activations, session.int8_weights, int8_weights_for_this_cpu())
     _warn_if_int8_saturates(file, scheme, providers)
