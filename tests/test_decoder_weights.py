@@ -600,11 +600,20 @@ class _BatchDependent:
         return self.session.get_outputs()
 
 
+class _OneRowOnly(_BatchDependent):
+    """A step session that fails on more than one row (a graph exported with a fixed batch of one)."""
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if len(next(iter(feeds.values()))) > 1:
+            raise RuntimeError("Got invalid dimensions for input: targets")
+        return self.session.run(names, feeds)
+
+
 def test_rows_decoded_alone_where_a_batch_changes_them(converted: dict[str, Path], clips: dict[str, Path],
                                                        caplog: pytest.LogCaptureFixture) -> None:
     """The load-time check compares every output of a batched step with each row's alone: a joint whose values
     depend on the run's other rows fails it, and an engine on such int8 graphs decodes each row of a batch alone
-    (and says so); fp32 weights are batched without the check."""
+    (and says so), as it does where the check cannot run at all; fp32 weights are batched without the check."""
     import dataclasses
 
     from parakeet_runtime.engine.requests.inference import decoding_batch_invariant
@@ -618,6 +627,12 @@ def test_rows_decoded_alone_where_a_batch_changes_them(converted: dict[str, Path
             assert not decoding_batch_invariant(moved)
         assert "each row of a batch is decoded alone" in caplog.text
         assert decoding_batch_invariant(dataclasses.replace(moved, decoder_weights="fp32"))
+        # A step graph that refuses a batch fails the check's run: the engine still loads, rows decoded alone.
+        fixed = dataclasses.replace(model, predictor_session=_OneRowOnly(model.predictor_session))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="parakeet_runtime.engine.requests.inference"):
+            assert not decoding_batch_invariant(fixed)
+        assert "did not run (Got invalid dimensions" in caplog.text
 
 
 def test_int8_decoding_keeps_the_logits_for_confidence(converted: dict[str, Path], clips: dict[str, Path]) -> None:

@@ -233,7 +233,9 @@ class _Builder:
         otherwise), multiplied in ``MatMulIntegerToFloat`` and scaled back: a row's values never depend on the
         other rows of a run (the lookahead's other frames, a batch's other rows), so a batched search ranks as
         one row alone does. ONNX Runtime's quantised GEMM is faster here than ``MatMulNBits`` at the several
-        frames a joint call scores (v3's 6 × 640 × 8,192 on an AMX Xeon: 129 µs against 207 µs, 424 µs in fp32).
+        frames a joint call scores (v3's 6 × 640 × 8,192 on an AMX Xeon, as ``DynamicQuantizeMatMul`` before
+        2026-12-05: 129 µs against 207 µs, 424 µs in fp32; the v3 step graph runs as fast with this per-row chain:
+        benchmarks/README.md, "int8 decoding in batches").
         Weights span ``±ranking_limit``: 127, or 64 on x86 CPUs without VNNI or AMX, whose u8×s8 kernels add
         pairs of products in 16-bit lanes (2 × 255 × 64 cannot saturate). ``bias``: an fp32 ``(N,)`` tensor
         added to the result."""

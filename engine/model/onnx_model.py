@@ -238,9 +238,13 @@ def proven_ranking_pays(manifest: Manifest, providers: Sequence[Provider]) -> bo
     return on_cpu(providers) and labels * manifest.encoder.joint_hidden >= PROVEN_RANKING_MIN_WEIGHTS
 
 
-ROWS_CHECKED = 5
-"""Rows :meth:`OnnxTdtModel.rows_decode_alike` runs together (an odd count: kernels that work in pairs or
-blocks of rows leave a remainder)."""
+STEP_ROWS_CHECKED = (5, 17)
+"""Rows :meth:`OnnxTdtModel.rows_decode_alike` runs through the step graph at once (odd counts, one past a
+power of two: kernels that work in pairs or blocks of rows leave a remainder); the batched search runs it on at
+most a batch's rows (``BatchingOptions.max_batch_size``, 16 by default), one frame each."""
+JOINT_ROWS_CHECKED = (5, 17, 97)
+"""Rows :meth:`OnnxTdtModel.rows_decode_alike` runs through the joint alone at once: up to one past the 16 rows
+of a default batch times the batched search's 6 frames of lookahead."""
 
 
 def _joint_arrays(output: JointOutput) -> tuple[npt.NDArray[Any], ...]:
@@ -589,37 +593,45 @@ class OnnxTdtModel:
                 raise ManifestError(f"{file}: the joint's choices are not one per row (2 rows gave {label.shape})")
             _check_joint_width(manifest, file, int(width.reshape(-1)[0]))
 
-    def rows_decode_alike(self, rows: int = ROWS_CHECKED) -> bool:
+    def rows_decode_alike(self, step_rows: Sequence[int] = STEP_ROWS_CHECKED,
+                          joint_rows: Sequence[int] = JOINT_ROWS_CHECKED) -> bool:
         """Whether a decoding step gives each row of a batch exactly what it gives that row alone, checked on this
-        machine: the step graph (or predictor and joint) and the joint run on ``rows`` rows of seeded random
-        labels, states and frames at once, then on each row alone, and every output is compared bit for bit.
+        machine: seeded random labels, states and frames through the step graph (or predictor and joint) one row at
+        a time, then ``step_rows`` rows at once, and the joint alone on ``joint_rows`` rows at once (the batched
+        search runs it on up to a batch's rows times its lookahead), every output compared bit for bit.
 
         A batched search (:func:`~parakeet_runtime.decoding.tdt_greedy_decode_batch`) gives the same transcripts
         as decoding each input alone only where this holds. The int8 rewrite's products are made so that it can
         (blockwise quantised activations, a ranking quantised row by row), but whether a kernel sums a row in the
-        same order at every batch size is the CPU's and ONNX Runtime's to say: hence a check, not a promise."""
+        same order at every batch size is the CPU's and ONNX Runtime's to say: hence a check, not a promise (a
+        graph that ends in the joint's choices shows its joint through them only)."""
         manifest, spec = self.manifest, self.manifest.predictor
+        steps, joints = max(step_rows), max(joint_rows)
         random = np.random.default_rng(0)
-        labels = random.integers(0, manifest.decoding.blank_id, size=rows, dtype=np.int64)
-        h = (random.standard_normal((spec.layers, rows, spec.hidden)) * 0.5).astype(np.float32)
-        c = (random.standard_normal((spec.layers, rows, spec.hidden)) * 0.5).astype(np.float32)
-        frames = random.standard_normal((rows, manifest.encoder.joint_hidden)).astype(np.float32)
-        everything = np.arange(rows)
-        output, (new_h, new_c), joint = self.predict_joint_rows(labels, (h, c), everything, frames)
-        alone_joint = self.joint_rows(frames, output)
-        together = [_joint_arrays(joint), _joint_arrays(alone_joint)]
+        labels = random.integers(0, manifest.decoding.blank_id, size=steps, dtype=np.int64)
+        h = (random.standard_normal((spec.layers, steps, spec.hidden)) * 0.5).astype(np.float32)
+        c = (random.standard_normal((spec.layers, steps, spec.hidden)) * 0.5).astype(np.float32)
+        frames = random.standard_normal((joints, manifest.encoder.joint_hidden)).astype(np.float32)
         one = np.arange(1)
-        for row in range(rows):
-            kept = slice(row, row + 1)
-            row_output, (row_h, row_c), row_joint = self.predict_joint_rows(
-                labels[kept], (h[:, kept], c[:, kept]), one, frames[kept])
-            same = (np.array_equal(row_output, output[kept]) and np.array_equal(row_h, new_h[:, kept])
-                    and np.array_equal(row_c, new_c[:, kept]))
-            for batched, alone in zip(together, (_joint_arrays(row_joint),
-                                                 _joint_arrays(self.joint_rows(frames[kept], output[kept]))),
-                                      strict=True):
-                same = same and all(np.array_equal(a[kept], b) for a, b in zip(batched, alone, strict=True))
-            if not same:
+        alone = [self.predict_joint_rows(labels[r : r + 1], (h[:, r : r + 1], c[:, r : r + 1]), one, frames[r : r + 1])
+                 for r in range(steps)]
+        outputs = np.concatenate([output for output, _, _ in alone])
+        states = [np.concatenate([state[i] for _, state, _ in alone], axis=1) for i in (0, 1)]
+        step_choices = [np.concatenate(parts) for parts in zip(*(_joint_arrays(j) for _, _, j in alone), strict=True)]
+        for rows in step_rows:
+            output, (new_h, new_c), joint = self.predict_joint_rows(labels[:rows], (h[:, :rows], c[:, :rows]),
+                                                                    np.arange(rows), frames[:rows])
+            if not (np.array_equal(output, outputs[:rows]) and np.array_equal(new_h, states[0][:, :rows])
+                    and np.array_equal(new_c, states[1][:, :rows])
+                    and all(np.array_equal(a, b[:rows]) for a, b in zip(_joint_arrays(joint), step_choices,
+                                                                          strict=True))):
+                return False
+        paired = outputs[np.arange(joints) % steps]  # each frame with one of the predictor outputs above
+        single = [_joint_arrays(self.joint_rows(frames[r : r + 1], paired[r : r + 1])) for r in range(joints)]
+        joint_choices = [np.concatenate(parts) for parts in zip(*single, strict=True)]
+        for rows in joint_rows:
+            together = _joint_arrays(self.joint_rows(frames[:rows], paired[:rows]))
+            if not all(np.array_equal(a, b[:rows]) for a, b in zip(together, joint_choices, strict=True)):
                 return False
         return True
 
