@@ -606,7 +606,8 @@ class _OneRowOnly(_BatchDependent):
     def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if len(next(iter(feeds.values()))) > 1:
             raise RuntimeError("Got invalid dimensions for input: targets")
-        return self.session.run(names, feeds)
+        results: list[np.ndarray] = self.session.run(names, feeds)
+        return results
 
 
 def test_rows_decoded_alone_where_a_batch_changes_them(converted: dict[str, Path], clips: dict[str, Path],
