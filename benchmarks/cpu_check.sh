@@ -7,6 +7,8 @@
 #      directories whose activations are scaled per row (the default) and per tensor (the same weights);
 #   2. speed on 60 s beside NeMo (rtfx.py): fp32 and int8 on ONNX Runtime (int8-compare: per tensor), and OpenVINO
 #      fp32 / int8 / bf16 where this CPU and the install can run them, for each shape;
+#   2b. decoding an encoded batch with the int8 directory's decoding weights, row by row against the batched search
+#      (batched_decoding.py; its table says whether this CPU's kernels let the engine batch int8 decoding);
 #   3. token agreement with fp32 per precision on the demo model (precision_agreement.py on the demo recipe's
 #      held-out recordings, made here with espeak-ng, and on recordings of about 60 s joined from them);
 #   4. with FLOPS=1, how close NeMo's and the engine's fp32 encoders run to this CPU's matrix-product rate
@@ -82,6 +84,9 @@ for shape in "${shapes[@]}"; do
     "$PYTHON" benchmarks/rtfx.py --nemo "$OUT/$shape/model.nemo" --fp32 "$OUT/$shape/fp32" --int8 "$OUT/$shape/int8" \
         "${compare[@]}" --openvino --cases "${cases[@]}" --runs "$RUNS" --rounds "$ROUNDS" --threads "$THREADS" \
         --name "$name" --out-dir "$RESULTS" --readme "$README"
+    step "decoding a batch with int8 decoding weights, rows alone against the batched search: $name-int8"
+    "$PYTHON" benchmarks/batched_decoding.py --model "$OUT/$shape/int8" --threads "$THREADS" --name "$name-int8" \
+        --results "$RESULTS" --readme "$README"
 done
 
 clips_dir="$OUT/demo-eval$SUFFIX"

@@ -329,6 +329,9 @@ def test_cpu_check_dry_run(tmp_path: Path) -> None:
     assert "<!-- rtfx-parakeet-tiny-shape-testcpu-quick:start -->" in readme
     assert "`int8-compare`: directory `int8-per-tensor` (int8 activations per-tensor)." in readme
     assert "<!-- flop-rate-tiny-testcpu-quick:start -->" in readme
+    batched = json.loads((results / "batched-decoding-parakeet-tiny-shape-testcpu-quick-int8.json").read_text())
+    assert batched["meta"]["decoder_weights"] in ("int8", "fp32") and all(r["identical"] for r in batched["results"])
+    assert "<!-- batched-decoding-parakeet-tiny-shape-testcpu-quick-int8:start -->" in readme
     if shutil.which("espeak-ng"):
         agreement = json.loads((results / "agreement-demo-testcpu-quick.json").read_text())
         assert agreement["inputs"] > 4 and agreement["fp32_tokens"] > 0  # 4 recordings and their joins
