@@ -200,9 +200,9 @@ class _Builder:
         self.ranking_bounds: tuple[float, float, float, int] | None = None
         """For the proof (:func:`checked_ranking_graph`): the largest weight error of the ranking (half its largest
         scale), the largest L1 norm of a label's weights, the largest weight, and the reduction depth."""
-        self.ranking_step: tuple[str, str] = ("", "")
-        """For the proof: the ranking's per-row divisor ``(..., 1)`` and its fixed step (scalar), whose product is
-        each row's quantisation step."""
+        self.ranking_rows: tuple[str, str, str] = ("", "", "")
+        """For the proof: the ranking's activation magnitudes (``|x|``, or ``x`` itself after a ``Relu``), its
+        per-row divisor ``(..., 1)`` and its fixed step (scalar; times the divisor, each row's quantisation step)."""
 
     def name(self, base: str) -> str:
         self.counter += 1
@@ -262,7 +262,7 @@ class _Builder:
         scaled, scaled_name = self.node("Div", [source, divisor_name], "row_scaled")
         quantise, quantised_name = self.node("QuantizeLinear", [scaled_name, step, zero], "row_quantized")
         nodes += [divisor, scaled, quantise]
-        self.ranking_step = (divisor_name, step)
+        self.ranking_rows = (magnitudes, divisor_name, step)
         names = [self.name("B"), self.name("scales")]
         self.initializers += [_tensor(names[0], np.ascontiguousarray(quantized.T), _INT8),
                               _tensor(names[1], scales, onnx_proto.FLOAT)]
@@ -270,12 +270,10 @@ class _Builder:
         unscaled = self.name("row_product")
         made = onnx_proto.node("MatMulIntegerToFloat", [quantised_name, names[0], step, names[1], zero], [unscaled])
         made.domain = _MS_DOMAIN
-        nodes.append(made)
-        if bias is None:
-            nodes.append(onnx_proto.node("Mul", [unscaled, divisor_name], [output]))
-            return nodes
-        rescaled, rescaled_name = self.node("Mul", [unscaled, divisor_name], "row_rescaled")
-        nodes += [rescaled, onnx_proto.node("Add", [rescaled_name, bias], [output])]
+        rescaled = output if bias is None else self.name("row_rescaled")
+        nodes += [made, onnx_proto.node("Mul", [unscaled, divisor_name], [rescaled])]
+        if bias is not None:
+            nodes.append(onnx_proto.node("Add", [rescaled, bias], [output]))
         return nodes
 
     def constant(self, base: str, array: npt.NDArray[Any], data_type: int) -> str:
@@ -324,7 +322,7 @@ class _Builder:
         if self.choices is not None:
             nodes += self.choice_nodes(best[1], exact_name, label_bias, durations_name, bias, labels)
             if self.choices.proven is not None:
-                nodes += self.proof_nodes(source, best[0], labels > top, top, matrix[labels:])
+                nodes += self.proof_nodes(best[0], labels > top, top, matrix[labels:])
             return nodes
         scored_name = self.name("labels")
         nodes.append(onnx_proto.node("ScatterElements", [approximate, best[1], exact_name], [scored_name], axis=-1))
@@ -365,7 +363,7 @@ class _Builder:
         nodes.append(onnx_proto.node("Reshape", [duration_index, flat], [self.choices.duration]))
         return nodes
 
-    def proof_nodes(self, source: str, ranked_best: str, excluded: bool, top: int,
+    def proof_nodes(self, ranked_best: str, excluded: bool, top: int,
                     duration_rows: npt.NDArray[np.float32]) -> list[Any]:
         """The :attr:`ChoiceOutputs.proven` output: per row, whether the chosen label and duration are provably the
         argmaxes of the fp32 logits (see :func:`checked_ranking_graph`). ``ranked_best``: the ranking's ``top`` best
@@ -384,11 +382,12 @@ class _Builder:
             return self.constant(base, np.array(value, np.float32), onnx_proto.FLOAT)
 
         # The activations' quantisation step, row by row (ranking_product): the row's divisor times the fixed step
-        # (an element is off by at most half of it; a whole step allows for the rounding of the division).
-        divisor, per_level = self.ranking_step
+        # (an element is off by at most half of it; a whole step allows for the rounding of the division). Their L1
+        # norm from the magnitudes the ranking took its divisor from.
+        magnitudes, divisor, per_level = self.ranking_rows
         step = op("Mul", [divisor, per_level], "step")
         l1 = self.name("input_l1")
-        nodes.append(self.reduce("ReduceSum", op("Abs", [source], "magnitudes"), l1, keepdims=1))
+        nodes.append(self.reduce("ReduceSum", magnitudes, l1, keepdims=1))
         # Rounding of a fp32 dot product of `depth` terms, in the graph's logits and in the rescoring, for two labels.
         rounding = 4.0 * depth * 2.0**-23 * largest
         # |int8 value - fp32 value| <= half_scale * |x_hat|_1 + step * |w|_1, |x_hat|_1 <= |x|_1 + depth * step.
